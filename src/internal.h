@@ -1,0 +1,37 @@
+/* Helpers shared by libbackprop's source files; not part of the public API. */
+#ifndef BACKPROP_INTERNAL_H
+#define BACKPROP_INTERNAL_H
+
+#include <stddef.h>
+
+#include <cblas.h>
+
+#include "backprop/backprop.h"
+
+#ifdef BACKPROP_DOUBLE
+#define bp__gemm cblas_dgemm
+#define bp__gemv cblas_dgemv
+#define BP__EXP exp
+#define BP__LOG log
+#define BP__TANH tanh
+#else
+#define bp__gemm cblas_sgemm
+#define bp__gemv cblas_sgemv
+#define BP__EXP expf
+#define BP__LOG logf
+#define BP__TANH tanhf
+#endif
+
+/* The one checked allocation wrapper: NULL only when size overflowed or memory ran out.
+ * Memory is 64-byte aligned and zeroed. Free with bp__free. */
+void *bp__calloc(size_t count, size_t size);
+void bp__free(void *p);
+
+/* a * b, or SIZE_MAX when it would overflow. */
+size_t bp__mul(size_t a, size_t b);
+
+/* Writes a formatted message into buf (if not NULL) and returns code. */
+int bp__fail(char *buf, size_t len, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+#endif

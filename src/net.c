@@ -1,0 +1,242 @@
+/* The network: one parameter buffer with per-layer views, the batched forward and
+ * backward passes, and the L2 term. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "activation.h"
+
+int bp_net_validate(int nsizes, const int *sizes, bp_activation hidden, bp_activation output,
+                    bp_cost cost, char *why, size_t whylen)
+{
+    if (nsizes < 2)
+        return bp__fail(why, whylen, BP_EINVAL, "need at least an input and an output size");
+    for (int i = 0; i < nsizes; i++)
+        if (sizes[i] <= 0)
+            return bp__fail(why, whylen, BP_EINVAL, "layer size %d is %d, must be positive",
+                            i, sizes[i]);
+    if (hidden == BP_SOFTMAX)
+        return bp__fail(why, whylen, BP_EINVAL, "softmax is an output activation only");
+    if (output != BP_SIGMOID && output != BP_SOFTMAX && output != BP_LINEAR)
+        return bp__fail(why, whylen, BP_EINVAL, "output must be sigmoid, softmax or linear");
+    if (output == BP_LINEAR && cost == BP_CROSS_ENTROPY)
+        return bp__fail(why, whylen, BP_EINVAL,
+                        "cross_entropy needs a sigmoid or softmax output (its logs are "
+                        "undefined on a linear output); use quadratic");
+    return 0;
+}
+
+size_t bp_net_offset_W(const bp_net *net, int l)
+{
+    return (size_t)(net->W[l] - net->params);
+}
+
+size_t bp_net_offset_b(const bp_net *net, int l)
+{
+    return (size_t)(net->b[l] - net->params);
+}
+
+int bp_net_create(bp_net *net, int nsizes, const int *sizes, bp_activation hidden,
+                  bp_activation output, bp_cost cost)
+{
+    memset(net, 0, sizeof(*net));
+    if (bp_net_validate(nsizes, sizes, hidden, output, cost, NULL, 0) < 0)
+        return BP_EINVAL;
+    size_t total = 0;
+    for (int l = 0; l + 1 < nsizes; l++) {
+        size_t w = bp__mul((size_t)sizes[l + 1], (size_t)sizes[l]);
+        if (w == SIZE_MAX || total > SIZE_MAX / 2 - w - (size_t)sizes[l + 1])
+            return BP_EINVAL;
+        total += w + (size_t)sizes[l + 1];
+    }
+    net->nlayers = nsizes - 1;
+    net->hidden = hidden;
+    net->output = output;
+    net->cost = cost;
+    net->nparams = total;
+    net->sizes = bp__calloc((size_t)nsizes, sizeof(int));
+    net->params = bp__calloc(total, sizeof(bp_real));
+    net->W = bp__calloc((size_t)net->nlayers, sizeof(bp_real *));
+    net->b = bp__calloc((size_t)net->nlayers, sizeof(bp_real *));
+    if (!net->sizes || !net->params || !net->W || !net->b) {
+        bp_net_free(net);
+        return BP_ENOMEM;
+    }
+    memcpy(net->sizes, sizes, (size_t)nsizes * sizeof(int));
+    bp_real *p = net->params;
+    for (int l = 0; l < net->nlayers; l++) {
+        net->W[l] = p;
+        p += (size_t)sizes[l + 1] * (size_t)sizes[l];
+        net->b[l] = p;
+        p += sizes[l + 1];
+    }
+    return 0;
+}
+
+void bp_net_free(bp_net *net)
+{
+    bp__free(net->sizes);
+    bp__free(net->params);
+    bp__free(net->W);
+    bp__free(net->b);
+    memset(net, 0, sizeof(*net));
+}
+
+void bp_net_init(bp_net *net, bp_init init, double epsilon, bp_rng *rng)
+{
+    for (int l = 0; l < net->nlayers; l++) {
+        size_t in = (size_t)net->sizes[l], out = (size_t)net->sizes[l + 1];
+        double xavier = sqrt(6.0 / (double)(in + out));
+        for (size_t i = 0; i < out * in; i++) {
+            double w = 0;
+            switch (init) {
+            case BP_INIT_GAUSSIAN_SCALED:
+                w = bp_rng_gaussian(rng) / sqrt((double)in);
+                break;
+            case BP_INIT_UNIFORM:
+                w = (2 * bp_rng_uniform(rng) - 1) * epsilon;
+                break;
+            case BP_INIT_XAVIER:
+                w = (2 * bp_rng_uniform(rng) - 1) * xavier;
+                break;
+            case BP_INIT_HE:
+                w = bp_rng_gaussian(rng) * sqrt(2.0 / (double)in);
+                break;
+            }
+            net->W[l][i] = (bp_real)w;
+        }
+        for (size_t j = 0; j < out; j++) {
+            double b = 0;
+            if (init == BP_INIT_GAUSSIAN_SCALED)
+                b = bp_rng_gaussian(rng);
+            else if (init == BP_INIT_UNIFORM)
+                b = (2 * bp_rng_uniform(rng) - 1) * epsilon;
+            net->b[l][j] = (bp_real)b;
+        }
+    }
+}
+
+int bp_workspace_create(bp_workspace *ws, const bp_net *net, size_t max_rows)
+{
+    memset(ws, 0, sizeof(*ws));
+    if (max_rows == 0)
+        max_rows = 1;
+    size_t L = (size_t)net->nlayers, k = (size_t)net->sizes[L];
+    size_t total = 0;
+    for (size_t l = 1; l <= L; l++)
+        total += bp__mul(max_rows, (size_t)net->sizes[l]); /* A[l]; A[0] points at the input */
+    for (size_t l = 0; l < L; l++)
+        total += bp__mul(max_rows, (size_t)net->sizes[l + 1]); /* D[l] */
+    total += bp__mul(max_rows, k) + max_rows;                  /* Z_out, ones */
+    ws->A = bp__calloc(L + 1, sizeof(bp_real *));
+    ws->D = bp__calloc(L, sizeof(bp_real *));
+    ws->mem = bp__calloc(total, sizeof(bp_real));
+    if (!ws->A || !ws->D || !ws->mem) {
+        bp_workspace_free(ws);
+        return BP_ENOMEM;
+    }
+    ws->max_rows = max_rows;
+    bp_real *p = ws->mem;
+    for (size_t l = 1; l <= L; l++) {
+        ws->A[l] = p;
+        p += max_rows * (size_t)net->sizes[l];
+    }
+    for (size_t l = 0; l < L; l++) {
+        ws->D[l] = p;
+        p += max_rows * (size_t)net->sizes[l + 1];
+    }
+    ws->Z_out = p;
+    p += max_rows * k;
+    ws->ones = p;
+    for (size_t i = 0; i < max_rows; i++)
+        ws->ones[i] = 1;
+    return 0;
+}
+
+void bp_workspace_free(bp_workspace *ws)
+{
+    bp__free(ws->A);
+    bp__free(ws->D);
+    bp__free(ws->mem);
+    memset(ws, 0, sizeof(*ws));
+}
+
+/* X is (rows, sizes[0]); each layer: Z = A W^T (one gemm), then bias and activation fused
+ * in one pass. The output layer keeps Z for the cost's log terms. */
+const bp_real *bp_forward(const bp_net *net, bp_workspace *ws, const bp_real *X, size_t rows)
+{
+    int L = net->nlayers;
+    const bp_real *in = X;
+    ws->A[0] = (bp_real *)X; /* the backward pass reads the inputs from here; never written */
+    for (int l = 0; l < L; l++) {
+        int n_in = net->sizes[l], n_out = net->sizes[l + 1];
+        int last = l == L - 1;
+        bp_real *Z = last ? ws->Z_out : ws->A[l + 1];
+        bp__gemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, n_out, n_in, 1, in, n_in,
+                 net->W[l], n_in, 0, Z, n_out);
+        bp__bias_activate(last ? net->output : net->hidden, Z, net->b[l], ws->A[l + 1], rows,
+                          (size_t)n_out);
+        in = ws->A[l + 1];
+    }
+    return ws->A[L];
+}
+
+double bp_cost_sum(const bp_net *net, const bp_workspace *ws, const bp_real *Y, size_t rows)
+{
+    int L = net->nlayers;
+    return bp__cost_rows(net->output, net->cost, ws->A[L], ws->Z_out, Y, rows,
+                         (size_t)net->sizes[L]);
+}
+
+size_t bp_count_correct(const bp_net *net, const bp_workspace *ws, const int *labels,
+                        size_t rows)
+{
+    size_t k = (size_t)net->sizes[net->nlayers], correct = 0;
+    const bp_real *A = ws->A[net->nlayers];
+    for (size_t r = 0; r < rows; r++) {
+        const bp_real *a = A + r * k;
+        size_t best = 0;
+        for (size_t j = 1; j < k; j++)
+            if (a[j] > a[best])
+                best = j;
+        correct += (int)best == labels[r];
+    }
+    return correct;
+}
+
+/* From the output back: dW_l += D_l^T A_l (gemm), db_l += D_l^T 1 (gemv),
+ * D_{l-1} = (D_l W_l) * f'(A_l) (gemm, then one element-wise pass). */
+void bp_backward(const bp_net *net, bp_workspace *ws, const bp_real *Y, size_t rows,
+                 bp_real *grad)
+{
+    int L = net->nlayers;
+    bp__output_delta(net->output, net->cost, ws->A[L], Y, ws->D[L - 1], rows,
+                     (size_t)net->sizes[L]);
+    for (int l = L - 1; l >= 0; l--) {
+        int n_in = net->sizes[l], n_out = net->sizes[l + 1];
+        bp_real *dW = grad + bp_net_offset_W(net, l);
+        bp_real *db = grad + bp_net_offset_b(net, l);
+        bp__gemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_out, n_in, (int)rows, 1, ws->D[l],
+                 n_out, ws->A[l], n_in, 1, dW, n_in);
+        bp__gemv(CblasRowMajor, CblasTrans, (int)rows, n_out, 1, ws->D[l], n_out, ws->ones, 1,
+                 1, db, 1);
+        if (l == 0)
+            break;
+        bp__gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, n_in, n_out, 1,
+                 ws->D[l], n_out, net->W[l], n_in, 0, ws->D[l - 1], n_in);
+        bp__mul_derivative(net->hidden, ws->A[l], ws->D[l - 1], rows * (size_t)n_in);
+    }
+}
+
+double bp_l2_term(const bp_net *net, double lambda, double n)
+{
+    if (lambda == 0)
+        return 0;
+    double sum = 0;
+    for (int l = 0; l < net->nlayers; l++) {
+        size_t count = (size_t)net->sizes[l] * (size_t)net->sizes[l + 1];
+        for (size_t i = 0; i < count; i++)
+            sum += (double)net->W[l][i] * (double)net->W[l][i];
+    }
+    return lambda / (2.0 * n) * sum;
+}
