@@ -26,9 +26,18 @@
  * Memory is 64-byte aligned and zeroed. Free with bp__free. */
 void *bp__calloc(size_t count, size_t size);
 void bp__free(void *p);
+/* realloc with an overflow check; on NULL the old block is untouched. */
+void *bp__realloc(void *p, size_t count, size_t size);
 
 /* a * b, or SIZE_MAX when it would overflow. */
 size_t bp__mul(size_t a, size_t b);
+
+/* FNV-1a over bytes, continuing from h (start with 1469598103934665603). */
+uint64_t bp__hash(const void *data, size_t bytes, uint64_t h);
+
+/* Makes a finished temporary file durable under its final name: fsync tmp, rename it over
+ * path, fsync the directory. On failure removes tmp, sets errno and returns -1. */
+int bp__commit_file(const char *tmp, const char *path);
 
 /* Writes a formatted message into buf (if not NULL) and returns code. */
 int bp__fail(char *buf, size_t len, int code, const char *fmt, ...)

@@ -13,8 +13,8 @@ int bp_net_validate(int nsizes, const int *sizes, bp_activation hidden, bp_activ
         return bp__fail(why, whylen, BP_EINVAL, "need at least an input and an output size");
     for (int i = 0; i < nsizes; i++)
         if (sizes[i] <= 0)
-            return bp__fail(why, whylen, BP_EINVAL, "layer size %d is %d, must be positive",
-                            i, sizes[i]);
+            return bp__fail(why, whylen, BP_EINVAL, "layer size %d is %d, must be positive", i,
+                            sizes[i]);
     if (hidden == BP_SOFTMAX)
         return bp__fail(why, whylen, BP_EINVAL, "softmax is an output activation only");
     if (output != BP_SIGMOID && output != BP_SOFTMAX && output != BP_LINEAR)
@@ -188,8 +188,7 @@ double bp_cost_sum(const bp_net *net, const bp_workspace *ws, const bp_real *Y, 
                          (size_t)net->sizes[L]);
 }
 
-size_t bp_count_correct(const bp_net *net, const bp_workspace *ws, const int *labels,
-                        size_t rows)
+size_t bp_count_correct(const bp_net *net, const bp_workspace *ws, const int *labels, size_t rows)
 {
     size_t k = (size_t)net->sizes[net->nlayers], correct = 0;
     const bp_real *A = ws->A[net->nlayers];
@@ -206,8 +205,7 @@ size_t bp_count_correct(const bp_net *net, const bp_workspace *ws, const int *la
 
 /* From the output back: dW_l += D_l^T A_l (gemm), db_l += D_l^T 1 (gemv),
  * D_{l-1} = (D_l W_l) * f'(A_l) (gemm, then one element-wise pass). */
-void bp_backward(const bp_net *net, bp_workspace *ws, const bp_real *Y, size_t rows,
-                 bp_real *grad)
+void bp_backward(const bp_net *net, bp_workspace *ws, const bp_real *Y, size_t rows, bp_real *grad)
 {
     int L = net->nlayers;
     bp__output_delta(net->output, net->cost, ws->A[L], Y, ws->D[L - 1], rows,
@@ -218,12 +216,12 @@ void bp_backward(const bp_net *net, bp_workspace *ws, const bp_real *Y, size_t r
         bp_real *db = grad + bp_net_offset_b(net, l);
         bp__gemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_out, n_in, (int)rows, 1, ws->D[l],
                  n_out, ws->A[l], n_in, 1, dW, n_in);
-        bp__gemv(CblasRowMajor, CblasTrans, (int)rows, n_out, 1, ws->D[l], n_out, ws->ones, 1,
-                 1, db, 1);
+        bp__gemv(CblasRowMajor, CblasTrans, (int)rows, n_out, 1, ws->D[l], n_out, ws->ones, 1, 1,
+                 db, 1);
         if (l == 0)
             break;
-        bp__gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, n_in, n_out, 1,
-                 ws->D[l], n_out, net->W[l], n_in, 0, ws->D[l - 1], n_in);
+        bp__gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, n_in, n_out, 1, ws->D[l],
+                 n_out, net->W[l], n_in, 0, ws->D[l - 1], n_in);
         bp__mul_derivative(net->hidden, ws->A[l], ws->D[l - 1], rows * (size_t)n_in);
     }
 }

@@ -17,8 +17,7 @@ static void step_range(bp_real *p, const bp_real *g, bp_real *v, size_t n, doubl
     }
 }
 
-void bp_sgd_step(const bp_sgd *opt, bp_net *net, const bp_real *grad, bp_real *velocity,
-                 double m)
+void bp_sgd_step(const bp_sgd *opt, bp_net *net, const bp_real *grad, bp_real *velocity, double m)
 {
     double eta_m = opt->learning_rate / m;
     double l2 = opt->learning_rate * opt->lambda / opt->n_train; /* eta * lambda / n */
@@ -29,7 +28,7 @@ void bp_sgd_step(const bp_sgd *opt, bp_net *net, const bp_real *grad, bp_real *v
         size_t nb = (size_t)net->sizes[l + 1];
         step_range(net->params + ow, grad + ow, v ? v + ow : NULL, nw, eta_m, 1.0 - l2,
                    opt->momentum, l2);
-        step_range(net->params + ob, grad + ob, v ? v + ob : NULL, nb, eta_m, 1.0,
-                   opt->momentum, 0.0);
+        step_range(net->params + ob, grad + ob, v ? v + ob : NULL, nb, eta_m, 1.0, opt->momentum,
+                   0.0);
     }
 }

@@ -1,8 +1,11 @@
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -50,6 +53,14 @@ void *bp__calloc(size_t count, size_t size)
     return p;
 }
 
+void *bp__realloc(void *p, size_t count, size_t size)
+{
+    size_t bytes = bp__mul(count, size);
+    if (bytes == SIZE_MAX)
+        return NULL;
+    return realloc(p, bytes ? bytes : 1);
+}
+
 void bp__free(void *p)
 {
     free(p);
@@ -66,14 +77,46 @@ int bp__fail(char *buf, size_t len, int code, const char *fmt, ...)
     return code;
 }
 
-uint64_t bp_net_checksum(const bp_net *net)
+uint64_t bp__hash(const void *data, size_t bytes, uint64_t h)
 {
-    const unsigned char *p = (const unsigned char *)net->params;
-    size_t n = net->nparams * sizeof(bp_real);
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < bytes; i++) {
         h ^= p[i];
         h *= 1099511628211ULL;
     }
     return h;
+}
+
+uint64_t bp_net_checksum(const bp_net *net)
+{
+    return bp__hash(net->params, net->nparams * sizeof(bp_real), 1469598103934665603ULL);
+}
+
+int bp__commit_file(const char *tmp, const char *path)
+{
+    int fd = open(tmp, O_RDONLY);
+    int ok = fd >= 0 && fsync(fd) == 0;
+    int saved = errno;
+    if (fd >= 0)
+        close(fd);
+    if (!ok || rename(tmp, path) != 0) {
+        saved = ok ? errno : saved;
+        unlink(tmp);
+        errno = saved;
+        return -1;
+    }
+    /* The rename is durable once the directory entry is. */
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        snprintf(dir, sizeof(dir), ".");
+    else
+        slash[slash == dir] = 0;
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return 0;
 }

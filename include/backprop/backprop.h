@@ -21,13 +21,13 @@ typedef float bp_real;
 
 enum {
     BP_OK = 0,
-    BP_ENOMEM = -1,   /* allocation failed */
-    BP_EINVAL = -2,   /* invalid argument or value */
-    BP_EIO = -3,      /* file could not be read or written */
-    BP_EFORMAT = -4,  /* file exists but its content is not what was expected */
+    BP_ENOMEM = -1,    /* allocation failed */
+    BP_EINVAL = -2,    /* invalid argument or value */
+    BP_EIO = -3,       /* file could not be read or written */
+    BP_EFORMAT = -4,   /* file exists but its content is not what was expected */
     BP_EMISMATCH = -5, /* a checkpoint or data set does not fit the network */
     BP_EDIVERGED = -6, /* cost or parameters became NaN or infinite */
-    BP_ECOMM = -7,    /* a collective operation failed or replicas disagree */
+    BP_ECOMM = -7,     /* a collective operation failed or replicas disagree */
 };
 
 /* Text for a BP_E* code; never NULL. */
@@ -65,7 +65,7 @@ typedef struct {
     int *sizes;
     bp_activation hidden, output;
     bp_cost cost;
-    size_t nparams; /* all weights and biases */
+    size_t nparams;  /* all weights and biases */
     bp_real *params; /* ONE allocation: W0, b0, W1, b1, ... */
     bp_real **W;     /* W[l] is (sizes[l+1], sizes[l]), a view into params */
     bp_real **b;     /* b[l] is (sizes[l+1]) */
@@ -115,13 +115,11 @@ const bp_real *bp_forward(const bp_net *net, bp_workspace *ws, const bp_real *X,
 double bp_cost_sum(const bp_net *net, const bp_workspace *ws, const bp_real *Y, size_t rows);
 
 /* Number of rows whose largest output sits at the label's index. */
-size_t bp_count_correct(const bp_net *net, const bp_workspace *ws, const int *labels,
-                        size_t rows);
+size_t bp_count_correct(const bp_net *net, const bp_workspace *ws, const int *labels, size_t rows);
 
 /* Backward pass after bp_forward on the same rows: ADDS the summed gradients of the data
  * cost over the rows to grad (a params-shaped buffer). No L2 term here. */
-void bp_backward(const bp_net *net, bp_workspace *ws, const bp_real *Y, size_t rows,
-                 bp_real *grad);
+void bp_backward(const bp_net *net, bp_workspace *ws, const bp_real *Y, size_t rows, bp_real *grad);
 
 /* The L2 term lambda/(2n) * sum of squared weights (biases excluded). */
 double bp_l2_term(const bp_net *net, double lambda, double n);
@@ -138,8 +136,7 @@ typedef struct {
  * plain:    W <- (1 - eta*lambda/n) W - (eta/m) dW,   b <- b - (eta/m) db
  * momentum: v <- mu v - eta (dW/m + lambda/n W),  W <- W + v  (biases without the L2 part)
  * velocity is params-shaped (may be NULL when momentum is 0). Allocates nothing. */
-void bp_sgd_step(const bp_sgd *opt, bp_net *net, const bp_real *grad, bp_real *velocity,
-                 double m);
+void bp_sgd_step(const bp_sgd *opt, bp_net *net, const bp_real *grad, bp_real *velocity, double m);
 
 /* ---- gradient checking ---- */
 typedef struct {
@@ -147,16 +144,19 @@ typedef struct {
     double max_rel_error; /* worst single entry, bp_relative_error(g_i, n_i) */
     double max_abs_grad;  /* largest analytic gradient seen: guards against all zeros */
     size_t checked;
+    size_t kinks; /* entries skipped: their +-epsilon moved a relu across its kink */
 } bp_gradcheck_layer;
 
 /* Compares the analytic gradient of J = mean data cost over the m rows of (X, Y) plus
  * lambda/(2n) sum W^2 against centred differences (J(p+e) - J(p-e)) / 2e. analytic is
  * that gradient, params-shaped, or NULL to compute it here with bp_backward. Checks every
  * parameter of a layer when it has at most max_per_layer of them, else an evenly spaced
- * subset of that many. result has net->nlayers entries. Returns 0, or BP_ENOMEM. The
- * parameters are restored exactly. */
-int bp_gradcheck(bp_net *net, const bp_real *X, const bp_real *Y, size_t m, double lambda,
-                 double n, double epsilon, size_t max_per_layer, const bp_real *analytic,
+ * subset of that many. An entry whose +-epsilon switches a relu unit on or off is skipped
+ * (counted in kinks): the difference then straddles the kink and measures nothing.
+ * result has net->nlayers entries. Returns 0, or BP_ENOMEM. The parameters are restored
+ * exactly. */
+int bp_gradcheck(bp_net *net, const bp_real *X, const bp_real *Y, size_t m, double lambda, double n,
+                 double epsilon, size_t max_per_layer, const bp_real *analytic,
                  bp_gradcheck_layer *result);
 
 /* The mean data cost over the m rows plus the L2 term: the J that bp_gradcheck differences. */

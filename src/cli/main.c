@@ -1,3 +1,84 @@
+/* backprop: train, evaluate, inspect and convert. */
+#include <stdarg.h>
 #include <stdio.h>
-#include "backprop/backprop.h"
-int main(void) { printf("backprop %s\n", BP_VERSION); return 0; }
+#include <string.h>
+
+#include "cli.h"
+
+static const char usage[] =
+    "usage: backprop COMMAND [ARGS]\n"
+    "\n"
+    "  train CONFIG [--set SECTION.KEY=VALUE]... [--resume CKPT|latest]\n"
+    "  eval --checkpoint CKPT --data FILE [--labels FILE] [--json]\n"
+    "  predict --checkpoint CKPT --data FILE [--labels FILE] --out FILE.h5\n"
+    "  gradcheck CONFIG [--set ...] [--epsilon E] [--tolerance T]\n"
+    "  inspect CKPT\n"
+    "  convert (--idx-images F --idx-labels F | --csv F [--targets K]) --out FILE.h5\n"
+    "  --help | --version | COMMAND --help\n"
+    "\n"
+    "train, eval and gradcheck run alone or under mpirun -np N.\n"
+    "Exit status: 0 success, 2 bad usage or input, 1 failure during work.\n";
+
+void bp_cli_error(int rank, const char *fmt, ...)
+{
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (rank > 0)
+        fprintf(stderr, "backprop: error: [rank %d] %s\n", rank, msg);
+    else
+        fprintf(stderr, "backprop: error: %s\n", msg);
+    fflush(stderr);
+}
+
+int bp_cli_agree(const bp_comm *comm, int status, const char *msg)
+{
+    int who;
+    int agreed = bp_comm_agree(comm, status, &who);
+    if (agreed != 0 && who == comm->rank)
+        bp_cli_error(comm->rank, "%s", msg && *msg ? msg : "failed");
+    return agreed;
+}
+
+int bp_cli_setup_status(int code)
+{
+    return code == BP_ENOMEM || code == BP_ECOMM ? EXIT_FAILURE_DURING_WORK : EXIT_BAD_INPUT;
+}
+
+int bp_cli_wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return 1;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct {
+        const char *name;
+        int (*run)(int, char **);
+    } commands[] = {
+        {"train", bp_cmd_train},         {"eval", bp_cmd_eval},       {"predict", bp_cmd_predict},
+        {"gradcheck", bp_cmd_gradcheck}, {"inspect", bp_cmd_inspect}, {"convert", bp_cmd_convert},
+    };
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return EXIT_BAD_INPUT;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        fputs(usage, stdout);
+        return EXIT_OK;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("backprop %s (%s)\n", BP_VERSION, BP_SCALAR_NAME);
+        return EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (strcmp(argv[1], commands[i].name) == 0)
+            return commands[i].run(argc - 1, argv + 1);
+    bp_cli_error(0, "unknown command '%s' (see backprop --help)", argv[1]);
+    return EXIT_BAD_INPUT;
+}

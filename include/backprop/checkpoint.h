@@ -1,0 +1,66 @@
+/* Checkpoints: everything needed to resume a run exactly, in one HDF5 file. */
+#ifndef BACKPROP_CHECKPOINT_H
+#define BACKPROP_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backprop/backprop.h"
+
+#define BP_CHECKPOINT_FORMAT "backprop-checkpoint"
+#define BP_CHECKPOINT_VERSION 1
+
+/* One row of the metrics CSV; NaN where a value does not apply. */
+typedef struct {
+    long epoch; /* 1-based epoch that ended */
+    long step;  /* global step at its end */
+    double train_cost, train_accuracy, val_cost, val_accuracy, test_cost, test_accuracy;
+    double samples_per_s, elapsed_s;
+} bp_metrics_row;
+
+/* Where a run stands: what a resumed run needs besides the parameters. */
+typedef struct {
+    long epoch;          /* completed epochs */
+    long batch_in_epoch; /* steps already taken in the current epoch */
+    long global_step;    /* steps since the start of the run */
+    uint64_t seed;
+    bp_rng rng;
+    int ranks;        /* rank count that wrote it (informational: resuming on another works) */
+    double elapsed_s; /* training wall time so far */
+    /* Running sums of the epoch in progress, so its metrics come out as uninterrupted. */
+    double epoch_cost_sum, epoch_correct, epoch_seen, epoch_train_s;
+    size_t nmetrics;
+    bp_metrics_row *metrics; /* one per completed epoch */
+} bp_train_state;
+
+typedef struct {
+    bp_net net;
+    bp_real *velocity; /* params-shaped momentum buffer, zeros when momentum is off */
+    bp_train_state state;
+    char *config_text; /* the effective config, INI */
+    char scalar[8];    /* "float" or "double": the build that wrote it */
+    int format_version;
+} bp_checkpoint;
+
+/* Writes path atomically: a temporary file in the same directory, flushed and fsync'ed,
+ * renamed over path, then the directory fsync'ed. Weights are chunked datasets with the
+ * Fletcher32 checksum filter. On error returns BP_EIO with a reason in err, removes the
+ * temporary file, and leaves any existing file at path untouched. */
+int bp_checkpoint_write(const char *path, const bp_net *net, const bp_real *velocity,
+                        const bp_train_state *state, const char *config_text, char *err,
+                        size_t errlen);
+
+/* Reads and verifies a checkpoint (format name, version <= BP_CHECKPOINT_VERSION, layout,
+ * checksums). Converts float/double as needed. On error returns BP_EIO (unreadable),
+ * BP_EFORMAT (not a backprop checkpoint, newer version, corrupted) with a reason in err,
+ * and *ck is zeroed. */
+int bp_checkpoint_read(const char *path, bp_checkpoint *ck, char *err, size_t errlen);
+
+void bp_checkpoint_free(bp_checkpoint *ck);
+
+/* Says why the checkpoint's network does not fit the given one (layers, hidden, output,
+ * cost), or returns 0 when it does. BP_EMISMATCH with e.g. "layers 784,30,10 in the
+ * checkpoint, 784,100,10 in the config". */
+int bp_checkpoint_match(const bp_checkpoint *ck, const bp_net *net, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,58 @@
+/* The INI config: every key of SPEC's [data], [network], [train], [checkpoint], [log],
+ * validated with the file and line of each problem. */
+#ifndef BACKPROP_CONFIG_H
+#define BACKPROP_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backprop/backprop.h"
+
+#define BP_MAX_LAYERS 64
+#define BP_PATH_MAX 1024
+
+typedef enum { BP_PROGRESS_AUTO, BP_PROGRESS_ON, BP_PROGRESS_OFF } bp_progress;
+
+typedef struct {
+    /* [data]; empty string = not set */
+    char train[BP_PATH_MAX], train_labels[BP_PATH_MAX];
+    char validation[BP_PATH_MAX], validation_labels[BP_PATH_MAX];
+    char test[BP_PATH_MAX], test_labels[BP_PATH_MAX];
+    long validation_split, limit;
+    /* [network] */
+    int nsizes;
+    int sizes[BP_MAX_LAYERS];
+    bp_activation hidden, output;
+    bp_cost cost;
+    bp_init init;
+    double init_epsilon;
+    /* [train] */
+    long epochs, batch_size;
+    double learning_rate, lambda, momentum;
+    uint64_t seed;
+    int threads; /* 0 = auto */
+    /* [checkpoint] */
+    char checkpoint_dir[BP_PATH_MAX];
+    long every_epochs, every_steps, keep;
+    /* [log] */
+    char metrics[BP_PATH_MAX];
+    bp_progress progress;
+} bp_config;
+
+/* Reads path, then applies each "section.key=value" of sets in order, with the same
+ * checks. Unset optional keys get their defaults; checkpoint.dir defaults to
+ * runs/<config file name without .ini>, log.metrics to <checkpoint.dir>/metrics.csv.
+ * On error returns BP_EINVAL (BP_EIO if unreadable) with "FILE:LINE: what is wrong" (or
+ * "--set KEY=VALUE: what is wrong") in err. */
+int bp_config_load(bp_config *cfg, const char *path, const char *const *sets, int nsets, char *err,
+                   size_t errlen);
+
+/* Parses config text already in memory; `name` is used in messages in place of a path. */
+int bp_config_parse(bp_config *cfg, const char *name, const char *text, const char *const *sets,
+                    int nsets, char *err, size_t errlen);
+
+/* The effective config as INI text (every key, defaults included), written into buf.
+ * Returns the length it needed (like snprintf). */
+size_t bp_config_format(const bp_config *cfg, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The main job: installs what is missing (Debian 12), builds backprop, and trains
+# configs/fashion-mnist.ini on Fashion-MNIST with 2 MPI ranks.
+# Usage: scripts/demo.sh [extra mpirun -np N, default 2]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+np=${1:-2}
+scripts/deps.sh dataset-fashion-mnist
+if [ "$(id -u)" -eq 0 ]; then
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DBACKPROP_TESTS=OFF >/dev/null
+cmake --build build/release -j "$(nproc)" --target backprop
+# The demo starts afresh each time: backprop refuses to train over an existing run.
+rm -rf runs/fashion-mnist
+mpirun --oversubscribe -np "$np" build/release/backprop train configs/fashion-mnist.ini
+cat <<MSG
+
+Checkpoints: runs/fashion-mnist/ckpt-<step>.h5 and runs/fashion-mnist/latest.h5
+Metrics:     runs/fashion-mnist/metrics.csv
+Next:        build/release/backprop inspect runs/fashion-mnist/latest.h5
+             build/release/backprop eval --checkpoint runs/fashion-mnist/latest.h5 \\
+                 --data /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz \\
+                 --labels /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
+MSG

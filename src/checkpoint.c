@@ -1,0 +1,908 @@
+/* Checkpoints: the network, the momentum buffer, where the run stands and the config, in
+ * one HDF5 file. Written to a temporary file and renamed into place, so a reader sees the
+ * old file or the new one, never half of one; verified field by field on read, so a damaged
+ * or foreign file is refused with a reason instead of resuming from garbage. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <hdf5.h>
+
+#include "backprop/checkpoint.h"
+#include "internal.h"
+
+#ifdef BACKPROP_DOUBLE
+#define BP__H5_MEM_REAL H5T_NATIVE_DOUBLE
+#define BP__H5_FILE_REAL H5T_IEEE_F64LE
+#else
+#define BP__H5_MEM_REAL H5T_NATIVE_FLOAT
+#define BP__H5_FILE_REAL H5T_IEEE_F32LE
+#endif
+
+#define NCOLS 10
+/* Each chunk carries its own checksum and HDF5 caps a chunk at 4 GiB: 1 MiB of floats. */
+#define CHUNK_ELEMS ((hsize_t)1 << 18)
+/* Bounds the 'layers' attribute of a file we did not write before anything is sized by it. */
+#define MAX_SIZES 1024
+
+static const char *const metric_columns[NCOLS] = {
+    "epoch",        "step",      "train_cost",    "train_accuracy", "val_cost",
+    "val_accuracy", "test_cost", "test_accuracy", "samples_per_s",  "elapsed_s"};
+static const char *const train_int_names[3] = {"epoch", "batch_in_epoch", "global_step"};
+static const char *const train_real_names[5] = {"elapsed_s", "epoch_cost_sum", "epoch_correct",
+                                                "epoch_seen", "epoch_train_s"};
+
+/* The params-shaped buffers stored layer by layer: the group, then the names standing for
+ * W and b in it. */
+typedef struct {
+    const char *group, *w, *b;
+} tensor_group;
+
+static const tensor_group params_group = {"model", "W", "b"};
+static const tensor_group velocity_group = {"optimizer", "vW", "vb"};
+
+/* ---- HDF5 helpers ---- */
+
+/* Closes any handle this file opens; ignores invalid ones so that cleanup paths can close
+ * everything unconditionally. */
+static void h5_close(hid_t id)
+{
+    if (id < 0)
+        return;
+    switch (H5Iget_type(id)) {
+    case H5I_FILE:
+        H5Fclose(id);
+        break;
+    case H5I_GROUP:
+        H5Gclose(id);
+        break;
+    case H5I_DATASET:
+        H5Dclose(id);
+        break;
+    case H5I_ATTR:
+        H5Aclose(id);
+        break;
+    case H5I_DATASPACE:
+        H5Sclose(id);
+        break;
+    case H5I_DATATYPE:
+        H5Tclose(id);
+        break;
+    case H5I_GENPROP_LST:
+        H5Pclose(id);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Variable-length UTF-8: what h5py reads back as str. */
+static hid_t vlen_string_type(void)
+{
+    hid_t t = H5Tcopy(H5T_C_S1);
+    if (t >= 0 && (H5Tset_size(t, H5T_VARIABLE) < 0 || H5Tset_cset(t, H5T_CSET_UTF8) < 0)) {
+        H5Tclose(t);
+        t = H5I_INVALID_HID;
+    }
+    return t;
+}
+
+static char *dup_string(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *copy = bp__calloc(n, 1);
+    if (copy)
+        memcpy(copy, s, n);
+    return copy;
+}
+
+/* Writes attribute name: n values of mtype stored as ftype, or one scalar when n is 0. */
+static int write_attr(hid_t loc, const char *name, hid_t ftype, hid_t mtype, hsize_t n,
+                      const void *buf)
+{
+    hid_t space = n ? H5Screate_simple(1, &n, NULL) : H5Screate(H5S_SCALAR);
+    hid_t attr =
+        space < 0 ? H5I_INVALID_HID : H5Acreate2(loc, name, ftype, space, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = attr >= 0 && H5Awrite(attr, mtype, buf) >= 0 ? 0 : -1;
+    h5_close(attr);
+    h5_close(space);
+    return rc;
+}
+
+static int write_string_attr(hid_t loc, const char *name, const char *s)
+{
+    hid_t type = vlen_string_type();
+    int rc = type < 0 ? -1 : write_attr(loc, name, type, type, 0, &s);
+    h5_close(type);
+    return rc;
+}
+
+/* Reads attribute name, which must hold exactly n values, converted to mtype. */
+static int read_attr(hid_t loc, const char *name, hid_t mtype, hssize_t n, void *buf)
+{
+    hid_t attr = H5Aexists(loc, name) > 0 ? H5Aopen(loc, name, H5P_DEFAULT) : H5I_INVALID_HID;
+    hid_t space = attr < 0 ? H5I_INVALID_HID : H5Aget_space(attr);
+    int rc =
+        space >= 0 && H5Sget_simple_extent_npoints(space) == n && H5Aread(attr, mtype, buf) >= 0
+            ? 0
+            : -1;
+    h5_close(space);
+    h5_close(attr);
+    return rc;
+}
+
+/* How many values attribute name holds, or -1 when there is no such attribute. */
+static hssize_t attr_npoints(hid_t loc, const char *name)
+{
+    hid_t attr = H5Aexists(loc, name) > 0 ? H5Aopen(loc, name, H5P_DEFAULT) : H5I_INVALID_HID;
+    hid_t space = attr < 0 ? H5I_INVALID_HID : H5Aget_space(attr);
+    hssize_t n = space < 0 ? -1 : H5Sget_simple_extent_npoints(space);
+    h5_close(space);
+    h5_close(attr);
+    return n;
+}
+
+static herr_t h5_read(hid_t obj, int is_attr, hid_t mtype, void *buf)
+{
+    return is_attr ? H5Aread(obj, mtype, buf)
+                   : H5Dread(obj, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+}
+
+static char *read_vlen_string(hid_t obj, int is_attr, hid_t mtype)
+{
+    char *s = NULL, *copy = NULL;
+    if (H5Tset_size(mtype, H5T_VARIABLE) >= 0 && h5_read(obj, is_attr, mtype, &s) >= 0 && s)
+        copy = dup_string(s);
+    if (s)
+        H5free_memory(s);
+    return copy;
+}
+
+/* Read one byte longer than stored and NUL-terminated, whatever padding the writer used. */
+static char *read_fixed_string(hid_t obj, int is_attr, hid_t mtype, size_t size)
+{
+    char *s = size ? bp__calloc(size + 1, 1) : NULL;
+    if (s && (H5Tset_size(mtype, size + 1) < 0 || H5Tset_strpad(mtype, H5T_STR_NULLTERM) < 0 ||
+              h5_read(obj, is_attr, mtype, s) < 0)) {
+        bp__free(s);
+        s = NULL;
+    }
+    return s;
+}
+
+/* A copy of the one string held by an attribute (is_attr) or a dataset, fixed- or
+ * variable-length; NULL when it holds anything else. */
+static char *read_string(hid_t obj, int is_attr)
+{
+    hid_t ftype = is_attr ? H5Aget_type(obj) : H5Dget_type(obj);
+    hid_t space = is_attr ? H5Aget_space(obj) : H5Dget_space(obj);
+    hid_t mtype = H5Tcopy(H5T_C_S1);
+    char *s = NULL;
+    if (ftype >= 0 && space >= 0 && mtype >= 0 && H5Tget_class(ftype) == H5T_STRING &&
+        H5Sget_simple_extent_npoints(space) == 1 && H5Tset_cset(mtype, H5Tget_cset(ftype)) >= 0) {
+        if (H5Tis_variable_str(ftype) > 0)
+            s = read_vlen_string(obj, is_attr, mtype);
+        else
+            s = read_fixed_string(obj, is_attr, mtype, H5Tget_size(ftype));
+    }
+    h5_close(mtype);
+    h5_close(space);
+    h5_close(ftype);
+    return s;
+}
+
+/* Copies string attribute name into buf; -1 when missing, not a string, or too long. */
+static int read_string_attr(hid_t loc, const char *name, char *buf, size_t len)
+{
+    hid_t attr = H5Aexists(loc, name) > 0 ? H5Aopen(loc, name, H5P_DEFAULT) : H5I_INVALID_HID;
+    char *s = attr < 0 ? NULL : read_string(attr, 1);
+    int rc = s && strlen(s) < len ? 0 : -1;
+    if (rc == 0)
+        memcpy(buf, s, strlen(s) + 1);
+    bp__free(s);
+    h5_close(attr);
+    return rc;
+}
+
+static void layer_name(char *buf, size_t len, const char *group, int l, const char *leaf)
+{
+    snprintf(buf, len, "/%s/layer_%d/%s", group, l, leaf);
+}
+
+/* ---- writing ---- */
+
+/* Names the step about to run, for the error message, and clears errno so that a value
+ * found there after a failure was set by this step. */
+static void begin_step(char *step, size_t len, const char *what)
+{
+    snprintf(step, len, "%s", what);
+    errno = 0;
+}
+
+/* Whole rows up to CHUNK_ELEMS per chunk (one row when a row is longer). */
+static void chunk_dims(int rank, const hsize_t *dims, hsize_t *chunk)
+{
+    hsize_t cols = rank == 2 ? dims[1] : 1;
+    if (cols > CHUNK_ELEMS)
+        cols = CHUNK_ELEMS;
+    hsize_t rows = CHUNK_ELEMS / cols;
+    chunk[0] = rows < dims[0] ? rows : dims[0];
+    if (rank == 2)
+        chunk[1] = cols;
+}
+
+/* A chunked dataset with the Fletcher32 filter, so that a flipped byte fails the read. */
+static int write_real(hid_t file, const char *name, int rank, const hsize_t *dims,
+                      const bp_real *data)
+{
+    hsize_t chunk[2];
+    hid_t space = H5Screate_simple(rank, dims, NULL);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    hid_t dset = H5I_INVALID_HID;
+    int rc = -1;
+    chunk_dims(rank, dims, chunk);
+    if (space < 0 || dcpl < 0 || lcpl < 0 || H5Pset_chunk(dcpl, rank, chunk) < 0 ||
+        H5Pset_fletcher32(dcpl) < 0 || H5Pset_create_intermediate_group(lcpl, 1) < 0)
+        goto cleanup;
+    dset = H5Dcreate2(file, name, BP__H5_FILE_REAL, space, lcpl, dcpl, H5P_DEFAULT);
+    if (dset >= 0 && H5Dwrite(dset, BP__H5_MEM_REAL, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0)
+        rc = 0;
+cleanup:
+    h5_close(dset);
+    h5_close(lcpl);
+    h5_close(dcpl);
+    h5_close(space);
+    return rc;
+}
+
+/* buf is params-shaped; b has W's first dimension, hence rank 2 - k over the same dims. */
+static int write_layers(hid_t file, const tensor_group *g, const bp_net *net, const bp_real *buf,
+                        char *step, size_t steplen)
+{
+    for (int l = 0; l < net->nlayers; l++) {
+        hsize_t dims[2] = {(hsize_t)net->sizes[l + 1], (hsize_t)net->sizes[l]};
+        const char *leaf[2] = {g->w, g->b};
+        const bp_real *data[2] = {buf + bp_net_offset_W(net, l), buf + bp_net_offset_b(net, l)};
+        for (int k = 0; k < 2; k++) {
+            char name[96], what[128];
+            layer_name(name, sizeof(name), g->group, l, leaf[k]);
+            snprintf(what, sizeof(what), "cannot write %s", name);
+            begin_step(step, steplen, what);
+            if (write_real(file, name, 2 - k, dims, data[k]) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static int write_model_attrs(hid_t file, const bp_net *net)
+{
+    const char *names[4][2] = {{"hidden", bp_activation_name(net->hidden)},
+                               {"output", bp_activation_name(net->output)},
+                               {"cost", bp_cost_name(net->cost)},
+                               {"scalar", BP_SCALAR_NAME}};
+    hid_t model = H5Gcreate2(file, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = model < 0 ? -1
+                       : write_attr(model, "layers", H5T_STD_I32LE, H5T_NATIVE_INT,
+                                    (hsize_t)net->nlayers + 1, net->sizes);
+    for (int i = 0; rc == 0 && i < 4; i++)
+        rc = write_string_attr(model, names[i][0], names[i][1]);
+    h5_close(model);
+    return rc;
+}
+
+static void metrics_to_doubles(const bp_metrics_row *m, double *r)
+{
+    const double v[NCOLS] = {(double)m->epoch, (double)m->step, m->train_cost, m->train_accuracy,
+                             m->val_cost,      m->val_accuracy, m->test_cost,  m->test_accuracy,
+                             m->samples_per_s, m->elapsed_s};
+    memcpy(r, v, sizeof(v));
+}
+
+static void doubles_to_metrics(const double *r, bp_metrics_row *m)
+{
+    m->epoch = (long)r[0];
+    m->step = (long)r[1];
+    m->train_cost = r[2];
+    m->train_accuracy = r[3];
+    m->val_cost = r[4];
+    m->val_accuracy = r[5];
+    m->test_cost = r[6];
+    m->test_accuracy = r[7];
+    m->samples_per_s = r[8];
+    m->elapsed_s = r[9];
+}
+
+/* nmetrics x NCOLS doubles; with no rows yet the dataset has 0 rows and nothing is written. */
+static int write_metrics(hid_t train, const bp_train_state *st)
+{
+    hsize_t dims[2] = {st->nmetrics, NCOLS};
+    double *rows = NULL;
+    hid_t space = H5I_INVALID_HID, dset = H5I_INVALID_HID, strtype = H5I_INVALID_HID;
+    int rc = -1;
+    if (st->nmetrics) {
+        rows = bp__calloc(bp__mul(st->nmetrics, NCOLS), sizeof(double));
+        if (!rows)
+            goto cleanup;
+        for (size_t i = 0; i < st->nmetrics; i++)
+            metrics_to_doubles(&st->metrics[i], rows + i * NCOLS);
+    }
+    space = H5Screate_simple(2, dims, NULL);
+    dset = space < 0 ? H5I_INVALID_HID
+                     : H5Dcreate2(train, "metrics", H5T_IEEE_F64LE, space, H5P_DEFAULT, H5P_DEFAULT,
+                                  H5P_DEFAULT);
+    strtype = vlen_string_type();
+    if (dset < 0 || strtype < 0)
+        goto cleanup;
+    if (rows && H5Dwrite(dset, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows) < 0)
+        goto cleanup;
+    rc = write_attr(dset, "columns", strtype, strtype, NCOLS, metric_columns);
+cleanup:
+    h5_close(strtype);
+    h5_close(dset);
+    h5_close(space);
+    bp__free(rows);
+    return rc;
+}
+
+static int write_train(hid_t file, const bp_train_state *st)
+{
+    const int64_t ints[3] = {st->epoch, st->batch_in_epoch, st->global_step};
+    const double reals[5] = {st->elapsed_s, st->epoch_cost_sum, st->epoch_correct, st->epoch_seen,
+                             st->epoch_train_s};
+    hid_t train = H5Gcreate2(file, "train", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = train < 0 ? -1 : 0;
+    for (int i = 0; rc == 0 && i < 3; i++)
+        rc = write_attr(train, train_int_names[i], H5T_STD_I64LE, H5T_NATIVE_INT64, 0, &ints[i]);
+    for (int i = 0; rc == 0 && i < 5; i++)
+        rc =
+            write_attr(train, train_real_names[i], H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 0, &reals[i]);
+    if (rc == 0)
+        rc = write_attr(train, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, 0, &st->seed);
+    if (rc == 0)
+        rc = write_attr(train, "rng_state", H5T_STD_U64LE, H5T_NATIVE_UINT64, 4, st->rng.s);
+    if (rc == 0)
+        rc = write_attr(train, "ranks", H5T_STD_I32LE, H5T_NATIVE_INT, 0, &st->ranks);
+    if (rc == 0)
+        rc = write_metrics(train, st);
+    h5_close(train);
+    return rc;
+}
+
+static int write_config(hid_t file, const char *text)
+{
+    hid_t type = vlen_string_type();
+    hid_t space = H5Screate(H5S_SCALAR);
+    hid_t dset = type < 0 || space < 0 ? H5I_INVALID_HID
+                                       : H5Dcreate2(file, "config", type, space, H5P_DEFAULT,
+                                                    H5P_DEFAULT, H5P_DEFAULT);
+    int rc = dset >= 0 && H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, &text) >= 0 ? 0 : -1;
+    h5_close(dset);
+    h5_close(space);
+    h5_close(type);
+    return rc;
+}
+
+static int write_contents(hid_t file, const bp_net *net, const bp_real *velocity,
+                          const bp_train_state *st, const char *config_text, char *step,
+                          size_t steplen)
+{
+    const int version = BP_CHECKPOINT_VERSION;
+    begin_step(step, steplen, "cannot write the format attributes");
+    if (write_string_attr(file, "format", BP_CHECKPOINT_FORMAT) < 0 ||
+        write_attr(file, "format_version", H5T_STD_I32LE, H5T_NATIVE_INT, 0, &version) < 0)
+        return -1;
+    begin_step(step, steplen, "cannot write /model");
+    if (write_model_attrs(file, net) < 0 ||
+        write_layers(file, &params_group, net, net->params, step, steplen) < 0 ||
+        write_layers(file, &velocity_group, net, velocity, step, steplen) < 0)
+        return -1;
+    begin_step(step, steplen, "cannot write /train");
+    if (write_train(file, st) < 0)
+        return -1;
+    begin_step(step, steplen, "cannot write /config");
+    return write_config(file, config_text ? config_text : "");
+}
+
+static int fsync_path(const char *path, int flags)
+{
+    int fd = open(path, flags | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
+/* Writes the whole file at tmp and makes it durable; on failure step says what failed and
+ * errno, when nonzero, why. */
+static int write_temp(const char *tmp, const bp_net *net, const bp_real *velocity,
+                      const bp_train_state *st, const char *config_text, char *step, size_t steplen)
+{
+    /* open(2) first: when the create fails, errno says why and HDF5 would not. */
+    begin_step(step, steplen, "cannot create");
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    close(fd);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    hid_t file = H5I_INVALID_HID;
+    /* The 1.10 format checksums the metadata too (object headers, chunk indexes), so that a
+     * damaged file is refused by a check rather than parsed; HDF5 1.10 and later read it. */
+    if (fapl >= 0 && H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110) >= 0)
+        file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    h5_close(fapl);
+    if (file < 0)
+        return -1;
+    int rc = write_contents(file, net, velocity, st, config_text, step, steplen);
+    if (rc == 0) {
+        begin_step(step, steplen, "cannot flush");
+        rc = H5Fflush(file, H5F_SCOPE_GLOBAL) < 0 ? -1 : 0;
+    }
+    int saved = errno;
+    if (H5Fclose(file) < 0 && rc == 0) {
+        snprintf(step, steplen, "cannot close");
+        rc = -1;
+        saved = errno;
+    }
+    errno = saved;
+    if (rc == 0) {
+        begin_step(step, steplen, "cannot fsync");
+        rc = fsync_path(tmp, O_RDONLY);
+    }
+    return rc;
+}
+
+static int publish(const char *tmp, const char *path, const char *dir, char *step, size_t steplen)
+{
+    begin_step(step, steplen, "cannot rename the temporary file into place");
+    if (rename(tmp, path) < 0)
+        return -1;
+    /* The new name is durable only once the directory is. Some file systems cannot fsync a
+     * directory (EINVAL); there the rename is as durable as they make it. */
+    begin_step(step, steplen, "cannot fsync the directory");
+    if (fsync_path(dir, O_RDONLY | O_DIRECTORY) < 0 && errno != EINVAL)
+        return -1;
+    return 0;
+}
+
+/* "<dir>/.<base>.tmp.<pid>" beside path, so that the rename stays within one file system
+ * and replaces path in one step, and the directory to fsync after it. */
+static int temp_paths(const char *path, char **tmp, char **dir)
+{
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    size_t len = strlen(path) + 48;
+    *tmp = bp__calloc(len, 1);
+    *dir = bp__calloc(len, 1);
+    if (!*tmp || !*dir)
+        return -1;
+    snprintf(*tmp, len, "%.*s.%s.tmp.%ld", (int)(base - path), path, base, (long)getpid());
+    if (!slash)
+        strcpy(*dir, ".");
+    else if (slash == path)
+        strcpy(*dir, "/");
+    else
+        memcpy(*dir, path, (size_t)(slash - path));
+    return 0;
+}
+
+int bp_checkpoint_write(const char *path, const bp_net *net, const bp_real *velocity,
+                        const bp_train_state *state, const char *config_text, char *err,
+                        size_t errlen)
+{
+    if (!path || !net || !net->params || !state || (state->nmetrics && !state->metrics))
+        return bp__fail(err, errlen, BP_EINVAL, "bp_checkpoint_write: missing argument");
+    const char *slash = strrchr(path, '/');
+    if (*(slash ? slash + 1 : path) == '\0')
+        return bp__fail(err, errlen, BP_EIO, "%s: not a file name", path);
+    char step[160] = "", *tmp = NULL, *dir = NULL;
+    bp_real *zeros = NULL;
+    int rc = 0;
+    if (!velocity)
+        velocity = zeros = bp__calloc(net->nparams, sizeof(bp_real));
+    if (!velocity || temp_paths(path, &tmp, &dir) < 0) {
+        rc = bp__fail(err, errlen, BP_ENOMEM, "%s: out of memory", path);
+        goto cleanup;
+    }
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (write_temp(tmp, net, velocity, state, config_text, step, sizeof(step)) < 0 ||
+        publish(tmp, path, dir, step, sizeof(step)) < 0) {
+        int errnum = errno;
+        unlink(tmp); /* after a failed directory fsync it is already gone: harmless */
+        if (errnum)
+            rc = bp__fail(err, errlen, BP_EIO, "%s: %s (%s)", path, step, strerror(errnum));
+        else
+            rc = bp__fail(err, errlen, BP_EIO, "%s: %s", path, step);
+    }
+cleanup:
+    bp__free(zeros);
+    bp__free(tmp);
+    bp__free(dir);
+    return rc;
+}
+
+/* ---- reading ---- */
+
+typedef struct {
+    const char *path;
+    hid_t file;
+    char *err;
+    size_t errlen;
+} ck_reader;
+
+/* What /model's attributes say the network is. */
+typedef struct {
+    int nsizes;
+    int sizes[MAX_SIZES];
+    bp_activation hidden, output;
+    bp_cost cost;
+    char scalar[8];
+} model_desc;
+
+/* Writes "PATH: WHAT" as the reason and returns code. */
+__attribute__((format(printf, 3, 4))) static int refuse(const ck_reader *r, int code,
+                                                        const char *fmt, ...)
+{
+    char what[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    return bp__fail(r->err, r->errlen, code, "%s: %s", r->path, what);
+}
+
+static int open_checkpoint(ck_reader *r)
+{
+    /* open(2) first: it tells a missing file from an unreadable one, which HDF5 does not. */
+    int fd = open(r->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT)
+        return refuse(r, BP_EIO, "no such file");
+    if (fd < 0)
+        return refuse(r, BP_EIO, "cannot open (%s)", strerror(errno));
+    close(fd);
+    if (H5Fis_hdf5(r->path) <= 0)
+        return refuse(r, BP_EFORMAT, "not an HDF5 file");
+    r->file = H5Fopen(r->path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (r->file < 0)
+        return refuse(r, BP_EFORMAT, "cannot open as HDF5 (truncated or corrupted file)");
+    return 0;
+}
+
+static int read_header(const ck_reader *r, bp_checkpoint *ck)
+{
+    char format[64];
+    int version = 0;
+    if (H5Aexists(r->file, "format") <= 0)
+        return refuse(r, BP_EFORMAT, "not a backprop checkpoint (no 'format' attribute)");
+    if (read_string_attr(r->file, "format", format, sizeof(format)) < 0)
+        return refuse(r, BP_EFORMAT, "not a backprop checkpoint ('format' is not a string)");
+    if (strcmp(format, BP_CHECKPOINT_FORMAT) != 0)
+        return refuse(r, BP_EFORMAT, "not a backprop checkpoint (format is '%s')", format);
+    if (read_attr(r->file, "format_version", H5T_NATIVE_INT, 1, &version) < 0)
+        return refuse(r, BP_EFORMAT, "no valid 'format_version' attribute");
+    if (version > BP_CHECKPOINT_VERSION)
+        return refuse(r, BP_EFORMAT,
+                      "format version %d is newer than this backprop supports (%d); upgrade "
+                      "backprop",
+                      version, BP_CHECKPOINT_VERSION);
+    if (version < 1)
+        return refuse(r, BP_EFORMAT, "format version %d is not valid", version);
+    ck->format_version = version;
+    return 0;
+}
+
+static int parse_model_names(const ck_reader *r, char names[4][16], model_desc *d)
+{
+    if (bp_activation_parse(names[0], &d->hidden) < 0)
+        return refuse(r, BP_EFORMAT, "/model: unknown hidden activation '%s'", names[0]);
+    if (bp_activation_parse(names[1], &d->output) < 0)
+        return refuse(r, BP_EFORMAT, "/model: unknown output activation '%s'", names[1]);
+    if (bp_cost_parse(names[2], &d->cost) < 0)
+        return refuse(r, BP_EFORMAT, "/model: unknown cost '%s'", names[2]);
+    if (strcmp(names[3], "float") != 0 && strcmp(names[3], "double") != 0)
+        return refuse(r, BP_EFORMAT, "/model: unknown scalar type '%s'", names[3]);
+    memcpy(d->scalar, names[3], strlen(names[3]) + 1);
+    return 0;
+}
+
+static int read_model_desc(const ck_reader *r, model_desc *d)
+{
+    static const char *const keys[4] = {"hidden", "output", "cost", "scalar"};
+    char names[4][16], why[160];
+    hid_t model = H5Gopen2(r->file, "/model", H5P_DEFAULT);
+    int rc = 0;
+    if (model < 0)
+        return refuse(r, BP_EFORMAT, "/model is missing");
+    hssize_t n = attr_npoints(model, "layers");
+    if (n < 2 || n > MAX_SIZES || read_attr(model, "layers", H5T_NATIVE_INT, n, d->sizes) < 0) {
+        rc = refuse(r, BP_EFORMAT, "/model attribute 'layers' is missing or malformed");
+        goto cleanup;
+    }
+    d->nsizes = (int)n;
+    for (int i = 0; i < 4 && rc == 0; i++)
+        if (read_string_attr(model, keys[i], names[i], sizeof(names[i])) < 0)
+            rc = refuse(r, BP_EFORMAT, "/model attribute '%s' is missing or malformed", keys[i]);
+    if (rc == 0)
+        rc = parse_model_names(r, names, d);
+    if (rc == 0 &&
+        bp_net_validate(d->nsizes, d->sizes, d->hidden, d->output, d->cost, why, sizeof(why)) < 0)
+        rc = refuse(r, BP_EFORMAT, "/model: %s", why);
+cleanup:
+    h5_close(model);
+    return rc;
+}
+
+/* "10x20" */
+static const char *format_dims(char *buf, size_t len, const hsize_t *dims, int rank)
+{
+    if (rank <= 0) {
+        snprintf(buf, len, "not an array");
+        return buf;
+    }
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < rank && used < len; i++)
+        used += (size_t)snprintf(buf + used, len - used, "%s%llu", i ? "x" : "",
+                                 (unsigned long long)dims[i]);
+    return buf;
+}
+
+static herr_t find_fletcher32(unsigned n, const H5E_error2_t *e, void *found)
+{
+    if (e->desc && strstr(e->desc, "Fletcher32"))
+        *(int *)found = 1;
+    return 0;
+}
+
+/* Whether the last failed HDF5 call failed on a checksum: HDF5 reports it only as text. */
+static int checksum_failed(void)
+{
+    int found = 0;
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, find_fletcher32, &found);
+    return found;
+}
+
+/* Checks that name is a floating-point array of exactly dims and reads it into out as
+ * bp_real, HDF5 converting float and double; with out NULL only checks. */
+static int read_real(const ck_reader *r, const char *name, int rank, const hsize_t *dims,
+                     bp_real *out)
+{
+    hid_t dset = H5Dopen2(r->file, name, H5P_DEFAULT);
+    hid_t space = dset < 0 ? H5I_INVALID_HID : H5Dget_space(dset);
+    hid_t type = dset < 0 ? H5I_INVALID_HID : H5Dget_type(dset);
+    hsize_t got[H5S_MAX_RANK];
+    int nd = space < 0 ? -1 : H5Sget_simple_extent_dims(space, got, NULL);
+    int rc = 0;
+    char a[64], b[64];
+    if (dset < 0)
+        rc = refuse(r, BP_EFORMAT, "%s is missing", name);
+    else if (nd != rank || memcmp(got, dims, (size_t)rank * sizeof(*dims)) != 0)
+        rc = refuse(r, BP_EFORMAT, "%s is %s, expected %s", name,
+                    format_dims(a, sizeof(a), got, nd), format_dims(b, sizeof(b), dims, rank));
+    else if (H5Tget_class(type) != H5T_FLOAT)
+        rc = refuse(r, BP_EFORMAT, "%s is not floating-point", name);
+    else if (out && H5Dread(dset, BP__H5_MEM_REAL, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
+        rc = checksum_failed()
+                 ? refuse(r, BP_EFORMAT, "checksum mismatch in %s (file corrupted)", name)
+                 : refuse(r, BP_EFORMAT, "cannot read %s (file corrupted)", name);
+    h5_close(type);
+    h5_close(space);
+    h5_close(dset);
+    return rc;
+}
+
+/* Reads every layer of g into the params-shaped buf of net; with net and buf NULL, only
+ * checks the shapes against sizes, before anything is allocated from them. */
+static int read_layers(const ck_reader *r, const tensor_group *g, int nsizes, const int *sizes,
+                       const bp_net *net, bp_real *buf)
+{
+    for (int l = 0; l + 1 < nsizes; l++) {
+        hsize_t dims[2] = {(hsize_t)sizes[l + 1], (hsize_t)sizes[l]};
+        const char *leaf[2] = {g->w, g->b};
+        bp_real *out[2] = {NULL, NULL};
+        if (buf) {
+            out[0] = buf + bp_net_offset_W(net, l);
+            out[1] = buf + bp_net_offset_b(net, l);
+        }
+        for (int k = 0; k < 2; k++) {
+            char name[96];
+            layer_name(name, sizeof(name), g->group, l, leaf[k]);
+            int rc = read_real(r, name, 2 - k, dims, out[k]);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static int read_model(const ck_reader *r, bp_checkpoint *ck)
+{
+    model_desc d;
+    int rc = read_model_desc(r, &d);
+    if (rc == 0)
+        rc = read_layers(r, &params_group, d.nsizes, d.sizes, NULL, NULL);
+    if (rc == 0)
+        rc = read_layers(r, &velocity_group, d.nsizes, d.sizes, NULL, NULL);
+    if (rc < 0)
+        return rc;
+    rc = bp_net_create(&ck->net, d.nsizes, d.sizes, d.hidden, d.output, d.cost);
+    if (rc == BP_ENOMEM)
+        return refuse(r, rc, "out of memory for the network");
+    if (rc < 0)
+        return refuse(r, BP_EFORMAT, "/model: the network is too large");
+    ck->velocity = bp__calloc(ck->net.nparams, sizeof(bp_real));
+    if (!ck->velocity)
+        return refuse(r, BP_ENOMEM, "out of memory for the momentum buffer");
+    memcpy(ck->scalar, d.scalar, sizeof(ck->scalar));
+    rc = read_layers(r, &params_group, d.nsizes, d.sizes, &ck->net, ck->net.params);
+    if (rc == 0)
+        rc = read_layers(r, &velocity_group, d.nsizes, d.sizes, &ck->net, ck->velocity);
+    return rc;
+}
+
+/* The table is stored as nmetrics x NCOLS doubles; an empty one may also come as a null
+ * dataspace. Its storage must hold every row: a damaged row count cannot size the buffer. */
+static int read_metrics(const ck_reader *r, bp_train_state *st)
+{
+    hid_t dset = H5Dopen2(r->file, "/train/metrics", H5P_DEFAULT);
+    hid_t space = dset < 0 ? H5I_INVALID_HID : H5Dget_space(dset);
+    hsize_t dims[H5S_MAX_RANK] = {0};
+    double *rows = NULL;
+    int rc = 0;
+    char shape[64];
+    if (space < 0) {
+        rc = refuse(r, BP_EFORMAT, "/train/metrics is missing");
+        goto cleanup;
+    }
+    if (H5Sget_simple_extent_type(space) == H5S_NULL)
+        goto cleanup;
+    int nd = H5Sget_simple_extent_dims(space, dims, NULL);
+    if (nd != 2 || dims[1] != NCOLS) {
+        rc = refuse(r, BP_EFORMAT, "/train/metrics is %s, expected Nx%d",
+                    format_dims(shape, sizeof(shape), dims, nd), NCOLS);
+        goto cleanup;
+    }
+    if (dims[0] == 0)
+        goto cleanup;
+    if (H5Dget_storage_size(dset) < dims[0] * NCOLS * sizeof(double)) {
+        rc = refuse(r, BP_EFORMAT, "/train/metrics is truncated (file corrupted)");
+        goto cleanup;
+    }
+    rows = bp__calloc(bp__mul(dims[0], NCOLS), sizeof(double));
+    st->metrics = bp__calloc(dims[0], sizeof(bp_metrics_row));
+    if (!rows || !st->metrics) {
+        rc = refuse(r, BP_ENOMEM, "out of memory for /train/metrics");
+        goto cleanup;
+    }
+    if (H5Dread(dset, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows) < 0) {
+        rc = refuse(r, BP_EFORMAT, "cannot read /train/metrics (file corrupted)");
+        goto cleanup;
+    }
+    st->nmetrics = dims[0];
+    for (size_t i = 0; i < st->nmetrics; i++)
+        doubles_to_metrics(rows + i * NCOLS, &st->metrics[i]);
+cleanup:
+    bp__free(rows);
+    h5_close(space);
+    h5_close(dset);
+    return rc;
+}
+
+static int read_train(const ck_reader *r, bp_train_state *st)
+{
+    int64_t ints[3];
+    double reals[5];
+    const char *bad = NULL;
+    hid_t train = H5Gopen2(r->file, "/train", H5P_DEFAULT);
+    if (train < 0)
+        return refuse(r, BP_EFORMAT, "/train is missing");
+    for (int i = 0; i < 3 && !bad; i++)
+        if (read_attr(train, train_int_names[i], H5T_NATIVE_INT64, 1, &ints[i]) < 0)
+            bad = train_int_names[i];
+    for (int i = 0; i < 5 && !bad; i++)
+        if (read_attr(train, train_real_names[i], H5T_NATIVE_DOUBLE, 1, &reals[i]) < 0)
+            bad = train_real_names[i];
+    if (!bad && read_attr(train, "seed", H5T_NATIVE_UINT64, 1, &st->seed) < 0)
+        bad = "seed";
+    if (!bad && read_attr(train, "rng_state", H5T_NATIVE_UINT64, 4, st->rng.s) < 0)
+        bad = "rng_state";
+    if (!bad && read_attr(train, "ranks", H5T_NATIVE_INT, 1, &st->ranks) < 0)
+        bad = "ranks";
+    h5_close(train);
+    if (bad)
+        return refuse(r, BP_EFORMAT, "/train attribute '%s' is missing or malformed", bad);
+    st->epoch = (long)ints[0];
+    st->batch_in_epoch = (long)ints[1];
+    st->global_step = (long)ints[2];
+    st->elapsed_s = reals[0];
+    st->epoch_cost_sum = reals[1];
+    st->epoch_correct = reals[2];
+    st->epoch_seen = reals[3];
+    st->epoch_train_s = reals[4];
+    return read_metrics(r, st);
+}
+
+static int read_config(const ck_reader *r, bp_checkpoint *ck)
+{
+    hid_t dset = H5Dopen2(r->file, "/config", H5P_DEFAULT);
+    ck->config_text = dset < 0 ? NULL : read_string(dset, 0);
+    h5_close(dset);
+    if (!ck->config_text)
+        return refuse(r, BP_EFORMAT, "/config is missing or not a string");
+    return 0;
+}
+
+int bp_checkpoint_read(const char *path, bp_checkpoint *ck, char *err, size_t errlen)
+{
+    ck_reader r = {path, H5I_INVALID_HID, err, errlen};
+    memset(ck, 0, sizeof(*ck));
+    if (!path)
+        return bp__fail(err, errlen, BP_EINVAL, "bp_checkpoint_read: no path");
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    int rc = open_checkpoint(&r);
+    if (rc == 0)
+        rc = read_header(&r, ck);
+    if (rc == 0)
+        rc = read_model(&r, ck);
+    if (rc == 0)
+        rc = read_train(&r, &ck->state);
+    if (rc == 0)
+        rc = read_config(&r, ck);
+    h5_close(r.file);
+    if (rc < 0)
+        bp_checkpoint_free(ck);
+    return rc;
+}
+
+void bp_checkpoint_free(bp_checkpoint *ck)
+{
+    if (!ck)
+        return;
+    bp_net_free(&ck->net);
+    bp__free(ck->velocity);
+    bp__free(ck->state.metrics);
+    bp__free(ck->config_text);
+    memset(ck, 0, sizeof(*ck));
+}
+
+/* ---- matching ---- */
+
+/* "784,100,10", cut short if it does not fit. */
+static const char *join_sizes(char *buf, size_t len, const bp_net *net)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i <= net->nlayers && used < len; i++)
+        used += (size_t)snprintf(buf + used, len - used, "%s%d", i ? "," : "", net->sizes[i]);
+    return buf;
+}
+
+int bp_checkpoint_match(const bp_checkpoint *ck, const bp_net *net, char *err, size_t errlen)
+{
+    const bp_net *have = &ck->net;
+    if (have->nlayers != net->nlayers ||
+        memcmp(have->sizes, net->sizes, (size_t)(net->nlayers + 1) * sizeof(int)) != 0) {
+        char a[256], b[256];
+        return bp__fail(err, errlen, BP_EMISMATCH, "checkpoint has layers %s but the config has %s",
+                        join_sizes(a, sizeof(a), have), join_sizes(b, sizeof(b), net));
+    }
+    if (have->hidden != net->hidden)
+        return bp__fail(err, errlen, BP_EMISMATCH,
+                        "checkpoint has hidden = %s but the config has %s",
+                        bp_activation_name(have->hidden), bp_activation_name(net->hidden));
+    if (have->output != net->output)
+        return bp__fail(err, errlen, BP_EMISMATCH,
+                        "checkpoint has output = %s but the config has %s",
+                        bp_activation_name(have->output), bp_activation_name(net->output));
+    if (have->cost != net->cost)
+        return bp__fail(err, errlen, BP_EMISMATCH, "checkpoint has cost = %s but the config has %s",
+                        bp_cost_name(have->cost), bp_cost_name(net->cost));
+    return 0;
+}

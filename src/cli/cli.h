@@ -1,0 +1,30 @@
+/* The command-line front end: each subcommand in its own file. Only this layer prints
+ * errors and picks exit statuses. */
+#ifndef BACKPROP_CLI_H
+#define BACKPROP_CLI_H
+
+#include "comm.h"
+
+enum { EXIT_OK = 0, EXIT_FAILURE_DURING_WORK = 1, EXIT_BAD_INPUT = 2 };
+
+int bp_cmd_train(int argc, char **argv);
+int bp_cmd_eval(int argc, char **argv);
+int bp_cmd_predict(int argc, char **argv);
+int bp_cmd_gradcheck(int argc, char **argv);
+int bp_cmd_inspect(int argc, char **argv);
+int bp_cmd_convert(int argc, char **argv);
+
+/* "backprop: error: WHAT" on stderr, with "[rank R] " for ranks other than 0. */
+void bp_cli_error(int rank, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* All ranks agree on the worst status; the rank that reported it prints msg. Returns the
+ * agreed exit status. */
+int bp_cli_agree(const bp_comm *comm, int status, const char *msg);
+
+/* Exit status for a library error met before work started. */
+int bp_cli_setup_status(int code);
+
+/* True when argv[i] is "--help" or "-h" for some i. */
+int bp_cli_wants_help(int argc, char **argv);
+
+#endif

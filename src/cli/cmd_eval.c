@@ -1,0 +1,168 @@
+/* backprop eval / predict: a checkpoint's network applied to a data set. */
+#include <math.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "args.h"
+#include "backprop/checkpoint.h"
+#include "backprop/data.h"
+#include "cli.h"
+#include "predict.h"
+#include "train.h"
+
+static const char eval_usage[] =
+    "usage: backprop eval --checkpoint CKPT --data FILE [--labels FILE] [--json]\n"
+    "\n"
+    "Mean data cost (no L2 term), accuracy and confusion matrix of the checkpoint's network\n"
+    "on FILE (.h5, or IDX images with --labels). Runs sharded under mpirun.\n";
+static const char predict_usage[] =
+    "usage: backprop predict --checkpoint CKPT --data FILE [--labels FILE] --out FILE.h5\n"
+    "\n"
+    "Writes the network's outputs (/outputs, n x k) and, for k > 1, the predicted classes\n"
+    "(/predicted, n) to FILE.h5. --labels is needed only for IDX images.\n";
+
+typedef struct {
+    const char *checkpoint, *data, *labels, *out;
+    int json;
+} eval_args;
+
+static int parse_args(int argc, char **argv, eval_args *a, int predict, char *err, size_t len)
+{
+    memset(a, 0, sizeof(*a));
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        int r = 0;
+        if ((r = bp_arg_value(argc, argv, &i, "--checkpoint", &v)) > 0)
+            a->checkpoint = v;
+        else if (r == 0 && (r = bp_arg_value(argc, argv, &i, "--data", &v)) > 0)
+            a->data = v;
+        else if (r == 0 && (r = bp_arg_value(argc, argv, &i, "--labels", &v)) > 0)
+            a->labels = v;
+        else if (r == 0 && predict && (r = bp_arg_value(argc, argv, &i, "--out", &v)) > 0)
+            a->out = v;
+        else if (r == 0 && !predict && strcmp(argv[i], "--json") == 0)
+            a->json = 1;
+        else
+            return snprintf(err, len, r < 0 ? "%s needs a value" : "unexpected argument '%s'",
+                            argv[i]),
+                   -1;
+    }
+    if (!a->checkpoint || !a->data || (predict && !a->out))
+        return snprintf(err, len, "missing %s (see backprop %s --help)",
+                        !a->checkpoint ? "--checkpoint"
+                        : !a->data     ? "--data"
+                                       : "--out",
+                        predict ? "predict" : "eval"),
+               -1;
+    return 0;
+}
+
+/* Reads the checkpoint and the data, checked against each other. */
+static int load(const eval_args *a, bp_checkpoint *ck, bp_dataset *ds, char *err, size_t len)
+{
+    int rc = bp_checkpoint_read(a->checkpoint, ck, err, len);
+    if (rc < 0)
+        return rc;
+    const bp_net *net = &ck->net;
+    int k = net->sizes[net->nlayers];
+    rc = bp_dataset_load(ds, a->data, a->labels, k, 0, err, len);
+    if (rc == 0)
+        rc = bp_dataset_check(ds, net->sizes[0], k, a->data, err, len);
+    return rc;
+}
+
+static void print_report(const eval_args *a, const double *r, const bp_dataset *ds)
+{
+    size_t k = ds->k;
+    double n = r[2], cost = n > 0 ? r[0] / n : NAN;
+    int labels = ds->labels != NULL;
+    if (a->json) {
+        printf("{\"n\":%.0f,\"cost\":%.9g", n, cost);
+        if (labels) {
+            printf(",\"accuracy\":%.9g,\"confusion\":[", r[1] / n);
+            for (size_t i = 0; i < k; i++)
+                for (size_t j = 0; j < k; j++)
+                    printf("%s%.0f%s",
+                           j   ? ","
+                           : i ? ",["
+                               : "[",
+                           r[3 + i * k + j], j + 1 == k ? "]" : "");
+            printf("]");
+        }
+        printf("}\n");
+        return;
+    }
+    printf("examples: %.0f\ncost: %.6f (mean per example, no L2 term)\n", n, cost);
+    if (!labels)
+        return;
+    printf("accuracy: %.2f%% (%.0f of %.0f)\n", 100 * r[1] / n, r[1], n);
+    printf("confusion (rows: true class, columns: predicted):\n");
+    for (size_t i = 0; i < k; i++) {
+        for (size_t j = 0; j < k; j++)
+            printf("%7.0f", r[3 + i * k + j]);
+        printf("\n");
+    }
+}
+
+static int run(int argc, char **argv, int predict)
+{
+    bp_comm comm;
+    if (bp_comm_init(&argc, &argv, &comm) < 0) {
+        bp_cli_error(0, "MPI initialisation failed");
+        return EXIT_FAILURE_DURING_WORK;
+    }
+    static char err[2048];
+    eval_args a;
+    bp_checkpoint ck;
+    bp_dataset ds;
+    bp_workspace ws;
+    double *r = NULL;
+    memset(&ck, 0, sizeof(ck)), memset(&ds, 0, sizeof(ds)), memset(&ws, 0, sizeof(ws));
+    int status = EXIT_OK;
+    if (bp_cli_wants_help(argc, argv)) {
+        if (comm.rank == 0)
+            fputs(predict ? predict_usage : eval_usage, stdout);
+        goto cleanup;
+    }
+    if (parse_args(argc, argv, &a, predict, err, sizeof(err)) < 0) {
+        status = bp_cli_agree(&comm, EXIT_BAD_INPUT, err);
+        goto cleanup;
+    }
+    int rc = load(&a, &ck, &ds, err, sizeof(err));
+    if (rc == 0 && bp_workspace_create(&ws, &ck.net, 256) < 0)
+        rc = BP_ENOMEM, snprintf(err, sizeof(err), "out of memory");
+    status = bp_cli_agree(&comm, rc < 0 ? bp_cli_setup_status(rc) : 0, err);
+    if (status)
+        goto cleanup;
+    if (predict) {
+        /* Output files are rank 0's; other ranks have nothing to add. */
+        rc = comm.rank == 0 ? bp_predict_write(&ck.net, &ws, &ds, a.out, err, sizeof(err)) : 0;
+        status = bp_cli_agree(&comm, rc < 0 ? EXIT_FAILURE_DURING_WORK : 0, err);
+        if (status == 0 && comm.rank == 0)
+            printf("wrote %zu predictions to %s\n", ds.n, a.out);
+        goto cleanup;
+    }
+    r = calloc(3 + ds.k * ds.k, sizeof(double));
+    rc = r ? bp_evaluate(&ck.net, &ws, &ds, &comm, 1, r) : BP_ENOMEM;
+    status = bp_cli_agree(&comm, rc < 0 ? EXIT_FAILURE_DURING_WORK : 0, bp_strerror(rc));
+    if (status == 0 && comm.rank == 0)
+        print_report(&a, r, &ds);
+cleanup:
+    free(r);
+    bp_workspace_free(&ws);
+    bp_dataset_free(&ds);
+    bp_checkpoint_free(&ck);
+    bp_comm_finalize();
+    return status;
+}
+
+int bp_cmd_eval(int argc, char **argv)
+{
+    return run(argc, argv, 0);
+}
+
+int bp_cmd_predict(int argc, char **argv)
+{
+    return run(argc, argv, 1);
+}

@@ -1,0 +1,181 @@
+/* backprop gradcheck CONFIG: backprop's gradient, computed through the same sharded step
+ * and allreduce as training, against centred differences of the cost. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "args.h"
+#include "backprop/config.h"
+#include "backprop/data.h"
+#include "cli.h"
+
+#define MAX_SETS 64
+#ifdef BACKPROP_DOUBLE
+#define DEFAULT_EPSILON 1e-6
+#define DEFAULT_TOLERANCE 1e-7
+#else
+/* Float rounding (~1e-7 of the cost) over 2 eps must stay well under the tolerance. */
+#define DEFAULT_EPSILON 1e-3
+#define DEFAULT_TOLERANCE 1e-2
+#endif
+
+static const char gradcheck_usage[] =
+    "usage: backprop gradcheck CONFIG [--set SECTION.KEY=VALUE]... [--epsilon E]\n"
+    "                          [--tolerance T] [--examples M]\n"
+    "\n"
+    "Builds CONFIG's network from its seed and compares backprop's gradient of the cost\n"
+    "(mean over the first M training examples, default 16, plus the L2 term) with centred\n"
+    "differences. Prints one line per layer and last 'max relative error: X', where a\n"
+    "layer's error is ||g - n|| / max(||g||, ||n||); exits 1 when X > T.\n";
+
+typedef struct {
+    const char *config;
+    const char *sets[MAX_SETS];
+    int nsets;
+    double epsilon, tolerance, examples;
+} gc_args;
+
+static int parse_args(int argc, char **argv, gc_args *a, char *err, size_t len)
+{
+    memset(a, 0, sizeof(*a));
+    a->epsilon = DEFAULT_EPSILON, a->tolerance = DEFAULT_TOLERANCE, a->examples = 16;
+    for (int i = 1; i < argc; i++) {
+        const char *v, *name = argv[i];
+        int r;
+        if ((r = bp_arg_value(argc, argv, &i, "--set", &v)) > 0 && a->nsets < MAX_SETS)
+            a->sets[a->nsets++] = v;
+        else if (r == 0 && (r = bp_arg_value(argc, argv, &i, "--epsilon", &v)) > 0)
+            r = bp_arg_positive(v, &a->epsilon) < 0 ? -2 : 1;
+        else if (r == 0 && (r = bp_arg_value(argc, argv, &i, "--tolerance", &v)) > 0)
+            r = bp_arg_positive(v, &a->tolerance) < 0 ? -2 : 1;
+        else if (r == 0 && (r = bp_arg_value(argc, argv, &i, "--examples", &v)) > 0)
+            r = bp_arg_positive(v, &a->examples) < 0 || a->examples != floor(a->examples) ? -2 : 1;
+        else if (r == 0 && name[0] != '-' && !a->config)
+            a->config = name, r = 1;
+        if (r == -2)
+            return snprintf(err, len, "%s: expected a positive number, got '%s'", name, v), -1;
+        if (r <= 0)
+            return snprintf(err, len, r < 0 ? "%s needs a value" : "unexpected argument '%s'",
+                            name),
+                   -1;
+    }
+    if (!a->config)
+        return snprintf(err, len, "gradcheck: missing CONFIG"), -1;
+    return 0;
+}
+
+/* The analytic gradient of J, as training computes it: each rank backpropagates its shard
+ * of the m examples, one allreduce sums them, then / m and the L2 term. */
+static int distributed_gradient(const bp_comm *comm, bp_net *net, const bp_dataset *ds, size_t m,
+                                double lambda, double n, bp_real *grad)
+{
+    bp_workspace ws;
+    size_t lo, hi;
+    bp_shard(m, comm->rank, comm->size, &lo, &hi);
+    if (bp_workspace_create(&ws, net, hi - lo) < 0)
+        return BP_ENOMEM;
+    memset(grad, 0, net->nparams * sizeof(bp_real));
+    if (hi > lo) {
+        bp_forward(net, &ws, ds->X + lo * ds->d, hi - lo);
+        bp_backward(net, &ws, ds->Y + lo * ds->k, hi - lo, grad);
+    }
+    bp_workspace_free(&ws);
+    if (bp_comm_allreduce_sum(comm, grad, net->nparams) < 0)
+        return BP_ECOMM;
+    for (size_t i = 0; i < net->nparams; i++)
+        grad[i] /= (bp_real)m;
+    for (int l = 0; l < net->nlayers; l++) {
+        size_t o = bp_net_offset_W(net, l), count = (size_t)net->sizes[l] * net->sizes[l + 1];
+        for (size_t i = 0; i < count; i++)
+            grad[o + i] += (bp_real)(lambda / n) * net->params[o + i];
+    }
+    return 0;
+}
+
+static void print_results(const bp_net *net, const bp_gradcheck_layer *res, double *worst)
+{
+    *worst = 0;
+    for (int l = 0; l < net->nlayers; l++) {
+        printf("layer %d (%dx%d): %zu checked, relative error %.3e, worst entry %.3e, "
+               "largest gradient %.3e",
+               l, net->sizes[l + 1], net->sizes[l], res[l].checked, res[l].rel_error,
+               res[l].max_rel_error, res[l].max_abs_grad);
+        if (res[l].kinks)
+            printf(", %zu skipped at relu kinks", res[l].kinks);
+        printf("\n");
+        *worst = fmax(*worst, res[l].rel_error);
+    }
+    printf("max relative error: %.3e\n", *worst);
+}
+
+static int check(const bp_comm *comm, const gc_args *a, char *err, size_t len)
+{
+    static bp_config cfg;
+    bp_net net = {0};
+    bp_dataset ds = {0};
+    bp_real *grad = NULL;
+    bp_gradcheck_layer *res = NULL;
+    int rc = bp_config_load(&cfg, a->config, a->sets, a->nsets, err, len);
+    if (rc == 0 &&
+        (rc = bp_net_create(&net, cfg.nsizes, cfg.sizes, cfg.hidden, cfg.output, cfg.cost)) == 0)
+        rc = bp_dataset_load(&ds, cfg.train, cfg.train_labels[0] ? cfg.train_labels : NULL,
+                             cfg.sizes[cfg.nsizes - 1], cfg.seed, err, len);
+    if (rc == 0)
+        rc = bp_dataset_check(&ds, cfg.sizes[0], cfg.sizes[cfg.nsizes - 1], cfg.train, err, len);
+    int status = bp_cli_agree(comm, rc < 0 ? bp_cli_setup_status(rc) : 0, err);
+    if (status)
+        goto cleanup;
+    bp_rng rng;
+    bp_rng_seed(&rng, cfg.seed);
+    bp_net_init(&net, cfg.init, cfg.init_epsilon, &rng);
+    size_t m = (size_t)a->examples < ds.n ? (size_t)a->examples : ds.n;
+    /* n in lambda/n is the training set's size, as in training. */
+    size_t n_train = cfg.limit && (size_t)cfg.limit < ds.n ? (size_t)cfg.limit : ds.n;
+    if ((size_t)cfg.validation_split < n_train)
+        n_train -= (size_t)cfg.validation_split;
+    double n = (double)n_train;
+    grad = calloc(net.nparams, sizeof(bp_real));
+    res = calloc((size_t)net.nlayers, sizeof(*res));
+    rc = grad && res ? distributed_gradient(comm, &net, &ds, m, cfg.lambda, n, grad) : BP_ENOMEM;
+    if (rc == 0)
+        rc = bp_gradcheck(&net, ds.X, ds.Y, m, cfg.lambda, n, a->epsilon, 5000, grad, res);
+    status = bp_cli_agree(comm, rc < 0 ? EXIT_FAILURE_DURING_WORK : 0, bp_strerror(rc));
+    if (status == 0) {
+        double worst;
+        if (comm->rank == 0)
+            print_results(&net, res, &worst);
+        /* Every rank computed the same numbers; each decides the same way. */
+        for (int l = 0; l < net.nlayers; l++)
+            if (!(res[l].rel_error <= a->tolerance))
+                status = EXIT_FAILURE_DURING_WORK;
+    }
+cleanup:
+    free(grad);
+    free(res);
+    bp_dataset_free(&ds);
+    bp_net_free(&net);
+    return status;
+}
+
+int bp_cmd_gradcheck(int argc, char **argv)
+{
+    bp_comm comm;
+    if (bp_comm_init(&argc, &argv, &comm) < 0) {
+        bp_cli_error(0, "MPI initialisation failed");
+        return EXIT_FAILURE_DURING_WORK;
+    }
+    static char err[2048];
+    gc_args a;
+    int status = EXIT_OK;
+    if (bp_cli_wants_help(argc, argv)) {
+        if (comm.rank == 0)
+            fputs(gradcheck_usage, stdout);
+    } else if (parse_args(argc, argv, &a, err, sizeof(err)) < 0) {
+        status = bp_cli_agree(&comm, EXIT_BAD_INPUT, err);
+    } else {
+        status = check(&comm, &a, err, sizeof(err));
+    }
+    bp_comm_finalize();
+    return status;
+}

@@ -1,0 +1,72 @@
+/* backprop inspect CKPT: a human summary of a checkpoint. */
+#include <math.h>
+#include <stdio.h>
+
+#include "backprop/checkpoint.h"
+#include "cli.h"
+
+static const char inspect_usage[] =
+    "usage: backprop inspect CKPT\n"
+    "\n"
+    "Prints a checkpoint's architecture, parameter count, where training stood, the last\n"
+    "epoch's metrics and the config it was trained with.\n";
+
+static void print_metric(const char *name, double v, int percent)
+{
+    if (!isnan(v))
+        printf(percent ? "  %s %.2f%%" : "  %s %.4f", name, percent ? 100 * v : v);
+}
+
+static void print_summary(const char *path, const bp_checkpoint *ck)
+{
+    const bp_net *net = &ck->net;
+    const bp_train_state *st = &ck->state;
+    printf("checkpoint: %s (format version %d, %s)\n", path, ck->format_version, ck->scalar);
+    printf("network: layers");
+    for (int i = 0; i <= net->nlayers; i++)
+        printf("%s%d", i ? "," : " ", net->sizes[i]);
+    printf("; hidden %s, output %s, cost %s\n", bp_activation_name(net->hidden),
+           bp_activation_name(net->output), bp_cost_name(net->cost));
+    printf("parameters: %zu\n", net->nparams);
+    for (int l = 0; l < net->nlayers; l++)
+        printf("  layer_%d: W %dx%d, b %d\n", l, net->sizes[l + 1], net->sizes[l],
+               net->sizes[l + 1]);
+    printf("progress: %ld epochs done, %ld steps into the next; global step %ld\n", st->epoch,
+           st->batch_in_epoch, st->global_step);
+    printf("run: seed %llu, %d rank%s, %.1f s of training\n", (unsigned long long)st->seed,
+           st->ranks, st->ranks == 1 ? "" : "s", st->elapsed_s);
+    if (st->nmetrics) {
+        const bp_metrics_row *r = &st->metrics[st->nmetrics - 1];
+        printf("last epoch %ld:", r->epoch);
+        print_metric("train_cost", r->train_cost, 0);
+        print_metric("train_acc", r->train_accuracy, 1);
+        print_metric("val_cost", r->val_cost, 0);
+        print_metric("val_acc", r->val_accuracy, 1);
+        print_metric("test_cost", r->test_cost, 0);
+        print_metric("test_acc", r->test_accuracy, 1);
+        printf("\n");
+    }
+    printf("config:\n%s", ck->config_text ? ck->config_text : "");
+}
+
+int bp_cmd_inspect(int argc, char **argv)
+{
+    if (bp_cli_wants_help(argc, argv)) {
+        fputs(inspect_usage, stdout);
+        return EXIT_OK;
+    }
+    if (argc != 2) {
+        bp_cli_error(0, "inspect: expected one checkpoint path (see backprop inspect --help)");
+        return EXIT_BAD_INPUT;
+    }
+    char err[2048];
+    bp_checkpoint ck;
+    int rc = bp_checkpoint_read(argv[1], &ck, err, sizeof(err));
+    if (rc < 0) {
+        bp_cli_error(0, "%s", err);
+        return bp_cli_setup_status(rc);
+    }
+    print_summary(argv[1], &ck);
+    bp_checkpoint_free(&ck);
+    return EXIT_OK;
+}

@@ -1,0 +1,98 @@
+#include <mpi.h>
+#include <unistd.h>
+
+#include "comm.h"
+
+#ifdef BACKPROP_DOUBLE
+#define BP_MPI_REAL MPI_DOUBLE
+#else
+#define BP_MPI_REAL MPI_FLOAT
+#endif
+
+int bp_comm_init(int *argc, char ***argv, bp_comm *comm)
+{
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (!initialized && MPI_Init(argc, argv) != MPI_SUCCESS)
+        return BP_ECOMM;
+    /* Errors come back as codes: a rank never dies inside MPI without saying why. */
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(MPI_COMM_WORLD, &comm->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &comm->size);
+    MPI_Comm node;
+    comm->local_size = 1;
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, comm->rank, MPI_INFO_NULL,
+                            &node) == MPI_SUCCESS) {
+        MPI_Comm_size(node, &comm->local_size);
+        MPI_Comm_free(&node);
+    }
+    return 0;
+}
+
+void bp_comm_finalize(void)
+{
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized)
+        MPI_Finalize();
+}
+
+int bp_comm_allreduce_sum(const bp_comm *comm, bp_real *buf, size_t n)
+{
+    if (comm->size == 1)
+        return 0;
+    return MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, BP_MPI_REAL, MPI_SUM, MPI_COMM_WORLD) ==
+                   MPI_SUCCESS
+               ? 0
+               : BP_ECOMM;
+}
+
+int bp_comm_allreduce_sum_double(const bp_comm *comm, double *buf, size_t n)
+{
+    if (comm->size == 1)
+        return 0;
+    return MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD) ==
+                   MPI_SUCCESS
+               ? 0
+               : BP_ECOMM;
+}
+
+int bp_comm_agree(const bp_comm *comm, int status, int *who)
+{
+    *who = comm->rank;
+    if (comm->size == 1)
+        return status;
+    struct {
+        int value, rank;
+    } in = {status, comm->rank}, out;
+    /* MAXLOC breaks ties by the lowest rank. */
+    if (MPI_Allreduce(&in, &out, 1, MPI_2INT, MPI_MAXLOC, MPI_COMM_WORLD) != MPI_SUCCESS)
+        return 1;
+    *who = out.rank;
+    return out.value;
+}
+
+int bp_comm_same(const bp_comm *comm, uint64_t value)
+{
+    if (comm->size == 1)
+        return 1;
+    uint64_t v[2] = {value, ~value}, r[2];
+    if (MPI_Allreduce(v, r, 2, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS)
+        return 0;
+    /* max(v) == v and max(~v) == ~v on every rank only when all v are equal. */
+    return r[0] == value && r[1] == ~value;
+}
+
+int bp_comm_bcast_string(const bp_comm *comm, char *buf, size_t len)
+{
+    if (comm->size == 1)
+        return 0;
+    return MPI_Bcast(buf, (int)len, MPI_CHAR, 0, MPI_COMM_WORLD) == MPI_SUCCESS ? 0 : BP_ECOMM;
+}
+
+void bp_shard(size_t m, int rank, int size, size_t *start, size_t *end)
+{
+    size_t base = m / (size_t)size, extra = m % (size_t)size, r = (size_t)rank;
+    *start = r * base + (r < extra ? r : extra);
+    *end = *start + base + (r < extra);
+}

@@ -1,0 +1,90 @@
+/* Predictions to HDF5: the forward pass over a data set, chunk by chunk. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <hdf5.h>
+
+#include "internal.h"
+#include "predict.h"
+
+#ifdef BACKPROP_DOUBLE
+#define BP_H5_REAL H5T_NATIVE_DOUBLE
+#else
+#define BP_H5_REAL H5T_NATIVE_FLOAT
+#endif
+
+static hid_t create_2d(hid_t file, const char *name, hid_t type, hsize_t rows, hsize_t cols)
+{
+    hsize_t dims[2] = {rows, cols};
+    hid_t space = H5Screate_simple(cols ? 2 : 1, dims, NULL);
+    hid_t d = H5Dcreate2(file, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Sclose(space);
+    return d;
+}
+
+/* Writes rows [r, r + rows) of a dataset from buf. */
+static herr_t write_rows(hid_t d, hid_t memtype, const void *buf, hsize_t r, hsize_t rows,
+                         hsize_t cols)
+{
+    hsize_t start[2] = {r, 0}, count[2] = {rows, cols};
+    int rank = cols ? 2 : 1;
+    hid_t fspace = H5Dget_space(d), mspace = H5Screate_simple(rank, count, NULL);
+    herr_t e = H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL);
+    if (e >= 0)
+        e = H5Dwrite(d, memtype, mspace, fspace, H5P_DEFAULT, buf);
+    H5Sclose(mspace);
+    H5Sclose(fspace);
+    return e;
+}
+
+static int write_all(hid_t file, const bp_net *net, bp_workspace *ws, const bp_dataset *ds)
+{
+    size_t k = (size_t)net->sizes[net->nlayers];
+    int classes[256];
+    hid_t out = create_2d(file, "outputs", H5T_IEEE_F32LE, ds->n, k);
+    hid_t pred = k > 1 ? create_2d(file, "predicted", H5T_STD_I32LE, ds->n, 0) : H5I_INVALID_HID;
+    int rc = out < 0 || (k > 1 && pred < 0) ? -1 : 0;
+    size_t step = ws->max_rows < 256 ? ws->max_rows : 256;
+    for (size_t r = 0; rc == 0 && r < ds->n; r += step) {
+        size_t rows = ds->n - r < step ? ds->n - r : step;
+        const bp_real *A = bp_forward(net, ws, ds->X + r * ds->d, rows);
+        rc = write_rows(out, BP_H5_REAL, A, r, rows, k) < 0 ? -1 : 0;
+        if (rc < 0 || k < 2)
+            continue;
+        for (size_t i = 0; i < rows; i++) {
+            size_t best = 0;
+            for (size_t j = 1; j < k; j++)
+                best = A[i * k + j] > A[i * k + best] ? j : best;
+            classes[i] = (int)best;
+        }
+        rc = write_rows(pred, H5T_NATIVE_INT, classes, r, rows, 0) < 0 ? -1 : 0;
+    }
+    if (out >= 0)
+        H5Dclose(out);
+    if (pred >= 0)
+        H5Dclose(pred);
+    return rc;
+}
+
+int bp_predict_write(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, const char *path,
+                     char *err, size_t errlen)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (file < 0)
+        return bp__fail(err, errlen, BP_EIO, "%s: cannot create", path);
+    int rc = write_all(file, net, ws, ds);
+    if (H5Fclose(file) < 0)
+        rc = -1;
+    if (rc < 0) {
+        unlink(tmp);
+        return bp__fail(err, errlen, BP_EIO, "%s: write failed", path);
+    }
+    if (bp__commit_file(tmp, path) < 0)
+        return bp__fail(err, errlen, BP_EIO, "%s: cannot write (%s)", path, strerror(errno));
+    return 0;
+}

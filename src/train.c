@@ -1,0 +1,383 @@
+/* The training loop: setup, the distributed step, epochs, evaluation, metrics. The
+ * checkpoint directory's bookkeeping lives in rundir.c. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "rundir.h"
+#include "train.h"
+
+/* Rows of an evaluation chunk: bounds the workspace, not the result. */
+#define EVAL_ROWS 256
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int bp_auto_threads(const bp_comm *comm)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    long t = cores / (comm->local_size > 0 ? comm->local_size : 1);
+    return t < 1 ? 1 : (int)t;
+}
+
+static int load_set(bp_dataset *ds, const char *path, const char *labels, const bp_net *net,
+                    uint64_t seed, char *err, size_t errlen)
+{
+    int k = net->sizes[net->nlayers];
+    int rc = bp_dataset_load(ds, path, labels[0] ? labels : NULL, k, seed, err, errlen);
+    if (rc == 0)
+        rc = bp_dataset_check(ds, net->sizes[0], k, path, err, errlen);
+    return rc;
+}
+
+static int load_data(bp_trainer *t, char *err, size_t errlen)
+{
+    const bp_config *c = t->cfg;
+    int rc = load_set(&t->train, c->train, c->train_labels, &t->net, c->seed, err, errlen);
+    if (rc < 0)
+        return rc;
+    bp_dataset_limit(&t->train, (size_t)c->limit);
+    if (c->validation_split) {
+        if ((size_t)c->validation_split >= t->train.n)
+            return bp__fail(err, errlen, BP_EINVAL,
+                            "validation_split = %ld leaves no training examples (%s has %zu)",
+                            c->validation_split, c->train, t->train.n);
+        rc = bp_dataset_split(&t->train, t->train.n - (size_t)c->validation_split, &t->val);
+        if (rc < 0)
+            return bp__fail(err, errlen, rc, "validation split: %s", bp_strerror(rc));
+    } else if (c->validation[0]) {
+        rc = load_set(&t->val, c->validation, c->validation_labels, &t->net, c->seed, err, errlen);
+        if (rc < 0)
+            return rc;
+    }
+    if (c->test[0])
+        rc = load_set(&t->test, c->test, c->test_labels, &t->net, c->seed, err, errlen);
+    return rc;
+}
+
+static int build_net(bp_trainer *t, const char *resume_path, char *err, size_t errlen)
+{
+    const bp_config *c = t->cfg;
+    int rc = bp_net_create(&t->net, c->nsizes, c->sizes, c->hidden, c->output, c->cost);
+    if (rc < 0)
+        return bp__fail(err, errlen, rc, "cannot build the network: %s", bp_strerror(rc));
+    t->velocity = bp__calloc(t->net.nparams, sizeof(bp_real));
+    t->grad = bp__calloc(t->net.nparams + 2, sizeof(bp_real));
+    if (!t->velocity || !t->grad)
+        return bp__fail(err, errlen, BP_ENOMEM, "out of memory for %zu parameters", t->net.nparams);
+    if (resume_path)
+        return bp_rundir_resume(t, resume_path, err, errlen);
+    /* Every rank draws the same weights from the same seed: no broadcast needed. */
+    bp_rng_seed(&t->st.rng, c->seed);
+    bp_net_init(&t->net, c->init, c->init_epsilon, &t->st.rng);
+    t->st.seed = c->seed;
+    return 0;
+}
+
+static int alloc_buffers(bp_trainer *t, char *err, size_t errlen)
+{
+    size_t shard = ((size_t)t->cfg->batch_size + (size_t)t->comm.size - 1) / (size_t)t->comm.size;
+    size_t rows = shard > EVAL_ROWS ? shard : EVAL_ROWS;
+    size_t d = t->train.d, k = t->train.k;
+    if (bp_workspace_create(&t->ws, &t->net, rows) < 0)
+        return bp__fail(err, errlen, BP_ENOMEM, "out of memory for the workspace (%zu rows)", rows);
+    t->Xb = bp__calloc(bp__mul(shard, d), sizeof(bp_real));
+    t->Yb = bp__calloc(bp__mul(shard, k), sizeof(bp_real));
+    t->Lb = bp__calloc(shard, sizeof(int));
+    t->perm = bp__calloc(t->train.n, sizeof(size_t));
+    if (!t->Xb || !t->Yb || !t->Lb || !t->perm)
+        return bp__fail(err, errlen, BP_ENOMEM, "out of memory for batch buffers");
+    return 0;
+}
+
+int bp_trainer_setup(bp_trainer *t, const bp_config *cfg, const char *config_text,
+                     const bp_comm *comm, const char *resume, char *err, size_t errlen)
+{
+    memset(t, 0, sizeof(*t));
+    t->cfg = cfg;
+    t->config_text = config_text;
+    t->comm = *comm;
+    t->log = stdout;
+    t->last_ckpt_step = -1;
+    t->threads = cfg->threads ? cfg->threads : bp_auto_threads(comm);
+    bp_set_blas_threads(t->threads);
+    t->progress = comm->rank == 0 && (cfg->progress == BP_PROGRESS_ON ||
+                                      (cfg->progress == BP_PROGRESS_AUTO && isatty(2)));
+    char resume_path[BP_PATH_MAX + 32] = "";
+    if (resume && bp_rundir_resolve(cfg, resume, resume_path, sizeof(resume_path), err, errlen) < 0)
+        return BP_EINVAL;
+    int rc = build_net(t, resume ? resume_path : NULL, err, errlen);
+    if (rc == 0)
+        rc = load_data(t, err, errlen);
+    if (rc == 0)
+        rc = alloc_buffers(t, err, errlen);
+    if (rc == 0 && comm->rank == 0)
+        rc = bp_rundir_prepare(t, resume != NULL, err, errlen);
+    t->st.ranks = comm->size;
+    t->opt = (bp_sgd){.learning_rate = cfg->learning_rate,
+                      .lambda = cfg->lambda,
+                      .momentum = cfg->momentum,
+                      .n_train = (double)t->train.n};
+    return rc;
+}
+
+void bp_trainer_free(bp_trainer *t)
+{
+    bp_dataset_free(&t->train);
+    bp_dataset_free(&t->val);
+    bp_dataset_free(&t->test);
+    bp_workspace_free(&t->ws);
+    bp_net_free(&t->net);
+    bp__free(t->grad);
+    bp__free(t->velocity);
+    bp__free(t->Xb);
+    bp__free(t->Yb);
+    bp__free(t->Lb);
+    bp__free(t->perm);
+    bp__free(t->st.metrics);
+    memset(t, 0, sizeof(*t));
+}
+
+/* Copies this rank's rows of the global batch perm[first .. first + m) into Xb, Yb, Lb. */
+static size_t gather_shard(bp_trainer *t, size_t first, size_t m)
+{
+    size_t lo, hi, d = t->train.d, k = t->train.k;
+    bp_shard(m, t->comm.rank, t->comm.size, &lo, &hi);
+    for (size_t i = lo; i < hi; i++) {
+        size_t row = t->perm[first + i], r = i - lo;
+        memcpy(t->Xb + r * d, t->train.X + row * d, d * sizeof(bp_real));
+        memcpy(t->Yb + r * k, t->train.Y + row * k, k * sizeof(bp_real));
+        if (t->train.labels)
+            t->Lb[r] = t->train.labels[row];
+    }
+    return hi - lo;
+}
+
+/* One step: local gradient sums, ONE allreduce of the packed buffer, the same update on
+ * every rank. Returns 0, BP_ECOMM or BP_EDIVERGED. */
+static int train_step(bp_trainer *t, size_t first, size_t m)
+{
+    size_t np = t->net.nparams;
+    size_t rows = gather_shard(t, first, m);
+    memset(t->grad, 0, (np + 2) * sizeof(bp_real));
+    if (rows > 0) {
+        bp_forward(&t->net, &t->ws, t->Xb, rows);
+        t->grad[np] = (bp_real)bp_cost_sum(&t->net, &t->ws, t->Yb, rows);
+        if (t->train.labels)
+            t->grad[np + 1] = (bp_real)bp_count_correct(&t->net, &t->ws, t->Lb, rows);
+        bp_backward(&t->net, &t->ws, t->Yb, rows, t->grad);
+    }
+    if (bp_comm_allreduce_sum(&t->comm, t->grad, np + 2) < 0)
+        return BP_ECOMM;
+    if (!isfinite((double)t->grad[np]))
+        return BP_EDIVERGED;
+    bp_sgd_step(&t->opt, &t->net, t->grad, t->velocity, (double)m);
+    t->st.epoch_cost_sum += (double)t->grad[np];
+    t->st.epoch_correct += (double)t->grad[np + 1];
+    t->st.epoch_seen += (double)m;
+    return 0;
+}
+
+int bp_evaluate(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, const bp_comm *comm,
+                int confusion, double *out)
+{
+    size_t k = ds->k, nout = 3 + (confusion ? k * k : 0);
+    memset(out, 0, nout * sizeof(double));
+    size_t lo, hi;
+    bp_shard(ds->n, comm->rank, comm->size, &lo, &hi);
+    for (size_t r = lo; r < hi; r += ws->max_rows) {
+        size_t rows = hi - r < ws->max_rows ? hi - r : ws->max_rows;
+        const bp_real *A = bp_forward(net, ws, ds->X + r * ds->d, rows);
+        out[0] += bp_cost_sum(net, ws, ds->Y + r * k, rows);
+        if (ds->labels)
+            out[1] += (double)bp_count_correct(net, ws, ds->labels + r, rows);
+        for (size_t i = 0; confusion && ds->labels && i < rows; i++) {
+            size_t best = 0;
+            for (size_t j = 1; j < k; j++)
+                best = A[i * k + j] > A[i * k + best] ? j : best;
+            out[3 + (size_t)ds->labels[r + i] * k + best] += 1;
+        }
+    }
+    out[2] = (double)(hi - lo);
+    return bp_comm_allreduce_sum_double(comm, out, nout);
+}
+
+static void draw_progress(bp_trainer *t, size_t done, size_t total, double started, int final)
+{
+    static double last;
+    double now = now_s();
+    if (!final && now - last < 0.1)
+        return;
+    last = now;
+    if (final) {
+        fprintf(stderr, "\r\033[K");
+        return;
+    }
+    int width = 30, filled = (int)((double)width * (double)done / (double)total);
+    double rate = t->st.epoch_seen / (t->st.epoch_train_s + now - started + 1e-9);
+    fprintf(stderr, "\r\033[Kepoch %ld/%ld [%.*s%*s] %3.0f%% %.0f samples/s", t->st.epoch + 1,
+            t->cfg->epochs, filled, "==============================", width - filled, "",
+            100.0 * (double)done / (double)total, rate);
+    fflush(stderr);
+}
+
+static double ratio(double a, double b)
+{
+    return b > 0 ? a / b : NAN;
+}
+
+/* Validation and test after an epoch, then the metrics row every rank keeps. */
+static int end_epoch(bp_trainer *t, bp_metrics_row *row)
+{
+    double v[3];
+    const bp_dataset *sets[2] = {&t->val, &t->test};
+    double *costs[2] = {&row->val_cost, &row->test_cost};
+    double *accs[2] = {&row->val_accuracy, &row->test_accuracy};
+    int has_labels = t->train.labels != NULL;
+    row->epoch = t->st.epoch;
+    row->step = t->st.global_step;
+    row->train_cost = ratio(t->st.epoch_cost_sum, t->st.epoch_seen);
+    row->train_accuracy = has_labels ? ratio(t->st.epoch_correct, t->st.epoch_seen) : NAN;
+    for (int i = 0; i < 2; i++) {
+        *costs[i] = *accs[i] = NAN;
+        if (sets[i]->n == 0)
+            continue;
+        if (bp_evaluate(&t->net, &t->ws, sets[i], &t->comm, 0, v) < 0)
+            return BP_ECOMM;
+        *costs[i] = ratio(v[0], v[2]);
+        *accs[i] = sets[i]->labels ? ratio(v[1], v[2]) : NAN;
+    }
+    row->samples_per_s = ratio(t->st.epoch_seen, t->st.epoch_train_s);
+    row->elapsed_s = bp_trainer_elapsed(t);
+    return 0;
+}
+
+static void print_value(FILE *f, const char *name, double v, int percent)
+{
+    if (isnan(v))
+        return;
+    if (percent)
+        fprintf(f, "  %s %.2f%%", name, 100 * v);
+    else
+        fprintf(f, "  %s %.4f", name, v);
+}
+
+static void print_epoch(const bp_trainer *t, const bp_metrics_row *r)
+{
+    FILE *f = t->log;
+    fprintf(f, "epoch %ld/%ld  step %ld", r->epoch, t->cfg->epochs, r->step);
+    print_value(f, "train_cost", r->train_cost, 0);
+    print_value(f, "train_acc", r->train_accuracy, 1);
+    print_value(f, "val_cost", r->val_cost, 0);
+    print_value(f, "val_acc", r->val_accuracy, 1);
+    print_value(f, "test_cost", r->test_cost, 0);
+    print_value(f, "test_acc", r->test_accuracy, 1);
+    fprintf(f, "  %.0f samples/s  %.1fs\n", r->samples_per_s, r->elapsed_s);
+    fflush(f);
+}
+
+static int finish_epoch(bp_trainer *t, char *err, size_t errlen)
+{
+    t->st.epoch++;
+    t->st.batch_in_epoch = 0;
+    bp_metrics_row row;
+    if (end_epoch(t, &row) < 0)
+        return bp__fail(err, errlen, BP_ECOMM, "evaluation: %s", bp_strerror(BP_ECOMM));
+    bp_metrics_row *grown = bp__realloc(t->st.metrics, t->st.nmetrics + 1, sizeof(row));
+    if (!grown)
+        return bp__fail(err, errlen, BP_ENOMEM, "out of memory for metrics");
+    t->st.metrics = grown;
+    t->st.metrics[t->st.nmetrics++] = row;
+    t->st.epoch_cost_sum = t->st.epoch_correct = t->st.epoch_seen = t->st.epoch_train_s = 0;
+    int rc = 0;
+    if (t->comm.rank == 0) {
+        print_epoch(t, &row);
+        rc = bp_rundir_append_metrics(t, &row, err, errlen);
+    }
+    int who;
+    if (bp_comm_agree(&t->comm, rc < 0, &who) != 0)
+        return rc < 0 ? rc : BP_EIO;
+    return 0;
+}
+
+static int want_checkpoint(const bp_trainer *t, int epoch_ended)
+{
+    const bp_config *c = t->cfg;
+    if (c->every_steps && t->st.global_step % c->every_steps == 0)
+        return 1;
+    return epoch_ended && c->every_epochs && t->st.epoch % c->every_epochs == 0;
+}
+
+/* The steps of one epoch from where the state says it stands. */
+static int run_epoch(bp_trainer *t, char *err, size_t errlen)
+{
+    size_t n = t->train.n, B = (size_t)t->cfg->batch_size;
+    size_t nb = (n + B - 1) / B;
+    bp_epoch_permutation(t->st.seed, t->st.epoch, n, t->perm);
+    double started = now_s();
+    for (size_t s = (size_t)t->st.batch_in_epoch; s < nb; s++) {
+        size_t first = s * B, m = n - first < B ? n - first : B;
+        int rc = train_step(t, first, m);
+        if (rc == BP_EDIVERGED)
+            return bp__fail(err, errlen, rc,
+                            "training diverged at epoch %ld, step %ld: the cost is %g (try a "
+                            "smaller learning_rate)",
+                            t->st.epoch + 1, t->st.global_step + 1,
+                            (double)t->grad[t->net.nparams]);
+        if (rc < 0)
+            return bp__fail(err, errlen, rc, "allreduce failed at step %ld", t->st.global_step + 1);
+        t->st.batch_in_epoch = (long)s + 1;
+        t->st.global_step++;
+        if (t->progress)
+            draw_progress(t, s + 1, nb, started, 0);
+        if (s + 1 < nb && want_checkpoint(t, 0)) {
+            t->st.epoch_train_s += now_s() - started;
+            rc = bp_rundir_checkpoint(t, err, errlen);
+            if (rc < 0)
+                return rc;
+            started = now_s();
+        }
+    }
+    t->st.epoch_train_s += now_s() - started;
+    if (t->progress)
+        draw_progress(t, nb, nb, started, 1);
+    return 0;
+}
+
+double bp_trainer_elapsed(const bp_trainer *t)
+{
+    return t->elapsed_base + now_s() - t->run_started;
+}
+
+int bp_trainer_run(bp_trainer *t, char *err, size_t errlen)
+{
+    t->run_started = now_s();
+    t->elapsed_base = t->st.elapsed_s;
+    int rc = 0, who;
+    if (t->comm.rank == 0)
+        rc = bp_rundir_start(t, err, errlen);
+    if (bp_comm_agree(&t->comm, rc < 0, &who) != 0)
+        return rc < 0 ? rc : BP_EIO;
+    while (t->st.epoch < t->cfg->epochs) {
+        rc = run_epoch(t, err, errlen);
+        if (rc == 0)
+            rc = finish_epoch(t, err, errlen);
+        if (rc == 0 && want_checkpoint(t, 1))
+            rc = bp_rundir_checkpoint(t, err, errlen);
+        if (rc < 0)
+            return rc;
+    }
+    /* The end of training always leaves a checkpoint of the final state. */
+    if (t->last_ckpt_step != t->st.global_step)
+        return bp_rundir_checkpoint(t, err, errlen);
+    return 0;
+}

@@ -1,0 +1,61 @@
+# Shared by the command-line tests: run backprop alone or under mpirun, check exit
+# statuses and messages. Each test script sources this, then calls `finish`.
+set -u
+BP=${BACKPROP:?set BACKPROP to the backprop binary}
+PY=/usr/bin/python3 # Debian's interpreter: it has h5py and numpy
+SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_rmaps_base_oversubscribe=1 OPENBLAS_NUM_THREADS=1
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+cd "$T"
+passes=0
+fails=0
+
+# mpi NP ARGS...: backprop under mpirun with NP ranks; never more than 120 s.
+mpi() {
+    local np=$1
+    shift
+    timeout -k 5 120 mpirun --oversubscribe -np "$np" "$BP" "$@"
+}
+
+ok() { passes=$((passes + 1)); }
+bad() {
+    fails=$((fails + 1))
+    echo "FAIL: $*"
+}
+
+# expect NAME STATUS PATTERN CMD...: CMD exits with STATUS and its stderr matches PATTERN
+# (an extended regex) exactly once per job: printed by one rank, not by every rank.
+expect() {
+    local name=$1 want=$2 pattern=$3
+    shift 3
+    "$@" >"$T/out" 2>"$T/err"
+    local got=$?
+    local count
+    count=$(grep -cE -e "$pattern" "$T/err")
+    if [ "$got" -ne "$want" ] || [ "$count" -ne 1 ] || [ "$(grep -c 'backprop: error' "$T/err")" -ne 1 ]; then
+        bad "$name: exit $got (want $want), stderr:"
+        sed 's/^/    /' "$T/err" | head -20
+    else
+        ok
+    fi
+}
+
+# check NAME CMD...: CMD succeeds.
+check() {
+    local name=$1
+    shift
+    if "$@" >"$T/check.out" 2>&1; then
+        ok
+        [ -n "${VERBOSE:-}" ] && sed "s/^/    $name: /" "$T/check.out" | tail -3
+    else
+        bad "$name"
+        sed 's/^/    /' "$T/check.out" | tail -20
+    fi
+}
+
+finish() {
+    echo "$passes passed, $fails failed"
+    [ "$fails" -eq 0 ]
+}

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Checkpoints and resume: bit-exact continuation mid-epoch, on another rank count within
+# rounding, after a SIGKILL, extension of a finished run; refusals of damaged or foreign
+# files; eval/predict against a forward pass computed from the file by h5py alone.
+source "$(dirname "$0")/lib.sh"
+$PY "$SRC/tests/cli/make_data.py" "$T" || exit 1
+H5="$PY $SRC/tests/cli/h5tool.py"
+CMP="$PY $SRC/tests/cli/compare_weights.py"
+BOUND=1e-5
+"$BP" --version | grep -q double && BOUND=1e-12
+
+cat >r.ini <<INI
+[data]
+train = $T/good.h5
+validation_split = 40
+test = $T/good.h5
+[network]
+layers = 4, 16, 8, 3
+hidden = tanh
+output = softmax
+cost = cross_entropy
+[train]
+epochs = 3
+batch_size = 13                   ; 13 steps an epoch, the last one of 4 examples
+learning_rate = 0.2
+lambda = 0.5
+momentum = 0.9
+seed = 5
+[checkpoint]
+dir = $T/A
+every_epochs = 1
+every_steps = 5
+keep = 0
+[log]
+progress = off
+INI
+strip_time() { cut -d, -f1-8 "$1"; } # the CSV without samples_per_s and elapsed_s
+
+check "uninterrupted run" mpi 2 train r.ini
+check "ckpt-15 is mid-epoch" test "$($H5 state A/ckpt-15.h5)" = "1 2 15"
+check "resume mid-epoch, same ranks" mpi 2 train r.ini --set checkpoint.dir=B --resume A/ckpt-15.h5
+check "bit-identical to uninterrupted" $CMP A/latest.h5 B/latest.h5 0
+check "same metrics rows" test "$(strip_time A/metrics.csv)" = "$(strip_time B/metrics.csv)"
+check "epochs once each" test "$($H5 metrics-epochs B/metrics.csv)" = "1 2 3"
+check "resume on 3 ranks" mpi 3 train r.ini --set checkpoint.dir=C --resume A/ckpt-15.h5
+check "3 ranks within rounding" $CMP A/latest.h5 C/latest.h5 "$BOUND"
+check "resume alone" "$BP" train r.ini --set checkpoint.dir=D --resume A/ckpt-5.h5
+check "1 rank within rounding" $CMP A/latest.h5 D/latest.h5 "$BOUND"
+
+# Extending a finished run equals training longer from the start.
+check "extend to 5 epochs" mpi 2 train r.ini --set checkpoint.dir=B --set train.epochs=5 --resume latest
+check "5 epochs straight" mpi 2 train r.ini --set checkpoint.dir=E --set train.epochs=5
+check "extension bit-identical" $CMP B/latest.h5 E/latest.h5 0
+check "extension metrics" test "$($H5 metrics-epochs B/metrics.csv)" = "1 2 3 4 5"
+check "nothing to do when finished" mpi 2 train r.ini --set checkpoint.dir=E --set train.epochs=5 --resume latest
+check "keep = 2" mpi 2 train r.ini --set checkpoint.dir=K --set checkpoint.keep=2
+check "two step files stay" test "$(ls K | grep -c '^ckpt-')" -eq 2 -a -e K/ckpt-39.h5 -a -e K/latest.h5
+
+# Killed with SIGKILL mid-run, then resumed: the same weights as never being killed.
+cat >big.ini <<INI
+[data]
+train = $T/good.h5
+[network]
+layers = 4, 512, 512, 3
+hidden = relu
+output = softmax
+[train]
+epochs = 30
+batch_size = 4
+learning_rate = 0.01
+momentum = 0.5
+[checkpoint]
+dir = $T/killed
+every_epochs = 0
+every_steps = 97
+keep = 2
+[log]
+progress = off
+INI
+check "big run uninterrupted" mpi 2 train big.ini --set checkpoint.dir=straight
+mpi 2 train big.ini >killed.out 2>&1 &
+job=$!
+for _ in $(seq 200); do [ -e killed/latest.h5 ] && break; sleep 0.05; done
+sleep 0.5
+pkill -9 -f "$BP train big.ini"
+wait $job
+read -r epoch batch step <<<"$($H5 state killed/latest.h5)"
+check "killed before the end" test "$step" -lt 1500
+check "resume after SIGKILL" mpi 2 train big.ini --resume latest
+check "no temporary files left" test -z "$(ls -A killed | grep tmp)"
+check "resumed run bit-identical" $CMP straight/latest.h5 killed/latest.h5 0
+
+# SIGKILL while checkpoints are being written, over and over: latest.h5 always loads.
+sed -e 's/^layers = .*/layers = 4, 1500, 1500, 3/' -e 's/^every_steps = .*/every_steps = 1/' \
+    -e "s|^dir = .*|dir = $T/hammer|" -e 's/^epochs = .*/epochs = 1000/' big.ini >hammer.ini
+for i in 1 2 3 4 5 6; do
+    mpi 1 train hammer.ini ${resume:-} >/dev/null 2>&1 &
+    job=$!
+    sleep "0.$((RANDOM % 9 + 1))"
+    for _ in $(seq 100); do [ -e hammer/latest.h5 ] && break; sleep 0.05; done
+    pkill -9 -f "$BP train hammer.ini"
+    wait $job 2>/dev/null
+    check "latest.h5 readable after kill $i" "$BP" inspect hammer/latest.h5
+    resume="--resume latest"
+done
+read -r epoch batch step <<<"$($H5 state hammer/latest.h5)"
+check "resumable after the kills" "$BP" train hammer.ini --resume latest \
+    --set train.epochs=$((epoch + 1)) --set checkpoint.every_steps=0
+
+# Damaged and foreign files are refused, with exit 2, by train, inspect and eval.
+cp A/latest.h5 flipped.h5 && $H5 flip flipped.h5
+head -c $(($(stat -c %s A/latest.h5) / 2)) A/latest.h5 >truncated.h5
+cp A/latest.h5 v2.h5 && $H5 set-version v2.h5 2
+echo "not a checkpoint" >text.h5
+for cmd in train inspect eval; do
+    run() { # run CKPT
+        case $cmd in
+        train) "$BP" train r.ini --set checkpoint.dir=F --resume "$1" ;;
+        inspect) "$BP" inspect "$1" ;;
+        eval) "$BP" eval --checkpoint "$1" --data good.h5 ;;
+        esac
+    }
+    expect "$cmd flipped byte" 2 'flipped\.h5.*checksum' run flipped.h5
+    expect "$cmd truncated" 2 'truncated\.h5' run truncated.h5
+    expect "$cmd newer version" 2 'v2\.h5.*version 2.*newer' run v2.h5
+    expect "$cmd text file" 2 'text\.h5.*not an HDF5 file' run text.h5
+    expect "$cmd foreign HDF5" 2 'good\.h5.*not a backprop checkpoint' run good.h5
+    expect "$cmd missing" 2 'absent\.h5' run absent.h5
+done
+check "no run started by refusals" test ! -e F/latest.h5
+
+# eval and predict against numpy's forward pass over the weights in the file.
+check "predict" "$BP" predict --checkpoint A/latest.h5 --data good.h5 --out pred.h5
+check "numpy forward" $H5 forward A/latest.h5 good.h5 ref.npy
+check "eval --json" mpi 2 eval --checkpoint A/latest.h5 --data good.h5 --json
+cp "$T/check.out" eval.json
+check "outputs and accuracy match" $PY - <<'PY'
+import json, sys
+import h5py, numpy as np
+ref = np.load("ref.npy")
+with h5py.File("pred.h5", "r") as f:
+    out, pred = f["outputs"][()], f["predicted"][()]
+with h5py.File("good.h5", "r") as f:
+    y = f["y"][()]
+res = json.loads(open("eval.json").read().splitlines()[-1])
+diff = float(np.max(np.abs(out - ref)))
+cost = float(np.mean(-np.log(ref[np.arange(len(y)), y])))
+conf = np.zeros((3, 3), int)
+np.add.at(conf, (y, ref.argmax(1)), 1)
+print(f"max |output - numpy| {diff:.2e}; accuracy {res['accuracy']} vs {np.mean(ref.argmax(1) == y)}")
+ok = (diff < 1e-5 and (pred == ref.argmax(1)).all() and res["n"] == len(y)
+      and abs(res["accuracy"] - np.mean(ref.argmax(1) == y)) < 1e-12
+      and abs(res["cost"] - cost) < 1e-5 * cost and res["confusion"] == conf.tolist())
+sys.exit(0 if ok else 1)
+PY
+finish
