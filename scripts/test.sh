@@ -17,7 +17,7 @@ build_and_test() { # DIR CMAKE-ARGS... ; then CTEST-ARGS after --
     while [ $# -gt 0 ] && [ "$1" != "--" ]; do cmake_args+=("$1"); shift; done
     [ $# -gt 0 ] && shift && ctest_args=("$@")
     echo "== $dir: ${cmake_args[*]}"
-    cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "${cmake_args[@]}" >/dev/null
+    cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release "${cmake_args[@]}" >/dev/null
     cmake --build "$dir" -j "$jobs"
     (cd "$dir" && ctest --output-on-failure -j "$jobs" "${ctest_args[@]}")
 }

@@ -62,8 +62,8 @@ int bp_init_parse(const char *s, bp_init *out)
 
 /* Z is (rows, cols): Z += b on every row (Z keeps the pre-activation), then A = f(Z).
  * A may alias Z, which is how hidden layers run in place. One pass per row. */
-void bp__bias_activate(bp_activation f, bp_real *Z, const bp_real *b, bp_real *A, size_t rows,
-                       size_t cols)
+BP__VECTORIZE void bp__bias_activate(bp_activation f, bp_real *Z, const bp_real *b, bp_real *A,
+                                     size_t rows, size_t cols)
 {
     for (size_t r = 0; r < rows; r++) {
         bp_real *z = Z + r * cols;
@@ -105,7 +105,7 @@ void bp__bias_activate(bp_activation f, bp_real *Z, const bp_real *b, bp_real *A
 }
 
 /* D *= f'(z), with f' written in terms of the activation a = f(z). A, D are (n) flat. */
-void bp__mul_derivative(bp_activation f, const bp_real *A, bp_real *D, size_t n)
+BP__VECTORIZE void bp__mul_derivative(bp_activation f, const bp_real *A, bp_real *D, size_t n)
 {
     switch (f) {
     case BP_SIGMOID:
@@ -165,8 +165,8 @@ double bp__cost_rows(bp_activation out, bp_cost cost, const bp_real *A, const bp
     return total;
 }
 
-void bp__output_delta(bp_activation out, bp_cost cost, const bp_real *A, const bp_real *Y,
-                      bp_real *D, size_t rows, size_t k)
+BP__VECTORIZE void bp__output_delta(bp_activation out, bp_cost cost, const bp_real *A,
+                                    const bp_real *Y, bp_real *D, size_t rows, size_t k)
 {
     size_t n = rows * k;
     for (size_t i = 0; i < n; i++)

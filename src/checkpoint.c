@@ -317,12 +317,28 @@ static void doubles_to_metrics(const double *r, bp_metrics_row *m)
     m->elapsed_s = r[9];
 }
 
-/* nmetrics x NCOLS doubles; with no rows yet the dataset has 0 rows and nothing is written. */
+/* Chunked and checksummed like the weights. Rows are unlimited only because a fixed
+ * dimension cannot be smaller than its chunk, and the table starts with no rows. */
+static hid_t create_metrics(hid_t train, hsize_t nrows)
+{
+    hsize_t dims[2] = {nrows, NCOLS}, maxdims[2] = {H5S_UNLIMITED, NCOLS};
+    hsize_t chunk[2] = {64, NCOLS};
+    hid_t space = H5Screate_simple(2, dims, maxdims);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    hid_t dset = H5I_INVALID_HID;
+    if (space >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, 2, chunk) >= 0 &&
+        H5Pset_fletcher32(dcpl) >= 0)
+        dset = H5Dcreate2(train, "metrics", H5T_IEEE_F64LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    h5_close(dcpl);
+    h5_close(space);
+    return dset;
+}
+
+/* nmetrics x NCOLS doubles; with no rows yet nothing is written. */
 static int write_metrics(hid_t train, const bp_train_state *st)
 {
-    hsize_t dims[2] = {st->nmetrics, NCOLS};
     double *rows = NULL;
-    hid_t space = H5I_INVALID_HID, dset = H5I_INVALID_HID, strtype = H5I_INVALID_HID;
+    hid_t dset = H5I_INVALID_HID, strtype = H5I_INVALID_HID;
     int rc = -1;
     if (st->nmetrics) {
         rows = bp__calloc(bp__mul(st->nmetrics, NCOLS), sizeof(double));
@@ -331,10 +347,7 @@ static int write_metrics(hid_t train, const bp_train_state *st)
         for (size_t i = 0; i < st->nmetrics; i++)
             metrics_to_doubles(&st->metrics[i], rows + i * NCOLS);
     }
-    space = H5Screate_simple(2, dims, NULL);
-    dset = space < 0 ? H5I_INVALID_HID
-                     : H5Dcreate2(train, "metrics", H5T_IEEE_F64LE, space, H5P_DEFAULT, H5P_DEFAULT,
-                                  H5P_DEFAULT);
+    dset = create_metrics(train, st->nmetrics);
     strtype = vlen_string_type();
     if (dset < 0 || strtype < 0)
         goto cleanup;
@@ -344,7 +357,6 @@ static int write_metrics(hid_t train, const bp_train_state *st)
 cleanup:
     h5_close(strtype);
     h5_close(dset);
-    h5_close(space);
     bp__free(rows);
     return rc;
 }
@@ -782,7 +794,8 @@ static int read_metrics(const ck_reader *r, bp_train_state *st)
         goto cleanup;
     }
     if (H5Dread(dset, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows) < 0) {
-        rc = refuse(r, BP_EFORMAT, "cannot read /train/metrics (file corrupted)");
+        rc = refuse(r, BP_EFORMAT, "%s /train/metrics (file corrupted)",
+                    checksum_failed() ? "checksum mismatch in" : "cannot read");
         goto cleanup;
     }
     st->nmetrics = dims[0];

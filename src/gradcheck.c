@@ -22,9 +22,8 @@ double bp_objective(const bp_net *net, bp_workspace *ws, const bp_real *X, const
 static void analytic_gradient(bp_net *net, bp_workspace *ws, const bp_real *X, const bp_real *Y,
                               size_t m, double lambda, double n, bp_real *grad)
 {
-    memset(grad, 0, net->nparams * sizeof(bp_real));
     bp_forward(net, ws, X, m);
-    bp_backward(net, ws, Y, m, grad);
+    bp_backward(net, ws, Y, m, grad, 0);
     for (size_t i = 0; i < net->nparams; i++)
         grad[i] /= (bp_real)m;
     for (int l = 0; l < net->nlayers; l++) {

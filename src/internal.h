@@ -22,6 +22,15 @@
 #define BP__TANH tanhf
 #endif
 
+/* Element-wise loops compiled for AVX-512, AVX2 and baseline x86-64, picked at load time:
+ * the library stays portable and still uses the wide vectors of the machine it runs on.
+ * (-std=c11 keeps floating-point contraction off, so all three give identical bits.) */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(BACKPROP_SANITIZE_BUILD)
+#define BP__VECTORIZE __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define BP__VECTORIZE
+#endif
+
 /* The one checked allocation wrapper: NULL only when size overflowed or memory ran out.
  * Memory is 64-byte aligned and zeroed. Free with bp__free. */
 void *bp__calloc(size_t count, size_t size);

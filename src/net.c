@@ -203,11 +203,13 @@ size_t bp_count_correct(const bp_net *net, const bp_workspace *ws, const int *la
     return correct;
 }
 
-/* From the output back: dW_l += D_l^T A_l (gemm), db_l += D_l^T 1 (gemv),
+/* From the output back: dW_l (+)= D_l^T A_l (gemm), db_l (+)= D_l^T 1 (gemv),
  * D_{l-1} = (D_l W_l) * f'(A_l) (gemm, then one element-wise pass). */
-void bp_backward(const bp_net *net, bp_workspace *ws, const bp_real *Y, size_t rows, bp_real *grad)
+void bp_backward(const bp_net *net, bp_workspace *ws, const bp_real *Y, size_t rows, bp_real *grad,
+                 int accumulate)
 {
     int L = net->nlayers;
+    bp_real beta = accumulate ? 1 : 0; /* 0: no separate pass to zero the gradient */
     bp__output_delta(net->output, net->cost, ws->A[L], Y, ws->D[L - 1], rows,
                      (size_t)net->sizes[L]);
     for (int l = L - 1; l >= 0; l--) {
@@ -215,8 +217,8 @@ void bp_backward(const bp_net *net, bp_workspace *ws, const bp_real *Y, size_t r
         bp_real *dW = grad + bp_net_offset_W(net, l);
         bp_real *db = grad + bp_net_offset_b(net, l);
         bp__gemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_out, n_in, (int)rows, 1, ws->D[l],
-                 n_out, ws->A[l], n_in, 1, dW, n_in);
-        bp__gemv(CblasRowMajor, CblasTrans, (int)rows, n_out, 1, ws->D[l], n_out, ws->ones, 1, 1,
+                 n_out, ws->A[l], n_in, beta, dW, n_in);
+        bp__gemv(CblasRowMajor, CblasTrans, (int)rows, n_out, 1, ws->D[l], n_out, ws->ones, 1, beta,
                  db, 1);
         if (l == 0)
             break;

@@ -1,8 +1,9 @@
 /* The update rule: one flat loop per layer over the parameter buffer. */
 #include "internal.h"
 
-static void step_range(bp_real *p, const bp_real *g, bp_real *v, size_t n, double eta_m,
-                       double decay, double mu, double l2)
+BP__VECTORIZE static void step_range(bp_real *restrict p, const bp_real *restrict g,
+                                     bp_real *restrict v, size_t n, double eta_m, double decay,
+                                     double mu, double l2)
 {
     if (!v) {
         bp_real d = (bp_real)decay, s = (bp_real)eta_m;

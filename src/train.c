@@ -1,6 +1,8 @@
 /* The training loop: setup, the distributed step, epochs, evaluation, metrics. The
  * checkpoint directory's bookkeeping lives in rundir.c. */
+#define _GNU_SOURCE /* sched_getaffinity */
 #include <errno.h>
+#include <sched.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -8,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "blas.h"
 #include "internal.h"
 #include "rundir.h"
 #include "train.h"
@@ -26,6 +29,11 @@ int bp_auto_threads(const bp_comm *comm)
 {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     long t = cores / (comm->local_size > 0 ? comm->local_size : 1);
+    /* mpirun binds each rank to one core by default at -np <= 2: more threads than the
+     * cores we may run on would only take turns. */
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) < t)
+        t = CPU_COUNT(&set);
     return t < 1 ? 1 : (int)t;
 }
 
@@ -168,15 +176,20 @@ static int train_step(bp_trainer *t, size_t first, size_t m)
 {
     size_t np = t->net.nparams;
     size_t rows = gather_shard(t, first, m);
-    memset(t->grad, 0, (np + 2) * sizeof(bp_real));
     if (rows > 0) {
         bp_forward(&t->net, &t->ws, t->Xb, rows);
+        bp_backward(&t->net, &t->ws, t->Yb, rows, t->grad, 0); /* overwrites: no memset */
         t->grad[np] = (bp_real)bp_cost_sum(&t->net, &t->ws, t->Yb, rows);
-        if (t->train.labels)
-            t->grad[np + 1] = (bp_real)bp_count_correct(&t->net, &t->ws, t->Lb, rows);
-        bp_backward(&t->net, &t->ws, t->Yb, rows, t->grad);
+        t->grad[np + 1] =
+            t->train.labels ? (bp_real)bp_count_correct(&t->net, &t->ws, t->Lb, rows) : 0;
+    } else {
+        /* An idle rank still joins the allreduce, with zeros. */
+        memset(t->grad, 0, (np + 2) * sizeof(bp_real));
     }
-    if (bp_comm_allreduce_sum(&t->comm, t->grad, np + 2) < 0)
+    double before = now_s();
+    int rc = bp_comm_allreduce_sum(&t->comm, t->grad, np + 2);
+    t->allreduce_s += now_s() - before;
+    if (rc < 0)
         return BP_ECOMM;
     if (!isfinite((double)t->grad[np]))
         return BP_EDIVERGED;
@@ -325,6 +338,7 @@ static int run_epoch(bp_trainer *t, char *err, size_t errlen)
     bp_epoch_permutation(t->st.seed, t->st.epoch, n, t->perm);
     double started = now_s();
     for (size_t s = (size_t)t->st.batch_in_epoch; s < nb; s++) {
+        double step_started = now_s();
         size_t first = s * B, m = n - first < B ? n - first : B;
         int rc = train_step(t, first, m);
         if (rc == BP_EDIVERGED)
@@ -335,6 +349,7 @@ static int run_epoch(bp_trainer *t, char *err, size_t errlen)
                             (double)t->grad[t->net.nparams]);
         if (rc < 0)
             return bp__fail(err, errlen, rc, "allreduce failed at step %ld", t->st.global_step + 1);
+        t->step_s += now_s() - step_started;
         t->st.batch_in_epoch = (long)s + 1;
         t->st.global_step++;
         if (t->progress)

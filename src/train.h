@@ -29,6 +29,7 @@ typedef struct {
     long last_ckpt_step; /* global step of the newest checkpoint written, -1 if none */
     FILE *log;           /* where rank 0 prints epoch lines (stdout) */
     int resumed;
+    double step_s, allreduce_s;       /* this process's time in steps, and in their allreduce */
     double run_started, elapsed_base; /* wall clock of this process, and before it */
 } bp_trainer;
 
@@ -57,8 +58,5 @@ int bp_evaluate(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, const
 
 /* Cores on this node divided by the ranks on it, at least 1. */
 int bp_auto_threads(const bp_comm *comm);
-
-/* Sets OpenBLAS's thread count. */
-void bp_set_blas_threads(int threads);
 
 #endif

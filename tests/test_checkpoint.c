@@ -447,42 +447,54 @@ static void test_refuses_newer_version(void **state)
                    "backprop");
 }
 
-/* The first chunk of /model/layer_0/W: where its bytes start in the file, and how many. */
-static void chunk_location(const char *path, const char *name, haddr_t *addr, hsize_t *size)
+/* Flips byte at of the first chunk of dataset name, as a disk error would; returns the
+ * byte as it was. */
+static unsigned char flip_chunk_byte(const char *path, const char *name, long at,
+                                     hsize_t expect_size)
 {
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     hid_t dset = H5Dopen2(file, name, H5P_DEFAULT);
     hid_t space = H5Dget_space(dset);
-    hsize_t offset[2];
+    hsize_t offset[2], size;
+    haddr_t addr;
     unsigned mask;
-    assert_true(H5Dget_chunk_info(dset, space, 0, offset, &mask, addr, size) >= 0);
+    assert_true(H5Dget_chunk_info(dset, space, 0, offset, &mask, &addr, &size) >= 0);
     H5Sclose(space);
     H5Dclose(dset);
     H5Fclose(file);
+    /* A chunk is its raw values, then their 4-byte checksum. */
+    assert_int_equal(size, expect_size + 4);
+    FILE *fp = fopen(path, "r+b");
+    unsigned char byte, flipped;
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, (long)addr + at, SEEK_SET), 0);
+    assert_int_equal(fread(&byte, 1, 1, fp), 1);
+    flipped = byte ^ 0xFF;
+    assert_int_equal(fseek(fp, (long)addr + at, SEEK_SET), 0);
+    assert_int_equal(fwrite(&flipped, 1, 1, fp), 1);
+    assert_int_equal(fclose(fp), 0);
+    return byte;
 }
 
 static void test_refuses_flipped_weight_byte(void **state)
 {
     fixture *f = *state;
     write_ok(f, f->path);
-    haddr_t addr;
-    hsize_t size;
-    chunk_location(f->path, "/model/layer_0/W", &addr, &size);
-    /* The chunk is the raw weights, then their 4-byte checksum. */
-    assert_int_equal(size, 12 * sizeof(bp_real) + 4);
-    FILE *fp = fopen(f->path, "r+b");
-    assert_non_null(fp);
-    long at = (long)addr + 5;
-    assert_int_equal(fseek(fp, at, SEEK_SET), 0);
-    unsigned char byte;
-    assert_int_equal(fread(&byte, 1, 1, fp), 1);
-    /* That byte is the second weight's: the location is the one the test means. */
-    assert_memory_equal(&byte, (const unsigned char *)f->net.W[0] + 5, 1);
-    byte ^= 0xFF;
-    assert_int_equal(fseek(fp, at, SEEK_SET), 0);
-    assert_int_equal(fwrite(&byte, 1, 1, fp), 1);
-    assert_int_equal(fclose(fp), 0);
+    unsigned char was = flip_chunk_byte(f->path, "/model/layer_0/W", 5, 12 * sizeof(bp_real));
+    /* That byte was the second weight's: the flip hit the data the test means. */
+    assert_memory_equal(&was, (const unsigned char *)f->net.W[0] + 5, 1);
     expect_refusal(f->path, BP_EFORMAT, ": checksum mismatch in /model/layer_0/W (file corrupted)");
+}
+
+static void test_refuses_flipped_metrics_byte(void **state)
+{
+    fixture *f = *state;
+    write_ok(f, f->path);
+    /* The chunk holds 64 rows; row 1's train_cost starts at byte 80 + 16. */
+    unsigned char was = flip_chunk_byte(f->path, "/train/metrics", 80 + 16 + 7, 64 * 80);
+    double cost = f->metrics[1].train_cost;
+    assert_memory_equal(&was, (const unsigned char *)&cost + 7, 1);
+    expect_refusal(f->path, BP_EFORMAT, ": checksum mismatch in /train/metrics (file corrupted)");
 }
 
 static void test_refuses_missing_dataset(void **state)
@@ -661,6 +673,7 @@ int main(void)
         TEST(test_refuses_other_format_name),
         TEST(test_refuses_newer_version),
         TEST(test_refuses_flipped_weight_byte),
+        TEST(test_refuses_flipped_metrics_byte),
         TEST(test_refuses_missing_dataset),
         TEST(test_refuses_wrong_shape),
         TEST(test_refuses_unknown_activation),

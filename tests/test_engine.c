@@ -195,7 +195,7 @@ static void test_gradcheck_detects_a_wrong_gradient(void **state)
     assert_int_equal(bp_workspace_create(&ws, &net, 2), 0);
     memset(wrong, 0, net.nparams * sizeof(bp_real));
     bp_forward(&net, &ws, X, 2);
-    bp_backward(&net, &ws, Y, 2, wrong);
+    bp_backward(&net, &ws, Y, 2, wrong, 1);
     for (size_t i = 0; i < net.nparams; i++)
         wrong[i] /= 2;
     for (int j = 0; j < 2; j++)
@@ -249,7 +249,7 @@ static void test_saturated_outputs_stay_finite(void **state)
          * sigmoid: softplus(1000) + softplus(1000) + softplus(0) ~ 2000 + log 2. */
         assert_true(cost >= 2000);
         bp_real *grad = calloc(net.nparams, sizeof(bp_real));
-        bp_backward(&net, &ws, Y, 2, grad);
+        bp_backward(&net, &ws, Y, 2, grad, 1);
         for (size_t i = 0; i < net.nparams; i++)
             assert_true(isfinite(grad[i]));
         free(grad);
@@ -363,9 +363,8 @@ static void train(bp_net *net, const bp_real *X, const bp_real *Y, size_t n, siz
     for (long e = 0; e < epochs; e++)
         for (size_t s = 0; s < n; s += batch) {
             size_t m = n - s < batch ? n - s : batch;
-            memset(grad, 0, net->nparams * sizeof(bp_real));
             bp_forward(net, &ws, X + s * d, m);
-            bp_backward(net, &ws, Y + s * k, m, grad);
+            bp_backward(net, &ws, Y + s * k, m, grad, 0);
             bp_sgd_step(&opt, net, grad, NULL, (double)m);
         }
     free(grad);

@@ -117,9 +117,11 @@ double bp_cost_sum(const bp_net *net, const bp_workspace *ws, const bp_real *Y, 
 /* Number of rows whose largest output sits at the label's index. */
 size_t bp_count_correct(const bp_net *net, const bp_workspace *ws, const int *labels, size_t rows);
 
-/* Backward pass after bp_forward on the same rows: ADDS the summed gradients of the data
- * cost over the rows to grad (a params-shaped buffer). No L2 term here. */
-void bp_backward(const bp_net *net, bp_workspace *ws, const bp_real *Y, size_t rows, bp_real *grad);
+/* Backward pass after bp_forward on the same rows: the summed gradients of the data cost
+ * over the rows, written into grad (a params-shaped buffer), or added to it when
+ * accumulate is set. No L2 term here. */
+void bp_backward(const bp_net *net, bp_workspace *ws, const bp_real *Y, size_t rows, bp_real *grad,
+                 int accumulate);
 
 /* The L2 term lambda/(2n) * sum of squared weights (biases excluded). */
 double bp_l2_term(const bp_net *net, double lambda, double n);

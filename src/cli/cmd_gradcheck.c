@@ -78,7 +78,7 @@ static int distributed_gradient(const bp_comm *comm, bp_net *net, const bp_datas
     memset(grad, 0, net->nparams * sizeof(bp_real));
     if (hi > lo) {
         bp_forward(net, &ws, ds->X + lo * ds->d, hi - lo);
-        bp_backward(net, &ws, ds->Y + lo * ds->k, hi - lo, grad);
+        bp_backward(net, &ws, ds->Y + lo * ds->k, hi - lo, grad, 0);
     }
     bp_workspace_free(&ws);
     if (bp_comm_allreduce_sum(comm, grad, net->nparams) < 0)

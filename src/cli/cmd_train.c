@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "args.h"
+#include "blas.h"
 #include "cli.h"
 #include "train.h"
 
@@ -68,6 +69,13 @@ static void print_banner(const bp_trainer *t)
            "thread%s\n",
            t->train.n, t->val.n, t->test.n, c->batch_size, t->comm.size,
            t->comm.size > 1 ? "s" : "", t->threads, t->threads > 1 ? "s" : "");
+    const char *replaced = bp_blas_replaced_kernel();
+    if (replaced)
+        printf("BLAS: OpenBLAS %s kernel (chosen by backprop for this AVX-512 CPU over %s; "
+               "BACKPROP_BLAS_KERNEL=keep to keep it)\n",
+               bp_blas_kernel(), replaced);
+    else
+        printf("BLAS: OpenBLAS %s kernel\n", bp_blas_kernel());
     if (t->resumed)
         printf("resumed at epoch %ld, step %ld of the epoch (global step %ld)\n", t->st.epoch + 1,
                t->st.batch_in_epoch, t->st.global_step);
@@ -96,8 +104,11 @@ static int train_main(const bp_comm *comm, const train_args *a)
         rc = bp_trainer_run(&t, err, sizeof(err));
         status = bp_cli_agree(comm, rc < 0 ? EXIT_FAILURE_DURING_WORK : 0, err);
     }
-    if (status == 0 && comm->rank == 0)
+    if (status == 0 && comm->rank == 0) {
+        if (comm->size > 1 && t.step_s > 0)
+            printf("allreduce: %.1f%% of step time on rank 0\n", 100 * t.allreduce_s / t.step_s);
         printf("done: checkpoint %s/latest.h5, metrics %s\n", cfg.checkpoint_dir, cfg.metrics);
+    }
     bp_trainer_free(&t);
     free(text);
     return status;

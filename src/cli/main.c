@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "blas.h"
 #include "cli.h"
 
 static const char usage[] =
@@ -64,6 +65,7 @@ int main(int argc, char **argv)
         {"train", bp_cmd_train},         {"eval", bp_cmd_eval},       {"predict", bp_cmd_predict},
         {"gradcheck", bp_cmd_gradcheck}, {"inspect", bp_cmd_inspect}, {"convert", bp_cmd_convert},
     };
+    bp_blas_choose_kernel(argv);
     if (argc < 2) {
         fputs(usage, stderr);
         return EXIT_BAD_INPUT;

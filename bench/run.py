@@ -1,0 +1,205 @@
+"""The driver of scripts/bench.sh: backprop and PyTorch side by side on W1-W3, written to
+docs/benchmarks.md. Every number in that file comes from one run of this script."""
+import argparse
+import csv
+import datetime
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+
+FASHION = "/usr/share/datasets/fashion-mnist"
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKLOADS = {  # layers, hidden, output, batch, eta, lambda
+    "W1": ([784, 30, 10], "sigmoid", "sigmoid", 10, 0.5, 5.0),
+    "W2": ([784, 256, 256, 10], "relu", "softmax", 128, 0.1, 5.0),
+    "W3": ([784, 2048, 2048, 10], "relu", "softmax", 256, 0.05, 5.0),
+}
+LAYOUTS = [(1, 1), (1, 2), (2, 1)]  # ranks, BLAS threads per rank
+N_TRAIN = 60000
+
+
+def flops_per_example(layers):
+    """2P forward + 2P weight gradients + 2(P - first layer's weights) input gradients."""
+    weights = [a * b for a, b in zip(layers, layers[1:])]
+    p = sum(weights)
+    return 2 * p + 2 * p + 2 * (p - weights[0])
+
+
+def run(cmd, env=None, timeout=3600):
+    full = dict(os.environ, **(env or {}))
+    out = subprocess.run(cmd, env=full, capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{out.stdout}\n{out.stderr}")
+    return out.stdout + out.stderr
+
+
+def config(path, name, rundir, epochs):
+    layers, hidden, output, batch, eta, lam = WORKLOADS[name]
+    with open(path, "w") as f:
+        f.write(f"""[data]
+train = {FASHION}/train-images-idx3-ubyte.gz
+train_labels = {FASHION}/train-labels-idx1-ubyte.gz
+[network]
+layers = {", ".join(map(str, layers))}
+hidden = {hidden}
+output = {output}
+cost = cross_entropy
+init = gaussian_scaled
+[train]
+epochs = {epochs}
+batch_size = {batch}
+learning_rate = {eta}
+lambda = {lam}
+seed = 1
+[checkpoint]
+dir = {rundir}
+every_epochs = 0
+[log]
+metrics = {rundir}/metrics.csv
+progress = off
+""")
+
+
+def backprop(args, name, ranks, threads, tmp):
+    """samples/s over epochs 2.. (epoch 1 is the warm-up), peak RSS per rank, allreduce %."""
+    def train(epochs, tag):
+        ini, rundir = f"{tmp}/{name}-{tag}.ini", f"{tmp}/{name}-{tag}"
+        config(ini, name, rundir, epochs)
+        bind = "core" if threads == 1 else "none"  # a rank's threads need cores of their own
+        cmd = ["mpirun", "--oversubscribe", "--bind-to", bind, "-np", str(ranks),
+               "/usr/bin/time", "-f", "maxrss_kb %M", args.backprop, "train", ini,
+               "--set", f"train.threads={threads}"]
+        out = run(cmd)
+        with open(f"{rundir}/metrics.csv") as f:
+            rows = list(csv.DictReader(f))
+        return out, rows
+
+    _, rows = train(1, f"cal{ranks}x{threads}")  # calibration: how many epochs make SECONDS
+    rate = float(rows[0]["samples_per_s"])
+    epochs = 1 + max(1, math.ceil(args.seconds * rate / N_TRAIN))
+    out, rows = train(epochs, f"{ranks}x{threads}")
+    timed = rows[1:]
+    seconds = sum(N_TRAIN / float(r["samples_per_s"]) for r in timed)
+    rss = max(int(v) for v in re.findall(r"maxrss_kb (\d+)", out)) / 1024
+    share = re.search(r"allreduce: ([0-9.]+)%", out)
+    kernel = re.search(r"BLAS: OpenBLAS (\S+) kernel", out).group(1)
+    return {"rate": N_TRAIN * len(timed) / seconds, "seconds": seconds, "rss_mb": rss,
+            "allreduce": float(share.group(1)) if share else None, "kernel": kernel,
+            "train_cost": [float(r["train_cost"]) for r in rows]}
+
+
+def torch_rate(args, name, threads, coretype, ddp=0, numpy=False):
+    env = {"OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+    if coretype:
+        env["OPENBLAS_CORETYPE"] = coretype
+    cmd = [sys.executable, f"{HERE}/torch_train.py", name, str(threads), str(args.seconds)]
+    cmd += ["--numpy"] if numpy else []
+    cmd += ["--ddp", str(ddp)] if ddp else []
+    return float(re.search(r"samples_per_s ([0-9.]+)", run(cmd, env)).group(1))
+
+
+def gemm_peak(args, threads, kernel):
+    env = {"OPENBLAS_NUM_THREADS": str(threads), "OPENBLAS_CORETYPE": kernel}
+    out = run([args.gemm, "3", "n,n,2048,2048,2048"], env)
+    return float(out.split()[-1])
+
+
+def machine():
+    lscpu = run(["lscpu"])
+    model = re.search(r"Model name:\s+(.*)", lscpu).group(1).strip()
+    return f"{model}, {os.cpu_count()} cores, Linux {platform.release()}"
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--seconds", type=float, default=20)
+    p.add_argument("--backprop", required=True)
+    p.add_argument("--gemm", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--only", default="W1,W2,W3")
+    args = p.parse_args()
+    default_kernel = os.environ.get("OPENBLAS_CORETYPE", "")
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.only.split(","):
+            for ranks, threads in LAYOUTS:
+                print(f"{name}: backprop {ranks} rank(s) x {threads} thread(s)", flush=True)
+                results[name, ranks, threads] = backprop(args, name, ranks, threads, tmp)
+        kernel = results[next(iter(results))]["kernel"]
+        peaks = {t: gemm_peak(args, t, kernel) for t in (1, 2)}
+        torch = {}
+        for name in args.only.split(","):
+            for label, core in (("default", default_kernel), ("same", kernel)):
+                for threads in (1, 2):
+                    print(f"{name}: PyTorch {threads} thread(s), {label} kernel", flush=True)
+                    torch[name, label, threads] = torch_rate(args, name, threads, core)
+                print(f"{name}: PyTorch DDP 2 x 1, {label} kernel", flush=True)
+                torch[name, label, "ddp"] = torch_rate(args, name, 1, core, ddp=2)
+            if name == "W1":
+                torch[name, "numpy", 1] = torch_rate(args, name, 1, default_kernel, numpy=True)
+    write_report(args, results, torch, peaks, kernel, default_kernel)
+
+
+def write_report(args, results, torch, peaks, kernel, default_kernel):
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured {datetime.date.today()} on {machine()} by `scripts/bench.sh "
+        f"{args.seconds:g}` (one run; every figure below comes from it).",
+        "",
+        f"- backprop: OpenBLAS **{kernel}** kernel (its own choice, see README); PyTorch "
+        f"{torch_version()} on the same OpenBLAS, with its default kernel "
+        f"(`OPENBLAS_CORETYPE={default_kernel or 'unset'}` here) and with {kernel}.",
+        f"- sgemm peak, 2048x2048x2048 on the {kernel} kernel: {peaks[1]:.0f} GFLOP/s on 1 "
+        f"thread, {peaks[2]:.0f} GFLOP/s on 2 threads.",
+        f"- samples/s over >= {args.seconds:g} s of training after a warm-up (backprop: all "
+        "epochs after the first; PyTorch: after 2 s), Fashion-MNIST's 60000 training images.",
+        "- GFLOP/s counts 2P forward + 2P weight-gradient + 2(P - first layer's weights) "
+        "input-gradient flops per example, P = weights.",
+        "",
+        "| workload | ranks x threads | backprop samples/s | GFLOP/s | % of sgemm peak | peak RSS/rank | allreduce % of step | PyTorch (default kernel) | PyTorch (same kernel) | ours / default | ours / same |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (name, ranks, threads), r in results.items():
+        layers = WORKLOADS[name][0]
+        gflops = r["rate"] * flops_per_example(layers) / 1e9
+        peak = peaks[ranks * threads]
+        key = "ddp" if ranks == 2 else threads
+        tdef, tsame = torch[name, "default", key], torch[name, "same", key]
+        share = f"{r['allreduce']:.1f}" if r["allreduce"] is not None else "-"
+        label = "DDP " if ranks == 2 else ""
+        lines.append(
+            f"| {name} | {ranks} x {threads} | {r['rate']:,.0f} | {gflops:.1f} | "
+            f"{100 * gflops / peak:.0f} % | {r['rss_mb']:.0f} MB | {share} | "
+            f"{label}{tdef:,.0f} | {label}{tsame:,.0f} | {r['rate'] / tdef:.2f} | "
+            f"{r['rate'] / tsame:.2f} |")
+    lines += ["", "Scaling at 2 ranks x 1 thread against 1 rank x 1 thread:", ""]
+    for name in dict.fromkeys(k[0] for k in results):
+        one, two = results[name, 1, 1]["rate"], results[name, 2, 1]["rate"]
+        lines.append(f"- {name}: {two / one:.2f}x")
+    if ("W1", "numpy", 1) in torch:
+        w1 = results["W1", 1, 1]["rate"]
+        np_rate = torch["W1", "numpy", 1]
+        lines += ["", f"W1 against a vectorised numpy version of the same net (1 thread): "
+                  f"{np_rate:,.0f} samples/s; backprop is {w1 / np_rate:.2f}x that."]
+    lines += ["", "Workloads: W1 [784,30,10] sigmoid/sigmoid cross-entropy, batch 10, eta 0.5, "
+              "lambda 5; W2 [784,256,256,10] relu/softmax, batch 128, eta 0.1, lambda 5; "
+              "W3 [784,2048,2048,10] relu/softmax, batch 256, eta 0.05, lambda 5.", ""]
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines))
+    print("\n".join(lines))
+
+
+def torch_version():
+    try:
+        return run([sys.executable, "-c", "import torch; print(torch.__version__)"]).strip()
+    except SystemExit:
+        return "?"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Benchmarks backprop against PyTorch on the three workloads of docs/benchmarks.md and
+# rewrites that file. Takes about 25 minutes; not part of the tests.
+# Usage: scripts/bench.sh [SECONDS]   (measured training time per run, default 20)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh dataset-fashion-mnist python3-torch python3-numpy python3-h5py time
+if [ "$(id -u)" -eq 0 ]; then
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+cmake -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DBACKPROP_TESTS=OFF >/dev/null
+cmake --build build/bench -j "$(nproc)" --target backprop bench-gemm
+exec /usr/bin/python3 bench/run.py --seconds "${1:-20}" --backprop build/bench/backprop \
+    --gemm build/bench/bench-gemm --out docs/benchmarks.md
