@@ -86,7 +86,7 @@ def backprop(args, name, ranks, threads, tmp):
     seconds = sum(N_TRAIN / float(r["samples_per_s"]) for r in timed)
     rss = max(int(v) for v in re.findall(r"maxrss_kb (\d+)", out)) / 1024
     share = re.search(r"allreduce: ([0-9.]+)%", out)
-    kernel = re.search(r"BLAS: OpenBLAS (\S+) kernel", out).group(1)
+    kernel = re.search(r"OpenBLAS (\S+) kernel", out).group(1)
     return {"rate": N_TRAIN * len(timed) / seconds, "seconds": seconds, "rss_mb": rss,
             "allreduce": float(share.group(1)) if share else None, "kernel": kernel,
             "train_cost": [float(r["train_cost"]) for r in rows]}

@@ -1,4 +1,5 @@
-/* BLAS set-up: threads per rank, and the choice of OpenBLAS's kernel.
+/* Matrix products and BLAS set-up: threads per rank, the choice of OpenBLAS's kernel, and
+ * which library runs each product.
  *
  * Debian's OpenBLAS is built with DYNAMIC_ARCH: it picks its kernels once, when the
  * library loads, from the CPU or from OPENBLAS_CORETYPE. Where that lands on a kernel
@@ -15,11 +16,56 @@
 #include "blas.h"
 #include "internal.h"
 
+#ifdef BACKPROP_ONEDNN
+#include <dnnl.h>
+#include <omp.h>
+#endif
+
 char *openblas_get_corename(void);
 
 void bp_set_blas_threads(int threads)
 {
     openblas_set_num_threads(threads);
+#ifdef BACKPROP_ONEDNN
+    omp_set_num_threads(threads); /* oneDNN's sgemm runs on OpenMP threads */
+#endif
+}
+
+/* Measured on one core of a Zen 5 (AVX-512) with bench/gemm.c and its oneDNN twin, GFLOP/s:
+ *   shape (M x N x K)        OpenBLAS SkylakeX   oneDNN 2.6
+ *   10 x 30 x 784                 166              129
+ *   16 x 256 x 784                 85              134
+ *   128 x 256 x 784               165              190
+ *   256 x 2048 x 2048 (NN)        164              185
+ * OpenBLAS's small-matrix kernels win below about a million multiply-adds, oneDNN's JIT
+ * kernels above; BLIS 0.9 was slower than both on every shape but the largest. */
+#define BP_ONEDNN_MIN_MACS 1000000.0
+
+void bp__gemm(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int m, int n, int k, bp_real alpha,
+              const bp_real *A, int lda, const bp_real *B, int ldb, bp_real beta, bp_real *C,
+              int ldc)
+{
+#ifdef BACKPROP_ONEDNN
+    if ((double)m * n * k >= BP_ONEDNN_MIN_MACS) {
+        dnnl_sgemm(ta == CblasTrans ? 'T' : 'N', tb == CblasTrans ? 'T' : 'N', m, n, k, alpha, A,
+                   lda, B, ldb, beta, C, ldc);
+        return;
+    }
+#endif
+#ifdef BACKPROP_DOUBLE
+    cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+#else
+    cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+#endif
+}
+
+const char *bp_gemm_libraries(void)
+{
+#ifdef BACKPROP_ONEDNN
+    return "oneDNN (large products) + OpenBLAS";
+#else
+    return "OpenBLAS";
+#endif
 }
 
 const char *bp_blas_kernel(void)

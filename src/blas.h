@@ -5,6 +5,9 @@
 /* Sets OpenBLAS's thread count. */
 void bp_set_blas_threads(int threads);
 
+/* Which libraries run the matrix products, for the log. */
+const char *bp_gemm_libraries(void);
+
 /* The kernel OpenBLAS runs ("SkylakeX", "Haswell", ...). */
 const char *bp_blas_kernel(void);
 

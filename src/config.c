@@ -391,10 +391,15 @@ static int apply_set(parse_ctx *ctx, const char *set)
     return set_value(ctx, &keys[i], eq + 1, 0) ? 0 : -1;
 }
 
-/* The line to blame for a cross-key problem: the key's own, else its section's. */
-static int line_of(const parse_ctx *ctx, const char *section, const char *name)
+/* The line to blame for a cross-key problem: the key's own, else its section's. A key
+ * that came from --set is blamed on the command line. */
+static int line_of(parse_ctx *ctx, const char *section, const char *name)
 {
     int i = find_key(section, name);
+    if (ctx->key_line[i] < 0) {
+        ctx->name = "--set";
+        return 0;
+    }
     if (ctx->key_line[i] > 0)
         return ctx->key_line[i];
     int s = find_section(section);

@@ -9,13 +9,11 @@
 #include "backprop/backprop.h"
 
 #ifdef BACKPROP_DOUBLE
-#define bp__gemm cblas_dgemm
 #define bp__gemv cblas_dgemv
 #define BP__EXP exp
 #define BP__LOG log
 #define BP__TANH tanh
 #else
-#define bp__gemm cblas_sgemm
 #define bp__gemv cblas_sgemv
 #define BP__EXP expf
 #define BP__LOG logf
@@ -30,6 +28,13 @@
 #else
 #define BP__VECTORIZE
 #endif
+
+/* C = alpha op(A) op(B) + beta C, row-major, as cblas_?gemm: the one matrix product of
+ * the library. Float builds with oneDNN send the products that are large enough to its
+ * JIT sgemm, the rest to OpenBLAS (blas.c says why). */
+void bp__gemm(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int m, int n, int k, bp_real alpha,
+              const bp_real *A, int lda, const bp_real *B, int ldb, bp_real beta, bp_real *C,
+              int ldc);
 
 /* The one checked allocation wrapper: NULL only when size overflowed or memory ran out.
  * Memory is 64-byte aligned and zeroed. Free with bp__free. */

@@ -172,8 +172,8 @@ const bp_real *bp_forward(const bp_net *net, bp_workspace *ws, const bp_real *X,
         int n_in = net->sizes[l], n_out = net->sizes[l + 1];
         int last = l == L - 1;
         bp_real *Z = last ? ws->Z_out : ws->A[l + 1];
-        bp__gemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, n_out, n_in, 1, in, n_in,
-                 net->W[l], n_in, 0, Z, n_out);
+        bp__gemm(CblasNoTrans, CblasTrans, (int)rows, n_out, n_in, 1, in, n_in, net->W[l], n_in, 0,
+                 Z, n_out);
         bp__bias_activate(last ? net->output : net->hidden, Z, net->b[l], ws->A[l + 1], rows,
                           (size_t)n_out);
         in = ws->A[l + 1];
@@ -216,14 +216,14 @@ void bp_backward(const bp_net *net, bp_workspace *ws, const bp_real *Y, size_t r
         int n_in = net->sizes[l], n_out = net->sizes[l + 1];
         bp_real *dW = grad + bp_net_offset_W(net, l);
         bp_real *db = grad + bp_net_offset_b(net, l);
-        bp__gemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_out, n_in, (int)rows, 1, ws->D[l],
-                 n_out, ws->A[l], n_in, beta, dW, n_in);
+        bp__gemm(CblasTrans, CblasNoTrans, n_out, n_in, (int)rows, 1, ws->D[l], n_out, ws->A[l],
+                 n_in, beta, dW, n_in);
         bp__gemv(CblasRowMajor, CblasTrans, (int)rows, n_out, 1, ws->D[l], n_out, ws->ones, 1, beta,
                  db, 1);
         if (l == 0)
             break;
-        bp__gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, n_in, n_out, 1, ws->D[l],
-                 n_out, net->W[l], n_in, 0, ws->D[l - 1], n_in);
+        bp__gemm(CblasNoTrans, CblasNoTrans, (int)rows, n_in, n_out, 1, ws->D[l], n_out, net->W[l],
+                 n_in, 0, ws->D[l - 1], n_in);
         bp__mul_derivative(net->hidden, ws->A[l], ws->D[l - 1], rows * (size_t)n_in);
     }
 }

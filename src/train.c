@@ -156,6 +156,24 @@ void bp_trainer_free(bp_trainer *t)
 }
 
 /* Copies this rank's rows of the global batch perm[first .. first + m) into Xb, Yb, Lb. */
+/* Asks the caches for this rank's rows of the batch at perm[first ..]: they arrive while
+ * the current step computes, and the next gather copies from cache, not from DRAM. */
+static void prefetch_shard(const bp_trainer *t, size_t first)
+{
+    size_t n = t->train.n, B = (size_t)t->cfg->batch_size, lo, hi;
+    if (first >= n)
+        return;
+    size_t m = n - first < B ? n - first : B;
+    size_t bytes = t->train.d * sizeof(bp_real);
+    bp_shard(m, t->comm.rank, t->comm.size, &lo, &hi);
+    for (size_t i = lo; i < hi; i++) {
+        const char *row = (const char *)(t->train.X + t->perm[first + i] * t->train.d);
+        for (size_t off = 0; off < bytes; off += 64)
+            __builtin_prefetch(row + off, 0, 1);
+    }
+}
+
+/* Copies this rank's rows of the global batch perm[first .. first + m) into Xb, Yb, Lb. */
 static size_t gather_shard(bp_trainer *t, size_t first, size_t m)
 {
     size_t lo, hi, d = t->train.d, k = t->train.k;
@@ -167,6 +185,7 @@ static size_t gather_shard(bp_trainer *t, size_t first, size_t m)
         if (t->train.labels)
             t->Lb[r] = t->train.labels[row];
     }
+    prefetch_shard(t, first + m);
     return hi - lo;
 }
 

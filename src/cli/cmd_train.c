@@ -71,11 +71,11 @@ static void print_banner(const bp_trainer *t)
            t->comm.size > 1 ? "s" : "", t->threads, t->threads > 1 ? "s" : "");
     const char *replaced = bp_blas_replaced_kernel();
     if (replaced)
-        printf("BLAS: OpenBLAS %s kernel (chosen by backprop for this AVX-512 CPU over %s; "
-               "BACKPROP_BLAS_KERNEL=keep to keep it)\n",
-               bp_blas_kernel(), replaced);
+        printf("BLAS: %s; OpenBLAS %s kernel (chosen by backprop for this AVX-512 CPU over "
+               "%s; BACKPROP_BLAS_KERNEL=keep to keep it)\n",
+               bp_gemm_libraries(), bp_blas_kernel(), replaced);
     else
-        printf("BLAS: OpenBLAS %s kernel\n", bp_blas_kernel());
+        printf("BLAS: %s; OpenBLAS %s kernel\n", bp_gemm_libraries(), bp_blas_kernel());
     if (t->resumed)
         printf("resumed at epoch %ld, step %ld of the epoch (global step %ld)\n", t->st.epoch + 1,
                t->st.batch_in_epoch, t->st.global_step);
