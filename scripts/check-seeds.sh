@@ -6,12 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 np=${1:-2}
-scripts/deps.sh dataset-fashion-mnist
-if [ "$(id -u)" -eq 0 ]; then
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fi
-cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DBACKPROP_TESTS=OFF >/dev/null
-cmake --build build/release -j "$(nproc)" --target backprop
+source scripts/release-env.sh dataset-fashion-mnist
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 status=0

@@ -1,16 +1,11 @@
 #!/usr/bin/env bash
 # The main job: installs what is missing (Debian 12), builds backprop, and trains
 # configs/fashion-mnist.ini on Fashion-MNIST with 2 MPI ranks.
-# Usage: scripts/demo.sh [extra mpirun -np N, default 2]
+# Usage: scripts/demo.sh [RANKS]   (mpirun -np RANKS, default 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 np=${1:-2}
-scripts/deps.sh dataset-fashion-mnist
-if [ "$(id -u)" -eq 0 ]; then
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fi
-cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DBACKPROP_TESTS=OFF >/dev/null
-cmake --build build/release -j "$(nproc)" --target backprop
+source scripts/release-env.sh dataset-fashion-mnist
 # The demo starts afresh each time: backprop refuses to train over an existing run.
 rm -rf runs/fashion-mnist
 mpirun --oversubscribe -np "$np" build/release/backprop train configs/fashion-mnist.ini

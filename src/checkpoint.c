@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <hdf5.h>
@@ -25,6 +26,8 @@
 #define NCOLS 10
 /* Each chunk carries its own checksum and HDF5 caps a chunk at 4 GiB: 1 MiB of floats. */
 #define CHUNK_ELEMS ((hsize_t)1 << 18)
+/* bp__hash's starting value (FNV-1a 64). */
+#define FNV_OFFSET 1469598103934665603ULL
 /* Bounds the 'layers' attribute of a file we did not write before anything is sized by it. */
 #define MAX_SIZES 1024
 
@@ -194,14 +197,20 @@ static char *read_string(hid_t obj, int is_attr)
     return s;
 }
 
-/* Copies string attribute name into buf; -1 when missing, not a string, or too long. */
+/* Copies string attribute name into buf; -1 when missing, not a string, or too long.
+ * Control characters become '?': the value may be quoted in a one-line error message, and
+ * no valid name contains them. */
 static int read_string_attr(hid_t loc, const char *name, char *buf, size_t len)
 {
     hid_t attr = H5Aexists(loc, name) > 0 ? H5Aopen(loc, name, H5P_DEFAULT) : H5I_INVALID_HID;
     char *s = attr < 0 ? NULL : read_string(attr, 1);
     int rc = s && strlen(s) < len ? 0 : -1;
-    if (rc == 0)
+    if (rc == 0) {
+        for (char *c = s; *c; c++)
+            if ((unsigned char)*c < 0x20 || *c == 0x7f)
+                *c = '?';
         memcpy(buf, s, strlen(s) + 1);
+    }
     bp__free(s);
     h5_close(attr);
     return rc;
@@ -222,7 +231,7 @@ static void begin_step(char *step, size_t len, const char *what)
     errno = 0;
 }
 
-/* Whole rows up to CHUNK_ELEMS per chunk (one row when a row is longer). */
+/* Whole rows, up to CHUNK_ELEMS values per chunk; a row longer than that is split. */
 static void chunk_dims(int rank, const hsize_t *dims, hsize_t *chunk)
 {
     hsize_t cols = rank == 2 ? dims[1] : 1;
@@ -303,8 +312,17 @@ static void metrics_to_doubles(const bp_metrics_row *m, double *r)
     memcpy(r, v, sizeof(v));
 }
 
-static void doubles_to_metrics(const double *r, bp_metrics_row *m)
+/* Whether x is a whole number that a long holds exactly; NaN fails both comparisons. */
+static int whole_number(double x)
 {
+    return x >= -9007199254740992.0 && x <= 9007199254740992.0 && x == (double)(long)x;
+}
+
+/* -1 when epoch or step is not a whole number: converting it to long would be undefined. */
+static int doubles_to_metrics(const double *r, bp_metrics_row *m)
+{
+    if (!whole_number(r[0]) || !whole_number(r[1]))
+        return -1;
     m->epoch = (long)r[0];
     m->step = (long)r[1];
     m->train_cost = r[2];
@@ -315,6 +333,7 @@ static void doubles_to_metrics(const double *r, bp_metrics_row *m)
     m->test_accuracy = r[7];
     m->samples_per_s = r[8];
     m->elapsed_s = r[9];
+    return 0;
 }
 
 /* Chunked and checksummed like the weights. Rows are unlimited only because a fixed
@@ -385,14 +404,18 @@ static int write_train(hid_t file, const bp_train_state *st)
     return rc;
 }
 
+/* The text lives in HDF5's global heap, which carries no checksum of its own. */
 static int write_config(hid_t file, const char *text)
 {
+    const uint64_t hash = bp__hash(text, strlen(text), FNV_OFFSET);
     hid_t type = vlen_string_type();
     hid_t space = H5Screate(H5S_SCALAR);
     hid_t dset = type < 0 || space < 0 ? H5I_INVALID_HID
                                        : H5Dcreate2(file, "config", type, space, H5P_DEFAULT,
                                                     H5P_DEFAULT, H5P_DEFAULT);
     int rc = dset >= 0 && H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, &text) >= 0 ? 0 : -1;
+    if (rc == 0)
+        rc = write_attr(dset, "fnv1a64", H5T_STD_U64LE, H5T_NATIVE_UINT64, 0, &hash);
     h5_close(dset);
     h5_close(space);
     h5_close(type);
@@ -572,13 +595,18 @@ __attribute__((format(printf, 3, 4))) static int refuse(const ck_reader *r, int 
 
 static int open_checkpoint(ck_reader *r)
 {
-    /* open(2) first: it tells a missing file from an unreadable one, which HDF5 does not. */
-    int fd = open(r->path, O_RDONLY | O_CLOEXEC);
+    /* open(2) first: it tells a missing file from an unreadable one, which HDF5 does not.
+     * Non-blocking, so that a FIFO given by mistake is refused instead of waited on. */
+    struct stat sb;
+    int fd = open(r->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0 && errno == ENOENT)
         return refuse(r, BP_EIO, "no such file");
     if (fd < 0)
         return refuse(r, BP_EIO, "cannot open (%s)", strerror(errno));
+    int regular = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode);
     close(fd);
+    if (!regular)
+        return refuse(r, BP_EIO, "not a regular file");
     if (H5Fis_hdf5(r->path) <= 0)
         return refuse(r, BP_EFORMAT, "not an HDF5 file");
     r->file = H5Fopen(r->path, H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -783,7 +811,7 @@ static int read_metrics(const ck_reader *r, bp_train_state *st)
     }
     if (dims[0] == 0)
         goto cleanup;
-    if (H5Dget_storage_size(dset) < dims[0] * NCOLS * sizeof(double)) {
+    if (H5Dget_storage_size(dset) < bp__mul(dims[0], NCOLS * sizeof(double))) {
         rc = refuse(r, BP_EFORMAT, "/train/metrics is truncated (file corrupted)");
         goto cleanup;
     }
@@ -799,8 +827,10 @@ static int read_metrics(const ck_reader *r, bp_train_state *st)
         goto cleanup;
     }
     st->nmetrics = dims[0];
-    for (size_t i = 0; i < st->nmetrics; i++)
-        doubles_to_metrics(rows + i * NCOLS, &st->metrics[i]);
+    for (size_t i = 0; i < st->nmetrics && rc == 0; i++)
+        if (doubles_to_metrics(rows + i * NCOLS, &st->metrics[i]) < 0)
+            rc = refuse(r, BP_EFORMAT,
+                        "/train/metrics row %zu: epoch and step must be whole numbers", i);
 cleanup:
     bp__free(rows);
     h5_close(space);
@@ -842,13 +872,19 @@ static int read_train(const ck_reader *r, bp_train_state *st)
     return read_metrics(r, st);
 }
 
+/* The hash is checked when present: a file written by other tools may lack it. */
 static int read_config(const ck_reader *r, bp_checkpoint *ck)
 {
     hid_t dset = H5Dopen2(r->file, "/config", H5P_DEFAULT);
+    uint64_t want = 0;
+    int has_hash = dset >= 0 && H5Aexists(dset, "fnv1a64") > 0;
+    int hash_ok = !has_hash || read_attr(dset, "fnv1a64", H5T_NATIVE_UINT64, 1, &want) == 0;
     ck->config_text = dset < 0 ? NULL : read_string(dset, 0);
     h5_close(dset);
-    if (!ck->config_text)
-        return refuse(r, BP_EFORMAT, "/config is missing or not a string");
+    if (!ck->config_text || !hash_ok)
+        return refuse(r, BP_EFORMAT, "/config is missing or malformed");
+    if (has_hash && bp__hash(ck->config_text, strlen(ck->config_text), FNV_OFFSET) != want)
+        return refuse(r, BP_EFORMAT, "checksum mismatch in /config (file corrupted)");
     return 0;
 }
 

@@ -402,6 +402,12 @@ static void test_refuses_text_file(void **state)
     expect_refusal(f->path, BP_EFORMAT, ": not an HDF5 file");
 }
 
+static void test_refuses_directory(void **state)
+{
+    fixture *f = *state;
+    expect_refusal(f->dir, BP_EIO, ": not a regular file");
+}
+
 static void test_refuses_truncated_file(void **state)
 {
     fixture *f = *state;
@@ -432,9 +438,10 @@ static void test_refuses_other_format_name(void **state)
 {
     fixture *f = *state;
     write_ok(f, f->path);
-    set_string_attr(f->path, "/", "format", "some-other-format");
+    /* A control character would break the one-line error message. */
+    set_string_attr(f->path, "/", "format", "some-other\nformat");
     expect_refusal(f->path, BP_EFORMAT,
-                   ": not a backprop checkpoint (format is 'some-other-format')");
+                   ": not a backprop checkpoint (format is 'some-other?format')");
 }
 
 static void test_refuses_newer_version(void **state)
@@ -495,6 +502,29 @@ static void test_refuses_flipped_metrics_byte(void **state)
     double cost = f->metrics[1].train_cost;
     assert_memory_equal(&was, (const unsigned char *)&cost + 7, 1);
     expect_refusal(f->path, BP_EFORMAT, ": checksum mismatch in /train/metrics (file corrupted)");
+}
+
+/* The config text sits in HDF5's global heap, found here by its bytes. */
+static void test_refuses_flipped_config_byte(void **state)
+{
+    fixture *f = *state;
+    write_ok(f, f->path);
+    long n = file_size(f->path), at = -1, len = (long)strlen(config_text);
+    unsigned char *bytes = malloc((size_t)n);
+    FILE *fp = fopen(f->path, "r+b");
+    assert_non_null(bytes);
+    assert_non_null(fp);
+    assert_int_equal(fread(bytes, 1, (size_t)n, fp), n);
+    for (long i = 0; i + len <= n && at < 0; i++)
+        if (memcmp(bytes + i, config_text, (size_t)len) == 0)
+            at = i + 12;
+    assert_true(at >= 0);
+    bytes[at] ^= 0x20; /* one letter's case: still valid text */
+    assert_int_equal(fseek(fp, at, SEEK_SET), 0);
+    assert_int_equal(fwrite(bytes + at, 1, 1, fp), 1);
+    assert_int_equal(fclose(fp), 0);
+    free(bytes);
+    expect_refusal(f->path, BP_EFORMAT, ": checksum mismatch in /config (file corrupted)");
 }
 
 static void test_refuses_missing_dataset(void **state)
@@ -668,12 +698,14 @@ int main(void)
         TEST(test_reads_the_other_scalar_type),
         TEST(test_refuses_missing_file),
         TEST(test_refuses_text_file),
+        TEST(test_refuses_directory),
         TEST(test_refuses_truncated_file),
         TEST(test_refuses_foreign_hdf5),
         TEST(test_refuses_other_format_name),
         TEST(test_refuses_newer_version),
         TEST(test_refuses_flipped_weight_byte),
         TEST(test_refuses_flipped_metrics_byte),
+        TEST(test_refuses_flipped_config_byte),
         TEST(test_refuses_missing_dataset),
         TEST(test_refuses_wrong_shape),
         TEST(test_refuses_unknown_activation),

@@ -65,6 +65,9 @@ for np in 1 2; do
     expect "np$np resume nothing" 2 '--resume latest: no checkpoint' run train good.ini --resume latest
     expect "np$np unwritable dir" 2 'cannot create directory|not writable' run train good.ini --set checkpoint.dir=$T/good.ini/run
     expect "np$np eval usage" 2 'missing --checkpoint' run eval --data good.h5
+    expect "np$np diverges" 1 'training diverged at epoch 1, step [0-9]+: the cost is' run train good.ini \
+        --set network.output=linear --set network.cost=quadratic --set train.learning_rate=1e6 \
+        --set checkpoint.dir=$T/diverged
 done
 expect "unknown command" 2 "unknown command 'fly'" "$BP" fly
 
