@@ -25,9 +25,14 @@ char *openblas_get_corename(void);
 
 void bp_set_blas_threads(int threads)
 {
-    openblas_set_num_threads(threads);
 #ifdef BACKPROP_ONEDNN
-    omp_set_num_threads(threads); /* oneDNN's sgemm runs on OpenMP threads */
+    /* oneDNN's sgemm runs the large products on OpenMP threads; OpenBLAS keeps the small
+     * ones on one thread. Two thread pools spinning for the same cores make both crawl
+     * (measured: 1 rank x 2 threads fell to 5 % of its speed). */
+    omp_set_num_threads(threads);
+    openblas_set_num_threads(1);
+#else
+    openblas_set_num_threads(threads);
 #endif
 }
 

@@ -404,19 +404,24 @@ static int write_train(hid_t file, const bp_train_state *st)
     return rc;
 }
 
-/* The text lives in HDF5's global heap, which carries no checksum of its own. */
+/* The text lives in HDF5's global heap, which carries no checksum: hence the hash. The
+ * compact layout keeps the reference to it inside the checksummed object header. */
 static int write_config(hid_t file, const char *text)
 {
     const uint64_t hash = bp__hash(text, strlen(text), FNV_OFFSET);
     hid_t type = vlen_string_type();
     hid_t space = H5Screate(H5S_SCALAR);
-    hid_t dset = type < 0 || space < 0 ? H5I_INVALID_HID
-                                       : H5Dcreate2(file, "config", type, space, H5P_DEFAULT,
-                                                    H5P_DEFAULT, H5P_DEFAULT);
-    int rc = dset >= 0 && H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, &text) >= 0 ? 0 : -1;
-    if (rc == 0)
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    hid_t dset = H5I_INVALID_HID;
+    int rc = -1;
+    if (type < 0 || space < 0 || dcpl < 0 || H5Pset_layout(dcpl, H5D_COMPACT) < 0)
+        goto cleanup;
+    dset = H5Dcreate2(file, "config", type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (dset >= 0 && H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, &text) >= 0)
         rc = write_attr(dset, "fnv1a64", H5T_STD_U64LE, H5T_NATIVE_UINT64, 0, &hash);
+cleanup:
     h5_close(dset);
+    h5_close(dcpl);
     h5_close(space);
     h5_close(type);
     return rc;
