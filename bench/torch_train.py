@@ -30,20 +30,22 @@ def load():
     return X, y
 
 
-def timed(step, n, batch, seconds, seed):
-    """Runs epochs of steps; returns samples/s over >= seconds after a 2 s warm-up."""
+def timed(step, n, batch, seconds, seed, agree=lambda stop: stop):
+    """Runs epochs of steps; returns samples/s over >= seconds after a 2 s warm-up.
+    agree(stop) makes the ranks of a DDP run stop at the same step, every 20 steps."""
     rng = np.random.default_rng(seed)
-    done, start, warm = 0, time.perf_counter(), None
+    done, start, warm, steps = 0, time.perf_counter(), None, 0
     while True:
         perm = rng.permutation(n)
         for s in range(0, n, batch):
             step(perm[s:s + batch])
+            steps += 1
             now = time.perf_counter()
             if warm is None and now - start >= 2:
                 warm, done = now, 0
             elif warm is not None:
                 done += min(batch, n - s)
-                if now - warm >= seconds:
+                if steps % 20 == 0 and agree(now - warm >= seconds):
                     return done / (now - warm)
 
 
@@ -112,7 +114,15 @@ def torch_run(name, X, y, seconds, rank=0, world=1):
         loss.backward()
         opt.step()
 
-    return timed(step, n, batch, seconds, 1)
+    agree = lambda stop: stop
+    if world > 1:
+        import torch.distributed as dist
+
+        def agree(stop):
+            flag = torch.tensor([1.0 if stop else 0.0])
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            return bool(flag.item())
+    return timed(step, n, batch, seconds, 1, agree)
 
 
 def ddp_worker(rank, world, name, threads, seconds, queue):
