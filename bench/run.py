@@ -19,6 +19,10 @@ WORKLOADS = {  # layers, hidden, output, batch, eta, lambda
     "W3": ([784, 2048, 2048, 10], "relu", "softmax", 256, 0.05, 5.0),
 }
 LAYOUTS = [(1, 1), (1, 2), (2, 1)]  # ranks, BLAS threads per rank
+# Open MPI's shared-memory transport: on this VM its single-copy mode (CMA) moves 1 MB at
+# 4 GB/s and copy-in/copy-out with larger fragments at 11 GB/s (tests in docs/benchmarks.md).
+MCA = ["--mca", "btl_vader_single_copy_mechanism", "none", "--mca", "btl_vader_max_send_size",
+       "131072", "--mca", "btl_vader_eager_limit", "32768"]
 N_TRAIN = 60000
 
 
@@ -70,7 +74,7 @@ def backprop(args, name, ranks, threads, tmp):
         ini, rundir = f"{tmp}/{name}-{tag}.ini", f"{tmp}/{name}-{tag}"
         config(ini, name, rundir, epochs)
         bind = "core" if threads == 1 else "none"  # a rank's threads need cores of their own
-        cmd = ["mpirun", "--oversubscribe", "--bind-to", bind, "-np", str(ranks),
+        cmd = ["mpirun", "--oversubscribe", "--bind-to", bind, "-np", str(ranks)] + MCA + [
                "/usr/bin/time", "-f", "maxrss_kb %M", args.backprop, "train", ini,
                "--set", f"train.threads={threads}"]
         out = run(cmd)
@@ -119,6 +123,7 @@ def main():
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--backprop", required=True)
     p.add_argument("--gemm", required=True)
+    p.add_argument("--allreduce", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--only", default="W1,W2,W3")
     args = p.parse_args()
@@ -131,6 +136,7 @@ def main():
                 results[name, ranks, threads] = backprop(args, name, ranks, threads, tmp)
         kernel = results[next(iter(results))]["kernel"]
         peaks = {t: gemm_peak(args, t, kernel) for t in (1, 2)}
+        allreduce = {label: allreduce_us(args, mca) for label, mca in (("default", []), ("tuned", MCA))}
         torch = {}
         for name in args.only.split(","):
             for label, core in (("default", default_kernel), ("same", kernel)):
@@ -141,10 +147,15 @@ def main():
                 torch[name, label, "ddp"] = torch_rate(args, name, 1, core, ddp=2)
             if name == "W1":
                 torch[name, "numpy", 1] = torch_rate(args, name, 1, default_kernel, numpy=True)
-    write_report(args, results, torch, peaks, kernel, default_kernel)
+    write_report(args, results, torch, peaks, kernel, default_kernel, allreduce)
 
 
-def write_report(args, results, torch, peaks, kernel, default_kernel):
+def allreduce_us(args, mca):
+    out = run(["mpirun", "--oversubscribe", "--bind-to", "core", "-np", "2"] + mca + [args.allreduce])
+    return [float(line.split()[1]) for line in out.splitlines() if re.match(r"^\d+ [0-9.]+$", line)]
+
+
+def write_report(args, results, torch, peaks, kernel, default_kernel, allreduce):
     lines = [
         "# Benchmarks",
         "",
@@ -156,6 +167,7 @@ def write_report(args, results, torch, peaks, kernel, default_kernel):
         f"(`OPENBLAS_CORETYPE={default_kernel or 'unset'}` here) and with {kernel}.",
         f"- sgemm peak, 2048x2048x2048 on the {kernel} kernel: {peaks[1]:.0f} GFLOP/s on 1 "
         f"thread, {peaks[2]:.0f} GFLOP/s on 2 threads.",
+        f"- mpirun options for backprop: `{' '.join(MCA)}` (see README, Running on a cluster).",
         f"- samples/s over >= {args.seconds:g} s of training after a warm-up (backprop: all "
         "epochs after the first; PyTorch: after 2 s), Fashion-MNIST's 60000 training images.",
         "- GFLOP/s counts 2P forward + 2P weight-gradient + 2(P - first layer's weights) "
@@ -181,6 +193,11 @@ def write_report(args, results, torch, peaks, kernel, default_kernel):
     for name in dict.fromkeys(k[0] for k in results):
         one, two = results[name, 1, 1]["rate"], results[name, 2, 1]["rate"]
         lines.append(f"- {name}: {two / one:.2f}x")
+    lines += ["", "MPI_Allreduce of the packed gradient buffer, 2 ranks on this machine "
+              "(bench/allreduce.c), microseconds:", "",
+              "| buffer | Open MPI defaults | with the mpirun options above |", "|---|---|---|"]
+    for i, name in enumerate(("W1", "W2", "W3")):
+        lines.append(f"| {name} | {allreduce['default'][i]:.0f} | {allreduce['tuned'][i]:.0f} |")
     if ("W1", "numpy", 1) in torch:
         w1 = results["W1", 1, 1]["rate"]
         np_rate = torch["W1", "numpy", 1]

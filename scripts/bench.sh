@@ -9,6 +9,6 @@ if [ "$(id -u)" -eq 0 ]; then
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
 cmake -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DBACKPROP_TESTS=OFF >/dev/null
-cmake --build build/bench -j "$(nproc)" --target backprop bench-gemm
+cmake --build build/bench -j "$(nproc)" --target backprop bench-gemm bench-allreduce
 exec /usr/bin/python3 bench/run.py --seconds "${1:-20}" --backprop build/bench/backprop \
-    --gemm build/bench/bench-gemm --out docs/benchmarks.md
+    --gemm build/bench/bench-gemm --allreduce build/bench/bench-allreduce --out docs/benchmarks.md

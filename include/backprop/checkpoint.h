@@ -51,16 +51,17 @@ int bp_checkpoint_write(const char *path, const bp_net *net, const bp_real *velo
                         size_t errlen);
 
 /* Reads and verifies a checkpoint (format name, version <= BP_CHECKPOINT_VERSION, layout,
- * checksums). Converts float/double as needed. On error returns BP_EIO (unreadable),
- * BP_EFORMAT (not a backprop checkpoint, newer version, corrupted) with a reason in err,
- * and *ck is zeroed. */
+ * checksums). Converts float/double as needed. The file is first read in a forked child,
+ * so damage that would crash or hang libhdf5 is refused instead. On error returns BP_EIO
+ * (unreadable), BP_EFORMAT (not a backprop checkpoint, newer version, corrupted) with a
+ * reason in err, and *ck is zeroed. */
 int bp_checkpoint_read(const char *path, bp_checkpoint *ck, char *err, size_t errlen);
 
 void bp_checkpoint_free(bp_checkpoint *ck);
 
 /* Says why the checkpoint's network does not fit the given one (layers, hidden, output,
- * cost), or returns 0 when it does. BP_EMISMATCH with e.g. "layers 784,30,10 in the
- * checkpoint, 784,100,10 in the config". */
+ * cost), or returns 0 when it does. BP_EMISMATCH with e.g. "checkpoint has layers
+ * 784,30,10 but the config has 784,100,10". */
 int bp_checkpoint_match(const bp_checkpoint *ck, const bp_net *net, char *err, size_t errlen);
 
 #endif

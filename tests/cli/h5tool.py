@@ -3,6 +3,7 @@
 usage: h5tool.py forward CKPT DATA.h5 OUT.npy   forward pass in numpy from the file alone
        h5tool.py flip CKPT                      flip one byte inside /model/layer_0/W's data
        h5tool.py set-version CKPT N             overwrite the root format_version attribute
+       h5tool.py heap-flips CKPT DIR            one copy per byte of the global heap, flipped
        h5tool.py state CKPT                     print epoch batch_in_epoch global_step
        h5tool.py metrics-epochs CSV             print the epoch column
 """
@@ -56,12 +57,30 @@ def flip(ckpt):
         fh.write(bytes([byte[0] ^ 0x10]))
 
 
+def heap_flips(ckpt, out):
+    """HDF5's global heap collection ("GCOL", where variable-length strings live): a copy
+    of the file with each of its first 1024 bytes flipped in turn (the strings sit at its
+    start; the rest is free space)."""
+    data = open(ckpt, "rb").read()
+    start = data.find(b"GCOL")
+    if start < 0:
+        sys.exit("no global heap in " + ckpt)
+    size = int.from_bytes(data[start + 8:start + 16], "little")  # collection size
+    for offset in range(start, min(start + size, start + 1024, len(data))):
+        flipped = bytearray(data)
+        flipped[offset] ^= 0x5A
+        with open(f"{out}/flip-{offset}.h5", "wb") as fh:
+            fh.write(flipped)
+
+
 def main(argv):
     cmd = argv[1]
     if cmd == "forward":
         forward(argv[2], argv[3], argv[4])
     elif cmd == "flip":
         flip(argv[2])
+    elif cmd == "heap-flips":
+        heap_flips(argv[2], argv[3])
     elif cmd == "set-version":
         with h5py.File(argv[2], "r+") as f:
             f.attrs["format_version"] = np.int32(int(argv[3]))

@@ -129,6 +129,17 @@ for cmd in train inspect eval; do
 done
 check "no run started by refusals" test ! -e F/latest.h5
 
+# Damage in HDF5's global heap can crash or hang libhdf5 itself: backprop reads a file in a
+# child process first, so every flipped byte there ends in exit 0 or 2, never a signal.
+mkdir flips && $H5 heap-flips A/latest.h5 flips
+crashed=0
+for f in flips/*.h5; do
+    timeout -k 5 120 "$BP" inspect "$f" >/dev/null 2>&1
+    status=$?
+    [ "$status" -eq 0 ] || [ "$status" -eq 2 ] || { crashed=$((crashed + 1)); echo "  $f: exit $status"; }
+done
+check "flipped heap bytes: $(ls flips | wc -l) files, none crashes or hangs" test "$crashed" -eq 0
+
 # eval and predict against numpy's forward pass over the weights in the file.
 check "predict" "$BP" predict --checkpoint A/latest.h5 --data good.h5 --out pred.h5
 check "numpy forward" $H5 forward A/latest.h5 good.h5 ref.npy
