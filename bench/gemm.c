@@ -1,6 +1,7 @@
 /* sgemm throughput for given shapes: the peak that scripts/bench.sh compares against.
  * usage: bench-gemm [SECONDS] SHAPE...   SHAPE = TA,TB,M,N,K (TA/TB: n or t)
- * Prints "shape GFLOP/s" per shape. Threads: OPENBLAS_NUM_THREADS. */
+ * Prints "shape GFLOP/s" per shape, for OpenBLAS (threads: OPENBLAS_NUM_THREADS) or, with
+ * BENCH_GEMM=onednn in a build with oneDNN, for oneDNN's sgemm (threads: OMP_NUM_THREADS). */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,26 @@
 #include <time.h>
 
 #include <cblas.h>
+#ifdef BACKPROP_ONEDNN
+#include <dnnl.h>
+#endif
+
+static void sgemm(char ta, char tb, int m, int n, int k, const float *A, int lda, const float *B,
+                  int ldb, float *C)
+{
+#ifdef BACKPROP_ONEDNN
+    static int onednn = -1;
+    if (onednn < 0)
+        onednn = getenv("BENCH_GEMM") && strcmp(getenv("BENCH_GEMM"), "onednn") == 0;
+    if (onednn) {
+        dnnl_sgemm(ta == 't' ? 'T' : 'N', tb == 't' ? 'T' : 'N', m, n, k, 1, A, lda, B, ldb, 0, C,
+                   n);
+        return;
+    }
+#endif
+    cblas_sgemm(CblasRowMajor, ta == 't' ? CblasTrans : CblasNoTrans,
+                tb == 't' ? CblasTrans : CblasNoTrans, m, n, k, 1, A, lda, B, ldb, 0, C, n);
+}
 
 static double now_s(void)
 {
@@ -24,15 +45,13 @@ static double measure(char ta, char tb, int m, int n, int k, double seconds)
         A[i] = (float)(i % 7) * 0.1f;
     for (size_t i = 0; i < (size_t)k * n; i++)
         B[i] = (float)(i % 5) * 0.1f;
-    enum CBLAS_TRANSPOSE TA = ta == 't' ? CblasTrans : CblasNoTrans;
-    enum CBLAS_TRANSPOSE TB = tb == 't' ? CblasTrans : CblasNoTrans;
     int lda = ta == 't' ? m : k, ldb = tb == 't' ? k : n;
     double best = 0;
     for (int round = 0; round < 2; round++) { /* the first round warms up */
         long reps = 0;
         double start = now_s(), t;
         do {
-            cblas_sgemm(CblasRowMajor, TA, TB, m, n, k, 1, A, lda, B, ldb, 0, C, n);
+            sgemm(ta, tb, m, n, k, A, lda, B, ldb, C);
             reps++;
         } while ((t = now_s() - start) < seconds / 2);
         double gflops = 2.0 * m * n * k * reps / t / 1e9;
