@@ -88,7 +88,8 @@ def backprop(args, name, ranks, threads, tmp):
     out, rows = train(epochs, f"{ranks}x{threads}")
     timed = rows[1:]
     seconds = sum(N_TRAIN / float(r["samples_per_s"]) for r in timed)
-    rss = max(int(v) for v in re.findall(r"maxrss_kb (\d+)", out)) / 1024
+    # mpirun can drop a rank's last line of output at exit: then the RSS is unknown.
+    rss = max((int(v) / 1024 for v in re.findall(r"maxrss_kb (\d+)", out)), default=None)
     share = re.search(r"allreduce: ([0-9.]+)%", out)
     kernel = re.search(r"OpenBLAS (\S+) kernel", out).group(1)
     return {"rate": N_TRAIN * len(timed) / seconds, "seconds": seconds, "rss_mb": rss,
@@ -190,10 +191,11 @@ def write_report(args, results, torch, peaks, kernel, default_kernel, allreduce)
         key = "ddp" if ranks == 2 else threads
         tdef, tsame = torch[name, "default", key], torch[name, "same", key]
         share = f"{r['allreduce']:.1f}" if r["allreduce"] is not None else "-"
+        rss = f"{r['rss_mb']:.0f} MB" if r["rss_mb"] is not None else "?"
         label = "DDP " if ranks == 2 else ""
         lines.append(
             f"| {name} | {ranks} x {threads} | {r['rate']:,.0f} | {gflops:.1f} | "
-            f"{100 * gflops / peak:.0f} % | {r['rss_mb']:.0f} MB | {share} | "
+            f"{100 * gflops / peak:.0f} % | {rss} | {share} | "
             f"{label}{tdef:,.0f} | {label}{tsame:,.0f} | {r['rate'] / tdef:.2f} | "
             f"{r['rate'] / tsame:.2f} |")
     lines += ["", "Scaling at 2 ranks x 1 thread against 1 rank x 1 thread:", ""]
