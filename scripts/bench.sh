@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks backprop against PyTorch on the three workloads of docs/benchmarks.md and
-# rewrites that file. Takes about 25 minutes; not part of the tests.
+# rewrites that file. Takes about 15 minutes; not part of the tests.
 # Usage: scripts/bench.sh [SECONDS]   (measured training time per run, default 20)
 set -euo pipefail
 cd "$(dirname "$0")/.."
