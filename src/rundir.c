@@ -107,6 +107,19 @@ static int check_writable(const char *dir, char *err, size_t errlen)
     return 0;
 }
 
+/* Data rows (lines after the header) of an existing metrics CSV; 0 if there is none. */
+static long metrics_rows(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    long lines = 0;
+    for (int ch; (ch = fgetc(f)) != EOF;)
+        lines += ch == '\n';
+    fclose(f);
+    return lines > 1 ? lines - 1 : 0;
+}
+
 int bp_rundir_prepare(const bp_trainer *t, int resuming, char *err, size_t errlen)
 {
     const bp_config *c = t->cfg;
@@ -125,6 +138,11 @@ int bp_rundir_prepare(const bp_trainer *t, int resuming, char *err, size_t errle
                         "%s already holds a run (%s); continue it with --resume latest, or "
                         "set another [checkpoint] dir",
                         c->checkpoint_dir, latest);
+    if (!resuming && metrics_rows(c->metrics) > 0)
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "%s already holds another run's metrics; set another [log] metrics, "
+                        "or remove it",
+                        c->metrics);
     return 0;
 }
 

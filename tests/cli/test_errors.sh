@@ -76,6 +76,7 @@ check "good run" "$BP" train good.ini
 snapshot() { (cd "$T/run" && find . -type f | sort | xargs md5sum); }
 before=$(snapshot)
 expect "fresh run over a run" 2 'already holds a run.*--resume latest' "$BP" train good.ini
+expect "fresh run over its metrics" 2 'run/metrics\.csv already holds another run' "$BP" train good.ini --set checkpoint.dir=$T/other --set log.metrics=$T/run/metrics.csv
 expect "resume other layers" 2 'layers 4,8,3.*4,9,3|4,9,3.*4,8,3' "$BP" train good.ini --set network.layers=4,9,3 --resume latest
 expect "resume other hidden" 2 'hidden.*tanh.*relu|hidden.*relu.*tanh' "$BP" train good.ini --set network.hidden=relu --resume latest
 expect "resume bad data" 2 'nan\.h5.*NaN' mpi 2 train good.ini --set data.train=$T/nan.h5 --resume latest
