@@ -167,7 +167,7 @@ static void csv_row(FILE *f, const bp_metrics_row *r)
 static int rewrite_metrics(const bp_trainer *t, char *err, size_t errlen)
 {
     const char *path = t->cfg->metrics;
-    char tmp[BP_PATH_MAX + 32], dir[BP_PATH_MAX];
+    char tmp[BP_PATH_MAX + 32];
     snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
     FILE *f = fopen(tmp, "w");
     if (!f)
@@ -175,14 +175,14 @@ static int rewrite_metrics(const bp_trainer *t, char *err, size_t errlen)
     fputs(CSV_HEADER, f);
     for (size_t i = 0; i < t->st.nmetrics; i++)
         csv_row(f, &t->st.metrics[i]);
-    int bad = fflush(f) != 0 || fsync(fileno(f)) != 0;
+    int bad = fflush(f) != 0;
     bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path) != 0) {
+    if (bad) {
         unlink(tmp);
-        return bp__fail(err, errlen, BP_EIO, "%s: cannot write (%s)", path, strerror(errno));
+        return bp__fail(err, errlen, BP_EIO, "%s: cannot write (%s)", tmp, strerror(errno));
     }
-    parent_dir(path, dir, sizeof(dir));
-    fsync_dir(dir);
+    if (bp__commit_file(tmp, path) < 0) /* fsync, rename, fsync the directory */
+        return bp__fail(err, errlen, BP_EIO, "%s: cannot write (%s)", path, strerror(errno));
     return 0;
 }
 
