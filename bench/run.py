@@ -90,11 +90,19 @@ def backprop(args, name, ranks, threads, tmp):
     seconds = sum(N_TRAIN / float(r["samples_per_s"]) for r in timed)
     # mpirun can drop a rank's last line of output at exit: then the RSS is unknown.
     rss = max((int(v) / 1024 for v in re.findall(r"maxrss_kb (\d+)", out)), default=None)
-    share = re.search(r"allreduce: ([0-9.]+)%", out)
     kernel = re.search(r"OpenBLAS (\S+) kernel", out).group(1)
-    return {"rate": N_TRAIN * len(timed) / seconds, "seconds": seconds, "rss_mb": rss,
-            "allreduce": float(share.group(1)) if share else None, "kernel": kernel,
-            "train_cost": [float(r["train_cost"]) for r in rows]}
+    return dict(step_time(out), rate=N_TRAIN * len(timed) / seconds, seconds=seconds, rss_mb=rss,
+                kernel=kernel, train_cost=[float(r["train_cost"]) for r in rows])
+
+
+def step_time(out):
+    """The trainer's "step time" line: ms per step on rank 0, by phase (epoch 1 included)."""
+    line = re.search(r"^step time: .*$", out, re.M).group(0)
+    value = lambda pattern: float(m.group(1)) if (m := re.search(pattern, line)) else None
+    return {"step_ms": value(r"step time: ([0-9.]+) ms"), "compute_ms": value(r"compute ([0-9.]+)"),
+            "slowest_ms": value(r"slowest rank ([0-9.]+)"),
+            "allreduce_ms": value(r"allreduce ([0-9.]+)"), "allreduce": value(r"\(([0-9.]+)%\)"),
+            "update_ms": value(r"update ([0-9.]+)")}
 
 
 def torch_rate(args, name, threads, coretype, ddp=0, numpy=False):
@@ -130,30 +138,61 @@ def main():
     p.add_argument("--backprop", required=True)
     p.add_argument("--gemm", required=True)
     p.add_argument("--allreduce", required=True)
+    p.add_argument("--same-seed", nargs=2, metavar=("BEFORE", "PLAIN"),
+                   help="backprop binaries: before the speed work, and this one without oneDNN")
     p.add_argument("--out", required=True)
     p.add_argument("--only", default="W1,W2,W3")
     args = p.parse_args()
     default_kernel = os.environ.get("OPENBLAS_CORETYPE", "")
-    results = {}
+    results, torch = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
+        # Each backprop run is followed at once by its PyTorch counterparts: a slow spell of
+        # this shared machine then weighs on both sides of a ratio alike.
         for name in args.only.split(","):
             for ranks, threads in LAYOUTS:
                 print(f"{name}: backprop {ranks} rank(s) x {threads} thread(s)", flush=True)
-                results[name, ranks, threads] = backprop(args, name, ranks, threads, tmp)
+                r = results[name, ranks, threads] = backprop(args, name, ranks, threads, tmp)
+                ddp = 2 if ranks == 2 else 0
+                key = "ddp" if ddp else threads
+                for label, core in (("default", default_kernel), ("same", r["kernel"])):
+                    print(f"{name}: PyTorch {'DDP 2 x 1' if ddp else f'{threads} thread(s)'}, "
+                          f"{label} kernel", flush=True)
+                    torch[name, label, key] = torch_rate(args, name, 1 if ddp else threads, core, ddp)
+            if name == "W1":
+                torch[name, "numpy", 1] = torch_rate(args, name, 1, default_kernel, numpy=True)
         kernel = results[next(iter(results))]["kernel"]
         peaks = {t: gemm_peak(args, t, kernel) for t in (1, 2)}
         allreduce = {label: allreduce_us(args, mca) for label, mca in (("default", []), ("tuned", MCA))}
-        torch = {}
-        for name in args.only.split(","):
-            for label, core in (("default", default_kernel), ("same", kernel)):
-                for threads in (1, 2):
-                    print(f"{name}: PyTorch {threads} thread(s), {label} kernel", flush=True)
-                    torch[name, label, threads] = torch_rate(args, name, threads, core)
-                print(f"{name}: PyTorch DDP 2 x 1, {label} kernel", flush=True)
-                torch[name, label, "ddp"] = torch_rate(args, name, 1, core, ddp=2)
-            if name == "W1":
-                torch[name, "numpy", 1] = torch_rate(args, name, 1, default_kernel, numpy=True)
-    write_report(args, results, torch, peaks, kernel, default_kernel, allreduce)
+        same = same_seed(args, tmp, default_kernel) if args.same_seed else None
+    write_report(args, results, torch, peaks, kernel, default_kernel, allreduce, same)
+
+
+def same_seed(args, tmp, default_kernel):
+    """W2, 2 epochs, seed 1, at 1 and 2 ranks: the metrics of the build before the speed
+    work, of this build without oneDNN on the same OpenBLAS kernel, and of this build as it
+    runs by default. Returns {ranks: (identical, max relative difference of default)}."""
+    before, plain = args.same_seed
+    core = default_kernel or "Haswell"
+    out = {}
+    for ranks in (1, 2):
+        metrics = {}
+        for tag, binary, env in (("before", before, {}), ("plain", plain, {"BACKPROP_BLAS_KERNEL": "keep"}),
+                                 ("default", args.backprop, {})):
+            ini, rundir = f"{tmp}/same-{tag}-{ranks}.ini", f"{tmp}/same-{tag}-{ranks}"
+            config(ini, "W2", rundir, 2)
+            env = dict(env, OPENBLAS_CORETYPE=core) if tag != "default" else env
+            print(f"same seed: {tag} build, {ranks} rank(s)", flush=True)
+            run(["mpirun", "--oversubscribe", "-np", str(ranks)] +
+                [a for k in env for a in ("-x", k)] + [binary, "train", ini, "--set", "train.threads=1"],
+                env)
+            with open(f"{rundir}/metrics.csv") as f:
+                metrics[tag] = [line.split(",")[:8] for line in f.read().splitlines()[1:]]
+        rel = max(abs(float(a) - float(b)) / abs(float(b))
+                  for ra, rb in zip(metrics["default"], metrics["before"])
+                  for a, b in zip(ra[2:], rb[2:]) if a and b)
+        out[ranks] = (metrics["plain"] == metrics["before"], rel, metrics["before"][-1][:4],
+                      metrics["default"][-1][:4])
+    return out
 
 
 def allreduce_us(args, mca):
@@ -161,7 +200,7 @@ def allreduce_us(args, mca):
     return [float(line.split()[1]) for line in out.splitlines() if re.match(r"^\d+ [0-9.]+$", line)]
 
 
-def write_report(args, results, torch, peaks, kernel, default_kernel, allreduce):
+def write_report(args, results, torch, peaks, kernel, default_kernel, allreduce, same):
     lines = [
         "# Benchmarks",
         "",
@@ -198,10 +237,24 @@ def write_report(args, results, torch, peaks, kernel, default_kernel, allreduce)
             f"{100 * gflops / peak:.0f} % | {rss} | {share} | "
             f"{label}{tdef:,.0f} | {label}{tsame:,.0f} | {r['rate'] / tdef:.2f} | "
             f"{r['rate'] / tsame:.2f} |")
-    lines += ["", "Scaling at 2 ranks x 1 thread against 1 rank x 1 thread:", ""]
+    lines += ["", "Where a step's time goes: milliseconds per step on rank 0 (the trainer's "
+              "`step time` line; the allreduce includes waiting for the slower rank):", "",
+              "| workload | ranks x threads | step | compute (slowest rank) | allreduce | update |",
+              "|---|---|---|---|---|---|"]
+    for (name, ranks, threads), r in results.items():
+        slowest = f" ({r['slowest_ms']:.3f})" if r["slowest_ms"] is not None else ""
+        reduce = (f"{r['allreduce_ms']:.3f} ({r['allreduce']:.1f} %)"
+                  if r["allreduce_ms"] is not None else "-")
+        lines.append(f"| {name} | {ranks} x {threads} | {r['step_ms']:.3f} | "
+                     f"{r['compute_ms']:.3f}{slowest} | {reduce} | {r['update_ms']:.3f} |")
+    lines += ["", "Scaling at 2 ranks x 1 thread against 1 rank x 1 thread, and what it would "
+              "be if the allreduce took no time (1-rank step / (slowest rank's compute + "
+              "update) at 2 ranks):", ""]
     for name in dict.fromkeys(k[0] for k in results):
-        one, two = results[name, 1, 1]["rate"], results[name, 2, 1]["rate"]
-        lines.append(f"- {name}: {two / one:.2f}x")
+        one, two = results[name, 1, 1], results[name, 2, 1]
+        bound = one["step_ms"] / (two["slowest_ms"] + two["update_ms"])
+        lines.append(f"- {name}: {two['rate'] / one['rate']:.2f}x; with a free allreduce "
+                     f"{bound:.2f}x")
     lines += ["", "MPI_Allreduce of the packed gradient buffer, 2 ranks on this machine "
               "(bench/allreduce.c), microseconds:", "",
               "| buffer | Open MPI defaults | with the mpirun options above |", "|---|---|---|"]
@@ -212,6 +265,22 @@ def write_report(args, results, torch, peaks, kernel, default_kernel, allreduce)
         np_rate = torch["W1", "numpy", 1]
         lines += ["", f"W1 against a vectorised numpy version of the same net (1 thread): "
                   f"{np_rate:,.0f} samples/s; backprop is {w1 / np_rate:.2f}x that."]
+    if same:
+        lines += ["", "Same seed, same metrics: W2, 2 epochs, seed 1. The build before the speed "
+                  "work (commit 86984ce) against this one, 1 BLAS thread per rank, built without oneDNN "
+                  "(`-DBACKPROP_ONEDNN=OFF`) on the same OpenBLAS kernel "
+                  "(`BACKPROP_BLAS_KERNEL=keep`), and against this one as it runs by default "
+                  "(oneDNN for the large products, the SkylakeX kernel):", ""]
+        for ranks, (identical, rel, before, default) in same.items():
+            lines.append(f"- {ranks} rank(s): same products: metrics "
+                         f"{'byte-identical' if identical else 'DIFFER'}; default: largest "
+                         f"relative difference {rel:.1e} (epoch 2 train cost {before[2]} before, "
+                         f"{default[2]} now; accuracy {before[3]} / {default[3]})")
+        lines += ["", "The default differs because float addition is not associative: oneDNN "
+                  "and the AVX-512 kernel split each product's sums into other partial sums "
+                  "than the Haswell kernel, the last bit of some gradients changes, and "
+                  "training carries that forward. The arithmetic is the same: with the same "
+                  "products the metrics are identical to the byte."]
     lines += ["", "Workloads: W1 [784,30,10] sigmoid/sigmoid cross-entropy, batch 10, eta 0.5, "
               "lambda 5; W2 [784,256,256,10] relu/softmax, batch 128, eta 0.1, lambda 5; "
               "W3 [784,2048,2048,10] relu/softmax, batch 256, eta 0.05, lambda 5.", ""]

@@ -10,5 +10,20 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 cmake -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DBACKPROP_TESTS=OFF >/dev/null
 cmake --build build/bench -j "$(nproc)" --target backprop bench-gemm bench-allreduce
+# Same seed, same metrics: this tree without oneDNN, and the last commit before the speed
+# work (needs the git history; skipped in a tarball).
+same=()
+BEFORE=86984ce
+if git cat-file -e "$BEFORE^{commit}" 2>/dev/null; then
+    cmake -S . -B build/bench-plain -DCMAKE_BUILD_TYPE=Release -DBACKPROP_TESTS=OFF \
+          -DBACKPROP_ONEDNN=OFF >/dev/null
+    cmake --build build/bench-plain -j "$(nproc)" --target backprop
+    [ -d build/bench-before ] || git worktree add --detach build/bench-before "$BEFORE"
+    cmake -S build/bench-before -B build/bench-before/build -DCMAKE_BUILD_TYPE=Release \
+          -DBACKPROP_TESTS=OFF >/dev/null
+    cmake --build build/bench-before/build -j "$(nproc)" --target backprop
+    same=(--same-seed build/bench-before/build/backprop build/bench-plain/backprop)
+fi
 exec /usr/bin/python3 bench/run.py --seconds "${1:-20}" --backprop build/bench/backprop \
-    --gemm build/bench/bench-gemm --allreduce build/bench/bench-allreduce --out docs/benchmarks.md
+    --gemm build/bench/bench-gemm --allreduce build/bench/bench-allreduce "${same[@]}" \
+    --out docs/benchmarks.md

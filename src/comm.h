@@ -21,6 +21,9 @@ void bp_comm_finalize(void);
 int bp_comm_allreduce_sum(const bp_comm *comm, bp_real *buf, size_t n);
 int bp_comm_allreduce_sum_double(const bp_comm *comm, double *buf, size_t n);
 
+/* *value becomes its largest value over the ranks. */
+int bp_comm_max_double(const bp_comm *comm, double *value);
+
 /* Every rank passes its status (0 ok, else an exit status); all learn the largest one and
  * the lowest rank that reported it, so exactly one rank prints the error. */
 int bp_comm_agree(const bp_comm *comm, int status, int *who);

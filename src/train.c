@@ -194,6 +194,7 @@ static size_t gather_shard(bp_trainer *t, size_t first, size_t m)
 static int train_step(bp_trainer *t, size_t first, size_t m)
 {
     size_t np = t->net.nparams;
+    double started = now_s();
     size_t rows = gather_shard(t, first, m);
     if (rows > 0) {
         bp_forward(&t->net, &t->ws, t->Xb, rows);
@@ -205,14 +206,18 @@ static int train_step(bp_trainer *t, size_t first, size_t m)
         /* An idle rank still joins the allreduce, with zeros. */
         memset(t->grad, 0, (np + 2) * sizeof(bp_real));
     }
-    double before = now_s();
+    double computed = now_s();
     int rc = bp_comm_allreduce_sum(&t->comm, t->grad, np + 2);
-    t->allreduce_s += now_s() - before;
+    double reduced = now_s();
     if (rc < 0)
         return BP_ECOMM;
     if (!isfinite((double)t->grad[np]))
         return BP_EDIVERGED;
     bp_sgd_step(&t->opt, &t->net, t->grad, t->velocity, (double)m);
+    t->compute_s += computed - started;
+    t->allreduce_s += reduced - computed;
+    t->update_s += now_s() - reduced;
+    t->timed_steps++;
     t->st.epoch_cost_sum += (double)t->grad[np];
     t->st.epoch_correct += (double)t->grad[np + 1];
     t->st.epoch_seen += (double)m;
@@ -357,7 +362,6 @@ static int run_epoch(bp_trainer *t, char *err, size_t errlen)
     bp_epoch_permutation(t->st.seed, t->st.epoch, n, t->perm);
     double started = now_s();
     for (size_t s = (size_t)t->st.batch_in_epoch; s < nb; s++) {
-        double step_started = now_s();
         size_t first = s * B, m = n - first < B ? n - first : B;
         int rc = train_step(t, first, m);
         if (rc == BP_EDIVERGED)
@@ -368,7 +372,6 @@ static int run_epoch(bp_trainer *t, char *err, size_t errlen)
                             (double)t->grad[t->net.nparams]);
         if (rc < 0)
             return bp__fail(err, errlen, rc, "allreduce failed at step %ld", t->st.global_step + 1);
-        t->step_s += now_s() - step_started;
         t->st.batch_in_epoch = (long)s + 1;
         t->st.global_step++;
         if (t->progress)

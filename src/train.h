@@ -29,7 +29,10 @@ typedef struct {
     long last_ckpt_step; /* global step of the newest checkpoint written, -1 if none */
     FILE *log;           /* where rank 0 prints epoch lines (stdout) */
     int resumed;
-    double step_s, allreduce_s;       /* this process's time in steps, and in their allreduce */
+    /* This process's seconds in the steps of this run, by phase: gather + forward + backward,
+     * the allreduce (waiting for slower ranks included), the update. */
+    double compute_s, allreduce_s, update_s;
+    long timed_steps;
     double run_started, elapsed_base; /* wall clock of this process, and before it */
 } bp_trainer;
 

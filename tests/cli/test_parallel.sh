@@ -36,6 +36,34 @@ progress = off
 INI
 for np in 1 2 3 4; do
     check "train np$np" mpi "$np" train p.ini --set checkpoint.dir=np$np
+    cp "$T/check.out" np$np.log
+done
+
+# step_time_ok LOG NP: one "step time" line whose parts add up, over every step of the run;
+# with several ranks it has the allreduce and its share, and the slowest rank's compute.
+step_time_ok() {
+    local steps
+    steps=$(tail -1 "${1%.log}/metrics.csv" | cut -d, -f2)
+    grep '^step time:' "$1" | awk -v np="$2" -v steps="$steps" '
+        function near(a, b, tol) { return a - b <= tol && b - a <= tol }
+        {
+            n++; step = $3; compute = $7; allreduce = 0
+            for (i = 1; i <= NF; i++) {
+                if ($i == "rank" && $(i + 1) ~ /^[0-9.]+\)$/) slowest = $(i + 1) + 0
+                if ($i == "allreduce") { allreduce = $(i + 1); share = substr($(i + 2), 2) + 0 }
+                if ($i == "update") update = $(i + 1)
+                if ($i == "of") count = $(i + 1)
+            }
+            ok = near(step, compute + allreduce + update, 0.002) && count == steps
+            if (np > 1)
+                ok = ok && slowest >= compute && share > 0 && near(share, 100 * allreduce / step, 0.1 + 0.1 / step) # 3 decimals printed
+            else
+                ok = ok && allreduce == 0 && !/allreduce/
+        }
+        END { exit !(n == 1 && ok) }'
+}
+for np in 1 2 4; do
+    check "np$np step time line" step_time_ok np$np.log "$np"
 done
 check "train np2 again" mpi 2 train p.ini --set checkpoint.dir=np2b
 # 13-example batches on 4 ranks: shards of 4,3,3,3; a batch of 1 on 4 ranks leaves 3 idle.
