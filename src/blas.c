@@ -43,7 +43,9 @@ void bp_set_blas_threads(int threads)
  *   128 x 256 x 784               165              190
  *   256 x 2048 x 2048 (NN)        164              185
  * OpenBLAS's small-matrix kernels win below about a million multiply-adds, oneDNN's JIT
- * kernels above; BLIS 0.9 was slower than both on every shape but the largest. */
+ * kernels above; BLIS 0.9 was slower than both on every shape but the largest. Exceptions
+ * alone: W2's output products (128 x 10 x 256 NT: oneDNN 86, OpenBLAS 54), yet sending every
+ * product to oneDNN changed W2's step by 1-2 %, within the noise, and slowed W1's by 25 %. */
 #define BP_ONEDNN_MIN_MACS 1000000.0
 
 void bp__gemm(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int m, int n, int k, bp_real alpha,
