@@ -1,5 +1,12 @@
 /* The update rule: one flat loop per layer over the parameter buffer. */
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "internal.h"
+
+/* Below this many parameters in all, the update is too short to share between threads. */
+#define BP_SHARED_UPDATE_MIN 65536
 
 BP__VECTORIZE static void step_range(bp_real *restrict p, const bp_real *restrict g,
                                      bp_real *restrict v, size_t n, double eta_m, double decay,
@@ -18,18 +25,44 @@ BP__VECTORIZE static void step_range(bp_real *restrict p, const bp_real *restric
     }
 }
 
+/* Part `part` of `parts` of every layer: contiguous, cache-line-aligned slices. Each element
+ * is updated by the same expression whoever updates it, so the result does not depend on
+ * the number of parts. */
+static void step_part(const bp_sgd *opt, bp_net *net, const bp_real *grad, bp_real *v,
+                      double eta_m, double l2, int part, int parts)
+{
+    for (int l = 0; l < net->nlayers; l++) {
+        size_t off[2] = {bp_net_offset_W(net, l), bp_net_offset_b(net, l)};
+        size_t len[2] = {(size_t)net->sizes[l] * (size_t)net->sizes[l + 1],
+                         (size_t)net->sizes[l + 1]};
+        for (int k = 0; k < 2; k++) {
+            size_t line = 64 / sizeof(bp_real);
+            size_t slice = (len[k] / (size_t)parts + line) / line * line;
+            size_t lo = slice * (size_t)part, hi = lo + slice;
+            lo = lo < len[k] ? lo : len[k];
+            hi = hi < len[k] ? hi : len[k];
+            size_t o = off[k] + lo;
+            step_range(net->params + o, grad + o, v ? v + o : NULL, hi - lo, eta_m,
+                       k == 0 ? 1.0 - l2 : 1.0, opt->momentum, k == 0 ? l2 : 0.0);
+        }
+    }
+}
+
 void bp_sgd_step(const bp_sgd *opt, bp_net *net, const bp_real *grad, bp_real *velocity, double m)
 {
     double eta_m = opt->learning_rate / m;
     double l2 = opt->learning_rate * opt->lambda / opt->n_train; /* eta * lambda / n */
     bp_real *v = opt->momentum != 0 ? velocity : NULL;
-    for (int l = 0; l < net->nlayers; l++) {
-        size_t ow = bp_net_offset_W(net, l), ob = bp_net_offset_b(net, l);
-        size_t nw = (size_t)net->sizes[l] * (size_t)net->sizes[l + 1];
-        size_t nb = (size_t)net->sizes[l + 1];
-        step_range(net->params + ow, grad + ow, v ? v + ow : NULL, nw, eta_m, 1.0 - l2,
-                   opt->momentum, l2);
-        step_range(net->params + ob, grad + ob, v ? v + ob : NULL, nb, eta_m, 1.0, opt->momentum,
-                   0.0);
+#ifdef _OPENMP
+    /* With several BLAS threads the gradient comes out of the products in several cores'
+     * caches, and one core alone would stream the whole buffer: the threads share it.
+     * (OpenMP only where the products run on OpenMP too, oneDNN's: one pool of threads.) */
+    int threads = omp_get_max_threads();
+    if (threads > 1 && net->nparams >= BP_SHARED_UPDATE_MIN) {
+#pragma omp parallel num_threads(threads)
+        step_part(opt, net, grad, v, eta_m, l2, omp_get_thread_num(), omp_get_num_threads());
+        return;
     }
+#endif
+    step_part(opt, net, grad, v, eta_m, l2, 0, 1);
 }

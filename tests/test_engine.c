@@ -9,6 +9,9 @@
 #include <string.h>
 
 #include <cmocka.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "backprop/backprop.h"
 
@@ -287,6 +290,57 @@ static void test_sgd_step_matches_formula(void **state)
     bp_net_free(&net);
 }
 
+#ifdef _OPENMP
+/* The update shared between threads writes exactly what one thread writes, with and
+ * without momentum, for odd sizes whose slices end mid-line, at several thread counts. */
+static void test_shared_update_matches_one_thread(void **state)
+{
+    (void)state;
+    int sizes[] = {301, 257, 7}; /* 79,264 parameters: above the sharing threshold */
+    bp_net one, many;
+    make_net(&one, 3, sizes, BP_RELU, BP_SOFTMAX, BP_CROSS_ENTROPY);
+    make_net(&many, 3, sizes, BP_RELU, BP_SOFTMAX, BP_CROSS_ENTROPY);
+    size_t n = one.nparams;
+    bp_real *grad = calloc(n, sizeof(bp_real)), *v1 = calloc(n, sizeof(bp_real));
+    bp_real *v2 = calloc(n, sizeof(bp_real));
+    assert_non_null(grad);
+    assert_non_null(v1);
+    assert_non_null(v2);
+    bp_rng rng;
+    bp_rng_seed(&rng, 5);
+    for (size_t i = 0; i < n; i++)
+        grad[i] = (bp_real)bp_rng_gaussian(&rng);
+    int saved = omp_get_max_threads();
+    for (int threads = 2; threads <= 5; threads++) {
+        for (int momentum = 0; momentum < 2; momentum++) {
+            bp_rng_seed(&rng, 9);
+            bp_net_init(&one, BP_INIT_HE, 0, &rng);
+            memcpy(many.params, one.params, n * sizeof(bp_real));
+            memset(v1, 0, n * sizeof(bp_real));
+            memset(v2, 0, n * sizeof(bp_real));
+            bp_sgd opt = {.learning_rate = 0.3, .lambda = 5, .momentum = momentum ? 0.9 : 0,
+                          .n_train = 1000};
+            for (int step = 0; step < 3; step++) {
+                omp_set_num_threads(1);
+                bp_sgd_step(&opt, &one, grad, v1, 16);
+                omp_set_num_threads(threads);
+                bp_sgd_step(&opt, &many, grad, v2, 16);
+            }
+            assert_memory_equal(one.params, many.params, n * sizeof(bp_real));
+            assert_memory_equal(v1, v2, n * sizeof(bp_real));
+            /* and the step did move every parameter block, the last biases included */
+            assert_true(one.b[1][6] != 0);
+        }
+    }
+    omp_set_num_threads(saved);
+    free(grad);
+    free(v1);
+    free(v2);
+    bp_net_free(&one);
+    bp_net_free(&many);
+}
+#endif
+
 static void test_l2_term_weights_only(void **state)
 {
     (void)state;
@@ -450,6 +504,9 @@ int main(void)
         cmocka_unit_test(test_rejects_invalid_nets),
         cmocka_unit_test(test_saturated_outputs_stay_finite),
         cmocka_unit_test(test_sgd_step_matches_formula),
+#ifdef _OPENMP
+        cmocka_unit_test(test_shared_update_matches_one_thread),
+#endif
         cmocka_unit_test(test_l2_term_weights_only),
         cmocka_unit_test(test_init_statistics),
         cmocka_unit_test(test_epoch_permutation),
