@@ -20,7 +20,7 @@ WORKLOADS = {  # layers, hidden, output, batch, eta, lambda
 }
 LAYOUTS = [(1, 1), (1, 2), (2, 1)]  # ranks, BLAS threads per rank
 # Open MPI's shared-memory transport: on this VM its single-copy mode (CMA) moves 1 MB at
-# 5 GB/s and copy-in/copy-out with larger fragments at 12 GB/s (docs/benchmarks.md).
+# 4.4 GB/s and copy-in/copy-out with larger fragments at 11 GB/s (docs/benchmarks.md).
 MCA = ["--mca", "btl_vader_single_copy_mechanism", "none", "--mca", "btl_vader_max_send_size",
        "131072", "--mca", "btl_vader_eager_limit", "32768"]
 N_TRAIN = 60000
