@@ -105,8 +105,7 @@ static matmul_entry *find_matmul(int m, int n, int k, int lda, int ldb, int ldc)
 {
     for (int i = 0; i < matmuls.count; i++) {
         matmul_entry *e = &matmuls.e[i];
-        if (e->m == m && e->n == n && e->k == k && e->lda == lda && e->ldb == ldb &&
-            e->ldc == ldc)
+        if (e->m == m && e->n == n && e->k == k && e->lda == lda && e->ldb == ldb && e->ldc == ldc)
             return e->prim ? e : NULL;
     }
     if (matmuls.failed || matmuls.count == MATMUL_SHAPES)

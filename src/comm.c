@@ -61,8 +61,7 @@ int bp_comm_max_double(const bp_comm *comm, double *value)
 {
     if (comm->size == 1)
         return 0;
-    return MPI_Allreduce(MPI_IN_PLACE, value, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD) ==
-                   MPI_SUCCESS
+    return MPI_Allreduce(MPI_IN_PLACE, value, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD) == MPI_SUCCESS
                ? 0
                : BP_ECOMM;
 }

@@ -28,8 +28,8 @@ BP__VECTORIZE static void step_range(bp_real *restrict p, const bp_real *restric
 /* Part `part` of `parts` of every layer: contiguous, cache-line-aligned slices. Each element
  * is updated by the same expression whoever updates it, so the result does not depend on
  * the number of parts. */
-static void step_part(const bp_sgd *opt, bp_net *net, const bp_real *grad, bp_real *v,
-                      double eta_m, double l2, int part, int parts)
+static void step_part(const bp_sgd *opt, bp_net *net, const bp_real *grad, bp_real *v, double eta_m,
+                      double l2, int part, int parts)
 {
     for (int l = 0; l < net->nlayers; l++) {
         size_t off[2] = {bp_net_offset_W(net, l), bp_net_offset_b(net, l)};

@@ -318,8 +318,8 @@ static void test_shared_update_matches_one_thread(void **state)
             memcpy(many.params, one.params, n * sizeof(bp_real));
             memset(v1, 0, n * sizeof(bp_real));
             memset(v2, 0, n * sizeof(bp_real));
-            bp_sgd opt = {.learning_rate = 0.3, .lambda = 5, .momentum = momentum ? 0.9 : 0,
-                          .n_train = 1000};
+            bp_sgd opt = {
+                .learning_rate = 0.3, .lambda = 5, .momentum = momentum ? 0.9 : 0, .n_train = 1000};
             for (int step = 0; step < 3; step++) {
                 omp_set_num_threads(1);
                 bp_sgd_step(&opt, &one, grad, v1, 16);
