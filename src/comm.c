@@ -37,33 +37,29 @@ void bp_comm_finalize(void)
         MPI_Finalize();
 }
 
-int bp_comm_allreduce_sum(const bp_comm *comm, bp_real *buf, size_t n)
+/* In place, over every rank; 0 or BP_ECOMM. */
+static int allreduce(const bp_comm *comm, void *buf, size_t n, MPI_Datatype type, MPI_Op op)
 {
     if (comm->size == 1)
         return 0;
-    return MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, BP_MPI_REAL, MPI_SUM, MPI_COMM_WORLD) ==
-                   MPI_SUCCESS
+    return MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, type, op, MPI_COMM_WORLD) == MPI_SUCCESS
                ? 0
                : BP_ECOMM;
+}
+
+int bp_comm_allreduce_sum(const bp_comm *comm, bp_real *buf, size_t n)
+{
+    return allreduce(comm, buf, n, BP_MPI_REAL, MPI_SUM);
 }
 
 int bp_comm_allreduce_sum_double(const bp_comm *comm, double *buf, size_t n)
 {
-    if (comm->size == 1)
-        return 0;
-    return MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD) ==
-                   MPI_SUCCESS
-               ? 0
-               : BP_ECOMM;
+    return allreduce(comm, buf, n, MPI_DOUBLE, MPI_SUM);
 }
 
 int bp_comm_max_double(const bp_comm *comm, double *value)
 {
-    if (comm->size == 1)
-        return 0;
-    return MPI_Allreduce(MPI_IN_PLACE, value, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD) == MPI_SUCCESS
-               ? 0
-               : BP_ECOMM;
+    return allreduce(comm, value, 1, MPI_DOUBLE, MPI_MAX);
 }
 
 int bp_comm_agree(const bp_comm *comm, int status, int *who)

@@ -14,6 +14,7 @@
 #endif
 
 #include "backprop/backprop.h"
+#include "internal.h"
 
 #ifdef BACKPROP_DOUBLE
 #define FWD_TOL 1e-12
@@ -23,6 +24,7 @@
  * however right the gradient is. */
 #define GC_EPS 1e-6
 #define GC_TOL 1e-7
+#define GEMM_TOL 1e-12
 #else
 #define FWD_TOL 1e-6
 /* In float the cost carries ~1e-7 relative rounding, which 2 eps magnifies: single small
@@ -30,6 +32,7 @@
  * wrong gradient (a dropped term, a sign) is off by O(1) there. */
 #define GC_EPS 1e-3
 #define GC_TOL 1e-2
+#define GEMM_TOL 1e-4
 #endif
 
 static void make_net(bp_net *net, int n, const int *sizes, bp_activation h, bp_activation o,
@@ -341,6 +344,59 @@ static void test_shared_update_matches_one_thread(void **state)
 }
 #endif
 
+/* bp__gemm against a double-precision loop, on every path it takes: OpenBLAS below a
+ * million multiply-adds, and in oneDNN builds the matmul primitives (NT, cached per shape)
+ * and dnnl_sgemm (NN, TN) above. Leading dimensions wider than the matrices check the
+ * strides; shapes repeat, in another order, to hit the primitives kept from before. */
+static void test_gemm_paths_match_reference(void **state)
+{
+    (void)state;
+    const int shapes[][3] = {{64, 256, 784}, {8, 30, 40},    {512, 10, 256},
+                             {96, 256, 784}, {64, 256, 784}, {200, 300, 100}};
+    const enum CBLAS_TRANSPOSE T[2] = {CblasNoTrans, CblasTrans};
+    bp_rng rng;
+    bp_rng_seed(&rng, 3);
+    for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+        int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2], pad = 3;
+        for (int ta = 0; ta < 2; ta++) {
+            for (int tb = 0; tb < 2; tb++) {
+                int ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
+                int lda = ac + pad, ldb = bc + pad, ldc = n + pad;
+                bp_real *A = calloc((size_t)ar * lda, sizeof(bp_real));
+                bp_real *B = calloc((size_t)br * ldb, sizeof(bp_real));
+                bp_real *C = calloc((size_t)m * ldc, sizeof(bp_real));
+                assert_non_null(A);
+                assert_non_null(B);
+                assert_non_null(C);
+                for (int i = 0; i < ar * lda; i++)
+                    A[i] = (bp_real)bp_rng_gaussian(&rng);
+                for (int i = 0; i < br * ldb; i++)
+                    B[i] = (bp_real)bp_rng_gaussian(&rng);
+                bp__gemm(T[ta], T[tb], m, n, k, 1, A, lda, B, ldb, 0, C, ldc);
+                double worst = 0;
+                for (int i = 0; i < m; i++) {
+                    for (int j = 0; j < n; j++) {
+                        double want = 0;
+                        for (int p = 0; p < k; p++)
+                            want += (double)(ta ? A[p * lda + i] : A[i * lda + p]) *
+                                    (double)(tb ? B[j * ldb + p] : B[p * ldb + j]);
+                        double err = fabs((double)C[i * ldc + j] - want) / sqrt((double)k);
+                        worst = err > worst ? err : worst;
+                    }
+                }
+                /* k products of unit normals summed: rounding ~ eps sqrt(k); a wrong stride
+                 * or transpose is off by O(1) */
+                if (getenv("GEMM_TEST_PRINT"))
+                    print_message("%d %d %d %d %d: %g\n", m, n, k, ta, tb, worst);
+                assert_true(worst < GEMM_TOL);
+                free(A);
+                free(B);
+                free(C);
+            }
+        }
+    }
+}
+
 static void test_l2_term_weights_only(void **state)
 {
     (void)state;
@@ -503,6 +559,7 @@ int main(void)
         cmocka_unit_test(test_gradcheck_detects_a_wrong_gradient),
         cmocka_unit_test(test_rejects_invalid_nets),
         cmocka_unit_test(test_saturated_outputs_stay_finite),
+        cmocka_unit_test(test_gemm_paths_match_reference),
         cmocka_unit_test(test_sgd_step_matches_formula),
 #ifdef _OPENMP
         cmocka_unit_test(test_shared_update_matches_one_thread),
