@@ -174,7 +174,9 @@ def main():
 def same_seed(args, tmp, default_kernel):
     """W2, 2 epochs, seed 1, at 1 and 2 ranks: the metrics of the build before the speed
     work, of this build without oneDNN on the same OpenBLAS kernel, and of this build as it
-    runs by default. Returns {ranks: (identical, max relative difference of default)}."""
+    runs by default. Returns {ranks: (plain == before, the default's largest relative
+    difference from before, before's and the default's last row: epoch, step, cost,
+    accuracy)}."""
     before, plain = args.same_seed
     core = default_kernel or "Haswell"
     out = {}
@@ -241,8 +243,9 @@ def write_report(args, results, torch, peaks, kernel, default_kernel, allreduce,
             f"{100 * gflops / peak:.0f} % | {rss} | {share} | "
             f"{label}{tdef:,.0f} | {label}{tsame:,.0f} | {r['rate'] / tdef:.2f} | "
             f"{r['rate'] / tsame:.2f} |")
-    lines += ["", "Where a step's time goes: milliseconds per step on rank 0 (the trainer's "
-              "`step time` line; the allreduce includes waiting for the slower rank):", "",
+    lines += ["", "Where a step's time goes: milliseconds per step on rank 0, over the whole run "
+              "(the trainer's `step time` line, warm-up epoch included; the allreduce "
+              "includes waiting for the slower rank):", "",
               "| workload | ranks x threads | step | compute (slowest rank) | allreduce | update |",
               "|---|---|---|---|---|---|"]
     for (name, ranks, threads), r in results.items():
