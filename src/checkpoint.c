@@ -15,13 +15,13 @@
 #include <hdf5.h>
 
 #include "backprop/checkpoint.h"
+#include "fileio.h"
+#include "h5util.h"
 #include "internal.h"
 
 #ifdef BACKPROP_DOUBLE
-#define BP__H5_MEM_REAL H5T_NATIVE_DOUBLE
 #define BP__H5_FILE_REAL H5T_IEEE_F64LE
 #else
-#define BP__H5_MEM_REAL H5T_NATIVE_FLOAT
 #define BP__H5_FILE_REAL H5T_IEEE_F32LE
 #endif
 
@@ -48,175 +48,6 @@ typedef struct {
 
 static const tensor_group params_group = {"model", "W", "b"};
 static const tensor_group velocity_group = {"optimizer", "vW", "vb"};
-
-/* ---- HDF5 helpers ---- */
-
-/* Closes any handle this file opens; ignores invalid ones so that cleanup paths can close
- * everything unconditionally. */
-static void h5_close(hid_t id)
-{
-    if (id < 0)
-        return;
-    switch (H5Iget_type(id)) {
-    case H5I_FILE:
-        H5Fclose(id);
-        break;
-    case H5I_GROUP:
-        H5Gclose(id);
-        break;
-    case H5I_DATASET:
-        H5Dclose(id);
-        break;
-    case H5I_ATTR:
-        H5Aclose(id);
-        break;
-    case H5I_DATASPACE:
-        H5Sclose(id);
-        break;
-    case H5I_DATATYPE:
-        H5Tclose(id);
-        break;
-    case H5I_GENPROP_LST:
-        H5Pclose(id);
-        break;
-    default:
-        break;
-    }
-}
-
-/* Variable-length UTF-8: what h5py reads back as str. */
-static hid_t vlen_string_type(void)
-{
-    hid_t t = H5Tcopy(H5T_C_S1);
-    if (t >= 0 && (H5Tset_size(t, H5T_VARIABLE) < 0 || H5Tset_cset(t, H5T_CSET_UTF8) < 0)) {
-        H5Tclose(t);
-        t = H5I_INVALID_HID;
-    }
-    return t;
-}
-
-static char *dup_string(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *copy = bp__calloc(n, 1);
-    if (copy)
-        memcpy(copy, s, n);
-    return copy;
-}
-
-/* Writes attribute name: n values of mtype stored as ftype, or one scalar when n is 0. */
-static int write_attr(hid_t loc, const char *name, hid_t ftype, hid_t mtype, hsize_t n,
-                      const void *buf)
-{
-    hid_t space = n ? H5Screate_simple(1, &n, NULL) : H5Screate(H5S_SCALAR);
-    hid_t attr =
-        space < 0 ? H5I_INVALID_HID : H5Acreate2(loc, name, ftype, space, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = attr >= 0 && H5Awrite(attr, mtype, buf) >= 0 ? 0 : -1;
-    h5_close(attr);
-    h5_close(space);
-    return rc;
-}
-
-static int write_string_attr(hid_t loc, const char *name, const char *s)
-{
-    hid_t type = vlen_string_type();
-    int rc = type < 0 ? -1 : write_attr(loc, name, type, type, 0, &s);
-    h5_close(type);
-    return rc;
-}
-
-/* Reads attribute name, which must hold exactly n values, converted to mtype. */
-static int read_attr(hid_t loc, const char *name, hid_t mtype, hssize_t n, void *buf)
-{
-    hid_t attr = H5Aexists(loc, name) > 0 ? H5Aopen(loc, name, H5P_DEFAULT) : H5I_INVALID_HID;
-    hid_t space = attr < 0 ? H5I_INVALID_HID : H5Aget_space(attr);
-    int rc =
-        space >= 0 && H5Sget_simple_extent_npoints(space) == n && H5Aread(attr, mtype, buf) >= 0
-            ? 0
-            : -1;
-    h5_close(space);
-    h5_close(attr);
-    return rc;
-}
-
-/* How many values attribute name holds, or -1 when there is no such attribute. */
-static hssize_t attr_npoints(hid_t loc, const char *name)
-{
-    hid_t attr = H5Aexists(loc, name) > 0 ? H5Aopen(loc, name, H5P_DEFAULT) : H5I_INVALID_HID;
-    hid_t space = attr < 0 ? H5I_INVALID_HID : H5Aget_space(attr);
-    hssize_t n = space < 0 ? -1 : H5Sget_simple_extent_npoints(space);
-    h5_close(space);
-    h5_close(attr);
-    return n;
-}
-
-static herr_t h5_read(hid_t obj, int is_attr, hid_t mtype, void *buf)
-{
-    return is_attr ? H5Aread(obj, mtype, buf)
-                   : H5Dread(obj, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
-}
-
-static char *read_vlen_string(hid_t obj, int is_attr, hid_t mtype)
-{
-    char *s = NULL, *copy = NULL;
-    if (H5Tset_size(mtype, H5T_VARIABLE) >= 0 && h5_read(obj, is_attr, mtype, &s) >= 0 && s)
-        copy = dup_string(s);
-    if (s)
-        H5free_memory(s);
-    return copy;
-}
-
-/* Read one byte longer than stored and NUL-terminated, whatever padding the writer used. */
-static char *read_fixed_string(hid_t obj, int is_attr, hid_t mtype, size_t size)
-{
-    char *s = size ? bp__calloc(size + 1, 1) : NULL;
-    if (s && (H5Tset_size(mtype, size + 1) < 0 || H5Tset_strpad(mtype, H5T_STR_NULLTERM) < 0 ||
-              h5_read(obj, is_attr, mtype, s) < 0)) {
-        bp__free(s);
-        s = NULL;
-    }
-    return s;
-}
-
-/* A copy of the one string held by an attribute (is_attr) or a dataset, fixed- or
- * variable-length; NULL when it holds anything else. */
-static char *read_string(hid_t obj, int is_attr)
-{
-    hid_t ftype = is_attr ? H5Aget_type(obj) : H5Dget_type(obj);
-    hid_t space = is_attr ? H5Aget_space(obj) : H5Dget_space(obj);
-    hid_t mtype = H5Tcopy(H5T_C_S1);
-    char *s = NULL;
-    if (ftype >= 0 && space >= 0 && mtype >= 0 && H5Tget_class(ftype) == H5T_STRING &&
-        H5Sget_simple_extent_npoints(space) == 1 && H5Tset_cset(mtype, H5Tget_cset(ftype)) >= 0) {
-        if (H5Tis_variable_str(ftype) > 0)
-            s = read_vlen_string(obj, is_attr, mtype);
-        else
-            s = read_fixed_string(obj, is_attr, mtype, H5Tget_size(ftype));
-    }
-    h5_close(mtype);
-    h5_close(space);
-    h5_close(ftype);
-    return s;
-}
-
-/* Copies string attribute name into buf; -1 when missing, not a string, or too long.
- * Control characters become '?': the value may be quoted in a one-line error message, and
- * no valid name contains them. */
-static int read_string_attr(hid_t loc, const char *name, char *buf, size_t len)
-{
-    hid_t attr = H5Aexists(loc, name) > 0 ? H5Aopen(loc, name, H5P_DEFAULT) : H5I_INVALID_HID;
-    char *s = attr < 0 ? NULL : read_string(attr, 1);
-    int rc = s && strlen(s) < len ? 0 : -1;
-    if (rc == 0) {
-        for (char *c = s; *c; c++)
-            if ((unsigned char)*c < 0x20 || *c == 0x7f)
-                *c = '?';
-        memcpy(buf, s, strlen(s) + 1);
-    }
-    bp__free(s);
-    h5_close(attr);
-    return rc;
-}
 
 static void layer_name(char *buf, size_t len, const char *group, int l, const char *leaf)
 {
@@ -260,13 +91,13 @@ static int write_real(hid_t file, const char *name, int rank, const hsize_t *dim
         H5Pset_fletcher32(dcpl) < 0 || H5Pset_create_intermediate_group(lcpl, 1) < 0)
         goto cleanup;
     dset = H5Dcreate2(file, name, BP__H5_FILE_REAL, space, lcpl, dcpl, H5P_DEFAULT);
-    if (dset >= 0 && H5Dwrite(dset, BP__H5_MEM_REAL, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0)
+    if (dset >= 0 && H5Dwrite(dset, BP__H5_REAL, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0)
         rc = 0;
 cleanup:
-    h5_close(dset);
-    h5_close(lcpl);
-    h5_close(dcpl);
-    h5_close(space);
+    bp__h5_close(dset);
+    bp__h5_close(lcpl);
+    bp__h5_close(dcpl);
+    bp__h5_close(space);
     return rc;
 }
 
@@ -298,11 +129,11 @@ static int write_model_attrs(hid_t file, const bp_net *net)
                                {"scalar", BP_SCALAR_NAME}};
     hid_t model = H5Gcreate2(file, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     int rc = model < 0 ? -1
-                       : write_attr(model, "layers", H5T_STD_I32LE, H5T_NATIVE_INT,
-                                    (hsize_t)net->nlayers + 1, net->sizes);
+                       : bp__h5_write_attr(model, "layers", H5T_STD_I32LE, H5T_NATIVE_INT,
+                                           (hsize_t)net->nlayers + 1, net->sizes);
     for (int i = 0; rc == 0 && i < 4; i++)
-        rc = write_string_attr(model, names[i][0], names[i][1]);
-    h5_close(model);
+        rc = bp__h5_write_string_attr(model, names[i][0], names[i][1]);
+    bp__h5_close(model);
     return rc;
 }
 
@@ -350,8 +181,8 @@ static hid_t create_metrics(hid_t train, hsize_t nrows)
     if (space >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, 2, chunk) >= 0 &&
         H5Pset_fletcher32(dcpl) >= 0)
         dset = H5Dcreate2(train, "metrics", H5T_IEEE_F64LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    h5_close(dcpl);
-    h5_close(space);
+    bp__h5_close(dcpl);
+    bp__h5_close(space);
     return dset;
 }
 
@@ -369,15 +200,15 @@ static int write_metrics(hid_t train, const bp_train_state *st)
             metrics_to_doubles(&st->metrics[i], rows + i * NCOLS);
     }
     dset = create_metrics(train, st->nmetrics);
-    strtype = vlen_string_type();
+    strtype = bp__h5_vlen_string_type();
     if (dset < 0 || strtype < 0)
         goto cleanup;
     if (rows && H5Dwrite(dset, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows) < 0)
         goto cleanup;
-    rc = write_attr(dset, "columns", strtype, strtype, NCOLS, metric_columns);
+    rc = bp__h5_write_attr(dset, "columns", strtype, strtype, NCOLS, metric_columns);
 cleanup:
-    h5_close(strtype);
-    h5_close(dset);
+    bp__h5_close(strtype);
+    bp__h5_close(dset);
     bp__free(rows);
     return rc;
 }
@@ -390,19 +221,20 @@ static int write_train(hid_t file, const bp_train_state *st)
     hid_t train = H5Gcreate2(file, "train", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     int rc = train < 0 ? -1 : 0;
     for (int i = 0; rc == 0 && i < 3; i++)
-        rc = write_attr(train, train_int_names[i], H5T_STD_I64LE, H5T_NATIVE_INT64, 0, &ints[i]);
+        rc = bp__h5_write_attr(train, train_int_names[i], H5T_STD_I64LE, H5T_NATIVE_INT64, 0,
+                               &ints[i]);
     for (int i = 0; rc == 0 && i < 5; i++)
-        rc =
-            write_attr(train, train_real_names[i], H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 0, &reals[i]);
+        rc = bp__h5_write_attr(train, train_real_names[i], H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 0,
+                               &reals[i]);
     if (rc == 0)
-        rc = write_attr(train, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, 0, &st->seed);
+        rc = bp__h5_write_attr(train, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, 0, &st->seed);
     if (rc == 0)
-        rc = write_attr(train, "rng_state", H5T_STD_U64LE, H5T_NATIVE_UINT64, 4, st->rng.s);
+        rc = bp__h5_write_attr(train, "rng_state", H5T_STD_U64LE, H5T_NATIVE_UINT64, 4, st->rng.s);
     if (rc == 0)
-        rc = write_attr(train, "ranks", H5T_STD_I32LE, H5T_NATIVE_INT, 0, &st->ranks);
+        rc = bp__h5_write_attr(train, "ranks", H5T_STD_I32LE, H5T_NATIVE_INT, 0, &st->ranks);
     if (rc == 0)
         rc = write_metrics(train, st);
-    h5_close(train);
+    bp__h5_close(train);
     return rc;
 }
 
@@ -411,7 +243,7 @@ static int write_train(hid_t file, const bp_train_state *st)
 static int write_config(hid_t file, const char *text)
 {
     const uint64_t hash = bp__hash(text, strlen(text), FNV_OFFSET);
-    hid_t type = vlen_string_type();
+    hid_t type = bp__h5_vlen_string_type();
     hid_t space = H5Screate(H5S_SCALAR);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     hid_t dset = H5I_INVALID_HID;
@@ -420,12 +252,12 @@ static int write_config(hid_t file, const char *text)
         goto cleanup;
     dset = H5Dcreate2(file, "config", type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     if (dset >= 0 && H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, &text) >= 0)
-        rc = write_attr(dset, "fnv1a64", H5T_STD_U64LE, H5T_NATIVE_UINT64, 0, &hash);
+        rc = bp__h5_write_attr(dset, "fnv1a64", H5T_STD_U64LE, H5T_NATIVE_UINT64, 0, &hash);
 cleanup:
-    h5_close(dset);
-    h5_close(dcpl);
-    h5_close(space);
-    h5_close(type);
+    bp__h5_close(dset);
+    bp__h5_close(dcpl);
+    bp__h5_close(space);
+    bp__h5_close(type);
     return rc;
 }
 
@@ -435,8 +267,8 @@ static int write_contents(hid_t file, const bp_net *net, const bp_real *velocity
 {
     const int version = BP_CHECKPOINT_VERSION;
     begin_step(step, steplen, "cannot write the format attributes");
-    if (write_string_attr(file, "format", BP_CHECKPOINT_FORMAT) < 0 ||
-        write_attr(file, "format_version", H5T_STD_I32LE, H5T_NATIVE_INT, 0, &version) < 0)
+    if (bp__h5_write_string_attr(file, "format", BP_CHECKPOINT_FORMAT) < 0 ||
+        bp__h5_write_attr(file, "format_version", H5T_STD_I32LE, H5T_NATIVE_INT, 0, &version) < 0)
         return -1;
     begin_step(step, steplen, "cannot write /model");
     if (write_model_attrs(file, net) < 0 ||
@@ -450,123 +282,27 @@ static int write_contents(hid_t file, const bp_net *net, const bp_real *velocity
     return write_config(file, config_text ? config_text : "");
 }
 
-static int fsync_path(const char *path, int flags)
-{
-    int fd = open(path, flags | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    int saved = errno;
-    close(fd);
-    errno = saved;
-    return rc;
-}
-
-/* Writes the whole file at tmp and makes it durable; on failure step says what failed and
- * errno, when nonzero, why. */
-static int write_temp(const char *tmp, const bp_net *net, const bp_real *velocity,
-                      const bp_train_state *st, const char *config_text, char *step, size_t steplen)
-{
-    /* open(2) first: when the create fails, errno says why and HDF5 would not. */
-    begin_step(step, steplen, "cannot create");
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return -1;
-    close(fd);
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    hid_t file = H5I_INVALID_HID;
-    /* The 1.10 format checksums the metadata too (object headers, chunk indexes), so that a
-     * damaged file is refused by a check rather than parsed; HDF5 1.10 and later read it. */
-    if (fapl >= 0 && H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110) >= 0)
-        file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    h5_close(fapl);
-    if (file < 0)
-        return -1;
-    int rc = write_contents(file, net, velocity, st, config_text, step, steplen);
-    if (rc == 0) {
-        begin_step(step, steplen, "cannot flush");
-        rc = H5Fflush(file, H5F_SCOPE_GLOBAL) < 0 ? -1 : 0;
-    }
-    int saved = errno;
-    if (H5Fclose(file) < 0 && rc == 0) {
-        snprintf(step, steplen, "cannot close");
-        rc = -1;
-        saved = errno;
-    }
-    errno = saved;
-    if (rc == 0) {
-        begin_step(step, steplen, "cannot fsync");
-        rc = fsync_path(tmp, O_RDONLY);
-    }
-    return rc;
-}
-
-static int publish(const char *tmp, const char *path, const char *dir, char *step, size_t steplen)
-{
-    begin_step(step, steplen, "cannot rename the temporary file into place");
-    if (rename(tmp, path) < 0)
-        return -1;
-    /* The new name is durable only once the directory is. Some file systems cannot fsync a
-     * directory (EINVAL); there the rename is as durable as they make it. */
-    begin_step(step, steplen, "cannot fsync the directory");
-    if (fsync_path(dir, O_RDONLY | O_DIRECTORY) < 0 && errno != EINVAL)
-        return -1;
-    return 0;
-}
-
-/* "<dir>/.<base>.tmp.<pid>" beside path, so that the rename stays within one file system
- * and replaces path in one step, and the directory to fsync after it. */
-static int temp_paths(const char *path, char **tmp, char **dir)
-{
-    const char *slash = strrchr(path, '/');
-    const char *base = slash ? slash + 1 : path;
-    size_t len = strlen(path) + 48;
-    *tmp = bp__calloc(len, 1);
-    *dir = bp__calloc(len, 1);
-    if (!*tmp || !*dir)
-        return -1;
-    snprintf(*tmp, len, "%.*s.%s.tmp.%ld", (int)(base - path), path, base, (long)getpid());
-    if (!slash)
-        strcpy(*dir, ".");
-    else if (slash == path)
-        strcpy(*dir, "/");
-    else
-        memcpy(*dir, path, (size_t)(slash - path));
-    return 0;
-}
-
 int bp_checkpoint_write(const char *path, const bp_net *net, const bp_real *velocity,
                         const bp_train_state *state, const char *config_text, char *err,
                         size_t errlen)
 {
     if (!path || !net || !net->params || !state || (state->nmetrics && !state->metrics))
         return bp__fail(err, errlen, BP_EINVAL, "bp_checkpoint_write: missing argument");
-    const char *slash = strrchr(path, '/');
-    if (*(slash ? slash + 1 : path) == '\0')
-        return bp__fail(err, errlen, BP_EIO, "%s: not a file name", path);
-    char step[160] = "", *tmp = NULL, *dir = NULL;
+    char step[160] = "";
     bp_real *zeros = NULL;
-    int rc = 0;
     if (!velocity)
         velocity = zeros = bp__calloc(net->nparams, sizeof(bp_real));
-    if (!velocity || temp_paths(path, &tmp, &dir) < 0) {
-        rc = bp__fail(err, errlen, BP_ENOMEM, "%s: out of memory", path);
-        goto cleanup;
+    hid_t file = velocity ? bp__h5_create(1) : H5I_INVALID_HID;
+    int rc =
+        file < 0 ? -1 : write_contents(file, net, velocity, state, config_text, step, sizeof(step));
+    if (rc == 0) /* closes the file */
+        rc = bp__h5_publish(file, path, BP__OUT_REPLACE, err, errlen);
+    else {
+        bp__h5_close(file);
+        rc = bp__fail(err, errlen, BP_ENOMEM, "%s: %s (out of memory)", path,
+                      file < 0 ? "cannot create" : step);
     }
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    if (write_temp(tmp, net, velocity, state, config_text, step, sizeof(step)) < 0 ||
-        publish(tmp, path, dir, step, sizeof(step)) < 0) {
-        int errnum = errno;
-        unlink(tmp); /* after a failed directory fsync it is already gone: harmless */
-        if (errnum)
-            rc = bp__fail(err, errlen, BP_EIO, "%s: %s (%s)", path, step, strerror(errnum));
-        else
-            rc = bp__fail(err, errlen, BP_EIO, "%s: %s", path, step);
-    }
-cleanup:
     bp__free(zeros);
-    bp__free(tmp);
-    bp__free(dir);
     return rc;
 }
 
@@ -602,18 +338,11 @@ __attribute__((format(printf, 3, 4))) static int refuse(const ck_reader *r, int 
 
 static int open_checkpoint(ck_reader *r)
 {
-    /* open(2) first: it tells a missing file from an unreadable one, which HDF5 does not.
-     * Non-blocking, so that a FIFO given by mistake is refused instead of waited on. */
-    struct stat sb;
-    int fd = open(r->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0 && errno == ENOENT)
-        return refuse(r, BP_EIO, "no such file");
-    if (fd < 0)
-        return refuse(r, BP_EIO, "cannot open (%s)", strerror(errno));
-    int regular = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode);
-    close(fd);
-    if (!regular)
-        return refuse(r, BP_EIO, "not a regular file");
+    /* Named before HDF5 opens it: a missing file, an unreadable one, a FIFO (which would be
+     * waited on) each get their own reason. */
+    int rc = bp__input_check(r->path, NULL, r->err, r->errlen);
+    if (rc < 0)
+        return rc;
     if (H5Fis_hdf5(r->path) <= 0)
         return refuse(r, BP_EFORMAT, "not an HDF5 file");
     r->file = H5Fopen(r->path, H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -628,11 +357,11 @@ static int read_header(const ck_reader *r, bp_checkpoint *ck)
     int version = 0;
     if (H5Aexists(r->file, "format") <= 0)
         return refuse(r, BP_EFORMAT, "not a backprop checkpoint (no 'format' attribute)");
-    if (read_string_attr(r->file, "format", format, sizeof(format)) < 0)
+    if (bp__h5_read_string_attr(r->file, "format", format, sizeof(format)) < 0)
         return refuse(r, BP_EFORMAT, "not a backprop checkpoint ('format' is not a string)");
     if (strcmp(format, BP_CHECKPOINT_FORMAT) != 0)
         return refuse(r, BP_EFORMAT, "not a backprop checkpoint (format is '%s')", format);
-    if (read_attr(r->file, "format_version", H5T_NATIVE_INT, 1, &version) < 0)
+    if (bp__h5_read_attr(r->file, "format_version", H5T_NATIVE_INT, 1, &version) < 0)
         return refuse(r, BP_EFORMAT, "no valid 'format_version' attribute");
     if (version > BP_CHECKPOINT_VERSION)
         return refuse(r, BP_EFORMAT,
@@ -667,14 +396,15 @@ static int read_model_desc(const ck_reader *r, model_desc *d)
     int rc = 0;
     if (model < 0)
         return refuse(r, BP_EFORMAT, "/model is missing");
-    hssize_t n = attr_npoints(model, "layers");
-    if (n < 2 || n > MAX_SIZES || read_attr(model, "layers", H5T_NATIVE_INT, n, d->sizes) < 0) {
+    hssize_t n = bp__h5_attr_npoints(model, "layers");
+    if (n < 2 || n > MAX_SIZES ||
+        bp__h5_read_attr(model, "layers", H5T_NATIVE_INT, n, d->sizes) < 0) {
         rc = refuse(r, BP_EFORMAT, "/model attribute 'layers' is missing or malformed");
         goto cleanup;
     }
     d->nsizes = (int)n;
     for (int i = 0; i < 4 && rc == 0; i++)
-        if (read_string_attr(model, keys[i], names[i], sizeof(names[i])) < 0)
+        if (bp__h5_read_string_attr(model, keys[i], names[i], sizeof(names[i])) < 0)
             rc = refuse(r, BP_EFORMAT, "/model attribute '%s' is missing or malformed", keys[i]);
     if (rc == 0)
         rc = parse_model_names(r, names, d);
@@ -682,7 +412,7 @@ static int read_model_desc(const ck_reader *r, model_desc *d)
         bp_net_validate(d->nsizes, d->sizes, d->hidden, d->output, d->cost, why, sizeof(why)) < 0)
         rc = refuse(r, BP_EFORMAT, "/model: %s", why);
 cleanup:
-    h5_close(model);
+    bp__h5_close(model);
     return rc;
 }
 
@@ -735,13 +465,13 @@ static int read_real(const ck_reader *r, const char *name, int rank, const hsize
                     format_dims(a, sizeof(a), got, nd), format_dims(b, sizeof(b), dims, rank));
     else if (H5Tget_class(type) != H5T_FLOAT)
         rc = refuse(r, BP_EFORMAT, "%s is not floating-point", name);
-    else if (out && H5Dread(dset, BP__H5_MEM_REAL, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
+    else if (out && H5Dread(dset, BP__H5_REAL, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
         rc = checksum_failed()
                  ? refuse(r, BP_EFORMAT, "checksum mismatch in %s (file corrupted)", name)
                  : refuse(r, BP_EFORMAT, "cannot read %s (file corrupted)", name);
-    h5_close(type);
-    h5_close(space);
-    h5_close(dset);
+    bp__h5_close(type);
+    bp__h5_close(space);
+    bp__h5_close(dset);
     return rc;
 }
 
@@ -777,6 +507,14 @@ static int read_model(const ck_reader *r, bp_checkpoint *ck)
         rc = read_layers(r, &params_group, d.nsizes, d.sizes, NULL, NULL);
     if (rc == 0)
         rc = read_layers(r, &velocity_group, d.nsizes, d.sizes, NULL, NULL);
+    if (rc < 0)
+        return rc;
+    double params = 0;
+    for (int l = 0; l + 1 < d.nsizes; l++)
+        params += (double)d.sizes[l + 1] * ((double)d.sizes[l] + 1);
+    char what[BP__PATH_LEN];
+    snprintf(what, sizeof(what), "%s: %.0f parameters and their momentum", r->path, params);
+    rc = bp__memory_check(2 * params * sizeof(bp_real), what, r->err, r->errlen);
     if (rc < 0)
         return rc;
     rc = bp_net_create(&ck->net, d.nsizes, d.sizes, d.hidden, d.output, d.cost);
@@ -840,8 +578,8 @@ static int read_metrics(const ck_reader *r, bp_train_state *st)
                         "/train/metrics row %zu: epoch and step must be whole numbers", i);
 cleanup:
     bp__free(rows);
-    h5_close(space);
-    h5_close(dset);
+    bp__h5_close(space);
+    bp__h5_close(dset);
     return rc;
 }
 
@@ -854,18 +592,18 @@ static int read_train(const ck_reader *r, bp_train_state *st)
     if (train < 0)
         return refuse(r, BP_EFORMAT, "/train is missing");
     for (int i = 0; i < 3 && !bad; i++)
-        if (read_attr(train, train_int_names[i], H5T_NATIVE_INT64, 1, &ints[i]) < 0)
+        if (bp__h5_read_attr(train, train_int_names[i], H5T_NATIVE_INT64, 1, &ints[i]) < 0)
             bad = train_int_names[i];
     for (int i = 0; i < 5 && !bad; i++)
-        if (read_attr(train, train_real_names[i], H5T_NATIVE_DOUBLE, 1, &reals[i]) < 0)
+        if (bp__h5_read_attr(train, train_real_names[i], H5T_NATIVE_DOUBLE, 1, &reals[i]) < 0)
             bad = train_real_names[i];
-    if (!bad && read_attr(train, "seed", H5T_NATIVE_UINT64, 1, &st->seed) < 0)
+    if (!bad && bp__h5_read_attr(train, "seed", H5T_NATIVE_UINT64, 1, &st->seed) < 0)
         bad = "seed";
-    if (!bad && read_attr(train, "rng_state", H5T_NATIVE_UINT64, 4, st->rng.s) < 0)
+    if (!bad && bp__h5_read_attr(train, "rng_state", H5T_NATIVE_UINT64, 4, st->rng.s) < 0)
         bad = "rng_state";
-    if (!bad && read_attr(train, "ranks", H5T_NATIVE_INT, 1, &st->ranks) < 0)
+    if (!bad && bp__h5_read_attr(train, "ranks", H5T_NATIVE_INT, 1, &st->ranks) < 0)
         bad = "ranks";
-    h5_close(train);
+    bp__h5_close(train);
     if (bad)
         return refuse(r, BP_EFORMAT, "/train attribute '%s' is missing or malformed", bad);
     st->epoch = (long)ints[0];
@@ -885,9 +623,9 @@ static int read_config(const ck_reader *r, bp_checkpoint *ck)
     hid_t dset = H5Dopen2(r->file, "/config", H5P_DEFAULT);
     uint64_t want = 0;
     int has_hash = dset >= 0 && H5Aexists(dset, "fnv1a64") > 0;
-    int hash_ok = !has_hash || read_attr(dset, "fnv1a64", H5T_NATIVE_UINT64, 1, &want) == 0;
-    ck->config_text = dset < 0 ? NULL : read_string(dset, 0);
-    h5_close(dset);
+    int hash_ok = !has_hash || bp__h5_read_attr(dset, "fnv1a64", H5T_NATIVE_UINT64, 1, &want) == 0;
+    ck->config_text = dset < 0 ? NULL : bp__h5_read_string(dset, 0);
+    bp__h5_close(dset);
     if (!ck->config_text || !hash_ok)
         return refuse(r, BP_EFORMAT, "/config is missing or malformed");
     if (has_hash && bp__hash(ck->config_text, strlen(ck->config_text), FNV_OFFSET) != want)
@@ -911,7 +649,7 @@ static int read_checkpoint(const char *path, bp_checkpoint *ck, char *err, size_
         rc = read_train(&r, &ck->state);
     if (rc == 0)
         rc = read_config(&r, ck);
-    h5_close(r.file);
+    bp__h5_close(r.file);
     if (rc < 0)
         bp_checkpoint_free(ck);
     return rc;

@@ -5,13 +5,16 @@
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <ini.h>
 
 #include "backprop/config.h"
+#include "fileio.h"
 #include "internal.h"
 
 typedef enum {
@@ -53,11 +56,13 @@ static const key_spec keys[] = {
     {"network", "output", K_OUTPUT, OFF(output), 0, 0, NULL, 0, "sigmoid"},
     {"network", "cost", K_COST, OFF(cost), 0, 0, NULL, 0, "cross_entropy"},
     {"network", "init", K_INIT, OFF(init), 0, 0, NULL, 0, "gaussian_scaled"},
-    {"network", "init_epsilon", K_REAL, OFF(init_epsilon), 1e-300, 1e300, "must be > 0", 0, "0.12"},
+    {"network", "init_epsilon", K_REAL, OFF(init_epsilon), 1e-300, 1e300,
+     "must be > 0 and at most 1e300", 0, "0.12"},
     {"train", "epochs", K_LONG, OFF(epochs), 1, 1e9, NULL, 1, NULL},
     {"train", "batch_size", K_LONG, OFF(batch_size), 1, 1e8, NULL, 1, NULL},
-    {"train", "learning_rate", K_REAL, OFF(learning_rate), 1e-300, 1e300, "must be > 0", 1, NULL},
-    {"train", "lambda", K_REAL, OFF(lambda), 0, 1e300, "must be >= 0", 0, "0"},
+    {"train", "learning_rate", K_REAL, OFF(learning_rate), 1e-300, 1e300,
+     "must be > 0 and at most 1e300", 1, NULL},
+    {"train", "lambda", K_REAL, OFF(lambda), 0, 1e300, "must be >= 0 and at most 1e300", 0, "0"},
     {"train", "momentum", K_REAL, OFF(momentum), 0, 1 - 1e-12, "0 <= momentum < 1", 0, "0"},
     {"train", "seed", K_SEED, OFF(seed), 0, 0, NULL, 0, "1"},
     {"train", "threads", K_THREADS, OFF(threads), 0, 0, NULL, 0, "auto"},
@@ -117,13 +122,16 @@ static int parse_long(const char *s, long *out)
     return 0;
 }
 
+/* -1 when s is not a number, -2 when it is one too large (or too small) for a double. */
 static int parse_real(const char *s, double *out)
 {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (end == s || *end || errno || !isfinite(v))
+    if (end == s || *end)
         return -1;
+    if (errno == ERANGE || !isfinite(v))
+        return isnan(v) ? -1 : -2;
     *out = v;
     return 0;
 }
@@ -230,20 +238,29 @@ static int set_number(parse_ctx *ctx, const key_spec *k, const char *value, int 
         *(long *)field = lv;
         return 1;
     case K_REAL:
-        if (parse_real(value, &dv) < 0)
+        switch (parse_real(value, &dv)) {
+        case -1:
             return fail_at(ctx, line, "[%s] %s: expected a number, got '%s'", k->section, k->name,
                            value);
+        case -2:
+            return fail_at(ctx, line, "[%s] %s: %s is out of range (%s)", k->section, k->name,
+                           value, k->range);
+        }
         if (dv < k->min || dv > k->max)
             return fail_at(ctx, line, "[%s] %s: %g is out of range (%s)", k->section, k->name, dv,
                            k->range);
         *(double *)field = dv;
         return 1;
-    case K_SEED:
-        if (parse_long(value, &lv) < 0 || lv < 0)
-            return fail_at(ctx, line, "[train] seed: expected a non-negative integer, got '%s'",
-                           value);
-        *(uint64_t *)field = (uint64_t)lv;
+    case K_SEED: {
+        char *end;
+        errno = 0;
+        unsigned long long u = strtoull(value, &end, 10);
+        if (!isdigit((unsigned char)value[0]) || *end || errno)
+            return fail_at(ctx, line, "[train] seed: expected an integer from 0 to %llu, got '%s'",
+                           (unsigned long long)UINT64_MAX, value);
+        *(uint64_t *)field = (uint64_t)u;
         return 1;
+    }
     case K_THREADS:
         if (strcmp(value, "auto") == 0) {
             *(int *)field = 0;
@@ -456,6 +473,9 @@ int bp_config_parse(bp_config *cfg, const char *name, const char *text, const ch
 {
     parse_ctx ctx = {.cfg = cfg, .name = name, .text = text, .err = err, .errlen = errlen};
     memset(cfg, 0, sizeof(*cfg));
+    /* Editors on Windows start UTF-8 files with a byte-order mark: not part of line 1. */
+    if (strncmp(ctx.text, "\xEF\xBB\xBF", 3) == 0)
+        ctx.text += 3;
     int rc = ini_parse_stream(reader, &ctx, handler, &ctx);
     ctx.last_line = ctx.line;
     if (rc > 0 && !ctx.failed)
@@ -472,9 +492,14 @@ int bp_config_parse(bp_config *cfg, const char *name, const char *text, const ch
 int bp_config_load(bp_config *cfg, const char *path, const char *const *sets, int nsets, char *err,
                    size_t errlen)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return bp__fail(err, errlen, BP_EIO, "%s: cannot open (%s)", path, strerror(errno));
+    int fd = bp__input_open(path, NULL, err, errlen);
+    if (fd < 0)
+        return fd;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return bp__fail(err, errlen, BP_ENOMEM, "%s: cannot open (%s)", path, strerror(errno));
+    }
     char *text = NULL;
     size_t len = 0, cap = 0;
     int rc = 0;

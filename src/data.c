@@ -20,13 +20,9 @@
 #include <zlib.h>
 
 #include "backprop/data.h"
+#include "fileio.h"
+#include "h5util.h"
 #include "internal.h"
-
-#ifdef BACKPROP_DOUBLE
-#define BP__H5_REAL H5T_NATIVE_DOUBLE
-#else
-#define BP__H5_REAL H5T_NATIVE_FLOAT
-#endif
 
 #define BUILTIN_PREFIX "builtin:"
 #define BUILTIN_NAMES "builtin:xor, builtin:xor_signed, builtin:line"
@@ -49,25 +45,6 @@ static int is_h5_path(const char *path)
     return path && (has_suffix(path, ".h5") || has_suffix(path, ".hdf5"));
 }
 
-/* One message for a missing or unreadable file whatever the format, before a library
- * (HDF5, zlib) gets to report it less clearly. size may be NULL. */
-static int probe_file(const char *path, off_t *size, char *err, size_t errlen)
-{
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        if (errno == ENOENT)
-            return bp__fail(err, errlen, BP_EIO, "%s: no such file", path);
-        return bp__fail(err, errlen, BP_EIO, "%s: %s", path, strerror(errno));
-    }
-    if (S_ISDIR(st.st_mode))
-        return bp__fail(err, errlen, BP_EIO, "%s: is a directory, not a data file", path);
-    if (access(path, R_OK) != 0)
-        return bp__fail(err, errlen, BP_EIO, "%s: cannot read: %s", path, strerror(errno));
-    if (size)
-        *size = st.st_size;
-    return 0;
-}
-
 /* NaN or infinity in the data would only show up later as a diverged run, far from its
  * cause; row and column are 0-based, as numpy and h5py index them. */
 static int check_finite(const bp_real *A, size_t rows, size_t cols, const char *path,
@@ -80,15 +57,29 @@ static int check_finite(const bp_real *A, size_t rows, size_t cols, const char *
     return 0;
 }
 
-/* Allocates X (n, d), Y (n, k) when k > 0, and labels (n) when with_labels. The one-hot Y
- * of a labelled set waits for the labels: its width may be inferred from them. */
-static int dataset_alloc(bp_dataset *ds, size_t n, size_t d, size_t k, int with_labels,
-                         const char *path, char *err, size_t errlen)
+/* Whether X (n, d), Y (n, k) and labels (n) when with_labels can be held: refused by their
+ * size, before anything is allocated, when they exceed what the process may allocate. */
+static int dataset_fits(size_t n, size_t d, size_t k, int with_labels, const char *path, char *err,
+                        size_t errlen)
 {
     size_t widest = d > k ? d : k;
     if (bp__mul(bp__mul(n, widest), sizeof(bp_real)) == SIZE_MAX)
         return bp__fail(err, errlen, BP_EFORMAT, "%s: %zu x %zu values are too many to hold", path,
                         n, widest);
+    char what[BP__PATH_LEN];
+    snprintf(what, sizeof(what), "%s: %zu examples of %zu features", path, n, d);
+    double row = (double)(d + k) * sizeof(bp_real) + (with_labels ? sizeof(int) : 0);
+    return bp__memory_check((double)n * row, what, err, errlen);
+}
+
+/* Allocates X (n, d), Y (n, k) when k > 0, and labels (n) when with_labels. The one-hot Y
+ * of a labelled set waits for the labels: its width may be inferred from them. */
+static int dataset_alloc(bp_dataset *ds, size_t n, size_t d, size_t k, int with_labels,
+                         const char *path, char *err, size_t errlen)
+{
+    int rc = dataset_fits(n, d, k, with_labels, path, err, errlen);
+    if (rc < 0)
+        return rc;
     ds->n = n;
     ds->d = d;
     ds->k = k;
@@ -97,7 +88,7 @@ static int dataset_alloc(bp_dataset *ds, size_t n, size_t d, size_t k, int with_
     ds->labels = with_labels ? bp__calloc(n, sizeof(int)) : NULL;
     if (!ds->X || (k && !ds->Y) || (with_labels && !ds->labels))
         return bp__fail(err, errlen, BP_ENOMEM, "%s: out of memory for %zu x %zu values", path, n,
-                        widest);
+                        d > k ? d : k);
     return 0;
 }
 
@@ -127,6 +118,12 @@ static int labels_to_onehot(bp_dataset *ds, int classes, const char *path, char 
     if (bp__mul(bp__mul(ds->n, k), sizeof(bp_real)) == SIZE_MAX)
         return bp__fail(err, errlen, BP_EFORMAT, "%s: %zu one-hot rows of %zu classes are too many",
                         path, ds->n, k);
+    char what[BP__PATH_LEN];
+    snprintf(what, sizeof(what), "%s: one-hot targets for %zu examples of %zu classes", path, ds->n,
+             k);
+    int rc = bp__memory_check((double)ds->n * (double)k * sizeof(bp_real), what, err, errlen);
+    if (rc < 0)
+        return rc;
     ds->Y = bp__calloc(ds->n * k, sizeof(bp_real));
     if (!ds->Y)
         return bp__fail(err, errlen, BP_ENOMEM, "%s: out of memory for %zu x %zu one-hot targets",
@@ -305,6 +302,36 @@ static int h5_open_var(hid_t file, const char *name, h5_var *v, const char *path
     if (!h5_type_valid(v))
         return bp__fail(err, errlen, BP_EFORMAT, "%s: %s is damaged (%zu-byte %s elements)", path,
                         name, v->size, h5_class_name(v->cls));
+    return 0;
+}
+
+/* Values stored outside the file (a virtual dataset's source files, external raw files)
+ * read as fill values wherever those files are missing, short or unmapped: data that was
+ * never there, and nothing to tell it from real zeros. Only storage inside the file, whose
+ * extent can be checked, is read. */
+static const char *h5_foreign_storage(const h5_var *v)
+{
+    hid_t dcpl = H5Dget_create_plist(v->id);
+    const char *kind = NULL;
+    if (dcpl < 0)
+        return "unreadable";
+    if (H5Pget_layout(dcpl) == H5D_VIRTUAL)
+        kind = "a virtual dataset (its values live in other files)";
+    else if (H5Pget_external_count(dcpl) > 0)
+        kind = "stored in external files";
+    H5Pclose(dcpl);
+    return kind;
+}
+
+/* After the shape checks: the dataset's storage is in the file, consistent and complete. */
+static int h5_check_storage(h5_var *v, const char *name, const char *path, char *err, size_t errlen)
+{
+    const char *foreign = h5_foreign_storage(v);
+    if (foreign)
+        return bp__fail(err, errlen, BP_EFORMAT,
+                        "%s: %s is %s; store the values in the file itself (h5py: "
+                        "f2['%s'] = f['%s'][:])",
+                        path, name, foreign, name + 1, name + 1);
     if (!h5_layout_valid(v))
         return bp__fail(err, errlen, BP_EFORMAT,
                         "%s: %s is damaged (its shape and storage layout disagree)", path, name);
@@ -332,11 +359,16 @@ static int h5_read_X(hid_t file, bp_dataset *ds, const char *path, char *err, si
         goto cleanup;
     }
     if (v.dims[0] == 0 || v.dims[1] == 0) {
-        rc = bp__fail(err, errlen, BP_EFORMAT, "%s: /X is empty (%llu x %llu)", path,
-                      (unsigned long long)v.dims[0], (unsigned long long)v.dims[1]);
+        rc = bp__fail(err, errlen, BP_EFORMAT, "%s: /X is empty (%llu x %llu): no examples to use",
+                      path, (unsigned long long)v.dims[0], (unsigned long long)v.dims[1]);
         goto cleanup;
     }
-    rc = dataset_alloc(ds, (size_t)v.dims[0], (size_t)v.dims[1], 0, 0, path, err, errlen);
+    /* The size first: it needs no reading, and a small file can declare terabytes. */
+    rc = dataset_fits((size_t)v.dims[0], (size_t)v.dims[1], 0, 0, path, err, errlen);
+    if (rc == 0)
+        rc = h5_check_storage(&v, "/X", path, err, errlen);
+    if (rc == 0)
+        rc = dataset_alloc(ds, (size_t)v.dims[0], (size_t)v.dims[1], 0, 0, path, err, errlen);
     if (rc < 0)
         goto cleanup;
     if (H5Dread(v.id, BP__H5_REAL, H5S_ALL, H5S_ALL, H5P_DEFAULT, ds->X) < 0)
@@ -419,6 +451,8 @@ static int h5_read_y(hid_t file, bp_dataset *ds, int classes, const char *path, 
                       (unsigned long long)v.dims[0], ds->n);
     else if (targets && v.rank == 2 && v.dims[1] == 0)
         rc = bp__fail(err, errlen, BP_EFORMAT, "%s: /y has no columns", path);
+    else
+        rc = h5_check_storage(&v, "/y", path, err, errlen);
     if (rc < 0)
         goto cleanup;
     if (labels)
@@ -433,7 +467,7 @@ cleanup:
 
 static int load_h5(bp_dataset *ds, const char *path, int classes, char *err, size_t errlen)
 {
-    int rc = probe_file(path, NULL, err, errlen);
+    int rc = bp__input_check(path, NULL, err, errlen);
     if (rc < 0)
         return rc;
     /* HDF5 would print its own error stack to stderr; our one line says it better. */
@@ -463,7 +497,7 @@ static uint32_t be32(const unsigned char *p)
 /* zlib reads gzip and plain files alike, so the content decides, not the name. */
 static int idx_open(gzFile *gz, const char *path, off_t *size, char *err, size_t errlen)
 {
-    int rc = probe_file(path, size, err, errlen);
+    int rc = bp__input_check(path, size, err, errlen);
     if (rc < 0)
         return rc;
     *gz = gzopen(path, "rb");
@@ -565,13 +599,20 @@ static int idx_read_pixels(gzFile gz, bp_dataset *ds, const char *path, char *er
     return rc;
 }
 
-/* zlib checks a gzip member's CRC only when asked for the bytes past its end; without
- * this a damaged stored block would load as wrong pixels. Trailing bytes are allowed. */
+/* zlib checks a gzip member's CRC and length only when asked for the bytes past its end;
+ * without this a damaged stored block would load as wrong pixels. A stream cut short,
+ * trailer included, is only a soft error to gzread (it serves files still being written):
+ * Z_BUF_ERROR, which is asked for here. Trailing bytes are allowed. */
 static int idx_check_end(gzFile gz, const char *path, char *err, size_t errlen)
 {
     unsigned char extra;
     size_t got = 0;
-    return idx_read(gz, &extra, 1, &got, path, err, errlen);
+    int rc = idx_read(gz, &extra, 1, &got, path, err, errlen), code = Z_OK;
+    gzerror(gz, &code);
+    if (rc == 0 && code != Z_OK)
+        rc = bp__fail(err, errlen, BP_EFORMAT,
+                      "%s: truncated gzip data (the stream ends before its CRC and length)", path);
+    return rc;
 }
 
 static int idx_load_images(bp_dataset *ds, const char *path, char *err, size_t errlen)
@@ -798,53 +839,27 @@ static int h5_write_var(hid_t file, const char *name, hid_t ftype, hid_t mtype, 
     return status < 0 ? -1 : 0;
 }
 
-/* The whole file under its temporary name; creating it with open() first gets errno's
- * reason (no such directory, permission) that H5Fcreate would not tell. */
-static int h5_write_file(const bp_dataset *ds, const char *tmp, const char *path, char *err,
-                         size_t errlen)
-{
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0)
-        return bp__fail(err, errlen, BP_EIO, "%s: cannot create %s: %s", path, tmp,
-                        strerror(errno));
-    close(fd);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (file < 0)
-        return bp__fail(err, errlen, BP_EIO, "%s: cannot create the HDF5 file %s", path, tmp);
-    int bad = h5_write_var(file, "/X", H5T_IEEE_F32LE, BP__H5_REAL, 2, ds->n, ds->d, ds->X);
-    if (!bad && ds->labels)
-        bad = h5_write_var(file, "/y", H5T_STD_I32LE, H5T_NATIVE_INT, 1, ds->n, 1, ds->labels);
-    else if (!bad)
-        bad = h5_write_var(file, "/y", H5T_IEEE_F32LE, BP__H5_REAL, 2, ds->n, ds->k, ds->Y);
-    if (H5Fclose(file) < 0)
-        bad = -1;
-    if (bad)
-        return bp__fail(err, errlen, BP_EIO, "%s: writing the data failed (disk full?)", path);
-    return 0;
-}
-
-int bp_dataset_write_h5(const bp_dataset *ds, const char *path, char *err, size_t errlen)
+int bp_dataset_write_h5(const bp_dataset *ds, const char *path, int replace, char *err,
+                        size_t errlen)
 {
     if (!path || !*path)
         return bp__fail(err, errlen, BP_EINVAL, "no output file given");
     if (ds->n == 0 || ds->d == 0 || ds->k == 0 || !ds->X || (!ds->labels && !ds->Y))
         return bp__fail(err, errlen, BP_EINVAL, "%s: nothing to write (the data set is empty)",
                         path);
-    size_t len = strlen(path) + 32;
-    char *tmp = bp__calloc(len, 1);
-    if (!tmp)
-        return bp__fail(err, errlen, BP_ENOMEM, "%s: out of memory", path);
-    /* Same directory, so the rename stays on one file system and is atomic. */
-    snprintf(tmp, len, "%s.tmp.%ld", path, (long)getpid());
-    int rc = h5_write_file(ds, tmp, path, err, errlen);
-    if (rc < 0)
-        unlink(tmp);
-    else if (bp__commit_file(tmp, path) != 0)
-        rc = bp__fail(err, errlen, BP_EIO, "%s: cannot move %s into place: %s", path, tmp,
-                      strerror(errno));
-    bp__free(tmp);
-    return rc;
+    hid_t file = bp__h5_create(0);
+    int bad = file < 0 ||
+              h5_write_var(file, "/X", H5T_IEEE_F32LE, BP__H5_REAL, 2, ds->n, ds->d, ds->X) < 0;
+    if (!bad && ds->labels)
+        bad = h5_write_var(file, "/y", H5T_STD_I32LE, H5T_NATIVE_INT, 1, ds->n, 1, ds->labels);
+    else if (!bad)
+        bad = h5_write_var(file, "/y", H5T_IEEE_F32LE, BP__H5_REAL, 2, ds->n, ds->k, ds->Y);
+    if (bad) {
+        bp__h5_close(file);
+        return bp__fail(err, errlen, BP_ENOMEM, "%s: cannot build the HDF5 file (out of memory?)",
+                        path);
+    }
+    return bp__h5_publish(file, path, replace ? BP__OUT_REPLACE : 0, err, errlen);
 }
 
 /* ---- CSV ---- */
@@ -860,6 +875,14 @@ typedef struct {
     size_t header; /* line number of the skipped header, 0 when there is none */
     size_t first;  /* line number of the first data row, to name in ragged-row messages */
 } csv_shape;
+
+/* A cursor at the first line; a UTF-8 byte-order mark (spreadsheet exports write one) is
+ * not part of it. */
+static csv_cursor csv_begin(const char *buf, size_t size)
+{
+    size_t bom = size >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+    return (csv_cursor){buf + bom, buf + size, 0};
+}
 
 /* The next line without its \n or \r\n, and its length; NULL at the end. */
 static const char *csv_next(csv_cursor *c, size_t *len)
@@ -910,7 +933,7 @@ static int parse_number(const char *s, const char *e, double *v)
 static int read_text_file(const char *path, char **buf, size_t *size, char *err, size_t errlen)
 {
     off_t fsize = 0;
-    int rc = probe_file(path, &fsize, err, errlen);
+    int rc = bp__input_check(path, &fsize, err, errlen);
     if (rc < 0)
         return rc;
     FILE *f = fopen(path, "rb");
@@ -937,7 +960,7 @@ static int read_text_file(const char *path, char **buf, size_t *size, char *err,
 static int csv_scan(const char *buf, size_t size, csv_shape *sh, const char *path, char *err,
                     size_t errlen)
 {
-    csv_cursor c = {buf, buf + size, 0};
+    csv_cursor c = csv_begin(buf, size);
     const char *line;
     size_t len;
     memset(sh, 0, sizeof(*sh));
@@ -1013,7 +1036,7 @@ static int csv_store_row(bp_dataset *ds, size_t row, const double *vals, size_t 
 static int csv_fill(bp_dataset *ds, const char *buf, size_t size, const csv_shape *sh, double *vals,
                     const char *path, char *err, size_t errlen)
 {
-    csv_cursor c = {buf, buf + size, 0};
+    csv_cursor c = csv_begin(buf, size);
     const char *line;
     size_t len, row = 0;
     while ((line = csv_next(&c, &len))) {

@@ -46,12 +46,21 @@ void *bp__realloc(void *p, size_t count, size_t size);
 /* a * b, or SIZE_MAX when it would overflow. */
 size_t bp__mul(size_t a, size_t b);
 
+/* Bytes this process may still allocate: the smaller of /proc/meminfo's MemAvailable and
+ * what its memory cgroups (v1 or v2, each level up to the mount) leave; INFINITY when
+ * neither says. root prefixes every path read ("" for this machine; tests give a fake
+ * tree). */
+double bp__memory_available_at(const char *root);
+
+/* Refuses, before allocating, what cannot fit: BP_EINVAL with "WHAT need N of memory, but
+ * only M is available" when bytes exceed bp__memory_available_at(""). */
+int bp__memory_check(double bytes, const char *what, char *err, size_t errlen);
+
 /* FNV-1a over bytes, continuing from h (start with 1469598103934665603). */
 uint64_t bp__hash(const void *data, size_t bytes, uint64_t h);
 
-/* Makes a finished temporary file durable under its final name: fsync tmp, rename it over
- * path, fsync the directory. On failure removes tmp, sets errno and returns -1. */
-int bp__commit_file(const char *tmp, const char *path);
+/* Room for a path and the suffix of its temporary name. */
+#define BP__PATH_LEN 4352
 
 /* Writes a formatted message into buf (if not NULL) and returns code. */
 int bp__fail(char *buf, size_t len, int code, const char *fmt, ...)

@@ -1,19 +1,10 @@
 /* Predictions to HDF5: the forward pass over a data set, chunk by chunk. */
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
-#include <hdf5.h>
-
+#include "h5util.h"
 #include "internal.h"
 #include "predict.h"
-
-#ifdef BACKPROP_DOUBLE
-#define BP_H5_REAL H5T_NATIVE_DOUBLE
-#else
-#define BP_H5_REAL H5T_NATIVE_FLOAT
-#endif
 
 static hid_t create_2d(hid_t file, const char *name, hid_t type, hsize_t rows, hsize_t cols)
 {
@@ -50,7 +41,7 @@ static int write_all(hid_t file, const bp_net *net, bp_workspace *ws, const bp_d
     for (size_t r = 0; rc == 0 && r < ds->n; r += step) {
         size_t rows = ds->n - r < step ? ds->n - r : step;
         const bp_real *A = bp_forward(net, ws, ds->X + r * ds->d, rows);
-        rc = write_rows(out, BP_H5_REAL, A, r, rows, k) < 0 ? -1 : 0;
+        rc = write_rows(out, BP__H5_REAL, A, r, rows, k) < 0 ? -1 : 0;
         if (rc < 0 || k < 2)
             continue;
         for (size_t i = 0; i < rows; i++) {
@@ -69,22 +60,15 @@ static int write_all(hid_t file, const bp_net *net, bp_workspace *ws, const bp_d
 }
 
 int bp_predict_write(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, const char *path,
-                     char *err, size_t errlen)
+                     int flags, char *err, size_t errlen)
 {
-    char tmp[4200];
-    snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t file = bp__h5_create(0);
     if (file < 0)
-        return bp__fail(err, errlen, BP_EIO, "%s: cannot create", path);
-    int rc = write_all(file, net, ws, ds);
-    if (H5Fclose(file) < 0)
-        rc = -1;
-    if (rc < 0) {
-        unlink(tmp);
-        return bp__fail(err, errlen, BP_EIO, "%s: write failed", path);
+        return bp__fail(err, errlen, BP_ENOMEM, "%s: cannot create the HDF5 file", path);
+    if (write_all(file, net, ws, ds) < 0) {
+        bp__h5_close(file);
+        return bp__fail(err, errlen, BP_ENOMEM, "%s: cannot build the predictions (out of memory)",
+                        path);
     }
-    if (bp__commit_file(tmp, path) < 0)
-        return bp__fail(err, errlen, BP_EIO, "%s: cannot write (%s)", path, strerror(errno));
-    return 0;
+    return bp__h5_publish(file, path, flags, err, errlen);
 }

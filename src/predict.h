@@ -4,8 +4,9 @@
 #include "backprop/data.h"
 
 /* Writes /outputs (n x k, float32) and, when k > 1, /predicted (n, int32 argmax) for every
- * row of ds to path, atomically. Returns 0 or BP_EIO with a reason. */
+ * row of ds to path, published by bp__publish with its flags (fileio.h). Returns 0, or
+ * BP_EIO, BP_EINVAL or BP_ENOMEM with a reason, leaving path as it was. */
 int bp_predict_write(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, const char *path,
-                     char *err, size_t errlen);
+                     int flags, char *err, size_t errlen);
 
 #endif

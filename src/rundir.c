@@ -1,6 +1,7 @@
-/* The run directory on disk. Nothing here is ever half-written under its final name:
- * checkpoints go through bp_checkpoint_write's temp-fsync-rename, latest.h5 is a hard
- * link swapped in by rename, the metrics CSV is rewritten the same way on resume. */
+/* The run directory on disk. One run owns it at a time (a lock file that rank 0 holds).
+ * Nothing here is ever half-written under its final name: checkpoints and the metrics CSV
+ * are published through bp__publish, latest.h5 is a hard link swapped in by rename, and a
+ * metrics row is appended whole or not at all. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -11,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "internal.h"
 #include "rundir.h"
 
@@ -110,9 +112,13 @@ static int check_writable(const char *dir, char *err, size_t errlen)
 /* Data rows (lines after the header) of an existing metrics CSV; 0 if there is none. */
 static long metrics_rows(const char *path)
 {
-    FILE *f = fopen(path, "r");
-    if (!f)
+    int fd = bp__input_open(path, NULL, NULL, 0);
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "r");
+    if (!f) {
+        if (fd >= 0)
+            close(fd);
         return 0;
+    }
     long lines = 0;
     for (int ch; (ch = fgetc(f)) != EOF;)
         lines += ch == '\n';
@@ -120,7 +126,40 @@ static long metrics_rows(const char *path)
     return lines > 1 ? lines - 1 : 0;
 }
 
-int bp_rundir_prepare(const bp_trainer *t, int resuming, char *err, size_t errlen)
+/* The lock that makes this process the only run working with path: DIR/.backprop.lock for
+ * a directory, .NAME.lock beside a file. */
+static int take_lock(bp__lock *lk, const char *path, int is_dir, char *err, size_t errlen)
+{
+    char lockpath[BP__PATH_LEN], why[300];
+    const char *slash = strrchr(path, '/');
+    if (is_dir)
+        snprintf(lockpath, sizeof(lockpath), "%s/.backprop.lock", path);
+    else
+        snprintf(lockpath, sizeof(lockpath), "%.*s.%s.lock", slash ? (int)(slash + 1 - path) : 0,
+                 path, slash ? slash + 1 : path);
+    int rc = bp__lock_take(lk, lockpath, why, sizeof(why));
+    if (rc == BP_EINVAL)
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "%s is in use by another run (%s; lock %s); wait for it to end, or set "
+                        "another %s",
+                        path, why, lockpath, is_dir ? "[checkpoint] dir" : "[log] metrics");
+    if (rc < 0)
+        return bp__fail(err, errlen, rc, "%s", why);
+    return 0;
+}
+
+/* Whether the metrics file sits directly in the checkpoint directory, which the directory's
+ * lock already covers. */
+static int metrics_in_dir(const bp_config *c)
+{
+    char dir[BP_PATH_MAX];
+    parent_dir(c->metrics, dir, sizeof(dir));
+    struct stat a, b;
+    return stat(dir, &a) == 0 && stat(c->checkpoint_dir, &b) == 0 && a.st_dev == b.st_dev &&
+           a.st_ino == b.st_ino;
+}
+
+int bp_rundir_prepare(bp_trainer *t, int resuming, char *err, size_t errlen)
 {
     const bp_config *c = t->cfg;
     int rc = check_writable(c->checkpoint_dir, err, errlen);
@@ -129,8 +168,17 @@ int bp_rundir_prepare(const bp_trainer *t, int resuming, char *err, size_t errle
     char metrics_dir[BP_PATH_MAX];
     parent_dir(c->metrics, metrics_dir, sizeof(metrics_dir));
     rc = check_writable(metrics_dir, err, errlen);
+    if (rc == 0)
+        rc = take_lock(&t->dir_lock, c->checkpoint_dir, 1, err, errlen);
+    if (rc == 0 && !metrics_in_dir(c))
+        rc = take_lock(&t->metrics_lock, c->metrics, 0, err, errlen);
     if (rc < 0)
         return rc;
+    struct stat st;
+    if (lstat(c->metrics, &st) == 0 && !S_ISREG(st.st_mode))
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "[log] metrics = %s is not a regular file; name a file to write",
+                        c->metrics);
     char latest[BP_PATH_MAX + 16];
     snprintf(latest, sizeof(latest), "%s/latest.h5", c->checkpoint_dir);
     if (!resuming && access(latest, F_OK) == 0)
@@ -146,46 +194,39 @@ int bp_rundir_prepare(const bp_trainer *t, int resuming, char *err, size_t errle
     return 0;
 }
 
-static void csv_field(FILE *f, double v, int last)
+/* One row as the CSV holds it, into buf of CSV_ROW_MAX bytes; returns its length. */
+#define CSV_ROW_MAX 512
+static size_t csv_row(char *buf, const bp_metrics_row *r)
 {
-    if (!isnan(v))
-        fprintf(f, "%.9g", v);
-    fputc(last ? '\n' : ',', f);
-}
-
-static void csv_row(FILE *f, const bp_metrics_row *r)
-{
-    fprintf(f, "%ld,%ld,", r->epoch, r->step);
     const double v[] = {r->train_cost, r->train_accuracy, r->val_cost,      r->val_accuracy,
                         r->test_cost,  r->test_accuracy,  r->samples_per_s, r->elapsed_s};
+    /* Two longs and eight %.9g fields take under 250 bytes: nothing is ever cut. */
+    int n = snprintf(buf, CSV_ROW_MAX, "%ld,%ld", r->epoch, r->step);
     for (int i = 0; i < 8; i++)
-        csv_field(f, v[i], i == 7);
+        n += isnan(v[i]) ? snprintf(buf + n, CSV_ROW_MAX - (size_t)n, ",")
+                         : snprintf(buf + n, CSV_ROW_MAX - (size_t)n, ",%.9g", v[i]);
+    n += snprintf(buf + n, CSV_ROW_MAX - (size_t)n, "\n");
+    return (size_t)n;
 }
 
-/* Writes the header and the rows so far to a temporary file, then renames it over the
- * metrics file: a resumed run's CSV holds each epoch once. */
+/* Publishes the header and the rows so far in place of the metrics file: a resumed run's
+ * CSV holds each epoch once. */
 static int rewrite_metrics(const bp_trainer *t, char *err, size_t errlen)
 {
-    const char *path = t->cfg->metrics;
-    char tmp[BP_PATH_MAX + 32];
-    snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f)
-        return bp__fail(err, errlen, BP_EIO, "%s: cannot write (%s)", tmp, strerror(errno));
-    fputs(CSV_HEADER, f);
+    size_t len = strlen(CSV_HEADER);
+    char *text = bp__calloc(len + t->st.nmetrics * CSV_ROW_MAX + 1, 1);
+    if (!text)
+        return bp__fail(err, errlen, BP_ENOMEM, "%s: out of memory", t->cfg->metrics);
+    memcpy(text, CSV_HEADER, len);
     for (size_t i = 0; i < t->st.nmetrics; i++)
-        csv_row(f, &t->st.metrics[i]);
-    int bad = fflush(f) != 0;
-    bad |= fclose(f) != 0;
-    if (bad) {
-        unlink(tmp);
-        return bp__fail(err, errlen, BP_EIO, "%s: cannot write (%s)", tmp, strerror(errno));
-    }
-    if (bp__commit_file(tmp, path) < 0) /* fsync, rename, fsync the directory */
-        return bp__fail(err, errlen, BP_EIO, "%s: cannot write (%s)", path, strerror(errno));
-    return 0;
+        len += csv_row(text + len, &t->st.metrics[i]);
+    int rc = bp__publish(t->cfg->metrics, text, len, BP__OUT_REPLACE, err, errlen);
+    bp__free(text);
+    return rc;
 }
 
+/* Temporaries of a run killed mid-write (".<name>.tmp.<pid>"): this run owns the directory,
+ * so no other process is still writing them. */
 static void remove_stale_temps(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -194,8 +235,7 @@ static void remove_stale_temps(const char *dir)
     struct dirent *e;
     char path[BP_PATH_MAX + 300];
     while ((e = readdir(d)) != NULL) {
-        /* Temporaries of a run killed mid-write: ".<name>.tmp.<pid>". */
-        if (e->d_name[0] == '.' && strstr(e->d_name, ".h5.tmp.")) {
+        if (bp__is_temp_name(e->d_name)) {
             snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
             unlink(path);
         }
@@ -212,17 +252,9 @@ int bp_rundir_start(bp_trainer *t, char *err, size_t errlen)
 int bp_rundir_append_metrics(const bp_trainer *t, const bp_metrics_row *row, char *err,
                              size_t errlen)
 {
-    FILE *f = fopen(t->cfg->metrics, "a");
-    if (!f)
-        return bp__fail(err, errlen, BP_EIO, "%s: cannot append (%s)", t->cfg->metrics,
-                        strerror(errno));
-    csv_row(f, row);
-    int bad = fflush(f) != 0;
-    bad |= fclose(f) != 0;
-    if (bad)
-        return bp__fail(err, errlen, BP_EIO, "%s: write failed (%s)", t->cfg->metrics,
-                        strerror(errno));
-    return 0;
+    char line[CSV_ROW_MAX];
+    size_t len = csv_row(line, row);
+    return bp__append(t->cfg->metrics, line, len, err, errlen);
 }
 
 /* latest.h5 becomes a second name of the newest checkpoint: link to a temporary name,
@@ -232,7 +264,7 @@ static int update_latest(const bp_trainer *t, const char *ckpt, char *err, size_
     const char *dir = t->cfg->checkpoint_dir;
     char latest[BP_PATH_MAX + 16], tmp[BP_PATH_MAX + 48];
     snprintf(latest, sizeof(latest), "%s/latest.h5", dir);
-    snprintf(tmp, sizeof(tmp), "%s/.latest.h5.tmp.%ld", dir, (long)getpid());
+    bp__temp_name(latest, tmp, sizeof(tmp));
     unlink(tmp);
     if (link(ckpt, tmp) == 0) {
         if (rename(tmp, latest) == 0) {

@@ -13,9 +13,12 @@ int bp_rundir_resolve(const bp_config *cfg, const char *resume, char *out, size_
  * fits the configured network. */
 int bp_rundir_resume(bp_trainer *t, const char *path, char *err, size_t errlen);
 
-/* Rank 0, before any work: creates the directories, checks they are writable, and
- * refuses a fresh run over a directory that already holds one. Writes nothing that stays. */
-int bp_rundir_prepare(const bp_trainer *t, int resuming, char *err, size_t errlen);
+/* Rank 0, before any work: creates the directories, checks they are writable, takes the
+ * run directory's lock (and the metrics file's, when it lives elsewhere) into t, and
+ * refuses a fresh run over a directory that already holds one. BP_EINVAL when another run
+ * holds a lock. Writes nothing that stays: bp_trainer_free drops the locks and removes
+ * their files. */
+int bp_rundir_prepare(bp_trainer *t, int resuming, char *err, size_t errlen);
 
 /* Rank 0, once all ranks agreed to start: removes stale temporary files and starts the
  * metrics CSV (a header, or on resume the rows of the checkpoint, so none repeats). */

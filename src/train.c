@@ -72,9 +72,31 @@ static int load_data(bp_trainer *t, char *err, size_t errlen)
     return rc;
 }
 
+/* Refuses a network that cannot fit before allocating it: parameters, gradient and
+ * momentum, and the workspace's activations, pre-activations and deltas for rows rows. */
+static int net_fits(const bp_config *c, size_t rows, char *err, size_t errlen)
+{
+    double params = 0, units = 0;
+    char what[64 + 12 * BP_MAX_LAYERS];
+    int n = snprintf(what, sizeof(what), "[network] layers =");
+    for (int l = 0; l < c->nsizes; l++) {
+        n += snprintf(what + n, sizeof(what) - (size_t)n, "%s%d", l ? "," : " ", c->sizes[l]);
+        if (l + 1 < c->nsizes)
+            params += (double)c->sizes[l + 1] * ((double)c->sizes[l] + 1);
+        units += c->sizes[l];
+    }
+    snprintf(what + n, sizeof(what) - (size_t)n, ": %.0f parameters, their gradient and momentum",
+             params);
+    double bytes = (3 * params + 3 * (double)rows * units) * sizeof(bp_real);
+    return bp__memory_check(bytes, what, err, errlen);
+}
+
 static int build_net(bp_trainer *t, const char *resume_path, char *err, size_t errlen)
 {
     const bp_config *c = t->cfg;
+    size_t shard = ((size_t)c->batch_size + (size_t)t->comm.size - 1) / (size_t)t->comm.size;
+    if (net_fits(c, shard > EVAL_ROWS ? shard : EVAL_ROWS, err, errlen) < 0)
+        return BP_EINVAL;
     int rc = bp_net_create(&t->net, c->nsizes, c->sizes, c->hidden, c->output, c->cost);
     if (rc < 0)
         return bp__fail(err, errlen, rc, "cannot build the network: %s", bp_strerror(rc));
@@ -111,6 +133,7 @@ int bp_trainer_setup(bp_trainer *t, const bp_config *cfg, const char *config_tex
                      const bp_comm *comm, const char *resume, char *err, size_t errlen)
 {
     memset(t, 0, sizeof(*t));
+    t->dir_lock.fd = t->metrics_lock.fd = -1;
     t->cfg = cfg;
     t->config_text = config_text;
     t->comm = *comm;
@@ -120,16 +143,17 @@ int bp_trainer_setup(bp_trainer *t, const bp_config *cfg, const char *config_tex
     bp_set_blas_threads(t->threads);
     t->progress = comm->rank == 0 && (cfg->progress == BP_PROGRESS_ON ||
                                       (cfg->progress == BP_PROGRESS_AUTO && isatty(2)));
+    /* The run directory first: a second run started on it ends here, before any work. */
+    int rc = comm->rank == 0 ? bp_rundir_prepare(t, resume != NULL, err, errlen) : 0;
     char resume_path[BP_PATH_MAX + 32] = "";
-    if (resume && bp_rundir_resolve(cfg, resume, resume_path, sizeof(resume_path), err, errlen) < 0)
-        return BP_EINVAL;
-    int rc = build_net(t, resume ? resume_path : NULL, err, errlen);
+    if (rc == 0 && resume)
+        rc = bp_rundir_resolve(cfg, resume, resume_path, sizeof(resume_path), err, errlen);
+    if (rc == 0)
+        rc = build_net(t, resume ? resume_path : NULL, err, errlen);
     if (rc == 0)
         rc = load_data(t, err, errlen);
     if (rc == 0)
         rc = alloc_buffers(t, err, errlen);
-    if (rc == 0 && comm->rank == 0)
-        rc = bp_rundir_prepare(t, resume != NULL, err, errlen);
     t->st.ranks = comm->size;
     t->opt = (bp_sgd){.learning_rate = cfg->learning_rate,
                       .lambda = cfg->lambda,
@@ -140,6 +164,8 @@ int bp_trainer_setup(bp_trainer *t, const bp_config *cfg, const char *config_tex
 
 void bp_trainer_free(bp_trainer *t)
 {
+    bp__lock_drop(&t->metrics_lock);
+    bp__lock_drop(&t->dir_lock);
     bp_dataset_free(&t->train);
     bp_dataset_free(&t->val);
     bp_dataset_free(&t->test);

@@ -9,6 +9,7 @@
 #include "backprop/config.h"
 #include "backprop/data.h"
 #include "comm.h"
+#include "fileio.h"
 
 typedef struct {
     const bp_config *cfg;
@@ -29,6 +30,9 @@ typedef struct {
     long last_ckpt_step; /* global step of the newest checkpoint written, -1 if none */
     FILE *log;           /* where rank 0 prints epoch lines (stdout) */
     int resumed;
+    /* Rank 0: the run directory's owner lock, and the metrics file's when it lives
+     * elsewhere; held from setup to bp_trainer_free. */
+    bp__lock dir_lock, metrics_lock;
     /* This process's seconds in the steps of this run, by phase: gather + forward + backward,
      * the allreduce (waiting for slower ranks included), the update. */
     double compute_s, allreduce_s, update_s;
@@ -36,10 +40,11 @@ typedef struct {
     double run_started, elapsed_base; /* wall clock of this process, and before it */
 } bp_trainer;
 
-/* Loads data, builds (or resumes) the network, prepares the checkpoint directory (rank 0
- * checks it is writable, and that a fresh run would not overwrite another run's
- * checkpoints). resume: NULL, a checkpoint path, or "latest". Returns 0 or a BP_E* code with
- * the reason in err; the caller agrees on the outcome across ranks. */
+/* Prepares the checkpoint directory (rank 0 takes its lock, so that no other run works in
+ * it at the same time, checks it is writable, and that a fresh run would not overwrite
+ * another run's checkpoints), then loads data and builds (or resumes) the network. resume: NULL, a
+ * checkpoint path, or "latest". Returns 0 or a BP_E* code with the reason in err; the caller agrees
+ * on the outcome across ranks. */
 int bp_trainer_setup(bp_trainer *t, const bp_config *cfg, const char *config_text,
                      const bp_comm *comm, const char *resume, char *err, size_t errlen);
 

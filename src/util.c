@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -92,31 +93,94 @@ uint64_t bp_net_checksum(const bp_net *net)
     return bp__hash(net->params, net->nparams * sizeof(bp_real), 1469598103934665603ULL);
 }
 
-int bp__commit_file(const char *tmp, const char *path)
+/* The first number in root/dir/name: a cgroup limit or usage in bytes ("max": none). */
+static int read_bytes(const char *dir, const char *name, double *out)
 {
-    int fd = open(tmp, O_RDONLY);
-    int ok = fd >= 0 && fsync(fd) == 0;
-    int saved = errno;
-    if (fd >= 0)
-        close(fd);
-    if (!ok || rename(tmp, path) != 0) {
-        saved = ok ? errno : saved;
-        unlink(tmp);
-        errno = saved;
+    char path[3 * BP__PATH_LEN], buf[64] = "";
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "re");
+    if (!f)
         return -1;
+    int ok = fgets(buf, sizeof(buf), f) != NULL;
+    fclose(f);
+    char *end;
+    *out = strtod(buf, &end);
+    return ok && end != buf ? 0 : -1;
+}
+
+/* What the memory cgroup at dir and each cgroup above it, up to top, leave: the smallest
+ * limit minus usage. */
+static double cgroup_room(char *dir, size_t top, const char *limit, const char *usage)
+{
+    double room = INFINITY;
+    for (;;) {
+        double lim, used;
+        if (read_bytes(dir, limit, &lim) == 0 && read_bytes(dir, usage, &used) == 0)
+            room = fmin(room, lim > used ? lim - used : 0);
+        char *slash = strrchr(dir, '/');
+        if (strlen(dir) <= top || !slash || (size_t)(slash - dir) < top)
+            return room;
+        *slash = 0;
     }
-    /* The rename is durable once the directory entry is. */
-    char dir[4096];
-    snprintf(dir, sizeof(dir), "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (!slash)
-        snprintf(dir, sizeof(dir), ".");
-    else
-        slash[slash == dir] = 0;
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
+}
+
+double bp__memory_available_at(const char *root)
+{
+    char path[BP__PATH_LEN], line[BP__PATH_LEN];
+    double avail = INFINITY;
+    snprintf(path, sizeof(path), "%s/proc/meminfo", root);
+    FILE *f = fopen(path, "re");
+    while (f && fgets(line, sizeof(line), f)) {
+        double kb;
+        if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1)
+            avail = kb * 1024;
     }
-    return 0;
+    if (f)
+        fclose(f);
+    /* "ID:CONTROLLERS:PATH" lines: v1's memory controller, or v2's unified "0::PATH". */
+    snprintf(path, sizeof(path), "%s/proc/self/cgroup", root);
+    f = fopen(path, "re");
+    while (f && fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = 0;
+        char *ctl = strchr(line, ':'), *cg = ctl ? strchr(ctl + 1, ':') : NULL;
+        if (!cg)
+            continue;
+        *ctl++ = 0, *cg++ = 0; /* line: the ID, ctl: the controllers, cg: the path */
+        int v1 = strcmp(ctl, "memory") == 0 || strstr(ctl, "memory,") || strstr(ctl, ",memory");
+        int v2 = strcmp(line, "0") == 0 && !*ctl;
+        if (!v1 && !v2)
+            continue;
+        char mount[BP__PATH_LEN], dir[2 * BP__PATH_LEN];
+        snprintf(mount, sizeof(mount), "%s/sys/fs/cgroup%s", root, v1 ? "/memory" : "");
+        snprintf(dir, sizeof(dir), "%s%s", mount, strcmp(cg, "/") == 0 ? "" : cg);
+        /* In a container the path may name the host's hierarchy: then the mount is ours. */
+        if (access(dir, F_OK) != 0)
+            snprintf(dir, sizeof(dir), "%s", mount);
+        avail = fmin(avail, v1 ? cgroup_room(dir, strlen(mount), "memory.limit_in_bytes",
+                                             "memory.usage_in_bytes")
+                               : cgroup_room(dir, strlen(mount), "memory.max", "memory.current"));
+    }
+    if (f)
+        fclose(f);
+    return avail;
+}
+
+static const char *human_bytes(double bytes, char *buf, size_t len)
+{
+    static const char *const units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    int u = 0;
+    while (bytes >= 1024 && u < 6)
+        bytes /= 1024, u++;
+    snprintf(buf, len, u ? "%.1f %s" : "%.0f %s", bytes, units[u]);
+    return buf;
+}
+
+int bp__memory_check(double bytes, const char *what, char *err, size_t errlen)
+{
+    double avail = bp__memory_available_at("");
+    if (bytes <= avail)
+        return 0;
+    char need[32], have[32];
+    return bp__fail(err, errlen, BP_EINVAL, "%s need %s of memory, but only %s is available", what,
+                    human_bytes(bytes, need, sizeof(need)), human_bytes(avail, have, sizeof(have)));
 }

@@ -405,7 +405,7 @@ static void test_refuses_text_file(void **state)
 static void test_refuses_directory(void **state)
 {
     fixture *f = *state;
-    expect_refusal(f->dir, BP_EIO, ": not a regular file");
+    expect_refusal(f->dir, BP_EIO, ": is a directory, not a file");
 }
 
 static void test_refuses_truncated_file(void **state)
@@ -579,7 +579,7 @@ static void test_write_to_unwritable_directory(void **state)
         bp_checkpoint_write(target, &f->net, f->velocity, &f->st, config_text, err, sizeof(err));
     assert_int_equal(rc, BP_EIO);
     assert_true(strncmp(err, target, strlen(target)) == 0);
-    assert_non_null(strstr(err, ": cannot create ("));
+    assert_non_null(strstr(err, ": cannot create a temporary file ("));
     assert_int_equal(count_entries(f->dir, &temps), 1);
     assert_int_equal(temps, 0);
     if (geteuid() != 0)
@@ -602,7 +602,7 @@ static void test_failed_rename_removes_temp(void **state)
     int rc =
         bp_checkpoint_write(f->path, &f->net, f->velocity, &f->st, config_text, err, sizeof(err));
     assert_int_equal(rc, BP_EIO);
-    assert_non_null(strstr(err, ": cannot rename the temporary file into place ("));
+    assert_non_null(strstr(err, ": cannot move the temporary file into place ("));
     assert_int_equal(count_entries(f->dir, &temps), 1);
     assert_int_equal(temps, 0);
     assert_int_equal(access(keep, F_OK), 0);
@@ -622,7 +622,7 @@ static void test_failed_write_keeps_existing_file(void **state)
     int rc =
         bp_checkpoint_write(f->path, &f->net, f->velocity, &f->st, config_text, err, sizeof(err));
     assert_int_equal(rc, BP_EIO);
-    assert_non_null(strstr(err, ": cannot create ("));
+    assert_non_null(strstr(err, ": cannot create a temporary file ("));
     rmdir(tmp);
     bp_checkpoint ck;
     assert_int_equal(bp_checkpoint_read(f->path, &ck, err, sizeof(err)), 0);

@@ -234,7 +234,7 @@ static void test_h5_roundtrip_labels(void **state)
     const char *path = tmp_path(state, 0, "labels.h5");
     make_labelled(&src, 13, 5, 4);
     write_text(path, "an older file that the write must replace");
-    assert_int_equal(bp_dataset_write_h5(&src, path, err, sizeof(err)), 0);
+    assert_int_equal(bp_dataset_write_h5(&src, path, 1, err, sizeof(err)), 0);
     assert_int_equal(count_files(((fixture *)*state)->dir), 1); /* no temporary file left */
     assert_int_equal(bp_dataset_load(&ds, path, NULL, 4, 0, err, sizeof(err)), 0);
     assert_int_equal(ds.n, 13);
@@ -264,7 +264,7 @@ static void test_h5_roundtrip_targets(void **state)
     bp_real X[] = {0.5, -1.25, 2, 3, 4.75, -0.125, 1e-3f, 7};
     bp_real Y[] = {1, 2, 3, -4, 5.5, 6, 0.25, 0, -1, 9, 10, 11};
     src.n = 4, src.d = 2, src.k = 3, src.X = X, src.Y = Y;
-    assert_int_equal(bp_dataset_write_h5(&src, path, err, sizeof(err)), 0);
+    assert_int_equal(bp_dataset_write_h5(&src, path, 1, err, sizeof(err)), 0);
     assert_int_equal(bp_dataset_load(&ds, path, NULL, 3, 0, err, sizeof(err)), 0);
     assert_int_equal(ds.n, 4);
     assert_int_equal(ds.d, 2);
@@ -364,7 +364,7 @@ static void test_h5_malformed(void **state)
     bp_dataset big;
     char err[512];
     make_labelled(&big, 2000, 30, 3);
-    assert_int_equal(bp_dataset_write_h5(&big, p, err, sizeof(err)), 0);
+    assert_int_equal(bp_dataset_write_h5(&big, p, 1, err, sizeof(err)), 0);
     free_made(&big);
     struct stat st;
     assert_int_equal(stat(p, &st), 0);
@@ -410,11 +410,11 @@ static void test_write_errors(void **state)
     char err[512] = "";
     make_labelled(&src, 3, 2, 2);
     const char *p = tmp_path(state, 0, "no-such-dir/out.h5");
-    assert_int_equal(bp_dataset_write_h5(&src, p, err, sizeof(err)), BP_EIO);
+    assert_int_equal(bp_dataset_write_h5(&src, p, 1, err, sizeof(err)), BP_EIO);
     assert_non_null(strstr(err, p));
     assert_non_null(strstr(err, "No such file or directory"));
     const char *q = tmp_path(state, 1, "empty.h5");
-    assert_int_equal(bp_dataset_write_h5(&empty, q, err, sizeof(err)), BP_EINVAL);
+    assert_int_equal(bp_dataset_write_h5(&empty, q, 1, err, sizeof(err)), BP_EINVAL);
     assert_non_null(strstr(err, "empty"));
     assert_int_equal(count_files(((fixture *)*state)->dir), 0);
     free_made(&src);
@@ -638,7 +638,7 @@ static void test_split_and_limit(void **state)
     char err[512] = "";
     make_labelled(&made, 10, 3, 4);
     const char *p = tmp_path(state, 0, "split.h5");
-    assert_int_equal(bp_dataset_write_h5(&made, p, err, sizeof(err)), 0);
+    assert_int_equal(bp_dataset_write_h5(&made, p, 1, err, sizeof(err)), 0);
     assert_int_equal(bp_dataset_load(&ds, p, NULL, 4, 0, err, sizeof(err)), 0);
     assert_int_equal(bp_dataset_split(&ds, 11, &tail), BP_EINVAL);
     assert_int_equal(ds.n, 10);

@@ -42,10 +42,11 @@ typedef struct {
     int format_version;
 } bp_checkpoint;
 
-/* Writes path atomically: a temporary file in the same directory, flushed and fsync'ed,
- * renamed over path, then the directory fsync'ed. Weights are chunked datasets with the
- * Fletcher32 checksum filter. On error returns BP_EIO with a reason in err, removes the
- * temporary file, and leaves any existing file at path untouched. */
+/* Writes path atomically: the file is built in memory, written to a temporary file in the
+ * same directory, fsync'ed, renamed over path, then the directory fsync'ed. Weights are
+ * chunked datasets with the Fletcher32 checksum filter. On error (a full disk among them)
+ * returns BP_EIO with a reason in err, removes the temporary file, and leaves any existing
+ * file at path untouched. */
 int bp_checkpoint_write(const char *path, const bp_net *net, const bp_real *velocity,
                         const bp_train_state *state, const char *config_text, char *err,
                         size_t errlen);

@@ -46,8 +46,12 @@ void bp_dataset_limit(bp_dataset *ds, size_t n);
 void bp_dataset_free(bp_dataset *ds);
 
 /* Writes ds to an HDF5 file in the layout above (/X float32, /y int32 labels or float32
- * targets), atomically (temporary name, fsync, rename). */
-int bp_dataset_write_h5(const bp_dataset *ds, const char *path, char *err, size_t errlen);
+ * targets), atomically: built in memory, written to a temporary name beside path, fsync'ed
+ * and renamed. An existing file at path is replaced only when replace is nonzero. On error
+ * returns BP_EINVAL (nothing to write, path exists), BP_EIO (cannot write: the reason is in
+ * err) or BP_ENOMEM, and path is left as it was. */
+int bp_dataset_write_h5(const bp_dataset *ds, const char *path, int replace, char *err,
+                        size_t errlen);
 
 /* Reads a CSV file: one example per line, comma-separated numbers, an optional header
  * line (skipped when its first field is not a number). The last `targets` columns are

@@ -10,4 +10,8 @@ int bp_arg_value(int argc, char **argv, int *i, const char *name, const char **v
 /* Parses a finite positive number; 0 on success. */
 int bp_arg_positive(const char *s, double *out);
 
+/* Parses a decimal integer in [lo, hi], the whole string and nothing else ("1e3", "2x",
+ * "3.7" and values past the range are refused); 0 on success, -1 otherwise. */
+int bp_arg_long(const char *s, long lo, long hi, long *out);
+
 #endif

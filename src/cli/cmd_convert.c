@@ -5,15 +5,64 @@
 #include "args.h"
 #include "backprop/data.h"
 #include "cli.h"
+#include "fileio.h"
 
 static const char convert_usage[] =
-    "usage: backprop convert --idx-images F --idx-labels F --out FILE.h5\n"
-    "       backprop convert --csv F [--targets K] --out FILE.h5\n"
+    "usage: backprop convert --idx-images F --idx-labels F --out FILE.h5 [--force]\n"
+    "       backprop convert --csv F [--targets K] --out FILE.h5 [--force]\n"
     "\n"
     "Writes /X (n x d, float32) and /y (n int32 labels, or n x K float32 targets).\n"
     "IDX pixels are scaled to [0,1]; plain or gzip. CSV: one example per line, an optional\n"
     "header; the last column is the class label, or with --targets K the last K columns\n"
-    "are real-valued targets.\n";
+    "are real-valued targets. An existing FILE.h5 is replaced only with --force, and\n"
+    "never when it is a checkpoint or one of the inputs.\n";
+
+#define MAX_TARGETS 1000000 /* as many as an output layer may have */
+
+typedef struct {
+    const char *images, *labels, *csv, *out;
+    long targets;
+    int force;
+} convert_args;
+
+static int parse_args(int argc, char **argv, convert_args *a, char *err, size_t len)
+{
+    memset(a, 0, sizeof(*a));
+    const char *targets = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        int r = bp_arg_value(argc, argv, &i, "--idx-images", &v);
+        if (r > 0)
+            a->images = v;
+        else if (r == 0 && (r = bp_arg_value(argc, argv, &i, "--idx-labels", &v)) > 0)
+            a->labels = v;
+        else if (r == 0 && (r = bp_arg_value(argc, argv, &i, "--csv", &v)) > 0)
+            a->csv = v;
+        else if (r == 0 && (r = bp_arg_value(argc, argv, &i, "--targets", &v)) > 0)
+            targets = v;
+        else if (r == 0 && (r = bp_arg_value(argc, argv, &i, "--out", &v)) > 0)
+            a->out = v;
+        else if (r == 0 && strcmp(argv[i], "--force") == 0)
+            a->force = r = 1;
+        if (r <= 0)
+            return snprintf(err, len,
+                            r < 0 ? "%s needs a value" : "convert: unexpected argument '%s'",
+                            argv[i]),
+                   -1;
+    }
+    if (targets && bp_arg_long(targets, 0, MAX_TARGETS, &a->targets) < 0)
+        return snprintf(err, len, "--targets: expected an integer from 0 to %d, got '%s'",
+                        MAX_TARGETS, targets),
+               -1;
+    if (targets && !a->csv)
+        return snprintf(err, len, "--targets goes with --csv"), -1;
+    if (!a->out || (!a->csv && !(a->images && a->labels)) || (a->csv && (a->images || a->labels)))
+        return snprintf(err, len,
+                        "convert: need --out and either --idx-images with --idx-labels, "
+                        "or --csv [--targets K] (see backprop convert --help)"),
+               -1;
+    return 0;
+}
 
 int bp_cmd_convert(int argc, char **argv)
 {
@@ -21,46 +70,30 @@ int bp_cmd_convert(int argc, char **argv)
         fputs(convert_usage, stdout);
         return EXIT_OK;
     }
-    const char *images = NULL, *labels = NULL, *csv = NULL, *out = NULL, *targets = "0";
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        int r = bp_arg_value(argc, argv, &i, "--idx-images", &v);
-        if (r > 0)
-            images = v;
-        else if (r == 0 && (r = bp_arg_value(argc, argv, &i, "--idx-labels", &v)) > 0)
-            labels = v;
-        else if (r == 0 && (r = bp_arg_value(argc, argv, &i, "--csv", &v)) > 0)
-            csv = v;
-        else if (r == 0 && (r = bp_arg_value(argc, argv, &i, "--targets", &v)) > 0)
-            targets = v;
-        else if (r == 0 && (r = bp_arg_value(argc, argv, &i, "--out", &v)) > 0)
-            out = v;
-        if (r <= 0) {
-            bp_cli_error(0, r < 0 ? "%s needs a value" : "convert: unexpected argument '%s'",
-                         argv[i]);
-            return EXIT_BAD_INPUT;
-        }
-    }
-    int k = 0;
-    if (!out || (!csv && !(images && labels)) || (csv && images) ||
-        sscanf(targets, "%d", &k) != 1 || k < 0) {
-        bp_cli_error(0, "convert: need --out and either --idx-images with --idx-labels, or "
-                        "--csv [--targets K] (see backprop convert --help)");
+    char err[2048];
+    convert_args a;
+    if (parse_args(argc, argv, &a, err, sizeof(err)) < 0) {
+        bp_cli_error(0, "%s", err);
         return EXIT_BAD_INPUT;
     }
-    char err[2048];
+    /* Where the output goes is settled before the input is read. */
+    const char *inputs[] = {a.csv ? a.csv : a.images, a.csv ? NULL : a.labels, NULL};
+    if (bp__output_check(a.out, a.force ? BP__OUT_REPLACE : 0, inputs, err, sizeof(err)) < 0) {
+        bp_cli_error(0, "%s", err);
+        return EXIT_BAD_INPUT;
+    }
     bp_dataset ds;
-    int rc = csv ? bp_dataset_load_csv(&ds, csv, k, err, sizeof(err))
-                 : bp_dataset_load(&ds, images, labels, 0, 0, err, sizeof(err));
+    int rc = a.csv ? bp_dataset_load_csv(&ds, a.csv, (int)a.targets, err, sizeof(err))
+                   : bp_dataset_load(&ds, a.images, a.labels, 0, 0, err, sizeof(err));
     if (rc < 0) {
         bp_cli_error(0, "%s", err);
         return bp_cli_setup_status(rc);
     }
-    rc = bp_dataset_write_h5(&ds, out, err, sizeof(err));
+    rc = bp_dataset_write_h5(&ds, a.out, a.force, err, sizeof(err));
     if (rc < 0)
         bp_cli_error(0, "%s", err);
     else
-        printf("wrote %s: %zu examples, %zu features, %s\n", out, ds.n, ds.d,
+        printf("wrote %s: %zu examples, %zu features, %s\n", a.out, ds.n, ds.d,
                ds.labels ? "class labels" : "real-valued targets");
     bp_dataset_free(&ds);
     return rc < 0 ? EXIT_FAILURE_DURING_WORK : EXIT_OK;

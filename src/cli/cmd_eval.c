@@ -8,6 +8,7 @@
 #include "backprop/checkpoint.h"
 #include "backprop/data.h"
 #include "cli.h"
+#include "fileio.h"
 #include "predict.h"
 #include "train.h"
 
@@ -18,13 +19,15 @@ static const char eval_usage[] =
     "on FILE (.h5, or IDX images with --labels). Runs sharded under mpirun.\n";
 static const char predict_usage[] =
     "usage: backprop predict --checkpoint CKPT --data FILE [--labels FILE] --out FILE.h5\n"
+    "                        [--force]\n"
     "\n"
     "Writes the network's outputs (/outputs, n x k) and, for k > 1, the predicted classes\n"
-    "(/predicted, n) to FILE.h5. --labels is needed only for IDX images.\n";
+    "(/predicted, n) to FILE.h5. --labels is needed only for IDX images. An existing\n"
+    "FILE.h5 is replaced only with --force, and never when it is a checkpoint or an input.\n";
 
 typedef struct {
     const char *checkpoint, *data, *labels, *out;
-    int json;
+    int json, force;
 } eval_args;
 
 static int parse_args(int argc, char **argv, eval_args *a, int predict, char *err, size_t len)
@@ -43,6 +46,8 @@ static int parse_args(int argc, char **argv, eval_args *a, int predict, char *er
             a->out = v;
         else if (r == 0 && !predict && strcmp(argv[i], "--json") == 0)
             a->json = 1;
+        else if (r == 0 && predict && strcmp(argv[i], "--force") == 0)
+            a->force = 1;
         else
             return snprintf(err, len, r < 0 ? "%s needs a value" : "unexpected argument '%s'",
                             argv[i]),
@@ -129,7 +134,15 @@ static int run(int argc, char **argv, int predict)
         status = bp_cli_agree(&comm, EXIT_BAD_INPUT, err);
         goto cleanup;
     }
-    int rc = load(&a, &ck, &ds, err, sizeof(err));
+    int rc = 0;
+    if (predict && comm.rank == 0) { /* where the output goes is settled before any work */
+        const char *inputs[] = {a.checkpoint, a.data, a.labels, NULL};
+        rc = bp__output_check(a.out, a.force ? BP__OUT_REPLACE : 0, inputs, err, sizeof(err));
+    }
+    status = bp_cli_agree(&comm, rc < 0 ? EXIT_BAD_INPUT : 0, err);
+    if (status)
+        goto cleanup;
+    rc = load(&a, &ck, &ds, err, sizeof(err));
     if (rc == 0 && bp_workspace_create(&ws, &ck.net, 256) < 0)
         rc = BP_ENOMEM, snprintf(err, sizeof(err), "out of memory");
     status = bp_cli_agree(&comm, rc < 0 ? bp_cli_setup_status(rc) : 0, err);
@@ -137,7 +150,9 @@ static int run(int argc, char **argv, int predict)
         goto cleanup;
     if (predict) {
         /* Output files are rank 0's; other ranks have nothing to add. */
-        rc = comm.rank == 0 ? bp_predict_write(&ck.net, &ws, &ds, a.out, err, sizeof(err)) : 0;
+        int flags = a.force ? BP__OUT_REPLACE : 0;
+        rc = comm.rank == 0 ? bp_predict_write(&ck.net, &ws, &ds, a.out, flags, err, sizeof(err))
+                            : 0;
         status = bp_cli_agree(&comm, rc < 0 ? EXIT_FAILURE_DURING_WORK : 0, err);
         if (status == 0 && comm.rank == 0)
             printf("wrote %zu predictions to %s\n", ds.n, a.out);

@@ -11,6 +11,7 @@
 #include "cli.h"
 
 #define MAX_SETS 64
+#define MAX_EXAMPLES 1000000
 #ifdef BACKPROP_DOUBLE
 #define DEFAULT_EPSILON 1e-6
 #define DEFAULT_TOLERANCE 1e-7
@@ -33,7 +34,8 @@ typedef struct {
     const char *config;
     const char *sets[MAX_SETS];
     int nsets;
-    double epsilon, tolerance, examples;
+    double epsilon, tolerance;
+    long examples;
 } gc_args;
 
 static int parse_args(int argc, char **argv, gc_args *a, char *err, size_t len)
@@ -43,18 +45,24 @@ static int parse_args(int argc, char **argv, gc_args *a, char *err, size_t len)
     for (int i = 1; i < argc; i++) {
         const char *v, *name = argv[i];
         int r;
-        if ((r = bp_arg_value(argc, argv, &i, "--set", &v)) > 0 && a->nsets < MAX_SETS)
+        if ((r = bp_arg_value(argc, argv, &i, "--set", &v)) > 0) {
+            if (a->nsets == MAX_SETS)
+                return snprintf(err, len, "at most %d --set options", MAX_SETS), -1;
             a->sets[a->nsets++] = v;
-        else if (r == 0 && (r = bp_arg_value(argc, argv, &i, "--epsilon", &v)) > 0)
+        } else if (r == 0 && (r = bp_arg_value(argc, argv, &i, "--epsilon", &v)) > 0)
             r = bp_arg_positive(v, &a->epsilon) < 0 ? -2 : 1;
         else if (r == 0 && (r = bp_arg_value(argc, argv, &i, "--tolerance", &v)) > 0)
             r = bp_arg_positive(v, &a->tolerance) < 0 ? -2 : 1;
         else if (r == 0 && (r = bp_arg_value(argc, argv, &i, "--examples", &v)) > 0)
-            r = bp_arg_positive(v, &a->examples) < 0 || a->examples != floor(a->examples) ? -2 : 1;
+            r = bp_arg_long(v, 1, MAX_EXAMPLES, &a->examples) < 0 ? -3 : 1;
         else if (r == 0 && name[0] != '-' && !a->config)
             a->config = name, r = 1;
         if (r == -2)
             return snprintf(err, len, "%s: expected a positive number, got '%s'", name, v), -1;
+        if (r == -3)
+            return snprintf(err, len, "%s: expected an integer from 1 to %d, got '%s'", name,
+                            MAX_EXAMPLES, v),
+                   -1;
         if (r <= 0)
             return snprintf(err, len, r < 0 ? "%s needs a value" : "unexpected argument '%s'",
                             name),

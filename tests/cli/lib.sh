@@ -19,6 +19,36 @@ mpi() {
     timeout -k 5 120 mpirun --oversubscribe -np "$np" "$BP" "$@"
 }
 
+# config FILE [EXTRA LINES...]: a small valid config training good.h5 (make_data.py) into
+# $T/run, plus lines appended.
+config() {
+    local file=$1
+    shift
+    cat >"$file" <<INI
+[data]
+train = $T/good.h5
+
+[network]
+layers = 4, 8, 3
+hidden = tanh
+output = softmax
+cost = cross_entropy
+
+[train]
+epochs = 2
+batch_size = 16
+learning_rate = 0.1
+
+[checkpoint]
+dir = $T/run
+every_epochs = 1
+
+[log]
+progress = off
+INI
+    for line in "$@"; do printf '%s\n' "$line" >>"$file"; done
+}
+
 ok() { passes=$((passes + 1)); }
 bad() {
     fails=$((fails + 1))

@@ -4,34 +4,6 @@
 source "$(dirname "$0")/lib.sh"
 $PY "$SRC/tests/cli/make_data.py" "$T" || exit 1
 
-config() { # config FILE [EXTRA LINES...]: a small valid config, plus lines appended
-    local file=$1
-    shift
-    cat >"$file" <<INI
-[data]
-train = $T/good.h5
-
-[network]
-layers = 4, 8, 3
-hidden = tanh
-output = softmax
-cost = cross_entropy
-
-[train]
-epochs = 2
-batch_size = 16
-learning_rate = 0.1
-
-[checkpoint]
-dir = $T/run
-every_epochs = 1
-
-[log]
-progress = off
-INI
-    for line in "$@"; do printf '%s\n' "$line" >>"$file"; done
-}
-
 config good.ini
 sed 's/^\[train\]$/[training]/' good.ini >section.ini
 sed 's/^epochs = 2$/epochs = 2\nepoch = 3/' good.ini >key.ini
@@ -54,7 +26,7 @@ for np in 1 2; do
     expect "np$np --set range" 2 '--set train\.epochs=0: \[train\] epochs: 0 is out of range' run train good.ini --set train.epochs=0
     expect "np$np --set key" 2 "--set train\.nope=1: unknown key 'nope' in \[train\]" run train good.ini --set train.nope=1
     expect "np$np --set form" 2 '--set epochs: expected SECTION\.KEY=VALUE' run train good.ini --set epochs
-    expect "np$np no config file" 2 'nosuch\.ini: cannot open' run train nosuch.ini
+    expect "np$np no config file" 2 'nosuch\.ini: no such file' run train nosuch.ini
     expect "np$np no CONFIG" 2 'missing CONFIG' run train
     expect "np$np data missing" 2 'absent\.h5' run train good.ini --set data.train=$T/absent.h5
     expect "np$np data rows" 2 'rows\.h5: /y has 5 rows but /X has 6' run train good.ini --set data.train=$T/rows.h5

@@ -65,7 +65,7 @@ layers = 4, 512, 512, 3
 hidden = relu
 output = softmax
 [train]
-epochs = 30
+epochs = 300
 batch_size = 4
 learning_rate = 0.01
 momentum = 0.5
@@ -85,7 +85,7 @@ sleep 0.5
 pkill -9 -f "$BP train big.ini"
 wait $job
 read -r epoch batch step <<<"$($H5 state killed/latest.h5)"
-check "killed before the end" test "$step" -lt 1500
+check "killed before the end" test "$step" -lt 15000
 check "resume after SIGKILL" mpi 2 train big.ini --resume latest
 check "no temporary files left" test -z "$(ls -A killed | grep tmp)"
 check "resumed run bit-identical" $CMP straight/latest.h5 killed/latest.h5 0

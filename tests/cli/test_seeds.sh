@@ -5,7 +5,7 @@
 source "$(dirname "$0")/lib.sh"
 
 fits() { # fits CKPT DATA: every output within 0.1 of its target
-    "$BP" predict --checkpoint "$1" --data "$2" --out pred.h5 >/dev/null &&
+    "$BP" predict --checkpoint "$1" --data "$2" --out pred.h5 --force >/dev/null &&
         $PY - "$2" <<'PY'
 import sys, h5py, numpy as np
 targets = {"builtin:xor": [0, 1, 1, 0], "builtin:xor_signed": [1, 0, 0, 1]}[sys.argv[1]]
