@@ -1,0 +1,389 @@
+/* HDF5 data sets: /X (n x d) and /y (n labels or n x k targets), read with every check a
+ * damaged or foreign file needs, and written in the same layout by convert. */
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <hdf5.h>
+
+#include "backprop/data.h"
+#include "data_internal.h"
+#include "fileio.h"
+#include "h5util.h"
+#include "internal.h"
+
+/* What the checks need to know about one dataset before reading it. */
+typedef struct {
+    hid_t id;
+    H5T_class_t cls;
+    size_t size; /* bytes per element */
+    int rank;
+    hsize_t dims[H5S_MAX_RANK], maxdims[H5S_MAX_RANK];
+    int chunked, filtered;
+    hsize_t chunk[H5S_MAX_RANK];
+} h5_var;
+
+static const char *h5_class_name(H5T_class_t cls)
+{
+    switch (cls) {
+    case H5T_INTEGER:
+        return "integer";
+    case H5T_FLOAT:
+        return "float";
+    case H5T_STRING:
+        return "string";
+    case H5T_COMPOUND:
+        return "compound";
+    case H5T_ENUM:
+        return "enum";
+    case H5T_ARRAY:
+        return "array";
+    default:
+        return "non-numeric";
+    }
+}
+
+/* Numbers come in a few sizes only; HDF5 1.10 reads past its buffers on a damaged file
+ * whose type claims some other size. Other classes are refused later by name. */
+static int h5_type_valid(const h5_var *v)
+{
+    size_t s = v->size;
+    if (v->cls == H5T_INTEGER)
+        return s == 1 || s == 2 || s == 4 || s == 8;
+    if (v->cls == H5T_FLOAT)
+        return s == 2 || s == 4 || s == 8 || s == 16;
+    return 1;
+}
+
+/* HDF5 1.10 trusts the shapes it reads and copies past its buffers when a damaged file
+ * claims chunks larger than the dataset, or an extent past its maximum; no valid file has
+ * either (H5Dcreate and H5Dset_extent refuse them), so such files are refused unread.
+ * Fills v->chunked and v->chunk. */
+static int h5_layout_valid(h5_var *v)
+{
+    hid_t dcpl = H5Dget_create_plist(v->id);
+    int ok = dcpl >= 0;
+    for (int i = 0; ok && i < v->rank; i++)
+        ok = v->maxdims[i] == H5S_UNLIMITED || v->dims[i] <= v->maxdims[i];
+    v->chunked = ok && v->rank > 0 && H5Pget_layout(dcpl) == H5D_CHUNKED;
+    if (v->chunked) {
+        v->filtered = H5Pget_nfilters(dcpl) != 0;
+        ok = H5Pget_chunk(dcpl, v->rank, v->chunk) == v->rank;
+        for (int i = 0; ok && i < v->rank; i++) {
+            int unlimited = v->maxdims[i] == H5S_UNLIMITED;
+            ok = v->chunk[i] > 0 && (unlimited || v->chunk[i] <= v->maxdims[i]);
+        }
+    }
+    if (dcpl >= 0)
+        H5Pclose(dcpl);
+    return ok;
+}
+
+/* A dataset with unwritten parts reads as fill values: data that was never there. 1.10
+ * calls compressed chunks "partly allocated", so chunks are counted instead; unfiltered
+ * chunks must also be full-sized, or 1.10 reads past a short one. */
+static int h5_fully_written(const h5_var *v)
+{
+    if (!v->chunked) {
+        H5D_space_status_t status;
+        return H5Dget_space_status(v->id, &status) >= 0 && status != H5D_SPACE_STATUS_NOT_ALLOCATED;
+    }
+    hsize_t want = 1, have = 0, chunk_bytes = v->size;
+    for (int i = 0; i < v->rank; i++) {
+        want *= (v->dims[i] + v->chunk[i] - 1) / v->chunk[i];
+        chunk_bytes *= v->chunk[i];
+    }
+    hid_t space = H5Dget_space(v->id);
+    herr_t st = space >= 0 ? H5Dget_num_chunks(v->id, space, &have) : -1;
+    if (space >= 0)
+        H5Sclose(space);
+    if (st < 0 || have != want)
+        return 0;
+    return v->filtered || H5Dget_storage_size(v->id) == have * chunk_bytes;
+}
+
+/* Opens dataset name and reads its type class and shape; v->id must be closed by the
+ * caller whenever it is valid, even on error. */
+static int h5_open_var(hid_t file, const char *name, h5_var *v, const char *path, char *err,
+                       size_t errlen)
+{
+    memset(v, 0, sizeof(*v));
+    v->id = H5I_INVALID_HID;
+    if (H5Lexists(file, name, H5P_DEFAULT) <= 0)
+        return bp__fail(err, errlen, BP_EFORMAT,
+                        "%s: no dataset %s (expected /X: n x d and /y: n labels or n x k targets)",
+                        path, name);
+    v->id = H5Dopen2(file, name, H5P_DEFAULT);
+    if (v->id < 0)
+        return bp__fail(err, errlen, BP_EFORMAT, "%s: %s is not a readable dataset", path, name);
+    hid_t type = H5Dget_type(v->id), space = H5Dget_space(v->id);
+    v->cls = type >= 0 ? H5Tget_class(type) : H5T_NO_CLASS;
+    v->size = type >= 0 ? H5Tget_size(type) : 0;
+    v->rank = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
+    if (v->rank > 0 && H5Sget_simple_extent_dims(space, v->dims, v->maxdims) < 0)
+        v->rank = -1;
+    if (type >= 0)
+        H5Tclose(type);
+    if (space >= 0)
+        H5Sclose(space);
+    if (v->rank < 0 || v->cls == H5T_NO_CLASS)
+        return bp__fail(err, errlen, BP_EFORMAT, "%s: cannot read the type and shape of %s", path,
+                        name);
+    if (!h5_type_valid(v))
+        return bp__fail(err, errlen, BP_EFORMAT, "%s: %s is damaged (%zu-byte %s elements)", path,
+                        name, v->size, h5_class_name(v->cls));
+    return 0;
+}
+
+/* Values stored outside the file (a virtual dataset's source files, external raw files)
+ * read as fill values wherever those files are missing, short or unmapped: data that was
+ * never there, and nothing to tell it from real zeros. Only storage inside the file, whose
+ * extent can be checked, is read. */
+static const char *h5_foreign_storage(const h5_var *v)
+{
+    hid_t dcpl = H5Dget_create_plist(v->id);
+    const char *kind = NULL;
+    if (dcpl < 0)
+        return "unreadable";
+    if (H5Pget_layout(dcpl) == H5D_VIRTUAL)
+        kind = "a virtual dataset (its values live in other files)";
+    else if (H5Pget_external_count(dcpl) > 0)
+        kind = "stored in external files";
+    H5Pclose(dcpl);
+    return kind;
+}
+
+/* After the shape checks: the dataset's storage is in the file, consistent and complete. */
+static int h5_check_storage(h5_var *v, const char *name, const char *path, char *err, size_t errlen)
+{
+    const char *foreign = h5_foreign_storage(v);
+    if (foreign)
+        return bp__fail(err, errlen, BP_EFORMAT,
+                        "%s: %s is %s; store the values in the file itself (h5py: "
+                        "f2['%s'] = f['%s'][:])",
+                        path, name, foreign, name + 1, name + 1);
+    if (!h5_layout_valid(v))
+        return bp__fail(err, errlen, BP_EFORMAT,
+                        "%s: %s is damaged (its shape and storage layout disagree)", path, name);
+    if (!h5_fully_written(v))
+        return bp__fail(err, errlen, BP_EFORMAT,
+                        "%s: %s is incomplete (never fully written, or damaged)", path, name);
+    return 0;
+}
+
+static int h5_read_X(hid_t file, bp_dataset *ds, const char *path, char *err, size_t errlen)
+{
+    h5_var v;
+    int rc = h5_open_var(file, "/X", &v, path, err, errlen);
+    if (rc < 0)
+        goto cleanup;
+    /* Integers convert to bp_real exactly enough; strings and compounds have no meaning. */
+    if (v.cls != H5T_FLOAT && v.cls != H5T_INTEGER) {
+        rc = bp__fail(err, errlen, BP_EFORMAT, "%s: /X holds %s values; expected floats", path,
+                      h5_class_name(v.cls));
+        goto cleanup;
+    }
+    if (v.rank != 2) {
+        rc = bp__fail(err, errlen, BP_EFORMAT,
+                      "%s: /X has rank %d; expected 2 (n examples x d features)", path, v.rank);
+        goto cleanup;
+    }
+    if (v.dims[0] == 0 || v.dims[1] == 0) {
+        rc = bp__fail(err, errlen, BP_EFORMAT, "%s: /X is empty (%llu x %llu): no examples to use",
+                      path, (unsigned long long)v.dims[0], (unsigned long long)v.dims[1]);
+        goto cleanup;
+    }
+    /* The size first: it needs no reading, and a small file can declare terabytes. */
+    rc = bp__dataset_fits((size_t)v.dims[0], (size_t)v.dims[1], 0, 0, path, err, errlen);
+    if (rc == 0)
+        rc = h5_check_storage(&v, "/X", path, err, errlen);
+    if (rc == 0)
+        rc = bp__dataset_alloc(ds, (size_t)v.dims[0], (size_t)v.dims[1], 0, 0, path, err, errlen);
+    if (rc < 0)
+        goto cleanup;
+    if (H5Dread(v.id, BP__H5_REAL, H5S_ALL, H5S_ALL, H5P_DEFAULT, ds->X) < 0)
+        rc = bp__fail(err, errlen, BP_EIO, "%s: cannot read /X (damaged or truncated file?)", path);
+cleanup:
+    if (v.id >= 0)
+        H5Dclose(v.id);
+    return rc;
+}
+
+/* Integer labels, read as long long so a value too large for int is reported as it is
+ * rather than as what HDF5's conversion clamps it to. */
+static int h5_read_labels(hid_t id, bp_dataset *ds, int classes, const char *path, char *err,
+                          size_t errlen)
+{
+    long long *raw = bp__calloc(ds->n, sizeof(long long));
+    ds->labels = bp__calloc(ds->n, sizeof(int));
+    int rc = 0;
+    if (!raw || !ds->labels) {
+        rc = bp__fail(err, errlen, BP_ENOMEM, "%s: out of memory for %zu labels", path, ds->n);
+        goto cleanup;
+    }
+    if (H5Dread(id, H5T_NATIVE_LLONG, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) < 0) {
+        rc = bp__fail(err, errlen, BP_EIO, "%s: cannot read /y (damaged or truncated file?)", path);
+        goto cleanup;
+    }
+    for (size_t i = 0; i < ds->n; i++) {
+        if (raw[i] < INT_MIN || raw[i] > INT_MAX) {
+            rc = bp__fail(err, errlen, BP_EFORMAT, "%s: label %lld at row %zu is out of range",
+                          path, raw[i], i);
+            goto cleanup;
+        }
+        ds->labels[i] = (int)raw[i];
+    }
+    rc = bp__labels_to_onehot(ds, classes, path, err, errlen);
+cleanup:
+    bp__free(raw);
+    return rc;
+}
+
+static int h5_read_targets(hid_t id, bp_dataset *ds, size_t k, const char *path, char *err,
+                           size_t errlen)
+{
+    if (bp__mul(bp__mul(ds->n, k), sizeof(bp_real)) == SIZE_MAX)
+        return bp__fail(err, errlen, BP_EFORMAT, "%s: /y of %zu x %zu values is too large", path,
+                        ds->n, k);
+    ds->Y = bp__calloc(ds->n * k, sizeof(bp_real));
+    if (!ds->Y)
+        return bp__fail(err, errlen, BP_ENOMEM, "%s: out of memory for /y (%zu x %zu)", path, ds->n,
+                        k);
+    ds->k = k;
+    if (H5Dread(id, BP__H5_REAL, H5S_ALL, H5S_ALL, H5P_DEFAULT, ds->Y) < 0)
+        return bp__fail(err, errlen, BP_EIO, "%s: cannot read /y (damaged or truncated file?)",
+                        path);
+    return bp__check_finite(ds->Y, ds->n, k, path, "/y", err, errlen);
+}
+
+/* /y decides the kind of data set: rank-1 integers are class labels, floats are targets
+ * (rank 1: one column; rank 2: n x k). */
+static int h5_read_y(hid_t file, bp_dataset *ds, int classes, const char *path, char *err,
+                     size_t errlen)
+{
+    h5_var v;
+    int rc = h5_open_var(file, "/y", &v, path, err, errlen);
+    if (rc < 0)
+        goto cleanup;
+    int labels = v.cls == H5T_INTEGER && v.rank == 1;
+    int targets = v.cls == H5T_FLOAT && (v.rank == 1 || v.rank == 2);
+    if (v.cls != H5T_INTEGER && v.cls != H5T_FLOAT)
+        rc = bp__fail(err, errlen, BP_EFORMAT,
+                      "%s: /y holds %s values; expected integer labels or float targets", path,
+                      h5_class_name(v.cls));
+    else if (!labels && !targets)
+        rc = bp__fail(err, errlen, BP_EFORMAT,
+                      "%s: /y holds %s values of rank %d; expected n integer labels or n x k "
+                      "float targets",
+                      path, h5_class_name(v.cls), v.rank);
+    else if (v.dims[0] != ds->n)
+        rc = bp__fail(err, errlen, BP_EFORMAT, "%s: /y has %llu rows but /X has %zu", path,
+                      (unsigned long long)v.dims[0], ds->n);
+    else if (targets && v.rank == 2 && v.dims[1] == 0)
+        rc = bp__fail(err, errlen, BP_EFORMAT, "%s: /y has no columns", path);
+    else
+        rc = h5_check_storage(&v, "/y", path, err, errlen);
+    if (rc < 0)
+        goto cleanup;
+    if (labels)
+        rc = h5_read_labels(v.id, ds, classes, path, err, errlen);
+    else
+        rc = h5_read_targets(v.id, ds, v.rank == 2 ? (size_t)v.dims[1] : 1, path, err, errlen);
+cleanup:
+    if (v.id >= 0)
+        H5Dclose(v.id);
+    return rc;
+}
+
+int bp__load_h5(bp_dataset *ds, const char *path, int classes, char *err, size_t errlen)
+{
+    int rc = bp__input_check(path, NULL, err, errlen);
+    if (rc < 0)
+        return rc;
+    /* HDF5 would print its own error stack to stderr; our one line says it better. */
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (H5Fis_hdf5(path) <= 0)
+        return bp__fail(err, errlen, BP_EFORMAT, "%s: not an HDF5 file", path);
+    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (file < 0)
+        return bp__fail(err, errlen, BP_EFORMAT,
+                        "%s: cannot open as HDF5 (damaged or truncated file?)", path);
+    rc = h5_read_X(file, ds, path, err, errlen);
+    if (rc == 0)
+        rc = h5_read_y(file, ds, classes, path, err, errlen);
+    if (rc == 0)
+        rc = bp__check_finite(ds->X, ds->n, ds->d, path, "/X", err, errlen);
+    H5Fclose(file);
+    return rc;
+}
+
+/* Chunked and deflated when the filter is there: Fashion-MNIST's mostly-zero pixels shrink
+ * several times over, and chunks of about 1 MiB keep reads streaming. */
+static hid_t h5_create_props(int rank, const hsize_t *dims, size_t elem)
+{
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    if (dcpl < 0 || H5Zfilter_avail(H5Z_FILTER_DEFLATE) <= 0)
+        return dcpl;
+    hsize_t chunk[2] = {1, 1};
+    size_t row_bytes = elem;
+    if (rank == 2) {
+        chunk[1] = dims[1] < (1u << 18) ? dims[1] : (1u << 18);
+        row_bytes = bp__mul(elem, (size_t)chunk[1]);
+    }
+    chunk[0] = (hsize_t)((1u << 20) / row_bytes);
+    if (chunk[0] == 0)
+        chunk[0] = 1;
+    if (chunk[0] > dims[0])
+        chunk[0] = dims[0];
+    if (H5Pset_chunk(dcpl, rank, chunk) < 0 || H5Pset_shuffle(dcpl) < 0 ||
+        H5Pset_deflate(dcpl, 1) < 0) {
+        H5Pclose(dcpl);
+        return H5I_INVALID_HID;
+    }
+    return dcpl;
+}
+
+/* Writes one (rows) or (rows, cols) dataset, converting mtype in memory to ftype on disk. */
+static int h5_write_var(hid_t file, const char *name, hid_t ftype, hid_t mtype, int rank,
+                        size_t rows, size_t cols, const void *data)
+{
+    hsize_t dims[2] = {rows, cols};
+    hid_t space = H5Screate_simple(rank, dims, NULL);
+    hid_t dcpl = h5_create_props(rank, dims, H5Tget_size(ftype));
+    hid_t dset = H5I_INVALID_HID;
+    herr_t status = -1;
+    if (space >= 0 && dcpl >= 0)
+        dset = H5Dcreate2(file, name, ftype, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (dset >= 0)
+        status = H5Dwrite(dset, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+    if (dset >= 0 && H5Dclose(dset) < 0)
+        status = -1;
+    if (dcpl >= 0)
+        H5Pclose(dcpl);
+    if (space >= 0)
+        H5Sclose(space);
+    return status < 0 ? -1 : 0;
+}
+
+int bp_dataset_write_h5(const bp_dataset *ds, const char *path, int replace, char *err,
+                        size_t errlen)
+{
+    if (!path || !*path)
+        return bp__fail(err, errlen, BP_EINVAL, "no output file given");
+    if (ds->n == 0 || ds->d == 0 || ds->k == 0 || !ds->X || (!ds->labels && !ds->Y))
+        return bp__fail(err, errlen, BP_EINVAL, "%s: nothing to write (the data set is empty)",
+                        path);
+    hid_t file = bp__h5_create(0);
+    int bad = file < 0 ||
+              h5_write_var(file, "/X", H5T_IEEE_F32LE, BP__H5_REAL, 2, ds->n, ds->d, ds->X) < 0;
+    if (!bad && ds->labels)
+        bad = h5_write_var(file, "/y", H5T_STD_I32LE, H5T_NATIVE_INT, 1, ds->n, 1, ds->labels);
+    else if (!bad)
+        bad = h5_write_var(file, "/y", H5T_IEEE_F32LE, BP__H5_REAL, 2, ds->n, ds->k, ds->Y);
+    if (bad) {
+        bp__h5_close(file);
+        return bp__fail(err, errlen, BP_ENOMEM, "%s: cannot build the HDF5 file (out of memory?)",
+                        path);
+    }
+    return bp__h5_publish(file, path, replace ? BP__OUT_REPLACE : 0, err, errlen);
+}
