@@ -25,7 +25,7 @@
 #define BP__H5_FILE_REAL H5T_IEEE_F32LE
 #endif
 
-#define NCOLS 10
+#define NCOLS BP_METRIC_COLUMNS
 /* Each chunk carries its own checksum and HDF5 caps a chunk at 4 GiB: 1 MiB of floats. */
 #define CHUNK_ELEMS ((hsize_t)1 << 18)
 /* bp__hash's starting value (FNV-1a 64). */
@@ -33,7 +33,7 @@
 /* Bounds the 'layers' attribute of a file we did not write before anything is sized by it. */
 #define MAX_SIZES 1024
 
-static const char *const metric_columns[NCOLS] = {
+const char *const bp_metric_columns[NCOLS] = {
     "epoch",        "step",      "train_cost",    "train_accuracy", "val_cost",
     "val_accuracy", "test_cost", "test_accuracy", "samples_per_s",  "elapsed_s"};
 static const char *const train_int_names[3] = {"epoch", "batch_in_epoch", "global_step"};
@@ -205,7 +205,7 @@ static int write_metrics(hid_t train, const bp_train_state *st)
         goto cleanup;
     if (rows && H5Dwrite(dset, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows) < 0)
         goto cleanup;
-    rc = bp__h5_write_attr(dset, "columns", strtype, strtype, NCOLS, metric_columns);
+    rc = bp__h5_write_attr(dset, "columns", strtype, strtype, NCOLS, bp_metric_columns);
 cleanup:
     bp__h5_close(strtype);
     bp__h5_close(dset);

@@ -62,19 +62,19 @@ int bp_comm_max_double(const bp_comm *comm, double *value)
     return allreduce(comm, value, 1, MPI_DOUBLE, MPI_MAX);
 }
 
-int bp_comm_agree(const bp_comm *comm, int status, int *who)
+int bp_comm_agree(const bp_comm *comm, int value, int *max, int *who)
 {
-    *who = comm->rank;
+    *max = value, *who = comm->rank;
     if (comm->size == 1)
-        return status;
+        return 0;
     struct {
         int value, rank;
-    } in = {status, comm->rank}, out;
+    } in = {value, comm->rank}, out;
     /* MAXLOC breaks ties by the lowest rank. */
     if (MPI_Allreduce(&in, &out, 1, MPI_2INT, MPI_MAXLOC, MPI_COMM_WORLD) != MPI_SUCCESS)
-        return 1;
-    *who = out.rank;
-    return out.value;
+        return BP_ECOMM;
+    *max = out.value, *who = out.rank;
+    return 0;
 }
 
 int bp_comm_same(const bp_comm *comm, uint64_t value)
@@ -83,16 +83,9 @@ int bp_comm_same(const bp_comm *comm, uint64_t value)
         return 1;
     uint64_t v[2] = {value, ~value}, r[2];
     if (MPI_Allreduce(v, r, 2, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS)
-        return 0;
+        return BP_ECOMM;
     /* max(v) == v and max(~v) == ~v on every rank only when all v are equal. */
     return r[0] == value && r[1] == ~value;
-}
-
-int bp_comm_bcast_string(const bp_comm *comm, char *buf, size_t len)
-{
-    if (comm->size == 1)
-        return 0;
-    return MPI_Bcast(buf, (int)len, MPI_CHAR, 0, MPI_COMM_WORLD) == MPI_SUCCESS ? 0 : BP_ECOMM;
 }
 
 void bp_shard(size_t m, int rank, int size, size_t *start, size_t *end)

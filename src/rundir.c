@@ -16,10 +16,6 @@
 #include "internal.h"
 #include "rundir.h"
 
-#define CSV_HEADER                                                                                 \
-    "epoch,step,train_cost,train_accuracy,val_cost,val_accuracy,test_cost,test_accuracy,"          \
-    "samples_per_s,elapsed_s\n"
-
 static int mkdirs(const char *path)
 {
     char buf[BP_PATH_MAX];
@@ -71,26 +67,6 @@ int bp_rundir_resolve(const bp_config *cfg, const char *resume, char *out, size_
                         "--resume latest: no checkpoint in %s (%s not found)", cfg->checkpoint_dir,
                         out);
     return 0;
-}
-
-int bp_rundir_resume(bp_trainer *t, const char *path, char *err, size_t errlen)
-{
-    bp_checkpoint ck;
-    int rc = bp_checkpoint_read(path, &ck, err, errlen);
-    if (rc < 0)
-        return rc;
-    rc = bp_checkpoint_match(&ck, &t->net, err, errlen);
-    if (rc == 0) {
-        memcpy(t->net.params, ck.net.params, t->net.nparams * sizeof(bp_real));
-        memcpy(t->velocity, ck.velocity, t->net.nparams * sizeof(bp_real));
-        t->st = ck.state; /* takes over the metrics array */
-        ck.state.metrics = NULL;
-        ck.state.nmetrics = 0;
-        t->last_ckpt_step = t->st.global_step;
-        t->resumed = 1;
-    }
-    bp_checkpoint_free(&ck);
-    return rc;
 }
 
 static int check_writable(const char *dir, char *err, size_t errlen)
@@ -159,9 +135,9 @@ static int metrics_in_dir(const bp_config *c)
            a.st_ino == b.st_ino;
 }
 
-int bp_rundir_prepare(bp_trainer *t, int resuming, char *err, size_t errlen)
+int bp_rundir_prepare(const bp_config *c, int resuming, bp__lock *dir_lock, bp__lock *metrics_lock,
+                      char *err, size_t errlen)
 {
-    const bp_config *c = t->cfg;
     int rc = check_writable(c->checkpoint_dir, err, errlen);
     if (rc < 0)
         return rc;
@@ -169,9 +145,9 @@ int bp_rundir_prepare(bp_trainer *t, int resuming, char *err, size_t errlen)
     parent_dir(c->metrics, metrics_dir, sizeof(metrics_dir));
     rc = check_writable(metrics_dir, err, errlen);
     if (rc == 0)
-        rc = take_lock(&t->dir_lock, c->checkpoint_dir, 1, err, errlen);
+        rc = take_lock(dir_lock, c->checkpoint_dir, 1, err, errlen);
     if (rc == 0 && !metrics_in_dir(c))
-        rc = take_lock(&t->metrics_lock, c->metrics, 0, err, errlen);
+        rc = take_lock(metrics_lock, c->metrics, 0, err, errlen);
     if (rc < 0)
         return rc;
     struct stat st;
@@ -211,16 +187,18 @@ static size_t csv_row(char *buf, const bp_metrics_row *r)
 
 /* Publishes the header and the rows so far in place of the metrics file: a resumed run's
  * CSV holds each epoch once. */
-static int rewrite_metrics(const bp_trainer *t, char *err, size_t errlen)
+static int rewrite_metrics(const bp_config *cfg, const bp_train_state *st, char *err, size_t errlen)
 {
-    size_t len = strlen(CSV_HEADER);
-    char *text = bp__calloc(len + t->st.nmetrics * CSV_ROW_MAX + 1, 1);
+    char *text = bp__calloc(CSV_ROW_MAX * (st->nmetrics + 1), 1);
     if (!text)
-        return bp__fail(err, errlen, BP_ENOMEM, "%s: out of memory", t->cfg->metrics);
-    memcpy(text, CSV_HEADER, len);
-    for (size_t i = 0; i < t->st.nmetrics; i++)
-        len += csv_row(text + len, &t->st.metrics[i]);
-    int rc = bp__publish(t->cfg->metrics, text, len, BP__OUT_REPLACE, err, errlen);
+        return bp__fail(err, errlen, BP_ENOMEM, "%s: out of memory", cfg->metrics);
+    size_t len = 0;
+    for (int i = 0; i < BP_METRIC_COLUMNS; i++)
+        len += (size_t)sprintf(text + len, "%s%c", bp_metric_columns[i],
+                               i + 1 < BP_METRIC_COLUMNS ? ',' : '\n');
+    for (size_t i = 0; i < st->nmetrics; i++)
+        len += csv_row(text + len, &st->metrics[i]);
+    int rc = bp__publish(cfg->metrics, text, len, BP__OUT_REPLACE, err, errlen);
     bp__free(text);
     return rc;
 }
@@ -243,25 +221,26 @@ static void remove_stale_temps(const char *dir)
     closedir(d);
 }
 
-int bp_rundir_start(bp_trainer *t, char *err, size_t errlen)
+int bp_rundir_start(const bp_config *cfg, const bp_train_state *st, char *err, size_t errlen)
 {
-    remove_stale_temps(t->cfg->checkpoint_dir);
-    return rewrite_metrics(t, err, errlen);
+    remove_stale_temps(cfg->checkpoint_dir);
+    return rewrite_metrics(cfg, st, err, errlen);
 }
 
-int bp_rundir_append_metrics(const bp_trainer *t, const bp_metrics_row *row, char *err,
+int bp_rundir_append_metrics(const bp_config *cfg, const bp_metrics_row *row, char *err,
                              size_t errlen)
 {
     char line[CSV_ROW_MAX];
     size_t len = csv_row(line, row);
-    return bp__append(t->cfg->metrics, line, len, err, errlen);
+    return bp__append(cfg->metrics, line, len, err, errlen);
 }
 
 /* latest.h5 becomes a second name of the newest checkpoint: link to a temporary name,
  * rename over latest.h5. Where hard links are not supported, a full copy is written. */
-static int update_latest(const bp_trainer *t, const char *ckpt, char *err, size_t errlen)
+static int update_latest(const bp_config *cfg, const bp_run_snapshot *s, const char *ckpt,
+                         char *err, size_t errlen)
 {
-    const char *dir = t->cfg->checkpoint_dir;
+    const char *dir = cfg->checkpoint_dir;
     char latest[BP_PATH_MAX + 16], tmp[BP_PATH_MAX + 48];
     snprintf(latest, sizeof(latest), "%s/latest.h5", dir);
     bp__temp_name(latest, tmp, sizeof(tmp));
@@ -274,7 +253,7 @@ static int update_latest(const bp_trainer *t, const char *ckpt, char *err, size_
         unlink(tmp);
         return bp__fail(err, errlen, BP_EIO, "%s: cannot rename (%s)", latest, strerror(errno));
     }
-    return bp_checkpoint_write(latest, &t->net, t->velocity, &t->st, t->config_text, err, errlen);
+    return bp_checkpoint_write(latest, s->net, s->velocity, s->st, s->config_text, err, errlen);
 }
 
 static int step_of(const char *name, long *step)
@@ -321,33 +300,15 @@ static void prune(const char *dir, long keep)
     bp__free(steps);
 }
 
-static int write_checkpoint_files(bp_trainer *t, char *err, size_t errlen)
+int bp_rundir_write_checkpoint(const bp_config *cfg, const bp_run_snapshot *s, char *err,
+                               size_t errlen)
 {
     char path[BP_PATH_MAX + 32];
-    snprintf(path, sizeof(path), "%s/ckpt-%ld.h5", t->cfg->checkpoint_dir, t->st.global_step);
-    int rc = bp_checkpoint_write(path, &t->net, t->velocity, &t->st, t->config_text, err, errlen);
+    snprintf(path, sizeof(path), "%s/ckpt-%ld.h5", cfg->checkpoint_dir, s->st->global_step);
+    int rc = bp_checkpoint_write(path, s->net, s->velocity, s->st, s->config_text, err, errlen);
     if (rc == 0)
-        rc = update_latest(t, path, err, errlen);
+        rc = update_latest(cfg, s, path, err, errlen);
     if (rc == 0)
-        prune(t->cfg->checkpoint_dir, t->cfg->keep);
+        prune(cfg->checkpoint_dir, cfg->keep);
     return rc;
-}
-
-int bp_rundir_checkpoint(bp_trainer *t, char *err, size_t errlen)
-{
-    size_t bytes = t->net.nparams * sizeof(bp_real);
-    uint64_t h = bp__hash(t->velocity, bytes, bp_net_checksum(&t->net));
-    if (!bp_comm_same(&t->comm, h))
-        return bp__fail(err, errlen, BP_ECOMM,
-                        "replicas differ at step %ld: the ranks' weights are no longer "
-                        "bit-identical",
-                        t->st.global_step);
-    t->st.elapsed_s = bp_trainer_elapsed(t);
-    t->st.ranks = t->comm.size;
-    int rc = t->comm.rank == 0 ? write_checkpoint_files(t, err, errlen) : 0;
-    int who;
-    if (bp_comm_agree(&t->comm, rc < 0, &who) != 0)
-        return rc < 0 ? rc : BP_EIO;
-    t->last_ckpt_step = t->st.global_step;
-    return 0;
 }

@@ -1,35 +1,43 @@
-/* The run directory: checkpoint files, latest.h5, pruning, resuming, and the metrics CSV.
- * Only rank 0 touches files, except bp_rundir_resume, which every rank runs. */
+/* The run directory: its lock, checkpoint files, latest.h5, pruning, and the metrics CSV.
+ * Rank 0's file work only, on what it is handed: no collectives, no trainer. The trainer
+ * (train.c) decides when, and agrees the outcome across ranks. */
 #ifndef BACKPROP_RUNDIR_H
 #define BACKPROP_RUNDIR_H
 
-#include "train.h"
+#include "backprop/checkpoint.h"
+#include "backprop/config.h"
+#include "fileio.h"
+
+/* What a checkpoint holds, borrowed from the trainer for one write. */
+typedef struct {
+    const bp_net *net;
+    const bp_real *velocity;
+    const bp_train_state *st;
+    const char *config_text;
+} bp_run_snapshot;
 
 /* "latest" -> DIR/latest.h5 (which must exist); anything else is a path. */
 int bp_rundir_resolve(const bp_config *cfg, const char *resume, char *out, size_t outlen, char *err,
                       size_t errlen);
 
-/* Every rank: loads the checkpoint into t (parameters, velocity, state) after checking it
- * fits the configured network. */
-int bp_rundir_resume(bp_trainer *t, const char *path, char *err, size_t errlen);
+/* Before any work: creates the directories, checks they are writable, takes the run
+ * directory's lock into dir_lock (and the metrics file's into metrics_lock when it lives
+ * elsewhere), and refuses a fresh run over a directory that already holds one. BP_EINVAL
+ * when another run holds a lock. Writes nothing that stays: bp__lock_drop removes the lock
+ * files. */
+int bp_rundir_prepare(const bp_config *cfg, int resuming, bp__lock *dir_lock,
+                      bp__lock *metrics_lock, char *err, size_t errlen);
 
-/* Rank 0, before any work: creates the directories, checks they are writable, takes the
- * run directory's lock (and the metrics file's, when it lives elsewhere) into t, and
- * refuses a fresh run over a directory that already holds one. BP_EINVAL when another run
- * holds a lock. Writes nothing that stays: bp_trainer_free drops the locks and removes
- * their files. */
-int bp_rundir_prepare(bp_trainer *t, int resuming, char *err, size_t errlen);
+/* Once all ranks agreed to start: removes stale temporary files and starts the metrics
+ * CSV (a header, or on resume the rows in st, so none repeats). */
+int bp_rundir_start(const bp_config *cfg, const bp_train_state *st, char *err, size_t errlen);
 
-/* Rank 0, once all ranks agreed to start: removes stale temporary files and starts the
- * metrics CSV (a header, or on resume the rows of the checkpoint, so none repeats). */
-int bp_rundir_start(bp_trainer *t, char *err, size_t errlen);
-
-/* Rank 0: appends one row and flushes it. */
-int bp_rundir_append_metrics(const bp_trainer *t, const bp_metrics_row *row, char *err,
+/* Appends one row, whole or not at all. */
+int bp_rundir_append_metrics(const bp_config *cfg, const bp_metrics_row *row, char *err,
                              size_t errlen);
 
-/* Every rank: checks the replicas are bit-identical, then rank 0 writes ckpt-<step>.h5 and
- * latest.h5 and prunes to `keep`; the outcome is agreed across ranks. */
-int bp_rundir_checkpoint(bp_trainer *t, char *err, size_t errlen);
+/* Writes ckpt-<global step>.h5 and latest.h5, then prunes to [checkpoint] keep. */
+int bp_rundir_write_checkpoint(const bp_config *cfg, const bp_run_snapshot *s, char *err,
+                               size_t errlen);
 
 #endif

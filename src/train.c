@@ -1,5 +1,6 @@
-/* The training loop: setup, the distributed step, epochs, evaluation, metrics. The
- * checkpoint directory's bookkeeping lives in rundir.c. */
+/* The trainer: setup, the distributed step, epochs, evaluation, metrics, and every point
+ * where the ranks agree. All collectives of a run are called from here (through comm.c);
+ * rundir.c does rank 0's file work on what this file hands it. */
 #define _GNU_SOURCE /* sched_getaffinity */
 #include <errno.h>
 #include <sched.h>
@@ -91,6 +92,28 @@ static int net_fits(const bp_config *c, size_t rows, char *err, size_t errlen)
     return bp__memory_check(bytes, what, err, errlen);
 }
 
+/* Every rank: loads the checkpoint into t (parameters, velocity, state) after checking it
+ * fits the configured network. */
+static int resume_from(bp_trainer *t, const char *path, char *err, size_t errlen)
+{
+    bp_checkpoint ck;
+    int rc = bp_checkpoint_read(path, &ck, err, errlen);
+    if (rc < 0)
+        return rc;
+    rc = bp_checkpoint_match(&ck, &t->net, err, errlen);
+    if (rc == 0) {
+        memcpy(t->net.params, ck.net.params, t->net.nparams * sizeof(bp_real));
+        memcpy(t->velocity, ck.velocity, t->net.nparams * sizeof(bp_real));
+        t->st = ck.state; /* takes over the metrics array */
+        ck.state.metrics = NULL;
+        ck.state.nmetrics = 0;
+        t->last_ckpt_step = t->st.global_step;
+        t->resumed = 1;
+    }
+    bp_checkpoint_free(&ck);
+    return rc;
+}
+
 static int build_net(bp_trainer *t, const char *resume_path, char *err, size_t errlen)
 {
     const bp_config *c = t->cfg;
@@ -105,7 +128,7 @@ static int build_net(bp_trainer *t, const char *resume_path, char *err, size_t e
     if (!t->velocity || !t->grad)
         return bp__fail(err, errlen, BP_ENOMEM, "out of memory for %zu parameters", t->net.nparams);
     if (resume_path)
-        return bp_rundir_resume(t, resume_path, err, errlen);
+        return resume_from(t, resume_path, err, errlen);
     /* Every rank draws the same weights from the same seed: no broadcast needed. */
     bp_rng_seed(&t->st.rng, c->seed);
     bp_net_init(&t->net, c->init, c->init_epsilon, &t->st.rng);
@@ -129,22 +152,29 @@ static int alloc_buffers(bp_trainer *t, char *err, size_t errlen)
     return 0;
 }
 
-int bp_trainer_setup(bp_trainer *t, const bp_config *cfg, const char *config_text,
-                     const bp_comm *comm, const char *resume, char *err, size_t errlen)
+/* Every rank's outcome becomes everyone's: the worst code, reported by one rank. Returns
+ * the agreed code; err is kept only on the rank that reports it (among those with the
+ * worst code, one that has a message, the lowest), and emptied on the others. */
+static int agree(const bp_comm *comm, int rc, char *err, size_t errlen)
 {
-    memset(t, 0, sizeof(*t));
-    t->dir_lock.fd = t->metrics_lock.fd = -1;
-    t->cfg = cfg;
-    t->config_text = config_text;
-    t->comm = *comm;
-    t->log = stdout;
-    t->last_ckpt_step = -1;
-    t->threads = cfg->threads ? cfg->threads : bp_auto_threads(comm);
-    bp_set_blas_threads(t->threads);
-    t->progress = comm->rank == 0 && (cfg->progress == BP_PROGRESS_ON ||
-                                      (cfg->progress == BP_PROGRESS_AUTO && isatty(2)));
+    int has_message = rc < 0 && err && errlen && err[0];
+    int worst, who;
+    if (bp_comm_agree(comm, -2 * rc + has_message, &worst, &who) < 0)
+        return bp__fail(err, errlen, BP_ECOMM, "the ranks could not agree: %s",
+                        bp_strerror(BP_ECOMM));
+    if (who != comm->rank && err && errlen)
+        err[0] = 0;
+    return -(worst / 2);
+}
+
+static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
+{
+    const bp_config *cfg = t->cfg;
     /* The run directory first: a second run started on it ends here, before any work. */
-    int rc = comm->rank == 0 ? bp_rundir_prepare(t, resume != NULL, err, errlen) : 0;
+    int rc = t->comm.rank == 0 ? bp_rundir_prepare(cfg, resume != NULL, &t->dir_lock,
+                                                   &t->metrics_lock, err, errlen)
+                               : 0;
+    rc = agree(&t->comm, rc, err, errlen);
     char resume_path[BP_PATH_MAX + 32] = "";
     if (rc == 0 && resume)
         rc = bp_rundir_resolve(cfg, resume, resume_path, sizeof(resume_path), err, errlen);
@@ -154,16 +184,53 @@ int bp_trainer_setup(bp_trainer *t, const bp_config *cfg, const char *config_tex
         rc = load_data(t, err, errlen);
     if (rc == 0)
         rc = alloc_buffers(t, err, errlen);
-    t->st.ranks = comm->size;
+    t->st.ranks = t->comm.size;
     t->opt = (bp_sgd){.learning_rate = cfg->learning_rate,
                       .lambda = cfg->lambda,
                       .momentum = cfg->momentum,
                       .n_train = (double)t->train.n};
-    return rc;
+    return agree(&t->comm, rc, err, errlen);
+}
+
+int bp_trainer_create(bp_trainer **out, const bp_config *cfg, const char *config_text,
+                      const bp_comm *comm, const char *resume, char *err, size_t errlen)
+{
+    if (err && errlen)
+        err[0] = 0;
+    *out = NULL;
+    bp_trainer *t = bp__calloc(1, sizeof(*t));
+    size_t need = config_text ? strlen(config_text) + 1 : bp_config_format(cfg, NULL, 0) + 1;
+    char *text = t ? bp__calloc(need, 1) : NULL;
+    int rc = text ? 0 : bp__fail(err, errlen, BP_ENOMEM, "out of memory");
+    if (text && config_text)
+        memcpy(text, config_text, need);
+    else if (text)
+        bp_config_format(cfg, text, need);
+    if (t) {
+        t->dir_lock.fd = t->metrics_lock.fd = -1;
+        t->cfg = cfg;
+        t->config_text = text;
+        t->comm = *comm;
+        t->last_ckpt_step = -1;
+        t->threads = cfg->threads ? cfg->threads : bp_auto_threads(comm);
+        bp_set_blas_threads(t->threads);
+    }
+    rc = t && text ? setup(t, resume, err, errlen) : agree(comm, rc, err, errlen);
+    if (rc < 0) {
+        if (t)
+            bp_trainer_free(t);
+        else
+            bp__free(text);
+        return rc;
+    }
+    *out = t;
+    return 0;
 }
 
 void bp_trainer_free(bp_trainer *t)
 {
+    if (!t)
+        return;
     bp__lock_drop(&t->metrics_lock);
     bp__lock_drop(&t->dir_lock);
     bp_dataset_free(&t->train);
@@ -178,7 +245,35 @@ void bp_trainer_free(bp_trainer *t)
     bp__free(t->Lb);
     bp__free(t->perm);
     bp__free(t->st.metrics);
-    memset(t, 0, sizeof(*t));
+    bp__free(t->config_text);
+    bp__free(t);
+}
+
+void bp_trainer_get_info(const bp_trainer *t, bp_trainer_info *info)
+{
+    *info = (bp_trainer_info){.nparams = t->net.nparams,
+                              .n_train = t->train.n,
+                              .n_val = t->val.n,
+                              .n_test = t->test.n,
+                              .ranks = t->comm.size,
+                              .threads = t->threads,
+                              .resumed = t->resumed,
+                              .epoch = t->st.epoch,
+                              .batch_in_epoch = t->st.batch_in_epoch,
+                              .global_step = t->st.global_step};
+}
+
+int bp_trainer_step_times(const bp_trainer *t, bp_step_times *times)
+{
+    double n = (double)t->timed_steps, slowest = t->compute_s;
+    int rc = bp_comm_max_double(&t->comm, &slowest);
+    double ms = n > 0 ? 1e3 / n : 0;
+    *times = (bp_step_times){.steps = t->timed_steps,
+                             .compute_ms = ms * t->compute_s,
+                             .slowest_compute_ms = ms * (rc == 0 ? slowest : t->compute_s),
+                             .exchange_ms = ms * t->allreduce_s,
+                             .update_ms = ms * t->update_s};
+    return rc < 0 ? BP_ECOMM : 0;
 }
 
 /* Copies this rank's rows of the global batch perm[first .. first + m) into Xb, Yb, Lb. */
@@ -274,25 +369,6 @@ int bp_evaluate(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, const
     return bp_comm_allreduce_sum_double(comm, out, nout);
 }
 
-static void draw_progress(bp_trainer *t, size_t done, size_t total, double started, int final)
-{
-    static double last;
-    double now = now_s();
-    if (!final && now - last < 0.1)
-        return;
-    last = now;
-    if (final) {
-        fprintf(stderr, "\r\033[K");
-        return;
-    }
-    int width = 30, filled = (int)((double)width * (double)done / (double)total);
-    double rate = t->st.epoch_seen / (t->st.epoch_train_s + now - started + 1e-9);
-    fprintf(stderr, "\r\033[Kepoch %ld/%ld [%.*s%*s] %3.0f%% %.0f samples/s", t->st.epoch + 1,
-            t->cfg->epochs, filled, "==============================", width - filled, "",
-            100.0 * (double)done / (double)total, rate);
-    fflush(stderr);
-}
-
 static double ratio(double a, double b)
 {
     return b > 0 ? a / b : NAN;
@@ -320,35 +396,13 @@ static int end_epoch(bp_trainer *t, bp_metrics_row *row)
         *accs[i] = sets[i]->labels ? ratio(v[1], v[2]) : NAN;
     }
     row->samples_per_s = ratio(t->st.epoch_seen, t->st.epoch_train_s);
-    row->elapsed_s = bp_trainer_elapsed(t);
+    row->elapsed_s = t->elapsed_base + now_s() - t->run_started;
     return 0;
 }
 
-static void print_value(FILE *f, const char *name, double v, int percent)
-{
-    if (isnan(v))
-        return;
-    if (percent)
-        fprintf(f, "  %s %.2f%%", name, 100 * v);
-    else
-        fprintf(f, "  %s %.4f", name, v);
-}
-
-static void print_epoch(const bp_trainer *t, const bp_metrics_row *r)
-{
-    FILE *f = t->log;
-    fprintf(f, "epoch %ld/%ld  step %ld", r->epoch, t->cfg->epochs, r->step);
-    print_value(f, "train_cost", r->train_cost, 0);
-    print_value(f, "train_acc", r->train_accuracy, 1);
-    print_value(f, "val_cost", r->val_cost, 0);
-    print_value(f, "val_acc", r->val_accuracy, 1);
-    print_value(f, "test_cost", r->test_cost, 0);
-    print_value(f, "test_acc", r->test_accuracy, 1);
-    fprintf(f, "  %.0f samples/s  %.1fs\n", r->samples_per_s, r->elapsed_s);
-    fflush(f);
-}
-
-static int finish_epoch(bp_trainer *t, char *err, size_t errlen)
+/* Ends an epoch on every rank: evaluation, the metrics row every rank keeps, rank 0's CSV
+ * row and callback, and the agreement on how rank 0's write went. */
+static int finish_epoch(bp_trainer *t, const bp_callbacks *cb, char *err, size_t errlen)
 {
     t->st.epoch++;
     t->st.batch_in_epoch = 0;
@@ -363,13 +417,40 @@ static int finish_epoch(bp_trainer *t, char *err, size_t errlen)
     t->st.epoch_cost_sum = t->st.epoch_correct = t->st.epoch_seen = t->st.epoch_train_s = 0;
     int rc = 0;
     if (t->comm.rank == 0) {
-        print_epoch(t, &row);
-        rc = bp_rundir_append_metrics(t, &row, err, errlen);
+        if (cb && cb->epoch)
+            cb->epoch(cb->ctx, &row, t->cfg->epochs);
+        rc = bp_rundir_append_metrics(t->cfg, &row, err, errlen);
     }
-    int who;
-    if (bp_comm_agree(&t->comm, rc < 0, &who) != 0)
-        return rc < 0 ? rc : BP_EIO;
-    return 0;
+    return agree(&t->comm, rc, err, errlen);
+}
+
+int bp_trainer_checkpoint(bp_trainer *t, char *err, size_t errlen)
+{
+    if (err && errlen)
+        err[0] = 0;
+    /* Trust, then verify: the replicas must still be bit-identical. */
+    size_t bytes = t->net.nparams * sizeof(bp_real);
+    int same = bp_comm_same(&t->comm, bp__hash(t->velocity, bytes, bp_net_checksum(&t->net)));
+    if (same == BP_ECOMM)
+        return agree(&t->comm,
+                     bp__fail(err, errlen, BP_ECOMM, "comparing the replicas at step %ld failed",
+                              t->st.global_step),
+                     err, errlen);
+    if (!same)
+        return agree(&t->comm,
+                     bp__fail(err, errlen, BP_ECOMM,
+                              "replicas differ at step %ld: the ranks' weights are no longer "
+                              "bit-identical",
+                              t->st.global_step),
+                     err, errlen);
+    t->st.elapsed_s = t->elapsed_base + now_s() - t->run_started;
+    t->st.ranks = t->comm.size;
+    bp_run_snapshot snap = {&t->net, t->velocity, &t->st, t->config_text};
+    int rc = t->comm.rank == 0 ? bp_rundir_write_checkpoint(t->cfg, &snap, err, errlen) : 0;
+    rc = agree(&t->comm, rc, err, errlen);
+    if (rc == 0)
+        t->last_ckpt_step = t->st.global_step;
+    return rc;
 }
 
 static int want_checkpoint(const bp_trainer *t, int epoch_ended)
@@ -381,7 +462,7 @@ static int want_checkpoint(const bp_trainer *t, int epoch_ended)
 }
 
 /* The steps of one epoch from where the state says it stands. */
-static int run_epoch(bp_trainer *t, char *err, size_t errlen)
+static int run_epoch(bp_trainer *t, const bp_callbacks *cb, char *err, size_t errlen)
 {
     size_t n = t->train.n, B = (size_t)t->cfg->batch_size;
     size_t nb = (n + B - 1) / B;
@@ -400,47 +481,47 @@ static int run_epoch(bp_trainer *t, char *err, size_t errlen)
             return bp__fail(err, errlen, rc, "allreduce failed at step %ld", t->st.global_step + 1);
         t->st.batch_in_epoch = (long)s + 1;
         t->st.global_step++;
-        if (t->progress)
-            draw_progress(t, s + 1, nb, started, 0);
+        if (cb && cb->progress) {
+            double rate = t->st.epoch_seen / (t->st.epoch_train_s + now_s() - started + 1e-9);
+            cb->progress(cb->ctx, t->st.epoch + 1, t->cfg->epochs, s + 1, nb, rate);
+        }
         if (s + 1 < nb && want_checkpoint(t, 0)) {
             t->st.epoch_train_s += now_s() - started;
-            rc = bp_rundir_checkpoint(t, err, errlen);
+            rc = bp_trainer_checkpoint(t, err, errlen);
             if (rc < 0)
                 return rc;
             started = now_s();
         }
     }
     t->st.epoch_train_s += now_s() - started;
-    if (t->progress)
-        draw_progress(t, nb, nb, started, 1);
     return 0;
 }
 
-double bp_trainer_elapsed(const bp_trainer *t)
-{
-    return t->elapsed_base + now_s() - t->run_started;
-}
-
-int bp_trainer_run(bp_trainer *t, char *err, size_t errlen)
+/* Where a run goes wrong, the ranks leave together: rank 0's file errors are agreed where
+ * they happen, and the others (divergence, a failed allreduce) are the same on every rank.
+ * The last agreement picks the one rank that reports. */
+static int run(bp_trainer *t, const bp_callbacks *cb, char *err, size_t errlen)
 {
     t->run_started = now_s();
     t->elapsed_base = t->st.elapsed_s;
-    int rc = 0, who;
-    if (t->comm.rank == 0)
-        rc = bp_rundir_start(t, err, errlen);
-    if (bp_comm_agree(&t->comm, rc < 0, &who) != 0)
-        return rc < 0 ? rc : BP_EIO;
-    while (t->st.epoch < t->cfg->epochs) {
-        rc = run_epoch(t, err, errlen);
+    int rc = t->comm.rank == 0 ? bp_rundir_start(t->cfg, &t->st, err, errlen) : 0;
+    rc = agree(&t->comm, rc, err, errlen);
+    while (rc == 0 && t->st.epoch < t->cfg->epochs) {
+        rc = run_epoch(t, cb, err, errlen);
         if (rc == 0)
-            rc = finish_epoch(t, err, errlen);
+            rc = finish_epoch(t, cb, err, errlen);
         if (rc == 0 && want_checkpoint(t, 1))
-            rc = bp_rundir_checkpoint(t, err, errlen);
-        if (rc < 0)
-            return rc;
+            rc = bp_trainer_checkpoint(t, err, errlen);
     }
     /* The end of training always leaves a checkpoint of the final state. */
-    if (t->last_ckpt_step != t->st.global_step)
-        return bp_rundir_checkpoint(t, err, errlen);
-    return 0;
+    if (rc == 0 && t->last_ckpt_step != t->st.global_step)
+        rc = bp_trainer_checkpoint(t, err, errlen);
+    return rc;
+}
+
+int bp_trainer_run(bp_trainer *t, const bp_callbacks *cb, char *err, size_t errlen)
+{
+    if (err && errlen)
+        err[0] = 0;
+    return agree(&t->comm, run(t, cb, err, errlen), err, errlen);
 }

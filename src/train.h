@@ -1,19 +1,18 @@
-/* The data-parallel trainer: every rank holds a full replica, computes the gradient of
- * its shard of each global mini-batch, and one allreduce sums the shards. */
-#ifndef BACKPROP_TRAIN_H
-#define BACKPROP_TRAIN_H
-
-#include <stdio.h>
+/* The trainer's inside (include/backprop/train.h is its outside): the state a run carries,
+ * and the evaluation that eval shares. */
+#ifndef BACKPROP_TRAIN_INTERNAL_H
+#define BACKPROP_TRAIN_INTERNAL_H
 
 #include "backprop/checkpoint.h"
 #include "backprop/config.h"
 #include "backprop/data.h"
+#include "backprop/train.h"
 #include "comm.h"
 #include "fileio.h"
 
-typedef struct {
+struct bp_trainer {
     const bp_config *cfg;
-    const char *config_text; /* effective config, stored in checkpoints */
+    char *config_text; /* effective config, stored in checkpoints */
     bp_comm comm;
     bp_dataset train, val, test;
     bp_net net;
@@ -26,9 +25,7 @@ typedef struct {
     size_t *perm;
     bp_train_state st;
     int threads;         /* BLAS threads per rank in effect */
-    int progress;        /* draw a progress bar (rank 0 only) */
     long last_ckpt_step; /* global step of the newest checkpoint written, -1 if none */
-    FILE *log;           /* where rank 0 prints epoch lines (stdout) */
     int resumed;
     /* Rank 0: the run directory's owner lock, and the metrics file's when it lives
      * elsewhere; held from setup to bp_trainer_free. */
@@ -38,25 +35,7 @@ typedef struct {
     double compute_s, allreduce_s, update_s;
     long timed_steps;
     double run_started, elapsed_base; /* wall clock of this process, and before it */
-} bp_trainer;
-
-/* Prepares the checkpoint directory (rank 0 takes its lock, so that no other run works in
- * it at the same time, checks it is writable, and that a fresh run would not overwrite
- * another run's checkpoints), then loads data and builds (or resumes) the network. resume: NULL, a
- * checkpoint path, or "latest". Returns 0 or a BP_E* code with the reason in err; the caller agrees
- * on the outcome across ranks. */
-int bp_trainer_setup(bp_trainer *t, const bp_config *cfg, const char *config_text,
-                     const bp_comm *comm, const char *resume, char *err, size_t errlen);
-
-/* Trains to cfg->epochs, logging, evaluating and checkpointing as configured. Every
- * collective is entered by every rank; an error is the same on all ranks except where
- * noted in err (I/O on rank 0 is agreed before returning). */
-int bp_trainer_run(bp_trainer *t, char *err, size_t errlen);
-
-void bp_trainer_free(bp_trainer *t);
-
-/* Seconds of the run so far, earlier runs it resumed included. */
-double bp_trainer_elapsed(const bp_trainer *t);
+};
 
 /* Sums over this rank's shard of ds: out[0] cost, out[1] correct, out[2] examples, then
  * k*k confusion counts (true class row, predicted column) when confusion is set; then

@@ -10,6 +10,11 @@
 #define BP_CHECKPOINT_FORMAT "backprop-checkpoint"
 #define BP_CHECKPOINT_VERSION 1
 
+/* The fields of a metrics row, in the order of the metrics CSV's columns and of a
+ * checkpoint's /train/metrics table. */
+#define BP_METRIC_COLUMNS 10
+extern const char *const bp_metric_columns[BP_METRIC_COLUMNS];
+
 /* One row of the metrics CSV; NaN where a value does not apply. */
 typedef struct {
     long epoch; /* 1-based epoch that ended */

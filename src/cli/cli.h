@@ -3,6 +3,9 @@
 #ifndef BACKPROP_CLI_H
 #define BACKPROP_CLI_H
 
+#include <stdio.h>
+
+#include "backprop/checkpoint.h"
 #include "comm.h"
 
 enum { EXIT_OK = 0, EXIT_FAILURE_DURING_WORK = 1, EXIT_BAD_INPUT = 2 };
@@ -20,6 +23,13 @@ void bp_cli_error(int rank, const char *fmt, ...) __attribute__((format(printf, 
 /* All ranks agree on the worst status; the rank that reported it prints msg. Returns the
  * agreed exit status. */
 int bp_cli_agree(const bp_comm *comm, int status, const char *msg);
+
+/* After a collective library call failed (the ranks already agree): the rank whose err
+ * holds the reason prints it; returns status. */
+int bp_cli_report(const bp_comm *comm, int status, const char *err);
+
+/* "  train_cost 0.4563  train_acc 83.62%  val_cost ..." for the values a row has. */
+void bp_cli_print_metrics(FILE *f, const bp_metrics_row *r);
 
 /* Exit status for a library error met before work started. */
 int bp_cli_setup_status(int code);

@@ -11,12 +11,6 @@ static const char inspect_usage[] =
     "Prints a checkpoint's architecture, parameter count, where training stood, the last\n"
     "epoch's metrics and the config it was trained with.\n";
 
-static void print_metric(const char *name, double v, int percent)
-{
-    if (!isnan(v))
-        printf(percent ? "  %s %.2f%%" : "  %s %.4f", name, percent ? 100 * v : v);
-}
-
 static void print_summary(const char *path, const bp_checkpoint *ck)
 {
     const bp_net *net = &ck->net;
@@ -38,12 +32,7 @@ static void print_summary(const char *path, const bp_checkpoint *ck)
     if (st->nmetrics) {
         const bp_metrics_row *r = &st->metrics[st->nmetrics - 1];
         printf("last epoch %ld:", r->epoch);
-        print_metric("train_cost", r->train_cost, 0);
-        print_metric("train_acc", r->train_accuracy, 1);
-        print_metric("val_cost", r->val_cost, 0);
-        print_metric("val_acc", r->val_accuracy, 1);
-        print_metric("test_cost", r->test_cost, 0);
-        print_metric("test_acc", r->test_accuracy, 1);
+        bp_cli_print_metrics(stdout, r);
         printf("\n");
     }
     printf("config:\n%s", ck->config_text ? ck->config_text : "");

@@ -1,12 +1,14 @@
 /* backprop train CONFIG [--set SECTION.KEY=VALUE]... [--resume CKPT|latest] */
 #include <stdio.h>
+#include <time.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "args.h"
 #include "blas.h"
 #include "cli.h"
-#include "train.h"
+#include "backprop/train.h"
 
 #define MAX_SETS 64
 
@@ -57,18 +59,19 @@ static int parse_args(int argc, char **argv, train_args *a, char *err, size_t er
     return 0;
 }
 
-static void print_banner(const bp_trainer *t)
+static void print_banner(const bp_config *c, const bp_trainer *t)
 {
-    const bp_config *c = t->cfg;
+    bp_trainer_info in;
+    bp_trainer_get_info(t, &in);
     printf("backprop %s (%s): layers", BP_VERSION, BP_SCALAR_NAME);
     for (int i = 0; i < c->nsizes; i++)
         printf("%s%d", i ? "," : " ", c->sizes[i]);
     printf(" %s/%s/%s, %zu parameters\n", bp_activation_name(c->hidden),
-           bp_activation_name(c->output), bp_cost_name(c->cost), t->net.nparams);
+           bp_activation_name(c->output), bp_cost_name(c->cost), in.nparams);
     printf("data: %zu train, %zu validation, %zu test; batch %ld over %d rank%s x %d BLAS "
            "thread%s\n",
-           t->train.n, t->val.n, t->test.n, c->batch_size, t->comm.size,
-           t->comm.size > 1 ? "s" : "", t->threads, t->threads > 1 ? "s" : "");
+           in.n_train, in.n_val, in.n_test, c->batch_size, in.ranks, in.ranks > 1 ? "s" : "",
+           in.threads, in.threads > 1 ? "s" : "");
     const char *replaced = bp_blas_replaced_kernel();
     if (replaced)
         printf("BLAS: %s; OpenBLAS %s kernel (chosen by backprop for this AVX-512 CPU over "
@@ -76,29 +79,73 @@ static void print_banner(const bp_trainer *t)
                bp_gemm_libraries(), bp_blas_kernel(), replaced);
     else
         printf("BLAS: %s; OpenBLAS %s kernel\n", bp_gemm_libraries(), bp_blas_kernel());
-    if (t->resumed)
-        printf("resumed at epoch %ld, step %ld of the epoch (global step %ld)\n", t->st.epoch + 1,
-               t->st.batch_in_epoch, t->st.global_step);
+    if (in.resumed)
+        printf("resumed at epoch %ld, step %ld of the epoch (global step %ld)\n", in.epoch + 1,
+               in.batch_in_epoch, in.global_step);
+    fflush(stdout);
+}
+
+/* Rank 0's view of a run: epoch lines on stdout, flushed as they are written (a log
+ * redirected to a file keeps every line printed before a kill), and a progress bar on
+ * stderr, redrawn at most every 0.1 s. */
+typedef struct {
+    int bar;         /* draw the progress bar */
+    int drawn;       /* a bar is on the screen */
+    double last_bar; /* when it was drawn */
+} train_view;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void on_progress(void *ctx, long epoch, long epochs, size_t step, size_t steps, double rate)
+{
+    train_view *v = ctx;
+    double now = now_s();
+    if (step < steps && now - v->last_bar < 0.1)
+        return;
+    v->last_bar = now;
+    int width = 30, filled = (int)((double)width * (double)step / (double)steps);
+    fprintf(stderr, "\r\033[Kepoch %ld/%ld [%.*s%*s] %3.0f%% %.0f samples/s", epoch, epochs, filled,
+            "==============================", width - filled, "",
+            100.0 * (double)step / (double)steps, rate);
+    fflush(stderr);
+    v->drawn = 1;
+}
+
+static void on_epoch(void *ctx, const bp_metrics_row *r, long epochs)
+{
+    train_view *v = ctx;
+    if (v->drawn) { /* the epoch line takes the bar's place */
+        fprintf(stderr, "\r\033[K");
+        fflush(stderr);
+        v->drawn = 0;
+    }
+    printf("epoch %ld/%ld  step %ld", r->epoch, epochs, r->step);
+    bp_cli_print_metrics(stdout, r);
+    printf("  %.0f samples/s  %.1fs\n", r->samples_per_s, r->elapsed_s);
     fflush(stdout);
 }
 
 /* Where a step's time goes, on rank 0, in milliseconds per step: what to look at when
  * adding ranks does not add speed. Collective: every rank calls it. */
-static void print_step_time(const bp_trainer *t, const bp_comm *comm)
+static void print_step_time(const bp_comm *comm, const bp_trainer *t)
 {
-    double n = (double)t->timed_steps, slowest = t->compute_s;
-    int rc = bp_comm_max_double(comm, &slowest);
-    if (comm->rank != 0 || n == 0)
+    bp_step_times st;
+    int rc = bp_trainer_step_times(t, &st);
+    if (comm->rank != 0 || st.steps == 0)
         return;
-    double compute = 1e3 * t->compute_s / n, reduce = 1e3 * t->allreduce_s / n;
-    double update = 1e3 * t->update_s / n, step = compute + reduce + update;
-    printf("step time: %.3f ms = compute %.3f", step, compute);
+    double step = st.compute_ms + st.exchange_ms + st.update_ms;
+    printf("step time: %.3f ms = compute %.3f", step, st.compute_ms);
     if (comm->size > 1) {
         if (rc == 0)
-            printf(" (slowest rank %.3f)", 1e3 * slowest / n);
-        printf(" + allreduce %.3f (%.1f%%)", reduce, 100 * reduce / step);
+            printf(" (slowest rank %.3f)", st.slowest_compute_ms);
+        printf(" + allreduce %.3f (%.1f%%)", st.exchange_ms, 100 * st.exchange_ms / step);
     }
-    printf(" + update %.3f  [rank 0, mean of %ld steps]\n", update, t->timed_steps);
+    printf(" + update %.3f  [rank 0, mean of %ld steps]\n", st.update_ms, st.steps);
 }
 
 static int train_main(const bp_comm *comm, const train_args *a)
@@ -109,27 +156,24 @@ static int train_main(const bp_comm *comm, const train_args *a)
     int status = bp_cli_agree(comm, rc < 0 ? EXIT_BAD_INPUT : 0, err);
     if (status)
         return status;
-    size_t need = bp_config_format(&cfg, NULL, 0) + 1;
-    char *text = malloc(need);
-    if (!text)
-        return bp_cli_agree(comm, EXIT_FAILURE_DURING_WORK, "out of memory");
-    bp_config_format(&cfg, text, need);
-    bp_trainer t;
-    rc = bp_trainer_setup(&t, &cfg, text, comm, a->resume, err, sizeof(err));
-    status = bp_cli_agree(comm, rc < 0 ? bp_cli_setup_status(rc) : 0, err);
+    bp_trainer *t = NULL;
+    rc = bp_trainer_create(&t, &cfg, NULL, comm, a->resume, err, sizeof(err));
+    status = rc < 0 ? bp_cli_report(comm, bp_cli_setup_status(rc), err) : 0;
     if (status == 0) {
+        train_view view = {0};
+        view.bar = comm->rank == 0 && (cfg.progress == BP_PROGRESS_ON ||
+                                       (cfg.progress == BP_PROGRESS_AUTO && isatty(2)));
+        bp_callbacks cb = {on_epoch, view.bar ? on_progress : NULL, &view};
         if (comm->rank == 0)
-            print_banner(&t);
-        rc = bp_trainer_run(&t, err, sizeof(err));
-        status = bp_cli_agree(comm, rc < 0 ? EXIT_FAILURE_DURING_WORK : 0, err);
+            print_banner(&cfg, t);
+        rc = bp_trainer_run(t, comm->rank == 0 ? &cb : NULL, err, sizeof(err));
+        status = rc < 0 ? bp_cli_report(comm, EXIT_FAILURE_DURING_WORK, err) : 0;
     }
     if (status == 0)
-        print_step_time(&t, comm);
-    if (status == 0 && comm->rank == 0) {
+        print_step_time(comm, t);
+    if (status == 0 && comm->rank == 0)
         printf("done: checkpoint %s/latest.h5, metrics %s\n", cfg.checkpoint_dir, cfg.metrics);
-    }
-    bp_trainer_free(&t);
-    free(text);
+    bp_trainer_free(t);
     return status;
 }
 

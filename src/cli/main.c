@@ -1,4 +1,5 @@
 /* backprop: train, evaluate, inspect and convert. */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -36,11 +37,37 @@ void bp_cli_error(int rank, const char *fmt, ...)
 
 int bp_cli_agree(const bp_comm *comm, int status, const char *msg)
 {
-    int who;
-    int agreed = bp_comm_agree(comm, status, &who);
+    int agreed, who;
+    if (bp_comm_agree(comm, status, &agreed, &who) < 0) {
+        bp_cli_error(comm->rank, "the ranks could not agree on how %s",
+                     status ? "this rank failed" : "the others fared");
+        return EXIT_FAILURE_DURING_WORK;
+    }
     if (agreed != 0 && who == comm->rank)
         bp_cli_error(comm->rank, "%s", msg && *msg ? msg : "failed");
     return agreed;
+}
+
+int bp_cli_report(const bp_comm *comm, int status, const char *err)
+{
+    if (err && *err)
+        bp_cli_error(comm->rank, "%s", err);
+    return status;
+}
+
+void bp_cli_print_metrics(FILE *f, const bp_metrics_row *r)
+{
+    const struct {
+        const char *name;
+        double v;
+        int percent;
+    } m[] = {{"train_cost", r->train_cost, 0}, {"train_acc", r->train_accuracy, 1},
+             {"val_cost", r->val_cost, 0},     {"val_acc", r->val_accuracy, 1},
+             {"test_cost", r->test_cost, 0},   {"test_acc", r->test_accuracy, 1}};
+    for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
+        if (!isnan(m[i].v))
+            fprintf(f, m[i].percent ? "  %s %.2f%%" : "  %s %.4f", m[i].name,
+                    m[i].percent ? 100 * m[i].v : m[i].v);
 }
 
 int bp_cli_setup_status(int code)

@@ -1,0 +1,115 @@
+/* The data-parallel trainer, in-process: every rank of an MPI job (or a lone process) holds a
+ * full replica, computes the gradient of its shard of each global mini-batch, the shards
+ * are summed across ranks, and every rank applies the same update. Rank 0 alone writes
+ * checkpoints and the metrics CSV.
+ *
+ *     bp_comm comm;
+ *     bp_comm_init(&argc, &argv, &comm);
+ *     bp_config cfg;                      // bp_config_load or bp_config_parse
+ *     bp_trainer *t = NULL;
+ *     char err[1024] = "";
+ *     int rc = bp_trainer_create(&t, &cfg, NULL, &comm, NULL, err, sizeof(err));
+ *     if (rc == 0)
+ *         rc = bp_trainer_run(t, &callbacks, err, sizeof(err));
+ *     if (rc < 0 && err[0])               // one rank holds the reason
+ *         fprintf(stderr, "%s\n", err);
+ *     bp_trainer_free(t);
+ *     bp_comm_finalize();
+ *
+ * Every function taking a trainer is collective: all ranks call it, in the same order, and
+ * all return the same status. When it is an error, err holds the reason on exactly one rank
+ * (the lowest that failed) and is empty on the others, so that a job reports it once. The
+ * library prints nothing; what a run has to say comes through bp_callbacks. */
+#ifndef BACKPROP_TRAIN_H
+#define BACKPROP_TRAIN_H
+
+#include <stddef.h>
+
+#include "backprop/backprop.h"
+#include "backprop/checkpoint.h"
+#include "backprop/config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* This process's place in the job. */
+typedef struct {
+    int rank, size; /* in the job */
+    int local_size; /* ranks on this node */
+} bp_comm;
+
+/* MPI_Init (or nothing when MPI is already initialised, as by the caller); a lone process
+ * started without mpirun is a job of one. Errors return instead of aborting. */
+int bp_comm_init(int *argc, char ***argv, bp_comm *comm);
+
+/* MPI_Finalize, when bp_comm_init initialised MPI. */
+void bp_comm_finalize(void);
+
+typedef struct bp_trainer bp_trainer;
+
+/* What a run reports as it goes, on rank 0 only; any member may be NULL. */
+typedef struct {
+    /* An epoch ended: its metrics row, as the metrics CSV gets it; epochs = the configured
+     * total. */
+    void (*epoch)(void *ctx, const bp_metrics_row *row, long epochs);
+    /* A step ended: step of steps in epoch (1-based) of epochs, and the epoch's training
+     * throughput so far. Called after every step: throttle what it draws. */
+    void (*progress)(void *ctx, long epoch, long epochs, size_t step, size_t steps,
+                     double samples_per_s);
+    void *ctx;
+} bp_callbacks;
+
+/* What a trainer holds and where its run stands. */
+typedef struct {
+    size_t nparams;                /* weights and biases */
+    size_t n_train, n_val, n_test; /* examples */
+    int ranks, threads;            /* ranks in the job, BLAS threads per rank */
+    int resumed;                   /* 1 when set up from a checkpoint */
+    long epoch, batch_in_epoch;    /* completed epochs, steps into the next */
+    long global_step;              /* steps since the start of the run */
+} bp_trainer_info;
+
+/* Where a step's time went, means over the steps this process ran, in milliseconds. */
+typedef struct {
+    long steps;
+    double compute_ms;         /* gather, forward, backward on this rank */
+    double slowest_compute_ms; /* the largest compute_ms of any rank */
+    double exchange_ms;        /* the gradient sum across ranks, waiting included */
+    double update_ms;          /* the L2-regularised update */
+} bp_step_times;
+
+/* Builds a trainer for cfg. On rank 0 it first takes the run directory's lock (so a second
+ * run there fails here, before any work), checks the directory and that a fresh run would
+ * not overwrite another run. Then every rank loads the data and builds the network:
+ * initialised from cfg->seed, or with resume ("latest" = DIR/latest.h5, or a checkpoint
+ * path) loaded from the checkpoint. config_text is stored in checkpoints (NULL: the
+ * effective config, formatted from cfg). cfg must outlive the trainer.
+ * Returns 0, or the agreed BP_E* code with *t NULL: BP_EINVAL/BP_EFORMAT/BP_EMISMATCH/BP_EIO
+ * for bad input found before any work, BP_ENOMEM or BP_ECOMM otherwise. */
+int bp_trainer_create(bp_trainer **t, const bp_config *cfg, const char *config_text,
+                      const bp_comm *comm, const char *resume, char *err, size_t errlen);
+
+/* Trains to cfg->epochs from where the trainer stands: evaluates after each epoch, appends
+ * the metrics row, checkpoints as configured and at the end. cb may be NULL. Returns 0 or
+ * the agreed code (BP_EDIVERGED, BP_EIO, BP_ECOMM, BP_ENOMEM). */
+int bp_trainer_run(bp_trainer *t, const bp_callbacks *cb, char *err, size_t errlen);
+
+/* Writes DIR/ckpt-<global step>.h5 and latest.h5 now (rank 0), after checking that the
+ * replicas are bit-identical; prunes to [checkpoint] keep. Returns 0 or the agreed code. */
+int bp_trainer_checkpoint(bp_trainer *t, char *err, size_t errlen);
+
+/* Local; fills info. */
+void bp_trainer_get_info(const bp_trainer *t, bp_trainer_info *info);
+
+/* Collective (the slowest rank's compute is a maximum over ranks); fills times. */
+int bp_trainer_step_times(const bp_trainer *t, bp_step_times *times);
+
+/* Releases everything, the run directory's lock included; NULL is fine. Local. */
+void bp_trainer_free(bp_trainer *t);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
