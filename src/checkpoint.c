@@ -282,9 +282,9 @@ static int write_contents(hid_t file, const bp_net *net, const bp_real *velocity
     return write_config(file, config_text ? config_text : "");
 }
 
-int bp_checkpoint_write(const char *path, const bp_net *net, const bp_real *velocity,
-                        const bp_train_state *state, const char *config_text, char *err,
-                        size_t errlen)
+static int write_checkpoint(const char *path, const bp_net *net, const bp_real *velocity,
+                            const bp_train_state *state, const char *config_text, char *err,
+                            size_t errlen)
 {
     if (!path || !net || !net->params || !state || (state->nmetrics && !state->metrics))
         return bp__fail(err, errlen, BP_EINVAL, "bp_checkpoint_write: missing argument");
@@ -303,6 +303,17 @@ int bp_checkpoint_write(const char *path, const bp_net *net, const bp_real *velo
                       file < 0 ? "cannot create" : step);
     }
     bp__free(zeros);
+    return rc;
+}
+
+int bp_checkpoint_write(const char *path, const bp_net *net, const bp_real *velocity,
+                        const bp_train_state *state, const char *config_text, char *err,
+                        size_t errlen)
+{
+    bp__h5_quiet q;
+    bp__h5_quiet_begin(&q);
+    int rc = write_checkpoint(path, net, velocity, state, config_text, err, errlen);
+    bp__h5_quiet_end(&q);
     return rc;
 }
 
@@ -639,7 +650,6 @@ static int read_checkpoint(const char *path, bp_checkpoint *ck, char *err, size_
     memset(ck, 0, sizeof(*ck));
     if (!path)
         return bp__fail(err, errlen, BP_EINVAL, "bp_checkpoint_read: no path");
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     int rc = open_checkpoint(&r);
     if (rc == 0)
         rc = read_header(&r, ck);
@@ -681,13 +691,26 @@ static int probe_in_child(const char *path, char *err, size_t errlen)
                     sig == SIGALRM ? "hung" : "crashed");
 }
 
+/* Off unless the program asks (bp_checkpoint_isolate_reads): forking is its choice. */
+static int isolate_reads;
+
+void bp_checkpoint_isolate_reads(int on)
+{
+    isolate_reads = on;
+}
+
 int bp_checkpoint_read(const char *path, bp_checkpoint *ck, char *err, size_t errlen)
 {
     memset(ck, 0, sizeof(*ck));
     if (!path)
         return bp__fail(err, errlen, BP_EINVAL, "bp_checkpoint_read: no path");
-    int rc = probe_in_child(path, err, errlen);
-    return rc < 0 ? rc : read_checkpoint(path, ck, err, errlen);
+    bp__h5_quiet q;
+    bp__h5_quiet_begin(&q);
+    int rc = isolate_reads ? probe_in_child(path, err, errlen) : 0;
+    if (rc == 0)
+        rc = read_checkpoint(path, ck, err, errlen);
+    bp__h5_quiet_end(&q);
+    return rc;
 }
 
 void bp_checkpoint_free(bp_checkpoint *ck)

@@ -295,13 +295,11 @@ cleanup:
     return rc;
 }
 
-int bp__load_h5(bp_dataset *ds, const char *path, int classes, char *err, size_t errlen)
+static int load_file(bp_dataset *ds, const char *path, int classes, char *err, size_t errlen)
 {
     int rc = bp__input_check(path, NULL, err, errlen);
     if (rc < 0)
         return rc;
-    /* HDF5 would print its own error stack to stderr; our one line says it better. */
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     if (H5Fis_hdf5(path) <= 0)
         return bp__fail(err, errlen, BP_EFORMAT, "%s: not an HDF5 file", path);
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -314,6 +312,15 @@ int bp__load_h5(bp_dataset *ds, const char *path, int classes, char *err, size_t
     if (rc == 0)
         rc = bp__check_finite(ds->X, ds->n, ds->d, path, "/X", err, errlen);
     H5Fclose(file);
+    return rc;
+}
+
+int bp__load_h5(bp_dataset *ds, const char *path, int classes, char *err, size_t errlen)
+{
+    bp__h5_quiet q;
+    bp__h5_quiet_begin(&q);
+    int rc = load_file(ds, path, classes, err, errlen);
+    bp__h5_quiet_end(&q);
     return rc;
 }
 
@@ -365,8 +372,7 @@ static int h5_write_var(hid_t file, const char *name, hid_t ftype, hid_t mtype, 
     return status < 0 ? -1 : 0;
 }
 
-int bp_dataset_write_h5(const bp_dataset *ds, const char *path, int replace, char *err,
-                        size_t errlen)
+static int write_file(const bp_dataset *ds, const char *path, int replace, char *err, size_t errlen)
 {
     if (!path || !*path)
         return bp__fail(err, errlen, BP_EINVAL, "no output file given");
@@ -386,4 +392,14 @@ int bp_dataset_write_h5(const bp_dataset *ds, const char *path, int replace, cha
                         path);
     }
     return bp__h5_publish(file, path, replace ? BP__OUT_REPLACE : 0, err, errlen);
+}
+
+int bp_dataset_write_h5(const bp_dataset *ds, const char *path, int replace, char *err,
+                        size_t errlen)
+{
+    bp__h5_quiet q;
+    bp__h5_quiet_begin(&q);
+    int rc = write_file(ds, path, replace, err, errlen);
+    bp__h5_quiet_end(&q);
+    return rc;
 }

@@ -268,8 +268,14 @@ int bp__lock_take(bp__lock *lk, const char *lockpath, char *err, size_t errlen)
         if (fd < 0)
             return bp__fail(err, errlen, BP_EIO, "%s: cannot create the lock file (%s)", lockpath,
                             strerror(errno));
+        /* Open-file-description locks: unlike classic POSIX record locks they also exclude
+         * a second trainer in the same process, and closing another descriptor of the file
+         * does not drop them. Kernels before 3.15 lack them: classic locks there. */
         struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
-        if (fcntl(fd, F_SETLK, &fl) != 0) {
+        int locked = fcntl(fd, F_OFD_SETLK, &fl);
+        if (locked != 0 && errno == EINVAL)
+            locked = fcntl(fd, F_SETLK, &fl);
+        if (locked != 0) {
             int e = errno;
             char owner[256];
             read_owner(fd, owner, sizeof(owner));

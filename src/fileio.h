@@ -50,8 +50,9 @@ int bp__publish(const char *path, const void *data, size_t len, int flags, char 
  * back to its old length, so it never ends in part of what was appended. */
 int bp__append(const char *path, const void *data, size_t len, char *err, size_t errlen);
 
-/* A lock held on lockpath for as long as the process keeps it (fcntl record locks: served
- * over NFS by the lock manager, dropped by the kernel when the process dies). */
+/* A lock held on lockpath until bp__lock_drop or the process's death (fcntl record locks on
+ * the open file description: served over NFS by the lock manager, dropped by the kernel
+ * when the process dies, and exclusive also between two holders in one process). */
 typedef struct {
     int fd;
     char path[1088];

@@ -229,10 +229,21 @@ static size_t image_length(const unsigned char *image, size_t cap)
     return eof <= cap ? (size_t)eof : 0;
 }
 
+void bp__h5_quiet_begin(bp__h5_quiet *saved)
+{
+    if (H5Eget_auto2(H5E_DEFAULT, &saved->func, &saved->data) < 0)
+        saved->func = NULL, saved->data = NULL;
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
+
+void bp__h5_quiet_end(const bp__h5_quiet *saved)
+{
+    H5Eset_auto2(H5E_DEFAULT, saved->func, saved->data);
+}
+
 hid_t bp__h5_create(int v110)
 {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), file = H5I_INVALID_HID;
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     if (fapl < 0)
         return H5I_INVALID_HID;
     H5FD_file_image_callbacks_t cb = {image_malloc, image_memcpy, image_realloc, image_free,
@@ -266,13 +277,13 @@ int bp__h5_publish(hid_t file, const char *path, int flags, char *err, size_t er
 
 int bp__h5_is_checkpoint(const char *path)
 {
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    if (H5Fis_hdf5(path) <= 0)
-        return 0;
-    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    bp__h5_quiet q;
+    bp__h5_quiet_begin(&q);
+    hid_t file = H5Fis_hdf5(path) > 0 ? H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT) : -1;
     char format[32];
     int yes = file >= 0 && bp__h5_read_string_attr(file, "format", format, sizeof(format)) == 0 &&
               strcmp(format, BP_CHECKPOINT_FORMAT) == 0;
     bp__h5_close(file);
+    bp__h5_quiet_end(&q);
     return yes;
 }

@@ -40,6 +40,16 @@ char *bp__h5_read_string(hid_t obj, int is_attr);
  * a string, or too long. */
 int bp__h5_read_string_attr(hid_t loc, const char *name, char *buf, size_t len);
 
+/* libhdf5 prints its error stack to stderr by default; libbackprop's one-line reasons say
+ * more. Every public entry point that calls HDF5 turns the printing off around its work and
+ * restores whatever the program had set: the setting is the program's, not the library's. */
+typedef struct {
+    H5E_auto2_t func;
+    void *data;
+} bp__h5_quiet;
+void bp__h5_quiet_begin(bp__h5_quiet *saved);
+void bp__h5_quiet_end(const bp__h5_quiet *saved);
+
 /* A new empty HDF5 file in memory (the core driver without a backing store). With v110 it
  * uses the 1.10 format, which checksums the metadata too. H5I_INVALID_HID on failure. */
 hid_t bp__h5_create(int v110);

@@ -36,6 +36,9 @@ void bp__gemm(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int m, int n, in
               const bp_real *A, int lda, const bp_real *B, int ldb, bp_real beta, bp_real *C,
               int ldc);
 
+/* The index of the largest of k values (the first on ties): a predicted class. */
+size_t bp__argmax(const bp_real *a, size_t k);
+
 /* The one checked allocation wrapper: NULL only when size overflowed or memory ran out.
  * Memory is 64-byte aligned and zeroed. Free with bp__free. */
 void *bp__calloc(size_t count, size_t size);

@@ -188,18 +188,21 @@ double bp_cost_sum(const bp_net *net, const bp_workspace *ws, const bp_real *Y, 
                          (size_t)net->sizes[L]);
 }
 
+size_t bp__argmax(const bp_real *a, size_t k)
+{
+    size_t best = 0;
+    for (size_t j = 1; j < k; j++)
+        if (a[j] > a[best])
+            best = j;
+    return best;
+}
+
 size_t bp_count_correct(const bp_net *net, const bp_workspace *ws, const int *labels, size_t rows)
 {
     size_t k = (size_t)net->sizes[net->nlayers], correct = 0;
     const bp_real *A = ws->A[net->nlayers];
-    for (size_t r = 0; r < rows; r++) {
-        const bp_real *a = A + r * k;
-        size_t best = 0;
-        for (size_t j = 1; j < k; j++)
-            if (a[j] > a[best])
-                best = j;
-        correct += (int)best == labels[r];
-    }
+    for (size_t r = 0; r < rows; r++)
+        correct += (int)bp__argmax(A + r * k, k) == labels[r];
     return correct;
 }
 

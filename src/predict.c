@@ -44,12 +44,8 @@ static int write_all(hid_t file, const bp_net *net, bp_workspace *ws, const bp_d
         rc = write_rows(out, BP__H5_REAL, A, r, rows, k) < 0 ? -1 : 0;
         if (rc < 0 || k < 2)
             continue;
-        for (size_t i = 0; i < rows; i++) {
-            size_t best = 0;
-            for (size_t j = 1; j < k; j++)
-                best = A[i * k + j] > A[i * k + best] ? j : best;
-            classes[i] = (int)best;
-        }
+        for (size_t i = 0; i < rows; i++)
+            classes[i] = (int)bp__argmax(A + i * k, k);
         rc = write_rows(pred, H5T_NATIVE_INT, classes, r, rows, 0) < 0 ? -1 : 0;
     }
     if (out >= 0)
@@ -59,8 +55,8 @@ static int write_all(hid_t file, const bp_net *net, bp_workspace *ws, const bp_d
     return rc;
 }
 
-int bp_predict_write(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, const char *path,
-                     int flags, char *err, size_t errlen)
+static int write_file(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, const char *path,
+                      int flags, char *err, size_t errlen)
 {
     hid_t file = bp__h5_create(0);
     if (file < 0)
@@ -71,4 +67,14 @@ int bp_predict_write(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, 
                         path);
     }
     return bp__h5_publish(file, path, flags, err, errlen);
+}
+
+int bp_predict_write(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, const char *path,
+                     int flags, char *err, size_t errlen)
+{
+    bp__h5_quiet q;
+    bp__h5_quiet_begin(&q);
+    int rc = write_file(net, ws, ds, path, flags, err, errlen);
+    bp__h5_quiet_end(&q);
+    return rc;
 }

@@ -358,12 +358,8 @@ int bp_evaluate(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, const
         out[0] += bp_cost_sum(net, ws, ds->Y + r * k, rows);
         if (ds->labels)
             out[1] += (double)bp_count_correct(net, ws, ds->labels + r, rows);
-        for (size_t i = 0; confusion && ds->labels && i < rows; i++) {
-            size_t best = 0;
-            for (size_t j = 1; j < k; j++)
-                best = A[i * k + j] > A[i * k + best] ? j : best;
-            out[3 + (size_t)ds->labels[r + i] * k + best] += 1;
-        }
+        for (size_t i = 0; confusion && ds->labels && i < rows; i++)
+            out[3 + (size_t)ds->labels[r + i] * k + bp__argmax(A + i * k, k)] += 1;
     }
     out[2] = (double)(hi - lo);
     return bp_comm_allreduce_sum_double(comm, out, nout);

@@ -189,6 +189,20 @@ static void test_lock_between_processes(void **state)
     close(ready[0]), close(ready[1]), close(done[0]), close(done[1]);
 }
 
+/* Two holders in one process exclude each other too (an in-process program may build two
+ * trainers), and dropping one leaves the other's lock in force until its own drop. */
+static void test_lock_within_a_process(void **state)
+{
+    char err[512];
+    bp__lock first, second;
+    assert_int_equal(bp__lock_take(&first, at(".lock"), err, sizeof(err)), 0);
+    assert_int_equal(bp__lock_take(&second, at(".lock"), err, sizeof(err)), BP_EINVAL);
+    assert_non_null(strstr(err, "held by pid"));
+    bp__lock_drop(&first);
+    assert_int_equal(bp__lock_take(&second, at(".lock"), err, sizeof(err)), 0);
+    bp__lock_drop(&second);
+}
+
 /* A fake machine: /proc/meminfo, /proc/self/cgroup and cgroup files under dir/root. */
 static void fake(const char *rel, const char *text)
 {
@@ -250,6 +264,7 @@ int main(void)
         cmocka_unit_test(test_temp_names),
         cmocka_unit_test_setup_teardown(test_append, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_lock_between_processes, make_dir, remove_dir),
+        cmocka_unit_test_setup_teardown(test_lock_within_a_process, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_memory_available, make_dir, remove_dir),
         cmocka_unit_test(test_memory_check_names_both_numbers),
     };

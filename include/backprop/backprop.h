@@ -9,6 +9,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #ifdef BACKPROP_DOUBLE
 typedef double bp_real;
 #define BP_SCALAR_NAME "double"
@@ -170,5 +174,9 @@ double bp_relative_error(double a, double b);
 
 /* FNV-1a hash of the parameters' bytes, to compare replicas across ranks. */
 uint64_t bp_net_checksum(const bp_net *net);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

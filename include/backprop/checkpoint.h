@@ -7,6 +7,10 @@
 
 #include "backprop/backprop.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define BP_CHECKPOINT_FORMAT "backprop-checkpoint"
 #define BP_CHECKPOINT_VERSION 1
 
@@ -57,17 +61,29 @@ int bp_checkpoint_write(const char *path, const bp_net *net, const bp_real *velo
                         size_t errlen);
 
 /* Reads and verifies a checkpoint (format name, version <= BP_CHECKPOINT_VERSION, layout,
- * checksums). Converts float/double as needed. The file is first read in a forked child,
- * so damage that would crash or hang libhdf5 is refused instead. On error returns BP_EIO
+ * checksums). Converts float/double as needed. With bp_checkpoint_isolate_reads(1) the file
+ * is first read in a forked child, so damage that would crash or hang libhdf5 is refused
+ * instead. On error returns BP_EIO
  * (unreadable), BP_EFORMAT (not a backprop checkpoint, newer version, corrupted) with a
  * reason in err, and *ck is zeroed. */
 int bp_checkpoint_read(const char *path, bp_checkpoint *ck, char *err, size_t errlen);
 
 void bp_checkpoint_free(bp_checkpoint *ck);
 
+/* libhdf5 1.10 does not bounds-check its global heap: one damaged byte there can crash or
+ * hang it (50 of 18728 single-byte flips of a checkpoint did). With on, bp_checkpoint_read
+ * first reads the file in a forked child (with a 60 s alarm) and refuses the file if the
+ * child dies. Off by default, as forking (an MPI rank, a threaded program) is the program's
+ * decision; the backprop command turns it on. */
+void bp_checkpoint_isolate_reads(int on);
+
 /* Says why the checkpoint's network does not fit the given one (layers, hidden, output,
  * cost), or returns 0 when it does. BP_EMISMATCH with e.g. "checkpoint has layers
  * 784,30,10 but the config has 784,100,10". */
 int bp_checkpoint_match(const bp_checkpoint *ck, const bp_net *net, char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -8,6 +8,10 @@
 
 #include "backprop/backprop.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define BP_MAX_LAYERS 64
 #define BP_PATH_MAX 1024
 
@@ -54,5 +58,9 @@ int bp_config_parse(bp_config *cfg, const char *name, const char *text, const ch
 /* The effective config as INI text (every key, defaults included), written into buf.
  * Returns the length it needed (like snprintf). */
 size_t bp_config_format(const bp_config *cfg, char *buf, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

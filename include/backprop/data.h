@@ -7,6 +7,10 @@
 
 #include "backprop/backprop.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct {
     size_t n;    /* examples */
     size_t d;    /* features per example */
@@ -57,5 +61,9 @@ int bp_dataset_write_h5(const bp_dataset *ds, const char *path, int replace, cha
  * line (skipped when its first field is not a number). The last `targets` columns are
  * real-valued targets, or with targets == 0 the last column is an integer class label. */
 int bp_dataset_load_csv(bp_dataset *ds, const char *path, int targets, char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -8,6 +8,7 @@
 #include "backprop/checkpoint.h"
 #include "backprop/data.h"
 #include "cli.h"
+#include "internal.h"
 #include "fileio.h"
 #include "predict.h"
 #include "train.h"
@@ -158,13 +159,13 @@ static int run(int argc, char **argv, int predict)
             printf("wrote %zu predictions to %s\n", ds.n, a.out);
         goto cleanup;
     }
-    r = calloc(3 + ds.k * ds.k, sizeof(double));
+    r = bp__calloc(3 + ds.k * ds.k, sizeof(double));
     rc = r ? bp_evaluate(&ck.net, &ws, &ds, &comm, 1, r) : BP_ENOMEM;
     status = bp_cli_agree(&comm, rc < 0 ? EXIT_FAILURE_DURING_WORK : 0, bp_strerror(rc));
     if (status == 0 && comm.rank == 0)
         print_report(&a, r, &ds);
 cleanup:
-    free(r);
+    bp__free(r);
     bp_workspace_free(&ws);
     bp_dataset_free(&ds);
     bp_checkpoint_free(&ck);

@@ -9,6 +9,7 @@
 #include "backprop/config.h"
 #include "backprop/data.h"
 #include "cli.h"
+#include "internal.h"
 
 #define MAX_SETS 64
 #define MAX_EXAMPLES 1000000
@@ -143,8 +144,8 @@ static int check(const bp_comm *comm, const gc_args *a, char *err, size_t len)
     if ((size_t)cfg.validation_split < n_train)
         n_train -= (size_t)cfg.validation_split;
     double n = (double)n_train;
-    grad = calloc(net.nparams, sizeof(bp_real));
-    res = calloc((size_t)net.nlayers, sizeof(*res));
+    grad = bp__calloc(net.nparams, sizeof(bp_real));
+    res = bp__calloc((size_t)net.nlayers, sizeof(*res));
     rc = grad && res ? distributed_gradient(comm, &net, &ds, m, cfg.lambda, n, grad) : BP_ENOMEM;
     if (rc == 0)
         rc = bp_gradcheck(&net, ds.X, ds.Y, m, cfg.lambda, n, a->epsilon, 5000, grad, res);
@@ -159,8 +160,8 @@ static int check(const bp_comm *comm, const gc_args *a, char *err, size_t len)
                 status = EXIT_FAILURE_DURING_WORK;
     }
 cleanup:
-    free(grad);
-    free(res);
+    bp__free(grad);
+    bp__free(res);
     bp_dataset_free(&ds);
     bp_net_free(&net);
     return status;

@@ -93,6 +93,8 @@ int main(int argc, char **argv)
         {"gradcheck", bp_cmd_gradcheck}, {"inspect", bp_cmd_inspect}, {"convert", bp_cmd_convert},
     };
     bp_blas_choose_kernel(argv);
+    /* A damaged checkpoint must not take a rank down with it (checkpoint.h says why). */
+    bp_checkpoint_isolate_reads(1);
     if (argc < 2) {
         fputs(usage, stderr);
         return EXIT_BAD_INPUT;
