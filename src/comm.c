@@ -9,20 +9,30 @@
 #define BP_MPI_REAL MPI_FLOAT
 #endif
 
+/* The library's own copy of MPI_COMM_WORLD: its collectives never mix with a program's
+ * own messages, and its error handler (errors come back as codes: a rank never dies inside
+ * MPI without saying why) is set on the copy, not on the program's communicator. */
+static MPI_Comm world = MPI_COMM_NULL;
+static int we_initialised; /* MPI_Finalize is ours to call only if MPI_Init was */
+
 int bp_comm_init(int *argc, char ***argv, bp_comm *comm)
 {
     int initialized = 0;
     MPI_Initialized(&initialized);
-    if (!initialized && MPI_Init(argc, argv) != MPI_SUCCESS)
+    if (!initialized) {
+        if (MPI_Init(argc, argv) != MPI_SUCCESS)
+            return BP_ECOMM;
+        we_initialised = 1;
+    }
+    if (world == MPI_COMM_NULL && MPI_Comm_dup(MPI_COMM_WORLD, &world) != MPI_SUCCESS)
         return BP_ECOMM;
-    /* Errors come back as codes: a rank never dies inside MPI without saying why. */
-    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-    MPI_Comm_rank(MPI_COMM_WORLD, &comm->rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &comm->size);
+    MPI_Comm_set_errhandler(world, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(world, &comm->rank);
+    MPI_Comm_size(world, &comm->size);
     MPI_Comm node;
     comm->local_size = 1;
-    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, comm->rank, MPI_INFO_NULL,
-                            &node) == MPI_SUCCESS) {
+    if (MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, comm->rank, MPI_INFO_NULL, &node) ==
+        MPI_SUCCESS) {
         MPI_Comm_size(node, &comm->local_size);
         MPI_Comm_free(&node);
     }
@@ -33,8 +43,13 @@ void bp_comm_finalize(void)
 {
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (!finalized)
+    if (finalized)
+        return;
+    if (world != MPI_COMM_NULL)
+        MPI_Comm_free(&world);
+    if (we_initialised)
         MPI_Finalize();
+    we_initialised = 0;
 }
 
 /* In place, over every rank; 0 or BP_ECOMM. */
@@ -42,9 +57,7 @@ static int allreduce(const bp_comm *comm, void *buf, size_t n, MPI_Datatype type
 {
     if (comm->size == 1)
         return 0;
-    return MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, type, op, MPI_COMM_WORLD) == MPI_SUCCESS
-               ? 0
-               : BP_ECOMM;
+    return MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, type, op, world) == MPI_SUCCESS ? 0 : BP_ECOMM;
 }
 
 int bp_comm_allreduce_sum(const bp_comm *comm, bp_real *buf, size_t n)
@@ -71,7 +84,7 @@ int bp_comm_agree(const bp_comm *comm, int value, int *max, int *who)
         int value, rank;
     } in = {value, comm->rank}, out;
     /* MAXLOC breaks ties by the lowest rank. */
-    if (MPI_Allreduce(&in, &out, 1, MPI_2INT, MPI_MAXLOC, MPI_COMM_WORLD) != MPI_SUCCESS)
+    if (MPI_Allreduce(&in, &out, 1, MPI_2INT, MPI_MAXLOC, world) != MPI_SUCCESS)
         return BP_ECOMM;
     *max = out.value, *who = out.rank;
     return 0;
@@ -82,7 +95,7 @@ int bp_comm_same(const bp_comm *comm, uint64_t value)
     if (comm->size == 1)
         return 1;
     uint64_t v[2] = {value, ~value}, r[2];
-    if (MPI_Allreduce(v, r, 2, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS)
+    if (MPI_Allreduce(v, r, 2, MPI_UINT64_T, MPI_MAX, world) != MPI_SUCCESS)
         return BP_ECOMM;
     /* max(v) == v and max(~v) == ~v on every rank only when all v are equal. */
     return r[0] == value && r[1] == ~value;

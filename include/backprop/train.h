@@ -39,11 +39,13 @@ typedef struct {
     int local_size; /* ranks on this node */
 } bp_comm;
 
-/* MPI_Init (or nothing when MPI is already initialised, as by the caller); a lone process
- * started without mpirun is a job of one. Errors return instead of aborting. */
+/* MPI_Init (or nothing when the program already initialised MPI); a lone process started
+ * without mpirun is a job of one. The library then works on its own duplicate of
+ * MPI_COMM_WORLD, whose errors return as codes; the program's communicators are untouched.
+ * Errors return instead of aborting. */
 int bp_comm_init(int *argc, char ***argv, bp_comm *comm);
 
-/* MPI_Finalize, when bp_comm_init initialised MPI. */
+/* Frees the duplicate, and calls MPI_Finalize when bp_comm_init called MPI_Init. */
 void bp_comm_finalize(void);
 
 typedef struct bp_trainer bp_trainer;

@@ -109,4 +109,20 @@ if [ "$status" -ne 0 ] && [ "$took" -le 30 ]; then ok; else
     cat long.out
 fi
 pgrep -f "train long.ini" >/dev/null && bad "processes left after the kill"
+
+# Epoch lines are flushed as they are printed: a log redirected to a file keeps every
+# epoch that reached metrics.csv when mpirun is stopped with one SIGTERM.
+sed -e 's/^epochs = .*/epochs = 100000/' p.ini >termed.ini
+mpirun --oversubscribe -np 2 "$BP" train "$T/termed.ini" --set checkpoint.dir=$T/termed \
+    --set log.metrics=$T/termed/metrics.csv --set checkpoint.every_epochs=0 >termed.log 2>&1 &
+job=$!
+for _ in $(seq 300); do [ "$(wc -l <termed/metrics.csv 2>/dev/null || echo 0)" -ge 4 ] && break; sleep 0.1; done
+kill -TERM "$job"
+wait "$job"
+rows=$(($(wc -l <termed/metrics.csv) - 1))
+lines=$(grep -c '^epoch [0-9]*/100000  step' termed.log)
+if [ "$rows" -ge 3 ] && [ "$lines" -ge "$rows" ]; then ok; else
+    bad "after SIGTERM: $lines epoch lines in the log, $rows rows in metrics.csv"
+fi
+pkill -KILL -f "$T/termed.ini" 2>/dev/null
 finish
