@@ -4,6 +4,9 @@
 # at 1 rank and at 2 ranks x 1 thread, the two builds alternating run by run so that a slow
 # spell of the host falls on both. Prints each run's step time and the medians side by side.
 # Not part of the tests. Usage: scripts/bench-compare.sh REV [REPS]   (default 5 reps)
+# OLD_ARGS and NEW_ARGS add arguments to REV's and this tree's runs, e.g. to time one
+# setting against another in the same code:
+#   OLD_ARGS="--set comm.timeout=0" scripts/bench-compare.sh HEAD
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rev=${1:?usage: scripts/bench-compare.sh REV [REPS]}
@@ -51,10 +54,12 @@ for np in 1 2; do
     : >"$tmp/old" && : >"$tmp/new"
     for i in $(seq "$reps"); do
         for side in old new; do
-            bin=$([ "$side" = old ] && echo "$base/build/compare/backprop" || echo build/compare/backprop)
+            if [ "$side" = old ]; then bin=$base/build/compare/backprop extra=${OLD_ARGS:-}
+            else bin=build/compare/backprop extra=${NEW_ARGS:-}; fi
             rm -rf "$tmp/run"
+            # shellcheck disable=SC2086 # the extra arguments are words on purpose
             mpirun "${mca[@]}" --oversubscribe -np "$np" "$bin" train "$tmp/w2.ini" \
-                --set checkpoint.dir="$tmp/run" | step_ms >>"$tmp/$side"
+                --set checkpoint.dir="$tmp/run" $extra | step_ms >>"$tmp/$side"
         done
         printf 'np %d, rep %d: %s %s ms, this tree %s ms\n' "$np" "$i" "$rev" \
             "$(tail -1 "$tmp/old")" "$(tail -1 "$tmp/new")"

@@ -1,4 +1,8 @@
 #include <mpi.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "comm.h"
@@ -52,27 +56,127 @@ void bp_comm_finalize(void)
     we_initialised = 0;
 }
 
+/* ---- the watchdog ----
+ * No collective waits forever. A thread of its own watches the collective this rank is in:
+ * entering one stores the time and what it is (two relaxed atomic stores, nothing on the
+ * hot path), leaving clears it. When a collective has waited longer than the timeout, the
+ * thread reports through the program's callback and ends the process with exit status 1;
+ * mpirun then ends the job. A rank that never arrives (stopped, hung outside MPI, cut off
+ * from the network) is found by the ranks waiting for it. */
+
+static struct {
+    _Atomic long long since_ns; /* when the current collective began; 0 when in none */
+    _Atomic(const char *) what; /* "the gradient allreduce" */
+    _Atomic long step;          /* the trainer's global step, for the message */
+    _Atomic long long timeout_ns;
+    bp_timeout_fn expired;
+    void *ctx;
+    int rank, size, started;
+} wd = {.step = -1};
+
+static long long now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void *watch(void *unused)
+{
+    for (;;) {
+        struct timespec tick = {0, 100 * 1000 * 1000};
+        nanosleep(&tick, NULL);
+        long long since = atomic_load_explicit(&wd.since_ns, memory_order_relaxed);
+        long long limit = atomic_load_explicit(&wd.timeout_ns, memory_order_relaxed);
+        if (since == 0 || limit == 0 || now_ns() - since <= limit)
+            continue;
+        /* With many ranks waiting, the lowest fires first and mpirun takes down the rest
+         * before they speak: one line for the job. */
+        struct timespec stagger = {0, 200 * 1000 * 1000L * (wd.rank < 4 ? wd.rank : 4)};
+        nanosleep(&stagger, NULL);
+        if (atomic_load_explicit(&wd.since_ns, memory_order_relaxed) != since)
+            continue; /* it arrived meanwhile */
+        char msg[512], who[96], at[32] = "";
+        if (wd.size == 2)
+            snprintf(who, sizeof(who), "rank %d did not arrive", 1 - wd.rank);
+        else
+            snprintf(who, sizeof(who), "a rank did not arrive");
+        long step = atomic_load_explicit(&wd.step, memory_order_relaxed);
+        if (step >= 0)
+            snprintf(at, sizeof(at), " at step %ld", step);
+        snprintf(msg, sizeof(msg),
+                 "timed out after %.0f s in %s%s: %s (stopped, hung, or cut off from the "
+                 "network); [comm] timeout sets the limit",
+                 (double)limit / 1e9, atomic_load_explicit(&wd.what, memory_order_relaxed), at,
+                 who);
+        if (wd.expired)
+            wd.expired(wd.ctx, wd.rank, msg);
+        _exit(1);
+    }
+    return NULL;
+}
+
+int bp_comm_watch(const bp_comm *comm, double seconds, bp_timeout_fn expired, void *ctx)
+{
+    wd.rank = comm->rank, wd.size = comm->size;
+    if (expired)
+        wd.expired = expired, wd.ctx = ctx;
+    atomic_store(&wd.timeout_ns, seconds > 0 ? (long long)(seconds * 1e9) : 0);
+    if (seconds <= 0 || wd.started || comm->size == 1)
+        return 0;
+    pthread_t thread;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&thread, &attr, watch, NULL);
+    pthread_attr_destroy(&attr);
+    if (rc != 0)
+        return BP_ENOMEM;
+    wd.started = 1;
+    return 0;
+}
+
+void bp_comm_set_step(long step)
+{
+    atomic_store_explicit(&wd.step, step, memory_order_relaxed);
+}
+
+static void enter(const char *what)
+{
+    atomic_store_explicit(&wd.what, what, memory_order_relaxed);
+    atomic_store_explicit(&wd.since_ns, now_ns(), memory_order_relaxed);
+}
+
+static void leave(void)
+{
+    atomic_store_explicit(&wd.since_ns, 0, memory_order_relaxed);
+}
+
 /* In place, over every rank; 0 or BP_ECOMM. */
-static int allreduce(const bp_comm *comm, void *buf, size_t n, MPI_Datatype type, MPI_Op op)
+static int allreduce(const bp_comm *comm, void *buf, size_t n, MPI_Datatype type, MPI_Op op,
+                     const char *what)
 {
     if (comm->size == 1)
         return 0;
-    return MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, type, op, world) == MPI_SUCCESS ? 0 : BP_ECOMM;
+    enter(what);
+    int rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, type, op, world);
+    leave();
+    return rc == MPI_SUCCESS ? 0 : BP_ECOMM;
 }
 
 int bp_comm_allreduce_sum(const bp_comm *comm, bp_real *buf, size_t n)
 {
-    return allreduce(comm, buf, n, BP_MPI_REAL, MPI_SUM);
+    return allreduce(comm, buf, n, BP_MPI_REAL, MPI_SUM, "the gradient allreduce");
 }
 
 int bp_comm_allreduce_sum_double(const bp_comm *comm, double *buf, size_t n)
 {
-    return allreduce(comm, buf, n, MPI_DOUBLE, MPI_SUM);
+    return allreduce(comm, buf, n, MPI_DOUBLE, MPI_SUM, "the evaluation sum");
 }
 
 int bp_comm_max_double(const bp_comm *comm, double *value)
 {
-    return allreduce(comm, value, 1, MPI_DOUBLE, MPI_MAX);
+    return allreduce(comm, value, 1, MPI_DOUBLE, MPI_MAX, "the step-time maximum");
 }
 
 int bp_comm_agree(const bp_comm *comm, int value, int *max, int *who)
@@ -84,7 +188,10 @@ int bp_comm_agree(const bp_comm *comm, int value, int *max, int *who)
         int value, rank;
     } in = {value, comm->rank}, out;
     /* MAXLOC breaks ties by the lowest rank. */
-    if (MPI_Allreduce(&in, &out, 1, MPI_2INT, MPI_MAXLOC, world) != MPI_SUCCESS)
+    enter("an agreement between ranks");
+    int rc = MPI_Allreduce(&in, &out, 1, MPI_2INT, MPI_MAXLOC, world);
+    leave();
+    if (rc != MPI_SUCCESS)
         return BP_ECOMM;
     *max = out.value, *who = out.rank;
     return 0;
@@ -95,7 +202,10 @@ int bp_comm_same(const bp_comm *comm, uint64_t value)
     if (comm->size == 1)
         return 1;
     uint64_t v[2] = {value, ~value}, r[2];
-    if (MPI_Allreduce(v, r, 2, MPI_UINT64_T, MPI_MAX, world) != MPI_SUCCESS)
+    enter("the replica check");
+    int rc = MPI_Allreduce(v, r, 2, MPI_UINT64_T, MPI_MAX, world);
+    leave();
+    if (rc != MPI_SUCCESS)
         return BP_ECOMM;
     /* max(v) == v and max(~v) == ~v on every rank only when all v are equal. */
     return r[0] == value && r[1] == ~value;

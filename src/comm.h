@@ -8,6 +8,9 @@
 
 #include "backprop/train.h" /* bp_comm, bp_comm_init, bp_comm_finalize */
 
+/* The step the reason names (the trainer's global step); -1 for none. */
+void bp_comm_set_step(long step);
+
 /* In-place sum across ranks of n reals: THE one collective of a training step. */
 int bp_comm_allreduce_sum(const bp_comm *comm, bp_real *buf, size_t n);
 int bp_comm_allreduce_sum_double(const bp_comm *comm, double *buf, size_t n);

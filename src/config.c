@@ -70,11 +70,12 @@ static const key_spec keys[] = {
     {"checkpoint", "every_epochs", K_LONG, OFF(every_epochs), 0, 1e9, NULL, 0, "1"},
     {"checkpoint", "every_steps", K_LONG, OFF(every_steps), 0, 1e15, NULL, 0, "0"},
     {"checkpoint", "keep", K_LONG, OFF(keep), 0, 1e9, NULL, 0, "3"},
+    {"comm", "timeout", K_REAL, OFF(comm_timeout), 0, 1e9, "0 (off) to 1e9 seconds", 0, "300"},
     {"log", "metrics", K_PATH, OFF(metrics), 0, 0, NULL, 0, ""},
     {"log", "progress", K_PROGRESS, OFF(progress), 0, 0, NULL, 0, "auto"},
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
-static const char *const sections[] = {"data", "network", "train", "checkpoint", "log"};
+static const char *const sections[] = {"data", "network", "train", "checkpoint", "comm", "log"};
 #define NSECTIONS (sizeof(sections) / sizeof(sections[0]))
 
 typedef struct {
@@ -552,12 +553,13 @@ size_t bp_config_format(const bp_config *c, char *buf, size_t len)
         "[train]\nepochs = %ld\nbatch_size = %ld\nlearning_rate = %.17g\nlambda = %.17g\n"
         "momentum = %.17g\nseed = %llu\nthreads = %s\n\n"
         "[checkpoint]\ndir = %s\nevery_epochs = %ld\nevery_steps = %ld\nkeep = %ld\n\n"
+        "[comm]\ntimeout = %.17g\n\n"
         "[log]\nmetrics = %s\nprogress = %s\n",
         c->train, c->train_labels, c->validation, c->validation_labels, c->validation_split,
         c->test, c->test_labels, c->limit, layers, bp_activation_name(c->hidden),
         bp_activation_name(c->output), bp_cost_name(c->cost), bp_init_name(c->init),
         c->init_epsilon, c->epochs, c->batch_size, c->learning_rate, c->lambda, c->momentum,
         (unsigned long long)c->seed, threads, c->checkpoint_dir, c->every_epochs, c->every_steps,
-        c->keep, c->metrics, progress[c->progress]);
+        c->keep, c->comm_timeout, c->metrics, progress[c->progress]);
     return n < 0 ? 0 : (size_t)n;
 }

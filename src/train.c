@@ -170,6 +170,9 @@ static int agree(const bp_comm *comm, int rc, char *err, size_t errlen)
 static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
 {
     const bp_config *cfg = t->cfg;
+    if (bp_comm_watch(&t->comm, cfg->comm_timeout, NULL, NULL) < 0)
+        return agree(&t->comm, bp__fail(err, errlen, BP_ENOMEM, "cannot start the watchdog"), err,
+                     errlen);
     /* The run directory first: a second run started on it ends here, before any work. */
     int rc = t->comm.rank == 0 ? bp_rundir_prepare(cfg, resume != NULL, &t->dir_lock,
                                                    &t->metrics_lock, err, errlen)
@@ -328,6 +331,7 @@ static int train_step(bp_trainer *t, size_t first, size_t m)
         memset(t->grad, 0, (np + 2) * sizeof(bp_real));
     }
     double computed = now_s();
+    bp_comm_set_step(t->st.global_step + 1);
     int rc = bp_comm_allreduce_sum(&t->comm, t->grad, np + 2);
     double reduced = now_s();
     if (rc < 0)

@@ -38,6 +38,8 @@ typedef struct {
     /* [checkpoint] */
     char checkpoint_dir[BP_PATH_MAX];
     long every_epochs, every_steps, keep;
+    /* [comm] */
+    double comm_timeout; /* seconds any collective may wait; 0 = no limit */
     /* [log] */
     char metrics[BP_PATH_MAX];
     bp_progress progress;

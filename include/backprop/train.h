@@ -48,6 +48,19 @@ int bp_comm_init(int *argc, char ***argv, bp_comm *comm);
 /* Frees the duplicate, and calls MPI_Finalize when bp_comm_init called MPI_Init. */
 void bp_comm_finalize(void);
 
+/* When a collective has waited longer than [comm] timeout (the watchdog; see
+ * bp_trainer_create), this is called from the watchdog's own thread with this rank and a
+ * one-line reason ("timed out after 10 s in the gradient allreduce at step 1234: rank 1 did
+ * not arrive ..."); then the process ends with exit status 1, and mpirun ends the job. */
+typedef void (*bp_timeout_fn)(void *ctx, int rank, const char *reason);
+
+/* The watchdog: from now on no collective of this process waits more than seconds. When
+ * one does, expired (if not NULL; otherwise the one set before) is called as above and
+ * the process ends with exit status 1. seconds <= 0 turns it off; a job of one rank needs
+ * none. bp_trainer_create sets seconds from [comm] timeout. Returns 0, or BP_ENOMEM when
+ * its thread cannot be started. */
+int bp_comm_watch(const bp_comm *comm, double seconds, bp_timeout_fn expired, void *ctx);
+
 typedef struct bp_trainer bp_trainer;
 
 /* What a run reports as it goes, on rank 0 only; any member may be NULL. */

@@ -24,6 +24,12 @@ void bp_cli_error(int rank, const char *fmt, ...) __attribute__((format(printf, 
  * agreed exit status. */
 int bp_cli_agree(const bp_comm *comm, int status, const char *msg);
 
+/* MPI, then the watchdog with the CLI's error line: no collective waits more than
+ * BP_CLI_TIMEOUT seconds until a config says otherwise ([comm] timeout, which train and
+ * gradcheck apply). 0, or exit status 1 after printing why. */
+#define BP_CLI_TIMEOUT 300.0
+int bp_cli_init(int *argc, char ***argv, bp_comm *comm);
+
 /* After a collective library call failed (the ranks already agree): the rank whose err
  * holds the reason prints it; returns status. */
 int bp_cli_report(const bp_comm *comm, int status, const char *err);

@@ -114,10 +114,8 @@ static void print_report(const eval_args *a, const double *r, const bp_dataset *
 static int run(int argc, char **argv, int predict)
 {
     bp_comm comm;
-    if (bp_comm_init(&argc, &argv, &comm) < 0) {
-        bp_cli_error(0, "MPI initialisation failed");
+    if (bp_cli_init(&argc, &argv, &comm) != 0)
         return EXIT_FAILURE_DURING_WORK;
-    }
     static char err[2048];
     eval_args a;
     bp_checkpoint ck;

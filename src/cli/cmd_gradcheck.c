@@ -126,6 +126,8 @@ static int check(const bp_comm *comm, const gc_args *a, char *err, size_t len)
     bp_real *grad = NULL;
     bp_gradcheck_layer *res = NULL;
     int rc = bp_config_load(&cfg, a->config, a->sets, a->nsets, err, len);
+    if (rc == 0)
+        bp_comm_watch(comm, cfg.comm_timeout, NULL, NULL); /* a thread already runs: no error */
     if (rc == 0 &&
         (rc = bp_net_create(&net, cfg.nsizes, cfg.sizes, cfg.hidden, cfg.output, cfg.cost)) == 0)
         rc = bp_dataset_load(&ds, cfg.train, cfg.train_labels[0] ? cfg.train_labels : NULL,
@@ -170,10 +172,8 @@ cleanup:
 int bp_cmd_gradcheck(int argc, char **argv)
 {
     bp_comm comm;
-    if (bp_comm_init(&argc, &argv, &comm) < 0) {
-        bp_cli_error(0, "MPI initialisation failed");
+    if (bp_cli_init(&argc, &argv, &comm) != 0)
         return EXIT_FAILURE_DURING_WORK;
-    }
     static char err[2048];
     gc_args a;
     int status = EXIT_OK;

@@ -180,10 +180,8 @@ static int train_main(const bp_comm *comm, const train_args *a)
 int bp_cmd_train(int argc, char **argv)
 {
     bp_comm comm;
-    if (bp_comm_init(&argc, &argv, &comm) < 0) {
-        bp_cli_error(0, "MPI initialisation failed");
+    if (bp_cli_init(&argc, &argv, &comm) != 0)
         return EXIT_FAILURE_DURING_WORK;
-    }
     int status;
     char err[512];
     train_args a;

@@ -48,6 +48,25 @@ int bp_cli_agree(const bp_comm *comm, int status, const char *msg)
     return agreed;
 }
 
+static void timed_out(void *ctx, int rank, const char *reason)
+{
+    bp_cli_error(rank, "%s", reason);
+}
+
+int bp_cli_init(int *argc, char ***argv, bp_comm *comm)
+{
+    if (bp_comm_init(argc, argv, comm) < 0) {
+        bp_cli_error(0, "MPI initialisation failed");
+        return EXIT_FAILURE_DURING_WORK;
+    }
+    if (bp_comm_watch(comm, BP_CLI_TIMEOUT, timed_out, NULL) < 0) {
+        bp_cli_error(comm->rank, "cannot start the watchdog thread");
+        bp_comm_finalize();
+        return EXIT_FAILURE_DURING_WORK;
+    }
+    return 0;
+}
+
 int bp_cli_report(const bp_comm *comm, int status, const char *err)
 {
     if (err && *err)

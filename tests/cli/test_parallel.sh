@@ -125,4 +125,30 @@ if [ "$rows" -ge 3 ] && [ "$lines" -ge "$rows" ]; then ok; else
     bad "after SIGTERM: $lines epoch lines in the log, $rows rows in metrics.csv"
 fi
 pkill -KILL -f "$T/termed.ini" 2>/dev/null
+
+# The watchdog: a rank stopped with SIGSTOP is found by the other within [comm] timeout;
+# the job exits 1 naming it, no process is left, and the last checkpoint resumes.
+sed -e 's/^epochs = .*/epochs = 100000/' -e 's/^every_epochs = .*/every_epochs = 20/' p.ini >hung.ini
+printf '[comm]\ntimeout = 5\n' >>hung.ini
+mpirun --oversubscribe -np 2 "$BP" train "$T/hung.ini" --set checkpoint.dir=$T/hung \
+    --set log.metrics=$T/hung/metrics.csv >hung.out 2>hung.err &
+job=$!
+for _ in $(seq 300); do [ -e hung/latest.h5 ] && break; sleep 0.1; done
+victim=$(pgrep -f "$BP train $T/hung.ini" | tail -1)
+start=$(date +%s)
+kill -STOP "$victim"
+wait "$job"
+status=$?
+took=$(($(date +%s) - start))
+if [ "$status" -eq 1 ] && [ "$took" -le 20 ] && [ "$(grep -c 'backprop: error' hung.err)" -eq 1 ] &&
+    grep -qE '^backprop: error: timed out after 5 s in the gradient allreduce at step [0-9]+: rank 1 did not arrive' hung.err; then
+    ok
+else
+    bad "stopped rank: mpirun exit $status after ${took}s"
+    grep backprop hung.err
+fi
+pgrep -f "$T/hung.ini" >/dev/null && bad "processes left after the watchdog"
+pkill -KILL -f "$T/hung.ini" 2>/dev/null
+check "resume after the watchdog" mpi 2 train hung.ini --resume latest --set checkpoint.dir=$T/hung \
+    --set log.metrics=$T/hung/metrics.csv --set train.epochs=$(($($PY -c "import h5py; print(h5py.File('$T/hung/latest.h5')['train'].attrs['epoch'])") + 1))
 finish
