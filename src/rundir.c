@@ -194,8 +194,8 @@ static int rewrite_metrics(const bp_config *cfg, const bp_train_state *st, char 
         return bp__fail(err, errlen, BP_ENOMEM, "%s: out of memory", cfg->metrics);
     size_t len = 0;
     for (int i = 0; i < BP_METRIC_COLUMNS; i++)
-        len += (size_t)sprintf(text + len, "%s%c", bp_metric_columns[i],
-                               i + 1 < BP_METRIC_COLUMNS ? ',' : '\n');
+        len += (size_t)snprintf(text + len, CSV_ROW_MAX, "%s%c", bp_metric_columns[i],
+                                i + 1 < BP_METRIC_COLUMNS ? ',' : '\n');
     for (size_t i = 0; i < st->nmetrics; i++)
         len += csv_row(text + len, &st->metrics[i]);
     int rc = bp__publish(cfg->metrics, text, len, BP__OUT_REPLACE, err, errlen);
