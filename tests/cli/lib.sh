@@ -49,6 +49,37 @@ INI
     for line in "$@"; do printf '%s\n' "$line" >>"$file"; done
 }
 
+# parallel_config FILE: a small net whose shards differ in size (160 / 13 leaves a short
+# last batch): what the data-parallel tests train alone, under mpirun and across hosts.
+parallel_config() {
+    cat >"$1" <<INI
+[data]
+train = $T/good.h5
+validation_split = 40
+
+[network]
+layers = 4, 16, 8, 3
+hidden = tanh
+output = softmax
+cost = cross_entropy
+init = xavier
+
+[train]
+epochs = 3
+batch_size = 13                   ; 160 / 13: a short last batch, shards of unequal size
+learning_rate = 0.2
+lambda = 0.5
+momentum = 0.9
+seed = 11
+
+[checkpoint]
+every_epochs = 0
+
+[log]
+progress = off
+INI
+}
+
 ok() { passes=$((passes + 1)); }
 bad() {
     fails=$((fails + 1))

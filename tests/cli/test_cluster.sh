@@ -12,32 +12,7 @@ fi
 trap '"$CLUSTER" down; rm -rf "$T"' EXIT
 $PY "$SRC/tests/cli/make_data.py" "$T" || exit 1
 
-cat >c.ini <<INI
-[data]
-train = $T/good.h5
-validation_split = 40
-
-[network]
-layers = 4, 16, 8, 3
-hidden = tanh
-output = softmax
-cost = cross_entropy
-init = xavier
-
-[train]
-epochs = 3
-batch_size = 13
-learning_rate = 0.2
-lambda = 0.5
-momentum = 0.9
-seed = 11
-
-[checkpoint]
-every_epochs = 0
-
-[log]
-progress = off
-INI
+parallel_config c.ini
 strip_time() { cut -d, -f1-8 "$1"; }
 
 # N hosts x 1 rank against N ranks on one node: the same reduction order, the same bits.

@@ -8,32 +8,7 @@ $PY "$SRC/tests/cli/make_data.py" "$T" || exit 1
 BOUND=${BOUND:-1e-5}
 "$BP" --version | grep -q double && BOUND=1e-12
 
-cat >p.ini <<INI
-[data]
-train = $T/good.h5
-validation_split = 40
-
-[network]
-layers = 4, 16, 8, 3
-hidden = tanh
-output = softmax
-cost = cross_entropy
-init = xavier
-
-[train]
-epochs = 3
-batch_size = 13                   ; 160 / 13: a short last batch, shards of unequal size
-learning_rate = 0.2
-lambda = 0.5
-momentum = 0.9
-seed = 11
-
-[checkpoint]
-every_epochs = 0
-
-[log]
-progress = off
-INI
+parallel_config p.ini
 for np in 1 2 3 4; do
     check "train np$np" mpi "$np" train p.ini --set checkpoint.dir=np$np
     cp "$T/check.out" np$np.log
