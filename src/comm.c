@@ -1,3 +1,4 @@
+#include <limits.h>
 #include <mpi.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -24,7 +25,9 @@ int bp_comm_init(int *argc, char ***argv, bp_comm *comm)
     int initialized = 0;
     MPI_Initialized(&initialized);
     if (!initialized) {
-        if (MPI_Init(argc, argv) != MPI_SUCCESS)
+        /* FUNNELED: only this thread calls MPI, but the watchdog's thread exists beside it. */
+        int provided;
+        if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
             return BP_ECOMM;
         we_initialised = 1;
     }
@@ -86,7 +89,7 @@ static void *watch(void *unused)
     for (;;) {
         struct timespec tick = {0, 100 * 1000 * 1000};
         nanosleep(&tick, NULL);
-        long long since = atomic_load_explicit(&wd.since_ns, memory_order_relaxed);
+        long long since = atomic_load_explicit(&wd.since_ns, memory_order_acquire);
         long long limit = atomic_load_explicit(&wd.timeout_ns, memory_order_relaxed);
         if (since == 0 || limit == 0 || now_ns() - since <= limit)
             continue;
@@ -118,9 +121,12 @@ static void *watch(void *unused)
 
 int bp_comm_watch(const bp_comm *comm, double seconds, bp_timeout_fn expired, void *ctx)
 {
-    wd.rank = comm->rank, wd.size = comm->size;
-    if (expired)
-        wd.expired = expired, wd.ctx = ctx;
+    /* Only the limit changes once the thread runs: the rest is its to read. */
+    if (!wd.started) {
+        wd.rank = comm->rank, wd.size = comm->size;
+        if (expired)
+            wd.expired = expired, wd.ctx = ctx;
+    }
     atomic_store(&wd.timeout_ns, seconds > 0 ? (long long)(seconds * 1e9) : 0);
     if (seconds <= 0 || wd.started || comm->size == 1)
         return 0;
@@ -144,7 +150,8 @@ void bp_comm_set_step(long step)
 static void enter(const char *what)
 {
     atomic_store_explicit(&wd.what, what, memory_order_relaxed);
-    atomic_store_explicit(&wd.since_ns, now_ns(), memory_order_relaxed);
+    /* release: a watchdog that sees this time also sees the name stored before it */
+    atomic_store_explicit(&wd.since_ns, now_ns(), memory_order_release);
 }
 
 static void leave(void)
@@ -158,6 +165,8 @@ static int allreduce(const bp_comm *comm, void *buf, size_t n, MPI_Datatype type
 {
     if (comm->size == 1)
         return 0;
+    if (n > INT_MAX) /* MPI counts are ints */
+        return BP_EINVAL;
     enter(what);
     int rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, type, op, world);
     leave();

@@ -131,7 +131,9 @@ static int parse_real(const char *s, double *out)
     double v = strtod(s, &end);
     if (end == s || *end)
         return -1;
-    if (errno == ERANGE || !isfinite(v))
+    /* ERANGE also flags results too small for a normal double (1e-310): those are numbers
+     * all the same, and the range check decides. */
+    if ((errno == ERANGE && fabs(v) > 1) || !isfinite(v))
         return isnan(v) ? -1 : -2;
     *out = v;
     return 0;
@@ -349,7 +351,7 @@ static void check_header(parse_ctx *ctx, const char *line)
     if (s < 0)
         fail_at(ctx, ctx->line,
                 "unknown section [%s] (known: data, network, train, "
-                "checkpoint, log)",
+                "checkpoint, comm, log)",
                 name);
     else if (!ctx->section_line[s])
         ctx->section_line[s] = ctx->line;

@@ -171,10 +171,20 @@ static int rename_noreplace(const char *from, const char *to)
         return 0;
     if (errno != EINVAL && errno != ENOSYS)
         return -1;
-    if (link(from, to) != 0)
+    if (link(from, to) == 0) {
+        unlink(from);
+        return 0;
+    }
+    if (errno != EPERM && errno != ENOTSUP && errno != EOPNOTSUPP)
         return -1;
-    unlink(from);
-    return 0;
+    /* Neither (FAT, SMB, some FUSE file systems): check, then rename. A file created in
+     * between would be replaced; nothing better exists there. */
+    struct stat st;
+    if (lstat(to, &st) == 0) {
+        errno = EEXIST;
+        return -1;
+    }
+    return rename(from, to);
 }
 
 int bp__publish(const char *path, const void *data, size_t len, int flags, char *err, size_t errlen)
@@ -227,7 +237,7 @@ int bp__append(const char *path, const void *data, size_t len, char *err, size_t
     if (fd < 0)
         return bp__fail(err, errlen, BP_EIO, "%s: cannot append (%s)", path, strerror(errno));
     struct stat st;
-    int rc = fstat(fd, &st);
+    int rc = fstat(fd, &st), st_ok = rc == 0;
     if (rc == 0) {
         ssize_t n;
         do
@@ -240,7 +250,7 @@ int bp__append(const char *path, const void *data, size_t len, char *err, size_t
         }
     }
     int saved = errno;
-    if (rc < 0)
+    if (rc < 0 && st_ok)
         (void)!ftruncate(fd, st.st_size); /* no partial row stays behind */
     close(fd);
     if (rc < 0)
@@ -308,7 +318,13 @@ void bp__lock_drop(bp__lock *lk)
 {
     if (lk->fd < 0)
         return;
-    unlink(lk->path); /* while still held: a waiting process then retries the new name */
+    /* While still held, so that a waiting process retries the new name; and only if the
+     * name still leads to this lock (someone may have removed the file and another run
+     * made a new one). */
+    struct stat held, named;
+    if (fstat(lk->fd, &held) == 0 && stat(lk->path, &named) == 0 && held.st_dev == named.st_dev &&
+        held.st_ino == named.st_ino)
+        unlink(lk->path);
     close(lk->fd);
     lk->fd = -1;
 }

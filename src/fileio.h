@@ -40,9 +40,11 @@ int bp__is_temp_name(const char *name);
 
 /* Publishes len bytes as path: a new temporary (O_EXCL), every byte written and fsync'ed,
  * renamed into place, the directory fsync'ed. Without BP__OUT_REPLACE an existing path is
- * never replaced, even one that appears meanwhile. On error returns BP_EIO (or BP_EINVAL
- * for an existing file) with "PATH: WHAT (WHY)", removes the temporary, and leaves path as
- * it was. */
+ * never replaced, even one that appears meanwhile (where the file system can rename
+ * without replacing or make hard links; elsewhere a check comes just before the rename).
+ * On error returns BP_EIO (or BP_EINVAL for an existing file) with "PATH: WHAT (WHY)",
+ * removes the temporary, and leaves path as it was, except after a failed directory fsync:
+ * the rename has happened, path holds the new file, but its name may not survive a crash. */
 int bp__publish(const char *path, const void *data, size_t len, int flags, char *err,
                 size_t errlen);
 

@@ -180,10 +180,14 @@ int bp__h5_read_string_attr(hid_t loc, const char *name, char *buf, size_t len)
  * checksum no longer matches (HDF5 1.10.8), which the reader then refuses. */
 typedef struct {
     void *image;
+    size_t size; /* of the driver's buffer, as last allocated */
 } image_grab;
+
+static image_grab grab_slot;
 
 static void *image_malloc(size_t size, H5FD_file_image_op_t op, void *udata)
 {
+    grab_slot.size = size;
     return malloc(size ? size : 1);
 }
 
@@ -195,12 +199,13 @@ static void *image_memcpy(void *dest, const void *src, size_t size, H5FD_file_im
 
 static void *image_realloc(void *ptr, size_t size, H5FD_file_image_op_t op, void *udata)
 {
+    grab_slot.size = size;
     return realloc(ptr, size ? size : 1);
 }
 
-/* One file in memory at a time: the library's writers are single-threaded. (HDF5 wants
- * copy and free functions for a udata pointer; a static needs none.) */
-static image_grab grab_slot;
+/* One file in memory at a time (grab_slot, above): the library's writers are
+ * single-threaded. (HDF5 wants copy and free functions for a udata pointer; a static needs
+ * none.) */
 
 static herr_t image_free(void *ptr, H5FD_file_image_op_t op, void *udata)
 {
@@ -211,9 +216,9 @@ static herr_t image_free(void *ptr, H5FD_file_image_op_t op, void *udata)
     return 0;
 }
 
-/* The file's length from its superblock's end-of-file address: versions 0 and 1 keep it at
- * byte 40, versions 2 and 3 at byte 28, as 8 little-endian bytes (backprop's files use
- * 8-byte offsets). 0 when the image is not such a superblock. */
+/* The file's length from its superblock's end-of-file address: version 0 keeps it at byte
+ * 40, versions 2 and 3 at byte 28, as 8 little-endian bytes (backprop's files use 8-byte
+ * offsets; it never writes version 1). 0 when the image is not such a superblock. */
 static size_t image_length(const unsigned char *image, size_t cap)
 {
     static const unsigned char signature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
@@ -221,7 +226,7 @@ static size_t image_length(const unsigned char *image, size_t cap)
         return 0;
     int version = image[8];
     size_t at = version >= 2 ? 28 : 40, offsets = version >= 2 ? image[9] : image[13];
-    if (offsets != 8 || version > 3)
+    if (offsets != 8 || version == 1 || version > 3)
         return 0;
     uint64_t eof = 0;
     for (int i = 7; i >= 0; i--)
@@ -259,15 +264,13 @@ hid_t bp__h5_create(int v110)
 
 int bp__h5_publish(hid_t file, const char *path, int flags, char *err, size_t errlen)
 {
-    /* The buffer is at least as long as the file: the driver grows it as the file grows. */
-    hsize_t cap = 0;
-    int bad = H5Fget_filesize(file, &cap) < 0;
     free(grab_slot.image);
     grab_slot.image = NULL;
-    bad |= H5Fclose(file) < 0;
+    int bad = H5Fclose(file) < 0;
     unsigned char *image = grab_slot.image;
     grab_slot.image = NULL;
-    size_t len = !bad && image ? image_length(image, (size_t)cap) : 0;
+    /* Bounded by the buffer the driver held at close: the superblock must not claim more. */
+    size_t len = !bad && image ? image_length(image, grab_slot.size) : 0;
     int rc = len == 0 ? bp__fail(err, errlen, BP_ENOMEM,
                                  "%s: cannot build the HDF5 file (out of memory?)", path)
                       : bp__publish(path, image, len, flags, err, errlen);

@@ -124,17 +124,6 @@ static int take_lock(bp__lock *lk, const char *path, int is_dir, char *err, size
     return 0;
 }
 
-/* Whether the metrics file sits directly in the checkpoint directory, which the directory's
- * lock already covers. */
-static int metrics_in_dir(const bp_config *c)
-{
-    char dir[BP_PATH_MAX];
-    parent_dir(c->metrics, dir, sizeof(dir));
-    struct stat a, b;
-    return stat(dir, &a) == 0 && stat(c->checkpoint_dir, &b) == 0 && a.st_dev == b.st_dev &&
-           a.st_ino == b.st_ino;
-}
-
 int bp_rundir_prepare(const bp_config *c, int resuming, bp__lock *dir_lock, bp__lock *metrics_lock,
                       char *err, size_t errlen)
 {
@@ -146,7 +135,9 @@ int bp_rundir_prepare(const bp_config *c, int resuming, bp__lock *dir_lock, bp__
     rc = check_writable(metrics_dir, err, errlen);
     if (rc == 0)
         rc = take_lock(dir_lock, c->checkpoint_dir, 1, err, errlen);
-    if (rc == 0 && !metrics_in_dir(c))
+    /* The metrics file has a lock of its own even inside the directory: another run may
+     * name it as its [log] metrics. */
+    if (rc == 0)
         rc = take_lock(metrics_lock, c->metrics, 0, err, errlen);
     if (rc < 0)
         return rc;
@@ -256,12 +247,16 @@ static int update_latest(const bp_config *cfg, const bp_run_snapshot *s, const c
     return bp_checkpoint_write(latest, s->net, s->velocity, s->st, s->config_text, err, errlen);
 }
 
+/* The step of "ckpt-<step>.h5" written as backprop writes it (no sign, no leading zeros):
+ * prune deletes by the name it rebuilds, which must be the same file. */
 static int step_of(const char *name, long *step)
 {
     int used = 0;
-    if (sscanf(name, "ckpt-%ld.h5%n", step, &used) == 1 && name[used] == 0)
-        return 0;
-    return -1;
+    char canonical[64];
+    if (sscanf(name, "ckpt-%ld.h5%n", step, &used) != 1 || name[used] != 0 || *step < 0)
+        return -1;
+    snprintf(canonical, sizeof(canonical), "ckpt-%ld.h5", *step);
+    return strcmp(canonical, name) == 0 ? 0 : -1;
 }
 
 /* Removes the oldest ckpt-<step>.h5 beyond `keep` (0 keeps all). */

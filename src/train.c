@@ -167,16 +167,17 @@ static int agree(const bp_comm *comm, int rc, char *err, size_t errlen)
     return -(worst / 2);
 }
 
+/* Setup's protocol is two agreements on every rank, whatever fails where: one after the
+ * run directory is claimed, one at the end. */
 static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
 {
     const bp_config *cfg = t->cfg;
-    if (bp_comm_watch(&t->comm, cfg->comm_timeout, NULL, NULL) < 0)
-        return agree(&t->comm, bp__fail(err, errlen, BP_ENOMEM, "cannot start the watchdog"), err,
-                     errlen);
+    int rc = bp_comm_watch(&t->comm, cfg->comm_timeout, NULL, NULL) < 0
+                 ? bp__fail(err, errlen, BP_ENOMEM, "cannot start the watchdog")
+                 : 0;
     /* The run directory first: a second run started on it ends here, before any work. */
-    int rc = t->comm.rank == 0 ? bp_rundir_prepare(cfg, resume != NULL, &t->dir_lock,
-                                                   &t->metrics_lock, err, errlen)
-                               : 0;
+    if (rc == 0 && t->comm.rank == 0)
+        rc = bp_rundir_prepare(cfg, resume != NULL, &t->dir_lock, &t->metrics_lock, err, errlen);
     rc = agree(&t->comm, rc, err, errlen);
     char resume_path[BP_PATH_MAX + 32] = "";
     if (rc == 0 && resume)
@@ -218,7 +219,10 @@ int bp_trainer_create(bp_trainer **out, const bp_config *cfg, const char *config
         t->threads = cfg->threads ? cfg->threads : bp_auto_threads(comm);
         bp_set_blas_threads(t->threads);
     }
-    rc = t && text ? setup(t, resume, err, errlen) : agree(comm, rc, err, errlen);
+    if (t && text)
+        rc = setup(t, resume, err, errlen);
+    else /* the same two agreements as setup, so that the other ranks are not left waiting */
+        rc = agree(comm, agree(comm, rc, err, errlen), err, errlen);
     if (rc < 0) {
         if (t)
             bp_trainer_free(t);
@@ -407,16 +411,21 @@ static int finish_epoch(bp_trainer *t, const bp_callbacks *cb, char *err, size_t
     t->st.epoch++;
     t->st.batch_in_epoch = 0;
     bp_metrics_row row;
-    if (end_epoch(t, &row) < 0)
-        return bp__fail(err, errlen, BP_ECOMM, "evaluation: %s", bp_strerror(BP_ECOMM));
-    bp_metrics_row *grown = bp__realloc(t->st.metrics, t->st.nmetrics + 1, sizeof(row));
-    if (!grown)
-        return bp__fail(err, errlen, BP_ENOMEM, "out of memory for metrics");
-    t->st.metrics = grown;
-    t->st.metrics[t->st.nmetrics++] = row;
-    t->st.epoch_cost_sum = t->st.epoch_correct = t->st.epoch_seen = t->st.epoch_train_s = 0;
-    int rc = 0;
-    if (t->comm.rank == 0) {
+    /* Every path ends in the one agreement below: a rank that failed alone must not skip
+     * it, or the others would wait there for it. */
+    int rc = end_epoch(t, &row) < 0
+                 ? bp__fail(err, errlen, BP_ECOMM, "evaluation: %s", bp_strerror(BP_ECOMM))
+                 : 0;
+    bp_metrics_row *grown =
+        rc == 0 ? bp__realloc(t->st.metrics, t->st.nmetrics + 1, sizeof(row)) : NULL;
+    if (rc == 0 && !grown)
+        rc = bp__fail(err, errlen, BP_ENOMEM, "out of memory for metrics");
+    if (rc == 0) {
+        t->st.metrics = grown;
+        t->st.metrics[t->st.nmetrics++] = row;
+        t->st.epoch_cost_sum = t->st.epoch_correct = t->st.epoch_seen = t->st.epoch_train_s = 0;
+    }
+    if (rc == 0 && t->comm.rank == 0) {
         if (cb && cb->epoch)
             cb->epoch(cb->ctx, &row, t->cfg->epochs);
         rc = bp_rundir_append_metrics(t->cfg, &row, err, errlen);

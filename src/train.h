@@ -27,8 +27,8 @@ struct bp_trainer {
     int threads;         /* BLAS threads per rank in effect */
     long last_ckpt_step; /* global step of the newest checkpoint written, -1 if none */
     int resumed;
-    /* Rank 0: the run directory's owner lock, and the metrics file's when it lives
-     * elsewhere; held from setup to bp_trainer_free. */
+    /* Rank 0: the run directory's owner lock and the metrics file's; held from setup to
+     * bp_trainer_free. */
     bp__lock dir_lock, metrics_lock;
     /* This process's seconds in the steps of this run, by phase: gather + forward + backward,
      * the allreduce (waiting for slower ranks included), the update. */

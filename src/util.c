@@ -108,15 +108,35 @@ static int read_bytes(const char *dir, const char *name, double *out)
     return ok && end != buf ? 0 : -1;
 }
 
+/* The value of "key N" in dir/memory.stat; 0 when absent. */
+static double read_stat(const char *dir, const char *key)
+{
+    char path[3 * BP__PATH_LEN], line[256];
+    snprintf(path, sizeof(path), "%s/memory.stat", dir);
+    FILE *f = fopen(path, "re");
+    double v = 0;
+    size_t klen = strlen(key);
+    while (f && fgets(line, sizeof(line), f))
+        if (strncmp(line, key, klen) == 0 && line[klen] == ' ')
+            v = strtod(line + klen + 1, NULL);
+    if (f)
+        fclose(f);
+    return v;
+}
+
 /* What the memory cgroup at dir and each cgroup above it, up to top, leave: the smallest
- * limit minus usage. */
-static double cgroup_room(char *dir, size_t top, const char *limit, const char *usage)
+ * limit minus usage. Usage counts the page cache too; its inactive part (stat) is given
+ * back before the kernel would kill anything, so it counts as room. */
+static double cgroup_room(char *dir, size_t top, const char *limit, const char *usage,
+                          const char *stat)
 {
     double room = INFINITY;
     for (;;) {
         double lim, used;
-        if (read_bytes(dir, limit, &lim) == 0 && read_bytes(dir, usage, &used) == 0)
+        if (read_bytes(dir, limit, &lim) == 0 && read_bytes(dir, usage, &used) == 0) {
+            used -= fmin(used, read_stat(dir, stat));
             room = fmin(room, lim > used ? lim - used : 0);
+        }
         char *slash = strrchr(dir, '/');
         if (strlen(dir) <= top || !slash || (size_t)(slash - dir) < top)
             return room;
@@ -157,8 +177,9 @@ double bp__memory_available_at(const char *root)
         if (access(dir, F_OK) != 0)
             snprintf(dir, sizeof(dir), "%s", mount);
         avail = fmin(avail, v1 ? cgroup_room(dir, strlen(mount), "memory.limit_in_bytes",
-                                             "memory.usage_in_bytes")
-                               : cgroup_room(dir, strlen(mount), "memory.max", "memory.current"));
+                                             "memory.usage_in_bytes", "total_inactive_file")
+                               : cgroup_room(dir, strlen(mount), "memory.max", "memory.current",
+                                             "inactive_file"));
     }
     if (f)
         fclose(f);

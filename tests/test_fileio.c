@@ -228,6 +228,10 @@ static void test_memory_available(void **state)
     fake("sys/fs/cgroup/memory/slurm/memory.limit_in_bytes", "2000000000\n");
     fake("sys/fs/cgroup/memory/slurm/memory.usage_in_bytes", "500000000\n");
     assert_true(bp__memory_available_at(root) == 1500000000.0);
+    /* Inactive page cache in the usage is room: the kernel reclaims it first. */
+    fake("sys/fs/cgroup/memory/slurm/memory.stat",
+         "cache 400000000\ntotal_inactive_file 300000000\n");
+    assert_true(bp__memory_available_at(root) == 1800000000.0);
     /* cgroup v2: "max" is no limit; a path the container does not show falls back to the
      * mount's own files. */
     fake("proc/self/cgroup", "0::/user.slice/job\n");
@@ -236,6 +240,8 @@ static void test_memory_available(void **state)
     assert_true(bp__memory_available_at(root) == 8000000.0 * 1024);
     fake("sys/fs/cgroup/user.slice/job/memory.max", "1000000\n");
     assert_true(bp__memory_available_at(root) == 1000000.0 - 12345);
+    fake("sys/fs/cgroup/user.slice/job/memory.stat", "anon 2345\ninactive_file 10000\n");
+    assert_true(bp__memory_available_at(root) == 1000000.0 - 2345);
     fake("proc/self/cgroup", "0::/host/only/path\n");
     fake("sys/fs/cgroup/memory.max", "5000000\n");
     fake("sys/fs/cgroup/memory.current", "1000000\n");

@@ -64,6 +64,9 @@ for np in 1 2; do
             on "$np" train owner.ini --set train.seed=2
         expect "np$np second run, resuming" 2 'busy is in use by another run' \
             on "$np" train owner.ini --resume latest
+        # The metrics file inside a busy directory is locked too, for runs elsewhere.
+        expect "np$np another run's metrics file" 2 'busy/metrics\.csv is in use by another run.*\[log\] metrics' \
+            on "$np" train owner.ini --set checkpoint.dir=$T/elsewhere$np --set log.metrics=$T/busy/metrics.csv
         # The owner went on writing its own rows meanwhile; none came from the losers.
         if awk -F, 'NR > 1 && $1 != NR - 1 { exit 1 }' busy/metrics.csv; then ok; else
             bad "np$np metrics rows out of order"; fi
