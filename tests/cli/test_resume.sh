@@ -55,6 +55,13 @@ check "extension metrics" test "$($H5 metrics-epochs B/metrics.csv)" = "1 2 3 4 
 check "nothing to do when finished" mpi 2 train r.ini --set checkpoint.dir=E --set train.epochs=5 --resume latest
 check "keep = 2" mpi 2 train r.ini --set checkpoint.dir=K --set checkpoint.keep=2
 check "two step files stay" test "$(ls K | grep -c '^ckpt-')" -eq 2 -a -e K/ckpt-39.h5 -a -e K/latest.h5
+# Pruning counts and removes only the names it writes: a file that merely parses as a step
+# (a user's ckpt-052.h5) is neither counted nor removed, and costs no real checkpoint.
+cp K/ckpt-39.h5 K/ckpt-052.h5
+check "keep = 2, extended" mpi 2 train r.ini --set checkpoint.dir=K --set checkpoint.keep=2 \
+    --set train.epochs=4 --resume latest
+check "a foreign name is left alone" test -e K/ckpt-052.h5 -a -e K/ckpt-50.h5 -a -e K/ckpt-52.h5 \
+    -a "$(ls K | grep -c '^ckpt-[1-9][0-9]*\.h5$')" -eq 2
 
 # Killed with SIGKILL mid-run, then resumed: the same weights as never being killed.
 cat >big.ini <<INI
