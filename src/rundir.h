@@ -21,9 +21,9 @@ int bp_rundir_resolve(const bp_config *cfg, const char *resume, char *out, size_
                       size_t errlen);
 
 /* Before any work: creates the directories, checks they are writable, takes the run
- * directory's lock into dir_lock and the metrics file's into metrics_lock, and refuses a fresh run over a directory that already holds one. BP_EINVAL
- * when another run holds a lock. Creates the directories; writes no file that stays
- * (bp__lock_drop removes the lock files). */
+ * directory's lock into dir_lock and the metrics file's into metrics_lock, and refuses a fresh run
+ * over a directory that already holds one. BP_EINVAL when another run holds a lock. Creates the
+ * directories; writes no file that stays (bp__lock_drop removes the lock files). */
 int bp_rundir_prepare(const bp_config *cfg, int resuming, bp__lock *dir_lock,
                       bp__lock *metrics_lock, char *err, size_t errlen);
 
