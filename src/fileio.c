@@ -59,7 +59,7 @@ int bp__input_check(const char *path, off_t *size, char *err, size_t errlen)
     return 0;
 }
 
-static void dir_of(const char *path, char *out, size_t len)
+void bp__dir_of(const char *path, char *out, size_t len)
 {
     snprintf(out, len, "%s", path);
     char *slash = strrchr(out, '/');
@@ -98,7 +98,7 @@ int bp__output_check(const char *path, int flags, const char *const *inputs, cha
     if (!*path || !*(slash ? slash + 1 : path))
         return bp__fail(err, errlen, BP_EINVAL, "%s: not a file name", path);
     char dir[BP__PATH_LEN];
-    dir_of(path, dir, sizeof(dir));
+    bp__dir_of(path, dir, sizeof(dir));
     struct stat st;
     if (stat(dir, &st) != 0)
         return bp__fail(err, errlen, BP_EINVAL, "%s: cannot write there: directory %s: %s", path,
@@ -150,7 +150,7 @@ static int write_all(int fd, const void *data, size_t len)
 static int fsync_dir(const char *path)
 {
     char dir[BP__PATH_LEN];
-    dir_of(path, dir, sizeof(dir));
+    bp__dir_of(path, dir, sizeof(dir));
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return -1;
@@ -224,6 +224,25 @@ int bp__publish(const char *path, const void *data, size_t len, int flags, char 
         if (saved == EEXIST)
             return bp__fail(err, errlen, BP_EINVAL, "%s: exists; add --force to replace it", path);
         return bp__fail(err, errlen, BP_EIO, "%s: %s (%s)", path, what, strerror(saved));
+    }
+    if (fsync_dir(path) < 0)
+        return bp__fail(err, errlen, BP_EIO, "%s: cannot fsync its directory (%s)", path,
+                        strerror(errno));
+    return 0;
+}
+
+int bp__publish_link(const char *target, const char *path, char *err, size_t errlen)
+{
+    char tmp[BP__PATH_LEN];
+    if (bp__temp_name(path, tmp, sizeof(tmp)) < 0)
+        return bp__fail(err, errlen, BP_EIO, "%s: path too long", path);
+    unlink(tmp); /* left by a killed process that had our pid */
+    if (link(target, tmp) != 0)
+        return 1;
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return bp__fail(err, errlen, BP_EIO, "%s: cannot rename (%s)", path, strerror(e));
     }
     if (fsync_dir(path) < 0)
         return bp__fail(err, errlen, BP_EIO, "%s: cannot fsync its directory (%s)", path,

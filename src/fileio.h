@@ -48,6 +48,15 @@ int bp__is_temp_name(const char *name);
 int bp__publish(const char *path, const void *data, size_t len, int flags, char *err,
                 size_t errlen);
 
+/* Makes path a second name of the existing file target in one step (a hard link under the
+ * temporary name, renamed over path, the directory fsync'ed): how latest.h5 follows the
+ * newest checkpoint. 1 when the file system refuses the link (the caller writes a copy
+ * instead), BP_EIO with the reason when the rename or fsync fails, else 0. */
+int bp__publish_link(const char *target, const char *path, char *err, size_t errlen);
+
+/* The directory part of path ("." when there is none, "/" for "/x"), into out. */
+void bp__dir_of(const char *path, char *out, size_t len);
+
 /* Appends len bytes to path in one write(2); on a failed or short write the file is cut
  * back to its old length, so it never ends in part of what was appended. */
 int bp__append(const char *path, const void *data, size_t len, char *err, size_t errlen);

@@ -32,28 +32,6 @@ static int mkdirs(const char *path)
     return mkdir(buf, 0777) < 0 && errno != EEXIST ? -1 : 0;
 }
 
-static void parent_dir(const char *path, char *out, size_t len)
-{
-    snprintf(out, len, "%s", path);
-    char *slash = strrchr(out, '/');
-    if (!slash)
-        snprintf(out, len, ".");
-    else if (slash == out)
-        slash[1] = 0;
-    else
-        *slash = 0;
-}
-
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 int bp_rundir_resolve(const bp_config *cfg, const char *resume, char *out, size_t outlen, char *err,
                       size_t errlen)
 {
@@ -131,7 +109,7 @@ int bp_rundir_prepare(const bp_config *c, int resuming, bp__lock *dir_lock, bp__
     if (rc < 0)
         return rc;
     char metrics_dir[BP_PATH_MAX];
-    parent_dir(c->metrics, metrics_dir, sizeof(metrics_dir));
+    bp__dir_of(c->metrics, metrics_dir, sizeof(metrics_dir));
     rc = check_writable(metrics_dir, err, errlen);
     if (rc == 0)
         rc = take_lock(dir_lock, c->checkpoint_dir, 1, err, errlen);
@@ -226,24 +204,16 @@ int bp_rundir_append_metrics(const bp_config *cfg, const bp_metrics_row *row, ch
     return bp__append(cfg->metrics, line, len, err, errlen);
 }
 
-/* latest.h5 becomes a second name of the newest checkpoint: link to a temporary name,
- * rename over latest.h5. Where hard links are not supported, a full copy is written. */
+/* latest.h5 becomes a second name of the newest checkpoint; where hard links are not
+ * supported, a full copy is written. */
 static int update_latest(const bp_config *cfg, const bp_run_snapshot *s, const char *ckpt,
                          char *err, size_t errlen)
 {
-    const char *dir = cfg->checkpoint_dir;
-    char latest[BP_PATH_MAX + 16], tmp[BP_PATH_MAX + 48];
-    snprintf(latest, sizeof(latest), "%s/latest.h5", dir);
-    bp__temp_name(latest, tmp, sizeof(tmp));
-    unlink(tmp);
-    if (link(ckpt, tmp) == 0) {
-        if (rename(tmp, latest) == 0) {
-            fsync_dir(dir);
-            return 0;
-        }
-        unlink(tmp);
-        return bp__fail(err, errlen, BP_EIO, "%s: cannot rename (%s)", latest, strerror(errno));
-    }
+    char latest[BP_PATH_MAX + 16];
+    snprintf(latest, sizeof(latest), "%s/latest.h5", cfg->checkpoint_dir);
+    int rc = bp__publish_link(ckpt, latest, err, errlen);
+    if (rc != 1)
+        return rc;
     return bp_checkpoint_write(latest, s->net, s->velocity, s->st, s->config_text, err, errlen);
 }
 

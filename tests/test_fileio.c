@@ -128,6 +128,26 @@ static void test_publish_replaces_only_when_asked(void **state)
     assert_non_null(strstr(err, "cannot create a temporary file (No such file or directory)"));
 }
 
+/* latest.h5's way: a second name for an existing file, replacing the old second name. */
+static void test_publish_link(void **state)
+{
+    char err[512];
+    put(at("ckpt-1.h5"), "one");
+    put(at("ckpt-2.h5"), "two");
+    assert_int_equal(bp__publish_link(at("ckpt-1.h5"), at("latest.h5"), err, sizeof(err)), 0);
+    assert_string_equal(get(at("latest.h5")), "one");
+    assert_int_equal(bp__publish_link(at("ckpt-2.h5"), at("latest.h5"), err, sizeof(err)), 0);
+    assert_string_equal(get(at("latest.h5")), "two");
+    struct stat a, b;
+    assert_int_equal(stat(at("ckpt-2.h5"), &a), 0);
+    assert_int_equal(stat(at("latest.h5"), &b), 0);
+    assert_int_equal(a.st_ino, b.st_ino); /* the same file, not a copy */
+    assert_string_equal(get(at("ckpt-1.h5")), "one");
+    /* A target that cannot be linked: 1, for the caller to write a copy. */
+    assert_int_equal(bp__publish_link(at("none.h5"), at("latest.h5"), err, sizeof(err)), 1);
+    assert_string_equal(get(at("latest.h5")), "two");
+}
+
 static void test_temp_names(void **state)
 {
     char tmp[BP__PATH_LEN], want[64];
@@ -267,6 +287,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_output_check, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_publish_replaces_only_when_asked, make_dir,
                                         remove_dir),
+        cmocka_unit_test_setup_teardown(test_publish_link, make_dir, remove_dir),
         cmocka_unit_test(test_temp_names),
         cmocka_unit_test_setup_teardown(test_append, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_lock_between_processes, make_dir, remove_dir),
