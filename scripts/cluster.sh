@@ -18,6 +18,11 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 PREFIX=bp-host
+# The hosts share this machine's /tmp and /dev/shm, where Open MPI keeps each node's
+# session directory and its shared-memory segments under names that hold the hostname
+# (the same for all): each host gets a directory of its own for them (cluster-rsh sets it),
+# or ranks on two hosts would map one segment and crash.
+SCRATCH=/tmp/bp-cluster
 SWITCH=bp-switch
 NET=10.213.7
 
@@ -39,6 +44,7 @@ down() {
         [ -n "$pids" ] && kill -KILL $pids 2>/dev/null || true
         ip netns del "$ns" 2>/dev/null || true
     done
+    rm -rf "$SCRATCH"
 }
 
 up() {
@@ -97,16 +103,22 @@ run() {
     local slots=$(((${np:-$count} + count - 1) / count))
     for i in $(seq "$count"); do list+=("$NET.$i:$slots"); done
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-    # TCP only, on the switch's subnet. mpi_yield_when_idle: ranks that wait yield the core,
+    # mpirun is host 1's daemon: its ranks there get host 1's directory.
+    mkdir -p "$SCRATCH/${PREFIX}1"
+    export TMPDIR=$SCRATCH/${PREFIX}1 OMPI_MCA_btl_vader_backing_directory=$SCRATCH/${PREFIX}1
+    # TCP between hosts, on the switch's subnet; shared memory between the ranks of one
+    # host, as on a real node (TCP alone between two ranks of one host crashes Open MPI
+    # 4.1 here). mpi_yield_when_idle: ranks that wait yield the core,
     # so the kernel's network processing is not starved when ranks use every core (README
     # has the figures). Keepalives on Open MPI's own connections (idle 5 s, then 3 probes
     # 2 s apart; its default is 480 s): when a host is cut off, mpirun and the far daemon
     # notice within seconds and end the job, after backprop's [comm] timeout has ended
     # the ranks.
-    exec ip netns exec ${PREFIX}1 mpirun --host "$(IFS=,; echo "${list[*]}")" -np "${np:-$count}" \
+    exec ip netns exec ${PREFIX}1 unshare --uts sh -c 'hostname "$0" && exec "$@"' ${PREFIX}1 \
+        mpirun --host "$(IFS=,; echo "${list[*]}")" -np "${np:-$count}" \
         --map-by node --mca plm_rsh_agent "$here/cluster-rsh" \
         --mca oob_tcp_if_include "$NET.0/24" --mca btl_tcp_if_include "$NET.0/24" \
-        --mca btl tcp,self --mca mpi_yield_when_idle 1 \
+        --mca btl tcp,vader,self --mca mpi_yield_when_idle 1 \
         --mca oob_tcp_keepalive_time 5 --mca oob_tcp_keepalive_intvl 3 \
         --mca oob_tcp_keepalive_probes 5 "$@"
 }

@@ -7,42 +7,95 @@
 #include <unistd.h>
 
 #include "comm.h"
-
-#ifdef BACKPROP_DOUBLE
-#define BP_MPI_REAL MPI_DOUBLE
-#else
-#define BP_MPI_REAL MPI_FLOAT
-#endif
+#include "comm_mpi.h"
 
 /* The library's own copy of MPI_COMM_WORLD: its collectives never mix with a program's
  * own messages, and its error handler (errors come back as codes: a rank never dies inside
  * MPI without saying why) is set on the copy, not on the program's communicator. */
 static MPI_Comm world = MPI_COMM_NULL;
 static int we_initialised; /* MPI_Finalize is ours to call only if MPI_Init was */
+static int comm_local_size = 1;
+
+static int comms_rank(void)
+{
+    int r = 0;
+    MPI_Comm_rank(world, &r);
+    return r;
+}
+
+static int comms_size(void)
+{
+    int n = 1;
+    MPI_Comm_size(world, &n);
+    return n;
+}
+static bp__mpi comms = {
+    .world = MPI_COMM_NULL, .node = MPI_COMM_NULL, .cross = MPI_COMM_NULL, .flat = MPI_COMM_NULL};
+
+const bp__mpi *bp__mpi_get(void)
+{
+    return world == MPI_COMM_NULL ? NULL : &comms;
+}
+
+/* The node's ranks and, across nodes, the ranks with the same place on theirs: the two
+ * levels of the gradient exchange. */
+static int split_levels(MPI_Comm node)
+{
+    int size, range[2];
+    MPI_Comm_size(node, &size);
+    range[0] = -size, range[1] = size;
+    if (MPI_Allreduce(MPI_IN_PLACE, range, 2, MPI_INT, MPI_MAX, world) != MPI_SUCCESS)
+        return BP_ECOMM;
+    int uniform = -range[0] == range[1];
+    if (uniform)
+        comms.node = node;
+    else if (MPI_Comm_free(&node) != MPI_SUCCESS ||
+             MPI_Comm_split(world, comms_rank(), 0, &comms.node) != MPI_SUCCESS)
+        return BP_ECOMM;
+    MPI_Comm_rank(comms.node, &comms.node_rank);
+    MPI_Comm_size(comms.node, &comms.node_size);
+    if (MPI_Comm_split(world, comms.node_rank, comms_rank(), &comms.cross) != MPI_SUCCESS ||
+        MPI_Comm_dup(world, &comms.flat) != MPI_SUCCESS)
+        return BP_ECOMM;
+    MPI_Comm_set_errhandler(comms.flat, MPI_ERRORS_RETURN);
+    MPI_Comm_set_errhandler(comms.node, MPI_ERRORS_RETURN);
+    MPI_Comm_set_errhandler(comms.cross, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(comms.cross, &comms.cross_rank);
+    MPI_Comm_size(comms.cross, &comms.cross_size);
+    return 0;
+}
 
 int bp_comm_init(int *argc, char ***argv, bp_comm *comm)
 {
     int initialized = 0;
     MPI_Initialized(&initialized);
     if (!initialized) {
-        /* FUNNELED: only this thread calls MPI, but the watchdog's thread exists beside it. */
+        /* SERIALIZED: the exchange's thread calls MPI while the trainer's waits for it;
+         * never two at once. (The watchdog's thread never calls MPI.) */
         int provided;
-        if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+        if (MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided) != MPI_SUCCESS)
             return BP_ECOMM;
         we_initialised = 1;
     }
-    if (world == MPI_COMM_NULL && MPI_Comm_dup(MPI_COMM_WORLD, &world) != MPI_SUCCESS)
-        return BP_ECOMM;
-    MPI_Comm_set_errhandler(world, MPI_ERRORS_RETURN);
-    MPI_Comm_rank(world, &comm->rank);
-    MPI_Comm_size(world, &comm->size);
-    MPI_Comm node;
-    comm->local_size = 1;
-    if (MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, comm->rank, MPI_INFO_NULL, &node) ==
-        MPI_SUCCESS) {
-        MPI_Comm_size(node, &comm->local_size);
-        MPI_Comm_free(&node);
+    if (world != MPI_COMM_NULL) { /* again: the same job */
+        *comm = (bp_comm){comms_rank(), comms_size(), comm_local_size};
+        return 0;
     }
+    int level = MPI_THREAD_SINGLE;
+    MPI_Query_thread(&level);
+    comms.threads_ok = level >= MPI_THREAD_SERIALIZED;
+    if (MPI_Comm_dup(MPI_COMM_WORLD, &world) != MPI_SUCCESS)
+        return BP_ECOMM;
+    comms.world = world;
+    MPI_Comm_set_errhandler(world, MPI_ERRORS_RETURN);
+    MPI_Comm node;
+    if (MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, comms_rank(), MPI_INFO_NULL, &node) !=
+        MPI_SUCCESS)
+        return BP_ECOMM;
+    MPI_Comm_size(node, &comm_local_size);
+    if (split_levels(node) < 0)
+        return BP_ECOMM;
+    *comm = (bp_comm){comms_rank(), comms_size(), comm_local_size};
     return 0;
 }
 
@@ -52,8 +105,11 @@ void bp_comm_finalize(void)
     MPI_Finalized(&finalized);
     if (finalized)
         return;
-    if (world != MPI_COMM_NULL)
-        MPI_Comm_free(&world);
+    MPI_Comm *all[] = {&comms.node, &comms.cross, &comms.flat, &world};
+    for (int i = 0; i < 4; i++)
+        if (*all[i] != MPI_COMM_NULL)
+            MPI_Comm_free(all[i]);
+    comms.world = MPI_COMM_NULL;
     if (we_initialised)
         MPI_Finalize();
     we_initialised = 0;
@@ -67,10 +123,14 @@ void bp_comm_finalize(void)
  * mpirun then ends the job. A rank that never arrives (stopped, hung outside MPI, cut off
  * from the network) is found by the ranks waiting for it. */
 
+#define WD_SLOTS 2 /* the trainer's thread and the exchange's */
+
 static struct {
-    _Atomic long long since_ns; /* when the current collective began; 0 when in none */
-    _Atomic(const char *) what; /* "the gradient allreduce" */
-    _Atomic long step;          /* the trainer's global step, for the message */
+    struct {
+        _Atomic long long since_ns; /* when the current collective began; 0 when in none */
+        _Atomic(const char *) what; /* "the gradient exchange" */
+    } slot[WD_SLOTS];
+    _Atomic long step; /* the trainer's global step, for the message */
     _Atomic long long timeout_ns;
     bp_timeout_fn expired;
     void *ctx;
@@ -89,15 +149,21 @@ static void *watch(void *unused)
     for (;;) {
         struct timespec tick = {0, 100 * 1000 * 1000};
         nanosleep(&tick, NULL);
-        long long since = atomic_load_explicit(&wd.since_ns, memory_order_acquire);
-        long long limit = atomic_load_explicit(&wd.timeout_ns, memory_order_relaxed);
-        if (since == 0 || limit == 0 || now_ns() - since <= limit)
+        long long limit = atomic_load_explicit(&wd.timeout_ns, memory_order_relaxed), since = 0;
+        int s = 0;
+        for (int i = 0; i < WD_SLOTS && !since; i++) {
+            s = i;
+            since = atomic_load_explicit(&wd.slot[i].since_ns, memory_order_acquire);
+            if (since && now_ns() - since <= limit)
+                since = 0;
+        }
+        if (since == 0 || limit == 0)
             continue;
         /* With many ranks waiting, the lowest fires first and mpirun takes down the rest
          * before they speak: one line for the job. */
         struct timespec stagger = {0, 200 * 1000 * 1000L * (wd.rank < 4 ? wd.rank : 4)};
         nanosleep(&stagger, NULL);
-        if (atomic_load_explicit(&wd.since_ns, memory_order_relaxed) != since)
+        if (atomic_load_explicit(&wd.slot[s].since_ns, memory_order_relaxed) != since)
             continue; /* it arrived meanwhile */
         char msg[512], who[96], at[32] = "";
         if (wd.size == 2)
@@ -110,8 +176,8 @@ static void *watch(void *unused)
         snprintf(msg, sizeof(msg),
                  "timed out after %.0f s in %s%s: %s (stopped, hung, or cut off from the "
                  "network); [comm] timeout sets the limit",
-                 (double)limit / 1e9, atomic_load_explicit(&wd.what, memory_order_relaxed), at,
-                 who);
+                 (double)limit / 1e9, atomic_load_explicit(&wd.slot[s].what, memory_order_relaxed),
+                 at, who);
         if (wd.expired)
             wd.expired(wd.ctx, wd.rank, msg);
         _exit(1);
@@ -147,16 +213,26 @@ void bp_comm_set_step(long step)
     atomic_store_explicit(&wd.step, step, memory_order_relaxed);
 }
 
+void bp__watch_enter(int slot, const char *what)
+{
+    atomic_store_explicit(&wd.slot[slot].what, what, memory_order_relaxed);
+    /* release: a watchdog that sees this time also sees the name stored before it */
+    atomic_store_explicit(&wd.slot[slot].since_ns, now_ns(), memory_order_release);
+}
+
+void bp__watch_leave(int slot)
+{
+    atomic_store_explicit(&wd.slot[slot].since_ns, 0, memory_order_relaxed);
+}
+
 static void enter(const char *what)
 {
-    atomic_store_explicit(&wd.what, what, memory_order_relaxed);
-    /* release: a watchdog that sees this time also sees the name stored before it */
-    atomic_store_explicit(&wd.since_ns, now_ns(), memory_order_release);
+    bp__watch_enter(0, what);
 }
 
 static void leave(void)
 {
-    atomic_store_explicit(&wd.since_ns, 0, memory_order_relaxed);
+    bp__watch_leave(0);
 }
 
 /* In place, over every rank; 0 or BP_ECOMM. */

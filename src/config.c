@@ -28,7 +28,8 @@ typedef enum {
     K_INIT,
     K_SEED,
     K_THREADS,
-    K_PROGRESS
+    K_PROGRESS,
+    K_BOOL
 } key_type;
 
 typedef struct {
@@ -71,6 +72,8 @@ static const key_spec keys[] = {
     {"checkpoint", "every_steps", K_LONG, OFF(every_steps), 0, 1e15, NULL, 0, "0"},
     {"checkpoint", "keep", K_LONG, OFF(keep), 0, 1e9, NULL, 0, "3"},
     {"comm", "timeout", K_REAL, OFF(comm_timeout), 0, 1e9, "0 (off) to 1e9 seconds", 0, "300"},
+    {"comm", "overlap", K_BOOL, OFF(overlap), 0, 0, NULL, 0, "true"},
+    {"comm", "bucket_mb", K_REAL, OFF(bucket_mb), 0.001, 1024, "0.001 to 1024", 0, "4"},
     {"log", "metrics", K_PATH, OFF(metrics), 0, 0, NULL, 0, ""},
     {"log", "progress", K_PROGRESS, OFF(progress), 0, 0, NULL, 0, "auto"},
 };
@@ -220,6 +223,12 @@ static int set_enum(parse_ctx *ctx, const key_spec *k, const char *value, int li
             }
         return fail_at(ctx, line, "[log] progress: expected auto, on or off, got '%s'", value);
     }
+    case K_BOOL:
+        if (strcmp(value, "true") != 0 && strcmp(value, "false") != 0)
+            return fail_at(ctx, line, "[%s] %s: expected true or false, got '%s'", k->section,
+                           k->name, value);
+        *(int *)field = value[0] == 't';
+        return 1;
     default:
         return fail_at(ctx, line, "internal: bad key type");
     }
@@ -555,13 +564,14 @@ size_t bp_config_format(const bp_config *c, char *buf, size_t len)
         "[train]\nepochs = %ld\nbatch_size = %ld\nlearning_rate = %.17g\nlambda = %.17g\n"
         "momentum = %.17g\nseed = %llu\nthreads = %s\n\n"
         "[checkpoint]\ndir = %s\nevery_epochs = %ld\nevery_steps = %ld\nkeep = %ld\n\n"
-        "[comm]\ntimeout = %.17g\n\n"
+        "[comm]\ntimeout = %.17g\noverlap = %s\nbucket_mb = %.17g\n\n"
         "[log]\nmetrics = %s\nprogress = %s\n",
         c->train, c->train_labels, c->validation, c->validation_labels, c->validation_split,
         c->test, c->test_labels, c->limit, layers, bp_activation_name(c->hidden),
         bp_activation_name(c->output), bp_cost_name(c->cost), bp_init_name(c->init),
         c->init_epsilon, c->epochs, c->batch_size, c->learning_rate, c->lambda, c->momentum,
         (unsigned long long)c->seed, threads, c->checkpoint_dir, c->every_epochs, c->every_steps,
-        c->keep, c->comm_timeout, c->metrics, progress[c->progress]);
+        c->keep, c->comm_timeout, c->overlap ? "true" : "false", c->bucket_mb, c->metrics,
+        progress[c->progress]);
     return n < 0 ? 0 : (size_t)n;
 }

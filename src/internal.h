@@ -36,6 +36,21 @@ void bp__gemm(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int m, int n, in
               const bp_real *A, int lda, const bp_real *B, int ldb, bp_real beta, bp_real *C,
               int ldc);
 
+/* bp_backward, telling ready(ctx, from) as soon as grad[from ..] (to the end of the
+ * parameters) is final: after each row block of each weight gradient, from the last layer
+ * back. The gradient exchange starts on those parts while the rest is computed. */
+typedef void (*bp__ready_fn)(void *ctx, size_t from);
+void bp__backward_ready(const bp_net *net, bp_workspace *ws, const bp_real *Y, size_t rows,
+                        bp_real *grad, int accumulate, bp__ready_fn ready, void *ctx);
+
+/* Rows of layer l's weight gradient per block of bp__backward_ready. */
+size_t bp__grad_block_rows(const bp_net *net, int l);
+
+/* bp_sgd_step on the parameters at [from, to) of the buffer only (the same expression per
+ * element: a step taken in ranges equals one taken whole). */
+void bp__sgd_step_range(const bp_sgd *opt, bp_net *net, const bp_real *grad, bp_real *velocity,
+                        double m, size_t from, size_t to);
+
 /* The index of the largest of k values (the first on ties): a predicted class. */
 size_t bp__argmax(const bp_real *a, size_t k);
 

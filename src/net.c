@@ -206,10 +206,24 @@ size_t bp_count_correct(const bp_net *net, const bp_workspace *ws, const int *la
     return correct;
 }
 
-/* From the output back: dW_l (+)= D_l^T A_l (gemm), db_l (+)= D_l^T 1 (gemv),
- * D_{l-1} = (D_l W_l) * f'(A_l) (gemm, then one element-wise pass). */
-void bp_backward(const bp_net *net, bp_workspace *ws, const bp_real *Y, size_t rows, bp_real *grad,
-                 int accumulate)
+/* Row blocks of a weight gradient: dW_l is computed in blocks of whole rows of at most this
+ * many reals, so that an exchange can start on the first block while the next is computed.
+ * Fixed, not tied to [comm] bucket_mb or the rank count: the blocks decide which products
+ * run, so a constant keeps every configuration of one net on the same arithmetic. */
+#define BP_GRAD_BLOCK ((size_t)1 << 18)
+
+size_t bp__grad_block_rows(const bp_net *net, int l)
+{
+    size_t n_in = (size_t)net->sizes[l], n_out = (size_t)net->sizes[l + 1];
+    size_t blocks = (n_in * n_out + BP_GRAD_BLOCK - 1) / BP_GRAD_BLOCK;
+    return (n_out + blocks - 1) / blocks;
+}
+
+/* From the output back: db_l (+)= D_l^T 1 (gemv), dW_l (+)= D_l^T A_l (gemm, in row blocks
+ * from the last), D_{l-1} = (D_l W_l) * f'(A_l) (gemm, then one element-wise pass). After
+ * each block, ready(ctx, from) says that grad[from ..] is final. */
+void bp__backward_ready(const bp_net *net, bp_workspace *ws, const bp_real *Y, size_t rows,
+                        bp_real *grad, int accumulate, bp__ready_fn ready, void *ctx)
 {
     int L = net->nlayers;
     bp_real beta = accumulate ? 1 : 0; /* 0: no separate pass to zero the gradient */
@@ -217,18 +231,29 @@ void bp_backward(const bp_net *net, bp_workspace *ws, const bp_real *Y, size_t r
                      (size_t)net->sizes[L]);
     for (int l = L - 1; l >= 0; l--) {
         int n_in = net->sizes[l], n_out = net->sizes[l + 1];
-        bp_real *dW = grad + bp_net_offset_W(net, l);
-        bp_real *db = grad + bp_net_offset_b(net, l);
-        bp__gemm(CblasTrans, CblasNoTrans, n_out, n_in, (int)rows, 1, ws->D[l], n_out, ws->A[l],
-                 n_in, beta, dW, n_in);
+        size_t off = bp_net_offset_W(net, l), block = bp__grad_block_rows(net, l);
         bp__gemv(CblasRowMajor, CblasTrans, (int)rows, n_out, 1, ws->D[l], n_out, ws->ones, 1, beta,
-                 db, 1);
+                 grad + bp_net_offset_b(net, l), 1);
+        for (size_t hi = (size_t)n_out; hi > 0;) {
+            size_t lo = (hi - 1) / block * block;
+            bp__gemm(CblasTrans, CblasNoTrans, (int)(hi - lo), n_in, (int)rows, 1, ws->D[l] + lo,
+                     n_out, ws->A[l], n_in, beta, grad + off + lo * (size_t)n_in, n_in);
+            if (ready)
+                ready(ctx, off + lo * (size_t)n_in);
+            hi = lo;
+        }
         if (l == 0)
             break;
         bp__gemm(CblasNoTrans, CblasNoTrans, (int)rows, n_in, n_out, 1, ws->D[l], n_out, net->W[l],
                  n_in, 0, ws->D[l - 1], n_in);
         bp__mul_derivative(net->hidden, ws->A[l], ws->D[l - 1], rows * (size_t)n_in);
     }
+}
+
+void bp_backward(const bp_net *net, bp_workspace *ws, const bp_real *Y, size_t rows, bp_real *grad,
+                 int accumulate)
+{
+    bp__backward_ready(net, ws, Y, rows, grad, accumulate, NULL, NULL);
 }
 
 double bp_l2_term(const bp_net *net, double lambda, double n)

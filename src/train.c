@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "blas.h"
+#include "exchange.h"
 #include "internal.h"
 #include "rundir.h"
 #include "train.h"
@@ -124,8 +125,7 @@ static int build_net(bp_trainer *t, const char *resume_path, char *err, size_t e
     if (rc < 0)
         return bp__fail(err, errlen, rc, "cannot build the network: %s", bp_strerror(rc));
     t->velocity = bp__calloc(t->net.nparams, sizeof(bp_real));
-    t->grad = bp__calloc(t->net.nparams + 2, sizeof(bp_real));
-    if (!t->velocity || !t->grad)
+    if (!t->velocity)
         return bp__fail(err, errlen, BP_ENOMEM, "out of memory for %zu parameters", t->net.nparams);
     if (resume_path)
         return resume_from(t, resume_path, err, errlen);
@@ -167,8 +167,9 @@ static int agree(const bp_comm *comm, int rc, char *err, size_t errlen)
     return -(worst / 2);
 }
 
-/* Setup's protocol is two agreements on every rank, whatever fails where: one after the
- * run directory is claimed, one at the end. */
+/* Setup's protocol is three agreements on every rank, whatever fails where: one after the
+ * run directory is claimed, one when the data and the network are in memory, one after the
+ * gradient exchange (collective) is set up. */
 static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
 {
     const bp_config *cfg = t->cfg;
@@ -193,6 +194,13 @@ static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
                       .lambda = cfg->lambda,
                       .momentum = cfg->momentum,
                       .n_train = (double)t->train.n};
+    rc = agree(&t->comm, rc, err, errlen);
+    if (rc < 0)
+        return rc;
+    rc = bp__exchange_create(&t->exchange, &t->comm, &t->net, t->net.nparams + 2, cfg->bucket_mb,
+                             cfg->overlap, err, errlen);
+    if (rc == 0)
+        t->grad = bp__exchange_buffer(t->exchange);
     return agree(&t->comm, rc, err, errlen);
 }
 
@@ -221,7 +229,7 @@ int bp_trainer_create(bp_trainer **out, const bp_config *cfg, const char *config
     }
     if (t && text)
         rc = setup(t, resume, err, errlen);
-    else /* the same two agreements as setup, so that the other ranks are not left waiting */
+    else /* setup's first two agreements: the others return after the second */
         rc = agree(comm, agree(comm, rc, err, errlen), err, errlen);
     if (rc < 0) {
         if (t)
@@ -245,7 +253,7 @@ void bp_trainer_free(bp_trainer *t)
     bp_dataset_free(&t->test);
     bp_workspace_free(&t->ws);
     bp_net_free(&t->net);
-    bp__free(t->grad);
+    bp__exchange_free(t->exchange);
     bp__free(t->velocity);
     bp__free(t->Xb);
     bp__free(t->Yb);
@@ -268,6 +276,7 @@ void bp_trainer_get_info(const bp_trainer *t, bp_trainer_info *info)
                               .epoch = t->st.epoch,
                               .batch_in_epoch = t->st.batch_in_epoch,
                               .global_step = t->st.global_step};
+    bp__exchange_describe(t->exchange, info->exchange, sizeof(info->exchange));
 }
 
 int bp_trainer_step_times(const bp_trainer *t, bp_step_times *times)
@@ -275,11 +284,14 @@ int bp_trainer_step_times(const bp_trainer *t, bp_step_times *times)
     double n = (double)t->timed_steps, slowest = t->compute_s;
     int rc = bp_comm_max_double(&t->comm, &slowest);
     double ms = n > 0 ? 1e3 / n : 0;
-    *times = (bp_step_times){.steps = t->timed_steps,
-                             .compute_ms = ms * t->compute_s,
-                             .slowest_compute_ms = ms * (rc == 0 ? slowest : t->compute_s),
-                             .exchange_ms = ms * t->allreduce_s,
-                             .update_ms = ms * t->update_s};
+    *times = (bp_step_times){
+        .steps = t->timed_steps,
+        .compute_ms = ms * t->compute_s,
+        .slowest_compute_ms = ms * (rc == 0 ? slowest : t->compute_s),
+        .exchange_ms = ms * t->exchange_s,
+        .hidden_ms =
+            ms * (t->exchange_busy_s > t->exchange_s ? t->exchange_busy_s - t->exchange_s : 0),
+        .update_ms = ms * t->update_s};
     return rc < 0 ? BP_ECOMM : 0;
 }
 
@@ -317,38 +329,64 @@ static size_t gather_shard(bp_trainer *t, size_t first, size_t m)
     return hi - lo;
 }
 
-/* One step: local gradient sums, ONE allreduce of the packed buffer, the same update on
- * every rank. Returns 0, BP_ECOMM or BP_EDIVERGED. */
+/* One step: this rank's gradient sums, summed over the ranks bucket by bucket from the
+ * last layer back while the backward pass goes on (the cost sum and correct count ride in
+ * the first bucket), and the same update on every rank, applied to each bucket as its sum
+ * arrives. Returns 0, BP_ECOMM or BP_EDIVERGED. */
 static int train_step(bp_trainer *t, size_t first, size_t m)
 {
     size_t np = t->net.nparams;
+    double exposed0, busy0;
+    bp__exchange_times(t->exchange, &exposed0, &busy0);
     double started = now_s();
     size_t rows = gather_shard(t, first, m);
+    bp__exchange_begin(t->exchange);
     if (rows > 0) {
         bp_forward(&t->net, &t->ws, t->Xb, rows);
-        bp_backward(&t->net, &t->ws, t->Yb, rows, t->grad, 0); /* overwrites: no memset */
         t->grad[np] = (bp_real)bp_cost_sum(&t->net, &t->ws, t->Yb, rows);
         t->grad[np + 1] =
             t->train.labels ? (bp_real)bp_count_correct(&t->net, &t->ws, t->Lb, rows) : 0;
+        /* overwrites: no memset */
+        bp__backward_ready(&t->net, &t->ws, t->Yb, rows, t->grad, 0, bp__exchange_ready,
+                           t->exchange);
     } else {
-        /* An idle rank still joins the allreduce, with zeros. */
+        /* An idle rank still joins the exchange, with zeros. */
         memset(t->grad, 0, (np + 2) * sizeof(bp_real));
+        bp__exchange_ready(t->exchange, 0);
     }
-    double computed = now_s();
+    double computed = now_s(), updating = 0, exposed_backward, busy;
+    bp__exchange_times(t->exchange, &exposed_backward, &busy);
     bp_comm_set_step(t->st.global_step + 1);
-    int rc = bp_comm_allreduce_sum(&t->comm, t->grad, np + 2);
-    double reduced = now_s();
+    size_t lo, hi;
+    const bp_real *sum;
+    int rc, diverged = 0;
+    while ((rc = bp__exchange_next(t->exchange, &lo, &hi, &sum)) == 1) {
+        double u = now_s();
+        if (hi == np + 2) { /* the first bucket: check the cost before any update */
+            t->step_cost = (double)sum[np];
+            t->step_correct = (double)sum[np + 1];
+            diverged = !isfinite(t->step_cost);
+        }
+        if (!diverged) /* else every rank still takes every bucket, and stops after */
+            bp__sgd_step_range(&t->opt, &t->net, sum, t->velocity, (double)m, lo,
+                               hi < np ? hi : np);
+        updating += now_s() - u;
+    }
+    double ended = now_s(), exposed;
     if (rc < 0)
         return BP_ECOMM;
-    if (!isfinite((double)t->grad[np]))
+    if (diverged)
         return BP_EDIVERGED;
-    bp_sgd_step(&t->opt, &t->net, t->grad, t->velocity, (double)m);
-    t->compute_s += computed - started;
-    t->allreduce_s += reduced - computed;
-    t->update_s += now_s() - reduced;
+    bp__exchange_times(t->exchange, &exposed, &busy);
+    /* Time the backward pass spent in the exchange is not computing. */
+    double in_backward = exposed_backward - exposed0;
+    t->compute_s += computed - started - in_backward;
+    t->exchange_s += in_backward + (ended - computed - updating);
+    t->exchange_busy_s += busy - busy0;
+    t->update_s += updating;
     t->timed_steps++;
-    t->st.epoch_cost_sum += (double)t->grad[np];
-    t->st.epoch_correct += (double)t->grad[np + 1];
+    t->st.epoch_cost_sum += t->step_cost;
+    t->st.epoch_correct += t->step_correct;
     t->st.epoch_seen += (double)m;
     return 0;
 }
@@ -484,10 +522,10 @@ static int run_epoch(bp_trainer *t, const bp_callbacks *cb, char *err, size_t er
             return bp__fail(err, errlen, rc,
                             "training diverged at epoch %ld, step %ld: the cost is %g (try a "
                             "smaller learning_rate)",
-                            t->st.epoch + 1, t->st.global_step + 1,
-                            (double)t->grad[t->net.nparams]);
+                            t->st.epoch + 1, t->st.global_step + 1, t->step_cost);
         if (rc < 0)
-            return bp__fail(err, errlen, rc, "allreduce failed at step %ld", t->st.global_step + 1);
+            return bp__fail(err, errlen, rc, "the gradient exchange failed at step %ld",
+                            t->st.global_step + 1);
         t->st.batch_in_epoch = (long)s + 1;
         t->st.global_step++;
         if (cb && cb->progress) {

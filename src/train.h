@@ -8,6 +8,7 @@
 #include "backprop/data.h"
 #include "backprop/train.h"
 #include "comm.h"
+#include "exchange.h"
 #include "fileio.h"
 
 struct bp_trainer {
@@ -18,9 +19,12 @@ struct bp_trainer {
     bp_net net;
     bp_workspace ws;
     bp_sgd opt;
-    bp_real *grad;     /* nparams + 2: all dW, db, then cost sum and correct count */
-    bp_real *velocity; /* params-shaped, momentum */
-    bp_real *Xb, *Yb;  /* this rank's shard of the batch, gathered */
+    bp__exchange *exchange;
+    bp_real *grad; /* the exchange's buffer, nparams + 2: all dW, db, then cost sum and
+                    * correct count */
+    double step_cost, step_correct; /* the last step's, summed over the ranks */
+    bp_real *velocity;              /* params-shaped, momentum */
+    bp_real *Xb, *Yb;               /* this rank's shard of the batch, gathered */
     int *Lb;
     size_t *perm;
     bp_train_state st;
@@ -31,8 +35,9 @@ struct bp_trainer {
      * bp_trainer_free. */
     bp__lock dir_lock, metrics_lock;
     /* This process's seconds in the steps of this run, by phase: gather + forward + backward,
-     * the allreduce (waiting for slower ranks included), the update. */
-    double compute_s, allreduce_s, update_s;
+     * the exchange that was not hidden (waiting for slower ranks included), the update; and
+     * the time the exchange took in all, hidden behind the backward pass or not. */
+    double compute_s, exchange_s, update_s, exchange_busy_s;
     long timed_steps;
     double run_started, elapsed_base; /* wall clock of this process, and before it */
 };

@@ -14,6 +14,7 @@
 #endif
 
 #include "backprop/backprop.h"
+#include "exchange.h"
 #include "internal.h"
 
 #ifdef BACKPROP_DOUBLE
@@ -293,6 +294,39 @@ static void test_sgd_step_matches_formula(void **state)
     bp_net_free(&net);
 }
 
+/* Two nets of one shape, a random gradient and two velocities: for an update taken two ways
+ * that must agree to the bit. */
+typedef struct {
+    bp_net a, b;
+    bp_real *grad, *va, *vb;
+    size_t n;
+} update_pair;
+
+static void pair_create(update_pair *p, const int *sizes, uint64_t seed, bp_rng *rng)
+{
+    make_net(&p->a, 3, sizes, BP_RELU, BP_SOFTMAX, BP_CROSS_ENTROPY);
+    make_net(&p->b, 3, sizes, BP_RELU, BP_SOFTMAX, BP_CROSS_ENTROPY);
+    p->n = p->a.nparams;
+    p->grad = calloc(p->n, sizeof(bp_real));
+    p->va = calloc(p->n, sizeof(bp_real));
+    p->vb = calloc(p->n, sizeof(bp_real));
+    assert_non_null(p->grad);
+    assert_non_null(p->va);
+    assert_non_null(p->vb);
+    bp_rng_seed(rng, seed);
+    for (size_t i = 0; i < p->n; i++)
+        p->grad[i] = (bp_real)bp_rng_gaussian(rng);
+}
+
+static void pair_free(update_pair *p)
+{
+    free(p->grad);
+    free(p->va);
+    free(p->vb);
+    bp_net_free(&p->a);
+    bp_net_free(&p->b);
+}
+
 #ifdef _OPENMP
 /* The update shared between threads writes exactly what one thread writes, with and
  * without momentum, for odd sizes whose slices end mid-line, at several thread counts. */
@@ -300,19 +334,12 @@ static void test_shared_update_matches_one_thread(void **state)
 {
     (void)state;
     int sizes[] = {301, 257, 7}; /* 79,264 parameters: above the sharing threshold */
-    bp_net one, many;
-    make_net(&one, 3, sizes, BP_RELU, BP_SOFTMAX, BP_CROSS_ENTROPY);
-    make_net(&many, 3, sizes, BP_RELU, BP_SOFTMAX, BP_CROSS_ENTROPY);
-    size_t n = one.nparams;
-    bp_real *grad = calloc(n, sizeof(bp_real)), *v1 = calloc(n, sizeof(bp_real));
-    bp_real *v2 = calloc(n, sizeof(bp_real));
-    assert_non_null(grad);
-    assert_non_null(v1);
-    assert_non_null(v2);
+    update_pair p;
     bp_rng rng;
-    bp_rng_seed(&rng, 5);
-    for (size_t i = 0; i < n; i++)
-        grad[i] = (bp_real)bp_rng_gaussian(&rng);
+    pair_create(&p, sizes, 5, &rng);
+    bp_net one = p.a, many = p.b;
+    bp_real *v1 = p.va, *v2 = p.vb, *grad = p.grad;
+    size_t n = p.n;
     int saved = omp_get_max_threads();
     for (int threads = 2; threads <= 5; threads++) {
         for (int momentum = 0; momentum < 2; momentum++) {
@@ -336,13 +363,148 @@ static void test_shared_update_matches_one_thread(void **state)
         }
     }
     omp_set_num_threads(saved);
-    free(grad);
-    free(v1);
-    free(v2);
-    bp_net_free(&one);
-    bp_net_free(&many);
+    pair_free(&p);
 }
 #endif
+
+/* An update taken in pieces (the trainer applies each bucket's as its sum arrives) is the
+ * update taken whole, bit for bit: ranges that cut a layer's weights, its biases, and the
+ * boundary between them. */
+static void test_update_in_ranges_matches_whole(void **state)
+{
+    (void)state;
+    int sizes[] = {37, 29, 5};
+    update_pair p;
+    bp_rng rng;
+    pair_create(&p, sizes, 3, &rng);
+    bp_net whole = p.a, parts = p.b;
+    bp_real *v1 = p.va, *v2 = p.vb, *grad = p.grad;
+    size_t n = p.n;
+    bp_net_init(&whole, BP_INIT_HE, 0, &rng);
+    memcpy(parts.params, whole.params, n * sizeof(bp_real));
+    bp_sgd opt = {.learning_rate = 0.3, .lambda = 5, .momentum = 0.9, .n_train = 100};
+    /* from the end back, as buckets arrive: inside W[1], across W[1]/b[1], inside W[0] */
+    size_t cuts[] = {n,
+                     bp_net_offset_b(&whole, 1) + 2,
+                     bp_net_offset_W(&whole, 1) + 17,
+                     bp_net_offset_b(&whole, 0) + 1,
+                     100,
+                     0};
+    for (int step = 0; step < 2; step++) {
+        bp_sgd_step(&opt, &whole, grad, v1, 8);
+        for (int c = 0; c + 1 < 6; c++)
+            bp__sgd_step_range(&opt, &parts, grad, v2, 8, cuts[c + 1], cuts[c]);
+    }
+    assert_memory_equal(whole.params, parts.params, n * sizeof(bp_real));
+    assert_memory_equal(v1, v2, n * sizeof(bp_real));
+    pair_free(&p);
+}
+
+/* bp__backward_ready: each call says grad[from ..] is final, from the last layer back to 0,
+ * in row blocks of bp__grad_block_rows; what it calls final is what the whole pass ends
+ * with, and the whole pass is bp_backward's. A layer of 2^20 weights makes 4 blocks. */
+typedef struct {
+    const bp_real *grad, *final;
+    size_t n, last_from;
+    int calls, wrong;
+} ready_log;
+
+static void log_ready(void *ctx, size_t from)
+{
+    ready_log *r = ctx;
+    r->wrong |= from >= r->last_from;
+    r->wrong |= memcmp(r->grad + from, r->final + from, (r->n - from) * sizeof(bp_real)) != 0;
+    r->last_from = from;
+    r->calls++;
+}
+
+static void test_backward_reports_final_parts(void **state)
+{
+    (void)state;
+    int sizes[] = {1024, 1024, 4};
+    bp_net net;
+    make_net(&net, 3, sizes, BP_RELU, BP_SOFTMAX, BP_CROSS_ENTROPY);
+    bp_rng rng;
+    bp_rng_seed(&rng, 4);
+    bp_net_init(&net, BP_INIT_HE, 0, &rng);
+    size_t rows = 3, n = net.nparams;
+    bp_real *X = calloc(rows * 1024, sizeof(bp_real)), Y[12] = {1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1};
+    bp_real *final = calloc(n, sizeof(bp_real)), *grad = calloc(n, sizeof(bp_real));
+    assert_non_null(X);
+    assert_non_null(final);
+    assert_non_null(grad);
+    for (size_t i = 0; i < rows * 1024; i++)
+        X[i] = (bp_real)bp_rng_gaussian(&rng);
+    bp_workspace ws;
+    assert_int_equal(bp_workspace_create(&ws, &net, rows), 0);
+    bp_forward(&net, &ws, X, rows);
+    bp_backward(&net, &ws, Y, rows, final, 0);
+    bp_forward(&net, &ws, X, rows);
+    ready_log r = {grad, final, n, SIZE_MAX, 0, 0};
+    bp__backward_ready(&net, &ws, Y, rows, grad, 0, log_ready, &r);
+    assert_false(r.wrong);
+    assert_int_equal(r.last_from, 0);
+    size_t blocks = 0;
+    for (int l = 0; l < 2; l++) {
+        size_t b = bp__grad_block_rows(&net, l);
+        assert_true(b * (size_t)sizes[l] <= (size_t)1 << 18); /* a block is at most 2^18 */
+        blocks += ((size_t)sizes[l + 1] + b - 1) / b;
+    }
+    assert_int_equal(r.calls, blocks);
+    assert_true(blocks >= 5); /* 2^20 weights in layer 0: 4 blocks, and layer 1 */
+    assert_memory_equal(grad, final, n * sizeof(bp_real));
+    bp_workspace_free(&ws);
+    free(X);
+    free(final);
+    free(grad);
+    bp_net_free(&net);
+}
+
+/* The exchange's buckets (one rank: the sum is the buffer): in the order the backward pass
+ * completes them, from the end of the buffer back to 0 without a gap, each at most
+ * bucket_mb unless one row block is larger, the last one the first block alone; one bucket
+ * with overlap off. */
+static void test_exchange_buckets(void **state)
+{
+    (void)state;
+    int sizes[] = {1024, 1024, 4};
+    bp_net net;
+    make_net(&net, 3, sizes, BP_RELU, BP_SOFTMAX, BP_CROSS_ENTROPY);
+    bp_comm one = {0, 1, 1};
+    size_t n = net.nparams + 2, block = bp__grad_block_rows(&net, 0) * 1024;
+    double mb = 2.5 * (double)(block * sizeof(bp_real)) / 1e6; /* two and a half blocks */
+    for (int overlap = 0; overlap < 2; overlap++) {
+        bp__exchange *x;
+        char err[256] = "";
+        assert_int_equal(bp__exchange_create(&x, &one, &net, n, mb, overlap, err, sizeof(err)), 0);
+        bp_real *buf = bp__exchange_buffer(x);
+        for (size_t i = 0; i < n; i++)
+            buf[i] = (bp_real)i;
+        bp__exchange_begin(x);
+        bp__exchange_ready(x, 0);
+        size_t lo, hi, expect_hi = n, count = 0;
+        const bp_real *sum;
+        while (bp__exchange_next(x, &lo, &hi, &sum) == 1) {
+            assert_int_equal(hi, expect_hi);
+            assert_true(lo < hi);
+            assert_true(overlap == 0 || (double)(hi - lo) * sizeof(bp_real) <= mb * 1e6 ||
+                        hi - lo <= block + 4 + 2);
+            assert_true(sum[lo] == (bp_real)lo && sum[hi - 1] == (bp_real)(hi - 1));
+            expect_hi = lo;
+            count++;
+        }
+        assert_int_equal(expect_hi, 0);
+        if (overlap) {
+            assert_int_equal(lo, 0);
+            assert_int_equal(hi, block); /* the last bucket: the first block alone */
+            assert_true(count >= 3);
+        } else {
+            assert_int_equal(count, 1);
+        }
+        bp__exchange_free(x);
+    }
+    bp_net_free(&net);
+}
 
 /* bp__gemm against a double-precision loop, on every path it takes: OpenBLAS below a
  * million multiply-adds, and in oneDNN builds the matmul primitives (NT, cached per shape)
@@ -561,6 +723,9 @@ int main(void)
         cmocka_unit_test(test_saturated_outputs_stay_finite),
         cmocka_unit_test(test_gemm_paths_match_reference),
         cmocka_unit_test(test_sgd_step_matches_formula),
+        cmocka_unit_test(test_update_in_ranges_matches_whole),
+        cmocka_unit_test(test_backward_reports_final_parts),
+        cmocka_unit_test(test_exchange_buckets),
 #ifdef _OPENMP
         cmocka_unit_test(test_shared_update_matches_one_thread),
 #endif

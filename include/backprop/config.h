@@ -40,6 +40,8 @@ typedef struct {
     long every_epochs, every_steps, keep;
     /* [comm] */
     double comm_timeout; /* seconds any collective may wait; 0 = no limit */
+    int overlap;         /* exchange buckets during the backward pass (else one, after it) */
+    double bucket_mb;    /* bucket size, megabytes (10^6 bytes) */
     /* [log] */
     char metrics[BP_PATH_MAX];
     bp_progress progress;

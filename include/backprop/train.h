@@ -83,6 +83,7 @@ typedef struct {
     int resumed;                   /* 1 when set up from a checkpoint */
     long epoch, batch_in_epoch;    /* completed epochs, steps into the next */
     long global_step;              /* steps since the start of the run */
+    char exchange[160];            /* how the gradient sum travels, in words */
 } bp_trainer_info;
 
 /* Where a step's time went, means over the steps this process ran, in milliseconds. */
@@ -90,7 +91,9 @@ typedef struct {
     long steps;
     double compute_ms;         /* gather, forward, backward on this rank */
     double slowest_compute_ms; /* the largest compute_ms of any rank */
-    double exchange_ms;        /* the gradient sum across ranks, waiting included */
+    double exchange_ms;        /* the gradient sum across ranks that the step waited for,
+                                * waiting for slower ranks included */
+    double hidden_ms;          /* more exchange time, overlapped with the backward pass */
     double update_ms;          /* the L2-regularised update */
 } bp_step_times;
 

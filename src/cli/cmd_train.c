@@ -79,6 +79,8 @@ static void print_banner(const bp_config *c, const bp_trainer *t)
                bp_gemm_libraries(), bp_blas_kernel(), replaced);
     else
         printf("BLAS: %s; OpenBLAS %s kernel\n", bp_gemm_libraries(), bp_blas_kernel());
+    if (in.ranks > 1)
+        printf("exchange: %s\n", in.exchange);
     if (in.resumed)
         printf("resumed at epoch %ld, step %ld of the epoch (global step %ld)\n", in.epoch + 1,
                in.batch_in_epoch, in.global_step);
@@ -143,9 +145,13 @@ static void print_step_time(const bp_comm *comm, const bp_trainer *t)
     if (comm->size > 1) {
         if (rc == 0)
             printf(" (slowest rank %.3f)", st.slowest_compute_ms);
-        printf(" + allreduce %.3f (%.1f%%)", st.exchange_ms, 100 * st.exchange_ms / step);
+        printf(" + exchange %.3f (%.1f%%)", st.exchange_ms, 100 * st.exchange_ms / step);
     }
-    printf(" + update %.3f  [rank 0, mean of %ld steps]\n", st.update_ms, st.steps);
+    printf(" + update %.3f  [rank 0, mean of %ld steps", st.update_ms, st.steps);
+    if (comm->size > 1)
+        printf("; the exchange took %.3f in all, %.3f of it hidden behind the backward pass",
+               st.exchange_ms + st.hidden_ms, st.hidden_ms);
+    printf("]\n");
 }
 
 static int train_main(const bp_comm *comm, const train_args *a)

@@ -1,0 +1,527 @@
+/* The gradient exchange: every rank's gradient buffer summed over the job, in buckets that
+ * start while the backward pass computes the layers below them.
+ *
+ * Two levels. On a node, the ranks' buffers live in one shared memory segment: each rank
+ * sums its slice of a bucket over the node's buffers in place (no copies, no messages), and
+ * every rank reads the node's sum from there. Across nodes, the ranks with the same place
+ * on their nodes exchange their slices: a reduce-scatter by point-to-point messages (each
+ * rank sums one chunk), then an allgather. A thread of the exchange's own moves those bytes,
+ * so they travel while the trainer's thread computes; the trainer applies each bucket's
+ * update as it arrives.
+ *
+ * Every element is summed by our loops in a fixed order, never by MPI's reductions: the
+ * node's ranks in order, then the nodes in order. So the sum does not depend on the bucket
+ * size, on overlap on or off, or on the algorithm MPI picks for a message size: the same
+ * ranks on the same nodes repeat a run to the bit, and N nodes of one rank give the bits of
+ * N ranks on one node.
+ *
+ * Why not MPI_Allreduce per bucket: across nodes, Open MPI progresses a nonblocking
+ * collective only inside MPI calls, and its reductions sum in an order that changes with
+ * the message size (so with the bucket size). On a node, its shared-memory transport copies
+ * every byte in and out of its own buffers; reading the peers' buffers directly does a
+ * third of that work (docs/scaling.md has the figures). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "comm_mpi.h"
+#include "exchange.h"
+#include "internal.h"
+
+typedef struct {
+    size_t lo, hi;
+} span;
+
+struct bp__exchange {
+    size_t n;
+    int nb;       /* buckets; bucket 0 ends the buffer, the last starts it */
+    span *bucket; /* in the order the backward pass completes them */
+    int posted;   /* buckets this rank has made final this step */
+    int taken;    /* buckets next() has returned this step */
+
+    /* The node: p ranks, this one at place me. */
+    int p, me;
+    bp_real *own;           /* this rank's buffer */
+    bp_real **peer;         /* every node rank's buffer, in the segment */
+    bp_real *sum;           /* the node's sum: own when p == 1 */
+    _Atomic long *arrived;  /* per bucket, in the segment: ranks that posted it, */
+    _Atomic long *finished; /* and that finished it, counted over every step */
+    long seq;               /* steps begun */
+    void *segment;          /* mmap of the node's shared memory, or NULL */
+    size_t segment_bytes;
+
+    /* Across nodes: this rank's slice travels on cross among `nodes` ranks. */
+    MPI_Comm cross;
+    int nodes, me_cross;
+    bp_real *scratch, *acc; /* chunks received, and the chunk being summed */
+    size_t chunk_max;
+    int *counts, *displs;             /* chunk j of a slice: counts[j] reals from displs[j] */
+    int *scounts, *rcounts, *rdispls; /* the chunks sent to and received from node j */
+    MPI_Request req;
+
+    /* The exchange's thread (threaded): it takes buckets [done, queued). */
+    int threaded, stop, failed;
+    int queued, done;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    double thread_busy_s; /* under mu */
+
+    double exposed_s, busy_s; /* the trainer's thread */
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static size_t min_size(size_t a, size_t b)
+{
+    return a < b ? a : b;
+}
+
+/* This node rank's slice of bucket b: equal parts in whole cache lines. */
+static span slice(const bp__exchange *x, int b, int r)
+{
+    span s = x->bucket[b];
+    size_t len = s.hi - s.lo, line = 64 / sizeof(bp_real);
+    size_t per = ((len + (size_t)x->p - 1) / (size_t)x->p + line - 1) / line * line;
+    return (span){s.lo + min_size(len, per * (size_t)r),
+                  s.lo + min_size(len, per * (size_t)r + per)};
+}
+
+BP__VECTORIZE static void add2(bp_real *restrict out, const bp_real *restrict a,
+                               const bp_real *restrict b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = a[i] + b[i];
+}
+
+BP__VECTORIZE static void add_to(bp_real *restrict out, const bp_real *restrict a, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] += a[i];
+}
+
+/* out = v[0] + v[1] + ... + v[k-1], element by element, left to right; out is none of v. */
+static void sum_in_order(bp_real *out, bp_real *const *v, int k, size_t n)
+{
+    if (k == 1) {
+        memcpy(out, v[0], n * sizeof(bp_real));
+        return;
+    }
+    add2(out, v[0], v[1], n);
+    for (int j = 2; j < k; j++)
+        add_to(out, v[j], n);
+}
+
+/* ---- the node: a shared memory segment ---- */
+
+/* Waits until *counter reaches target: the node's ranks run in step, so the wait is short;
+ * it yields the core first and sleeps after, for nodes with more ranks than cores. */
+static void wait_count(_Atomic long *counter, long target, int slot)
+{
+    if (atomic_load_explicit(counter, memory_order_acquire) >= target)
+        return;
+    bp__watch_enter(slot, "the gradient exchange on this node");
+    for (long spins = 0; atomic_load_explicit(counter, memory_order_acquire) < target; spins++) {
+        if (spins < 2000) {
+            sched_yield();
+        } else {
+            struct timespec pause = {0, 20 * 1000};
+            nanosleep(&pause, NULL);
+        }
+    }
+    bp__watch_leave(slot);
+}
+
+/* Maps the node's segment: a header of per-bucket counters, then p buffers of n reals and
+ * the node's sum. Local rank 0 creates it, the others open it by name, and it is unlinked as
+ * soon as all have it (nothing is left in /dev/shm, whatever happens to the job later).
+ * posix_fallocate reserves the pages up front: a full /dev/shm is an error here, never a
+ * SIGBUS later. Returns 1 when every rank of the node has it mapped. */
+static int map_segment(bp__exchange *x, MPI_Comm node)
+{
+    size_t page = 4096, reals = (x->n * sizeof(bp_real) + page - 1) / page * page;
+    size_t header = (2 * (size_t)x->nb * sizeof(long) + page - 1) / page * page;
+    x->segment_bytes = header + ((size_t)x->p + 1) * reals;
+    char name[64] = "";
+    static long made;
+    int fd = -1, ok = 1;
+    if (x->me == 0) {
+        snprintf(name, sizeof(name), "/backprop-%ld-%ld", (long)getpid(), made++);
+        fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+        ok = fd >= 0 && posix_fallocate(fd, 0, (off_t)x->segment_bytes) == 0;
+        if (!ok)
+            name[0] = 0;
+    }
+    if (MPI_Bcast(name, sizeof(name), MPI_CHAR, 0, node) != MPI_SUCCESS)
+        name[0] = 0;
+    if (x->me != 0 && name[0])
+        fd = shm_open(name, O_RDWR, 0);
+    void *m = MAP_FAILED;
+    if (fd >= 0 && name[0])
+        m = mmap(NULL, x->segment_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (fd >= 0)
+        close(fd);
+    ok = m != MAP_FAILED;
+    if (MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, node) != MPI_SUCCESS)
+        ok = 0;
+    if (x->me == 0 && name[0])
+        shm_unlink(name);
+    if (m != MAP_FAILED && !ok)
+        munmap(m, x->segment_bytes);
+    if (!ok)
+        return 0;
+    x->segment = m;
+    x->arrived = (_Atomic long *)m;
+    x->finished = x->arrived + x->nb;
+    for (int r = 0; r <= x->p; r++)
+        x->peer[r] = (bp_real *)((char *)m + header + (size_t)r * reals);
+    x->own = x->peer[x->me];
+    x->sum = x->peer[x->p];
+    return 1;
+}
+
+/* ---- across nodes ---- */
+
+/* Waits for the collective in flight. The exchange's thread tests and sleeps rather than
+ * spinning in MPI_Wait: it shares the cores with the trainer's products, and the kernel
+ * moves the bytes meanwhile (polling every 20 us or every 100 us made no measurable
+ * difference to the step across two simulated hosts). */
+static int wait_all(bp__exchange *x, int slot)
+{
+    int rc = MPI_SUCCESS, flag = 0;
+    bp__watch_enter(slot, "the gradient exchange across nodes");
+    if (slot == 0) {
+        rc = MPI_Wait(&x->req, MPI_STATUS_IGNORE);
+    } else {
+        while ((rc = MPI_Test(&x->req, &flag, MPI_STATUS_IGNORE)) == MPI_SUCCESS && !flag) {
+            struct timespec pause = {0, 20 * 1000};
+            nanosleep(&pause, NULL);
+        }
+    }
+    bp__watch_leave(slot);
+    return rc == MPI_SUCCESS ? 0 : BP_ECOMM;
+}
+
+/* sum[s.lo .. s.hi) becomes its sum over the nodes: chunk j of it goes to node j, which
+ * adds the nodes' chunks in node order; then every node gathers every chunk. Both halves
+ * are MPI collectives that only move bytes (the same bytes as a ring allreduce: each node
+ * sends and receives (n-1)/n of the slice twice); the adding is ours. (Pairs of
+ * MPI_Isend/MPI_Irecv for the first half moved the same bytes 2 to 3 times slower through
+ * Open MPI's TCP transport here; MPI_Ialltoallv did not.) */
+static int cross_sum(bp__exchange *x, span s, int slot)
+{
+    int n = x->nodes, me = x->me_cross;
+    if (n == 1 || s.hi == s.lo)
+        return 0;
+    bp_real *X = x->sum + s.lo;
+    for (int j = 0; j < n; j++) {
+        size_t lo, hi;
+        bp_shard(s.hi - s.lo, j, n, &lo, &hi);
+        x->counts[j] = (int)(hi - lo), x->displs[j] = (int)lo;
+    }
+    int mine = x->counts[me];
+    for (int j = 0; j < n; j++) {
+        x->scounts[j] = j == me ? 0 : x->counts[j];
+        x->rcounts[j] = j == me ? 0 : mine;
+        x->rdispls[j] = (int)((size_t)j * x->chunk_max);
+    }
+    if (MPI_Ialltoallv(X, x->scounts, x->displs, BP_MPI_REAL, x->scratch, x->rcounts, x->rdispls,
+                       BP_MPI_REAL, x->cross, &x->req) != MPI_SUCCESS)
+        return BP_ECOMM;
+    if (wait_all(x, slot) < 0)
+        return BP_ECOMM;
+    bp_real *v[n];
+    for (int j = 0; j < n; j++)
+        v[j] = j == me ? X + x->displs[me] : x->scratch + (size_t)j * x->chunk_max;
+    sum_in_order(x->acc, v, n, (size_t)mine);
+    memcpy(X + x->displs[me], x->acc, (size_t)mine * sizeof(bp_real));
+    if (MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, X, x->counts, x->displs, BP_MPI_REAL,
+                        x->cross, &x->req) != MPI_SUCCESS)
+        return BP_ECOMM;
+    return wait_all(x, slot);
+}
+
+static void *exchange_thread(void *arg)
+{
+    bp__exchange *x = arg;
+    pthread_mutex_lock(&x->mu);
+    for (;;) {
+        while (!x->stop && x->done == x->queued)
+            pthread_cond_wait(&x->cv, &x->mu);
+        if (x->stop)
+            break;
+        int b = x->done;
+        pthread_mutex_unlock(&x->mu);
+        double t0 = now_s();
+        int rc = cross_sum(x, slice(x, b, x->me), 1);
+        double t = now_s() - t0;
+        pthread_mutex_lock(&x->mu);
+        x->failed |= rc < 0;
+        x->done = b + 1;
+        x->thread_busy_s += t;
+        pthread_cond_broadcast(&x->cv);
+    }
+    pthread_mutex_unlock(&x->mu);
+    return NULL;
+}
+
+/* ---- the step ---- */
+
+/* Buckets from the end of the buffer, cut only where a row block of bp__backward_ready
+ * starts, each at most bucket_bytes (or one block, where a block is larger). The last
+ * block is a bucket of its own: the step waits for it after the backward pass. */
+static int cut_buckets(bp__exchange *x, const bp_net *net, double bucket_bytes, int overlap)
+{
+    size_t cuts = 1;
+    for (int l = 0; l < net->nlayers; l++) {
+        size_t rows = bp__grad_block_rows(net, l);
+        cuts += ((size_t)net->sizes[l + 1] + rows - 1) / rows;
+    }
+    x->bucket = bp__calloc(cuts, sizeof(span));
+    if (!x->bucket)
+        return BP_ENOMEM;
+    size_t hi = x->n, lo = x->n; /* the bucket being filled: [lo, hi) */
+    for (int l = net->nlayers - 1; l >= 0 && overlap; l--) {
+        size_t rows = bp__grad_block_rows(net, l), n_in = (size_t)net->sizes[l];
+        for (size_t r = ((size_t)net->sizes[l + 1] - 1) / rows * rows;; r -= rows) {
+            size_t at = bp_net_offset_W(net, l) + r * n_in;
+            int last = at == 0; /* alone in the last bucket */
+            if (((double)(hi - at) * sizeof(bp_real) > bucket_bytes || last) && lo < hi) {
+                x->bucket[x->nb++] = (span){lo, hi};
+                hi = lo;
+            }
+            lo = at;
+            if (r == 0)
+                break;
+        }
+    }
+    x->bucket[x->nb++] = (span){0, hi};
+    return 0;
+}
+
+int bp__exchange_create(bp__exchange **out, const bp_comm *comm, const bp_net *net, size_t n,
+                        double bucket_mb, int overlap, char *err, size_t errlen)
+{
+    *out = NULL;
+    const bp__mpi *mpi = bp__mpi_get();
+    bp__exchange *x = bp__calloc(1, sizeof(*x));
+    if (x)
+        x->n = n;
+    if (!x || cut_buckets(x, net, bucket_mb * 1e6, overlap) < 0) {
+        bp__exchange_free(x);
+        return bp__fail(err, errlen, BP_ENOMEM, "out of memory for the gradient exchange");
+    }
+    x->p = 1, x->nodes = 1;
+    x->cross = MPI_COMM_NULL;
+    int rc = 0;
+    if (comm->size > 1 && mpi) {
+        /* The two levels where every node holds the same ranks and the node's segment maps
+         * everywhere; else every rank is a node of its own, on the flat communicator. */
+        int levels = mpi->node_size > 1;
+        x->p = mpi->node_size, x->me = mpi->node_rank;
+        x->peer = bp__calloc((size_t)x->p + 1, sizeof(bp_real *));
+        if (!x->peer)
+            rc = BP_ENOMEM;
+        if (rc == 0 && levels)
+            levels = map_segment(x, mpi->node);
+        if (MPI_Allreduce(MPI_IN_PLACE, &levels, 1, MPI_INT, MPI_MIN, mpi->world) != MPI_SUCCESS)
+            rc = BP_ECOMM;
+        if (levels) {
+            x->cross = mpi->cross, x->nodes = mpi->cross_size, x->me_cross = mpi->cross_rank;
+        } else {
+            if (x->segment)
+                munmap(x->segment, x->segment_bytes);
+            x->segment = NULL;
+            x->p = 1, x->me = 0;
+            x->cross = mpi->flat, x->nodes = comm->size, x->me_cross = comm->rank;
+        }
+    }
+    if (!x->segment) {
+        x->own = x->sum = bp__calloc(n, sizeof(bp_real));
+        if (!x->own)
+            rc = BP_ENOMEM;
+    }
+    if (rc == 0 && x->nodes > 1) {
+        size_t widest = 0;
+        for (int b = 0; b < x->nb; b++) {
+            span s = slice(x, b, x->me);
+            widest = s.hi - s.lo > widest ? s.hi - s.lo : widest;
+        }
+        x->chunk_max = widest / (size_t)x->nodes + 1;
+        x->scratch = bp__calloc(bp__mul((size_t)x->nodes, x->chunk_max), sizeof(bp_real));
+        x->acc = bp__calloc(x->chunk_max, sizeof(bp_real));
+        x->counts = bp__calloc((size_t)x->nodes, sizeof(int));
+        x->displs = bp__calloc((size_t)x->nodes, sizeof(int));
+        x->scounts = bp__calloc((size_t)x->nodes, sizeof(int));
+        x->rcounts = bp__calloc((size_t)x->nodes, sizeof(int));
+        x->rdispls = bp__calloc((size_t)x->nodes, sizeof(int));
+        if (!x->scratch || !x->acc || !x->counts || !x->displs || !x->scounts || !x->rcounts ||
+            !x->rdispls)
+            rc = BP_ENOMEM;
+        if (widest > (size_t)INT_MAX)
+            rc = bp__fail(err, errlen, BP_EINVAL, "[comm] bucket_mb is too large for MPI");
+    }
+    if (rc == 0 && x->nodes > 1 && overlap && mpi->threads_ok) {
+        pthread_mutex_init(&x->mu, NULL);
+        pthread_cond_init(&x->cv, NULL);
+        if (pthread_create(&x->thread, NULL, exchange_thread, x) == 0)
+            x->threaded = 1;
+        else
+            rc = BP_ENOMEM;
+    }
+    if (rc < 0) {
+        bp__exchange_free(x);
+        if (err && errlen && !err[0])
+            bp__fail(err, errlen, rc, "cannot set up the gradient exchange: %s", bp_strerror(rc));
+        return rc;
+    }
+    *out = x;
+    return 0;
+}
+
+bp_real *bp__exchange_buffer(bp__exchange *x)
+{
+    return x->own;
+}
+
+void bp__exchange_begin(bp__exchange *x)
+{
+    x->seq++;
+    x->posted = x->taken = 0;
+    if (x->threaded) {
+        pthread_mutex_lock(&x->mu);
+        x->queued = x->done = 0;
+        pthread_mutex_unlock(&x->mu);
+    }
+}
+
+/* Bucket b is final on this rank: its node sum (this rank's slice), then across nodes. */
+static void post(bp__exchange *x, int b)
+{
+    if (x->p > 1) {
+        atomic_fetch_add_explicit(&x->arrived[b], 1, memory_order_release);
+        wait_count(&x->arrived[b], x->seq * x->p, 0);
+        span s = slice(x, b, x->me);
+        bp_real *v[x->p];
+        for (int r = 0; r < x->p; r++)
+            v[r] = x->peer[r] + s.lo;
+        sum_in_order(x->sum + s.lo, v, x->p, s.hi - s.lo);
+    }
+    if (x->threaded) {
+        pthread_mutex_lock(&x->mu);
+        x->queued = b + 1;
+        pthread_cond_signal(&x->cv);
+        pthread_mutex_unlock(&x->mu);
+    }
+}
+
+void bp__exchange_ready(void *ctx, size_t from)
+{
+    bp__exchange *x = ctx;
+    if (x->posted == x->nb || x->bucket[x->posted].lo < from)
+        return;
+    double t0 = now_s();
+    while (x->posted < x->nb && x->bucket[x->posted].lo >= from)
+        post(x, x->posted++);
+    double t = now_s() - t0;
+    x->exposed_s += t, x->busy_s += t;
+}
+
+int bp__exchange_next(bp__exchange *x, size_t *lo, size_t *hi, const bp_real **sum)
+{
+    if (x->taken == x->nb)
+        return 0;
+    int b = x->taken++, rc = 0;
+    double t0 = now_s();
+    if (x->threaded) {
+        pthread_mutex_lock(&x->mu);
+        while (x->done <= b)
+            pthread_cond_wait(&x->cv, &x->mu);
+        rc = x->failed ? BP_ECOMM : 0;
+        pthread_mutex_unlock(&x->mu);
+    } else if (x->nodes > 1) {
+        rc = cross_sum(x, slice(x, b, x->me), 0);
+    }
+    double t1 = now_s();
+    if (x->p > 1) {
+        atomic_fetch_add_explicit(&x->finished[b], 1, memory_order_release);
+        wait_count(&x->finished[b], x->seq * x->p, 0);
+    }
+    double t2 = now_s();
+    x->exposed_s += t2 - t0;
+    /* The thread counts its own work; waiting for it is not more of it. */
+    x->busy_s += (x->threaded ? 0 : t1 - t0) + (t2 - t1);
+    *lo = x->bucket[b].lo, *hi = x->bucket[b].hi, *sum = x->sum;
+    return rc < 0 ? rc : 1;
+}
+
+void bp__exchange_times(const bp__exchange *x, double *exposed, double *busy)
+{
+    double thread = 0;
+    if (x->threaded) {
+        pthread_mutex_lock((pthread_mutex_t *)&x->mu);
+        thread = x->thread_busy_s;
+        pthread_mutex_unlock((pthread_mutex_t *)&x->mu);
+    }
+    *exposed = x->exposed_s;
+    *busy = x->busy_s + thread;
+}
+
+void bp__exchange_describe(const bp__exchange *x, char *buf, size_t len)
+{
+    double mb = 0;
+    for (int b = 0; b < x->nb; b++)
+        mb = (double)(x->bucket[b].hi - x->bucket[b].lo) * sizeof(bp_real) / 1e6 > mb
+                 ? (double)(x->bucket[b].hi - x->bucket[b].lo) * sizeof(bp_real) / 1e6
+                 : mb;
+    snprintf(buf, len, "%d node%s x %d rank%s (%s), %d bucket%s of at most %.1f MB%s", x->nodes,
+             x->nodes == 1 ? "" : "s", x->p, x->p == 1 ? "" : "s",
+             x->segment ? "summed in shared memory on the node" : "no shared memory", x->nb,
+             x->nb == 1 ? "" : "s", mb,
+             x->threaded                 ? ", sent while the backward pass runs"
+             : x->nodes > 1 && x->nb > 1 ? ", sent after the backward pass (MPI without threads)"
+                                         : "");
+}
+
+void bp__exchange_free(bp__exchange *x)
+{
+    if (!x)
+        return;
+    if (x->threaded) {
+        pthread_mutex_lock(&x->mu);
+        x->stop = 1;
+        pthread_cond_broadcast(&x->cv);
+        pthread_mutex_unlock(&x->mu);
+        pthread_join(x->thread, NULL);
+        pthread_mutex_destroy(&x->mu);
+        pthread_cond_destroy(&x->cv);
+    }
+    if (x->segment)
+        munmap(x->segment, x->segment_bytes);
+    else
+        bp__free(x->own);
+    bp__free(x->peer);
+    bp__free(x->bucket);
+    bp__free(x->scratch);
+    bp__free(x->acc);
+    bp__free(x->counts);
+    bp__free(x->displs);
+    bp__free(x->scounts);
+    bp__free(x->rcounts);
+    bp__free(x->rdispls);
+    bp__free(x);
+}

@@ -1,0 +1,45 @@
+/* The gradient exchange of a training step: the ranks' gradient buffers summed over the job,
+ * bucket by bucket, starting while the backward pass still computes. exchange.c says how. */
+#ifndef BACKPROP_EXCHANGE_H
+#define BACKPROP_EXCHANGE_H
+
+#include <stddef.h>
+
+#include "backprop/backprop.h"
+#include "comm.h"
+
+typedef struct bp__exchange bp__exchange;
+
+/* Collective over the job. A buffer of n reals per rank laid out as net's parameters (then
+ * extra slots, summed too); buckets of about bucket_mb megabytes cut at the row blocks of
+ * bp__backward_ready, or one bucket for the whole buffer when overlap is 0. Returns 0 on
+ * this rank, or BP_ENOMEM/BP_ECOMM (the caller agrees on it). */
+int bp__exchange_create(bp__exchange **x, const bp_comm *comm, const bp_net *net, size_t n,
+                        double bucket_mb, int overlap, char *err, size_t errlen);
+
+/* Where this rank writes its gradient: n reals. */
+bp_real *bp__exchange_buffer(bp__exchange *x);
+
+/* A step begins: no part of the buffer is final yet. */
+void bp__exchange_begin(bp__exchange *x);
+
+/* buffer[from .. n) is final on this rank: the buckets it completes are sent on their way.
+ * Made for bp__backward_ready (ctx is the exchange). */
+void bp__exchange_ready(void *x, size_t from);
+
+/* After this rank's whole buffer is final: the next bucket in order, [*lo, *hi), summed over
+ * all ranks in (*sum)[*lo .. *hi), valid until the next step's begin. Returns 1, 0 when
+ * every bucket of the step was returned, or BP_ECOMM. */
+int bp__exchange_next(bp__exchange *x, size_t *lo, size_t *hi, const bp_real **sum);
+
+/* Seconds this rank spent so far: *exposed with the trainer's thread waiting (in ready and
+ * next), *busy with the exchange doing work or waiting on the network, on either thread. */
+void bp__exchange_times(const bp__exchange *x, double *exposed, double *busy);
+
+/* How the sum travels, for a one-line report: "2 ranks on 1 node, shared memory; 4 buckets". */
+void bp__exchange_describe(const bp__exchange *x, char *buf, size_t len);
+
+/* Local; stops the thread, unmaps the shared memory. NULL is fine. */
+void bp__exchange_free(bp__exchange *x);
+
+#endif
