@@ -4,10 +4,9 @@
  * Two levels. On a node, the ranks' buffers live in one shared memory segment: each rank
  * sums its slice of a bucket over the node's buffers in place (no copies, no messages), and
  * every rank reads the node's sum from there. Across nodes, the ranks with the same place
- * on their nodes exchange their slices: a reduce-scatter by point-to-point messages (each
- * rank sums one chunk), then an allgather. A thread of the exchange's own moves those bytes,
- * so they travel while the trainer's thread computes; the trainer applies each bucket's
- * update as it arrives.
+ * on their nodes exchange their slices: an all-to-all of chunks (each rank sums one chunk),
+ * then an allgather. A thread of the exchange's own moves those bytes, so they travel while
+ * the trainer's thread computes; the trainer applies each bucket's update as it arrives.
  *
  * Every element is summed by our loops in a fixed order, never by MPI's reductions: the
  * node's ranks in order, then the nodes in order. So the sum does not depend on the bucket
@@ -16,10 +15,12 @@
  * N ranks on one node.
  *
  * Why not MPI_Allreduce per bucket: across nodes, Open MPI progresses a nonblocking
- * collective only inside MPI calls, and its reductions sum in an order that changes with
- * the message size (so with the bucket size). On a node, its shared-memory transport copies
- * every byte in and out of its own buffers; reading the peers' buffers directly does a
- * third of that work (docs/scaling.md has the figures). */
+ * collective only inside MPI calls, its algorithms sum in orders that differ from one
+ * another (it picks one by message size, so by bucket size), and for W3's buffer between
+ * two hosts its own pick took 1.8 times as long as this exchange for the same bytes
+ * (docs/scaling.md). On a node, its shared-memory transport copies every byte in and out
+ * of its own buffers, where reading the peers' buffers in place does not
+ * (docs/benchmarks.md: W3's exchange on 2 ranks against MPI_Allreduce of its buffer). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -175,7 +176,7 @@ static int map_segment(bp__exchange *x, MPI_Comm node)
         m = mmap(NULL, x->segment_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (fd >= 0)
         close(fd);
-    ok = m != MAP_FAILED;
+    ok = m != MAP_FAILED && x->peer; /* every rank joins the collectives, even without */
     if (MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, node) != MPI_SUCCESS)
         ok = 0;
     if (x->me == 0 && name[0])
@@ -283,7 +284,8 @@ static void *exchange_thread(void *arg)
 
 /* Buckets from the end of the buffer, cut only where a row block of bp__backward_ready
  * starts, each at most bucket_bytes (or one block, where a block is larger). The last
- * block is a bucket of its own: the step waits for it after the backward pass. */
+ * block is a bucket of its own: the step waits for it after the backward pass. A buffer
+ * that fits in one bucket is one bucket. */
 static int cut_buckets(bp__exchange *x, const bp_net *net, double bucket_bytes, int overlap)
 {
     size_t cuts = 1;
@@ -295,6 +297,8 @@ static int cut_buckets(bp__exchange *x, const bp_net *net, double bucket_bytes, 
     if (!x->bucket)
         return BP_ENOMEM;
     size_t hi = x->n, lo = x->n; /* the bucket being filled: [lo, hi) */
+    if ((double)x->n * sizeof(bp_real) <= bucket_bytes)
+        overlap = 0; /* all in one bucket: nothing to overlap */
     for (int l = net->nlayers - 1; l >= 0 && overlap; l--) {
         size_t rows = bp__grad_block_rows(net, l), n_in = (size_t)net->sizes[l];
         for (size_t r = ((size_t)net->sizes[l + 1] - 1) / rows * rows;; r -= rows) {
@@ -336,7 +340,7 @@ int bp__exchange_create(bp__exchange **out, const bp_comm *comm, const bp_net *n
         x->peer = bp__calloc((size_t)x->p + 1, sizeof(bp_real *));
         if (!x->peer)
             rc = BP_ENOMEM;
-        if (rc == 0 && levels)
+        if (levels) /* collective on the node: every rank calls it */
             levels = map_segment(x, mpi->node);
         if (MPI_Allreduce(MPI_IN_PLACE, &levels, 1, MPI_INT, MPI_MIN, mpi->world) != MPI_SUCCESS)
             rc = BP_ECOMM;
@@ -375,7 +379,7 @@ int bp__exchange_create(bp__exchange **out, const bp_comm *comm, const bp_net *n
         if (widest > (size_t)INT_MAX)
             rc = bp__fail(err, errlen, BP_EINVAL, "[comm] bucket_mb is too large for MPI");
     }
-    if (rc == 0 && x->nodes > 1 && overlap && mpi->threads_ok) {
+    if (rc == 0 && x->nodes > 1 && x->nb > 1 && mpi->threads_ok) {
         pthread_mutex_init(&x->mu, NULL);
         pthread_cond_init(&x->cv, NULL);
         if (pthread_create(&x->thread, NULL, exchange_thread, x) == 0)
@@ -452,6 +456,9 @@ int bp__exchange_next(bp__exchange *x, size_t *lo, size_t *hi, const bp_real **s
         while (x->done <= b)
             pthread_cond_wait(&x->cv, &x->mu);
         rc = x->failed ? BP_ECOMM : 0;
+        /* Failed: the thread must be out of MPI before the trainer's next collective. */
+        while (rc < 0 && x->done < x->queued)
+            pthread_cond_wait(&x->cv, &x->mu);
         pthread_mutex_unlock(&x->mu);
     } else if (x->nodes > 1) {
         rc = cross_sum(x, slice(x, b, x->me), 0);

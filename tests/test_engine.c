@@ -463,7 +463,7 @@ static void test_backward_reports_final_parts(void **state)
 /* The exchange's buckets (one rank: the sum is the buffer): in the order the backward pass
  * completes them, from the end of the buffer back to 0 without a gap, each at most
  * bucket_mb unless one row block is larger, the last one the first block alone; one bucket
- * with overlap off. */
+ * with overlap off, or when the whole buffer fits in one. */
 static void test_exchange_buckets(void **state)
 {
     (void)state;
@@ -473,10 +473,12 @@ static void test_exchange_buckets(void **state)
     bp_comm one = {0, 1, 1};
     size_t n = net.nparams + 2, block = bp__grad_block_rows(&net, 0) * 1024;
     double mb = 2.5 * (double)(block * sizeof(bp_real)) / 1e6; /* two and a half blocks */
-    for (int overlap = 0; overlap < 2; overlap++) {
+    for (int overlap = 0; overlap < 3; overlap++) {
         bp__exchange *x;
         char err[256] = "";
-        assert_int_equal(bp__exchange_create(&x, &one, &net, n, mb, overlap, err, sizeof(err)), 0);
+        double size = overlap == 2 ? (double)(n * sizeof(bp_real)) / 1e6 : mb; /* all fits */
+        assert_int_equal(
+            bp__exchange_create(&x, &one, &net, n, size, overlap > 0, err, sizeof(err)), 0);
         bp_real *buf = bp__exchange_buffer(x);
         for (size_t i = 0; i < n; i++)
             buf[i] = (bp_real)i;
@@ -487,14 +489,14 @@ static void test_exchange_buckets(void **state)
         while (bp__exchange_next(x, &lo, &hi, &sum) == 1) {
             assert_int_equal(hi, expect_hi);
             assert_true(lo < hi);
-            assert_true(overlap == 0 || (double)(hi - lo) * sizeof(bp_real) <= mb * 1e6 ||
+            assert_true(overlap != 1 || (double)(hi - lo) * sizeof(bp_real) <= mb * 1e6 ||
                         hi - lo <= block + 4 + 2);
             assert_true(sum[lo] == (bp_real)lo && sum[hi - 1] == (bp_real)(hi - 1));
             expect_hi = lo;
             count++;
         }
         assert_int_equal(expect_hi, 0);
-        if (overlap) {
+        if (overlap == 1) {
             assert_int_equal(lo, 0);
             assert_int_equal(hi, block); /* the last bucket: the first block alone */
             assert_true(count >= 3);

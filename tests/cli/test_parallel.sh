@@ -50,20 +50,23 @@ for np in 2 3 4; do
 done
 check "np2 twice bit-identical" $PY "$SRC/tests/cli/compare_weights.py" np2/latest.h5 np2b/latest.h5 0
 # The exchange (src/exchange.c) sums every element in rank order, whatever travels how: with
-# overlap off (one bucket after the backward pass) or buckets of 1 kB (the last two layers,
-# then the first: the first layer's block is always a bucket of its own), the
-# same rank count gives the same bits; the banner says how the sum traveled.
+# overlap off (one bucket after the backward pass), or a wider net (10 kB) in buckets of
+# 1 kB (one per layer) against the same net in one bucket, the same rank count gives the
+# same bits; the banner says how the sum traveled.
 strip_time() { cut -d, -f1-8 "$1"; }
+wide="--set network.layers=4,64,32,3"
 for np in 2 3; do
     check "np$np overlap off" mpi "$np" train p.ini --set checkpoint.dir=np${np}off --set comm.overlap=false
     cp "$T/check.out" np${np}off.log
     check "np$np: one bucket, shared memory" grep -q "^exchange: 1 node x $np ranks (summed in shared memory on the node), 1 bucket of" np${np}off.log
-    check "np$np 1 kB buckets" mpi "$np" train p.ini --set checkpoint.dir=np${np}kb --set comm.bucket_mb=0.001
+    check "np$np wide net" mpi "$np" train p.ini $wide --set checkpoint.dir=np${np}w
+    check "np$np wide net, 1 kB buckets" mpi "$np" train p.ini $wide --set checkpoint.dir=np${np}kb --set comm.bucket_mb=0.001
     cp "$T/check.out" np${np}kb.log
-    check "np$np: 2 buckets" grep -q "^exchange: 1 node x $np ranks (summed in shared memory on the node), 2 buckets of" np${np}kb.log
-    for v in off kb; do
-        check "np$np $v: weights bit-identical" $PY "$SRC/tests/cli/compare_weights.py" np$np/latest.h5 np$np$v/latest.h5 0
-        check "np$np $v: metrics identical" test "$(strip_time np$np/metrics.csv)" = "$(strip_time np$np$v/metrics.csv)"
+    check "np$np: 3 buckets" grep -q "^exchange: 1 node x $np ranks (summed in shared memory on the node), 3 buckets of" np${np}kb.log
+    for pair in "np$np np${np}off" "np${np}w np${np}kb"; do
+        read -r a b <<<"$pair"
+        check "$b: weights bit-identical to $a" $PY "$SRC/tests/cli/compare_weights.py" $a/latest.h5 $b/latest.h5 0
+        check "$b: metrics identical to $a" test "$(strip_time $a/metrics.csv)" = "$(strip_time $b/metrics.csv)"
     done
 done
 # No room in /dev/shm for the node's segment (a 4 kB tmpfs over it, in a mount namespace of
