@@ -69,7 +69,7 @@ progress = off
 
 
 def backprop(args, name, ranks, threads, tmp):
-    """samples/s over epochs 2.. (epoch 1 is the warm-up), peak RSS per rank, allreduce %."""
+    """samples/s over epochs 2.. (epoch 1 is the warm-up), peak RSS per rank, exchange %."""
     def train(epochs, tag):
         ini, rundir = f"{tmp}/{name}-{tag}.ini", f"{tmp}/{name}-{tag}"
         config(ini, name, rundir, epochs)
@@ -101,7 +101,7 @@ def step_time(out):
     value = lambda pattern: float(m.group(1)) if (m := re.search(pattern, line)) else None
     return {"step_ms": value(r"step time: ([0-9.]+) ms"), "compute_ms": value(r"compute ([0-9.]+)"),
             "slowest_ms": value(r"slowest rank ([0-9.]+)"),
-            "allreduce_ms": value(r"allreduce ([0-9.]+)"), "allreduce": value(r"\(([0-9.]+)%\)"),
+            "allreduce_ms": value(r"exchange ([0-9.]+) \("), "allreduce": value(r"\(([0-9.]+)%\)"),
             "update_ms": value(r"update ([0-9.]+)")}
 
 
@@ -226,7 +226,7 @@ def write_report(args, results, torch, peaks, kernel, default_kernel, allreduce,
         "- GFLOP/s counts 2P forward + 2P weight-gradient + 2(P - first layer's weights) "
         "input-gradient flops per example, P = weights.",
         "",
-        "| workload | ranks x threads | backprop samples/s | GFLOP/s | % of sgemm peak | peak RSS/rank | allreduce % of step | PyTorch (default kernel) | PyTorch (same kernel) | ours / default | ours / same |",
+        "| workload | ranks x threads | backprop samples/s | GFLOP/s | % of sgemm peak | peak RSS/rank | exchange % of step | PyTorch (default kernel) | PyTorch (same kernel) | ours / default | ours / same |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (name, ranks, threads), r in results.items():
@@ -244,9 +244,10 @@ def write_report(args, results, torch, peaks, kernel, default_kernel, allreduce,
             f"{label}{tdef:,.0f} | {label}{tsame:,.0f} | {r['rate'] / tdef:.2f} | "
             f"{r['rate'] / tsame:.2f} |")
     lines += ["", "Where a step's time goes: milliseconds per step on rank 0, over the whole run "
-              "(the trainer's `step time` line, warm-up epoch included; the allreduce "
-              "includes waiting for the slower rank):", "",
-              "| workload | ranks x threads | step | compute (slowest rank) | allreduce | update |",
+              "(the trainer's `step time` line, warm-up epoch included; the exchange is the "
+              "part the step waited for, waiting for the slower rank included; on one node "
+              "the ranks sum each other's buffers in shared memory, src/exchange.c):", "",
+              "| workload | ranks x threads | step | compute (slowest rank) | exchange | update |",
               "|---|---|---|---|---|---|"]
     for (name, ranks, threads), r in results.items():
         slowest = f" ({r['slowest_ms']:.3f})" if r["slowest_ms"] is not None else ""
@@ -255,14 +256,15 @@ def write_report(args, results, torch, peaks, kernel, default_kernel, allreduce,
         lines.append(f"| {name} | {ranks} x {threads} | {r['step_ms']:.3f} | "
                      f"{r['compute_ms']:.3f}{slowest} | {reduce} | {r['update_ms']:.3f} |")
     lines += ["", "Scaling at 2 ranks x 1 thread against 1 rank x 1 thread, and what it would "
-              "be if the allreduce took no time (1-rank step / (slowest rank's compute + "
+              "be if the exchange took no time (1-rank step / (slowest rank's compute + "
               "update) at 2 ranks):", ""]
     for name in dict.fromkeys(k[0] for k in results):
         one, two = results[name, 1, 1], results[name, 2, 1]
         bound = one["step_ms"] / (two["slowest_ms"] + two["update_ms"])
-        lines.append(f"- {name}: {two['rate'] / one['rate']:.2f}x; with a free allreduce "
+        lines.append(f"- {name}: {two['rate'] / one['rate']:.2f}x; with a free exchange "
                      f"{bound:.2f}x")
-    lines += ["", "MPI_Allreduce of the packed gradient buffer, 2 ranks on this machine "
+    lines += ["", "For comparison, MPI_Allreduce of the packed gradient buffer (what a step "
+              "used before the shared-memory exchange), 2 ranks on this machine "
               "(bench/allreduce.c), microseconds:", "",
               "| buffer | Open MPI defaults | with the mpirun options above |", "|---|---|---|"]
     for i, name in enumerate(("W1", "W2", "W3")):
@@ -277,7 +279,7 @@ def write_report(args, results, torch, peaks, kernel, default_kernel, allreduce,
                   "work (commit 86984ce) against this one, 1 BLAS thread per rank, built without oneDNN "
                   "(`-DBACKPROP_ONEDNN=OFF`) on the same OpenBLAS kernel "
                   "(`BACKPROP_BLAS_KERNEL=keep`), and against this one as it runs by default "
-                  "(oneDNN for the large products, the SkylakeX kernel):", ""]
+                  f"(oneDNN for the large products, the {kernel} kernel):", ""]
         for ranks, (identical, rel, before, default) in same.items():
             lines.append(f"- {ranks} rank(s): same products: metrics "
                          f"{'byte-identical' if identical else 'DIFFER'}; default: largest "

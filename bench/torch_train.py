@@ -3,9 +3,13 @@ scripts/bench.sh measures backprop: samples/s over at least SECONDS of training 
 warm-up, same network, data, batch, update rule (SGD, L2 on weights only as weight decay
 lambda/n) and thread count.
 
-usage: torch_train.py WORKLOAD THREADS SECONDS [--numpy] [--ddp RANKS]
+usage: torch_train.py WORKLOAD THREADS SECONDS [--numpy] [--ddp RANKS] [--batch B]
+       torch_train.py WORKLOAD THREADS SECONDS --rank R --world N [--batch B]
 Run with OPENBLAS_NUM_THREADS=THREADS (torch.set_num_threads does not bound OpenBLAS's
-own threads). Prints one line: "samples_per_s N".
+own threads). --ddp starts RANKS processes here; --rank is one process of a DDP job started
+elsewhere (scripts/bench-cluster.sh: one per simulated host, MASTER_ADDR and MASTER_PORT
+in the environment). --batch replaces the workload's global batch. Rank 0 prints one line:
+"samples_per_s N".
 """
 import gzip
 import os
@@ -20,6 +24,7 @@ WORKLOADS = {  # layers, hidden, output, batch, eta, lambda
     "W3": ([784, 2048, 2048, 10], "relu", "softmax", 256, 0.05, 5.0),
 }
 DATA = "/usr/share/datasets/fashion-mnist"
+BATCH = None  # --batch
 
 
 def load():
@@ -77,6 +82,7 @@ def numpy_w1(X, y, seconds):
 def torch_model(name):
     import torch
     layers, hidden, output, batch, eta, lam = WORKLOADS[name]
+    batch = BATCH or batch
     act = {"relu": torch.nn.ReLU, "sigmoid": torch.nn.Sigmoid}[hidden]
     mods = []
     for i, (a, b) in enumerate(zip(layers, layers[1:])):
@@ -138,7 +144,22 @@ def ddp_worker(rank, world, name, threads, seconds, queue):
 
 
 def main(argv):
+    global BATCH
     name, threads, seconds = argv[1], int(argv[2]), float(argv[3])
+    if "--batch" in argv:
+        BATCH = int(argv[argv.index("--batch") + 1])
+    if "--rank" in argv:
+        import torch
+        import torch.distributed as dist
+        rank, world = int(argv[argv.index("--rank") + 1]), int(argv[argv.index("--world") + 1])
+        torch.set_num_threads(threads)
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+        X, y = load()
+        rate = torch_run(name, X, y, seconds, rank, world)
+        dist.destroy_process_group()
+        if rank == 0:
+            print(f"samples_per_s {rate:.1f}")
+        return
     if "--numpy" in argv:
         X, y = load()
         rate = numpy_w1(X, y, seconds)
