@@ -411,6 +411,7 @@ def write(args, R, allreduce, sweep, took):
           "exchange's time, and Open MPI's choice for this size is not it. "
           "The exchange moves its bytes with MPI_Ialltoallv and MPI_Iallgatherv and sums them "
           "itself, in its own order, whatever the size.", ""]
+    w, r = MATCHED
     L += ["## The bucket size", "",
           f"{w} on 2 hosts at {r}, overlap on, against `[comm] bucket_mb` (the default, 4, is "
           "the best of these):", "",
