@@ -13,6 +13,20 @@ passes=0
 fails=0
 
 # mpi NP ARGS...: backprop under mpirun with NP ranks; never more than 120 s.
+# rank_pid PATTERN RANK: the pid of MPI rank RANK among the processes whose command line
+# matches PATTERN (its environment says which rank it is: pids wrap around, so their order
+# says nothing, and mpirun's own command line matches too).
+rank_pid() {
+    local p
+    for p in $(pgrep -f "$1"); do
+        if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2"; then
+            echo "$p"
+            return 0
+        fi
+    done
+    return 1
+}
+
 mpi() {
     local np=$1
     shift

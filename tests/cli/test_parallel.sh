@@ -105,7 +105,7 @@ for _ in $(seq 100); do
     sleep 0.2
 done
 sleep 1
-victim=$(pgrep -f "$BP train long.ini" | tail -1)
+victim=$(rank_pid "$BP train long.ini" 1)
 start=$(date +%s)
 kill -9 "$victim"
 wait "$job"
@@ -141,7 +141,7 @@ mpirun --oversubscribe -np 2 "$BP" train "$T/hung.ini" --set checkpoint.dir=$T/h
     --set log.metrics=$T/hung/metrics.csv >hung.out 2>hung.err &
 job=$!
 for _ in $(seq 300); do [ -e hung/latest.h5 ] && break; sleep 0.1; done
-victim=$(pgrep -f "$BP train $T/hung.ini" | tail -1)
+victim=$(rank_pid "$BP train $T/hung.ini" 1)
 start=$(date +%s)
 kill -STOP "$victim"
 wait "$job"
