@@ -37,7 +37,8 @@ def load():
 
 def timed(step, n, batch, seconds, seed, agree=lambda stop: stop):
     """Runs epochs of steps; returns samples/s over >= seconds after a 2 s warm-up.
-    agree(stop) makes the ranks of a DDP run stop at the same step, every 20 steps."""
+    agree(flag) makes the ranks of a DDP run decide together, every 20 steps, when the
+    warm-up ends and when to stop (each rank calls it at the same steps, warm or not)."""
     rng = np.random.default_rng(seed)
     done, start, warm, steps = 0, time.perf_counter(), None, 0
     while True:
@@ -46,12 +47,15 @@ def timed(step, n, batch, seconds, seed, agree=lambda stop: stop):
             step(perm[s:s + batch])
             steps += 1
             now = time.perf_counter()
-            if warm is None and now - start >= 2:
-                warm, done = now, 0
-            elif warm is not None:
+            if warm is not None:
                 done += min(batch, n - s)
-                if steps % 20 == 0 and agree(now - warm >= seconds):
-                    return done / (now - warm)
+            if steps % 20:
+                continue
+            if warm is None:
+                if agree(now - start >= 2):
+                    warm, done = now, 0
+            elif agree(now - warm >= seconds):
+                return done / (now - warm)
 
 
 def numpy_w1(X, y, seconds):
