@@ -3,7 +3,8 @@ trained across 1, 2 and 3 simulated hosts (network namespaces, scripts/cluster.s
 limited with tbf, and a model of the step time checked against those runs; writes
 docs/scaling.md. Needs root. Not part of the tests.
 
-usage: cluster.py --backprop BIN --allreduce BIN --out FILE [--quick]
+usage: cluster.py --backprop BIN --allreduce BIN --json RAW --out FILE [--report]
+(--report: only rewrite FILE from RAW, the raw results an earlier run saved)
 """
 import argparse
 import csv
@@ -177,7 +178,6 @@ def duplex(rate):
 def up(hosts, rate):
     cmd = [CLUSTER, "up", str(hosts)] + (["--rate", rate] if rate else [])
     run(cmd)
-    # scripts/cluster.sh's tbf queue holds 50 ms; keep it as the tests use it
 
 
 # ---- the model ----
@@ -397,7 +397,7 @@ def write(args, R, allreduce, sweep, took):
           "| link | MPI_Allreduce ms | bytes per call and host | backprop exchange ms | "
           "bytes per step and host | the bytes at the link's rate |", "|---|---|---|---|---|---|"]
     for r in RATES:
-        ms, sent, floats = allreduce[r]["default"]
+        ms, sent, _ = allreduce[r]["default"]
         off = R[("W3", 2, r, "off")]
         L.append(f"| {r} | {ms:.1f} | {sent / 1e6:.1f} MB | {off['exposed']:.1f} | "
                  f"{off['bytes_per_step'] / 1e6:.1f} MB | "

@@ -22,7 +22,6 @@
  * of its own buffers, where reading the peers' buffers in place does not
  * (docs/benchmarks.md: W3's exchange on 2 ranks against MPI_Allreduce of its buffer). */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -201,7 +200,7 @@ static int map_segment(bp__exchange *x, MPI_Comm node)
  * spinning in MPI_Wait: it shares the cores with the trainer's products, and the kernel
  * moves the bytes meanwhile (polling every 20 us or every 100 us made no measurable
  * difference to the step across two simulated hosts). */
-static int wait_all(bp__exchange *x, int slot)
+static int wait_request(bp__exchange *x, int slot)
 {
     int rc = MPI_SUCCESS, flag = 0;
     bp__watch_enter(slot, "the gradient exchange across nodes");
@@ -238,12 +237,11 @@ static int cross_sum(bp__exchange *x, span s, int slot)
     for (int j = 0; j < n; j++) {
         x->scounts[j] = j == me ? 0 : x->counts[j];
         x->rcounts[j] = j == me ? 0 : mine;
-        x->rdispls[j] = (int)((size_t)j * x->chunk_max);
     }
     if (MPI_Ialltoallv(X, x->scounts, x->displs, BP_MPI_REAL, x->scratch, x->rcounts, x->rdispls,
                        BP_MPI_REAL, x->cross, &x->req) != MPI_SUCCESS)
         return BP_ECOMM;
-    if (wait_all(x, slot) < 0)
+    if (wait_request(x, slot) < 0)
         return BP_ECOMM;
     bp_real *v[n];
     for (int j = 0; j < n; j++)
@@ -253,7 +251,7 @@ static int cross_sum(bp__exchange *x, span s, int slot)
     if (MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, X, x->counts, x->displs, BP_MPI_REAL,
                         x->cross, &x->req) != MPI_SUCCESS)
         return BP_ECOMM;
-    return wait_all(x, slot);
+    return wait_request(x, slot);
 }
 
 static void *exchange_thread(void *arg)
@@ -376,6 +374,8 @@ int bp__exchange_create(bp__exchange **out, const bp_comm *comm, const bp_net *n
         if (!x->scratch || !x->acc || !x->counts || !x->displs || !x->scounts || !x->rcounts ||
             !x->rdispls)
             rc = BP_ENOMEM;
+        for (int j = 0; rc == 0 && j < x->nodes; j++) /* node j's chunk lands here */
+            x->rdispls[j] = (int)((size_t)j * x->chunk_max);
         if (widest > (size_t)INT_MAX)
             rc = bp__fail(err, errlen, BP_EINVAL, "[comm] bucket_mb is too large for MPI");
     }
@@ -484,17 +484,18 @@ void bp__exchange_times(const bp__exchange *x, double *exposed, double *busy)
         thread = x->thread_busy_s;
         pthread_mutex_unlock((pthread_mutex_t *)&x->mu);
     }
-    *exposed = x->exposed_s;
+    if (exposed)
+        *exposed = x->exposed_s;
     *busy = x->busy_s + thread;
 }
 
 void bp__exchange_describe(const bp__exchange *x, char *buf, size_t len)
 {
-    double mb = 0;
+    size_t widest = 0;
     for (int b = 0; b < x->nb; b++)
-        mb = (double)(x->bucket[b].hi - x->bucket[b].lo) * sizeof(bp_real) / 1e6 > mb
-                 ? (double)(x->bucket[b].hi - x->bucket[b].lo) * sizeof(bp_real) / 1e6
-                 : mb;
+        widest =
+            x->bucket[b].hi - x->bucket[b].lo > widest ? x->bucket[b].hi - x->bucket[b].lo : widest;
+    double mb = (double)(widest * sizeof(bp_real)) / 1e6;
     snprintf(buf, len, "%d node%s x %d rank%s (%s), %d bucket%s of at most %.1f MB%s", x->nodes,
              x->nodes == 1 ? "" : "s", x->p, x->p == 1 ? "" : "s",
              x->segment ? "summed in shared memory on the node" : "no shared memory", x->nb,

@@ -33,7 +33,8 @@ void bp__exchange_ready(void *x, size_t from);
 int bp__exchange_next(bp__exchange *x, size_t *lo, size_t *hi, const bp_real **sum);
 
 /* Seconds this rank spent so far: *exposed with the trainer's thread waiting (in ready and
- * next), *busy with the exchange doing work or waiting on the network, on either thread. */
+ * next; exposed may be NULL), *busy with the exchange doing work or waiting on the network,
+ * on either thread. */
 void bp__exchange_times(const bp__exchange *x, double *exposed, double *busy);
 
 /* How the sum travels, for a one-line report: "2 ranks on 1 node, shared memory; 4 buckets". */

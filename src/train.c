@@ -372,12 +372,12 @@ static int train_step(bp_trainer *t, size_t first, size_t m)
                                hi < np ? hi : np);
         updating += now_s() - u;
     }
-    double ended = now_s(), exposed;
+    double ended = now_s();
     if (rc < 0)
         return BP_ECOMM;
     if (diverged)
         return BP_EDIVERGED;
-    bp__exchange_times(t->exchange, &exposed, &busy);
+    bp__exchange_times(t->exchange, NULL, &busy); /* the waits after it are timed here */
     /* Time the backward pass spent in the exchange is not computing. */
     double in_backward = exposed_backward - exposed0;
     t->compute_s += computed - started - in_backward;
