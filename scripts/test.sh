@@ -23,7 +23,8 @@ build_and_test() { # DIR CMAKE-ARGS... ; then CTEST-ARGS after --
 }
 
 build_and_test build/float
-# The error paths do not depend on the scalar type: the double build skips them.
-build_and_test build/double -DBACKPROP_DOUBLE=ON -- -E cli_errors
+# The error paths and the SLURM job script do not depend on the scalar type: the double
+# build skips them.
+build_and_test build/double -DBACKPROP_DOUBLE=ON -- -E 'cli_errors|cli_slurm'
 # Sanitizers on the unit tests (MPI's own allocations are out of our hands).
 build_and_test build/asan -DBACKPROP_SANITIZE=ON -- -L unit

@@ -76,7 +76,9 @@ static void chunk_dims(int rank, const hsize_t *dims, hsize_t *chunk)
         chunk[1] = cols;
 }
 
-/* A chunked dataset with the Fletcher32 filter, so that a flipped byte fails the read. */
+/* A chunked dataset with the Fletcher32 filter, so that a flipped byte fails the read.
+ * data NULL: zeros, as a dataset never written: its chunks are not allocated and read as
+ * the fill value, 0 (no bytes to encode, checksum or fsync). */
 static int write_real(hid_t file, const char *name, int rank, const hsize_t *dims,
                       const bp_real *data)
 {
@@ -91,7 +93,8 @@ static int write_real(hid_t file, const char *name, int rank, const hsize_t *dim
         H5Pset_fletcher32(dcpl) < 0 || H5Pset_create_intermediate_group(lcpl, 1) < 0)
         goto cleanup;
     dset = H5Dcreate2(file, name, BP__H5_FILE_REAL, space, lcpl, dcpl, H5P_DEFAULT);
-    if (dset >= 0 && H5Dwrite(dset, BP__H5_REAL, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0)
+    if (dset >= 0 &&
+        (!data || H5Dwrite(dset, BP__H5_REAL, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0))
         rc = 0;
 cleanup:
     bp__h5_close(dset);
@@ -108,7 +111,8 @@ static int write_layers(hid_t file, const tensor_group *g, const bp_net *net, co
     for (int l = 0; l < net->nlayers; l++) {
         hsize_t dims[2] = {(hsize_t)net->sizes[l + 1], (hsize_t)net->sizes[l]};
         const char *leaf[2] = {g->w, g->b};
-        const bp_real *data[2] = {buf + bp_net_offset_W(net, l), buf + bp_net_offset_b(net, l)};
+        const bp_real *data[2] = {buf ? buf + bp_net_offset_W(net, l) : NULL,
+                                  buf ? buf + bp_net_offset_b(net, l) : NULL};
         for (int k = 0; k < 2; k++) {
             char name[96], what[128];
             layer_name(name, sizeof(name), g->group, l, leaf[k]);
@@ -289,10 +293,7 @@ static int write_checkpoint(const char *path, const bp_net *net, const bp_real *
     if (!path || !net || !net->params || !state || (state->nmetrics && !state->metrics))
         return bp__fail(err, errlen, BP_EINVAL, "bp_checkpoint_write: missing argument");
     char step[160] = "";
-    bp_real *zeros = NULL;
-    if (!velocity)
-        velocity = zeros = bp__calloc(net->nparams, sizeof(bp_real));
-    hid_t file = velocity ? bp__h5_create(1) : H5I_INVALID_HID;
+    hid_t file = bp__h5_create(1);
     int rc =
         file < 0 ? -1 : write_contents(file, net, velocity, state, config_text, step, sizeof(step));
     if (rc == 0) /* closes the file */
@@ -302,7 +303,6 @@ static int write_checkpoint(const char *path, const bp_net *net, const bp_real *
         rc = bp__fail(err, errlen, BP_ENOMEM, "%s: %s (out of memory)", path,
                       file < 0 ? "cannot create" : step);
     }
-    bp__free(zeros);
     return rc;
 }
 

@@ -70,6 +70,8 @@ static const key_spec keys[] = {
     {"checkpoint", "dir", K_PATH, OFF(checkpoint_dir), 0, 0, NULL, 0, ""},
     {"checkpoint", "every_epochs", K_LONG, OFF(every_epochs), 0, 1e9, NULL, 0, "1"},
     {"checkpoint", "every_steps", K_LONG, OFF(every_steps), 0, 1e15, NULL, 0, "0"},
+    {"checkpoint", "every_seconds", K_REAL, OFF(every_seconds), 0, 1e9, "0 (off) to 1e9 seconds", 0,
+     "0"},
     {"checkpoint", "keep", K_LONG, OFF(keep), 0, 1e9, NULL, 0, "3"},
     {"comm", "timeout", K_REAL, OFF(comm_timeout), 0, 1e9, "0 (off) to 1e9 seconds", 0, "300"},
     {"comm", "overlap", K_BOOL, OFF(overlap), 0, 0, NULL, 0, "true"},
@@ -563,7 +565,8 @@ size_t bp_config_format(const bp_config *c, char *buf, size_t len)
         "init_epsilon = %.17g\n\n"
         "[train]\nepochs = %ld\nbatch_size = %ld\nlearning_rate = %.17g\nlambda = %.17g\n"
         "momentum = %.17g\nseed = %llu\nthreads = %s\n\n"
-        "[checkpoint]\ndir = %s\nevery_epochs = %ld\nevery_steps = %ld\nkeep = %ld\n\n"
+        "[checkpoint]\ndir = %s\nevery_epochs = %ld\nevery_steps = %ld\n"
+        "every_seconds = %.17g\nkeep = %ld\n\n"
         "[comm]\ntimeout = %.17g\noverlap = %s\nbucket_mb = %.17g\n\n"
         "[log]\nmetrics = %s\nprogress = %s\n",
         c->train, c->train_labels, c->validation, c->validation_labels, c->validation_split,
@@ -571,7 +574,7 @@ size_t bp_config_format(const bp_config *c, char *buf, size_t len)
         bp_activation_name(c->output), bp_cost_name(c->cost), bp_init_name(c->init),
         c->init_epsilon, c->epochs, c->batch_size, c->learning_rate, c->lambda, c->momentum,
         (unsigned long long)c->seed, threads, c->checkpoint_dir, c->every_epochs, c->every_steps,
-        c->keep, c->comm_timeout, c->overlap ? "true" : "false", c->bucket_mb, c->metrics,
-        progress[c->progress]);
+        c->every_seconds, c->keep, c->comm_timeout, c->overlap ? "true" : "false", c->bucket_mb,
+        c->metrics, progress[c->progress]);
     return n < 0 ? 0 : (size_t)n;
 }

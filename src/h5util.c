@@ -203,9 +203,9 @@ static void *image_realloc(void *ptr, size_t size, H5FD_file_image_op_t op, void
     return realloc(ptr, size ? size : 1);
 }
 
-/* One file in memory at a time (grab_slot, above): the library's writers are
- * single-threaded. (HDF5 wants copy and free functions for a udata pointer; a static needs
- * none.) */
+/* One file in memory at a time (grab_slot, above): the library builds one HDF5 file at a
+ * time (in training, only rank 0's checkpoint writer thread builds any; saver.h). (HDF5 wants copy
+ * and free functions for a udata pointer; a static needs none.) */
 
 static herr_t image_free(void *ptr, H5FD_file_image_op_t op, void *udata)
 {

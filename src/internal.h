@@ -77,6 +77,10 @@ int bp__memory_check(double bytes, const char *what, char *err, size_t errlen);
 /* FNV-1a over bytes, continuing from h (start with 1469598103934665603). */
 uint64_t bp__hash(const void *data, size_t bytes, uint64_t h);
 
+/* A fast 64-bit hash of bytes (8-byte words in four lanes), seeded: for comparing
+ * megabytes of replicas across ranks, not for storing. */
+uint64_t bp__hash_words(const void *data, size_t bytes, uint64_t seed);
+
 /* Room for a path and the suffix of its temporary name. */
 #define BP__PATH_LEN 4352
 

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -167,6 +168,14 @@ static int agree(const bp_comm *comm, int rc, char *err, size_t errlen)
     return -(worst / 2);
 }
 
+static int all_zero(const bp_real *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i] != 0)
+            return 0;
+    return 1;
+}
+
 /* Setup's protocol is three agreements on every rank, whatever fails where: one after the
  * run directory is claimed, one when the data and the network are in memory, one after the
  * gradient exchange (collective) is set up. */
@@ -189,6 +198,10 @@ static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
         rc = load_data(t, err, errlen);
     if (rc == 0)
         rc = alloc_buffers(t, err, errlen);
+    if (rc == 0 && t->comm.rank == 0)
+        rc = bp__saver_create(&t->saver, cfg, &t->net, t->config_text, err, errlen);
+    if (rc == 0)
+        t->velocity_zero = cfg->momentum == 0 && all_zero(t->velocity, t->net.nparams);
     t->st.ranks = t->comm.size;
     t->opt = (bp_sgd){.learning_rate = cfg->learning_rate,
                       .lambda = cfg->lambda,
@@ -197,8 +210,8 @@ static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
     rc = agree(&t->comm, rc, err, errlen);
     if (rc < 0)
         return rc;
-    rc = bp__exchange_create(&t->exchange, &t->comm, &t->net, t->net.nparams + 2, cfg->bucket_mb,
-                             cfg->overlap, err, errlen);
+    rc = bp__exchange_create(&t->exchange, &t->comm, &t->net, t->net.nparams + BP__EXTRAS,
+                             cfg->bucket_mb, cfg->overlap, err, errlen);
     if (rc == 0)
         t->grad = bp__exchange_buffer(t->exchange);
     return agree(&t->comm, rc, err, errlen);
@@ -246,6 +259,7 @@ void bp_trainer_free(bp_trainer *t)
 {
     if (!t)
         return;
+    bp__saver_free(t->saver); /* the write in flight ends first, under the lock */
     bp__lock_drop(&t->metrics_lock);
     bp__lock_drop(&t->dir_lock);
     bp_dataset_free(&t->train);
@@ -275,7 +289,8 @@ void bp_trainer_get_info(const bp_trainer *t, bp_trainer_info *info)
                               .resumed = t->resumed,
                               .epoch = t->st.epoch,
                               .batch_in_epoch = t->st.batch_in_epoch,
-                              .global_step = t->st.global_step};
+                              .global_step = t->st.global_step,
+                              .stop_signal = t->stop_signal};
     bp__exchange_describe(t->exchange, info->exchange, sizeof(info->exchange));
 }
 
@@ -292,6 +307,14 @@ int bp_trainer_step_times(const bp_trainer *t, bp_step_times *times)
         .hidden_ms =
             ms * (t->exchange_busy_s > t->exchange_s ? t->exchange_busy_s - t->exchange_s : 0),
         .update_ms = ms * t->update_s};
+    if (t->saver && t->ckpts > 0) {
+        long writes;
+        double write_s;
+        bp__saver_stats(t->saver, &writes, &write_s);
+        times->checkpoints = t->ckpts;
+        times->checkpoint_pause_ms = 1e3 * t->ckpt_pause_s / (double)t->ckpts;
+        times->checkpoint_write_ms = writes > 0 ? 1e3 * write_s / (double)writes : 0;
+    }
     return rc < 0 ? BP_ECOMM : 0;
 }
 
@@ -329,29 +352,61 @@ static size_t gather_shard(bp_trainer *t, size_t first, size_t m)
     return hi - lo;
 }
 
+/* Set by bp_request_stop, from a signal handler or another thread: the signal, or 0.
+ * A lock-free atomic, so both are safe. */
+static atomic_int stop_requested;
+
+void bp_request_stop(int signo)
+{
+    int none = 0;
+    if (signo == 0)
+        atomic_store(&stop_requested, 0);
+    else
+        atomic_compare_exchange_strong(&stop_requested, &none, signo);
+}
+
+/* What this rank tells the others with its gradients: whether it was asked to stop, and on
+ * rank 0, the checkpoint it took before the step for [checkpoint] every_seconds, or that a
+ * background write failed. */
+static void post_extras(bp_trainer *t, bp_real *extra)
+{
+    extra[BP__SLOT_STOP] = atomic_load_explicit(&stop_requested, memory_order_relaxed) != 0;
+    int orders = 0;
+    if (t->comm.rank == 0) {
+        if (t->told_checkpoint)
+            orders |= BP__ORDER_CHECKPOINT;
+        if (t->write_failed || bp__saver_failed(t->saver))
+            orders |= BP__ORDER_WRITE_FAILED;
+    }
+    extra[BP__SLOT_ORDERS] = (bp_real)orders;
+}
+
 /* One step: this rank's gradient sums, summed over the ranks bucket by bucket from the
- * last layer back while the backward pass goes on (the cost sum and correct count ride in
- * the first bucket), and the same update on every rank, applied to each bucket as its sum
- * arrives. Returns 0, BP_ECOMM or BP_EDIVERGED. */
+ * last layer back while the backward pass goes on (the extra slots ride in the first
+ * bucket), and the same update on every rank, applied to each bucket as its sum arrives.
+ * Returns 0, BP_ECOMM or BP_EDIVERGED. */
 static int train_step(bp_trainer *t, size_t first, size_t m)
 {
     size_t np = t->net.nparams;
+    bp_real *extra = t->grad + np;
     double exposed0, busy0;
     bp__exchange_times(t->exchange, &exposed0, &busy0);
     double started = now_s();
     size_t rows = gather_shard(t, first, m);
     bp__exchange_begin(t->exchange);
+    post_extras(t, extra);
     if (rows > 0) {
         bp_forward(&t->net, &t->ws, t->Xb, rows);
-        t->grad[np] = (bp_real)bp_cost_sum(&t->net, &t->ws, t->Yb, rows);
-        t->grad[np + 1] =
+        extra[BP__SLOT_COST] = (bp_real)bp_cost_sum(&t->net, &t->ws, t->Yb, rows);
+        extra[BP__SLOT_CORRECT] =
             t->train.labels ? (bp_real)bp_count_correct(&t->net, &t->ws, t->Lb, rows) : 0;
         /* overwrites: no memset */
         bp__backward_ready(&t->net, &t->ws, t->Yb, rows, t->grad, 0, bp__exchange_ready,
                            t->exchange);
     } else {
         /* An idle rank still joins the exchange, with zeros. */
-        memset(t->grad, 0, (np + 2) * sizeof(bp_real));
+        memset(t->grad, 0, np * sizeof(bp_real));
+        extra[BP__SLOT_COST] = extra[BP__SLOT_CORRECT] = 0;
         bp__exchange_ready(t->exchange, 0);
     }
     double computed = now_s(), updating = 0, exposed_backward, busy;
@@ -362,9 +417,11 @@ static int train_step(bp_trainer *t, size_t first, size_t m)
     int rc, diverged = 0;
     while ((rc = bp__exchange_next(t->exchange, &lo, &hi, &sum)) == 1) {
         double u = now_s();
-        if (hi == np + 2) { /* the first bucket: check the cost before any update */
-            t->step_cost = (double)sum[np];
-            t->step_correct = (double)sum[np + 1];
+        if (hi == np + BP__EXTRAS) { /* the first bucket: check the cost before any update */
+            t->step_cost = (double)sum[np + BP__SLOT_COST];
+            t->step_correct = (double)sum[np + BP__SLOT_CORRECT];
+            t->step_stop = sum[np + BP__SLOT_STOP] > 0;
+            t->step_orders = (int)sum[np + BP__SLOT_ORDERS];
             diverged = !isfinite(t->step_cost);
         }
         if (!diverged) /* else every rank still takes every bucket, and stops after */
@@ -471,33 +528,74 @@ static int finish_epoch(bp_trainer *t, const bp_callbacks *cb, char *err, size_t
     return agree(&t->comm, rc, err, errlen);
 }
 
-int bp_trainer_checkpoint(bp_trainer *t, char *err, size_t errlen)
+/* Every rank: the replicas must still be bit-identical (trust, then verify). 0 or BP_ECOMM
+ * on every rank, agreed. */
+static int check_replicas(bp_trainer *t, char *err, size_t errlen)
 {
-    if (err && errlen)
-        err[0] = 0;
-    /* Trust, then verify: the replicas must still be bit-identical. */
+    double began = now_s();
     size_t bytes = t->net.nparams * sizeof(bp_real);
-    int same = bp_comm_same(&t->comm, bp__hash(t->velocity, bytes, bp_net_checksum(&t->net)));
+    uint64_t h = bp__hash_words(t->net.params, bytes, 0);
+    if (!t->velocity_zero)
+        h = bp__hash_words(t->velocity, bytes, h);
+    int same = bp_comm_same(&t->comm, h);
+    int rc = 0;
     if (same == BP_ECOMM)
-        return agree(&t->comm,
-                     bp__fail(err, errlen, BP_ECOMM, "comparing the replicas at step %ld failed",
-                              t->st.global_step),
-                     err, errlen);
-    if (!same)
-        return agree(&t->comm,
-                     bp__fail(err, errlen, BP_ECOMM,
-                              "replicas differ at step %ld: the ranks' weights are no longer "
-                              "bit-identical",
-                              t->st.global_step),
-                     err, errlen);
-    t->st.elapsed_s = t->elapsed_base + now_s() - t->run_started;
+        rc = bp__fail(err, errlen, BP_ECOMM, "comparing the replicas at step %ld failed",
+                      t->st.global_step);
+    else if (!same)
+        rc = bp__fail(err, errlen, BP_ECOMM,
+                      "replicas differ at step %ld: the ranks' weights are no longer "
+                      "bit-identical",
+                      t->st.global_step);
+    t->ckpt_pause_s += now_s() - began;
+    return agree(&t->comm, rc, err, errlen);
+}
+
+/* Rank 0: the state copied for the writer thread, which writes it while training goes on.
+ * 0, or the failure of the previous write. */
+static int snapshot(bp_trainer *t, char *err, size_t errlen)
+{
+    double began = now_s();
+    t->st.elapsed_s = t->elapsed_base + began - t->run_started;
     t->st.ranks = t->comm.size;
-    bp_run_snapshot snap = {&t->net, t->velocity, &t->st, t->config_text};
-    int rc = t->comm.rank == 0 ? bp_rundir_write_checkpoint(t->cfg, &snap, err, errlen) : 0;
+    bp_run_snapshot snap = {&t->net, t->velocity_zero ? NULL : t->velocity, &t->st, t->config_text};
+    int rc = bp__saver_start(t->saver, &snap, err, errlen);
+    t->last_ckpt_at = began;
+    t->ckpts++;
+    t->ckpt_pause_s += now_s() - began;
+    return rc;
+}
+
+/* A checkpoint of where the run stands, on every rank: the replica check, then rank 0's
+ * snapshot (and with wait, its write); the outcome so far is agreed. */
+static int checkpoint(bp_trainer *t, int wait, char *err, size_t errlen)
+{
+    int rc = check_replicas(t, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (t->comm.rank == 0) {
+        rc = snapshot(t, err, errlen);
+        if (rc == 0 && wait)
+            rc = bp__saver_wait(t->saver, err, errlen);
+    }
     rc = agree(&t->comm, rc, err, errlen);
     if (rc == 0)
         t->last_ckpt_step = t->st.global_step;
     return rc;
+}
+
+/* Rank 0 waits for the write in flight; agreed. */
+static int saver_wait(bp_trainer *t, char *err, size_t errlen)
+{
+    int rc = t->comm.rank == 0 ? bp__saver_wait(t->saver, err, errlen) : 0;
+    return agree(&t->comm, rc, err, errlen);
+}
+
+int bp_trainer_checkpoint(bp_trainer *t, char *err, size_t errlen)
+{
+    if (err && errlen)
+        err[0] = 0;
+    return checkpoint(t, 1, err, errlen);
 }
 
 static int want_checkpoint(const bp_trainer *t, int epoch_ended)
@@ -506,6 +604,47 @@ static int want_checkpoint(const bp_trainer *t, int epoch_ended)
     if (c->every_steps && t->st.global_step % c->every_steps == 0)
         return 1;
     return epoch_ended && c->every_epochs && t->st.epoch % c->every_epochs == 0;
+}
+
+/* At a step boundary, the checkpoint that is due. every_steps and every_epochs are known to
+ * every rank. every_seconds is rank 0's clock alone: rank 0 takes the checkpoint at once,
+ * at the first boundary after the time has passed, and the next step's exchange tells the
+ * others (after_step), who then check the replicas with it. */
+static int at_boundary(bp_trainer *t, int epoch_ended, char *err, size_t errlen)
+{
+    if (want_checkpoint(t, epoch_ended))
+        return checkpoint(t, 0, err, errlen);
+    double every = t->cfg->every_seconds;
+    if (t->comm.rank != 0 || every <= 0 || now_s() - t->last_ckpt_at < every)
+        return 0;
+    if (snapshot(t, err, errlen) < 0)
+        t->write_failed = 1; /* err holds why; the next step tells the others */
+    else
+        t->told_checkpoint = 1;
+    return 0;
+}
+
+/* What the step's extra slots said, once it is counted: a failed write (every rank
+ * returns BP_EIO), a checkpoint rank 0 took before the step (every rank checks the
+ * replicas), a stop (taken at the end of the step, or of the epoch when it ends one). */
+static int after_step(bp_trainer *t, char *err, size_t errlen)
+{
+    if (t->step_orders & BP__ORDER_WRITE_FAILED) {
+        if (t->comm.rank != 0)
+            return bp__fail(err, errlen, BP_EIO, "the checkpoint write on rank 0 failed");
+        if (!t->write_failed) /* else err already says why */
+            bp__saver_wait(t->saver, err, errlen);
+        return BP_EIO;
+    }
+    t->stopping |= t->step_stop;
+    if (t->step_orders & BP__ORDER_CHECKPOINT) {
+        t->told_checkpoint = 0;
+        int rc = check_replicas(t, err, errlen);
+        if (rc < 0)
+            return rc;
+        t->last_ckpt_step = t->st.global_step - 1;
+    }
+    return 0;
 }
 
 /* The steps of one epoch from where the state says it stands. */
@@ -532,24 +671,44 @@ static int run_epoch(bp_trainer *t, const bp_callbacks *cb, char *err, size_t er
             double rate = t->st.epoch_seen / (t->st.epoch_train_s + now_s() - started + 1e-9);
             cb->progress(cb->ctx, t->st.epoch + 1, t->cfg->epochs, s + 1, nb, rate);
         }
-        if (s + 1 < nb && want_checkpoint(t, 0)) {
+        rc = after_step(t, err, errlen);
+        if (rc == 0 && t->stopping && s + 1 < nb)
+            rc = BP_ESTOPPED;
+        if (rc == 0 && s + 1 < nb) {
             t->st.epoch_train_s += now_s() - started;
-            rc = bp_trainer_checkpoint(t, err, errlen);
-            if (rc < 0)
-                return rc;
+            rc = at_boundary(t, 0, err, errlen);
             started = now_s();
+        }
+        if (rc < 0) {
+            t->st.epoch_train_s += now_s() - started;
+            return rc;
         }
     }
     t->st.epoch_train_s += now_s() - started;
     return 0;
 }
 
+/* A stop that every rank saw in a step's exchange: the signal is agreed (the one extra
+ * collective, on this path only), then a checkpoint of the step reached, written before
+ * the stop is reported. */
+static int stop(bp_trainer *t, char *err, size_t errlen)
+{
+    int signo, who;
+    if (bp_comm_agree(&t->comm, atomic_load(&stop_requested), &signo, &who) < 0)
+        return bp__fail(err, errlen, BP_ECOMM, "the ranks could not agree on the stop");
+    t->stop_signal = signo;
+    atomic_store(&stop_requested, 0); /* consumed: a later trainer of the process runs */
+    int rc = t->last_ckpt_step != t->st.global_step ? checkpoint(t, 1, err, errlen)
+                                                    : saver_wait(t, err, errlen);
+    return rc < 0 ? rc : BP_ESTOPPED;
+}
+
 /* Where a run goes wrong, the ranks leave together: rank 0's file errors are agreed where
- * they happen, and the others (divergence, a failed allreduce) are the same on every rank.
- * The last agreement picks the one rank that reports. */
+ * they happen, and the others (divergence, a failed exchange, a stop) are the same on
+ * every rank. The last agreement picks the one rank that reports. */
 static int run(bp_trainer *t, const bp_callbacks *cb, char *err, size_t errlen)
 {
-    t->run_started = now_s();
+    t->run_started = t->last_ckpt_at = now_s();
     t->elapsed_base = t->st.elapsed_s;
     int rc = t->comm.rank == 0 ? bp_rundir_start(t->cfg, &t->st, err, errlen) : 0;
     rc = agree(&t->comm, rc, err, errlen);
@@ -557,12 +716,19 @@ static int run(bp_trainer *t, const bp_callbacks *cb, char *err, size_t errlen)
         rc = run_epoch(t, cb, err, errlen);
         if (rc == 0)
             rc = finish_epoch(t, cb, err, errlen);
-        if (rc == 0 && want_checkpoint(t, 1))
-            rc = bp_trainer_checkpoint(t, err, errlen);
+        if (rc == 0 && t->stopping && t->st.epoch < t->cfg->epochs)
+            rc = BP_ESTOPPED; /* a stop in the last step of the run is no stop: it ended */
+        /* (the end of the run has a checkpoint of its own) */
+        if (rc == 0 && t->st.epoch < t->cfg->epochs)
+            rc = at_boundary(t, 1, err, errlen);
     }
+    if (rc == BP_ESTOPPED)
+        return stop(t, err, errlen);
     /* The end of training always leaves a checkpoint of the final state. */
     if (rc == 0 && t->last_ckpt_step != t->st.global_step)
-        rc = bp_trainer_checkpoint(t, err, errlen);
+        rc = checkpoint(t, 1, err, errlen);
+    else if (rc == 0)
+        rc = saver_wait(t, err, errlen);
     return rc;
 }
 

@@ -10,6 +10,21 @@
 #include "comm.h"
 #include "exchange.h"
 #include "fileio.h"
+#include "saver.h"
+
+/* The slots after the gradients in the exchange's buffer: summed like them, so what every
+ * rank must know about a step arrives with its gradient sum and costs no collective. */
+enum {
+    BP__SLOT_COST,    /* cost sum of the rank's shard */
+    BP__SLOT_CORRECT, /* correctly classified examples in it */
+    BP__SLOT_STOP,    /* 1 when this rank was asked to stop (bp_request_stop) */
+    BP__SLOT_ORDERS,  /* rank 0's orders, BP__ORDER_* bits; 0 on the others */
+    BP__EXTRAS
+};
+enum {
+    BP__ORDER_CHECKPOINT = 1,  /* rank 0 took a checkpoint before the step (every_seconds) */
+    BP__ORDER_WRITE_FAILED = 2 /* the background checkpoint write failed: stop */
+};
 
 struct bp_trainer {
     const bp_config *cfg;
@@ -20,16 +35,30 @@ struct bp_trainer {
     bp_workspace ws;
     bp_sgd opt;
     bp__exchange *exchange;
-    bp_real *grad; /* the exchange's buffer, nparams + 2: all dW, db, then cost sum and
-                    * correct count */
+    bp_real *grad; /* the exchange's buffer, nparams + BP__EXTRAS: all dW, db, then the slots
+                    * below */
     double step_cost, step_correct; /* the last step's, summed over the ranks */
+    int step_stop;                  /* the last step: ranks that were asked to stop */
+    int step_orders;                /* the last step: rank 0's BP__ORDER_* bits */
     bp_real *velocity;              /* params-shaped, momentum */
+    int velocity_zero;              /* momentum 0 and no velocity resumed: it stays zeros,
+                                     * and checkpoints neither hash nor copy nor write it */
     bp_real *Xb, *Yb;               /* this rank's shard of the batch, gathered */
     int *Lb;
     size_t *perm;
     bp_train_state st;
     int threads;         /* BLAS threads per rank in effect */
     long last_ckpt_step; /* global step of the newest checkpoint written, -1 if none */
+    bp__saver *saver;    /* rank 0's background writer */
+    double last_ckpt_at; /* rank 0: when the newest snapshot was taken, or the run began */
+    int told_checkpoint; /* rank 0 took one for every_seconds: the next step tells */
+    int write_failed;    /* rank 0: starting a write found the previous one failed */
+    int stopping;        /* a step said some rank was asked to stop */
+    int stop_signal;     /* after a stop: the signal that asked for it, agreed */
+    /* Rank 0: checkpoints taken this run, and the training time they cost (the replica
+     * check, the copy, waits for a write still in flight) */
+    long ckpts;
+    double ckpt_pause_s;
     int resumed;
     /* Rank 0: the run directory's owner lock and the metrics file's; held from setup to
      * bp_trainer_free. */

@@ -48,6 +48,7 @@ static void test_parses_values_and_defaults(void **state)
     assert_int_equal(c.progress, BP_PROGRESS_AUTO);
     assert_int_equal(c.overlap, 1);
     assert_float_equal(c.bucket_mb, 4, 0);
+    assert_float_equal(c.every_seconds, 0, 0);
     assert_string_equal(c.checkpoint_dir, "runs/x");
     assert_string_equal(c.metrics, "runs/x/metrics.csv");
 }
@@ -57,9 +58,11 @@ static void test_set_overrides_and_format_round_trips(void **state)
     (void)state;
     bp_config a, b;
     char err[256] = "";
-    const char *sets[] = {"train.epochs=9", "network.layers=2,5,5,1", "checkpoint.dir=out",
-                          "comm.overlap=false", "comm.bucket_mb=0.25"};
-    assert_int_equal(bp_config_parse(&a, "x.ini", good, sets, 5, err, sizeof(err)), 0);
+    const char *sets[] = {"train.epochs=9",      "network.layers=2,5,5,1",
+                          "checkpoint.dir=out",  "comm.overlap=false",
+                          "comm.bucket_mb=0.25", "checkpoint.every_seconds=1.5"};
+    assert_int_equal(bp_config_parse(&a, "x.ini", good, sets, 6, err, sizeof(err)), 0);
+    assert_float_equal(a.every_seconds, 1.5, 0);
     assert_int_equal(a.epochs, 9);
     assert_int_equal(a.overlap, 0);
     assert_float_equal(a.bucket_mb, 0.25, 0);
@@ -96,6 +99,10 @@ static void test_errors_name_file_and_line(void **state)
          "x.ini:15: [comm] overlap: expected true or false, got 'yes'"},
         {"threads = 3", "threads = 3\n[comm]\nbucket_mb = 0",
          "x.ini:15: [comm] bucket_mb: 0 is out of range (0.001 to 1024)"},
+        {"threads = 3", "threads = 3\n[checkpoint]\nevery_seconds = -1",
+         "x.ini:15: [checkpoint] every_seconds: -1 is out of range (0 (off) to 1e9 seconds)"},
+        {"threads = 3", "threads = 3\n[checkpoint]\nevery_seconds = soon",
+         "x.ini:15: [checkpoint] every_seconds: expected"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char text[2048], err[512] = "";

@@ -608,6 +608,27 @@ static void test_init_statistics(void **state)
     bp_net_free(&net);
 }
 
+/* The replica check's hash: equal bytes hash equal, and one changed bit anywhere (in any
+ * lane of the words, or in the tail) changes it, at every length around the word blocks. */
+static void test_hash_words_sees_every_byte(void **state)
+{
+    (void)state;
+    unsigned char a[80], b[80];
+    for (size_t i = 0; i < sizeof(a); i++)
+        a[i] = (unsigned char)(i * 37 + 11);
+    for (size_t n = 0; n <= sizeof(a); n++) {
+        memcpy(b, a, n);
+        uint64_t h = bp__hash_words(a, n, 5);
+        assert_true(h == bp__hash_words(b, n, 5));
+        assert_true(h != bp__hash_words(a, n, 6)); /* the seed chains hashes */
+        for (size_t i = 0; i < n; i++) {
+            b[i] ^= 0x10;
+            assert_true(h != bp__hash_words(b, n, 5));
+            b[i] ^= 0x10;
+        }
+    }
+}
+
 static void test_epoch_permutation(void **state)
 {
     (void)state;
@@ -734,6 +755,7 @@ int main(void)
         cmocka_unit_test(test_l2_term_weights_only),
         cmocka_unit_test(test_init_statistics),
         cmocka_unit_test(test_epoch_permutation),
+        cmocka_unit_test(test_hash_words_sees_every_byte),
         cmocka_unit_test(test_seed_xor_sigmoid),
         cmocka_unit_test(test_seed_xor_relu),
         cmocka_unit_test(test_seed_line_fit),

@@ -2,6 +2,7 @@
  * config, a run with callbacks, a checkpoint on request, and a resume that continues
  * bit for bit; refusals come back as codes with one message. */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -150,6 +151,60 @@ static void test_checkpoint_and_resume_exactly(void **state)
     bp_checkpoint_free(&b);
 }
 
+/* The progress callback asks for a stop after the last step of epoch 7, as a signal handler
+ * would: the next step carries the request, and the run stops at its end, mid-epoch. */
+static void stop_mid_epoch(void *ctx, long epoch, long epochs, size_t step, size_t steps,
+                           double rate)
+{
+    (void)ctx, (void)epochs, (void)steps, (void)rate;
+    if (epoch == 7 && step == 2)
+        bp_request_stop(SIGUSR1);
+}
+
+/* bp_request_stop: the run ends at the end of the step with BP_ESTOPPED and a checkpoint
+ * of that step; the request is consumed, and a resume ends where an uninterrupted run
+ * does, bit for bit. A withdrawn request stops nothing. */
+static void test_stop_on_request(void **state)
+{
+    bp_config straight, cfg;
+    xor_config(&straight, "straight", 40);
+    xor_config(&cfg, "stopped", 40);
+    char err[512] = "";
+    bp_trainer *t = NULL;
+    bp_request_stop(SIGTERM);
+    bp_request_stop(0); /* withdrawn */
+    assert_int_equal(bp_trainer_create(&t, &straight, NULL, &comm, NULL, err, sizeof(err)), 0);
+    assert_int_equal(bp_trainer_run(t, NULL, err, sizeof(err)), 0);
+    bp_trainer_free(t);
+
+    bp_callbacks cb = {NULL, stop_mid_epoch, NULL};
+    assert_int_equal(bp_trainer_create(&t, &cfg, NULL, &comm, NULL, err, sizeof(err)), 0);
+    assert_int_equal(bp_trainer_run(t, &cb, err, sizeof(err)), BP_ESTOPPED);
+    bp_trainer_info info;
+    bp_trainer_get_info(t, &info);
+    assert_int_equal(info.stop_signal, SIGUSR1);
+    assert_int_equal(info.global_step, 15);
+    bp_trainer_free(t);
+    bp_checkpoint ck;
+    read_latest("stopped", &ck);
+    assert_int_equal(ck.state.global_step, 15);
+    assert_int_equal(ck.state.epoch, 7);
+    assert_int_equal(ck.state.batch_in_epoch, 1);
+    bp_checkpoint_free(&ck);
+
+    assert_int_equal(bp_trainer_create(&t, &cfg, NULL, &comm, "latest", err, sizeof(err)), 0);
+    assert_int_equal(bp_trainer_run(t, NULL, err, sizeof(err)), 0);
+    bp_trainer_free(t);
+    bp_checkpoint a, b;
+    read_latest("straight", &a);
+    read_latest("stopped", &b);
+    assert_int_equal(b.state.global_step, 80);
+    assert_memory_equal(a.net.params, b.net.params, a.net.nparams * sizeof(bp_real));
+    assert_memory_equal(a.velocity, b.velocity, a.net.nparams * sizeof(bp_real));
+    bp_checkpoint_free(&a);
+    bp_checkpoint_free(&b);
+}
+
 /* A second trainer on a directory in use is refused with the reason, even in one process,
  * and leaves *t NULL; so is a fresh run over a finished one. */
 static void test_refusals(void **state)
@@ -180,6 +235,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_run_with_callbacks, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_checkpoint_and_resume_exactly, make_dir, remove_dir),
+        cmocka_unit_test_setup_teardown(test_stop_on_request, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_refusals, make_dir, remove_dir),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);

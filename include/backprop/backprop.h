@@ -32,6 +32,7 @@ enum {
     BP_EMISMATCH = -5, /* a checkpoint or data set does not fit the network */
     BP_EDIVERGED = -6, /* cost or parameters became NaN or infinite */
     BP_ECOMM = -7,     /* a collective operation failed or replicas disagree */
+    BP_ESTOPPED = -8,  /* stopped on request (bp_request_stop), after a checkpoint */
 };
 
 /* Text for a BP_E* code; never NULL. */

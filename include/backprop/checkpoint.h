@@ -52,7 +52,9 @@ typedef struct {
 } bp_checkpoint;
 
 /* Writes path atomically: the file is built in memory, written to a temporary file in the
- * same directory, fsync'ed, renamed over path, then the directory fsync'ed. Weights are
+ * same directory, fsync'ed, renamed over path, then the directory fsync'ed. velocity NULL
+ * stands for zeros (stored as datasets never written, which read as zeros and take no
+ * space). Weights are
  * chunked datasets with the Fletcher32 checksum filter. On error (a full disk among them)
  * returns BP_EIO with a reason in err, removes the temporary file, and leaves any existing
  * file at path untouched. */

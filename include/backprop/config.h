@@ -38,6 +38,7 @@ typedef struct {
     /* [checkpoint] */
     char checkpoint_dir[BP_PATH_MAX];
     long every_epochs, every_steps, keep;
+    double every_seconds; /* a checkpoint once this much time passed since the last; 0 = off */
     /* [comm] */
     double comm_timeout; /* seconds any collective may wait; 0 = no limit */
     int overlap;         /* exchange buckets during the backward pass (else one, after it) */

@@ -84,6 +84,8 @@ typedef struct {
     long epoch, batch_in_epoch;    /* completed epochs, steps into the next */
     long global_step;              /* steps since the start of the run */
     char exchange[160];            /* how the gradient sum travels, in words */
+    int stop_signal;               /* after bp_trainer_run returned BP_ESTOPPED: the signal
+                                    * bp_request_stop was given (on some rank) */
 } bp_trainer_info;
 
 /* Where a step's time went, means over the steps this process ran, in milliseconds. */
@@ -95,6 +97,11 @@ typedef struct {
                                 * waiting for slower ranks included */
     double hidden_ms;          /* more exchange time, overlapped with the backward pass */
     double update_ms;          /* the L2-regularised update */
+    /* Rank 0 (zeros elsewhere): checkpoints taken, the training time each cost on average
+     * (the replica check, the copy of the state, a wait for the previous write), and the
+     * time each write took on average in the background. */
+    long checkpoints;
+    double checkpoint_pause_ms, checkpoint_write_ms;
 } bp_step_times;
 
 /* Builds a trainer for cfg. On rank 0 it first takes the run directory's lock (so a second
@@ -109,12 +116,24 @@ int bp_trainer_create(bp_trainer **t, const bp_config *cfg, const char *config_t
                       const bp_comm *comm, const char *resume, char *err, size_t errlen);
 
 /* Trains to cfg->epochs from where the trainer stands: evaluates after each epoch, appends
- * the metrics row, checkpoints as configured and at the end. cb may be NULL. Returns 0 or
- * the agreed code (BP_EDIVERGED, BP_EIO, BP_ECOMM, BP_ENOMEM). */
+ * the metrics row, checkpoints as configured and at the end. Checkpoints are written by a
+ * thread of rank 0 from a copy of the state while training goes on; the run returns after
+ * the last write ended. cb may be NULL. Returns 0 or the agreed code (BP_EDIVERGED, BP_EIO,
+ * BP_ECOMM, BP_ENOMEM), or BP_ESTOPPED after a stop (bp_request_stop) and its checkpoint. */
 int bp_trainer_run(bp_trainer *t, const bp_callbacks *cb, char *err, size_t errlen);
 
-/* Writes DIR/ckpt-<global step>.h5 and latest.h5 now (rank 0), after checking that the
- * replicas are bit-identical; prunes to [checkpoint] keep. Returns 0 or the agreed code. */
+/* Asks this process's trainer to stop: at the end of the step in progress (of the epoch,
+ * when that step ends one) every rank knows, as the request rides in the step's gradient
+ * exchange; rank 0 writes a checkpoint of the step reached, and bp_trainer_run returns
+ * BP_ESTOPPED on every rank. A request on any one rank stops the job. signo (a signal
+ * number) is reported in bp_trainer_info.stop_signal; requests after the first change
+ * nothing until the stop acts on it (and consumes it), and 0 withdraws one not yet acted on.
+ * Async-signal-safe: made to be called from the program's handler of SIGTERM, SIGINT or SIGUSR1. */
+void bp_request_stop(int signo);
+
+/* Writes DIR/ckpt-<global step>.h5 and latest.h5 now (rank 0) and waits for the write,
+ * after checking that the replicas are bit-identical; prunes to [checkpoint] keep. Returns
+ * 0 or the agreed code. */
 int bp_trainer_checkpoint(bp_trainer *t, char *err, size_t errlen);
 
 /* Local; fills info. */

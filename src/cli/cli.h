@@ -8,7 +8,7 @@
 #include "backprop/checkpoint.h"
 #include "comm.h"
 
-enum { EXIT_OK = 0, EXIT_FAILURE_DURING_WORK = 1, EXIT_BAD_INPUT = 2 };
+enum { EXIT_OK = 0, EXIT_FAILURE_DURING_WORK = 1, EXIT_BAD_INPUT = 2, EXIT_STOPPED = 3 };
 
 int bp_cmd_train(int argc, char **argv);
 int bp_cmd_eval(int argc, char **argv);

@@ -19,7 +19,8 @@ static const char usage[] =
     "  --help | --version | COMMAND --help\n"
     "\n"
     "train, eval and gradcheck run alone or under mpirun -np N.\n"
-    "Exit status: 0 success, 2 bad usage or input, 1 failure during work.\n";
+    "Exit status: 0 success, 2 bad usage or input, 1 failure during work, 3 train stopped\n"
+    "by SIGTERM, SIGINT or SIGUSR1 after a checkpoint (continue with --resume latest).\n";
 
 void bp_cli_error(int rank, const char *fmt, ...)
 {

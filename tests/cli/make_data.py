@@ -1,11 +1,14 @@
 """Writes the small HDF5 data sets the command-line tests train and fail on.
 
-usage: make_data.py DIR
+usage: make_data.py DIR [big]
   good.h5   200 x 4 float32, labels 0..2 from a fixed linear rule (learnable)
   rows.h5   /X has 6 rows, /y has 5
   label.h5  a label of 7 for a 3-class network
   nan.h5    a NaN in /X
   wide.h5   200 x 5: one column too many for layers = 4, ...
+With big, only:
+  big.h5    3000 x 64 float32, labels 0..9 from a fixed linear rule: steps of
+            milliseconds, for runs stopped mid-epoch
 """
 import os
 import sys
@@ -35,5 +38,15 @@ def main(out):
     write(os.path.join(out, "wide.h5"), rng.standard_normal((200, 5)).astype(np.float32), y)
 
 
+def big(out):
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((3000, 64)).astype(np.float32)
+    W = rng.standard_normal((64, 10)).astype(np.float32)
+    write(os.path.join(out, "big.h5"), X, np.argmax(X @ W, axis=1).astype(np.int32))
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[2:] == ["big"]:
+        big(sys.argv[1])
+    else:
+        main(sys.argv[1])

@@ -176,6 +176,26 @@ for np in 1 2; do
     fi
 done
 
+# ---- 3b. a checkpoint written in the background onto a full disk ----
+# Rank 0's writer thread fails while the ranks train on: the next step tells every rank,
+# the job ends with status 1 and one line naming the file, the checkpoints written before
+# stay readable, and no temporary is left.
+for np in 1 2; do
+    full_fs 12 "timeout -k 5 120 $( [ "$np" -eq 1 ] || echo "mpirun --oversubscribe -np $np") '$BP' train base.ini \
+            --set train.epochs=500 --set checkpoint.dir=$T/small/c$np --set checkpoint.every_steps=3 \
+            --set checkpoint.keep=0 --set log.metrics=$T/cm$np.csv >out 2>err
+        echo \$? >rc; ls -A small/c$np >ls.after; cp small/c$np/latest.h5 latest.after"
+    if [ "$(cat rc)" = 1 ] && [ "$(grep -c 'backprop: error' err)" = 1 ] &&
+        grep -q 'backprop: error: .*small/c'$np'/.*No space left on device' err &&
+        ! grep -q tmp ls.after && [ "$(grep -c '^ckpt-' ls.after)" -ge 1 ] &&
+        $PY "$SRC/tests/cli/h5tool.py" state latest.after >/dev/null; then
+        ok
+    else
+        bad "np$np checkpoint on a full disk: exit $(cat rc), files $(tr '\n' ' ' <ls.after)"
+        sed 's/^/    /' err | head
+    fi
+done
+
 # ---- 4. FIFOs and directories as inputs are refused, not waited on ----
 mkfifo fifo.h5 fifo.ini fifo-idx
 for np in 1 2; do

@@ -1,0 +1,201 @@
+#define _GNU_SOURCE /* gettid */
+#include <pthread.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "saver.h"
+
+struct bp__saver {
+    const bp_config *cfg;
+    const char *config_text;
+    /* The copy being written: the thread's alone from start until the write ends. */
+    bp_net net;
+    bp_real *velocity;
+    int has_velocity; /* else zeros */
+    bp_train_state st;
+    size_t metrics_cap;
+
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int started; /* the thread runs */
+    int pending; /* a copy waits for the thread or is being written */
+    int quit;    /* the thread ends when nothing is pending */
+    int status;  /* of the last write: 0 or a BP_E* code, until a wait takes it */
+    char err[1024];
+    long writes;
+    double write_s;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A niceness for the writer: training threads come first where the cores are all busy,
+ * and the writer takes the moments they wait (in the exchange, they yield). At 10 it still
+ * gets about a tenth of a busy core, enough to finish W3's write well within 20 steps
+ * (docs/checkpoints.md). */
+#define WRITER_NICE 10
+
+static void *writer(void *arg)
+{
+    bp__saver *s = arg;
+    /* On Linux, nice is per thread; where it fails the writer keeps the default. */
+    (void)setpriority(PRIO_PROCESS, (id_t)gettid(), WRITER_NICE);
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->pending && !s->quit)
+            pthread_cond_wait(&s->cv, &s->mu);
+        if (!s->pending)
+            break;
+        pthread_mutex_unlock(&s->mu);
+        char err[sizeof(s->err)] = "";
+        bp_run_snapshot snap = {&s->net, s->has_velocity ? s->velocity : NULL, &s->st,
+                                s->config_text};
+        double began = now_s();
+        int rc = bp_rundir_write_checkpoint(s->cfg, &snap, err, sizeof(err));
+        double took = now_s() - began;
+        pthread_mutex_lock(&s->mu);
+        s->status = rc;
+        memcpy(s->err, err, sizeof(err));
+        s->writes++;
+        s->write_s += took;
+        s->pending = 0;
+        pthread_cond_broadcast(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+int bp__saver_create(bp__saver **out, const bp_config *cfg, const bp_net *net,
+                     const char *config_text, char *err, size_t errlen)
+{
+    *out = NULL;
+    bp__saver *s = bp__calloc(1, sizeof(*s));
+    if (!s)
+        return bp__fail(err, errlen, BP_ENOMEM, "out of memory for the checkpoint writer");
+    s->cfg = cfg;
+    s->config_text = config_text;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    int rc =
+        bp_net_create(&s->net, net->nlayers + 1, net->sizes, net->hidden, net->output, net->cost);
+    s->velocity = rc == 0 ? bp__calloc(net->nparams, sizeof(bp_real)) : NULL;
+    if (s->velocity && pthread_create(&s->thread, NULL, writer, s) == 0)
+        s->started = 1;
+    if (!s->started) {
+        bp__saver_free(s);
+        return bp__fail(err, errlen, BP_ENOMEM,
+                        "out of memory for the checkpoint writer's copy of %zu parameters",
+                        net->nparams);
+    }
+    *out = s;
+    return 0;
+}
+
+/* Waits with the lock held until nothing is pending. */
+static void wait_idle(bp__saver *s)
+{
+    while (s->pending)
+        pthread_cond_wait(&s->cv, &s->mu);
+}
+
+static int take_status(bp__saver *s, char *err, size_t errlen)
+{
+    int rc = s->status;
+    if (rc < 0 && err && errlen)
+        snprintf(err, errlen, "%s", s->err);
+    s->status = 0;
+    return rc;
+}
+
+/* The run state with its metrics table into the saver's own (the table only grows). */
+static int copy_state(bp__saver *s, const bp_train_state *st)
+{
+    bp_metrics_row *rows = s->st.metrics;
+    if (st->nmetrics > s->metrics_cap) {
+        size_t cap = st->nmetrics + 16;
+        bp_metrics_row *grown = bp__realloc(rows, cap, sizeof(*rows));
+        if (!grown)
+            return BP_ENOMEM;
+        rows = grown;
+        s->metrics_cap = cap;
+    }
+    s->st = *st;
+    s->st.metrics = rows;
+    if (st->nmetrics)
+        memcpy(rows, st->metrics, st->nmetrics * sizeof(*rows));
+    return 0;
+}
+
+int bp__saver_start(bp__saver *s, const bp_run_snapshot *snap, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&s->mu);
+    wait_idle(s);
+    int rc = take_status(s, err, errlen);
+    pthread_mutex_unlock(&s->mu);
+    if (rc < 0)
+        return rc;
+    /* The thread is idle: the copy is ours until pending is set. */
+    memcpy(s->net.params, snap->net->params, snap->net->nparams * sizeof(bp_real));
+    s->has_velocity = snap->velocity != NULL;
+    if (s->has_velocity)
+        memcpy(s->velocity, snap->velocity, snap->net->nparams * sizeof(bp_real));
+    if (copy_state(s, snap->st) < 0)
+        return bp__fail(err, errlen, BP_ENOMEM, "out of memory copying the metrics table");
+    pthread_mutex_lock(&s->mu);
+    s->pending = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+int bp__saver_wait(bp__saver *s, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&s->mu);
+    wait_idle(s);
+    int rc = take_status(s, err, errlen);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int bp__saver_failed(bp__saver *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int failed = !s->pending && s->status < 0;
+    pthread_mutex_unlock(&s->mu);
+    return failed;
+}
+
+void bp__saver_stats(bp__saver *s, long *writes, double *write_s)
+{
+    pthread_mutex_lock(&s->mu);
+    *writes = s->writes;
+    *write_s = s->write_s;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void bp__saver_free(bp__saver *s)
+{
+    if (!s)
+        return;
+    if (s->started) {
+        pthread_mutex_lock(&s->mu);
+        s->quit = 1;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->thread, NULL); /* after the write in flight */
+    }
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    bp_net_free(&s->net);
+    bp__free(s->velocity);
+    bp__free(s->st.metrics);
+    bp__free(s);
+}

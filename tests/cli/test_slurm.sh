@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# scripts/slurm/backprop.sbatch under a real SLURM (Debian's slurm-wlm, installed if
+# missing): a one-node cluster of the test's own (munged, slurmctld, slurmd; every file in
+# a temporary directory, its own ports, all on 127.0.0.1; stopped and removed at exit, also
+# on failure). The batch job (2 tasks) is signalled mid-run as SLURM does before a time
+# limit (SIGUSR1 to the batch shell); it must stop with a checkpoint, requeue itself,
+# resume, and end bit-identical to an uninterrupted run. Needs root.
+source "$(dirname "$0")/lib.sh"
+source "$SRC/tests/cli/slurm_lib.sh"
+CMP="$PY $SRC/tests/cli/compare_weights.py"
+H5="$PY $SRC/tests/cli/h5tool.py"
+if [ "$(id -u)" -ne 0 ]; then
+    echo "FAIL: the SLURM test needs root (its daemons run as root); run it as root"
+    exit 1
+fi
+# Open MPI stays on loopback and shared memory, as the cluster does.
+export OMPI_MCA_oob_tcp_if_include=lo OMPI_MCA_btl=self,vader
+D=$(mktemp -d /tmp/bp-slurm.XXXXXX)
+trap 'slurm_down "$D"; pkill -KILL -f "$T/job.ini" 2>/dev/null; rm -rf "$T"' EXIT
+slurm_install || { bad "cannot install slurm-wlm and munge"; finish; exit 1; }
+slurm_up "$D" || { bad "the one-node SLURM did not start"; finish; exit 1; }
+
+$PY "$SRC/tests/cli/make_data.py" "$T" big || exit 1
+cat >job.ini <<INI
+[data]
+train = $T/big.h5
+[network]
+layers = 64, 1024, 1024, 10      ; steps of a few ms: the job runs for seconds
+hidden = relu
+output = softmax
+init = he
+[train]
+epochs = 40
+batch_size = 100
+learning_rate = 0.05
+momentum = 0.9
+seed = 8
+[checkpoint]
+dir = $T/job
+every_epochs = 10
+[log]
+progress = off
+INI
+strip_time() { cut -d, -f1-8 "$1"; }
+
+check "uninterrupted run, 2 ranks" timeout -k 5 300 mpirun -np 2 "$BP" train job.ini --set checkpoint.dir=$T/ref
+
+id=$(sbatch --parsable --output="$T/slurm-%j.out" --export=ALL,BACKPROP="$BP" \
+    "$SRC/scripts/slurm/backprop.sbatch" job.ini)
+check "submitted" test -n "$id"
+check "job running" slurm_wait_state "$id" RUNNING 60
+for i in $(seq 1500); do # two epochs logged: mid-run (at most 60 s)
+    [ "$(cat job/metrics.csv 2>/dev/null | wc -l)" -gt 2 ] && break
+    sleep 0.04
+done
+check "two epochs logged" test "$(cat job/metrics.csv 2>/dev/null | wc -l)" -gt 2
+# What --signal=B:USR1@120 does before the time limit.
+check "signal the batch shell" scancel --signal=USR1 --batch "$id"
+check "requeued and finished" slurm_wait_state "$id" COMPLETED 240
+out="$T/slurm-$id.out"
+cp "$out" "$T/job.out" 2>/dev/null
+check "one restart" test "$(slurm_job_field "$id" Restarts)" = 1
+check "exit code 0 in the end" test "$(slurm_job_field "$id" ExitCode)" = 0:0
+check "the stop line" grep -qE '^backprop: stopped by SIGUSR1 at step [0-9]+; resume with --resume latest$' "$out"
+check "it requeued itself" grep -q "backprop.sbatch: stopped before the time limit; requeueing job $id" "$out"
+check "the second start resumed" grep -q "backprop.sbatch: continuing from $T/job/latest.h5 (restart 1)" "$out"
+check "resumed mid-run" grep -qE '^resumed at epoch ([3-9]|[1-3][0-9]), ' "$out"
+check "bit-identical to the uninterrupted run" $CMP ref/latest.h5 job/latest.h5 0
+check "same metrics" test "$(strip_time ref/metrics.csv)" = "$(strip_time job/metrics.csv)"
+check "at the end of training" test "$($H5 state job/latest.h5)" = "40 0 1200"
+[ -n "${VERBOSE:-}" ] && sed 's/^/    job: /' "$out"
+[ "$fails" -gt 0 ] && sed 's/^/    job: /' "$out" | grep -v '^    job: *$' | tail -30
+
+finish
