@@ -158,14 +158,17 @@ static int alloc_buffers(bp_trainer *t, char *err, size_t errlen)
  * worst code, one that has a message, the lowest), and emptied on the others. */
 static int agree(const bp_comm *comm, int rc, char *err, size_t errlen)
 {
+    /* Severity: 0 success, 1 a stop (BP_ESTOPPED: under any failure), then 1 - code. */
+    int severity = rc == BP_ESTOPPED ? 1 : rc < 0 ? 1 - rc : 0;
     int has_message = rc < 0 && err && errlen && err[0];
     int worst, who;
-    if (bp_comm_agree(comm, -2 * rc + has_message, &worst, &who) < 0)
+    if (bp_comm_agree(comm, 2 * severity + has_message, &worst, &who) < 0)
         return bp__fail(err, errlen, BP_ECOMM, "the ranks could not agree: %s",
                         bp_strerror(BP_ECOMM));
     if (who != comm->rank && err && errlen)
         err[0] = 0;
-    return -(worst / 2);
+    severity = worst / 2;
+    return severity == 1 ? BP_ESTOPPED : severity > 1 ? 1 - severity : 0;
 }
 
 static int all_zero(const bp_real *v, size_t n)
@@ -394,12 +397,14 @@ static int train_step(bp_trainer *t, size_t first, size_t m)
     double started = now_s();
     size_t rows = gather_shard(t, first, m);
     bp__exchange_begin(t->exchange);
-    post_extras(t, extra);
     if (rows > 0) {
         bp_forward(&t->net, &t->ws, t->Xb, rows);
         extra[BP__SLOT_COST] = (bp_real)bp_cost_sum(&t->net, &t->ws, t->Yb, rows);
         extra[BP__SLOT_CORRECT] =
             t->train.labels ? (bp_real)bp_count_correct(&t->net, &t->ws, t->Lb, rows) : 0;
+        /* As late as the slots can be read: a request that comes during the forward pass
+         * still stops this step. */
+        post_extras(t, extra);
         /* overwrites: no memset */
         bp__backward_ready(&t->net, &t->ws, t->Yb, rows, t->grad, 0, bp__exchange_ready,
                            t->exchange);
@@ -407,6 +412,7 @@ static int train_step(bp_trainer *t, size_t first, size_t m)
         /* An idle rank still joins the exchange, with zeros. */
         memset(t->grad, 0, np * sizeof(bp_real));
         extra[BP__SLOT_COST] = extra[BP__SLOT_CORRECT] = 0;
+        post_extras(t, extra);
         bp__exchange_ready(t->exchange, 0);
     }
     double computed = now_s(), updating = 0, exposed_backward, busy;
@@ -697,7 +703,8 @@ static int stop(bp_trainer *t, char *err, size_t errlen)
     if (bp_comm_agree(&t->comm, atomic_load(&stop_requested), &signo, &who) < 0)
         return bp__fail(err, errlen, BP_ECOMM, "the ranks could not agree on the stop");
     t->stop_signal = signo;
-    atomic_store(&stop_requested, 0); /* consumed: a later trainer of the process runs */
+    t->stopping = 0;
+    atomic_store(&stop_requested, 0); /* consumed: a later run of the process goes on */
     int rc = t->last_ckpt_step != t->st.global_step ? checkpoint(t, 1, err, errlen)
                                                     : saver_wait(t, err, errlen);
     return rc < 0 ? rc : BP_ESTOPPED;
@@ -722,13 +729,20 @@ static int run(bp_trainer *t, const bp_callbacks *cb, char *err, size_t errlen)
         if (rc == 0 && t->st.epoch < t->cfg->epochs)
             rc = at_boundary(t, 1, err, errlen);
     }
-    if (rc == BP_ESTOPPED)
-        return stop(t, err, errlen);
-    /* The end of training always leaves a checkpoint of the final state. */
-    if (rc == 0 && t->last_ckpt_step != t->st.global_step)
-        rc = checkpoint(t, 1, err, errlen);
-    else if (rc == 0)
-        rc = saver_wait(t, err, errlen);
+    if (rc == BP_ESTOPPED) {
+        rc = stop(t, err, errlen);
+    } else if (rc == 0) {
+        if (t->stopping) { /* asked to stop in the last step: the run ended anyway */
+            t->stopping = 0;
+            atomic_store(&stop_requested, 0);
+        }
+        /* The end of training always leaves a checkpoint of the final state. */
+        rc = t->last_ckpt_step != t->st.global_step ? checkpoint(t, 1, err, errlen)
+                                                    : saver_wait(t, err, errlen);
+    }
+    /* A failure returns after the write in flight too: the caller may use libhdf5 next. */
+    if (rc < 0 && t->comm.rank == 0)
+        bp__saver_wait(t->saver, NULL, 0);
     return rc;
 }
 

@@ -122,13 +122,14 @@ int bp_trainer_create(bp_trainer **t, const bp_config *cfg, const char *config_t
  * BP_ECOMM, BP_ENOMEM), or BP_ESTOPPED after a stop (bp_request_stop) and its checkpoint. */
 int bp_trainer_run(bp_trainer *t, const bp_callbacks *cb, char *err, size_t errlen);
 
-/* Asks this process's trainer to stop: at the end of the step in progress (of the epoch,
- * when that step ends one) every rank knows, as the request rides in the step's gradient
- * exchange; rank 0 writes a checkpoint of the step reached, and bp_trainer_run returns
- * BP_ESTOPPED on every rank. A request on any one rank stops the job. signo (a signal
- * number) is reported in bp_trainer_info.stop_signal; requests after the first change
- * nothing until the stop acts on it (and consumes it), and 0 withdraws one not yet acted on.
- * Async-signal-safe: made to be called from the program's handler of SIGTERM, SIGINT or SIGUSR1. */
+/* Asks this process's trainer to stop: at the end of the step in progress (of the next
+ * step when the request comes during the backward pass; of the epoch, when that step ends
+ * one) every rank knows, as the request rides in the step's gradient exchange; rank 0 writes a
+ * checkpoint of the step reached, and bp_trainer_run returns BP_ESTOPPED on every rank. A request
+ * on any one rank stops the job. signo (a signal number) is reported in
+ * bp_trainer_info.stop_signal; requests after the first change nothing until the stop acts on it
+ * (and consumes it), and 0 withdraws one not yet acted on. Async-signal-safe: made to be called
+ * from the program's handler of SIGTERM, SIGINT or SIGUSR1. */
 void bp_request_stop(int signo);
 
 /* Writes DIR/ckpt-<global step>.h5 and latest.h5 now (rank 0) and waits for the write,

@@ -1,4 +1,4 @@
-/* backprop train CONFIG [--set SECTION.KEY=VALUE]... [--resume CKPT|latest] */
+/* backprop train CONFIG [--set SECTION.KEY=VALUE]... [--resume CKPT|latest|auto] */
 #define _GNU_SOURCE /* sigabbrev_np */
 #include <pthread.h>
 #include <signal.h>
@@ -16,12 +16,13 @@
 #define MAX_SETS 64
 
 static const char train_usage[] =
-    "usage: backprop train CONFIG [--set SECTION.KEY=VALUE]... [--resume CKPT|latest]\n"
+    "usage: backprop train CONFIG [--set SECTION.KEY=VALUE]... [--resume CKPT|latest|auto]\n"
     "\n"
     "Trains the network CONFIG describes; under mpirun -np N each rank computes the\n"
     "gradient of 1/N of every mini-batch. --set overrides a config key; --resume continues\n"
     "from a checkpoint (latest = the newest in [checkpoint] dir) at the exact example where\n"
-    "it was taken.\n"
+    "it was taken; auto = latest when [checkpoint] dir holds a checkpoint, else a fresh\n"
+    "run (for job scripts that start again after a requeue).\n"
     "\n"
     "SIGTERM, SIGINT or SIGUSR1 to any rank (mpirun forwards SIGUSR1 to all) stops the run\n"
     "at the end of the step: a checkpoint is written and train exits with status 3.\n";
@@ -48,7 +49,9 @@ static int parse_args(int argc, char **argv, train_args *a, char *err, size_t er
             a->sets[a->nsets++] = v;
         } else if ((r = bp_arg_value(argc, argv, &i, "--resume", &v)) != 0) {
             if (r < 0)
-                return snprintf(err, errlen, "--resume needs a checkpoint path or 'latest'"), -1;
+                return snprintf(err, errlen,
+                                "--resume needs a checkpoint path, 'latest' or 'auto'"),
+                       -1;
             a->resume = v;
         } else if (argv[i][0] == '-' || a->config) {
             return snprintf(err, errlen,
@@ -173,10 +176,21 @@ static void print_step_time(const bp_comm *comm, const bp_trainer *t)
  * of 6, nor any run of tests/cli/test_signals.sh since.) */
 static void *wait_for_stop(void *set)
 {
-    for (;;) {
+    /* The third signal ends the process at once: the way out of a job that cannot reach
+     * a step boundary (a setup stuck with [comm] timeout = 0). Files stay whole: every
+     * write is atomic. */
+    for (int count = 0;;) {
         int signo;
-        if (sigwait(set, &signo) == 0)
-            bp_request_stop(signo);
+        if (sigwait(set, &signo) != 0)
+            continue;
+        bp_request_stop(signo);
+        if (++count == 3) {
+            bp_cli_error(0,
+                         "a third SIG%s: ending now, without a stop at a step boundary; "
+                         "the last checkpoint is intact",
+                         sigabbrev_np(signo) ? sigabbrev_np(signo) : "NAL");
+            _exit(EXIT_FAILURE_DURING_WORK);
+        }
     }
     return NULL;
 }
@@ -221,8 +235,20 @@ static int train_main(const bp_comm *comm, const train_args *a)
     int status = bp_cli_agree(comm, rc < 0 ? EXIT_BAD_INPUT : 0, err);
     if (status)
         return status;
+    const char *resume = a->resume;
+    if (resume && strcmp(resume, "auto") == 0) {
+        /* Rank 0 looks, and every rank goes by what it saw. */
+        char latest[BP_PATH_MAX + 16];
+        snprintf(latest, sizeof(latest), "%s/latest.h5", cfg.checkpoint_dir);
+        int seen = comm->rank == 0 && access(latest, F_OK) == 0, who;
+        if (bp_comm_agree(comm, seen, &seen, &who) < 0) {
+            bp_cli_error(comm->rank, "the ranks could not agree on --resume auto");
+            return EXIT_FAILURE_DURING_WORK;
+        }
+        resume = seen ? "latest" : NULL;
+    }
     bp_trainer *t = NULL;
-    rc = bp_trainer_create(&t, &cfg, NULL, comm, a->resume, err, sizeof(err));
+    rc = bp_trainer_create(&t, &cfg, NULL, comm, resume, err, sizeof(err));
     status = rc < 0 ? bp_cli_report(comm, bp_cli_setup_status(rc), err) : 0;
     if (status == 0) {
         train_view view = {0};

@@ -10,7 +10,7 @@
 static const char usage[] =
     "usage: backprop COMMAND [ARGS]\n"
     "\n"
-    "  train CONFIG [--set SECTION.KEY=VALUE]... [--resume CKPT|latest]\n"
+    "  train CONFIG [--set SECTION.KEY=VALUE]... [--resume CKPT|latest|auto]\n"
     "  eval --checkpoint CKPT --data FILE [--labels FILE] [--json]\n"
     "  predict --checkpoint CKPT --data FILE [--labels FILE] --out FILE.h5\n"
     "  gradcheck CONFIG [--set ...] [--epsilon E] [--tolerance T]\n"

@@ -42,9 +42,9 @@ run() {
     local np=$1 dir=$2
     shift 2
     if [ "$np" -eq 0 ]; then
-        "$BP" train sig.ini --set checkpoint.dir="$dir" "$@" >"$dir.out" 2>"$dir.err" &
+        "$BP" train "$T/sig.ini" --set checkpoint.dir="$dir" "$@" >"$dir.out" 2>"$dir.err" &
     else
-        mpirun --oversubscribe -np "$np" "$BP" train sig.ini --set checkpoint.dir="$dir" "$@" \
+        mpirun --oversubscribe -np "$np" "$BP" train "$T/sig.ini" --set checkpoint.dir="$dir" "$@" \
             >"$dir.out" 2>"$dir.err" &
     fi
     job=$!
@@ -57,7 +57,10 @@ finished() {
         kill -0 "$job" 2>/dev/null || break
         sleep 0.1
     done
-    kill -0 "$job" 2>/dev/null && { bad "$1: still running after 120 s"; kill -KILL "$job"; }
+    if kill -0 "$job" 2>/dev/null; then
+        bad "$1: still running after 120 s"
+        pkill -KILL -f "$T/sig.ini"
+    fi
     wait "$job"
     status=$?
 }
@@ -89,10 +92,10 @@ stopped() {
     after_epochs "$dir" 2 || bad "$name: no epoch logged"
     local pid=$job
     if [ "$target" = rank ]; then
-        pid=$(rank_pid "$BP train sig.ini --set checkpoint.dir=$dir" "$rank")
+        pid=$(rank_pid "$BP train $T/sig.ini --set checkpoint.dir=$dir" "$rank")
     fi
     kill -s "$sig" "$pid"
-    [ -n "$twice" ] && sleep 0.05 && kill -s "$sig" "$pid" 2>/dev/null
+    [ -n "$twice" ] && kill -s "$sig" "$pid" # while the first is being acted on
     finished "$name"
     local line step
     line=$(grep -E "^backprop: stopped by SIG$sig at step [0-9]+; resume with --resume latest$" "$dir.err")
@@ -127,6 +130,23 @@ stopped "SIGTERM to rank 1 of 2" r2-term 2 TERM rank 1
 stopped "SIGTERM to rank 2 of 3" r3-term 3 TERM rank 2
 stopped "SIGINT twice to rank 0 of 2" r2-int 2 INT rank 0 twice
 
+# A third signal ends the process at once (exit 1, one line); what is on disk stays whole.
+# Three different signals: two of one kind pending at once would count as one.
+run 0 third
+after_epochs third 6 || bad "third signal: no epoch logged"
+for i in $(seq 500); do [ -e third/latest.h5 ] && break; sleep 0.02; done # epoch 5's
+kill -TERM "$job"
+kill -INT "$job"
+kill -USR1 "$job"
+finished "third signal"
+check "third signal: exit 1" test "$status" -eq 1
+check "third signal: the line" grep -qE '^backprop: error: a third SIG(TERM|INT|USR1): ending now' third.err
+check "third signal: latest.h5 whole" $H5 state third/latest.h5
+run 0 third --resume latest
+finished "third signal: resume"
+check "third signal: resumed" test "$status" -eq 0
+check "third signal: bit-identical after resume" $CMP ref0/latest.h5 third/latest.h5 0
+
 # Open MPI 4.1's mpirun takes SIGTERM as "abort the job": it exits 1 and SIGKILLs the
 # ranks 2 s later, whatever they do (docs/robustness.md). What is on disk stays whole.
 run 2 mterm
@@ -142,11 +162,11 @@ check "SIGTERM to mpirun: bit-identical after resume" $CMP ref2/latest.h5 mterm/
 
 # every_seconds = S: each checkpoint is taken at the first step boundary at least S after
 # the one before (elapsed_s, stored in each, says when). Steps of ~10 ms here.
-run 2 secs --set train.epochs=30 --set train.batch_size=500 --set network.layers=64,1024,1024,10 \
-    --set checkpoint.every_seconds=0.6 --set checkpoint.every_epochs=0 --set checkpoint.keep=0
+run 2 secs --set train.epochs=40 --set train.batch_size=500 --set network.layers=64,1024,1024,10 \
+    --set checkpoint.every_seconds=0.5 --set checkpoint.every_epochs=0 --set checkpoint.keep=0
 finished "every_seconds"
 check "every_seconds run" test "$status" -eq 0
-check "checkpoints every 0.6 s, within one step" $PY - secs 0.6 <<'PY'
+check "checkpoints every 0.5 s, within one step" $PY - secs 0.5 <<'PY'
 import glob, sys, h5py
 run, every = sys.argv[1], float(sys.argv[2])
 rows = []
@@ -160,14 +180,16 @@ assert len(rows) >= 3, rows
 prev = (0, 0.0)
 for step, at in rows:
     gap, steps = at - prev[1], step - prev[0]
-    # Taken at the first boundary after `every`: less than one step late. One step's time
-    # is the interval's mean, doubled for a step the shared machine stretched.
+    # Taken at the first boundary after `every`: less than one step late. One step is
+    # the interval's mean; the bound allows three, or 0.1 s, for steps a busy machine
+    # stretched. (A checkpoint decided anywhere but at each boundary would be late by
+    # whole intervals, or early.)
     step_s = gap / steps
     print(f"step {step}: {gap:.4f} s after the last, {steps} steps of {1e3 * step_s:.1f} ms")
     assert gap >= every, (step, gap)
-    assert gap - every < 2 * step_s, (step, gap, step_s)
+    assert gap - every < max(3 * step_s, 0.1), (step, gap, step_s)
     prev = (step, at)
-assert final[1] - prev[1] < every + 2 * step_s, final
+assert final[1] - prev[1] < every + max(3 * step_s, 0.1), final
 PY
 cat "$T/check.out"
 
