@@ -155,18 +155,21 @@ typedef struct {
 } bp_gradcheck_layer;
 
 /* Compares the analytic gradient of J = mean data cost over the m rows of (X, Y) plus
- * lambda/(2n) sum W^2 against centred differences (J(p+e) - J(p-e)) / 2e. analytic is
- * that gradient, params-shaped, or NULL to compute it here with bp_backward. Checks every
+ * lambda/(2n) sum W^2 against centred differences (J(p+e) - J(p-e)) / 2e, where J is
+ * evaluated in double whatever the build (a reference forward pass by plain loops: in
+ * float, J's rounding over 2e would swamp gradients below ~1e-3). analytic is that
+ * gradient, params-shaped, or NULL to compute it here with bp_backward. Checks every
  * parameter of a layer when it has at most max_per_layer of them, else an evenly spaced
  * subset of that many. An entry whose +-epsilon switches a relu unit on or off is skipped
  * (counted in kinks): the difference then straddles the kink and measures nothing.
- * result has net->nlayers entries. Returns 0, or BP_ENOMEM. The parameters are restored
- * exactly. */
+ * result has net->nlayers entries. Returns 0, or BP_ENOMEM. The parameters are not
+ * touched. */
 int bp_gradcheck(bp_net *net, const bp_real *X, const bp_real *Y, size_t m, double lambda, double n,
                  double epsilon, size_t max_per_layer, const bp_real *analytic,
                  bp_gradcheck_layer *result);
 
-/* The mean data cost over the m rows plus the L2 term: the J that bp_gradcheck differences. */
+/* The mean data cost over the m rows plus the L2 term: the J that bp_gradcheck
+ * differences (which evaluates it in double), here in the build's precision. */
 double bp_objective(const bp_net *net, bp_workspace *ws, const bp_real *X, const bp_real *Y,
                     size_t m, double lambda, double n);
 
