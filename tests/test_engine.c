@@ -42,6 +42,16 @@ static void make_net(bp_net *net, int n, const int *sizes, bp_activation h, bp_a
     assert_int_equal(bp_net_create(net, n, sizes, h, o, c), 0);
 }
 
+/* Seed 000's net as configs/xor.ini builds it: [2, 2, 2, 1], sigmoid, quadratic, seed 1. */
+static void make_xor_seed_net(bp_net *net)
+{
+    int sizes[] = {2, 2, 2, 1};
+    make_net(net, 4, sizes, BP_SIGMOID, BP_SIGMOID, BP_QUADRATIC);
+    bp_rng rng;
+    bp_rng_seed(&rng, 1);
+    bp_net_init(net, BP_INIT_GAUSSIAN_SCALED, 0, &rng);
+}
+
 static void test_forward_by_hand(void **state)
 {
     (void)state;
@@ -184,12 +194,8 @@ static void test_gradcheck_all_combinations(void **state)
 static void test_gradcheck_resolves_small_gradients(void **state)
 {
     (void)state;
-    int sizes[] = {2, 2, 2, 1};
     bp_net net;
-    make_net(&net, 4, sizes, BP_SIGMOID, BP_SIGMOID, BP_QUADRATIC);
-    bp_rng rng;
-    bp_rng_seed(&rng, 1);
-    bp_net_init(&net, BP_INIT_GAUSSIAN_SCALED, 0, &rng);
+    make_xor_seed_net(&net);
     const bp_real X[] = {0, 0, 0, 1, 1, 0, 1, 1}, Y[] = {0, 1, 1, 0};
     bp_gradcheck_layer res[3];
     assert_int_equal(bp_gradcheck(&net, X, Y, 4, 0, 4, GC_EPS, 100, NULL, res), 0);
@@ -706,12 +712,8 @@ static void test_seed_xor_sigmoid(void **state)
 {
     (void)state;
     const bp_real X[] = {0, 0, 0, 1, 1, 0, 1, 1}, Y[] = {0, 1, 1, 0};
-    int sizes[] = {2, 2, 2, 1};
     bp_net net;
-    make_net(&net, 4, sizes, BP_SIGMOID, BP_SIGMOID, BP_QUADRATIC);
-    bp_rng rng;
-    bp_rng_seed(&rng, 1);
-    bp_net_init(&net, BP_INIT_GAUSSIAN_SCALED, 0, &rng);
+    make_xor_seed_net(&net);
     train(&net, X, Y, 4, 4, 4.0, 10000);
     assert_fits(&net, X, Y, 4, 0.1);
     bp_net_free(&net);
