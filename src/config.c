@@ -29,7 +29,8 @@ typedef enum {
     K_SEED,
     K_THREADS,
     K_PROGRESS,
-    K_BOOL
+    K_BOOL,
+    K_LR_SCHEDULE
 } key_type;
 
 typedef struct {
@@ -41,6 +42,8 @@ typedef struct {
     int required;
     const char *fallback; /* default value, parsed like a config value */
 } key_spec;
+
+const char *const bp_lr_schedule_names[4] = {"constant", "step", "cosine", "inverse_scaling"};
 
 #define OFF(f) offsetof(bp_config, f)
 static const key_spec keys[] = {
@@ -65,6 +68,11 @@ static const key_spec keys[] = {
      "must be > 0 and at most 1e300", 1, NULL},
     {"train", "lambda", K_REAL, OFF(lambda), 0, 1e300, "must be >= 0 and at most 1e300", 0, "0"},
     {"train", "momentum", K_REAL, OFF(momentum), 0, 1 - 1e-12, "0 <= momentum < 1", 0, "0"},
+    {"train", "lr_schedule", K_LR_SCHEDULE, OFF(lr_schedule), 0, 0, NULL, 0, "constant"},
+    {"train", "lr_step_epochs", K_LONG, OFF(lr_step_epochs), 1, 1e9, NULL, 0, "10"},
+    {"train", "lr_gamma", K_REAL, OFF(lr_gamma), 1e-300, 1, "must be > 0 and at most 1", 0, "0.1"},
+    {"train", "lr_min", K_REAL, OFF(lr_min), 0, 1e300, "must be >= 0 and at most 1e300", 0, "0"},
+    {"train", "lr_power", K_REAL, OFF(lr_power), 0, 10, "0 to 10", 0, "0.5"},
     {"train", "seed", K_SEED, OFF(seed), 0, 0, NULL, 0, "1"},
     {"train", "threads", K_THREADS, OFF(threads), 0, 0, NULL, 0, "auto"},
     {"checkpoint", "dir", K_PATH, OFF(checkpoint_dir), 0, 0, NULL, 0, ""},
@@ -225,6 +233,16 @@ static int set_enum(parse_ctx *ctx, const key_spec *k, const char *value, int li
             }
         return fail_at(ctx, line, "[log] progress: expected auto, on or off, got '%s'", value);
     }
+    case K_LR_SCHEDULE:
+        for (int i = 0; i < 4; i++)
+            if (strcmp(value, bp_lr_schedule_names[i]) == 0) {
+                *(bp_lr_schedule *)field = (bp_lr_schedule)i;
+                return 1;
+            }
+        return fail_at(ctx, line,
+                       "[train] lr_schedule: expected constant, step, cosine or inverse_scaling, "
+                       "got '%s'",
+                       value);
     case K_BOOL:
         if (strcmp(value, "true") != 0 && strcmp(value, "false") != 0)
             return fail_at(ctx, line, "[%s] %s: expected true or false, got '%s'", k->section,
@@ -564,7 +582,8 @@ size_t bp_config_format(const bp_config *c, char *buf, size_t len)
         "[network]\nlayers = %s\nhidden = %s\noutput = %s\ncost = %s\ninit = %s\n"
         "init_epsilon = %.17g\n\n"
         "[train]\nepochs = %ld\nbatch_size = %ld\nlearning_rate = %.17g\nlambda = %.17g\n"
-        "momentum = %.17g\nseed = %llu\nthreads = %s\n\n"
+        "momentum = %.17g\nlr_schedule = %s\nlr_step_epochs = %ld\nlr_gamma = %.17g\n"
+        "lr_min = %.17g\nlr_power = %.17g\nseed = %llu\nthreads = %s\n\n"
         "[checkpoint]\ndir = %s\nevery_epochs = %ld\nevery_steps = %ld\n"
         "every_seconds = %.17g\nkeep = %ld\n\n"
         "[comm]\ntimeout = %.17g\noverlap = %s\nbucket_mb = %.17g\n\n"
@@ -573,8 +592,9 @@ size_t bp_config_format(const bp_config *c, char *buf, size_t len)
         c->test, c->test_labels, c->limit, layers, bp_activation_name(c->hidden),
         bp_activation_name(c->output), bp_cost_name(c->cost), bp_init_name(c->init),
         c->init_epsilon, c->epochs, c->batch_size, c->learning_rate, c->lambda, c->momentum,
-        (unsigned long long)c->seed, threads, c->checkpoint_dir, c->every_epochs, c->every_steps,
-        c->every_seconds, c->keep, c->comm_timeout, c->overlap ? "true" : "false", c->bucket_mb,
-        c->metrics, progress[c->progress]);
+        bp_lr_schedule_names[c->lr_schedule], c->lr_step_epochs, c->lr_gamma, c->lr_min,
+        c->lr_power, (unsigned long long)c->seed, threads, c->checkpoint_dir, c->every_epochs,
+        c->every_steps, c->every_seconds, c->keep, c->comm_timeout, c->overlap ? "true" : "false",
+        c->bucket_mb, c->metrics, progress[c->progress]);
     return n < 0 ? 0 : (size_t)n;
 }

@@ -7,6 +7,7 @@
 #include <cblas.h>
 
 #include "backprop/backprop.h"
+#include "backprop/config.h"
 
 #ifdef BACKPROP_DOUBLE
 #define bp__gemv cblas_dgemv
@@ -50,6 +51,16 @@ size_t bp__grad_block_rows(const bp_net *net, int l);
  * element: a step taken in ranges equals one taken whole). */
 void bp__sgd_step_range(const bp_sgd *opt, bp_net *net, const bp_real *grad, bp_real *velocity,
                         double m, size_t from, size_t to);
+
+/* The learning rate of the step a run takes at global step `step` (0-based) of `steps` in
+ * all, in epoch `epoch` (0-based) of a training set of n examples, under c's schedule:
+ *   constant         eta
+ *   step             eta * lr_gamma^floor(epoch / lr_step_epochs)
+ *   cosine           lr_min + (eta - lr_min) * (1 + cos(pi * step / steps)) / 2
+ *   inverse_scaling  eta / (epoch * n + 1)^lr_power: the examples seen before the epoch,
+ *                    as scikit-learn's invscaling sets it at each epoch's start
+ * A function of the position alone, so every rank and every resumed run agree. */
+double bp__learning_rate(const bp_config *c, long epoch, long step, long steps, double n);
 
 /* The index of the largest of k values (the first on ties): a predicted class. */
 size_t bp__argmax(const bp_real *a, size_t k);

@@ -3,6 +3,8 @@
 #include <omp.h>
 #endif
 
+#include <math.h>
+
 #include "internal.h"
 
 /* Below this many parameters, the update is too short to share between threads. */
@@ -76,4 +78,21 @@ void bp__sgd_step_range(const bp_sgd *opt, bp_net *net, const bp_real *grad, bp_
 void bp_sgd_step(const bp_sgd *opt, bp_net *net, const bp_real *grad, bp_real *velocity, double m)
 {
     bp__sgd_step_range(opt, net, grad, velocity, m, 0, net->nparams);
+}
+
+double bp__learning_rate(const bp_config *c, long epoch, long step, long steps, double n)
+{
+    double eta = c->learning_rate;
+    switch (c->lr_schedule) {
+    case BP_LR_STEP:
+        return eta * pow(c->lr_gamma, (double)(epoch / c->lr_step_epochs));
+    case BP_LR_COSINE: {
+        double progress = steps > 0 ? (double)step / (double)steps : 0;
+        return c->lr_min + (eta - c->lr_min) * (1 + cos(acos(-1.0) * progress)) / 2;
+    }
+    case BP_LR_INVERSE_SCALING:
+        return eta / pow((double)epoch * n + 1, c->lr_power);
+    default:
+        return eta;
+    }
 }

@@ -418,9 +418,12 @@ static int train_step(bp_trainer *t, size_t first, size_t m)
     double computed = now_s(), updating = 0, exposed_backward, busy;
     bp__exchange_times(t->exchange, &exposed_backward, &busy);
     bp_comm_set_step(t->st.global_step + 1);
-    size_t lo, hi;
+    size_t lo, hi, B = (size_t)t->cfg->batch_size;
     const bp_real *sum;
     int rc, diverged = 0;
+    long steps = t->cfg->epochs * (long)((t->train.n + B - 1) / B);
+    t->opt.learning_rate =
+        bp__learning_rate(t->cfg, t->st.epoch, t->st.global_step, steps, (double)t->train.n);
     while ((rc = bp__exchange_next(t->exchange, &lo, &hi, &sum)) == 1) {
         double u = now_s();
         if (hi == np + BP__EXTRAS) { /* the first bucket: check the cost before any update */

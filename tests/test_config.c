@@ -49,6 +49,10 @@ static void test_parses_values_and_defaults(void **state)
     assert_int_equal(c.overlap, 1);
     assert_float_equal(c.bucket_mb, 4, 0);
     assert_float_equal(c.every_seconds, 0, 0);
+    assert_int_equal(c.lr_schedule, BP_LR_CONSTANT);
+    assert_int_equal(c.lr_step_epochs, 10);
+    assert_float_equal(c.lr_gamma, 0.1, 0);
+    assert_float_equal(c.lr_power, 0.5, 0);
     assert_string_equal(c.checkpoint_dir, "runs/x");
     assert_string_equal(c.metrics, "runs/x/metrics.csv");
 }
@@ -99,6 +103,12 @@ static void test_errors_name_file_and_line(void **state)
          "x.ini:15: [comm] overlap: expected true or false, got 'yes'"},
         {"threads = 3", "threads = 3\n[comm]\nbucket_mb = 0",
          "x.ini:15: [comm] bucket_mb: 0 is out of range (0.001 to 1024)"},
+        {"momentum = 0.9", "lr_schedule = linear",
+         "x.ini:12: [train] lr_schedule: expected constant, step, cosine or inverse_scaling, "
+         "got 'linear'"},
+        {"momentum = 0.9", "lr_gamma = 1.5", "x.ini:12: [train] lr_gamma: 1.5 is out of range"},
+        {"momentum = 0.9", "lr_step_epochs = 0",
+         "x.ini:12: [train] lr_step_epochs: 0 is out of range"},
         {"threads = 3", "threads = 3\n[checkpoint]\nevery_seconds = -1",
          "x.ini:15: [checkpoint] every_seconds: -1 is out of range (0 (off) to 1e9 seconds)"},
         {"threads = 3", "threads = 3\n[checkpoint]\nevery_seconds = soon",

@@ -660,6 +660,32 @@ static void test_hash_words_sees_every_byte(void **state)
     }
 }
 
+/* Each learning-rate schedule at points worked out by hand. */
+static void test_learning_rate_schedules(void **state)
+{
+    (void)state;
+    bp_config c;
+    memset(&c, 0, sizeof(c));
+    c.learning_rate = 0.5, c.lr_step_epochs = 3, c.lr_gamma = 0.1, c.lr_min = 0.1;
+    c.lr_power = 0.5;
+    c.lr_schedule = BP_LR_CONSTANT;
+    assert_true(bp__learning_rate(&c, 7, 123, 1000, 99) == 0.5); /* exactly: no rounding */
+    c.lr_schedule = BP_LR_STEP;
+    assert_float_equal(bp__learning_rate(&c, 0, 0, 100, 99), 0.5, 1e-15);
+    assert_float_equal(bp__learning_rate(&c, 2, 0, 100, 99), 0.5, 1e-15);
+    assert_float_equal(bp__learning_rate(&c, 3, 0, 100, 99), 0.05, 1e-15);
+    assert_float_equal(bp__learning_rate(&c, 7, 0, 100, 99), 0.005, 1e-15);
+    c.lr_schedule = BP_LR_COSINE; /* 0.1 + 0.4 (1 + cos(pi t/T)) / 2 */
+    assert_float_equal(bp__learning_rate(&c, 0, 0, 100, 99), 0.5, 1e-15);
+    assert_float_equal(bp__learning_rate(&c, 0, 25, 100, 99), 0.1 + 0.2 * (1 + sqrt(0.5)), 1e-15);
+    assert_float_equal(bp__learning_rate(&c, 0, 50, 100, 99), 0.3, 1e-15);
+    assert_float_equal(bp__learning_rate(&c, 0, 100, 100, 99), 0.1, 1e-15);
+    c.lr_schedule = BP_LR_INVERSE_SCALING; /* 0.5 / (99 e + 1)^0.5 */
+    assert_float_equal(bp__learning_rate(&c, 0, 0, 100, 99), 0.5, 1e-15);
+    assert_float_equal(bp__learning_rate(&c, 1, 0, 100, 99), 0.05, 1e-15);
+    assert_float_equal(bp__learning_rate(&c, 2, 0, 100, 99), 0.5 / sqrt(199), 1e-15);
+}
+
 static void test_epoch_permutation(void **state)
 {
     (void)state;
@@ -784,6 +810,7 @@ int main(void)
         cmocka_unit_test(test_init_statistics),
         cmocka_unit_test(test_epoch_permutation),
         cmocka_unit_test(test_hash_words_sees_every_byte),
+        cmocka_unit_test(test_learning_rate_schedules),
         cmocka_unit_test(test_seed_xor_sigmoid),
         cmocka_unit_test(test_seed_xor_relu),
         cmocka_unit_test(test_seed_line_fit),

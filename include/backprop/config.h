@@ -16,6 +16,9 @@ extern "C" {
 #define BP_PATH_MAX 1024
 
 typedef enum { BP_PROGRESS_AUTO, BP_PROGRESS_ON, BP_PROGRESS_OFF } bp_progress;
+/* How the learning rate moves over a run (bp_learning_rate in backprop.h says exactly). */
+typedef enum { BP_LR_CONSTANT, BP_LR_STEP, BP_LR_COSINE, BP_LR_INVERSE_SCALING } bp_lr_schedule;
+extern const char *const bp_lr_schedule_names[4]; /* "constant", ... as configs spell them */
 
 typedef struct {
     /* [data]; empty string = not set */
@@ -33,6 +36,11 @@ typedef struct {
     /* [train] */
     long epochs, batch_size;
     double learning_rate, lambda, momentum;
+    bp_lr_schedule lr_schedule;
+    long lr_step_epochs; /* step: every this many epochs, */
+    double lr_gamma;     /* the rate is multiplied by this */
+    double lr_min;       /* cosine: the rate at the end of the run */
+    double lr_power;     /* inverse_scaling: eta / (examples seen + 1)^power */
     uint64_t seed;
     int threads; /* 0 = auto */
     /* [checkpoint] */

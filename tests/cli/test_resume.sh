@@ -47,6 +47,18 @@ check "3 ranks within rounding" $CMP A/latest.h5 C/latest.h5 "$BOUND"
 check "resume alone" "$BP" train r.ini --set checkpoint.dir=D --resume A/ckpt-5.h5
 check "1 rank within rounding" $CMP A/latest.h5 D/latest.h5 "$BOUND"
 
+# Learning-rate schedules are a function of the position alone: a resume mid-epoch stays
+# bit-identical under each, and each changes the run.
+for sched in "step --set train.lr_step_epochs=1 --set train.lr_gamma=0.5" \
+    "cosine --set train.lr_min=0.01" "inverse_scaling --set train.lr_power=0.3"; do
+    name=${sched%% *}
+    check "$name: uninterrupted" mpi 2 train r.ini --set checkpoint.dir=S$name --set train.lr_schedule=$sched
+    check "$name: resume mid-epoch" mpi 2 train r.ini --set checkpoint.dir=R$name \
+        --set train.lr_schedule=$sched --resume S$name/ckpt-15.h5
+    check "$name: bit-identical" $CMP S$name/latest.h5 R$name/latest.h5 0
+    $CMP A/latest.h5 S$name/latest.h5 0 >/dev/null && bad "$name: same weights as constant" || ok
+done
+
 # Extending a finished run equals training longer from the start.
 check "extend to 5 epochs" mpi 2 train r.ini --set checkpoint.dir=B --set train.epochs=5 --resume latest
 check "5 epochs straight" mpi 2 train r.ini --set checkpoint.dir=E --set train.epochs=5
