@@ -48,6 +48,7 @@ typedef struct {
 
 static const tensor_group params_group = {"model", "W", "b"};
 static const tensor_group velocity_group = {"optimizer", "vW", "vb"};
+static const tensor_group moment2_group = {"optimizer", "sW", "sb"};
 
 static void layer_name(char *buf, size_t len, const char *group, int l, const char *leaf)
 {
@@ -265,7 +266,24 @@ cleanup:
     return rc;
 }
 
-static int write_contents(hid_t file, const bp_net *net, const bp_real *velocity,
+/* /optimizer: its name (attribute "name"), the velocity or first moments as vW and vb, and
+ * for adam the second moments as sW and sb. */
+static int write_optimizer(hid_t file, const bp_net *net, const bp_optimizer_state *opt, char *step,
+                           size_t steplen)
+{
+    const char *name = opt && opt->name ? opt->name : "sgd";
+    int adam = strcmp(name, "adam") == 0;
+    if (write_layers(file, &velocity_group, net, opt ? opt->velocity : NULL, step, steplen) < 0 ||
+        (adam && write_layers(file, &moment2_group, net, opt->moment2, step, steplen) < 0))
+        return -1;
+    begin_step(step, steplen, "cannot write /optimizer's name");
+    hid_t group = H5Gopen2(file, "optimizer", H5P_DEFAULT);
+    int rc = group < 0 ? -1 : bp__h5_write_string_attr(group, "name", name);
+    bp__h5_close(group);
+    return rc;
+}
+
+static int write_contents(hid_t file, const bp_net *net, const bp_optimizer_state *opt,
                           const bp_train_state *st, const char *config_text, char *step,
                           size_t steplen)
 {
@@ -277,7 +295,7 @@ static int write_contents(hid_t file, const bp_net *net, const bp_real *velocity
     begin_step(step, steplen, "cannot write /model");
     if (write_model_attrs(file, net) < 0 ||
         write_layers(file, &params_group, net, net->params, step, steplen) < 0 ||
-        write_layers(file, &velocity_group, net, velocity, step, steplen) < 0)
+        write_optimizer(file, net, opt, step, steplen) < 0)
         return -1;
     begin_step(step, steplen, "cannot write /train");
     if (write_train(file, st) < 0)
@@ -286,7 +304,7 @@ static int write_contents(hid_t file, const bp_net *net, const bp_real *velocity
     return write_config(file, config_text ? config_text : "");
 }
 
-static int write_checkpoint(const char *path, const bp_net *net, const bp_real *velocity,
+static int write_checkpoint(const char *path, const bp_net *net, const bp_optimizer_state *opt,
                             const bp_train_state *state, const char *config_text, char *err,
                             size_t errlen)
 {
@@ -294,8 +312,7 @@ static int write_checkpoint(const char *path, const bp_net *net, const bp_real *
         return bp__fail(err, errlen, BP_EINVAL, "bp_checkpoint_write: missing argument");
     char step[160] = "";
     hid_t file = bp__h5_create(1);
-    int rc =
-        file < 0 ? -1 : write_contents(file, net, velocity, state, config_text, step, sizeof(step));
+    int rc = file < 0 ? -1 : write_contents(file, net, opt, state, config_text, step, sizeof(step));
     if (rc == 0) /* closes the file */
         rc = bp__h5_publish(file, path, BP__OUT_REPLACE, err, errlen);
     else {
@@ -306,13 +323,16 @@ static int write_checkpoint(const char *path, const bp_net *net, const bp_real *
     return rc;
 }
 
-int bp_checkpoint_write(const char *path, const bp_net *net, const bp_real *velocity,
+int bp_checkpoint_write(const char *path, const bp_net *net, const bp_optimizer_state *opt,
                         const bp_train_state *state, const char *config_text, char *err,
                         size_t errlen)
 {
+    if (opt && opt->name && strcmp(opt->name, "sgd") != 0 && strcmp(opt->name, "adam") != 0)
+        return bp__fail(err, errlen, BP_EINVAL, "bp_checkpoint_write: unknown optimizer '%s'",
+                        opt->name);
     bp__h5_quiet q;
     bp__h5_quiet_begin(&q);
-    int rc = write_checkpoint(path, net, velocity, state, config_text, err, errlen);
+    int rc = write_checkpoint(path, net, opt, state, config_text, err, errlen);
     bp__h5_quiet_end(&q);
     return rc;
 }
@@ -510,6 +530,29 @@ static int read_layers(const ck_reader *r, const tensor_group *g, int nsizes, co
     return 0;
 }
 
+/* The optimizer's name (none: a file from before optimizers had names, sgd) and, for adam,
+ * the second moments. */
+static int read_optimizer(const ck_reader *r, bp_checkpoint *ck, const model_desc *d)
+{
+    snprintf(ck->optimizer, sizeof(ck->optimizer), "sgd");
+    hid_t group = H5Gopen2(r->file, "optimizer", H5P_DEFAULT);
+    int rc = 0;
+    if (group >= 0 && H5Aexists(group, "name") > 0 &&
+        bp__h5_read_string_attr(group, "name", ck->optimizer, sizeof(ck->optimizer)) < 0)
+        rc = refuse(r, BP_EFORMAT, "/optimizer: unreadable name");
+    bp__h5_close(group);
+    if (rc == 0 && strcmp(ck->optimizer, "adam") == 0) {
+        ck->moment2 = bp__calloc(ck->net.nparams, sizeof(bp_real));
+        rc = ck->moment2
+                 ? read_layers(r, &moment2_group, d->nsizes, d->sizes, &ck->net, ck->moment2)
+                 : refuse(r, BP_ENOMEM, "out of memory for adam's second moments");
+    } else if (rc == 0 && strcmp(ck->optimizer, "sgd") != 0) {
+        rc = refuse(r, BP_EFORMAT, "/optimizer: unknown optimizer '%s' (from a newer backprop?)",
+                    ck->optimizer);
+    }
+    return rc;
+}
+
 static int read_model(const ck_reader *r, bp_checkpoint *ck)
 {
     model_desc d;
@@ -524,8 +567,8 @@ static int read_model(const ck_reader *r, bp_checkpoint *ck)
     for (int l = 0; l + 1 < d.nsizes; l++)
         params += (double)d.sizes[l + 1] * ((double)d.sizes[l] + 1);
     char what[BP__PATH_LEN];
-    snprintf(what, sizeof(what), "%s: %.0f parameters and their momentum", r->path, params);
-    rc = bp__memory_check(2 * params * sizeof(bp_real), what, r->err, r->errlen);
+    snprintf(what, sizeof(what), "%s: %.0f parameters and the optimizer's state", r->path, params);
+    rc = bp__memory_check(3 * params * sizeof(bp_real), what, r->err, r->errlen);
     if (rc < 0)
         return rc;
     rc = bp_net_create(&ck->net, d.nsizes, d.sizes, d.hidden, d.output, d.cost);
@@ -540,6 +583,8 @@ static int read_model(const ck_reader *r, bp_checkpoint *ck)
     rc = read_layers(r, &params_group, d.nsizes, d.sizes, &ck->net, ck->net.params);
     if (rc == 0)
         rc = read_layers(r, &velocity_group, d.nsizes, d.sizes, &ck->net, ck->velocity);
+    if (rc == 0)
+        rc = read_optimizer(r, ck, &d);
     return rc;
 }
 
@@ -719,6 +764,7 @@ void bp_checkpoint_free(bp_checkpoint *ck)
         return;
     bp_net_free(&ck->net);
     bp__free(ck->velocity);
+    bp__free(ck->moment2);
     bp__free(ck->state.metrics);
     bp__free(ck->config_text);
     memset(ck, 0, sizeof(*ck));

@@ -30,7 +30,9 @@ typedef enum {
     K_THREADS,
     K_PROGRESS,
     K_BOOL,
-    K_LR_SCHEDULE
+    K_LR_SCHEDULE,
+    K_OPTIMIZER,
+    K_WEIGHT_DECAY
 } key_type;
 
 typedef struct {
@@ -44,6 +46,7 @@ typedef struct {
 } key_spec;
 
 const char *const bp_lr_schedule_names[4] = {"constant", "step", "cosine", "inverse_scaling"};
+const char *const bp_optimizer_names[2] = {"sgd", "adam"};
 
 #define OFF(f) offsetof(bp_config, f)
 static const key_spec keys[] = {
@@ -68,6 +71,12 @@ static const key_spec keys[] = {
      "must be > 0 and at most 1e300", 1, NULL},
     {"train", "lambda", K_REAL, OFF(lambda), 0, 1e300, "must be >= 0 and at most 1e300", 0, "0"},
     {"train", "momentum", K_REAL, OFF(momentum), 0, 1 - 1e-12, "0 <= momentum < 1", 0, "0"},
+    {"train", "optimizer", K_OPTIMIZER, OFF(optimizer), 0, 0, NULL, 0, "sgd"},
+    {"train", "beta1", K_REAL, OFF(beta1), 0, 1 - 1e-12, "0 <= beta1 < 1", 0, "0.9"},
+    {"train", "beta2", K_REAL, OFF(beta2), 0, 1 - 1e-12, "0 <= beta2 < 1", 0, "0.999"},
+    {"train", "adam_epsilon", K_REAL, OFF(adam_epsilon), 1e-300, 1, "must be > 0 and at most 1", 0,
+     "1e-8"},
+    {"train", "weight_decay", K_WEIGHT_DECAY, OFF(decoupled), 0, 0, NULL, 0, "coupled"},
     {"train", "lr_schedule", K_LR_SCHEDULE, OFF(lr_schedule), 0, 0, NULL, 0, "constant"},
     {"train", "lr_step_epochs", K_LONG, OFF(lr_step_epochs), 1, 1e9, NULL, 0, "10"},
     {"train", "lr_gamma", K_REAL, OFF(lr_gamma), 1e-300, 1, "must be > 0 and at most 1", 0, "0.1"},
@@ -233,6 +242,19 @@ static int set_enum(parse_ctx *ctx, const key_spec *k, const char *value, int li
             }
         return fail_at(ctx, line, "[log] progress: expected auto, on or off, got '%s'", value);
     }
+    case K_OPTIMIZER:
+        for (int i = 0; i < 2; i++)
+            if (strcmp(value, bp_optimizer_names[i]) == 0) {
+                *(bp_optimizer *)field = (bp_optimizer)i;
+                return 1;
+            }
+        return fail_at(ctx, line, "[train] optimizer: expected sgd or adam, got '%s'", value);
+    case K_WEIGHT_DECAY:
+        if (strcmp(value, "coupled") != 0 && strcmp(value, "decoupled") != 0)
+            return fail_at(ctx, line,
+                           "[train] weight_decay: expected coupled or decoupled, got '%s'", value);
+        *(int *)field = strcmp(value, "decoupled") == 0;
+        return 1;
     case K_LR_SCHEDULE:
         for (int i = 0; i < 4; i++)
             if (strcmp(value, bp_lr_schedule_names[i]) == 0) {
@@ -491,6 +513,11 @@ static int finish(parse_ctx *ctx, const char *file)
         fail_at(ctx, line_of(ctx, "network", "cost"), "[network] %s", why);
         return BP_EINVAL;
     }
+    if (cfg->optimizer != BP_OPT_SGD && cfg->momentum != 0) {
+        fail_at(ctx, line_of(ctx, "train", "momentum"),
+                "[train] momentum applies to optimizer = sgd (adam has beta1)");
+        return BP_EINVAL;
+    }
     if (cfg->validation[0] && cfg->validation_split) {
         fail_at(ctx, line_of(ctx, "data", "validation_split"),
                 "[data] set validation or validation_split, not both");
@@ -582,7 +609,9 @@ size_t bp_config_format(const bp_config *c, char *buf, size_t len)
         "[network]\nlayers = %s\nhidden = %s\noutput = %s\ncost = %s\ninit = %s\n"
         "init_epsilon = %.17g\n\n"
         "[train]\nepochs = %ld\nbatch_size = %ld\nlearning_rate = %.17g\nlambda = %.17g\n"
-        "momentum = %.17g\nlr_schedule = %s\nlr_step_epochs = %ld\nlr_gamma = %.17g\n"
+        "momentum = %.17g\noptimizer = %s\nbeta1 = %.17g\nbeta2 = %.17g\n"
+        "adam_epsilon = %.17g\nweight_decay = %s\nlr_schedule = %s\nlr_step_epochs = %ld\nlr_gamma "
+        "= %.17g\n"
         "lr_min = %.17g\nlr_power = %.17g\nseed = %llu\nthreads = %s\n\n"
         "[checkpoint]\ndir = %s\nevery_epochs = %ld\nevery_steps = %ld\n"
         "every_seconds = %.17g\nkeep = %ld\n\n"
@@ -592,9 +621,11 @@ size_t bp_config_format(const bp_config *c, char *buf, size_t len)
         c->test, c->test_labels, c->limit, layers, bp_activation_name(c->hidden),
         bp_activation_name(c->output), bp_cost_name(c->cost), bp_init_name(c->init),
         c->init_epsilon, c->epochs, c->batch_size, c->learning_rate, c->lambda, c->momentum,
-        bp_lr_schedule_names[c->lr_schedule], c->lr_step_epochs, c->lr_gamma, c->lr_min,
-        c->lr_power, (unsigned long long)c->seed, threads, c->checkpoint_dir, c->every_epochs,
-        c->every_steps, c->every_seconds, c->keep, c->comm_timeout, c->overlap ? "true" : "false",
-        c->bucket_mb, c->metrics, progress[c->progress]);
+        bp_optimizer_names[c->optimizer], c->beta1, c->beta2, c->adam_epsilon,
+        c->decoupled ? "decoupled" : "coupled", bp_lr_schedule_names[c->lr_schedule],
+        c->lr_step_epochs, c->lr_gamma, c->lr_min, c->lr_power, (unsigned long long)c->seed,
+        threads, c->checkpoint_dir, c->every_epochs, c->every_steps, c->every_seconds, c->keep,
+        c->comm_timeout, c->overlap ? "true" : "false", c->bucket_mb, c->metrics,
+        progress[c->progress]);
     return n < 0 ? 0 : (size_t)n;
 }

@@ -14,11 +14,13 @@
 #define BP__EXP exp
 #define BP__LOG log
 #define BP__TANH tanh
+#define BP__SQRT sqrt
 #else
 #define bp__gemv cblas_sgemv
 #define BP__EXP expf
 #define BP__LOG logf
 #define BP__TANH tanhf
+#define BP__SQRT sqrtf
 #endif
 
 /* Element-wise loops compiled for AVX-512, AVX2 and baseline x86-64, picked at load time:
@@ -51,6 +53,23 @@ size_t bp__grad_block_rows(const bp_net *net, int l);
  * element: a step taken in ranges equals one taken whole). */
 void bp__sgd_step_range(const bp_sgd *opt, bp_net *net, const bp_real *grad, bp_real *velocity,
                         double m, size_t from, size_t to);
+
+/* Adam (Kingma and Ba), with the L2 term lambda/(2n) sum W^2 either coupled (its
+ * gradient lambda/n W added to the batch gradient, as in the seeds' cost, before the
+ * moments) or decoupled (AdamW: W decays by learning_rate lambda/n W beside the Adam
+ * step). Biases take no L2. */
+typedef struct {
+    double learning_rate, lambda, n_train;
+    double beta1, beta2, epsilon;
+    int decoupled;
+} bp__adam;
+
+/* One Adam step, the t-th (1-based), on the parameters at [from, to): grad is the sum of
+ * the gradients over the m examples of the batch; m1 and m2 (params-shaped) are the first
+ * and second moments. Per element the same expression whatever the range, as
+ * bp__sgd_step_range. */
+void bp__adam_step_range(const bp__adam *opt, bp_net *net, const bp_real *grad, bp_real *m1,
+                         bp_real *m2, double m, long t, size_t from, size_t to);
 
 /* The learning rate of the step a run takes at global step `step` (0-based) of `steps` in
  * all, in epoch `epoch` (0-based) of a training set of n examples, under c's schedule:

@@ -27,11 +27,14 @@ BP__VECTORIZE static void step_range(bp_real *restrict p, const bp_real *restric
     }
 }
 
+/* One update kernel over params-shaped buffers at [o, o + n), all weights or all biases. */
+typedef void (*segment_fn)(const void *ctx, size_t o, size_t n, int weights);
+
 /* Part `part` of `parts` of every layer's elements in [from, to): contiguous,
  * cache-line-aligned slices. Each element is updated by the same expression whoever updates
  * it and whatever the range, so the result depends on neither. */
-static void step_part(const bp_sgd *opt, bp_net *net, const bp_real *grad, bp_real *v, double eta_m,
-                      double l2, size_t from, size_t to, int part, int parts)
+static void for_part(const bp_net *net, size_t from, size_t to, int part, int parts, segment_fn fn,
+                     const void *ctx)
 {
     for (int l = 0; l < net->nlayers; l++) {
         size_t off[2] = {bp_net_offset_W(net, l), bp_net_offset_b(net, l)};
@@ -47,19 +50,15 @@ static void step_part(const bp_sgd *opt, bp_net *net, const bp_real *grad, bp_re
             size_t lo = first + slice * (size_t)part, hi = lo + slice;
             lo = lo < end ? lo : end;
             hi = hi < end ? hi : end;
-            size_t o = off[k] + lo;
-            step_range(net->params + o, grad + o, v ? v + o : NULL, hi - lo, eta_m,
-                       k == 0 ? 1.0 - l2 : 1.0, opt->momentum, k == 0 ? l2 : 0.0);
+            fn(ctx, off[k] + lo, hi - lo, k == 0);
         }
     }
 }
 
-void bp__sgd_step_range(const bp_sgd *opt, bp_net *net, const bp_real *grad, bp_real *velocity,
-                        double m, size_t from, size_t to)
+/* [from, to) of every layer through fn, on the threads of the products when there are
+ * several and the range is long. */
+static void for_range(const bp_net *net, size_t from, size_t to, segment_fn fn, const void *ctx)
 {
-    double eta_m = opt->learning_rate / m;
-    double l2 = opt->learning_rate * opt->lambda / opt->n_train; /* eta * lambda / n */
-    bp_real *v = opt->momentum != 0 ? velocity : NULL;
 #ifdef _OPENMP
     /* With several BLAS threads the gradient comes out of the products in several cores'
      * caches, and one core alone would stream the whole buffer: the threads share it.
@@ -67,12 +66,89 @@ void bp__sgd_step_range(const bp_sgd *opt, bp_net *net, const bp_real *grad, bp_
     int threads = omp_get_max_threads();
     if (threads > 1 && to - from >= BP_SHARED_UPDATE_MIN) {
 #pragma omp parallel num_threads(threads)
-        step_part(opt, net, grad, v, eta_m, l2, from, to, omp_get_thread_num(),
-                  omp_get_num_threads());
+        for_part(net, from, to, omp_get_thread_num(), omp_get_num_threads(), fn, ctx);
         return;
     }
 #endif
-    step_part(opt, net, grad, v, eta_m, l2, from, to, 0, 1);
+    for_part(net, from, to, 0, 1, fn, ctx);
+}
+
+typedef struct {
+    bp_real *p, *v;
+    const bp_real *g;
+    double eta_m, l2, mu;
+} sgd_ctx;
+
+static void sgd_segment(const void *ctx, size_t o, size_t n, int weights)
+{
+    const sgd_ctx *c = ctx;
+    step_range(c->p + o, c->g + o, c->v ? c->v + o : NULL, n, c->eta_m, weights ? 1.0 - c->l2 : 1.0,
+               c->mu, weights ? c->l2 : 0.0);
+}
+
+void bp__sgd_step_range(const bp_sgd *opt, bp_net *net, const bp_real *grad, bp_real *velocity,
+                        double m, size_t from, size_t to)
+{
+    sgd_ctx c = {net->params,
+                 opt->momentum != 0 ? velocity : NULL,
+                 grad,
+                 opt->learning_rate / m,
+                 opt->learning_rate * opt->lambda / opt->n_train, /* eta * lambda / n */
+                 opt->momentum};
+    for_range(net, from, to, sgd_segment, &c);
+}
+
+/* Adam over n elements: g = the batch mean gradient plus, coupled, the L2 term's gradient
+ * l2c p; then the moments, and the step with the bias corrections c1, c2 and, decoupled,
+ * the weight decay l2d p (AdamW). beta: beta1, beta2, and 1 - each computed in double (in
+ * float, 1 - 0.999f is off by 1.3e-5 relative: 0.999 is not a float). */
+BP__VECTORIZE static void adam_range(bp_real *restrict p, const bp_real *restrict grad,
+                                     bp_real *restrict m1, bp_real *restrict m2, size_t n,
+                                     bp_real inv_m, bp_real l2c, bp_real l2d, bp_real lr,
+                                     const bp_real *beta, bp_real c1, bp_real c2, bp_real eps)
+{
+    bp_real b1 = beta[0], b2 = beta[1], a1 = beta[2], a2 = beta[3];
+    for (size_t i = 0; i < n; i++) {
+        bp_real g = grad[i] * inv_m + l2c * p[i];
+        m1[i] = b1 * m1[i] + a1 * g;
+        m2[i] = b2 * m2[i] + a2 * g * g;
+        bp_real denom = BP__SQRT(m2[i] * c2) + eps;
+        p[i] -= lr * (m1[i] * c1 / denom + l2d * p[i]);
+    }
+}
+
+typedef struct {
+    bp_real *p, *m1, *m2;
+    const bp_real *g;
+    bp_real inv_m, l2, lr, beta[4], c1, c2, eps;
+    int decoupled;
+} adam_ctx;
+
+static void adam_segment(const void *ctx, size_t o, size_t n, int weights)
+{
+    const adam_ctx *c = ctx;
+    bp_real l2 = weights ? c->l2 : 0;
+    adam_range(c->p + o, c->g + o, c->m1 + o, c->m2 + o, n, c->inv_m, c->decoupled ? 0 : l2,
+               c->decoupled ? l2 : 0, c->lr, c->beta, c->c1, c->c2, c->eps);
+}
+
+void bp__adam_step_range(const bp__adam *opt, bp_net *net, const bp_real *grad, bp_real *m1,
+                         bp_real *m2, double m, long t, size_t from, size_t to)
+{
+    adam_ctx c = {.p = net->params,
+                  .m1 = m1,
+                  .m2 = m2,
+                  .g = grad,
+                  .inv_m = (bp_real)(1 / m),
+                  .l2 = (bp_real)(opt->lambda / opt->n_train),
+                  .lr = (bp_real)opt->learning_rate,
+                  .beta = {(bp_real)opt->beta1, (bp_real)opt->beta2, (bp_real)(1 - opt->beta1),
+                           (bp_real)(1 - opt->beta2)},
+                  .c1 = (bp_real)(1 / (1 - pow(opt->beta1, (double)t))),
+                  .c2 = (bp_real)(1 / (1 - pow(opt->beta2, (double)t))),
+                  .eps = (bp_real)opt->epsilon,
+                  .decoupled = opt->decoupled};
+    for_range(net, from, to, adam_segment, &c);
 }
 
 void bp_sgd_step(const bp_sgd *opt, bp_net *net, const bp_real *grad, bp_real *velocity, double m)

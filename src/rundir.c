@@ -214,7 +214,7 @@ static int update_latest(const bp_config *cfg, const bp_run_snapshot *s, const c
     int rc = bp__publish_link(ckpt, latest, err, errlen);
     if (rc != 1)
         return rc;
-    return bp_checkpoint_write(latest, s->net, s->velocity, s->st, s->config_text, err, errlen);
+    return bp_checkpoint_write(latest, s->net, &s->opt, s->st, s->config_text, err, errlen);
 }
 
 /* The step of "ckpt-<step>.h5" written as backprop writes it (no sign, no leading zeros):
@@ -270,7 +270,7 @@ int bp_rundir_write_checkpoint(const bp_config *cfg, const bp_run_snapshot *s, c
 {
     char path[BP_PATH_MAX + 32];
     snprintf(path, sizeof(path), "%s/ckpt-%ld.h5", cfg->checkpoint_dir, s->st->global_step);
-    int rc = bp_checkpoint_write(path, s->net, s->velocity, s->st, s->config_text, err, errlen);
+    int rc = bp_checkpoint_write(path, s->net, &s->opt, s->st, s->config_text, err, errlen);
     if (rc == 0)
         rc = update_latest(cfg, s, path, err, errlen);
     if (rc == 0)

@@ -11,7 +11,7 @@
 /* What a checkpoint holds, borrowed from the trainer for one write. */
 typedef struct {
     const bp_net *net;
-    const bp_real *velocity; /* NULL: zeros */
+    bp_optimizer_state opt; /* NULL buffers: zeros */
     const bp_train_state *st;
     const char *config_text;
 } bp_run_snapshot;

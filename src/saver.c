@@ -13,8 +13,8 @@ struct bp__saver {
     const char *config_text;
     /* The copy being written: the thread's alone from start until the write ends. */
     bp_net net;
-    bp_real *velocity;
-    int has_velocity; /* else zeros */
+    bp_real *velocity, *moment2; /* moment2 allocated at the first adam snapshot */
+    bp_optimizer_state opt;      /* of the copy: its buffers or NULL (zeros) */
     bp_train_state st;
     size_t metrics_cap;
 
@@ -56,8 +56,7 @@ static void *writer(void *arg)
             break;
         pthread_mutex_unlock(&s->mu);
         char err[sizeof(s->err)] = "";
-        bp_run_snapshot snap = {&s->net, s->has_velocity ? s->velocity : NULL, &s->st,
-                                s->config_text};
+        bp_run_snapshot snap = {&s->net, s->opt, &s->st, s->config_text};
         double began = now_s();
         int rc = bp_rundir_write_checkpoint(s->cfg, &snap, err, sizeof(err));
         double took = now_s() - began;
@@ -144,9 +143,16 @@ int bp__saver_start(bp__saver *s, const bp_run_snapshot *snap, char *err, size_t
         return rc;
     /* The thread is idle: the copy is ours until pending is set. */
     memcpy(s->net.params, snap->net->params, snap->net->nparams * sizeof(bp_real));
-    s->has_velocity = snap->velocity != NULL;
-    if (s->has_velocity)
-        memcpy(s->velocity, snap->velocity, snap->net->nparams * sizeof(bp_real));
+    size_t bytes = snap->net->nparams * sizeof(bp_real);
+    if (snap->opt.moment2 && !s->moment2 &&
+        !(s->moment2 = bp__calloc(snap->net->nparams, sizeof(bp_real))))
+        return bp__fail(err, errlen, BP_ENOMEM, "out of memory for the copy of adam's moments");
+    s->opt = (bp_optimizer_state){snap->opt.name, snap->opt.velocity ? s->velocity : NULL,
+                                  snap->opt.moment2 ? s->moment2 : NULL};
+    if (snap->opt.velocity)
+        memcpy(s->velocity, snap->opt.velocity, bytes);
+    if (snap->opt.moment2)
+        memcpy(s->moment2, snap->opt.moment2, bytes);
     if (copy_state(s, snap->st) < 0)
         return bp__fail(err, errlen, BP_ENOMEM, "out of memory copying the metrics table");
     pthread_mutex_lock(&s->mu);
@@ -196,6 +202,7 @@ void bp__saver_free(bp__saver *s)
     pthread_cond_destroy(&s->cv);
     bp_net_free(&s->net);
     bp__free(s->velocity);
+    bp__free(s->moment2);
     bp__free(s->st.metrics);
     bp__free(s);
 }

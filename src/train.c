@@ -103,9 +103,17 @@ static int resume_from(bp_trainer *t, const char *path, char *err, size_t errlen
     if (rc < 0)
         return rc;
     rc = bp_checkpoint_match(&ck, &t->net, err, errlen);
+    const char *want = bp_optimizer_names[t->cfg->optimizer];
+    if (rc == 0 && strcmp(ck.optimizer, want) != 0)
+        rc = bp__fail(err, errlen, BP_EMISMATCH,
+                      "%s was trained with optimizer = %s but the config has %s (its state "
+                      "does not carry over: start a new run to change optimizers)",
+                      path, ck.optimizer, want);
     if (rc == 0) {
         memcpy(t->net.params, ck.net.params, t->net.nparams * sizeof(bp_real));
         memcpy(t->velocity, ck.velocity, t->net.nparams * sizeof(bp_real));
+        if (t->moment2)
+            memcpy(t->moment2, ck.moment2, t->net.nparams * sizeof(bp_real));
         t->st = ck.state; /* takes over the metrics array */
         ck.state.metrics = NULL;
         ck.state.nmetrics = 0;
@@ -126,7 +134,9 @@ static int build_net(bp_trainer *t, const char *resume_path, char *err, size_t e
     if (rc < 0)
         return bp__fail(err, errlen, rc, "cannot build the network: %s", bp_strerror(rc));
     t->velocity = bp__calloc(t->net.nparams, sizeof(bp_real));
-    if (!t->velocity)
+    if (c->optimizer == BP_OPT_ADAM)
+        t->moment2 = bp__calloc(t->net.nparams, sizeof(bp_real));
+    if (!t->velocity || (c->optimizer == BP_OPT_ADAM && !t->moment2))
         return bp__fail(err, errlen, BP_ENOMEM, "out of memory for %zu parameters", t->net.nparams);
     if (resume_path)
         return resume_from(t, resume_path, err, errlen);
@@ -204,12 +214,20 @@ static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
     if (rc == 0 && t->comm.rank == 0)
         rc = bp__saver_create(&t->saver, cfg, &t->net, t->config_text, err, errlen);
     if (rc == 0)
-        t->velocity_zero = cfg->momentum == 0 && all_zero(t->velocity, t->net.nparams);
+        t->velocity_zero = cfg->optimizer == BP_OPT_SGD && cfg->momentum == 0 &&
+                           all_zero(t->velocity, t->net.nparams);
     t->st.ranks = t->comm.size;
     t->opt = (bp_sgd){.learning_rate = cfg->learning_rate,
                       .lambda = cfg->lambda,
                       .momentum = cfg->momentum,
                       .n_train = (double)t->train.n};
+    t->adam = (bp__adam){.learning_rate = cfg->learning_rate,
+                         .lambda = cfg->lambda,
+                         .n_train = (double)t->train.n,
+                         .beta1 = cfg->beta1,
+                         .beta2 = cfg->beta2,
+                         .epsilon = cfg->adam_epsilon,
+                         .decoupled = cfg->decoupled};
     rc = agree(&t->comm, rc, err, errlen);
     if (rc < 0)
         return rc;
@@ -272,6 +290,7 @@ void bp_trainer_free(bp_trainer *t)
     bp_net_free(&t->net);
     bp__exchange_free(t->exchange);
     bp__free(t->velocity);
+    bp__free(t->moment2);
     bp__free(t->Xb);
     bp__free(t->Yb);
     bp__free(t->Lb);
@@ -422,7 +441,7 @@ static int train_step(bp_trainer *t, size_t first, size_t m)
     const bp_real *sum;
     int rc, diverged = 0;
     long steps = t->cfg->epochs * (long)((t->train.n + B - 1) / B);
-    t->opt.learning_rate =
+    t->opt.learning_rate = t->adam.learning_rate =
         bp__learning_rate(t->cfg, t->st.epoch, t->st.global_step, steps, (double)t->train.n);
     while ((rc = bp__exchange_next(t->exchange, &lo, &hi, &sum)) == 1) {
         double u = now_s();
@@ -433,7 +452,12 @@ static int train_step(bp_trainer *t, size_t first, size_t m)
             t->step_orders = (int)sum[np + BP__SLOT_ORDERS];
             diverged = !isfinite(t->step_cost);
         }
-        if (!diverged) /* else every rank still takes every bucket, and stops after */
+        if (diverged) /* every rank still takes every bucket, and stops after */
+            ;
+        else if (t->moment2) /* the Adam step count: this is update global_step + 1 */
+            bp__adam_step_range(&t->adam, &t->net, sum, t->velocity, t->moment2, (double)m,
+                                t->st.global_step + 1, lo, hi < np ? hi : np);
+        else
             bp__sgd_step_range(&t->opt, &t->net, sum, t->velocity, (double)m, lo,
                                hi < np ? hi : np);
         updating += now_s() - u;
@@ -546,6 +570,8 @@ static int check_replicas(bp_trainer *t, char *err, size_t errlen)
     uint64_t h = bp__hash_words(t->net.params, bytes, 0);
     if (!t->velocity_zero)
         h = bp__hash_words(t->velocity, bytes, h);
+    if (t->moment2)
+        h = bp__hash_words(t->moment2, bytes, h);
     int same = bp_comm_same(&t->comm, h);
     int rc = 0;
     if (same == BP_ECOMM)
@@ -567,7 +593,9 @@ static int snapshot(bp_trainer *t, char *err, size_t errlen)
     double began = now_s();
     t->st.elapsed_s = t->elapsed_base + began - t->run_started;
     t->st.ranks = t->comm.size;
-    bp_run_snapshot snap = {&t->net, t->velocity_zero ? NULL : t->velocity, &t->st, t->config_text};
+    bp_optimizer_state opt = {bp_optimizer_names[t->cfg->optimizer],
+                              t->velocity_zero ? NULL : t->velocity, t->moment2};
+    bp_run_snapshot snap = {&t->net, opt, &t->st, t->config_text};
     int rc = bp__saver_start(t->saver, &snap, err, errlen);
     t->last_ckpt_at = began;
     t->ckpts++;

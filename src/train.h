@@ -40,10 +40,12 @@ struct bp_trainer {
     double step_cost, step_correct; /* the last step's, summed over the ranks */
     int step_stop;                  /* the last step: ranks that were asked to stop */
     int step_orders;                /* the last step: rank 0's BP__ORDER_* bits */
-    bp_real *velocity;              /* params-shaped, momentum */
-    int velocity_zero;              /* momentum 0 and no velocity resumed: it stays zeros,
-                                     * and checkpoints neither hash nor copy nor write it */
-    bp_real *Xb, *Yb;               /* this rank's shard of the batch, gathered */
+    bp__adam adam;
+    bp_real *velocity; /* params-shaped: sgd's momentum, or adam's first moment */
+    bp_real *moment2;  /* adam's second moment; NULL for sgd */
+    int velocity_zero; /* momentum 0 and no velocity resumed: it stays zeros,
+                        * and checkpoints neither hash nor copy nor write it */
+    bp_real *Xb, *Yb;  /* this rank's shard of the batch, gathered */
     int *Lb;
     size_t *perm;
     bp_train_state st;

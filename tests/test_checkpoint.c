@@ -147,7 +147,8 @@ static void assert_no_open_hdf5(void)
 static void write_ok(const fixture *f, const char *path)
 {
     char err[512] = "";
-    int rc = bp_checkpoint_write(path, &f->net, f->velocity, &f->st, config_text, err, sizeof(err));
+    int rc = bp_checkpoint_write(path, &f->net, &(bp_optimizer_state){"sgd", f->velocity, NULL},
+                                 &f->st, config_text, err, sizeof(err));
     if (rc != 0)
         fail_msg("bp_checkpoint_write: %s", err);
     assert_no_open_hdf5();
@@ -285,6 +286,8 @@ static void test_round_trip_is_exact(void **state)
     assert_int_equal(ck.net.nparams, f->net.nparams);
     assert_memory_equal(ck.net.params, f->net.params, f->net.nparams * sizeof(bp_real));
     assert_memory_equal(ck.velocity, f->velocity, f->net.nparams * sizeof(bp_real));
+    assert_string_equal(ck.optimizer, "sgd");
+    assert_null(ck.moment2);
     const bp_train_state *got = &ck.state, *want = &f->st;
     assert_int_equal(got->epoch, want->epoch);
     assert_int_equal(got->batch_in_epoch, want->batch_in_epoch);
@@ -305,6 +308,47 @@ static void test_round_trip_is_exact(void **state)
     assert_string_equal(ck.config_text, config_text);
     bp_checkpoint_free(&ck);
     assert_true(is_zeroed(&ck));
+}
+
+/* Adam's two moments come back exactly; a file without /optimizer's name (written before
+ * optimizers had names) reads as sgd; an unknown name is refused. */
+static void test_optimizer_state(void **state)
+{
+    fixture *f = *state;
+    bp_real *m2 = calloc(f->net.nparams, sizeof(bp_real));
+    for (size_t i = 0; i < f->net.nparams; i++)
+        m2[i] = (bp_real)((double)i / 17.0 + 0.003);
+    char err[512] = "";
+    bp_optimizer_state adam = {"adam", f->velocity, m2};
+    assert_int_equal(bp_checkpoint_write(f->path, &f->net, &adam, &f->st, NULL, err, sizeof(err)),
+                     0);
+    bp_checkpoint ck;
+    assert_int_equal(bp_checkpoint_read(f->path, &ck, err, sizeof(err)), 0);
+    assert_string_equal(ck.optimizer, "adam");
+    assert_memory_equal(ck.velocity, f->velocity, f->net.nparams * sizeof(bp_real));
+    assert_non_null(ck.moment2);
+    assert_memory_equal(ck.moment2, m2, f->net.nparams * sizeof(bp_real));
+    bp_checkpoint_free(&ck);
+
+    write_ok(f, f->path);
+    hid_t file = H5Fopen(f->path, H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(H5Adelete_by_name(file, "optimizer", "name", H5P_DEFAULT) >= 0);
+    H5Fclose(file);
+    assert_int_equal(bp_checkpoint_read(f->path, &ck, err, sizeof(err)), 0);
+    assert_string_equal(ck.optimizer, "sgd");
+    bp_checkpoint_free(&ck);
+
+    file = H5Fopen(f->path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t group = H5Gopen2(file, "optimizer", H5P_DEFAULT);
+    hid_t type = H5Tcopy(H5T_C_S1), space = H5Screate(H5S_SCALAR);
+    H5Tset_size(type, 6);
+    hid_t attr = H5Acreate2(group, "name", type, space, H5P_DEFAULT, H5P_DEFAULT);
+    assert_true(H5Awrite(attr, type, "lbfgs") >= 0);
+    H5Aclose(attr), H5Sclose(space), H5Tclose(type), H5Gclose(group), H5Fclose(file);
+    assert_int_equal(bp_checkpoint_read(f->path, &ck, err, sizeof(err)), BP_EFORMAT);
+    assert_non_null(strstr(err, "unknown optimizer 'lbfgs'"));
+    assert_no_open_hdf5();
+    free(m2);
 }
 
 static void test_round_trip_empty_metrics_no_velocity(void **state)
@@ -585,8 +629,8 @@ static void test_write_to_unwritable_directory(void **state)
         assert_int_equal(mkdir(parent, 0500), 0);
     }
     snprintf(target, sizeof(target), "%s/ckpt-10.h5", parent);
-    int rc =
-        bp_checkpoint_write(target, &f->net, f->velocity, &f->st, config_text, err, sizeof(err));
+    int rc = bp_checkpoint_write(target, &f->net, &(bp_optimizer_state){"sgd", f->velocity, NULL},
+                                 &f->st, config_text, err, sizeof(err));
     assert_int_equal(rc, BP_EIO);
     assert_true(strncmp(err, target, strlen(target)) == 0);
     assert_non_null(strstr(err, ": cannot create a temporary file ("));
@@ -609,8 +653,8 @@ static void test_failed_rename_removes_temp(void **state)
     FILE *fp = fopen(keep, "w");
     assert_non_null(fp);
     fclose(fp);
-    int rc =
-        bp_checkpoint_write(f->path, &f->net, f->velocity, &f->st, config_text, err, sizeof(err));
+    int rc = bp_checkpoint_write(f->path, &f->net, &(bp_optimizer_state){"sgd", f->velocity, NULL},
+                                 &f->st, config_text, err, sizeof(err));
     assert_int_equal(rc, BP_EIO);
     assert_non_null(strstr(err, ": cannot move the temporary file into place ("));
     assert_int_equal(count_entries(f->dir, &temps), 1);
@@ -629,8 +673,8 @@ static void test_failed_write_keeps_existing_file(void **state)
     snprintf(tmp, sizeof(tmp), "%s/.ckpt-7.h5.tmp.%ld", f->dir, (long)getpid());
     assert_int_equal(mkdir(tmp, 0700), 0);
     f->st.epoch = 99;
-    int rc =
-        bp_checkpoint_write(f->path, &f->net, f->velocity, &f->st, config_text, err, sizeof(err));
+    int rc = bp_checkpoint_write(f->path, &f->net, &(bp_optimizer_state){"sgd", f->velocity, NULL},
+                                 &f->st, config_text, err, sizeof(err));
     assert_int_equal(rc, BP_EIO);
     assert_non_null(strstr(err, ": cannot create a temporary file ("));
     rmdir(tmp);
@@ -703,6 +747,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         TEST(test_round_trip_is_exact),
+        TEST(test_optimizer_state),
         TEST(test_round_trip_empty_metrics_no_velocity),
         TEST(test_null_metrics_dataspace_reads_as_empty),
         TEST(test_reads_the_other_scalar_type),

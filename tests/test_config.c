@@ -50,6 +50,11 @@ static void test_parses_values_and_defaults(void **state)
     assert_float_equal(c.bucket_mb, 4, 0);
     assert_float_equal(c.every_seconds, 0, 0);
     assert_int_equal(c.lr_schedule, BP_LR_CONSTANT);
+    assert_int_equal(c.optimizer, BP_OPT_SGD);
+    assert_float_equal(c.beta1, 0.9, 0);
+    assert_float_equal(c.beta2, 0.999, 0);
+    assert_float_equal(c.adam_epsilon, 1e-8, 0);
+    assert_int_equal(c.decoupled, 0);
     assert_int_equal(c.lr_step_epochs, 10);
     assert_float_equal(c.lr_gamma, 0.1, 0);
     assert_float_equal(c.lr_power, 0.5, 0);
@@ -103,6 +108,13 @@ static void test_errors_name_file_and_line(void **state)
          "x.ini:15: [comm] overlap: expected true or false, got 'yes'"},
         {"threads = 3", "threads = 3\n[comm]\nbucket_mb = 0",
          "x.ini:15: [comm] bucket_mb: 0 is out of range (0.001 to 1024)"},
+        {"momentum = 0.9", "optimizer = lbfgs",
+         "x.ini:12: [train] optimizer: expected sgd or adam, got 'lbfgs'"},
+        {"momentum = 0.9", "momentum = 0.9\noptimizer = adam",
+         "x.ini:12: [train] momentum applies to optimizer = sgd (adam has beta1)"},
+        {"momentum = 0.9", "beta2 = 1", "x.ini:12: [train] beta2: 1 is out of range"},
+        {"momentum = 0.9", "weight_decay = adamw",
+         "x.ini:12: [train] weight_decay: expected coupled or decoupled, got 'adamw'"},
         {"momentum = 0.9", "lr_schedule = linear",
          "x.ini:12: [train] lr_schedule: expected constant, step, cosine or inverse_scaling, "
          "got 'linear'"},

@@ -325,6 +325,49 @@ static void test_sgd_step_matches_formula(void **state)
     bp_net_free(&net);
 }
 
+/* Adam on a 1x1 net (W = 0.5, b = -0.2; gradient sums 0.2 and -0.4 over m = 2, so means
+ * 0.1 and -0.2; lr 0.01, betas 0.9 and 0.999, eps 1e-8), worked by hand:
+ *   t = 1: m = 0.1 g, v = 0.001 g^2, bias-corrected m^ = g, v^ = g^2: each parameter moves
+ *          by lr g / (|g| + eps): W = 0.5 - 0.01 * 0.1/0.10000001 = 0.490000001;
+ *          b = -0.2 + 0.01 * 0.2/0.20000001 = -0.1900000005.
+ *   t = 2, same gradient: m^ = 0.019/0.19 = g and v^ = 1.999e-5/0.001999 = g^2 again:
+ *          the same move: W = 0.480000002.
+ * With lambda/n = 0.2, coupled: W's gradient is 0.1 + 0.2 * 0.5 = 0.2, so at t = 1 it
+ * moves 0.01 * 0.2/0.20000001: W = 0.4900000005. Decoupled: the Adam move plus
+ * 0.01 * 0.2 * 0.5: W = 0.5 - 0.009999999 - 0.001 = 0.489000001. Biases: no L2. */
+static void test_adam_step_by_hand(void **state)
+{
+    (void)state;
+    int sizes[] = {1, 1};
+    bp_net net;
+    make_net(&net, 2, sizes, BP_RELU, BP_LINEAR, BP_QUADRATIC);
+    const bp_real grad[] = {0.2, -0.4};
+    bp__adam opt = {.learning_rate = 0.01,
+                    .lambda = 0,
+                    .n_train = 10,
+                    .beta1 = 0.9,
+                    .beta2 = 0.999,
+                    .epsilon = 1e-8};
+    const double tol = sizeof(bp_real) == 4 ? 1e-7 : 1e-12;
+    for (int mode = 0; mode < 3; mode++) { /* no L2, coupled, decoupled */
+        bp_real m1[2] = {0}, m2[2] = {0};
+        net.W[0][0] = 0.5, net.b[0][0] = -0.2;
+        opt.lambda = mode ? 2 : 0, opt.decoupled = mode == 2;
+        bp__adam_step_range(&opt, &net, grad, m1, m2, 2, 1, 0, net.nparams);
+        const double want_W[] = {0.490000001, 0.4900000005, 0.489000001};
+        assert_float_equal(net.W[0][0], want_W[mode], tol);
+        assert_float_equal(net.b[0][0], -0.1900000005, tol);
+        if (mode == 0) {
+            assert_float_equal(m1[0], 0.01, tol);
+            assert_float_equal(m2[0], 1e-5, tol * 1e-4);
+            bp__adam_step_range(&opt, &net, grad, m1, m2, 2, 2, 0, net.nparams);
+            assert_float_equal(m1[0], 0.019, tol);
+            assert_float_equal(net.W[0][0], 0.480000002, tol);
+        }
+    }
+    bp_net_free(&net);
+}
+
 /* Two nets of one shape, a random gradient and two velocities: for an update taken two ways
  * that must agree to the bit. */
 typedef struct {
@@ -800,6 +843,7 @@ int main(void)
         cmocka_unit_test(test_saturated_outputs_stay_finite),
         cmocka_unit_test(test_gemm_paths_match_reference),
         cmocka_unit_test(test_sgd_step_matches_formula),
+        cmocka_unit_test(test_adam_step_by_hand),
         cmocka_unit_test(test_update_in_ranges_matches_whole),
         cmocka_unit_test(test_backward_reports_final_parts),
         cmocka_unit_test(test_exchange_buckets),

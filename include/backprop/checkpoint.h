@@ -42,9 +42,19 @@ typedef struct {
     bp_metrics_row *metrics; /* one per completed epoch */
 } bp_train_state;
 
+/* An optimizer's state as a checkpoint stores it: params-shaped buffers, NULL for zeros. */
+typedef struct {
+    const char *name;        /* "sgd" (also when NULL) or "adam" */
+    const bp_real *velocity; /* sgd: the momentum velocity; adam: the first moment */
+    const bp_real *moment2;  /* adam: the second moment; unused for sgd */
+} bp_optimizer_state;
+
 typedef struct {
     bp_net net;
-    bp_real *velocity; /* params-shaped momentum buffer, zeros when momentum is off */
+    char optimizer[8]; /* "sgd" or "adam"; files without the name are sgd */
+    bp_real *velocity; /* params-shaped: sgd's momentum buffer (zeros when momentum is off),
+                        * or adam's first moment */
+    bp_real *moment2;  /* adam's second moment; NULL for sgd */
     bp_train_state state;
     char *config_text; /* the effective config, INI */
     char scalar[8];    /* "float" or "double": the build that wrote it */
@@ -52,13 +62,13 @@ typedef struct {
 } bp_checkpoint;
 
 /* Writes path atomically: the file is built in memory, written to a temporary file in the
- * same directory, fsync'ed, renamed over path, then the directory fsync'ed. velocity NULL
- * stands for zeros (stored as datasets never written, which read as zeros and take no
- * space). Weights are
+ * same directory, fsync'ed, renamed over path, then the directory fsync'ed. opt NULL is
+ * sgd with zero velocity; a NULL buffer stands for zeros (stored as datasets never
+ * written, which read as zeros and take no space). Weights are
  * chunked datasets with the Fletcher32 checksum filter. On error (a full disk among them)
  * returns BP_EIO with a reason in err, removes the temporary file, and leaves any existing
  * file at path untouched. */
-int bp_checkpoint_write(const char *path, const bp_net *net, const bp_real *velocity,
+int bp_checkpoint_write(const char *path, const bp_net *net, const bp_optimizer_state *opt,
                         const bp_train_state *state, const char *config_text, char *err,
                         size_t errlen);
 

@@ -19,6 +19,8 @@ typedef enum { BP_PROGRESS_AUTO, BP_PROGRESS_ON, BP_PROGRESS_OFF } bp_progress;
 /* How the learning rate moves over a run (bp_learning_rate in backprop.h says exactly). */
 typedef enum { BP_LR_CONSTANT, BP_LR_STEP, BP_LR_COSINE, BP_LR_INVERSE_SCALING } bp_lr_schedule;
 extern const char *const bp_lr_schedule_names[4]; /* "constant", ... as configs spell them */
+typedef enum { BP_OPT_SGD, BP_OPT_ADAM } bp_optimizer;
+extern const char *const bp_optimizer_names[2]; /* "sgd", "adam" */
 
 typedef struct {
     /* [data]; empty string = not set */
@@ -36,6 +38,9 @@ typedef struct {
     /* [train] */
     long epochs, batch_size;
     double learning_rate, lambda, momentum;
+    bp_optimizer optimizer;
+    double beta1, beta2, adam_epsilon; /* adam */
+    int decoupled;                     /* adam: weight_decay = decoupled (AdamW) */
     bp_lr_schedule lr_schedule;
     long lr_step_epochs; /* step: every this many epochs, */
     double lr_gamma;     /* the rate is multiplied by this */

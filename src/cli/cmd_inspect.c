@@ -25,6 +25,7 @@ static void print_summary(const char *path, const bp_checkpoint *ck)
     for (int l = 0; l < net->nlayers; l++)
         printf("  layer_%d: W %dx%d, b %d\n", l, net->sizes[l + 1], net->sizes[l],
                net->sizes[l + 1]);
+    printf("optimizer: %s\n", ck->optimizer);
     printf("progress: %ld epochs done, %ld steps into the next; global step %ld\n", st->epoch,
            st->batch_in_epoch, st->global_step);
     printf("run: seed %llu, %d rank%s, %.1f s of training\n", (unsigned long long)st->seed,

@@ -59,6 +59,19 @@ for sched in "step --set train.lr_step_epochs=1 --set train.lr_gamma=0.5" \
     $CMP A/latest.h5 S$name/latest.h5 0 >/dev/null && bad "$name: same weights as constant" || ok
 done
 
+# Adam's moments are in the checkpoint: a resume mid-epoch stays bit-identical, coupled
+# and decoupled; a checkpoint of another optimizer is refused.
+for wd in coupled decoupled; do
+    adam="--set train.optimizer=adam --set train.momentum=0 --set train.learning_rate=0.01 --set train.weight_decay=$wd"
+    check "adam $wd: uninterrupted" mpi 2 train r.ini --set checkpoint.dir=SA$wd $adam
+    check "adam $wd: resume mid-epoch" mpi 2 train r.ini --set checkpoint.dir=RA$wd $adam \
+        --resume SA$wd/ckpt-15.h5
+    check "adam $wd: bit-identical" $CMP SA$wd/latest.h5 RA$wd/latest.h5 0
+done
+$CMP SAcoupled/latest.h5 SAdecoupled/latest.h5 0 >/dev/null && bad "adam: decoupled changes nothing" || ok
+expect "sgd checkpoint, adam config" 2 'A/ckpt-15\.h5 was trained with optimizer = sgd but the config has adam' \
+    mpi 2 train r.ini --set checkpoint.dir=X $adam --resume A/ckpt-15.h5
+
 # Extending a finished run equals training longer from the start.
 check "extend to 5 epochs" mpi 2 train r.ini --set checkpoint.dir=B --set train.epochs=5 --resume latest
 check "5 epochs straight" mpi 2 train r.ini --set checkpoint.dir=E --set train.epochs=5
