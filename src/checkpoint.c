@@ -49,6 +49,7 @@ typedef struct {
 static const tensor_group params_group = {"model", "W", "b"};
 static const tensor_group velocity_group = {"optimizer", "vW", "vb"};
 static const tensor_group moment2_group = {"optimizer", "sW", "sb"};
+static const tensor_group best_group = {"early_stopping", "W", "b"};
 
 static void layer_name(char *buf, size_t len, const char *group, int l, const char *leaf)
 {
@@ -239,6 +240,15 @@ static int write_train(hid_t file, const bp_train_state *st)
         rc = bp__h5_write_attr(train, "ranks", H5T_STD_I32LE, H5T_NATIVE_INT, 0, &st->ranks);
     if (rc == 0)
         rc = write_metrics(train, st);
+    if (rc == 0 && st->best_params) { /* early stopping's counters; its weights: below */
+        const int64_t counts[3] = {st->best_epoch, st->bad_epochs, st->stopped_early};
+        const char *names[3] = {"best_epoch", "bad_epochs", "stopped_early"};
+        for (int i = 0; rc == 0 && i < 3; i++)
+            rc = bp__h5_write_attr(train, names[i], H5T_STD_I64LE, H5T_NATIVE_INT64, 0, &counts[i]);
+        if (rc == 0)
+            rc = bp__h5_write_attr(train, "best_val_cost", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 0,
+                                   &st->best_val_cost);
+    }
     bp__h5_close(train);
     return rc;
 }
@@ -298,7 +308,9 @@ static int write_contents(hid_t file, const bp_net *net, const bp_optimizer_stat
         write_optimizer(file, net, opt, step, steplen) < 0)
         return -1;
     begin_step(step, steplen, "cannot write /train");
-    if (write_train(file, st) < 0)
+    if (write_train(file, st) < 0 ||
+        (st->best_params &&
+         write_layers(file, &best_group, net, st->best_params, step, steplen) < 0))
         return -1;
     begin_step(step, steplen, "cannot write /config");
     return write_config(file, config_text ? config_text : "");
@@ -639,6 +651,33 @@ cleanup:
     return rc;
 }
 
+/* Early stopping's state, when the file has it: /train's counters and /early_stopping's
+ * weights. */
+static int read_early_stopping(const ck_reader *r, bp_checkpoint *ck)
+{
+    bp_train_state *st = &ck->state;
+    hid_t train = H5Gopen2(r->file, "/train", H5P_DEFAULT);
+    int has = train >= 0 && H5Aexists(train, "best_epoch") > 0, rc = 0;
+    int64_t ints[3] = {0, 0, 0};
+    const char *names[3] = {"best_epoch", "bad_epochs", "stopped_early"};
+    for (int i = 0; has && rc == 0 && i < 3; i++)
+        if (bp__h5_read_attr(train, names[i], H5T_NATIVE_INT64, 1, &ints[i]) < 0)
+            rc = refuse(r, BP_EFORMAT, "/train attribute '%s' is missing or malformed", names[i]);
+    if (has && rc == 0 &&
+        bp__h5_read_attr(train, "best_val_cost", H5T_NATIVE_DOUBLE, 1, &st->best_val_cost) < 0)
+        rc = refuse(r, BP_EFORMAT, "/train attribute 'best_val_cost' is missing or malformed");
+    bp__h5_close(train);
+    if (!has || rc < 0)
+        return rc;
+    st->best_epoch = (long)ints[0], st->bad_epochs = (long)ints[1];
+    st->stopped_early = (int)ints[2];
+    st->best_params = bp__calloc(ck->net.nparams, sizeof(bp_real));
+    if (!st->best_params)
+        return refuse(r, BP_ENOMEM, "out of memory for early stopping's weights");
+    return read_layers(r, &best_group, ck->net.nlayers + 1, ck->net.sizes, &ck->net,
+                       st->best_params);
+}
+
 static int read_train(const ck_reader *r, bp_train_state *st)
 {
     int64_t ints[3];
@@ -703,6 +742,8 @@ static int read_checkpoint(const char *path, bp_checkpoint *ck, char *err, size_
     if (rc == 0)
         rc = read_train(&r, &ck->state);
     if (rc == 0)
+        rc = read_early_stopping(&r, ck);
+    if (rc == 0)
         rc = read_config(&r, ck);
     bp__h5_close(r.file);
     if (rc < 0)
@@ -766,6 +807,7 @@ void bp_checkpoint_free(bp_checkpoint *ck)
     bp__free(ck->velocity);
     bp__free(ck->moment2);
     bp__free(ck->state.metrics);
+    bp__free(ck->state.best_params);
     bp__free(ck->config_text);
     memset(ck, 0, sizeof(*ck));
 }

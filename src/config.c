@@ -82,6 +82,7 @@ static const key_spec keys[] = {
     {"train", "lr_gamma", K_REAL, OFF(lr_gamma), 1e-300, 1, "must be > 0 and at most 1", 0, "0.1"},
     {"train", "lr_min", K_REAL, OFF(lr_min), 0, 1e300, "must be >= 0 and at most 1e300", 0, "0"},
     {"train", "lr_power", K_REAL, OFF(lr_power), 0, 10, "0 to 10", 0, "0.5"},
+    {"train", "early_stopping", K_LONG, OFF(early_stopping), 0, 1e9, NULL, 0, "0"},
     {"train", "seed", K_SEED, OFF(seed), 0, 0, NULL, 0, "1"},
     {"train", "threads", K_THREADS, OFF(threads), 0, 0, NULL, 0, "auto"},
     {"checkpoint", "dir", K_PATH, OFF(checkpoint_dir), 0, 0, NULL, 0, ""},
@@ -612,7 +613,7 @@ size_t bp_config_format(const bp_config *c, char *buf, size_t len)
         "momentum = %.17g\noptimizer = %s\nbeta1 = %.17g\nbeta2 = %.17g\n"
         "adam_epsilon = %.17g\nweight_decay = %s\nlr_schedule = %s\nlr_step_epochs = %ld\nlr_gamma "
         "= %.17g\n"
-        "lr_min = %.17g\nlr_power = %.17g\nseed = %llu\nthreads = %s\n\n"
+        "lr_min = %.17g\nlr_power = %.17g\nearly_stopping = %ld\nseed = %llu\nthreads = %s\n\n"
         "[checkpoint]\ndir = %s\nevery_epochs = %ld\nevery_steps = %ld\n"
         "every_seconds = %.17g\nkeep = %ld\n\n"
         "[comm]\ntimeout = %.17g\noverlap = %s\nbucket_mb = %.17g\n\n"
@@ -623,9 +624,9 @@ size_t bp_config_format(const bp_config *c, char *buf, size_t len)
         c->init_epsilon, c->epochs, c->batch_size, c->learning_rate, c->lambda, c->momentum,
         bp_optimizer_names[c->optimizer], c->beta1, c->beta2, c->adam_epsilon,
         c->decoupled ? "decoupled" : "coupled", bp_lr_schedule_names[c->lr_schedule],
-        c->lr_step_epochs, c->lr_gamma, c->lr_min, c->lr_power, (unsigned long long)c->seed,
-        threads, c->checkpoint_dir, c->every_epochs, c->every_steps, c->every_seconds, c->keep,
-        c->comm_timeout, c->overlap ? "true" : "false", c->bucket_mb, c->metrics,
-        progress[c->progress]);
+        c->lr_step_epochs, c->lr_gamma, c->lr_min, c->lr_power, c->early_stopping,
+        (unsigned long long)c->seed, threads, c->checkpoint_dir, c->every_epochs, c->every_steps,
+        c->every_seconds, c->keep, c->comm_timeout, c->overlap ? "true" : "false", c->bucket_mb,
+        c->metrics, progress[c->progress]);
     return n < 0 ? 0 : (size_t)n;
 }

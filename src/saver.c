@@ -17,6 +17,7 @@ struct bp__saver {
     bp_optimizer_state opt;      /* of the copy: its buffers or NULL (zeros) */
     bp_train_state st;
     size_t metrics_cap;
+    bp_real *best; /* early stopping's weights, allocated at the first snapshot with them */
 
     pthread_t thread;
     pthread_mutex_t mu;
@@ -130,6 +131,11 @@ static int copy_state(bp__saver *s, const bp_train_state *st)
     s->st.metrics = rows;
     if (st->nmetrics)
         memcpy(rows, st->metrics, st->nmetrics * sizeof(*rows));
+    if (st->best_params && !s->best && !(s->best = bp__calloc(s->net.nparams, sizeof(bp_real))))
+        return BP_ENOMEM;
+    if (st->best_params)
+        memcpy(s->best, st->best_params, s->net.nparams * sizeof(bp_real));
+    s->st.best_params = st->best_params ? s->best : NULL;
     return 0;
 }
 
@@ -154,7 +160,7 @@ int bp__saver_start(bp__saver *s, const bp_run_snapshot *snap, char *err, size_t
     if (snap->opt.moment2)
         memcpy(s->moment2, snap->opt.moment2, bytes);
     if (copy_state(s, snap->st) < 0)
-        return bp__fail(err, errlen, BP_ENOMEM, "out of memory copying the metrics table");
+        return bp__fail(err, errlen, BP_ENOMEM, "out of memory copying the run's state");
     pthread_mutex_lock(&s->mu);
     s->pending = 1;
     pthread_cond_broadcast(&s->cv);
@@ -203,6 +209,7 @@ void bp__saver_free(bp__saver *s)
     bp_net_free(&s->net);
     bp__free(s->velocity);
     bp__free(s->moment2);
+    bp__free(s->best);
     bp__free(s->st.metrics);
     bp__free(s);
 }

@@ -114,9 +114,10 @@ static int resume_from(bp_trainer *t, const char *path, char *err, size_t errlen
         memcpy(t->velocity, ck.velocity, t->net.nparams * sizeof(bp_real));
         if (t->moment2)
             memcpy(t->moment2, ck.moment2, t->net.nparams * sizeof(bp_real));
-        t->st = ck.state; /* takes over the metrics array */
+        t->st = ck.state; /* takes over the metrics array and the best weights */
         ck.state.metrics = NULL;
         ck.state.nmetrics = 0;
+        ck.state.best_params = NULL;
         t->last_ckpt_step = t->st.global_step;
         t->resumed = 1;
     }
@@ -181,6 +182,25 @@ static int agree(const bp_comm *comm, int rc, char *err, size_t errlen)
     return severity == 1 ? BP_ESTOPPED : severity > 1 ? 1 - severity : 0;
 }
 
+/* [train] early_stopping needs validation data, and room for the best weights (kept from
+ * a resumed checkpoint, else none yet). Off, a resumed run's best weights are dropped. */
+static int prepare_early_stopping(bp_trainer *t, char *err, size_t errlen)
+{
+    bp_train_state *st = &t->st;
+    if (!t->cfg->early_stopping) {
+        bp__free(st->best_params);
+        st->best_params = NULL;
+        return 0;
+    }
+    if (t->val.n == 0)
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "[train] early_stopping needs validation data: set [data] validation or "
+                        "validation_split");
+    if (!st->best_params && !(st->best_params = bp__calloc(t->net.nparams, sizeof(bp_real))))
+        return bp__fail(err, errlen, BP_ENOMEM, "out of memory for early stopping's weights");
+    return 0;
+}
+
 static int all_zero(const bp_real *v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -211,6 +231,8 @@ static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
         rc = load_data(t, err, errlen);
     if (rc == 0)
         rc = alloc_buffers(t, err, errlen);
+    if (rc == 0)
+        rc = prepare_early_stopping(t, err, errlen);
     if (rc == 0 && t->comm.rank == 0)
         rc = bp__saver_create(&t->saver, cfg, &t->net, t->config_text, err, errlen);
     if (rc == 0)
@@ -296,6 +318,7 @@ void bp_trainer_free(bp_trainer *t)
     bp__free(t->Lb);
     bp__free(t->perm);
     bp__free(t->st.metrics);
+    bp__free(t->st.best_params);
     bp__free(t->config_text);
     bp__free(t);
 }
@@ -312,7 +335,10 @@ void bp_trainer_get_info(const bp_trainer *t, bp_trainer_info *info)
                               .epoch = t->st.epoch,
                               .batch_in_epoch = t->st.batch_in_epoch,
                               .global_step = t->st.global_step,
-                              .stop_signal = t->stop_signal};
+                              .stop_signal = t->stop_signal,
+                              .stopped_early = t->st.stopped_early,
+                              .best_epoch = t->st.best_epoch,
+                              .best_val_cost = t->st.best_val_cost};
     bp__exchange_describe(t->exchange, info->exchange, sizeof(info->exchange));
 }
 
@@ -532,6 +558,24 @@ static int end_epoch(bp_trainer *t, bp_metrics_row *row)
     return 0;
 }
 
+/* Early stopping after an epoch, the same on every rank (the validation cost is summed
+ * over them): a better validation cost keeps this epoch's weights; `early_stopping`
+ * epochs in a row without one stop the run. */
+static void track_best(bp_trainer *t, const bp_metrics_row *row)
+{
+    bp_train_state *st = &t->st;
+    if (!st->best_params)
+        return;
+    if (st->best_epoch == 0 || row->val_cost < st->best_val_cost) {
+        st->best_val_cost = row->val_cost;
+        st->best_epoch = row->epoch;
+        st->bad_epochs = 0;
+        memcpy(st->best_params, t->net.params, t->net.nparams * sizeof(bp_real));
+    } else if (++st->bad_epochs >= t->cfg->early_stopping) {
+        st->stopped_early = 1;
+    }
+}
+
 /* Ends an epoch on every rank: evaluation, the metrics row every rank keeps, rank 0's CSV
  * row and callback, and the agreement on how rank 0's write went. */
 static int finish_epoch(bp_trainer *t, const bp_callbacks *cb, char *err, size_t errlen)
@@ -552,6 +596,7 @@ static int finish_epoch(bp_trainer *t, const bp_callbacks *cb, char *err, size_t
         t->st.metrics = grown;
         t->st.metrics[t->st.nmetrics++] = row;
         t->st.epoch_cost_sum = t->st.epoch_correct = t->st.epoch_seen = t->st.epoch_train_s = 0;
+        track_best(t, &row);
     }
     if (rc == 0 && t->comm.rank == 0) {
         if (cb && cb->epoch)
@@ -750,14 +795,16 @@ static int run(bp_trainer *t, const bp_callbacks *cb, char *err, size_t errlen)
     t->elapsed_base = t->st.elapsed_s;
     int rc = t->comm.rank == 0 ? bp_rundir_start(t->cfg, &t->st, err, errlen) : 0;
     rc = agree(&t->comm, rc, err, errlen);
-    while (rc == 0 && t->st.epoch < t->cfg->epochs) {
+    int stopped_before = t->st.stopped_early;
+    while (rc == 0 && t->st.epoch < t->cfg->epochs && !t->st.stopped_early) {
         rc = run_epoch(t, cb, err, errlen);
         if (rc == 0)
             rc = finish_epoch(t, cb, err, errlen);
-        if (rc == 0 && t->stopping && t->st.epoch < t->cfg->epochs)
+        int more = t->st.epoch < t->cfg->epochs && !t->st.stopped_early;
+        if (rc == 0 && t->stopping && more)
             rc = BP_ESTOPPED; /* a stop in the last step of the run is no stop: it ended */
         /* (the end of the run has a checkpoint of its own) */
-        if (rc == 0 && t->st.epoch < t->cfg->epochs)
+        if (rc == 0 && more)
             rc = at_boundary(t, 1, err, errlen);
     }
     if (rc == BP_ESTOPPED) {
@@ -767,9 +814,13 @@ static int run(bp_trainer *t, const bp_callbacks *cb, char *err, size_t errlen)
             t->stopping = 0;
             atomic_store(&stop_requested, 0);
         }
+        /* Stopped early in this run: the best epoch's weights are the result. */
+        int restored = t->st.stopped_early && !stopped_before;
+        if (restored)
+            memcpy(t->net.params, t->st.best_params, t->net.nparams * sizeof(bp_real));
         /* The end of training always leaves a checkpoint of the final state. */
-        rc = t->last_ckpt_step != t->st.global_step ? checkpoint(t, 1, err, errlen)
-                                                    : saver_wait(t, err, errlen);
+        rc = restored || t->last_ckpt_step != t->st.global_step ? checkpoint(t, 1, err, errlen)
+                                                                : saver_wait(t, err, errlen);
     }
     /* A failure returns after the write in flight too: the caller may use libhdf5 next. */
     if (rc < 0 && t->comm.rank == 0)

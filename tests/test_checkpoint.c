@@ -351,6 +351,36 @@ static void test_optimizer_state(void **state)
     free(m2);
 }
 
+/* Early stopping's state comes back exactly; a file without it has none. */
+static void test_early_stopping_state(void **state)
+{
+    fixture *f = *state;
+    bp_real *best = calloc(f->net.nparams, sizeof(bp_real));
+    for (size_t i = 0; i < f->net.nparams; i++)
+        best[i] = (bp_real)(0.25 - (double)i / 9.0);
+    f->st.best_params = best;
+    f->st.best_val_cost = 0.31415926535897931;
+    f->st.best_epoch = 7, f->st.bad_epochs = 2, f->st.stopped_early = 1;
+    write_ok(f, f->path);
+    bp_checkpoint ck;
+    char err[512] = "";
+    assert_int_equal(bp_checkpoint_read(f->path, &ck, err, sizeof(err)), 0);
+    assert_non_null(ck.state.best_params);
+    assert_memory_equal(ck.state.best_params, best, f->net.nparams * sizeof(bp_real));
+    assert_true(ck.state.best_val_cost == 0.31415926535897931);
+    assert_int_equal(ck.state.best_epoch, 7);
+    assert_int_equal(ck.state.bad_epochs, 2);
+    assert_int_equal(ck.state.stopped_early, 1);
+    bp_checkpoint_free(&ck);
+    f->st.best_params = NULL;
+    write_ok(f, f->path);
+    assert_int_equal(bp_checkpoint_read(f->path, &ck, err, sizeof(err)), 0);
+    assert_null(ck.state.best_params);
+    assert_int_equal(ck.state.best_epoch, 0);
+    bp_checkpoint_free(&ck);
+    free(best);
+}
+
 static void test_round_trip_empty_metrics_no_velocity(void **state)
 {
     fixture *f = *state;
@@ -748,6 +778,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         TEST(test_round_trip_is_exact),
         TEST(test_optimizer_state),
+        TEST(test_early_stopping_state),
         TEST(test_round_trip_empty_metrics_no_velocity),
         TEST(test_null_metrics_dataspace_reads_as_empty),
         TEST(test_reads_the_other_scalar_type),

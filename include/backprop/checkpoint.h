@@ -40,6 +40,13 @@ typedef struct {
     double epoch_cost_sum, epoch_correct, epoch_seen, epoch_train_s;
     size_t nmetrics;
     bp_metrics_row *metrics; /* one per completed epoch */
+    /* Early stopping ([train] early_stopping): the best validation cost so far and its
+     * epoch (0: none yet), the epochs since it last improved, 1 once the run stopped
+     * early; and that epoch's weights, params-shaped (NULL when early stopping is off). */
+    double best_val_cost;
+    long best_epoch, bad_epochs;
+    int stopped_early;
+    bp_real *best_params;
 } bp_train_state;
 
 /* An optimizer's state as a checkpoint stores it: params-shaped buffers, NULL for zeros. */

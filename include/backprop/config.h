@@ -46,6 +46,7 @@ typedef struct {
     double lr_gamma;     /* the rate is multiplied by this */
     double lr_min;       /* cosine: the rate at the end of the run */
     double lr_power;     /* inverse_scaling: eta / (examples seen + 1)^power */
+    long early_stopping; /* patience in epochs without a better validation cost; 0 = off */
     uint64_t seed;
     int threads; /* 0 = auto */
     /* [checkpoint] */

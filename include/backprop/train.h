@@ -86,6 +86,9 @@ typedef struct {
     char exchange[160];            /* how the gradient sum travels, in words */
     int stop_signal;               /* after bp_trainer_run returned BP_ESTOPPED: the signal
                                     * bp_request_stop was given (on some rank) */
+    int stopped_early;             /* [train] early_stopping ended the run: the weights are */
+    long best_epoch;               /* those of this epoch, whose validation cost */
+    double best_val_cost;          /* was this */
 } bp_trainer_info;
 
 /* Where a step's time went, means over the steps this process ran, in milliseconds. */

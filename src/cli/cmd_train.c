@@ -215,6 +215,17 @@ static int catch_stop_signals(void)
     return rc;
 }
 
+/* Rank 0, after a run that [train] early_stopping ended: which weights it kept. */
+static void print_early_stop(const bp_config *cfg, const bp_trainer *t)
+{
+    bp_trainer_info in;
+    bp_trainer_get_info(t, &in);
+    if (in.stopped_early)
+        printf("early stopping: no better validation cost for %ld epochs; the weights are "
+               "epoch %ld's (val_cost %.4f)\n",
+               cfg->early_stopping, in.best_epoch, in.best_val_cost);
+}
+
 /* Rank 0, after the stop's checkpoint: the one line that says what to do next. */
 static void print_stopped(const train_view *view, const bp_trainer *t)
 {
@@ -269,6 +280,8 @@ static int train_main(const bp_comm *comm, const train_args *a)
     }
     if (status == 0)
         print_step_time(comm, t);
+    if (status == 0 && comm->rank == 0)
+        print_early_stop(&cfg, t);
     if (status == 0 && comm->rank == 0)
         printf("done: checkpoint %s/latest.h5, metrics %s\n", cfg.checkpoint_dir, cfg.metrics);
     bp_trainer_free(t);

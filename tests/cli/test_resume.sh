@@ -72,6 +72,22 @@ $CMP SAcoupled/latest.h5 SAdecoupled/latest.h5 0 >/dev/null && bad "adam: decoup
 expect "sgd checkpoint, adam config" 2 'A/ckpt-15\.h5 was trained with optimizer = sgd but the config has adam' \
     mpi 2 train r.ini --set checkpoint.dir=X $adam --resume A/ckpt-15.h5
 
+# Early stopping: the run ends when the validation cost has not improved for `early_stopping`
+# epochs, with the best epoch's weights (those of its own epoch-end checkpoint, to the bit),
+# and says so; a resume mid-run stops at the same epoch with the same bits.
+es="--set train.epochs=40 --set train.early_stopping=1 --set checkpoint.every_epochs=1"
+check "early stopping" mpi 2 train r.ini --set checkpoint.dir=ES $es
+cp "$T/check.out" es.out
+best=$(sed -nE "s/^early stopping: no better validation cost for 1 epochs; the weights are epoch ([0-9]+)'s.*/\1/p" es.out)
+check "early stopping: said so" test -n "$best"
+check "early stopping: before the last epoch" test "$($H5 state ES/latest.h5 | cut -d' ' -f1)" -lt 40
+check "early stopping: the best epoch's weights" $CMP ES/latest.h5 "ES/ckpt-$((best * 13)).h5" 0
+check "early stopping: resume mid-epoch" mpi 2 train r.ini --set checkpoint.dir=ER $es --resume ES/ckpt-15.h5
+check "early stopping: resumed run bit-identical" $CMP ES/latest.h5 ER/latest.h5 0
+check "early stopping: resumed run stopped at the same epoch" test "$($H5 state ES/latest.h5)" = "$($H5 state ER/latest.h5)"
+expect "early stopping without validation data" 2 'early_stopping needs validation data' \
+    mpi 2 train r.ini --set checkpoint.dir=EN $es --set data.validation_split=0
+
 # Extending a finished run equals training longer from the start.
 check "extend to 5 epochs" mpi 2 train r.ini --set checkpoint.dir=B --set train.epochs=5 --resume latest
 check "5 epochs straight" mpi 2 train r.ini --set checkpoint.dir=E --set train.epochs=5
