@@ -127,7 +127,7 @@ BP__VECTORIZE void bp__mul_derivative(bp_activation f, const bp_real *A, bp_real
     }
 }
 
-static double softplus(double x)
+double bp__softplus(double x)
 {
     return (x > 0 ? x : 0) + log1p(exp(-fabs(x)));
 }
@@ -158,8 +158,8 @@ double bp__cost_rows(bp_activation out, bp_cost cost, const bp_real *A, const bp
         } else {
             /* -y log s(z) - (1-y) log(1 - s(z)) = y softplus(-z) + (1-y) softplus(z). */
             for (size_t j = 0; j < k; j++)
-                total += (double)y[j] * softplus(-(double)z[j]) +
-                         (1.0 - (double)y[j]) * softplus((double)z[j]);
+                total += (double)y[j] * bp__softplus(-(double)z[j]) +
+                         (1.0 - (double)y[j]) * bp__softplus((double)z[j]);
         }
     }
     return total;

@@ -56,11 +56,6 @@ static double activate(bp_activation f, double z)
     }
 }
 
-static double softplus(double x)
-{
-    return (x > 0 ? x : 0) + log1p(exp(-fabs(x)));
-}
-
 /* One example's data cost from the output pre-activations z (k of them), as bp_cost_sum
  * defines it. a is scratch for the activations. */
 static double example_cost(const bp_net *net, const double *z, double *a, const bp_real *y,
@@ -81,7 +76,7 @@ static double example_cost(const bp_net *net, const double *z, double *a, const 
         else if (net->output == BP_SOFTMAX)
             cost -= t * (z[j] - lse);
         else /* per-unit binary cross-entropy */
-            cost += t * softplus(-z[j]) + (1 - t) * softplus(z[j]);
+            cost += t * bp__softplus(-z[j]) + (1 - t) * bp__softplus(z[j]);
     }
     return cost;
 }

@@ -81,6 +81,9 @@ void bp__adam_step_range(const bp__adam *opt, bp_net *net, const bp_real *grad, 
  * A function of the position alone, so every rank and every resumed run agree. */
 double bp__learning_rate(const bp_config *c, long epoch, long step, long steps, double n);
 
+/* log(1 + e^x) without overflow: the per-unit cross-entropy's terms from pre-activations. */
+double bp__softplus(double x);
+
 /* The index of the largest of k values (the first on ties): a predicted class. */
 size_t bp__argmax(const bp_real *a, size_t k);
 

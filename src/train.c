@@ -243,6 +243,8 @@ static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
                       .lambda = cfg->lambda,
                       .momentum = cfg->momentum,
                       .n_train = (double)t->train.n};
+    size_t B = (size_t)cfg->batch_size;
+    t->total_steps = cfg->epochs * (long)((t->train.n + B - 1) / B);
     t->adam = (bp__adam){.learning_rate = cfg->learning_rate,
                          .lambda = cfg->lambda,
                          .n_train = (double)t->train.n,
@@ -463,12 +465,11 @@ static int train_step(bp_trainer *t, size_t first, size_t m)
     double computed = now_s(), updating = 0, exposed_backward, busy;
     bp__exchange_times(t->exchange, &exposed_backward, &busy);
     bp_comm_set_step(t->st.global_step + 1);
-    size_t lo, hi, B = (size_t)t->cfg->batch_size;
+    size_t lo, hi;
     const bp_real *sum;
     int rc, diverged = 0;
-    long steps = t->cfg->epochs * (long)((t->train.n + B - 1) / B);
-    t->opt.learning_rate = t->adam.learning_rate =
-        bp__learning_rate(t->cfg, t->st.epoch, t->st.global_step, steps, (double)t->train.n);
+    t->opt.learning_rate = t->adam.learning_rate = bp__learning_rate(
+        t->cfg, t->st.epoch, t->st.global_step, t->total_steps, (double)t->train.n);
     while ((rc = bp__exchange_next(t->exchange, &lo, &hi, &sum)) == 1) {
         double u = now_s();
         if (hi == np + BP__EXTRAS) { /* the first bucket: check the cost before any update */
@@ -478,12 +479,12 @@ static int train_step(bp_trainer *t, size_t first, size_t m)
             t->step_orders = (int)sum[np + BP__SLOT_ORDERS];
             diverged = !isfinite(t->step_cost);
         }
-        if (diverged) /* every rank still takes every bucket, and stops after */
-            ;
-        else if (t->moment2) /* the Adam step count: this is update global_step + 1 */
+        /* Diverged: every rank still takes every bucket, and stops after. Adam's step
+         * count is this update's: global_step + 1. */
+        if (!diverged && t->moment2)
             bp__adam_step_range(&t->adam, &t->net, sum, t->velocity, t->moment2, (double)m,
                                 t->st.global_step + 1, lo, hi < np ? hi : np);
-        else
+        else if (!diverged)
             bp__sgd_step_range(&t->opt, &t->net, sum, t->velocity, (double)m, lo,
                                hi < np ? hi : np);
         updating += now_s() - u;

@@ -41,6 +41,7 @@ struct bp_trainer {
     int step_stop;                  /* the last step: ranks that were asked to stop */
     int step_orders;                /* the last step: rank 0's BP__ORDER_* bits */
     bp__adam adam;
+    long total_steps;  /* of the run as configured: what lr_schedule = cosine spans */
     bp_real *velocity; /* params-shaped: sgd's momentum, or adam's first moment */
     bp_real *moment2;  /* adam's second moment; NULL for sgd */
     int velocity_zero; /* momentum 0 and no velocity resumed: it stays zeros,
