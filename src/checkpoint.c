@@ -276,15 +276,73 @@ cleanup:
     return rc;
 }
 
-/* /optimizer: its name (attribute "name"), the velocity or first moments as vW and vb, and
- * for adam the second moments as sW and sb. */
+/* L-BFGS's state in /optimizer/lbfgs: counters and points as attributes, the vectors as
+ * datasets of nparams (x0, g0, d, g_lo) and history x nparams (s, y). */
+static const char *const lbfgs_int_names[6] = {"history", "pairs", "newest",
+                                               "phase",   "evals", "converged"};
+static const char *const lbfgs_point_names[3] = {"x", "lo", "hi"};
+static const char *const lbfgs_vector_names[6] = {"/optimizer/lbfgs/x0", "/optimizer/lbfgs/g0",
+                                                  "/optimizer/lbfgs/d",  "/optimizer/lbfgs/g_lo",
+                                                  "/optimizer/lbfgs/s",  "/optimizer/lbfgs/y"};
+
+static void lbfgs_ints(const bp_lbfgs_state *l, int *v)
+{
+    const int ints[6] = {l->history, l->pairs, l->newest, l->phase, l->evals, l->converged};
+    memcpy(v, ints, sizeof(ints));
+}
+
+static void lbfgs_vectors(const bp_lbfgs_state *l, bp_real **v)
+{
+    bp_real *vecs[6] = {l->x0, l->g0, l->d, l->g_lo, l->s, l->y};
+    memcpy(v, vecs, sizeof(vecs));
+}
+
+static int write_lbfgs(hid_t file, const bp_net *net, const bp_lbfgs_state *l, char *step,
+                       size_t steplen)
+{
+    bp_real *vecs[6];
+    lbfgs_vectors(l, vecs);
+    for (int i = 0; i < 6; i++) {
+        hsize_t dims[2] = {(hsize_t)l->history, (hsize_t)net->nparams};
+        char what[128];
+        snprintf(what, sizeof(what), "cannot write %s", lbfgs_vector_names[i]);
+        begin_step(step, steplen, what);
+        int rc = i < 4 ? write_real(file, lbfgs_vector_names[i], 1, dims + 1, vecs[i])
+                       : write_real(file, lbfgs_vector_names[i], 2, dims, vecs[i]);
+        if (rc < 0)
+            return -1;
+    }
+    begin_step(step, steplen, "cannot write /optimizer/lbfgs's attributes");
+    hid_t g = H5Gopen2(file, "/optimizer/lbfgs", H5P_DEFAULT);
+    int ints[6], rc = g < 0 ? -1 : 0;
+    lbfgs_ints(l, ints);
+    const bp_lbfgs_point *points[3] = {&l->x, &l->lo, &l->hi};
+    for (int i = 0; rc == 0 && i < 6; i++)
+        rc = bp__h5_write_attr(g, lbfgs_int_names[i], H5T_STD_I32LE, H5T_NATIVE_INT, 0, &ints[i]);
+    for (int i = 0; rc == 0 && i < 3; i++) {
+        const double v[5] = {points[i]->alpha, points[i]->f, points[i]->slope, points[i]->cost,
+                             points[i]->correct};
+        rc = bp__h5_write_attr(g, lbfgs_point_names[i], H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 5, v);
+    }
+    if (rc == 0)
+        rc = bp__h5_write_attr(g, "alpha", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 0, &l->alpha);
+    if (rc == 0)
+        rc = bp__h5_write_attr(g, "rho", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, (hsize_t)l->history,
+                               l->rho);
+    bp__h5_close(g);
+    return rc;
+}
+
+/* /optimizer: its name (attribute "name"), the velocity or first moments as vW and vb, for
+ * adam the second moments as sW and sb, for lbfgs its state in /optimizer/lbfgs. */
 static int write_optimizer(hid_t file, const bp_net *net, const bp_optimizer_state *opt, char *step,
                            size_t steplen)
 {
     const char *name = opt && opt->name ? opt->name : "sgd";
-    int adam = strcmp(name, "adam") == 0;
+    int adam = strcmp(name, "adam") == 0, lbfgs = strcmp(name, "lbfgs") == 0;
     if (write_layers(file, &velocity_group, net, opt ? opt->velocity : NULL, step, steplen) < 0 ||
-        (adam && write_layers(file, &moment2_group, net, opt->moment2, step, steplen) < 0))
+        (adam && write_layers(file, &moment2_group, net, opt->moment2, step, steplen) < 0) ||
+        (lbfgs && write_lbfgs(file, net, opt->lbfgs, step, steplen) < 0))
         return -1;
     begin_step(step, steplen, "cannot write /optimizer's name");
     hid_t group = H5Gopen2(file, "optimizer", H5P_DEFAULT);
@@ -339,9 +397,12 @@ int bp_checkpoint_write(const char *path, const bp_net *net, const bp_optimizer_
                         const bp_train_state *state, const char *config_text, char *err,
                         size_t errlen)
 {
-    if (opt && opt->name && strcmp(opt->name, "sgd") != 0 && strcmp(opt->name, "adam") != 0)
+    if (opt && opt->name && strcmp(opt->name, "sgd") != 0 && strcmp(opt->name, "adam") != 0 &&
+        strcmp(opt->name, "lbfgs") != 0)
         return bp__fail(err, errlen, BP_EINVAL, "bp_checkpoint_write: unknown optimizer '%s'",
                         opt->name);
+    if (opt && opt->name && strcmp(opt->name, "lbfgs") == 0 && (!opt->lbfgs || !opt->lbfgs->x0))
+        return bp__fail(err, errlen, BP_EINVAL, "bp_checkpoint_write: lbfgs without its state");
     bp__h5_quiet q;
     bp__h5_quiet_begin(&q);
     int rc = write_checkpoint(path, net, opt, state, config_text, err, errlen);
@@ -542,8 +603,72 @@ static int read_layers(const ck_reader *r, const tensor_group *g, int nsizes, co
     return 0;
 }
 
+/* L-BFGS's counters and points, each checked against what the code can reach before
+ * anything is sized by them. */
+static int read_lbfgs_attrs(const ck_reader *r, hid_t g, bp_lbfgs_state *l)
+{
+    int v[6];
+    for (int i = 0; i < 6; i++)
+        if (bp__h5_read_attr(g, lbfgs_int_names[i], H5T_NATIVE_INT, 1, &v[i]) < 0)
+            return refuse(r, BP_EFORMAT, "/optimizer/lbfgs attribute '%s' is missing or malformed",
+                          lbfgs_int_names[i]);
+    if (v[0] < 1 || v[0] > 100 || v[1] < 0 || v[1] > v[0] || v[2] < 0 || v[2] >= v[0] ||
+        v[3] < BP_LBFGS_FIRST || v[3] > BP_LBFGS_NEXT || v[4] < 0 || v[5] < 0 ||
+        v[5] > BP_LBFGS_CONVERGED_NO_DECREASE)
+        return refuse(r, BP_EFORMAT, "/optimizer/lbfgs: counters out of range (file corrupted)");
+    l->history = v[0], l->pairs = v[1], l->newest = v[2], l->phase = v[3], l->evals = v[4];
+    l->converged = v[5];
+    bp_lbfgs_point *points[3] = {&l->x, &l->lo, &l->hi};
+    for (int i = 0; i < 3; i++) {
+        double p[5];
+        if (bp__h5_read_attr(g, lbfgs_point_names[i], H5T_NATIVE_DOUBLE, 5, p) < 0)
+            return refuse(r, BP_EFORMAT, "/optimizer/lbfgs attribute '%s' is missing or malformed",
+                          lbfgs_point_names[i]);
+        *points[i] = (bp_lbfgs_point){p[0], p[1], p[2], p[3], p[4]};
+    }
+    if (bp__h5_read_attr(g, "alpha", H5T_NATIVE_DOUBLE, 1, &l->alpha) < 0)
+        return refuse(r, BP_EFORMAT, "/optimizer/lbfgs attribute 'alpha' is missing or malformed");
+    return 0;
+}
+
+/* /optimizer/lbfgs into ck->lbfgs, its buffers allocated once the memory is known to be
+ * there. */
+static int read_lbfgs(const ck_reader *r, bp_checkpoint *ck)
+{
+    bp_lbfgs_state l = {0};
+    hid_t g = H5Gopen2(r->file, "/optimizer/lbfgs", H5P_DEFAULT);
+    int rc =
+        g < 0 ? refuse(r, BP_EFORMAT, "/optimizer/lbfgs is missing") : read_lbfgs_attrs(r, g, &l);
+    size_t n = ck->net.nparams;
+    if (rc == 0) {
+        char what[BP__PATH_LEN];
+        snprintf(what, sizeof(what), "%s: lbfgs's %d pairs of %zu parameters", r->path, l.history,
+                 n);
+        rc = bp__memory_check((2.0 * l.history + 4) * (double)n * sizeof(bp_real), what, r->err,
+                              r->errlen);
+    }
+    if (rc == 0 && bp__lbfgs_alloc(&ck->lbfgs, n, l.history) < 0)
+        rc = refuse(r, BP_ENOMEM, "out of memory for lbfgs's history");
+    if (rc == 0) {
+        bp_real *vecs[6];
+        lbfgs_vectors(&ck->lbfgs, vecs);
+        double *rho = ck->lbfgs.rho;
+        hsize_t dims[2] = {(hsize_t)l.history, (hsize_t)n};
+        for (int i = 0; rc == 0 && i < 6; i++)
+            rc = i < 4 ? read_real(r, lbfgs_vector_names[i], 1, dims + 1, vecs[i])
+                       : read_real(r, lbfgs_vector_names[i], 2, dims, vecs[i]);
+        if (rc == 0 && bp__h5_read_attr(g, "rho", H5T_NATIVE_DOUBLE, l.history, rho) < 0)
+            rc = refuse(r, BP_EFORMAT, "/optimizer/lbfgs attribute 'rho' is missing or malformed");
+        l.x0 = vecs[0], l.g0 = vecs[1], l.d = vecs[2], l.g_lo = vecs[3], l.s = vecs[4];
+        l.y = vecs[5], l.rho = rho;
+        ck->lbfgs = l;
+    }
+    bp__h5_close(g);
+    return rc;
+}
+
 /* The optimizer's name (none: a file from before optimizers had names, sgd) and, for adam,
- * the second moments. */
+ * the second moments; for lbfgs, its state. */
 static int read_optimizer(const ck_reader *r, bp_checkpoint *ck, const model_desc *d)
 {
     snprintf(ck->optimizer, sizeof(ck->optimizer), "sgd");
@@ -558,6 +683,8 @@ static int read_optimizer(const ck_reader *r, bp_checkpoint *ck, const model_des
         rc = ck->moment2
                  ? read_layers(r, &moment2_group, d->nsizes, d->sizes, &ck->net, ck->moment2)
                  : refuse(r, BP_ENOMEM, "out of memory for adam's second moments");
+    } else if (rc == 0 && strcmp(ck->optimizer, "lbfgs") == 0) {
+        rc = read_lbfgs(r, ck);
     } else if (rc == 0 && strcmp(ck->optimizer, "sgd") != 0) {
         rc = refuse(r, BP_EFORMAT, "/optimizer: unknown optimizer '%s' (from a newer backprop?)",
                     ck->optimizer);
@@ -806,6 +933,7 @@ void bp_checkpoint_free(bp_checkpoint *ck)
     bp_net_free(&ck->net);
     bp__free(ck->velocity);
     bp__free(ck->moment2);
+    bp__lbfgs_free(&ck->lbfgs);
     bp__free(ck->state.metrics);
     bp__free(ck->state.best_params);
     bp__free(ck->config_text);

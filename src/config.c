@@ -46,7 +46,7 @@ typedef struct {
 } key_spec;
 
 const char *const bp_lr_schedule_names[4] = {"constant", "step", "cosine", "inverse_scaling"};
-const char *const bp_optimizer_names[2] = {"sgd", "adam"};
+const char *const bp_optimizer_names[3] = {"sgd", "adam", "lbfgs"};
 
 #define OFF(f) offsetof(bp_config, f)
 static const key_spec keys[] = {
@@ -67,8 +67,9 @@ static const key_spec keys[] = {
      "must be > 0 and at most 1e300", 0, "0.12"},
     {"train", "epochs", K_LONG, OFF(epochs), 1, 1e9, NULL, 1, NULL},
     {"train", "batch_size", K_LONG, OFF(batch_size), 1, 1e8, NULL, 1, NULL},
+    /* Required, except by lbfgs, whose line search finds each step (finish()). */
     {"train", "learning_rate", K_REAL, OFF(learning_rate), 1e-300, 1e300,
-     "must be > 0 and at most 1e300", 1, NULL},
+     "must be > 0 and at most 1e300", 0, NULL},
     {"train", "lambda", K_REAL, OFF(lambda), 0, 1e300, "must be >= 0 and at most 1e300", 0, "0"},
     {"train", "momentum", K_REAL, OFF(momentum), 0, 1 - 1e-12, "0 <= momentum < 1", 0, "0"},
     {"train", "optimizer", K_OPTIMIZER, OFF(optimizer), 0, 0, NULL, 0, "sgd"},
@@ -77,6 +78,9 @@ static const key_spec keys[] = {
     {"train", "adam_epsilon", K_REAL, OFF(adam_epsilon), 1e-300, 1, "must be > 0 and at most 1", 0,
      "1e-8"},
     {"train", "weight_decay", K_WEIGHT_DECAY, OFF(decoupled), 0, 0, NULL, 0, "coupled"},
+    {"train", "lbfgs_history", K_LONG, OFF(lbfgs_history), 1, 100, NULL, 0, "10"},
+    {"train", "lbfgs_tolerance", K_REAL, OFF(lbfgs_tolerance), 0, 1e300,
+     "must be >= 0 and at most 1e300", 0, "1e-5"},
     {"train", "lr_schedule", K_LR_SCHEDULE, OFF(lr_schedule), 0, 0, NULL, 0, "constant"},
     {"train", "lr_step_epochs", K_LONG, OFF(lr_step_epochs), 1, 1e9, NULL, 0, "10"},
     {"train", "lr_gamma", K_REAL, OFF(lr_gamma), 1e-300, 1, "must be > 0 and at most 1", 0, "0.1"},
@@ -244,12 +248,13 @@ static int set_enum(parse_ctx *ctx, const key_spec *k, const char *value, int li
         return fail_at(ctx, line, "[log] progress: expected auto, on or off, got '%s'", value);
     }
     case K_OPTIMIZER:
-        for (int i = 0; i < 2; i++)
+        for (int i = 0; i < 3; i++)
             if (strcmp(value, bp_optimizer_names[i]) == 0) {
                 *(bp_optimizer *)field = (bp_optimizer)i;
                 return 1;
             }
-        return fail_at(ctx, line, "[train] optimizer: expected sgd or adam, got '%s'", value);
+        return fail_at(ctx, line, "[train] optimizer: expected sgd, adam or lbfgs, got '%s'",
+                       value);
     case K_WEIGHT_DECAY:
         if (strcmp(value, "coupled") != 0 && strcmp(value, "decoupled") != 0)
             return fail_at(ctx, line,
@@ -502,12 +507,20 @@ static int finish(parse_ctx *ctx, const char *file)
         if (keys[i].required)
             fail_at(ctx, line_of(ctx, keys[i].section, keys[i].name),
                     "missing required key '%s' in [%s]", keys[i].name, keys[i].section);
-        else
+        else if (keys[i].fallback)
             set_value(ctx, &keys[i], keys[i].fallback, 0);
     }
     if (ctx->failed)
         return BP_EINVAL;
     bp_config *cfg = ctx->cfg;
+    if (cfg->learning_rate == 0) { /* not set: the key without a fallback */
+        if (cfg->optimizer != BP_OPT_LBFGS) {
+            fail_at(ctx, line_of(ctx, "train", "learning_rate"),
+                    "missing required key 'learning_rate' in [train]");
+            return BP_EINVAL;
+        }
+        cfg->learning_rate = 1; /* unused by lbfgs; keeps the effective config valid */
+    }
     char why[256];
     if (bp_net_validate(cfg->nsizes, cfg->sizes, cfg->hidden, cfg->output, cfg->cost, why,
                         sizeof(why)) < 0) {
@@ -516,7 +529,16 @@ static int finish(parse_ctx *ctx, const char *file)
     }
     if (cfg->optimizer != BP_OPT_SGD && cfg->momentum != 0) {
         fail_at(ctx, line_of(ctx, "train", "momentum"),
-                "[train] momentum applies to optimizer = sgd (adam has beta1)");
+                cfg->optimizer == BP_OPT_ADAM
+                    ? "[train] momentum applies to optimizer = sgd (adam has beta1)"
+                    : "[train] momentum applies to optimizer = sgd (lbfgs has no momentum)");
+        return BP_EINVAL;
+    }
+    if (cfg->optimizer == BP_OPT_LBFGS && cfg->lr_schedule != BP_LR_CONSTANT) {
+        fail_at(ctx, line_of(ctx, "train", "lr_schedule"),
+                "[train] lr_schedule = %s: lbfgs finds each step by a line search (use sgd or "
+                "adam for a schedule)",
+                bp_lr_schedule_names[cfg->lr_schedule]);
         return BP_EINVAL;
     }
     if (cfg->validation[0] && cfg->validation_split) {
@@ -611,7 +633,8 @@ size_t bp_config_format(const bp_config *c, char *buf, size_t len)
         "init_epsilon = %.17g\n\n"
         "[train]\nepochs = %ld\nbatch_size = %ld\nlearning_rate = %.17g\nlambda = %.17g\n"
         "momentum = %.17g\noptimizer = %s\nbeta1 = %.17g\nbeta2 = %.17g\n"
-        "adam_epsilon = %.17g\nweight_decay = %s\nlr_schedule = %s\nlr_step_epochs = %ld\nlr_gamma "
+        "adam_epsilon = %.17g\nweight_decay = %s\nlbfgs_history = %ld\nlbfgs_tolerance = %.17g\n"
+        "lr_schedule = %s\nlr_step_epochs = %ld\nlr_gamma "
         "= %.17g\n"
         "lr_min = %.17g\nlr_power = %.17g\nearly_stopping = %ld\nseed = %llu\nthreads = %s\n\n"
         "[checkpoint]\ndir = %s\nevery_epochs = %ld\nevery_steps = %ld\n"
@@ -623,10 +646,10 @@ size_t bp_config_format(const bp_config *c, char *buf, size_t len)
         bp_activation_name(c->output), bp_cost_name(c->cost), bp_init_name(c->init),
         c->init_epsilon, c->epochs, c->batch_size, c->learning_rate, c->lambda, c->momentum,
         bp_optimizer_names[c->optimizer], c->beta1, c->beta2, c->adam_epsilon,
-        c->decoupled ? "decoupled" : "coupled", bp_lr_schedule_names[c->lr_schedule],
-        c->lr_step_epochs, c->lr_gamma, c->lr_min, c->lr_power, c->early_stopping,
-        (unsigned long long)c->seed, threads, c->checkpoint_dir, c->every_epochs, c->every_steps,
-        c->every_seconds, c->keep, c->comm_timeout, c->overlap ? "true" : "false", c->bucket_mb,
-        c->metrics, progress[c->progress]);
+        c->decoupled ? "decoupled" : "coupled", c->lbfgs_history, c->lbfgs_tolerance,
+        bp_lr_schedule_names[c->lr_schedule], c->lr_step_epochs, c->lr_gamma, c->lr_min,
+        c->lr_power, c->early_stopping, (unsigned long long)c->seed, threads, c->checkpoint_dir,
+        c->every_epochs, c->every_steps, c->every_seconds, c->keep, c->comm_timeout,
+        c->overlap ? "true" : "false", c->bucket_mb, c->metrics, progress[c->progress]);
     return n < 0 ? 0 : (size_t)n;
 }

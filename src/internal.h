@@ -7,6 +7,7 @@
 #include <cblas.h>
 
 #include "backprop/backprop.h"
+#include "backprop/checkpoint.h"
 #include "backprop/config.h"
 
 #ifdef BACKPROP_DOUBLE
@@ -70,6 +71,34 @@ typedef struct {
  * bp__sgd_step_range. */
 void bp__adam_step_range(const bp__adam *opt, bp_net *net, const bp_real *grad, bp_real *m1,
                          bp_real *m2, double m, long t, size_t from, size_t to);
+
+/* L-BFGS (lbfgs.c), one evaluation at a time. The state's buffers for n parameters and
+ * `history` pairs; zeroed, in phase BP_LBFGS_FIRST. 0 or BP_ENOMEM (nothing allocated). */
+int bp__lbfgs_alloc(bp_lbfgs_state *st, size_t n, int history);
+void bp__lbfgs_free(bp_lbfgs_state *st); /* and zeroes it: freeing twice is fine */
+/* dst = src, buffers included; both allocated for n parameters and src's history. */
+void bp__lbfgs_copy(bp_lbfgs_state *dst, const bp_lbfgs_state *src, size_t n);
+
+typedef struct {
+    double n_train, lambda; /* the objective: mean cost over n_train plus lambda/(2n) sum W^2 */
+    double tolerance;       /* converged when max |gradient of the objective| <= this */
+} bp__lbfgs_setup;
+
+enum {
+    BP__LBFGS_GO_ON,    /* the weights are the next trial of the line search */
+    BP__LBFGS_ITERATED, /* an iteration ended: the weights are its point, the epoch ends */
+    BP__LBFGS_DONE,     /* converged (state.converged says why): the run ends at the weights */
+    BP__LBFGS_DIVERGED  /* the first evaluation's cost is not finite */
+};
+
+/* Before a step: where an iteration begins, moves the weights to its first trial. */
+void bp__lbfgs_begin(bp_lbfgs_state *st, bp_real *params, size_t n);
+
+/* After a step: the data cost summed over the training set, correct its correct count,
+ * and grad_sum the gradient summed, all at net's weights; g is scratch for nparams. Moves
+ * the weights to where the next step evaluates, or ends the iteration; BP__LBFGS_*. */
+int bp__lbfgs_evaluated(bp_lbfgs_state *st, const bp_net *net, const bp_real *grad_sum,
+                        double cost_sum, double correct, const bp__lbfgs_setup *setup, bp_real *g);
 
 /* The learning rate of the step a run takes at global step `step` (0-based) of `steps` in
  * all, in epoch `epoch` (0-based) of a training set of n examples, under c's schedule:

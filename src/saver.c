@@ -14,6 +14,7 @@ struct bp__saver {
     /* The copy being written: the thread's alone from start until the write ends. */
     bp_net net;
     bp_real *velocity, *moment2; /* moment2 allocated at the first adam snapshot */
+    bp_lbfgs_state lbfgs;        /* allocated at the first lbfgs snapshot */
     bp_optimizer_state opt;      /* of the copy: its buffers or NULL (zeros) */
     bp_train_state st;
     size_t metrics_cap;
@@ -153,8 +154,14 @@ int bp__saver_start(bp__saver *s, const bp_run_snapshot *snap, char *err, size_t
     if (snap->opt.moment2 && !s->moment2 &&
         !(s->moment2 = bp__calloc(snap->net->nparams, sizeof(bp_real))))
         return bp__fail(err, errlen, BP_ENOMEM, "out of memory for the copy of adam's moments");
+    const bp_lbfgs_state *lbfgs = snap->opt.lbfgs;
+    if (lbfgs && !s->lbfgs.history &&
+        bp__lbfgs_alloc(&s->lbfgs, snap->net->nparams, lbfgs->history) < 0)
+        return bp__fail(err, errlen, BP_ENOMEM, "out of memory for the copy of lbfgs's history");
+    if (lbfgs)
+        bp__lbfgs_copy(&s->lbfgs, lbfgs, snap->net->nparams);
     s->opt = (bp_optimizer_state){snap->opt.name, snap->opt.velocity ? s->velocity : NULL,
-                                  snap->opt.moment2 ? s->moment2 : NULL};
+                                  snap->opt.moment2 ? s->moment2 : NULL, lbfgs ? &s->lbfgs : NULL};
     if (snap->opt.velocity)
         memcpy(s->velocity, snap->opt.velocity, bytes);
     if (snap->opt.moment2)
@@ -209,6 +216,7 @@ void bp__saver_free(bp__saver *s)
     bp_net_free(&s->net);
     bp__free(s->velocity);
     bp__free(s->moment2);
+    bp__lbfgs_free(&s->lbfgs);
     bp__free(s->best);
     bp__free(s->st.metrics);
     bp__free(s);

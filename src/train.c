@@ -79,6 +79,9 @@ static int load_data(bp_trainer *t, char *err, size_t errlen)
  * momentum, and the workspace's activations, pre-activations and deltas for rows rows. */
 static int net_fits(const bp_config *c, size_t rows, char *err, size_t errlen)
 {
+    /* Per parameter: the weights, gradient and momentum; lbfgs adds its vectors (x0, g0, d,
+     * g_lo, scratch) and the history's pairs. */
+    double per_param = c->optimizer == BP_OPT_LBFGS ? 8 + 2 * (double)c->lbfgs_history : 3;
     double params = 0, units = 0;
     char what[64 + 12 * BP_MAX_LAYERS];
     int n = snprintf(what, sizeof(what), "[network] layers =");
@@ -88,9 +91,9 @@ static int net_fits(const bp_config *c, size_t rows, char *err, size_t errlen)
             params += (double)c->sizes[l + 1] * ((double)c->sizes[l] + 1);
         units += c->sizes[l];
     }
-    snprintf(what + n, sizeof(what) - (size_t)n, ": %.0f parameters, their gradient and momentum",
-             params);
-    double bytes = (3 * params + 3 * (double)rows * units) * sizeof(bp_real);
+    snprintf(what + n, sizeof(what) - (size_t)n, ": %.0f parameters, their gradient and %s", params,
+             c->optimizer == BP_OPT_LBFGS ? "lbfgs's history" : "momentum");
+    double bytes = (per_param * params + 3 * (double)rows * units) * sizeof(bp_real);
     return bp__memory_check(bytes, what, err, errlen);
 }
 
@@ -109,11 +112,18 @@ static int resume_from(bp_trainer *t, const char *path, char *err, size_t errlen
                       "%s was trained with optimizer = %s but the config has %s (its state "
                       "does not carry over: start a new run to change optimizers)",
                       path, ck.optimizer, want);
+    if (rc == 0 && t->lbfgs.history && ck.lbfgs.history != t->lbfgs.history)
+        rc = bp__fail(err, errlen, BP_EMISMATCH,
+                      "%s keeps %d L-BFGS pairs but the config has lbfgs_history = %d (start a new "
+                      "run to change it)",
+                      path, ck.lbfgs.history, t->lbfgs.history);
     if (rc == 0) {
         memcpy(t->net.params, ck.net.params, t->net.nparams * sizeof(bp_real));
         memcpy(t->velocity, ck.velocity, t->net.nparams * sizeof(bp_real));
         if (t->moment2)
             memcpy(t->moment2, ck.moment2, t->net.nparams * sizeof(bp_real));
+        if (t->lbfgs.history)
+            bp__lbfgs_copy(&t->lbfgs, &ck.lbfgs, t->net.nparams);
         t->st = ck.state; /* takes over the metrics array and the best weights */
         ck.state.metrics = NULL;
         ck.state.nmetrics = 0;
@@ -137,6 +147,10 @@ static int build_net(bp_trainer *t, const char *resume_path, char *err, size_t e
     t->velocity = bp__calloc(t->net.nparams, sizeof(bp_real));
     if (c->optimizer == BP_OPT_ADAM)
         t->moment2 = bp__calloc(t->net.nparams, sizeof(bp_real));
+    if (c->optimizer == BP_OPT_LBFGS &&
+        (bp__lbfgs_alloc(&t->lbfgs, t->net.nparams, (int)c->lbfgs_history) < 0 ||
+         !(t->lbfgs_g = bp__calloc(t->net.nparams, sizeof(bp_real)))))
+        return bp__fail(err, errlen, BP_ENOMEM, "out of memory for lbfgs's history");
     if (!t->velocity || (c->optimizer == BP_OPT_ADAM && !t->moment2))
         return bp__fail(err, errlen, BP_ENOMEM, "out of memory for %zu parameters", t->net.nparams);
     if (resume_path)
@@ -235,9 +249,17 @@ static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
         rc = prepare_early_stopping(t, err, errlen);
     if (rc == 0 && t->comm.rank == 0)
         rc = bp__saver_create(&t->saver, cfg, &t->net, t->config_text, err, errlen);
+    if (rc == 0 && cfg->optimizer == BP_OPT_LBFGS && (size_t)cfg->batch_size < t->train.n)
+        rc = bp__fail(err, errlen, BP_EINVAL,
+                      "[train] optimizer = lbfgs takes the whole training set in each step, but "
+                      "batch_size = %ld and it has %zu examples (set batch_size = %zu)",
+                      cfg->batch_size, t->train.n, t->train.n);
+    /* lbfgs has no velocity: it stays zeros too. */
     if (rc == 0)
-        t->velocity_zero = cfg->optimizer == BP_OPT_SGD && cfg->momentum == 0 &&
+        t->velocity_zero = cfg->optimizer != BP_OPT_ADAM && cfg->momentum == 0 &&
                            all_zero(t->velocity, t->net.nparams);
+    t->lbfgs_setup = (bp__lbfgs_setup){
+        .n_train = (double)t->train.n, .lambda = cfg->lambda, .tolerance = cfg->lbfgs_tolerance};
     t->st.ranks = t->comm.size;
     t->opt = (bp_sgd){.learning_rate = cfg->learning_rate,
                       .lambda = cfg->lambda,
@@ -315,6 +337,8 @@ void bp_trainer_free(bp_trainer *t)
     bp__exchange_free(t->exchange);
     bp__free(t->velocity);
     bp__free(t->moment2);
+    bp__lbfgs_free(&t->lbfgs);
+    bp__free(t->lbfgs_g);
     bp__free(t->Xb);
     bp__free(t->Yb);
     bp__free(t->Lb);
@@ -340,7 +364,8 @@ void bp_trainer_get_info(const bp_trainer *t, bp_trainer_info *info)
                               .stop_signal = t->stop_signal,
                               .stopped_early = t->st.stopped_early,
                               .best_epoch = t->st.best_epoch,
-                              .best_val_cost = t->st.best_val_cost};
+                              .best_val_cost = t->st.best_val_cost,
+                              .converged = t->lbfgs.converged};
     bp__exchange_describe(t->exchange, info->exchange, sizeof(info->exchange));
 }
 
@@ -442,6 +467,8 @@ static int train_step(bp_trainer *t, size_t first, size_t m)
     double exposed0, busy0;
     bp__exchange_times(t->exchange, &exposed0, &busy0);
     double started = now_s();
+    if (t->lbfgs.history)
+        bp__lbfgs_begin(&t->lbfgs, t->net.params, np);
     size_t rows = gather_shard(t, first, m);
     bp__exchange_begin(t->exchange);
     if (rows > 0) {
@@ -477,16 +504,25 @@ static int train_step(bp_trainer *t, size_t first, size_t m)
             t->step_correct = (double)sum[np + BP__SLOT_CORRECT];
             t->step_stop = sum[np + BP__SLOT_STOP] > 0;
             t->step_orders = (int)sum[np + BP__SLOT_ORDERS];
-            diverged = !isfinite(t->step_cost);
+            diverged = !isfinite(t->step_cost) && !t->lbfgs.history;
         }
         /* Diverged: every rank still takes every bucket, and stops after. Adam's step
-         * count is this update's: global_step + 1. */
-        if (!diverged && t->moment2)
+         * count is this update's: global_step + 1. lbfgs takes the whole sum, below. */
+        if (t->lbfgs.history)
+            ;
+        else if (!diverged && t->moment2)
             bp__adam_step_range(&t->adam, &t->net, sum, t->velocity, t->moment2, (double)m,
                                 t->st.global_step + 1, lo, hi < np ? hi : np);
         else if (!diverged)
             bp__sgd_step_range(&t->opt, &t->net, sum, t->velocity, (double)m, lo,
                                hi < np ? hi : np);
+        updating += now_s() - u;
+    }
+    if (rc == 0 && t->lbfgs.history) {
+        double u = now_s();
+        t->lbfgs_outcome = bp__lbfgs_evaluated(&t->lbfgs, &t->net, sum, t->step_cost,
+                                               t->step_correct, &t->lbfgs_setup, t->lbfgs_g);
+        diverged = t->lbfgs_outcome == BP__LBFGS_DIVERGED; /* else the line search copes */
         updating += now_s() - u;
     }
     double ended = now_s();
@@ -502,6 +538,12 @@ static int train_step(bp_trainer *t, size_t first, size_t m)
     t->exchange_busy_s += busy - busy0;
     t->update_s += updating;
     t->timed_steps++;
+    if (t->lbfgs.history) { /* an iteration's metrics are those of the point it ends at */
+        t->st.epoch_cost_sum = t->lbfgs.x.cost;
+        t->st.epoch_correct = t->lbfgs.x.correct;
+        t->st.epoch_seen = (double)m;
+        return 0;
+    }
     t->st.epoch_cost_sum += t->step_cost;
     t->st.epoch_correct += t->step_correct;
     t->st.epoch_seen += (double)m;
@@ -618,6 +660,14 @@ static int check_replicas(bp_trainer *t, char *err, size_t errlen)
         h = bp__hash_words(t->velocity, bytes, h);
     if (t->moment2)
         h = bp__hash_words(t->moment2, bytes, h);
+    if (t->lbfgs.history) {
+        const bp_lbfgs_state *l = &t->lbfgs;
+        const bp_real *vecs[4] = {l->x0, l->g0, l->d, l->g_lo};
+        for (int i = 0; i < 4; i++)
+            h = bp__hash_words(vecs[i], bytes, h);
+        h = bp__hash_words(l->s, bytes * (size_t)l->history, h);
+        h = bp__hash_words(l->y, bytes * (size_t)l->history, h);
+    }
     int same = bp_comm_same(&t->comm, h);
     int rc = 0;
     if (same == BP_ECOMM)
@@ -640,7 +690,8 @@ static int snapshot(bp_trainer *t, char *err, size_t errlen)
     t->st.elapsed_s = t->elapsed_base + began - t->run_started;
     t->st.ranks = t->comm.size;
     bp_optimizer_state opt = {bp_optimizer_names[t->cfg->optimizer],
-                              t->velocity_zero ? NULL : t->velocity, t->moment2};
+                              t->velocity_zero ? NULL : t->velocity, t->moment2,
+                              t->lbfgs.history ? &t->lbfgs : NULL};
     bp_run_snapshot snap = {&t->net, opt, &t->st, t->config_text};
     int rc = bp__saver_start(t->saver, &snap, err, errlen);
     t->last_ckpt_at = began;
@@ -730,15 +781,22 @@ static int after_step(bp_trainer *t, char *err, size_t errlen)
     return 0;
 }
 
-/* The steps of one epoch from where the state says it stands. */
+/* The steps of one epoch from where the state says it stands. Under lbfgs an epoch is one
+ * iteration: its steps are the line search's evaluations, each of the whole set (in its
+ * order: a point's cost comes out the same whenever it is evaluated). */
 static int run_epoch(bp_trainer *t, const bp_callbacks *cb, char *err, size_t errlen)
 {
-    size_t n = t->train.n, B = (size_t)t->cfg->batch_size;
-    size_t nb = (n + B - 1) / B;
-    bp_epoch_permutation(t->st.seed, t->st.epoch, n, t->perm);
+    int lbfgs = t->lbfgs.history > 0;
+    size_t n = t->train.n, B = lbfgs ? n : (size_t)t->cfg->batch_size;
+    size_t nb = lbfgs ? SIZE_MAX : (n + B - 1) / B;
+    if (lbfgs)
+        for (size_t i = 0; i < n; i++)
+            t->perm[i] = i;
+    else
+        bp_epoch_permutation(t->st.seed, t->st.epoch, n, t->perm);
     double started = now_s();
     for (size_t s = (size_t)t->st.batch_in_epoch; s < nb; s++) {
-        size_t first = s * B, m = n - first < B ? n - first : B;
+        size_t first = s * B % n, m = n - first < B ? n - first : B;
         int rc = train_step(t, first, m);
         if (rc == BP_EDIVERGED)
             return bp__fail(err, errlen, rc,
@@ -750,14 +808,16 @@ static int run_epoch(bp_trainer *t, const bp_callbacks *cb, char *err, size_t er
                             t->st.global_step + 1);
         t->st.batch_in_epoch = (long)s + 1;
         t->st.global_step++;
+        int last = lbfgs ? t->lbfgs_outcome != BP__LBFGS_GO_ON : s + 1 == nb;
         if (cb && cb->progress) {
-            double rate = t->st.epoch_seen / (t->st.epoch_train_s + now_s() - started + 1e-9);
-            cb->progress(cb->ctx, t->st.epoch + 1, t->cfg->epochs, s + 1, nb, rate);
+            double seen = lbfgs ? (double)(n * (s + 1)) : t->st.epoch_seen;
+            double rate = seen / (t->st.epoch_train_s + now_s() - started + 1e-9);
+            cb->progress(cb->ctx, t->st.epoch + 1, t->cfg->epochs, s + 1, lbfgs ? s + 1 : nb, rate);
         }
         rc = after_step(t, err, errlen);
-        if (rc == 0 && t->stopping && s + 1 < nb)
+        if (rc == 0 && t->stopping && !last)
             rc = BP_ESTOPPED;
-        if (rc == 0 && s + 1 < nb) {
+        if (rc == 0 && !last) {
             t->st.epoch_train_s += now_s() - started;
             rc = at_boundary(t, 0, err, errlen);
             started = now_s();
@@ -766,6 +826,8 @@ static int run_epoch(bp_trainer *t, const bp_callbacks *cb, char *err, size_t er
             t->st.epoch_train_s += now_s() - started;
             return rc;
         }
+        if (last)
+            break;
     }
     t->st.epoch_train_s += now_s() - started;
     return 0;
@@ -797,11 +859,11 @@ static int run(bp_trainer *t, const bp_callbacks *cb, char *err, size_t errlen)
     int rc = t->comm.rank == 0 ? bp_rundir_start(t->cfg, &t->st, err, errlen) : 0;
     rc = agree(&t->comm, rc, err, errlen);
     int stopped_before = t->st.stopped_early;
-    while (rc == 0 && t->st.epoch < t->cfg->epochs && !t->st.stopped_early) {
+    while (rc == 0 && t->st.epoch < t->cfg->epochs && !t->st.stopped_early && !t->lbfgs.converged) {
         rc = run_epoch(t, cb, err, errlen);
         if (rc == 0)
             rc = finish_epoch(t, cb, err, errlen);
-        int more = t->st.epoch < t->cfg->epochs && !t->st.stopped_early;
+        int more = t->st.epoch < t->cfg->epochs && !t->st.stopped_early && !t->lbfgs.converged;
         if (rc == 0 && t->stopping && more)
             rc = BP_ESTOPPED; /* a stop in the last step of the run is no stop: it ended */
         /* (the end of the run has a checkpoint of its own) */

@@ -10,6 +10,7 @@
 #include "comm.h"
 #include "exchange.h"
 #include "fileio.h"
+#include "internal.h"
 #include "saver.h"
 
 /* The slots after the gradients in the exchange's buffer: summed like them, so what every
@@ -41,9 +42,13 @@ struct bp_trainer {
     int step_stop;                  /* the last step: ranks that were asked to stop */
     int step_orders;                /* the last step: rank 0's BP__ORDER_* bits */
     bp__adam adam;
-    long total_steps;  /* of the run as configured: what lr_schedule = cosine spans */
-    bp_real *velocity; /* params-shaped: sgd's momentum, or adam's first moment */
-    bp_real *moment2;  /* adam's second moment; NULL for sgd */
+    long total_steps;     /* of the run as configured: what lr_schedule = cosine spans */
+    bp_real *velocity;    /* params-shaped: sgd's momentum, or adam's first moment */
+    bp_real *moment2;     /* adam's second moment; NULL for sgd */
+    bp_lbfgs_state lbfgs; /* lbfgs's state (buffers NULL for the others) */
+    bp_real *lbfgs_g;     /* lbfgs: scratch, the objective's gradient at the weights */
+    bp__lbfgs_setup lbfgs_setup;
+    int lbfgs_outcome; /* lbfgs: the last step's BP__LBFGS_* */
     int velocity_zero; /* momentum 0 and no velocity resumed: it stays zeros,
                         * and checkpoints neither hash nor copy nor write it */
     bp_real *Xb, *Yb;  /* this rank's shard of the batch, gathered */

@@ -147,8 +147,9 @@ static void assert_no_open_hdf5(void)
 static void write_ok(const fixture *f, const char *path)
 {
     char err[512] = "";
-    int rc = bp_checkpoint_write(path, &f->net, &(bp_optimizer_state){"sgd", f->velocity, NULL},
-                                 &f->st, config_text, err, sizeof(err));
+    int rc =
+        bp_checkpoint_write(path, &f->net, &(bp_optimizer_state){"sgd", f->velocity, NULL, NULL},
+                            &f->st, config_text, err, sizeof(err));
     if (rc != 0)
         fail_msg("bp_checkpoint_write: %s", err);
     assert_no_open_hdf5();
@@ -319,7 +320,7 @@ static void test_optimizer_state(void **state)
     for (size_t i = 0; i < f->net.nparams; i++)
         m2[i] = (bp_real)((double)i / 17.0 + 0.003);
     char err[512] = "";
-    bp_optimizer_state adam = {"adam", f->velocity, m2};
+    bp_optimizer_state adam = {"adam", f->velocity, m2, NULL};
     assert_int_equal(bp_checkpoint_write(f->path, &f->net, &adam, &f->st, NULL, err, sizeof(err)),
                      0);
     bp_checkpoint ck;
@@ -343,12 +344,78 @@ static void test_optimizer_state(void **state)
     hid_t type = H5Tcopy(H5T_C_S1), space = H5Screate(H5S_SCALAR);
     H5Tset_size(type, 6);
     hid_t attr = H5Acreate2(group, "name", type, space, H5P_DEFAULT, H5P_DEFAULT);
-    assert_true(H5Awrite(attr, type, "lbfgs") >= 0);
+    assert_true(H5Awrite(attr, type, "lion2") >= 0);
     H5Aclose(attr), H5Sclose(space), H5Tclose(type), H5Gclose(group), H5Fclose(file);
     assert_int_equal(bp_checkpoint_read(f->path, &ck, err, sizeof(err)), BP_EFORMAT);
-    assert_non_null(strstr(err, "unknown optimizer 'lbfgs'"));
+    assert_non_null(strstr(err, "unknown optimizer 'lion2'"));
     assert_no_open_hdf5();
     free(m2);
+}
+
+/* L-BFGS's whole state comes back exactly: counters, points, vectors, history and rho;
+ * counters out of range are refused, and so is lbfgs without its state. */
+static void test_lbfgs_state(void **state)
+{
+    fixture *f = *state;
+    size_t n = f->net.nparams;
+    enum { H = 3 };
+    bp_lbfgs_state l = {.history = H,
+                        .pairs = 2,
+                        .newest = 1,
+                        .phase = BP_LBFGS_ZOOM,
+                        .evals = 4,
+                        .converged = 0,
+                        .alpha = 0.123456789012345,
+                        .x = {0, 2.5, -17.25, 12500.5, 4001},
+                        .lo = {0.25, 2.25, -3.5, 11250.25, 4010},
+                        .hi = {0.5, 2.75, 1.0 / 3, 13750.75, 3990}};
+    bp_real **vecs[6] = {&l.x0, &l.g0, &l.d, &l.g_lo, &l.s, &l.y};
+    for (int v = 0; v < 6; v++) {
+        size_t len = v < 4 ? n : H * n;
+        *vecs[v] = calloc(len, sizeof(bp_real));
+        for (size_t i = 0; i < len; i++)
+            (*vecs[v])[i] = (bp_real)((double)(v + 1) / 7.0 - (double)i / 13.0);
+    }
+    double rho[H] = {1.0 / 3, 2.0 / 3, 0};
+    l.rho = rho;
+    char err[512] = "";
+    bp_optimizer_state opt = {"lbfgs", NULL, NULL, &l};
+    assert_int_equal(bp_checkpoint_write(f->path, &f->net, &opt, &f->st, NULL, err, sizeof(err)),
+                     0);
+    bp_checkpoint ck;
+    assert_int_equal(bp_checkpoint_read(f->path, &ck, err, sizeof(err)), 0);
+    assert_string_equal(ck.optimizer, "lbfgs");
+    const bp_lbfgs_state *got = &ck.lbfgs;
+    assert_int_equal(got->history, H);
+    assert_int_equal(got->pairs, 2);
+    assert_int_equal(got->newest, 1);
+    assert_int_equal(got->phase, BP_LBFGS_ZOOM);
+    assert_int_equal(got->evals, 4);
+    assert_true(got->alpha == l.alpha);
+    assert_memory_equal(&got->x, &l.x, sizeof(l.x));
+    assert_memory_equal(&got->lo, &l.lo, sizeof(l.lo));
+    assert_memory_equal(&got->hi, &l.hi, sizeof(l.hi));
+    assert_memory_equal(got->rho, rho, sizeof(rho));
+    bp_real *const back[6] = {got->x0, got->g0, got->d, got->g_lo, got->s, got->y};
+    for (int v = 0; v < 6; v++)
+        assert_memory_equal(back[v], *vecs[v], (v < 4 ? n : H * n) * sizeof(bp_real));
+    bp_checkpoint_free(&ck);
+
+    hid_t file = H5Fopen(f->path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t group = H5Gopen2(file, "/optimizer/lbfgs", H5P_DEFAULT);
+    hid_t attr = H5Aopen(group, "pairs", H5P_DEFAULT);
+    int pairs = H + 1;
+    assert_true(H5Awrite(attr, H5T_NATIVE_INT, &pairs) >= 0);
+    H5Aclose(attr), H5Gclose(group), H5Fclose(file);
+    assert_int_equal(bp_checkpoint_read(f->path, &ck, err, sizeof(err)), BP_EFORMAT);
+    assert_non_null(strstr(err, "/optimizer/lbfgs: counters out of range"));
+    opt.lbfgs = NULL;
+    assert_int_equal(bp_checkpoint_write(f->path, &f->net, &opt, &f->st, NULL, err, sizeof(err)),
+                     BP_EINVAL);
+    assert_non_null(strstr(err, "lbfgs without its state"));
+    assert_no_open_hdf5();
+    for (int v = 0; v < 6; v++)
+        free(*vecs[v]);
 }
 
 /* Early stopping's state comes back exactly; a file without it has none. */
@@ -659,8 +726,9 @@ static void test_write_to_unwritable_directory(void **state)
         assert_int_equal(mkdir(parent, 0500), 0);
     }
     snprintf(target, sizeof(target), "%s/ckpt-10.h5", parent);
-    int rc = bp_checkpoint_write(target, &f->net, &(bp_optimizer_state){"sgd", f->velocity, NULL},
-                                 &f->st, config_text, err, sizeof(err));
+    int rc =
+        bp_checkpoint_write(target, &f->net, &(bp_optimizer_state){"sgd", f->velocity, NULL, NULL},
+                            &f->st, config_text, err, sizeof(err));
     assert_int_equal(rc, BP_EIO);
     assert_true(strncmp(err, target, strlen(target)) == 0);
     assert_non_null(strstr(err, ": cannot create a temporary file ("));
@@ -683,8 +751,9 @@ static void test_failed_rename_removes_temp(void **state)
     FILE *fp = fopen(keep, "w");
     assert_non_null(fp);
     fclose(fp);
-    int rc = bp_checkpoint_write(f->path, &f->net, &(bp_optimizer_state){"sgd", f->velocity, NULL},
-                                 &f->st, config_text, err, sizeof(err));
+    int rc =
+        bp_checkpoint_write(f->path, &f->net, &(bp_optimizer_state){"sgd", f->velocity, NULL, NULL},
+                            &f->st, config_text, err, sizeof(err));
     assert_int_equal(rc, BP_EIO);
     assert_non_null(strstr(err, ": cannot move the temporary file into place ("));
     assert_int_equal(count_entries(f->dir, &temps), 1);
@@ -703,8 +772,9 @@ static void test_failed_write_keeps_existing_file(void **state)
     snprintf(tmp, sizeof(tmp), "%s/.ckpt-7.h5.tmp.%ld", f->dir, (long)getpid());
     assert_int_equal(mkdir(tmp, 0700), 0);
     f->st.epoch = 99;
-    int rc = bp_checkpoint_write(f->path, &f->net, &(bp_optimizer_state){"sgd", f->velocity, NULL},
-                                 &f->st, config_text, err, sizeof(err));
+    int rc =
+        bp_checkpoint_write(f->path, &f->net, &(bp_optimizer_state){"sgd", f->velocity, NULL, NULL},
+                            &f->st, config_text, err, sizeof(err));
     assert_int_equal(rc, BP_EIO);
     assert_non_null(strstr(err, ": cannot create a temporary file ("));
     rmdir(tmp);
@@ -778,6 +848,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         TEST(test_round_trip_is_exact),
         TEST(test_optimizer_state),
+        TEST(test_lbfgs_state),
         TEST(test_early_stopping_state),
         TEST(test_round_trip_empty_metrics_no_velocity),
         TEST(test_null_metrics_dataspace_reads_as_empty),

@@ -108,8 +108,19 @@ static void test_errors_name_file_and_line(void **state)
          "x.ini:15: [comm] overlap: expected true or false, got 'yes'"},
         {"threads = 3", "threads = 3\n[comm]\nbucket_mb = 0",
          "x.ini:15: [comm] bucket_mb: 0 is out of range (0.001 to 1024)"},
-        {"momentum = 0.9", "optimizer = lbfgs",
-         "x.ini:12: [train] optimizer: expected sgd or adam, got 'lbfgs'"},
+        {"momentum = 0.9", "optimizer = bfgs",
+         "x.ini:12: [train] optimizer: expected sgd, adam or lbfgs, got 'bfgs'"},
+        {"momentum = 0.9", "momentum = 0.9\noptimizer = lbfgs",
+         "x.ini:12: [train] momentum applies to optimizer = sgd (lbfgs has no momentum)"},
+        {"momentum = 0.9", "optimizer = lbfgs\nlr_schedule = cosine",
+         "x.ini:13: [train] lr_schedule = cosine: lbfgs finds each step by a line search"},
+        {"momentum = 0.9", "lbfgs_history = 0",
+         "x.ini:12: [train] lbfgs_history: 0 is out of range"},
+        {"momentum = 0.9", "lbfgs_history = 101",
+         "x.ini:12: [train] lbfgs_history: 101 is out of range (1 to 100)"},
+        {"momentum = 0.9", "lbfgs_tolerance = -1",
+         "x.ini:12: [train] lbfgs_tolerance: -1 is out of range"},
+        {"learning_rate = 0.5\n", "", "x.ini:8: missing required key 'learning_rate' in [train]"},
         {"momentum = 0.9", "momentum = 0.9\noptimizer = adam",
          "x.ini:12: [train] momentum applies to optimizer = sgd (adam has beta1)"},
         {"momentum = 0.9", "beta2 = 1", "x.ini:12: [train] beta2: 1 is out of range"},
@@ -157,6 +168,16 @@ static void test_cross_key_checks(void **state)
     const char *both[] = {"data.validation=v.h5", "data.validation_split=10"};
     assert_int_equal(bp_config_parse(&c, "x.ini", good, both, 2, err, sizeof(err)), BP_EINVAL);
     assert_non_null(strstr(err, "not both"));
+    /* lbfgs finds its own steps: learning_rate may be left out, and the defaults hold. */
+    const char *lbfgs[] = {"train.optimizer=lbfgs", "train.momentum=0"};
+    const char *no_rate = "[data]\ntrain = builtin:xor\n[network]\nlayers = 2, 1\n[train]\n"
+                          "epochs = 1\nbatch_size = 4\n";
+    assert_int_equal(bp_config_parse(&c, "z.ini", no_rate, lbfgs, 2, err, sizeof(err)), 0);
+    assert_int_equal(c.optimizer, BP_OPT_LBFGS);
+    assert_int_equal(c.lbfgs_history, 10);
+    assert_float_equal(c.lbfgs_tolerance, 1e-5, 0);
+    assert_int_equal(bp_config_parse(&c, "z.ini", no_rate, NULL, 0, err, sizeof(err)), BP_EINVAL);
+    assert_string_equal(err, "z.ini:5: missing required key 'learning_rate' in [train]");
     const char *bad_set[] = {"train.epochs"};
     assert_int_equal(bp_config_parse(&c, "x.ini", good, bad_set, 1, err, sizeof(err)), BP_EINVAL);
     assert_string_equal(err, "--set train.epochs: expected SECTION.KEY=VALUE");

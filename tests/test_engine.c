@@ -368,6 +368,179 @@ static void test_adam_step_by_hand(void **state)
     bp_net_free(&net);
 }
 
+/* L-BFGS driven by hand on quadratics of the two parameters of a 1x1 net (W, b), with
+ * lambda 0 and n 1: the objective is the cost handed in, its gradient the sum handed in. */
+typedef struct {
+    double a, w0, c, b0, offset; /* F = a (W - w0)^2 + c (b - b0)^2 + offset */
+} quad;
+
+static int lbfgs_eval(bp_lbfgs_state *st, bp_net *net, const quad *q, double tol, bp_real *g)
+{
+    double W = net->params[0], b = net->params[1];
+    double f = q->a * (W - q->w0) * (W - q->w0) + q->c * (b - q->b0) * (b - q->b0) + q->offset;
+    bp_real sum[2] = {(bp_real)(2 * q->a * (W - q->w0)), (bp_real)(2 * q->c * (b - q->b0))};
+    bp__lbfgs_setup setup = {.n_train = 1, .lambda = 0, .tolerance = tol};
+    return bp__lbfgs_evaluated(st, net, sum, f, 0, &setup, g);
+}
+
+/* F = (W - 0.3)^2 + (b - 0.2)^2 - 0.09 from (0, 0), worked by hand: f0 = 0.04, gradient
+ * (-0.6, -0.4), |g| = 0.72 < 1 so the first step is alpha = 1 along d = (0.6, 0.4), where
+ * f = 0.04 again: too far for sufficient decrease, the bracket is [0, 1] with slopes
+ * -0.52 and 0.52, and the cubic through it (here the parabola phi itself) has its minimum
+ * at alpha = 0.5: (0.3, 0.2), the minimum, where the gradient vanishes: converged. */
+static void test_lbfgs_zoom_by_hand(void **state)
+{
+    (void)state;
+    int sizes[] = {1, 1};
+    bp_net net;
+    make_net(&net, 2, sizes, BP_RELU, BP_LINEAR, BP_QUADRATIC);
+    net.params[0] = net.params[1] = 0;
+    bp_lbfgs_state st;
+    bp_real g[2];
+    assert_int_equal(bp__lbfgs_alloc(&st, 2, 3), 0);
+    const quad q = {1, 0.3, 1, 0.2, -0.09};
+    const double tol = sizeof(bp_real) == 4 ? 1e-6 : 1e-14;
+    assert_int_equal(lbfgs_eval(&st, &net, &q, 0, g), BP__LBFGS_GO_ON);
+    assert_int_equal(st.phase, BP_LBFGS_NEXT);
+    assert_float_equal(st.alpha, 1, 0);
+    assert_float_equal(st.d[0], 0.6, tol);
+    assert_float_equal(st.d[1], 0.4, tol);
+    assert_float_equal(st.x.slope, -0.52, tol);
+    bp__lbfgs_begin(&st, net.params, 2);
+    assert_float_equal(net.params[0], 0.6, tol);
+    assert_int_equal(lbfgs_eval(&st, &net, &q, 0, g), BP__LBFGS_GO_ON);
+    assert_int_equal(st.phase, BP_LBFGS_ZOOM);
+    assert_float_equal(st.hi.alpha, 1, 0);
+    assert_float_equal(st.hi.slope, 0.52, tol);
+    assert_float_equal(st.alpha, 0.5, tol);
+    assert_float_equal(net.params[0], 0.3, tol);
+    assert_float_equal(net.params[1], 0.2, tol);
+    bp__lbfgs_begin(&st, net.params, 2); /* mid-search: leaves the weights */
+    assert_float_equal(net.params[0], 0.3, tol);
+    assert_int_equal(lbfgs_eval(&st, &net, &q, 1e-6, g), BP__LBFGS_DONE);
+    assert_int_equal(st.converged, BP_LBFGS_CONVERGED_GRADIENT);
+    assert_int_equal(st.pairs, 1); /* s = (0.3, 0.2), y = (0.6, 0.4): s.y = 0.26 */
+    assert_float_equal(st.rho[st.newest], 1 / 0.26, 1e4 * tol);
+    assert_float_equal(st.x.f, -0.09, tol);
+    bp__lbfgs_free(&st);
+    bp_net_free(&net);
+}
+
+/* F = 2 (W - 1)^2 + (b + 1)^2 / 2 from (0, 0): gradient (-4, 1), |g| = sqrt(17), so the
+ * first step is alpha = 1/sqrt(17) along d = (4, -1); it meets both Wolfe conditions
+ * (slope -1.2352 against -17). The pair is s = alpha d, y = g1 - g0 = (4 s_W, s_b), and the
+ * next direction is -H g1 with H the BFGS update of (s.y / y.y) I by that pair, worked out
+ * below in double. Then L-BFGS reaches the minimum (1, -1). */
+static void test_lbfgs_direction_by_hand(void **state)
+{
+    (void)state;
+    int sizes[] = {1, 1};
+    bp_net net;
+    make_net(&net, 2, sizes, BP_RELU, BP_LINEAR, BP_QUADRATIC);
+    net.params[0] = net.params[1] = 0;
+    bp_lbfgs_state st;
+    bp_real g[2];
+    assert_int_equal(bp__lbfgs_alloc(&st, 2, 2), 0);
+    const quad q = {2, 1, 0.5, -1, 0};
+    const double tol = sizeof(bp_real) == 4 ? 2e-6 : 1e-13;
+    assert_int_equal(lbfgs_eval(&st, &net, &q, 1e-5, g), BP__LBFGS_GO_ON);
+    double alpha = 1 / sqrt(17.0);
+    assert_float_equal(st.alpha, alpha, tol);
+    bp__lbfgs_begin(&st, net.params, 2);
+    assert_int_equal(lbfgs_eval(&st, &net, &q, 1e-5, g), BP__LBFGS_ITERATED);
+    double s[2] = {4 * alpha, -alpha}, y[2] = {4 * s[0], s[1]};
+    double g1[2] = {4 * (s[0] - 1), s[1] + 1};
+    double sy = s[0] * y[0] + s[1] * y[1], rho = 1 / sy;
+    double gamma = sy / (y[0] * y[0] + y[1] * y[1]);
+    /* H = (I - rho s y^T) gamma (I - rho y s^T) + rho s s^T */
+    double V[2][2], H[2][2];
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++)
+            V[i][j] = (i == j) - rho * y[i] * s[j];
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++)
+            H[i][j] = gamma * (V[0][i] * V[0][j] + V[1][i] * V[1][j]) + rho * s[i] * s[j];
+    for (int i = 0; i < 2; i++) {
+        double want = -(H[i][0] * g1[0] + H[i][1] * g1[1]);
+        assert_float_equal(st.d[i], want, tol * 10);
+        assert_float_equal(st.g0[i], g1[i], tol);
+    }
+    assert_float_equal(st.rho[st.newest], rho, tol * 10);
+    assert_float_equal(st.alpha, 1, 0);
+    int outcome = BP__LBFGS_ITERATED, evals = 2;
+    while (outcome != BP__LBFGS_DONE && evals < 30) {
+        bp__lbfgs_begin(&st, net.params, 2);
+        outcome = lbfgs_eval(&st, &net, &q, 1e-5, g);
+        evals++;
+    }
+    assert_int_equal(outcome, BP__LBFGS_DONE);
+    assert_int_equal(st.converged, BP_LBFGS_CONVERGED_GRADIENT);
+    assert_true(evals <= 10);
+    assert_float_equal(net.params[0], 1, 1e-5);
+    assert_float_equal(net.params[1], -1, 1e-5);
+    bp__lbfgs_free(&st);
+    bp_net_free(&net);
+}
+
+/* A cost that never decreases (a trial with an infinite cost first: the next trial is the
+ * bracket's middle): the bracket narrows to nothing and the run ends at x0. A cost that
+ * decreases linearly forever: no cubic fits, so each next step is the middle of the
+ * extrapolation's bounds [alpha + (alpha - previous) / 100, 10 alpha]; after 20 trials the
+ * search settles for the last; the gradient did not change, so the pair has no curvature and is
+ * not kept. */
+static void test_lbfgs_gives_up(void **state)
+{
+    (void)state;
+    int sizes[] = {1, 1};
+    bp_net net;
+    make_net(&net, 2, sizes, BP_RELU, BP_LINEAR, BP_QUADRATIC);
+    net.params[0] = 0.25, net.params[1] = -0.5;
+    bp_lbfgs_state st;
+    bp_real g[2], sum[2] = {-1, 0};
+    assert_int_equal(bp__lbfgs_alloc(&st, 2, 4), 0);
+    bp__lbfgs_setup setup = {.n_train = 1, .lambda = 0, .tolerance = 0};
+    assert_int_equal(bp__lbfgs_evaluated(&st, &net, sum, 1, 0, &setup, g), BP__LBFGS_GO_ON);
+    bp__lbfgs_begin(&st, net.params, 2);
+    assert_int_equal(bp__lbfgs_evaluated(&st, &net, sum, INFINITY, 0, &setup, g), BP__LBFGS_GO_ON);
+    assert_float_equal(st.alpha, 0.5, 0);
+    int outcome = BP__LBFGS_GO_ON, evals = 1;
+    while (outcome == BP__LBFGS_GO_ON && evals < 40) {
+        outcome = bp__lbfgs_evaluated(&st, &net, sum, 2, 0, &setup, g);
+        evals++;
+    }
+    assert_int_equal(outcome, BP__LBFGS_DONE);
+    assert_true(evals < 20);
+    assert_int_equal(st.converged, BP_LBFGS_CONVERGED_NO_DECREASE);
+    assert_float_equal(net.params[0], 0.25, 0);
+    assert_float_equal(net.params[1], -0.5, 0);
+    bp__lbfgs_free(&st);
+
+    assert_int_equal(bp__lbfgs_alloc(&st, 2, 4), 0);
+    assert_int_equal(bp__lbfgs_evaluated(&st, &net, sum, 1, 0, &setup, g), BP__LBFGS_GO_ON);
+    bp__lbfgs_begin(&st, net.params, 2);
+    double alpha = 0, previous = 0;
+    for (evals = 1; evals <= 20; evals++) {
+        previous = alpha, alpha = st.alpha;
+        outcome = bp__lbfgs_evaluated(&st, &net, sum, 1 - alpha, 0, &setup, g);
+        if (evals < 20) {
+            double want = (alpha + 0.01 * (alpha - previous) + 10 * alpha) / 2;
+            assert_int_equal(outcome, BP__LBFGS_GO_ON);
+            assert_float_equal(st.alpha, want, want * 1e-12);
+        }
+    }
+    assert_int_equal(outcome, BP__LBFGS_ITERATED);
+    assert_int_equal(st.pairs, 0);
+    assert_float_equal(st.x.alpha, 0, 0);
+    assert_float_equal(st.x.f, 1 - alpha, alpha * 1e-12);
+    bp__lbfgs_free(&st);
+
+    /* The first evaluation's cost not finite: that is divergence. */
+    assert_int_equal(bp__lbfgs_alloc(&st, 2, 4), 0);
+    assert_int_equal(bp__lbfgs_evaluated(&st, &net, sum, NAN, 0, &setup, g), BP__LBFGS_DIVERGED);
+    bp__lbfgs_free(&st);
+    bp_net_free(&net);
+}
+
 /* Two nets of one shape, a random gradient and two velocities: for an update taken two ways
  * that must agree to the bit. */
 typedef struct {
@@ -844,6 +1017,9 @@ int main(void)
         cmocka_unit_test(test_gemm_paths_match_reference),
         cmocka_unit_test(test_sgd_step_matches_formula),
         cmocka_unit_test(test_adam_step_by_hand),
+        cmocka_unit_test(test_lbfgs_zoom_by_hand),
+        cmocka_unit_test(test_lbfgs_direction_by_hand),
+        cmocka_unit_test(test_lbfgs_gives_up),
         cmocka_unit_test(test_update_in_ranges_matches_whole),
         cmocka_unit_test(test_backward_reports_final_parts),
         cmocka_unit_test(test_exchange_buckets),

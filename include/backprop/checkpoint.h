@@ -49,19 +49,59 @@ typedef struct {
     bp_real *best_params;
 } bp_train_state;
 
+/* Where L-BFGS stands on its search line x0 + alpha d: the step alpha, the objective there
+ * (mean cost plus the L2 term), its slope along d, and the summed data cost and correct
+ * count that the epoch's metrics report. */
+typedef struct {
+    double alpha, f, slope, cost, correct;
+} bp_lbfgs_point;
+
+/* The phases of an L-BFGS iteration (bp_lbfgs_state.phase). */
+enum {
+    BP_LBFGS_FIRST,   /* the first evaluation of the run, at the initial weights */
+    BP_LBFGS_BRACKET, /* the line search widens the step until a minimum is bracketed */
+    BP_LBFGS_ZOOM,    /* it narrows the bracket [lo, hi] */
+    BP_LBFGS_NEXT     /* an iteration ended at x0; the next step starts the next one */
+};
+/* Why an L-BFGS run converged (bp_lbfgs_state.converged; 0 while it has not). */
+enum {
+    BP_LBFGS_CONVERGED_GRADIENT = 1,   /* max |gradient| <= [train] lbfgs_tolerance */
+    BP_LBFGS_CONVERGED_NO_DECREASE = 2 /* the line search found no lower cost */
+};
+
+/* L-BFGS between two cost evaluations (optimizer = lbfgs): everything its next step
+ * depends on. Vectors are params-shaped; s and y hold `history` of them, row by row. */
+typedef struct {
+    int history;              /* the (s, y) pairs kept: [train] lbfgs_history */
+    int pairs;                /* pairs held so far, at most history */
+    int newest;               /* the row of the newest pair */
+    int phase;                /* BP_LBFGS_* */
+    int evals;                /* evaluations in the current line search */
+    int converged;            /* 0, or why the run ended: BP_LBFGS_CONVERGED_* */
+    double alpha;             /* the step being evaluated */
+    bp_lbfgs_point x, lo, hi; /* the iteration's start (alpha 0), the bracket's ends */
+    bp_real *x0, *g0;         /* the iteration's start and the objective's gradient there */
+    bp_real *d;               /* the search direction */
+    bp_real *g_lo;            /* the gradient at lo */
+    bp_real *s, *y;           /* history x nparams: x_{k+1} - x_k and g_{k+1} - g_k */
+    double *rho;              /* history: 1 / (y . s) of each pair */
+} bp_lbfgs_state;
+
 /* An optimizer's state as a checkpoint stores it: params-shaped buffers, NULL for zeros. */
 typedef struct {
-    const char *name;        /* "sgd" (also when NULL) or "adam" */
-    const bp_real *velocity; /* sgd: the momentum velocity; adam: the first moment */
-    const bp_real *moment2;  /* adam: the second moment; unused for sgd */
+    const char *name;            /* "sgd" (also when NULL), "adam" or "lbfgs" */
+    const bp_real *velocity;     /* sgd: the momentum velocity; adam: the first moment */
+    const bp_real *moment2;      /* adam: the second moment; unused for sgd */
+    const bp_lbfgs_state *lbfgs; /* lbfgs: its whole state */
 } bp_optimizer_state;
 
 typedef struct {
     bp_net net;
-    char optimizer[8]; /* "sgd" or "adam"; files without the name are sgd */
-    bp_real *velocity; /* params-shaped: sgd's momentum buffer (zeros when momentum is off),
-                        * or adam's first moment */
-    bp_real *moment2;  /* adam's second moment; NULL for sgd */
+    char optimizer[8];    /* "sgd", "adam" or "lbfgs"; files without the name are sgd */
+    bp_real *velocity;    /* params-shaped: sgd's momentum buffer (zeros when momentum is off),
+                           * or adam's first moment */
+    bp_real *moment2;     /* adam's second moment; NULL for sgd */
+    bp_lbfgs_state lbfgs; /* lbfgs's state; its buffers NULL for the others */
     bp_train_state state;
     char *config_text; /* the effective config, INI */
     char scalar[8];    /* "float" or "double": the build that wrote it */

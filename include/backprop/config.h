@@ -19,8 +19,8 @@ typedef enum { BP_PROGRESS_AUTO, BP_PROGRESS_ON, BP_PROGRESS_OFF } bp_progress;
 /* How the learning rate moves over a run (bp_learning_rate in backprop.h says exactly). */
 typedef enum { BP_LR_CONSTANT, BP_LR_STEP, BP_LR_COSINE, BP_LR_INVERSE_SCALING } bp_lr_schedule;
 extern const char *const bp_lr_schedule_names[4]; /* "constant", ... as configs spell them */
-typedef enum { BP_OPT_SGD, BP_OPT_ADAM } bp_optimizer;
-extern const char *const bp_optimizer_names[2]; /* "sgd", "adam" */
+typedef enum { BP_OPT_SGD, BP_OPT_ADAM, BP_OPT_LBFGS } bp_optimizer;
+extern const char *const bp_optimizer_names[3]; /* "sgd", "adam", "lbfgs" */
 
 typedef struct {
     /* [data]; empty string = not set */
@@ -41,6 +41,8 @@ typedef struct {
     bp_optimizer optimizer;
     double beta1, beta2, adam_epsilon; /* adam */
     int decoupled;                     /* adam: weight_decay = decoupled (AdamW) */
+    long lbfgs_history;                /* lbfgs: (s, y) pairs kept */
+    double lbfgs_tolerance;            /* lbfgs: converged when max |gradient| <= this */
     bp_lr_schedule lr_schedule;
     long lr_step_epochs; /* step: every this many epochs, */
     double lr_gamma;     /* the rate is multiplied by this */

@@ -89,6 +89,8 @@ typedef struct {
     int stopped_early;             /* [train] early_stopping ended the run: the weights are */
     long best_epoch;               /* those of this epoch, whose validation cost */
     double best_val_cost;          /* was this */
+    int converged;                 /* optimizer = lbfgs converged: BP_LBFGS_CONVERGED_* (why),
+                                    * the run ends there; else 0 */
 } bp_trainer_info;
 
 /* Where a step's time went, means over the steps this process ran, in milliseconds. */

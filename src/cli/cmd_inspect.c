@@ -25,7 +25,15 @@ static void print_summary(const char *path, const bp_checkpoint *ck)
     for (int l = 0; l < net->nlayers; l++)
         printf("  layer_%d: W %dx%d, b %d\n", l, net->sizes[l + 1], net->sizes[l],
                net->sizes[l + 1]);
-    printf("optimizer: %s\n", ck->optimizer);
+    const bp_lbfgs_state *l = &ck->lbfgs;
+    printf("optimizer: %s", ck->optimizer);
+    if (l->history && (l->phase == BP_LBFGS_BRACKET || l->phase == BP_LBFGS_ZOOM))
+        printf(" (%d of %d pairs held; in a line search, %s, after %d evaluations)", l->pairs,
+               l->history, l->phase == BP_LBFGS_ZOOM ? "zooming" : "bracketing", l->evals);
+    else if (l->history)
+        printf(" (%d of %d pairs held; %s; objective %.6g)", l->pairs, l->history,
+               l->converged ? "converged" : "between iterations", l->x.f);
+    printf("\n");
     printf("progress: %ld epochs done, %ld steps into the next; global step %ld\n", st->epoch,
            st->batch_in_epoch, st->global_step);
     printf("run: seed %llu, %d rank%s, %.1f s of training\n", (unsigned long long)st->seed,

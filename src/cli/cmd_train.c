@@ -215,7 +215,8 @@ static int catch_stop_signals(void)
     return rc;
 }
 
-/* Rank 0, after a run that [train] early_stopping ended: which weights it kept. */
+/* Rank 0, after a run that ended before its last epoch: early stopping (which weights it
+ * kept) or lbfgs's convergence (why). */
 static void print_early_stop(const bp_config *cfg, const bp_trainer *t)
 {
     bp_trainer_info in;
@@ -224,6 +225,12 @@ static void print_early_stop(const bp_config *cfg, const bp_trainer *t)
         printf("early stopping: no better validation cost for %ld epochs; the weights are "
                "epoch %ld's (val_cost %.4f)\n",
                cfg->early_stopping, in.best_epoch, in.best_val_cost);
+    if (in.converged)
+        printf("lbfgs: converged after %ld iterations and %ld cost evaluations: %s\n", in.epoch,
+               in.global_step,
+               in.converged == BP_LBFGS_CONVERGED_GRADIENT
+                   ? "no gradient component is larger than lbfgs_tolerance"
+                   : "the line search found no lower cost along the search direction");
 }
 
 /* Rank 0, after the stop's checkpoint: the one line that says what to do next. */

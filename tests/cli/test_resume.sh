@@ -88,6 +88,28 @@ check "early stopping: resumed run stopped at the same epoch" test "$($H5 state 
 expect "early stopping without validation data" 2 'early_stopping needs validation data' \
     mpi 2 train r.ini --set checkpoint.dir=EN $es --set data.validation_split=0
 
+# L-BFGS: its history and where its line search stands are in the checkpoint, so a resume
+# in the middle of a line search stays bit-identical at 2 ranks; 1 rank agrees within
+# rounding. It needs the whole training set in each step, and its own history size.
+lb="--set train.optimizer=lbfgs --set train.momentum=0 --set train.batch_size=100000 --set network.hidden=relu --set checkpoint.every_steps=1 --set train.epochs=20"
+check "lbfgs: uninterrupted" mpi 2 train r.ini --set checkpoint.dir=LB $lb
+mid=$(for f in LB/ckpt-*.h5; do echo "$f $($H5 state "$f")"; done | awk '$3 >= 2 {print $1}' | sort -t- -k2 -n | head -1)
+check "lbfgs: a checkpoint inside a line search" test -n "$mid"
+check "lbfgs: inspect says where the search stands" sh -c "'$BP' inspect $mid | grep -q '^optimizer: lbfgs (.* pairs held; in a line search, '"
+check "lbfgs: resume inside a line search" mpi 2 train r.ini --set checkpoint.dir=LR $lb --resume "$mid"
+check "lbfgs: bit-identical" $CMP LB/latest.h5 LR/latest.h5 0
+check "lbfgs: same metrics rows" test "$(strip_time LB/metrics.csv)" = "$(strip_time LR/metrics.csv)"
+check "lbfgs: one rank" "$BP" train r.ini --set checkpoint.dir=L1 $lb
+check "lbfgs: 1 rank within rounding" $CMP LB/latest.h5 L1/latest.h5 "$BOUND"
+expect "lbfgs: a mini-batch" 2 'optimizer = lbfgs takes the whole training set in each step, but batch_size = 13 and it has' \
+    mpi 2 train r.ini --set checkpoint.dir=LX --set train.optimizer=lbfgs --set train.momentum=0
+expect "lbfgs: another history size" 2 'keeps 10 L-BFGS pairs but the config has lbfgs_history = 4' \
+    mpi 2 train r.ini --set checkpoint.dir=LY $lb --set train.lbfgs_history=4 --resume "$mid"
+check "lbfgs: converges" mpi 2 train r.ini --set checkpoint.dir=LC $lb --set train.lbfgs_tolerance=0.05 --set train.epochs=1000
+cp "$T/check.out" lc.out
+check "lbfgs: says it converged" grep -q '^lbfgs: converged after [0-9]* iterations and [0-9]* cost evaluations: no gradient component is larger than lbfgs_tolerance' lc.out
+check "lbfgs: stopped before the last epoch" test "$($H5 state LC/latest.h5 | cut -d' ' -f1)" -lt 1000
+
 # Extending a finished run equals training longer from the start.
 check "extend to 5 epochs" mpi 2 train r.ini --set checkpoint.dir=B --set train.epochs=5 --resume latest
 check "5 epochs straight" mpi 2 train r.ini --set checkpoint.dir=E --set train.epochs=5
