@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # L-BFGS against seed 003's gradient descent on configs/ng-digits.ini: 400 gradient-descent
 # steps (the config) and 100 L-BFGS iterations, both at 2 ranks; bench/lbfgs_vs_gd.py
-# compares the regularised cost J and the training cost per cost evaluation. About a
-# minute; not part of the tests. Usage: scripts/bench-lbfgs.sh [ranks, default 2]
+# compares the regularised cost J and the training cost per cost evaluation. About 15 s;
+# not part of the tests. Usage: scripts/bench-lbfgs.sh [ranks, default 2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 np=${1:-2}

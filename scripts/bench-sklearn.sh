@@ -3,7 +3,7 @@
 # it shares with backprop -- sgd, adam, lbfgs -- with the same network, data, L2 term,
 # batch and epochs (bench/sklearn_compare.py says how the two spell one run). Prints each
 # run and a table of medians; exits 1 unless every solver's accuracies are within 1 point
-# and backprop is faster. About 4 minutes per repetition on 2 cores; not part of the tests.
+# and backprop is faster. About a minute per repetition on 2 cores; not part of the tests.
 # Usage: scripts/bench-sklearn.sh [REPS]   (default 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."

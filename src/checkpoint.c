@@ -326,6 +326,9 @@ static int write_lbfgs(hid_t file, const bp_net *net, const bp_lbfgs_state *l, c
     }
     if (rc == 0)
         rc = bp__h5_write_attr(g, "alpha", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 0, &l->alpha);
+    const double objective[2] = {l->lambda, l->n_train};
+    if (rc == 0)
+        rc = bp__h5_write_attr(g, "objective", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, objective);
     if (rc == 0)
         rc = bp__h5_write_attr(g, "rho", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, (hsize_t)l->history,
                                l->rho);
@@ -628,6 +631,11 @@ static int read_lbfgs_attrs(const ck_reader *r, hid_t g, bp_lbfgs_state *l)
     }
     if (bp__h5_read_attr(g, "alpha", H5T_NATIVE_DOUBLE, 1, &l->alpha) < 0)
         return refuse(r, BP_EFORMAT, "/optimizer/lbfgs attribute 'alpha' is missing or malformed");
+    double objective[2];
+    if (bp__h5_read_attr(g, "objective", H5T_NATIVE_DOUBLE, 2, objective) < 0)
+        return refuse(r, BP_EFORMAT,
+                      "/optimizer/lbfgs attribute 'objective' is missing or malformed");
+    l->lambda = objective[0], l->n_train = objective[1];
     return 0;
 }
 

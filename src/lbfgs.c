@@ -4,7 +4,9 @@
  * file leaves, sums them over the ranks, and hands them back. Every rank runs the same
  * arithmetic on the same sums, so the replicas stay bit-identical, and the whole state
  * lives in bp_lbfgs_state, which checkpoints store: a run stopped in the middle of a line
- * search resumes where it was.
+ * search resumes where it was. Between steps the weights are the iteration's start x0,
+ * the best point known (what a checkpoint's /model holds); bp__lbfgs_begin moves them to
+ * the trial x0 + alpha d for the step's evaluation.
  *
  * The objective is the seeds' regularised cost over the whole training set,
  *   f(x) = (1/n) sum_i C_i + lambda/(2n) sum W^2,   grad f = (1/n) sum_i dC_i + (lambda/n) W,
@@ -81,11 +83,16 @@ static double dot(const bp_real *a, const bp_real *b, size_t n)
     return sum;
 }
 
+/* NaN when a value is not a number. */
 static double max_abs(const bp_real *a, size_t n)
 {
     double m = 0;
-    for (size_t i = 0; i < n; i++)
-        m = fabs((double)a[i]) > m ? fabs((double)a[i]) : m;
+    for (size_t i = 0; i < n; i++) {
+        double v = fabs((double)a[i]);
+        if (isnan(v))
+            return v;
+        m = v > m ? v : m;
+    }
     return m;
 }
 
@@ -209,13 +216,18 @@ static int accept(bp_lbfgs_state *st, bp_real *params, size_t n, const bp_real *
                   const bp_lbfgs_point *p, const bp__lbfgs_setup *setup)
 {
     int h = st->history, r = (st->newest + 1) % h;
-    bp_real *s = st->s + (size_t)r * n, *y = st->y + (size_t)r * n;
+    double sy = 0, yy = 0; /* first: a rejected pair must not overwrite the oldest */
     for (size_t i = 0; i < n; i++) {
-        s[i] = params[i] - st->x0[i];
-        y[i] = g[i] - st->g0[i];
+        bp_real si = params[i] - st->x0[i], yi = g[i] - st->g0[i];
+        sy += (double)si * (double)yi;
+        yy += (double)yi * (double)yi;
     }
-    double sy = dot(s, y, n);
-    if (sy > DBL_EPSILON * dot(y, y, n)) {
+    if (sy > DBL_EPSILON * yy) {
+        bp_real *s = st->s + (size_t)r * n, *y = st->y + (size_t)r * n;
+        for (size_t i = 0; i < n; i++) {
+            s[i] = params[i] - st->x0[i];
+            y[i] = g[i] - st->g0[i];
+        }
         st->rho[r] = 1 / sy;
         st->newest = r;
         st->pairs += st->pairs < h;
@@ -228,10 +240,11 @@ static int accept(bp_lbfgs_state *st, bp_real *params, size_t n, const bp_real *
 
 void bp__lbfgs_begin(bp_lbfgs_state *st, bp_real *params, size_t n)
 {
-    if (st->phase != BP_LBFGS_NEXT)
+    if (st->phase == BP_LBFGS_FIRST || st->converged)
         return;
     move_to(st, params, n, st->alpha);
-    st->phase = BP_LBFGS_BRACKET;
+    if (st->phase == BP_LBFGS_NEXT)
+        st->phase = BP_LBFGS_BRACKET;
 }
 
 int bp__lbfgs_evaluated(bp_lbfgs_state *st, const bp_net *net, const bp_real *grad_sum,
@@ -242,7 +255,7 @@ int bp__lbfgs_evaluated(bp_lbfgs_state *st, const bp_net *net, const bp_real *gr
     double f = objective(net, params, grad_sum, cost_sum, setup, g);
     bp_lbfgs_point p = {st->alpha, f, 0, cost_sum, correct};
     if (st->phase == BP_LBFGS_FIRST) {
-        if (!isfinite(f))
+        if (!isfinite(f) || !isfinite(dot(g, g, n)))
             return BP__LBFGS_DIVERGED;
         memcpy(st->x0, params, n * sizeof(bp_real));
         memcpy(st->g0, g, n * sizeof(bp_real));
@@ -270,10 +283,11 @@ int bp__lbfgs_evaluated(bp_lbfgs_state *st, const bp_net *net, const bp_real *gr
                 st->phase = BP_LBFGS_ZOOM;
             }
         }
-        /* Still descending: a longer step, by the cubic through the last two points. */
+        /* Still descending: a longer step, by the cubic through the last two points, at
+         * least twice as far from the last as that was from the one before. */
         next = st->phase == BP_LBFGS_ZOOM
                    ? zoom_trial(st)
-                   : cubic_min(&prev, &p, p.alpha + 0.01 * (p.alpha - prev.alpha), 10 * p.alpha);
+                   : cubic_min(&prev, &p, 2 * p.alpha - prev.alpha, 10 * p.alpha);
     } else {
         if (too_far || f >= st->lo.f) {
             st->hi = p;
@@ -291,7 +305,7 @@ int bp__lbfgs_evaluated(bp_lbfgs_state *st, const bp_net *net, const bp_real *gr
                  fabs(st->hi.alpha - st->lo.alpha) * max_abs(st->d, n) < MIN_WIDTH;
     if (st->evals < MAX_EVALS && !narrow) {
         st->alpha = next;
-        move_to(st, params, n, next);
+        memcpy(params, st->x0, n * sizeof(bp_real)); /* begin moves to the trial */
         return BP__LBFGS_GO_ON;
     }
     /* The search gave up: the best point it found, if it is below the start. */
@@ -302,6 +316,12 @@ int bp__lbfgs_evaluated(bp_lbfgs_state *st, const bp_net *net, const bp_real *gr
         return accept(st, params, n, g, &lo, setup);
     }
     memcpy(params, st->x0, n * sizeof(bp_real));
+    /* None: the pairs may be stale. As L-BFGS-B does, forget them and search again along
+     * steepest descent; only a failure there ends the run. */
+    if (st->pairs > 0) {
+        st->pairs = 0;
+        return start_iteration(st, n, setup) == BP__LBFGS_DONE ? BP__LBFGS_DONE : BP__LBFGS_GO_ON;
+    }
     st->converged = BP_LBFGS_CONVERGED_NO_DECREASE;
     st->phase = BP_LBFGS_NEXT;
     return BP__LBFGS_DONE;

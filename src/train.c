@@ -80,8 +80,10 @@ static int load_data(bp_trainer *t, char *err, size_t errlen)
 static int net_fits(const bp_config *c, size_t rows, char *err, size_t errlen)
 {
     /* Per parameter: the weights, gradient and momentum; lbfgs adds its vectors (x0, g0, d,
-     * g_lo, scratch) and the history's pairs. */
-    double per_param = c->optimizer == BP_OPT_LBFGS ? 8 + 2 * (double)c->lbfgs_history : 3;
+     * g_lo, scratch) and the history's pairs, and rank 0's writer copies them with the
+     * weights. */
+    double h = (double)c->lbfgs_history;
+    double per_param = c->optimizer == BP_OPT_LBFGS ? 3 + (5 + 2 * h) + (5 + 2 * h) : 3;
     double params = 0, units = 0;
     char what[64 + 12 * BP_MAX_LAYERS];
     int n = snprintf(what, sizeof(what), "[network] layers =");
@@ -164,7 +166,8 @@ static int build_net(bp_trainer *t, const char *resume_path, char *err, size_t e
 
 static int alloc_buffers(bp_trainer *t, char *err, size_t errlen)
 {
-    size_t shard = ((size_t)t->cfg->batch_size + (size_t)t->comm.size - 1) / (size_t)t->comm.size;
+    size_t B = (size_t)t->cfg->batch_size < t->train.n ? (size_t)t->cfg->batch_size : t->train.n;
+    size_t shard = (B + (size_t)t->comm.size - 1) / (size_t)t->comm.size;
     size_t rows = shard > EVAL_ROWS ? shard : EVAL_ROWS;
     size_t d = t->train.d, k = t->train.k;
     if (bp_workspace_create(&t->ws, &t->net, rows) < 0)
@@ -215,6 +218,28 @@ static int prepare_early_stopping(bp_trainer *t, char *err, size_t errlen)
     return 0;
 }
 
+/* [train] optimizer = lbfgs: the whole training set in each step, and a resumed state that
+ * minimised the same cost (its pairs and the cost at x0 belong to it). */
+static int prepare_lbfgs(bp_trainer *t, char *err, size_t errlen)
+{
+    const bp_config *cfg = t->cfg;
+    bp_lbfgs_state *l = &t->lbfgs;
+    if ((size_t)cfg->batch_size < t->train.n)
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "[train] optimizer = lbfgs takes the whole training set in each step, but "
+                        "batch_size = %ld and it has %zu examples (set batch_size = %zu)",
+                        cfg->batch_size, t->train.n, t->train.n);
+    if (t->resumed && (l->lambda != cfg->lambda || l->n_train != (double)t->train.n))
+        return bp__fail(err, errlen, BP_EMISMATCH,
+                        "the checkpoint's L-BFGS state minimised the cost with lambda = %g over "
+                        "%.0f examples, but the config gives lambda = %g over %zu (start a new "
+                        "run to change them)",
+                        l->lambda, l->n_train, cfg->lambda, t->train.n);
+    l->lambda = cfg->lambda;
+    l->n_train = (double)t->train.n;
+    return 0;
+}
+
 static int all_zero(const bp_real *v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -249,11 +274,8 @@ static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
         rc = prepare_early_stopping(t, err, errlen);
     if (rc == 0 && t->comm.rank == 0)
         rc = bp__saver_create(&t->saver, cfg, &t->net, t->config_text, err, errlen);
-    if (rc == 0 && cfg->optimizer == BP_OPT_LBFGS && (size_t)cfg->batch_size < t->train.n)
-        rc = bp__fail(err, errlen, BP_EINVAL,
-                      "[train] optimizer = lbfgs takes the whole training set in each step, but "
-                      "batch_size = %ld and it has %zu examples (set batch_size = %zu)",
-                      cfg->batch_size, t->train.n, t->train.n);
+    if (rc == 0 && cfg->optimizer == BP_OPT_LBFGS)
+        rc = prepare_lbfgs(t, err, errlen);
     /* lbfgs has no velocity: it stays zeros too. */
     if (rc == 0)
         t->velocity_zero = cfg->optimizer != BP_OPT_ADAM && cfg->momentum == 0 &&
@@ -575,8 +597,9 @@ static double ratio(double a, double b)
     return b > 0 ? a / b : NAN;
 }
 
-/* Validation and test after an epoch, then the metrics row every rank keeps. */
-static int end_epoch(bp_trainer *t, bp_metrics_row *row)
+/* Validation and test after an epoch of `steps` steps, then the metrics row every rank
+ * keeps. */
+static int end_epoch(bp_trainer *t, long steps, bp_metrics_row *row)
 {
     double v[3];
     const bp_dataset *sets[2] = {&t->val, &t->test};
@@ -596,7 +619,9 @@ static int end_epoch(bp_trainer *t, bp_metrics_row *row)
         *costs[i] = ratio(v[0], v[2]);
         *accs[i] = sets[i]->labels ? ratio(v[1], v[2]) : NAN;
     }
-    row->samples_per_s = ratio(t->st.epoch_seen, t->st.epoch_train_s);
+    /* lbfgs: each of the epoch's evaluations went over the whole set */
+    double seen = t->lbfgs.history ? t->st.epoch_seen * (double)steps : t->st.epoch_seen;
+    row->samples_per_s = ratio(seen, t->st.epoch_train_s);
     row->elapsed_s = t->elapsed_base + now_s() - t->run_started;
     return 0;
 }
@@ -623,12 +648,13 @@ static void track_best(bp_trainer *t, const bp_metrics_row *row)
  * row and callback, and the agreement on how rank 0's write went. */
 static int finish_epoch(bp_trainer *t, const bp_callbacks *cb, char *err, size_t errlen)
 {
+    long steps = t->st.batch_in_epoch;
     t->st.epoch++;
     t->st.batch_in_epoch = 0;
     bp_metrics_row row;
     /* Every path ends in the one agreement below: a rank that failed alone must not skip
      * it, or the others would wait there for it. */
-    int rc = end_epoch(t, &row) < 0
+    int rc = end_epoch(t, steps, &row) < 0
                  ? bp__fail(err, errlen, BP_ECOMM, "evaluation: %s", bp_strerror(BP_ECOMM))
                  : 0;
     bp_metrics_row *grown =
@@ -667,6 +693,12 @@ static int check_replicas(bp_trainer *t, char *err, size_t errlen)
             h = bp__hash_words(vecs[i], bytes, h);
         h = bp__hash_words(l->s, bytes * (size_t)l->history, h);
         h = bp__hash_words(l->y, bytes * (size_t)l->history, h);
+        h = bp__hash_words(l->rho, (size_t)l->history * sizeof(double), h);
+        const double scalars[] = {l->pairs,    l->newest, l->phase,    l->evals,   l->converged,
+                                  l->alpha,    l->x.f,    l->x.slope,  l->x.cost,  l->x.correct,
+                                  l->lo.alpha, l->lo.f,   l->lo.slope, l->lo.cost, l->lo.correct,
+                                  l->hi.alpha, l->hi.f,   l->hi.slope, l->hi.cost, l->hi.correct};
+        h = bp__hash_words(scalars, sizeof(scalars), h);
     }
     int same = bp_comm_same(&t->comm, h);
     int rc = 0;
@@ -798,6 +830,11 @@ static int run_epoch(bp_trainer *t, const bp_callbacks *cb, char *err, size_t er
     for (size_t s = (size_t)t->st.batch_in_epoch; s < nb; s++) {
         size_t first = s * B % n, m = n - first < B ? n - first : B;
         int rc = train_step(t, first, m);
+        if (rc == BP_EDIVERGED && lbfgs)
+            return bp__fail(err, errlen, rc,
+                            "the cost or its gradient at the initial weights is not finite (%g): "
+                            "check the data and [network] init",
+                            t->step_cost);
         if (rc == BP_EDIVERGED)
             return bp__fail(err, errlen, rc,
                             "training diverged at epoch %ld, step %ld: the cost is %g (try a "

@@ -366,6 +366,8 @@ static void test_lbfgs_state(void **state)
                         .evals = 4,
                         .converged = 0,
                         .alpha = 0.123456789012345,
+                        .lambda = 0.5,
+                        .n_train = 4000,
                         .x = {0, 2.5, -17.25, 12500.5, 4001},
                         .lo = {0.25, 2.25, -3.5, 11250.25, 4010},
                         .hi = {0.5, 2.75, 1.0 / 3, 13750.75, 3990}};
@@ -392,6 +394,7 @@ static void test_lbfgs_state(void **state)
     assert_int_equal(got->phase, BP_LBFGS_ZOOM);
     assert_int_equal(got->evals, 4);
     assert_true(got->alpha == l.alpha);
+    assert_true(got->lambda == 0.5 && got->n_train == 4000);
     assert_memory_equal(&got->x, &l.x, sizeof(l.x));
     assert_memory_equal(&got->lo, &l.lo, sizeof(l.lo));
     assert_memory_equal(&got->hi, &l.hi, sizeof(l.hi));

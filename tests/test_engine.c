@@ -413,10 +413,10 @@ static void test_lbfgs_zoom_by_hand(void **state)
     assert_float_equal(st.hi.alpha, 1, 0);
     assert_float_equal(st.hi.slope, 0.52, tol);
     assert_float_equal(st.alpha, 0.5, tol);
+    assert_float_equal(net.params[0], 0, 0); /* between steps: x0 */
+    bp__lbfgs_begin(&st, net.params, 2);
     assert_float_equal(net.params[0], 0.3, tol);
     assert_float_equal(net.params[1], 0.2, tol);
-    bp__lbfgs_begin(&st, net.params, 2); /* mid-search: leaves the weights */
-    assert_float_equal(net.params[0], 0.3, tol);
     assert_int_equal(lbfgs_eval(&st, &net, &q, 1e-6, g), BP__LBFGS_DONE);
     assert_int_equal(st.converged, BP_LBFGS_CONVERGED_GRADIENT);
     assert_int_equal(st.pairs, 1); /* s = (0.3, 0.2), y = (0.6, 0.4): s.y = 0.26 */
@@ -485,8 +485,8 @@ static void test_lbfgs_direction_by_hand(void **state)
 /* A cost that never decreases (a trial with an infinite cost first: the next trial is the
  * bracket's middle): the bracket narrows to nothing and the run ends at x0. A cost that
  * decreases linearly forever: no cubic fits, so each next step is the middle of the
- * extrapolation's bounds [alpha + (alpha - previous) / 100, 10 alpha]; after 20 trials the
- * search settles for the last; the gradient did not change, so the pair has no curvature and is
+ * extrapolation's bounds [2 alpha - previous, 10 alpha]; after 20 trials the search
+ * settles for the last; the gradient did not change, so the pair has no curvature and is
  * not kept. */
 static void test_lbfgs_gives_up(void **state)
 {
@@ -523,7 +523,7 @@ static void test_lbfgs_gives_up(void **state)
         previous = alpha, alpha = st.alpha;
         outcome = bp__lbfgs_evaluated(&st, &net, sum, 1 - alpha, 0, &setup, g);
         if (evals < 20) {
-            double want = (alpha + 0.01 * (alpha - previous) + 10 * alpha) / 2;
+            double want = (2 * alpha - previous + 10 * alpha) / 2;
             assert_int_equal(outcome, BP__LBFGS_GO_ON);
             assert_float_equal(st.alpha, want, want * 1e-12);
         }
@@ -534,9 +534,32 @@ static void test_lbfgs_gives_up(void **state)
     assert_float_equal(st.x.f, 1 - alpha, alpha * 1e-12);
     bp__lbfgs_free(&st);
 
-    /* The first evaluation's cost not finite: that is divergence. */
+    /* No decrease with pairs held: they are forgotten and the search starts again along
+     * steepest descent from x0 (the epoch goes on); only there does giving up end the run. */
+    assert_int_equal(bp__lbfgs_alloc(&st, 2, 4), 0);
+    assert_int_equal(bp__lbfgs_evaluated(&st, &net, sum, 1, 0, &setup, g), BP__LBFGS_GO_ON);
+    st.pairs = 1, st.rho[0] = 1; /* as if a pair were held */
+    for (evals = 0, outcome = BP__LBFGS_GO_ON; outcome == BP__LBFGS_GO_ON && st.pairs; evals++)
+        outcome = bp__lbfgs_evaluated(&st, &net, sum, 2, 0, &setup, g);
+    assert_int_equal(outcome, BP__LBFGS_GO_ON);
+    assert_int_equal(st.phase, BP_LBFGS_NEXT);
+    assert_int_equal(st.evals, 0);
+    assert_float_equal(st.d[0], 1, 0);
+    while (outcome == BP__LBFGS_GO_ON && evals < 60) {
+        outcome = bp__lbfgs_evaluated(&st, &net, sum, 2, 0, &setup, g);
+        evals++;
+    }
+    assert_int_equal(outcome, BP__LBFGS_DONE);
+    assert_int_equal(st.converged, BP_LBFGS_CONVERGED_NO_DECREASE);
+    bp__lbfgs_free(&st);
+
+    /* The first evaluation's cost not finite: that is divergence; so is its gradient. */
     assert_int_equal(bp__lbfgs_alloc(&st, 2, 4), 0);
     assert_int_equal(bp__lbfgs_evaluated(&st, &net, sum, NAN, 0, &setup, g), BP__LBFGS_DIVERGED);
+    bp__lbfgs_free(&st);
+    assert_int_equal(bp__lbfgs_alloc(&st, 2, 4), 0);
+    bp_real bad[2] = {NAN, 0};
+    assert_int_equal(bp__lbfgs_evaluated(&st, &net, bad, 1, 0, &setup, g), BP__LBFGS_DIVERGED);
     bp__lbfgs_free(&st);
     bp_net_free(&net);
 }

@@ -79,6 +79,7 @@ typedef struct {
     int evals;                /* evaluations in the current line search */
     int converged;            /* 0, or why the run ended: BP_LBFGS_CONVERGED_* */
     double alpha;             /* the step being evaluated */
+    double lambda, n_train;   /* the objective's: a resume must minimise the same one */
     bp_lbfgs_point x, lo, hi; /* the iteration's start (alpha 0), the bracket's ends */
     bp_real *x0, *g0;         /* the iteration's start and the objective's gradient there */
     bp_real *d;               /* the search direction */

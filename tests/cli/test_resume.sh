@@ -105,6 +105,8 @@ expect "lbfgs: a mini-batch" 2 'optimizer = lbfgs takes the whole training set i
     mpi 2 train r.ini --set checkpoint.dir=LX --set train.optimizer=lbfgs --set train.momentum=0
 expect "lbfgs: another history size" 2 'keeps 10 L-BFGS pairs but the config has lbfgs_history = 4' \
     mpi 2 train r.ini --set checkpoint.dir=LY $lb --set train.lbfgs_history=4 --resume "$mid"
+expect "lbfgs: another cost" 2 "the checkpoint's L-BFGS state minimised the cost with lambda = 0.5 over 160 examples, but the config gives lambda = 0.25 over 160" \
+    mpi 2 train r.ini --set checkpoint.dir=LZ $lb --set train.lambda=0.25 --resume "$mid"
 check "lbfgs: converges" mpi 2 train r.ini --set checkpoint.dir=LC $lb --set train.lbfgs_tolerance=0.05 --set train.epochs=1000
 cp "$T/check.out" lc.out
 check "lbfgs: says it converged" grep -q '^lbfgs: converged after [0-9]* iterations and [0-9]* cost evaluations: no gradient component is larger than lbfgs_tolerance' lc.out
