@@ -7,6 +7,7 @@
  * site-wide OPENBLAS_CORETYPE=Haswell), sgemm runs at half speed. The choice cannot be
  * changed after loading, so bp_blas_choose_kernel re-executes the program once with
  * OPENBLAS_CORETYPE set, before MPI or anything else starts. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,10 +61,12 @@ void bp_set_blas_threads(int threads)
  * x 2048: 178 against 163), so they stay there. A primitive is built once per shape (a few
  * JIT-compiled kernels) and kept; past MATMUL_SHAPES shapes, or if oneDNN declines one,
  * the product goes to dnnl_sgemm. */
-#define MATMUL_SHAPES 32
+#define MATMUL_SHAPES 64
 
 typedef struct {
+    int ta, tb; /* A, B transposed: read through their strides */
     int m, n, k, lda, ldb, ldc;
+    dnnl_data_type_t in; /* A's and B's: f32, or bf16 for [train] precision = bf16 */
     dnnl_primitive_t prim;
     dnnl_memory_t a, b, c;
 } matmul_entry;
@@ -79,13 +82,19 @@ static struct {
 static int make_matmul(matmul_entry *e)
 {
     dnnl_memory_desc_t a, b, c;
+    /* Row-major operands; a transposed one is the same memory read with swapped strides
+     * (B^T with B n x k, row stride ldb, is k x n with strides 1, ldb). */
     dnnl_dims_t ad = {e->m, e->k}, as = {e->lda, 1};
-    dnnl_dims_t bd = {e->k, e->n}, bs = {1, e->ldb}; /* W^T: W is n x k, row stride ldb */
+    dnnl_dims_t bd = {e->k, e->n}, bs = {e->ldb, 1};
     dnnl_dims_t cd = {e->m, e->n}, cs = {e->ldc, 1};
+    if (e->ta)
+        as[0] = 1, as[1] = e->lda;
+    if (e->tb)
+        bs[0] = 1, bs[1] = e->ldb;
     dnnl_matmul_desc_t desc;
     dnnl_primitive_desc_t pd;
-    if (dnnl_memory_desc_init_by_strides(&a, 2, ad, dnnl_f32, as) != dnnl_success ||
-        dnnl_memory_desc_init_by_strides(&b, 2, bd, dnnl_f32, bs) != dnnl_success ||
+    if (dnnl_memory_desc_init_by_strides(&a, 2, ad, e->in, as) != dnnl_success ||
+        dnnl_memory_desc_init_by_strides(&b, 2, bd, e->in, bs) != dnnl_success ||
         dnnl_memory_desc_init_by_strides(&c, 2, cd, dnnl_f32, cs) != dnnl_success ||
         dnnl_matmul_desc_init(&desc, &a, &b, NULL, &c) != dnnl_success ||
         dnnl_primitive_desc_create(&pd, &desc, NULL, matmuls.engine, NULL) != dnnl_success)
@@ -101,11 +110,13 @@ static int make_matmul(matmul_entry *e)
     return 0;
 }
 
-static matmul_entry *find_matmul(int m, int n, int k, int lda, int ldb, int ldc)
+static matmul_entry *find_matmul(const matmul_entry *want)
 {
     for (int i = 0; i < matmuls.count; i++) {
         matmul_entry *e = &matmuls.e[i];
-        if (e->m == m && e->n == n && e->k == k && e->lda == lda && e->ldb == ldb && e->ldc == ldc)
+        if (e->ta == want->ta && e->tb == want->tb && e->m == want->m && e->n == want->n &&
+            e->k == want->k && e->lda == want->lda && e->ldb == want->ldb && e->ldc == want->ldc &&
+            e->in == want->in)
             return e->prim ? e : NULL;
     }
     if (matmuls.failed || matmuls.count == MATMUL_SHAPES)
@@ -117,7 +128,8 @@ static matmul_entry *find_matmul(int m, int n, int k, int lda, int ldb, int ldc)
         return NULL;
     }
     matmul_entry *e = &matmuls.e[matmuls.count++];
-    *e = (matmul_entry){.m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc};
+    *e = *want;
+    e->prim = NULL;
     if (make_matmul(e) < 0) {
         e->prim = NULL; /* remembered as declined */
         return NULL;
@@ -125,11 +137,14 @@ static matmul_entry *find_matmul(int m, int n, int k, int lda, int ldb, int ldc)
     return e;
 }
 
-/* C = A B^T through a matmul primitive; -1 when there is none for this shape. */
-static int matmul_nt(int m, int n, int k, const float *A, int lda, const float *B, int ldb,
-                     float *C, int ldc)
+/* C = op(A) op(B) through a matmul primitive, A and B of type `in`, C f32; -1 when there
+ * is none for this shape. */
+static int matmul(int ta, int tb, int m, int n, int k, dnnl_data_type_t in, const void *A, int lda,
+                  const void *B, int ldb, float *C, int ldc)
 {
-    matmul_entry *e = find_matmul(m, n, k, lda, ldb, ldc);
+    matmul_entry want = {
+        .ta = ta, .tb = tb, .m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc, .in = in};
+    matmul_entry *e = find_matmul(&want);
     if (!e)
         return -1;
     dnnl_exec_arg_t args[3] = {
@@ -150,7 +165,7 @@ void bp__gemm(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int m, int n, in
 #ifdef BACKPROP_ONEDNN
     if ((double)m * n * k >= BP_ONEDNN_MIN_MACS) {
         if (ta == CblasNoTrans && tb == CblasTrans && alpha == 1 && beta == 0 &&
-            matmul_nt(m, n, k, A, lda, B, ldb, C, ldc) == 0)
+            matmul(0, 1, m, n, k, dnnl_f32, A, lda, B, ldb, C, ldc) == 0)
             return;
         dnnl_sgemm(ta == CblasTrans ? 'T' : 'N', tb == CblasTrans ? 'T' : 'N', m, n, k, alpha, A,
                    lda, B, ldb, beta, C, ldc);
@@ -161,6 +176,97 @@ void bp__gemm(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int m, int n, in
     cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 #else
     cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+#endif
+}
+
+/* ---- bf16 products ([train] precision = bf16) ---- */
+
+/* Round to nearest, ties to even, as the hardware's VCVTNEPS2BF16 does; NaN stays a
+ * (quiet) NaN. A plain loop the compiler vectorises: converting a layer's activations is
+ * a pass over memory the product reads anyway. */
+BP__VECTORIZE void bp__to_bf16(bp_bf16 *restrict dst, const bp_real *restrict src, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        float f = (float)src[i]; /* the double build: rounded twice, and only in tests */
+        uint32_t u;
+        memcpy(&u, &f, sizeof(u));
+        uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+        dst[i] = (bp_bf16)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : rounded);
+    }
+}
+
+float bp__from_bf16(bp_bf16 h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
+/* What the CPU says of bf16: AVX512_BF16 (leaf 7, subleaf 1, EAX bit 5) and AMX-BF16
+ * (leaf 7, subleaf 0, EDX bit 22). */
+static void cpu_bf16(int *avx512, int *amx)
+{
+    *avx512 = *amx = 0;
+#if defined(__x86_64__)
+    unsigned a, b, c, d;
+    if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+        *amx = (d >> 22) & 1;
+        unsigned max_sub = a;
+        if (max_sub >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d))
+            *avx512 = (a >> 5) & 1;
+    }
+#endif
+}
+
+const char *bp__bf16_isa(void)
+{
+    int avx512, amx;
+    cpu_bf16(&avx512, &amx);
+    return amx ? "AMX-BF16" : avx512 ? "AVX512_BF16" : "none";
+}
+
+int bp__bf16_check(char *why, size_t len)
+{
+#ifndef BACKPROP_ONEDNN
+    snprintf(why, len, "this build has no oneDNN (built with -DBACKPROP_ONEDNN=OFF)");
+    return -1;
+#else
+    int avx512, amx;
+    cpu_bf16(&avx512, &amx);
+    const char *pretend = getenv("BACKPROP_BF16"); /* "off": as on a CPU without bf16 */
+    if (pretend && strcmp(pretend, "off") == 0)
+        avx512 = amx = 0;
+    if (!avx512 && !amx) {
+        /* Emulated bf16 products would be slower than float ones: refused, not emulated. */
+        snprintf(why, len,
+                 "this CPU has no bf16 instructions (neither AVX512_BF16 nor AMX-BF16 in "
+                 "cpuid): use precision = float");
+        return -1;
+    }
+    bp_bf16 one[1] = {0x3f80};
+    float out[1];
+    if (bp__gemm_bf16(0, 1, 1, 1, 1, one, 1, one, 1, out, 1) < 0 || out[0] != 1) {
+        snprintf(why, len, "oneDNN cannot multiply bf16 matrices on this CPU");
+        return -1;
+    }
+    return 0;
+#endif
+}
+
+int bp__gemm_bf16(int ta, int tb, int m, int n, int k, const bp_bf16 *A, int lda, const bp_bf16 *B,
+                  int ldb, float *C, int ldc)
+{
+#ifdef BACKPROP_ONEDNN
+    return matmul(ta, tb, m, n, k, dnnl_bf16, A, lda, B, ldb, C, ldc);
+#else
+    (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)A, (void)lda, (void)B, (void)ldb;
+    (void)C, (void)ldc;
+    return -1;
 #endif
 }
 

@@ -19,4 +19,28 @@ void bp_blas_choose_kernel(char **argv);
 /* The kernel OpenBLAS had chosen before bp_blas_choose_kernel replaced it, or NULL. */
 const char *bp_blas_replaced_kernel(void);
 
+/* bf16 products ([train] precision = bf16). */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backprop/backprop.h"
+typedef uint16_t bp_bf16;
+
+/* 0 when this process can multiply bf16 matrices natively (AVX512_BF16 or AMX-BF16, and
+ * oneDNN built in); else -1 with the reason in why. BACKPROP_BF16=off in the environment
+ * answers as a CPU without bf16 would (to test that path anywhere). */
+int bp__bf16_check(char *why, size_t len);
+
+/* "AMX-BF16", "AVX512_BF16" or "none": what the CPU offers, for the log. */
+const char *bp__bf16_isa(void);
+
+/* dst = src rounded to bf16, to nearest with ties to even. */
+void bp__to_bf16(bp_bf16 *dst, const bp_real *src, size_t n);
+float bp__from_bf16(bp_bf16 h);
+
+/* C (m x n, f32) = op(A) op(B), op transposing where ta, tb are 1; row-major bf16
+ * operands, products accumulated in f32. -1 where oneDNN has no primitive for it. */
+int bp__gemm_bf16(int ta, int tb, int m, int n, int k, const bp_bf16 *A, int lda, const bp_bf16 *B,
+                  int ldb, float *C, int ldc);
+
 #endif

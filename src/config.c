@@ -32,7 +32,8 @@ typedef enum {
     K_BOOL,
     K_LR_SCHEDULE,
     K_OPTIMIZER,
-    K_WEIGHT_DECAY
+    K_WEIGHT_DECAY,
+    K_PRECISION
 } key_type;
 
 typedef struct {
@@ -78,6 +79,7 @@ static const key_spec keys[] = {
     {"train", "adam_epsilon", K_REAL, OFF(adam_epsilon), 1e-300, 1, "must be > 0 and at most 1", 0,
      "1e-8"},
     {"train", "weight_decay", K_WEIGHT_DECAY, OFF(decoupled), 0, 0, NULL, 0, "coupled"},
+    {"train", "precision", K_PRECISION, OFF(bf16), 0, 0, NULL, 0, "float"},
     {"train", "lbfgs_history", K_LONG, OFF(lbfgs_history), 1, 100, NULL, 0, "10"},
     {"train", "lbfgs_tolerance", K_REAL, OFF(lbfgs_tolerance), 0, 1e300,
      "must be >= 0 and at most 1e300", 0, "1e-5"},
@@ -255,6 +257,11 @@ static int set_enum(parse_ctx *ctx, const key_spec *k, const char *value, int li
             }
         return fail_at(ctx, line, "[train] optimizer: expected sgd, adam or lbfgs, got '%s'",
                        value);
+    case K_PRECISION:
+        if (strcmp(value, "float") != 0 && strcmp(value, "bf16") != 0)
+            return fail_at(ctx, line, "[train] precision: expected float or bf16, got '%s'", value);
+        *(int *)field = strcmp(value, "bf16") == 0;
+        return 1;
     case K_WEIGHT_DECAY:
         if (strcmp(value, "coupled") != 0 && strcmp(value, "decoupled") != 0)
             return fail_at(ctx, line,
@@ -633,7 +640,8 @@ size_t bp_config_format(const bp_config *c, char *buf, size_t len)
         "init_epsilon = %.17g\n\n"
         "[train]\nepochs = %ld\nbatch_size = %ld\nlearning_rate = %.17g\nlambda = %.17g\n"
         "momentum = %.17g\noptimizer = %s\nbeta1 = %.17g\nbeta2 = %.17g\n"
-        "adam_epsilon = %.17g\nweight_decay = %s\nlbfgs_history = %ld\nlbfgs_tolerance = %.17g\n"
+        "adam_epsilon = %.17g\nweight_decay = %s\nprecision = %s\nlbfgs_history = "
+        "%ld\nlbfgs_tolerance = %.17g\n"
         "lr_schedule = %s\nlr_step_epochs = %ld\nlr_gamma "
         "= %.17g\n"
         "lr_min = %.17g\nlr_power = %.17g\nearly_stopping = %ld\nseed = %llu\nthreads = %s\n\n"
@@ -646,10 +654,11 @@ size_t bp_config_format(const bp_config *c, char *buf, size_t len)
         bp_activation_name(c->output), bp_cost_name(c->cost), bp_init_name(c->init),
         c->init_epsilon, c->epochs, c->batch_size, c->learning_rate, c->lambda, c->momentum,
         bp_optimizer_names[c->optimizer], c->beta1, c->beta2, c->adam_epsilon,
-        c->decoupled ? "decoupled" : "coupled", c->lbfgs_history, c->lbfgs_tolerance,
-        bp_lr_schedule_names[c->lr_schedule], c->lr_step_epochs, c->lr_gamma, c->lr_min,
-        c->lr_power, c->early_stopping, (unsigned long long)c->seed, threads, c->checkpoint_dir,
-        c->every_epochs, c->every_steps, c->every_seconds, c->keep, c->comm_timeout,
-        c->overlap ? "true" : "false", c->bucket_mb, c->metrics, progress[c->progress]);
+        c->decoupled ? "decoupled" : "coupled", c->bf16 ? "bf16" : "float", c->lbfgs_history,
+        c->lbfgs_tolerance, bp_lr_schedule_names[c->lr_schedule], c->lr_step_epochs, c->lr_gamma,
+        c->lr_min, c->lr_power, c->early_stopping, (unsigned long long)c->seed, threads,
+        c->checkpoint_dir, c->every_epochs, c->every_steps, c->every_seconds, c->keep,
+        c->comm_timeout, c->overlap ? "true" : "false", c->bucket_mb, c->metrics,
+        progress[c->progress]);
     return n < 0 ? 0 : (size_t)n;
 }

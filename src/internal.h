@@ -72,6 +72,13 @@ typedef struct {
 void bp__adam_step_range(const bp__adam *opt, bp_net *net, const bp_real *grad, bp_real *m1,
                          bp_real *m2, double m, long t, size_t from, size_t to);
 
+/* [train] precision = bf16: gives ws bf16 copies of the products' operands, after which
+ * bp_forward and bp_backward (accumulate 0) multiply in bf16 with f32 sums. The weights'
+ * copy is made by bp__bf16_weights: call it whenever the weights changed (once per step).
+ * 0 or BP_ENOMEM. */
+int bp__workspace_bf16(bp_workspace *ws, const bp_net *net);
+void bp__bf16_weights(const bp_net *net, bp_workspace *ws);
+
 /* L-BFGS (lbfgs.c), one evaluation at a time. The state's buffers for n parameters and
  * `history` pairs; zeroed, in phase BP_LBFGS_FIRST. 0 or BP_ENOMEM (nothing allocated). */
 int bp__lbfgs_alloc(bp_lbfgs_state *st, size_t n, int history);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "activation.h"
+#include "blas.h"
 
 int bp_net_validate(int nsizes, const int *sizes, bp_activation hidden, bp_activation output,
                     bp_cost cost, char *why, size_t whylen)
@@ -153,8 +154,83 @@ int bp_workspace_create(bp_workspace *ws, const bp_net *net, size_t max_rows)
     return 0;
 }
 
+/* bf16 copies of the products' operands ([train] precision = bf16): the weights (converted
+ * once per step by bp__bf16_weights), each layer's input and each layer's delta (converted
+ * as the passes reach them). */
+typedef struct {
+    bp_bf16 *W; /* params-shaped: the weights' places are filled, the biases' unused */
+    bp_bf16 **A, **D;
+    bp_bf16 *mem;
+} bf16_ws;
+
+static void free_bf16(bf16_ws *b)
+{
+    if (!b)
+        return;
+    bp__free(b->W);
+    bp__free(b->A);
+    bp__free(b->D);
+    bp__free(b->mem);
+    bp__free(b);
+}
+
+int bp__workspace_bf16(bp_workspace *ws, const bp_net *net)
+{
+    size_t L = (size_t)net->nlayers, rows = ws->max_rows, total = 0;
+    for (size_t l = 0; l < L; l++)
+        total += bp__mul(rows, (size_t)net->sizes[l] + (size_t)net->sizes[l + 1]);
+    bf16_ws *b = bp__calloc(1, sizeof(*b));
+    if (b) {
+        b->W = bp__calloc(net->nparams, sizeof(bp_bf16));
+        b->A = bp__calloc(L, sizeof(bp_bf16 *));
+        b->D = bp__calloc(L, sizeof(bp_bf16 *));
+        b->mem = bp__calloc(total, sizeof(bp_bf16));
+    }
+    if (!b || !b->W || !b->A || !b->D || !b->mem) {
+        free_bf16(b);
+        return BP_ENOMEM;
+    }
+    bp_bf16 *p = b->mem;
+    for (size_t l = 0; l < L; l++) {
+        b->A[l] = p;
+        p += rows * (size_t)net->sizes[l];
+        b->D[l] = p;
+        p += rows * (size_t)net->sizes[l + 1];
+    }
+    ws->bf16 = b;
+    return 0;
+}
+
+void bp__bf16_weights(const bp_net *net, bp_workspace *ws)
+{
+    bf16_ws *b = ws->bf16;
+    if (!b)
+        return;
+    for (int l = 0; l < net->nlayers; l++) {
+        size_t o = bp_net_offset_W(net, l);
+        bp__to_bf16(b->W + o, net->params + o, (size_t)net->sizes[l] * (size_t)net->sizes[l + 1]);
+    }
+}
+
+/* C = op(A) op(B) in bf16 when there are bf16 operands (b, Ab, Bb) and oneDNN takes the
+ * shape, else in bp_real from A and B. */
+static void product(const bf16_ws *b, int ta, int tb, int m, int n, int k, const bp_real *A,
+                    const bp_bf16 *Ab, int lda, const bp_real *B, const bp_bf16 *Bb, int ldb,
+                    bp_real *C, int ldc)
+{
+#ifndef BACKPROP_DOUBLE /* the double build refuses precision = bf16 */
+    if (b && bp__gemm_bf16(ta, tb, m, n, k, Ab, lda, Bb, ldb, C, ldc) == 0)
+        return;
+#else
+    (void)b, (void)Ab, (void)Bb;
+#endif
+    bp__gemm(ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, 1, A, lda, B,
+             ldb, 0, C, ldc);
+}
+
 void bp_workspace_free(bp_workspace *ws)
 {
+    free_bf16(ws->bf16);
     bp__free(ws->A);
     bp__free(ws->D);
     bp__free(ws->mem);
@@ -168,12 +244,15 @@ const bp_real *bp_forward(const bp_net *net, bp_workspace *ws, const bp_real *X,
     int L = net->nlayers;
     const bp_real *in = X;
     ws->A[0] = (bp_real *)X; /* the backward pass reads the inputs from here; never written */
+    const bf16_ws *b = ws->bf16;
     for (int l = 0; l < L; l++) {
         int n_in = net->sizes[l], n_out = net->sizes[l + 1];
         int last = l == L - 1;
         bp_real *Z = last ? ws->Z_out : ws->A[l + 1];
-        bp__gemm(CblasNoTrans, CblasTrans, (int)rows, n_out, n_in, 1, in, n_in, net->W[l], n_in, 0,
-                 Z, n_out);
+        if (b)
+            bp__to_bf16(b->A[l], in, rows * (size_t)n_in);
+        product(b, 0, 1, (int)rows, n_out, n_in, in, b ? b->A[l] : NULL, n_in, net->W[l],
+                b ? b->W + bp_net_offset_W(net, l) : NULL, n_in, Z, n_out);
         bp__bias_activate(last ? net->output : net->hidden, Z, net->b[l], ws->A[l + 1], rows,
                           (size_t)n_out);
         in = ws->A[l + 1];
@@ -227,6 +306,8 @@ void bp__backward_ready(const bp_net *net, bp_workspace *ws, const bp_real *Y, s
 {
     int L = net->nlayers;
     bp_real beta = accumulate ? 1 : 0; /* 0: no separate pass to zero the gradient */
+    /* bf16 products write their result: accumulating takes the bp_real ones. */
+    const bf16_ws *b = accumulate ? NULL : ws->bf16;
     bp__output_delta(net->output, net->cost, ws->A[L], Y, ws->D[L - 1], rows,
                      (size_t)net->sizes[L]);
     for (int l = L - 1; l >= 0; l--) {
@@ -234,18 +315,25 @@ void bp__backward_ready(const bp_net *net, bp_workspace *ws, const bp_real *Y, s
         size_t off = bp_net_offset_W(net, l), block = bp__grad_block_rows(net, l);
         bp__gemv(CblasRowMajor, CblasTrans, (int)rows, n_out, 1, ws->D[l], n_out, ws->ones, 1, beta,
                  grad + bp_net_offset_b(net, l), 1);
+        if (b)
+            bp__to_bf16(b->D[l], ws->D[l], rows * (size_t)n_out);
         for (size_t hi = (size_t)n_out; hi > 0;) {
             size_t lo = (hi - 1) / block * block;
-            bp__gemm(CblasTrans, CblasNoTrans, (int)(hi - lo), n_in, (int)rows, 1, ws->D[l] + lo,
-                     n_out, ws->A[l], n_in, beta, grad + off + lo * (size_t)n_in, n_in);
+            if (b)
+                product(b, 1, 0, (int)(hi - lo), n_in, (int)rows, ws->D[l] + lo, b->D[l] + lo,
+                        n_out, ws->A[l], b->A[l], n_in, grad + off + lo * (size_t)n_in, n_in);
+            else
+                bp__gemm(CblasTrans, CblasNoTrans, (int)(hi - lo), n_in, (int)rows, 1,
+                         ws->D[l] + lo, n_out, ws->A[l], n_in, beta, grad + off + lo * (size_t)n_in,
+                         n_in);
             if (ready)
                 ready(ctx, off + lo * (size_t)n_in);
             hi = lo;
         }
         if (l == 0)
             break;
-        bp__gemm(CblasNoTrans, CblasNoTrans, (int)rows, n_in, n_out, 1, ws->D[l], n_out, net->W[l],
-                 n_in, 0, ws->D[l - 1], n_in);
+        product(b, 0, 0, (int)rows, n_in, n_out, ws->D[l], b ? b->D[l] : NULL, n_out, net->W[l],
+                b ? b->W + off : NULL, n_in, ws->D[l - 1], n_in);
         bp__mul_derivative(net->hidden, ws->A[l], ws->D[l - 1], rows * (size_t)n_in);
     }
 }

@@ -240,6 +240,26 @@ static int prepare_lbfgs(bp_trainer *t, char *err, size_t errlen)
     return 0;
 }
 
+/* [train] precision = bf16: the float build on a CPU with bf16 instructions (every rank
+ * checks its own: a cluster may mix CPUs), and bf16 operands in the workspace. */
+static int prepare_bf16(bp_trainer *t, char *err, size_t errlen)
+{
+#ifdef BACKPROP_DOUBLE
+    (void)t;
+    return bp__fail(err, errlen, BP_EINVAL,
+                    "[train] precision = bf16 needs the float build (this backprop computes in "
+                    "double)");
+#else
+    char why[256];
+    if (bp__bf16_check(why, sizeof(why)) < 0)
+        return bp__fail(err, errlen, BP_EINVAL, "[train] precision = bf16 on rank %d: %s",
+                        t->comm.rank, why);
+    if (bp__workspace_bf16(&t->ws, &t->net) < 0)
+        return bp__fail(err, errlen, BP_ENOMEM, "out of memory for the bf16 operands");
+    return 0;
+#endif
+}
+
 static int all_zero(const bp_real *v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -272,6 +292,8 @@ static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
         rc = alloc_buffers(t, err, errlen);
     if (rc == 0)
         rc = prepare_early_stopping(t, err, errlen);
+    if (rc == 0 && cfg->bf16)
+        rc = prepare_bf16(t, err, errlen);
     if (rc == 0 && t->comm.rank == 0)
         rc = bp__saver_create(&t->saver, cfg, &t->net, t->config_text, err, errlen);
     if (rc == 0 && cfg->optimizer == BP_OPT_LBFGS)
@@ -387,7 +409,8 @@ void bp_trainer_get_info(const bp_trainer *t, bp_trainer_info *info)
                               .stopped_early = t->st.stopped_early,
                               .best_epoch = t->st.best_epoch,
                               .best_val_cost = t->st.best_val_cost,
-                              .converged = t->lbfgs.converged};
+                              .converged = t->lbfgs.converged,
+                              .bf16 = t->ws.bf16 != NULL};
     bp__exchange_describe(t->exchange, info->exchange, sizeof(info->exchange));
 }
 
@@ -491,6 +514,7 @@ static int train_step(bp_trainer *t, size_t first, size_t m)
     double started = now_s();
     if (t->lbfgs.history)
         bp__lbfgs_begin(&t->lbfgs, t->net.params, np);
+    bp__bf16_weights(&t->net, &t->ws); /* once per step; nothing unless precision = bf16 */
     size_t rows = gather_shard(t, first, m);
     bp__exchange_begin(t->exchange);
     if (rows > 0) {
@@ -577,6 +601,7 @@ int bp_evaluate(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, const
 {
     size_t k = ds->k, nout = 3 + (confusion ? k * k : 0);
     memset(out, 0, nout * sizeof(double));
+    bp__bf16_weights(net, ws);
     size_t lo, hi;
     bp_shard(ds->n, comm->rank, comm->size, &lo, &hi);
     for (size_t r = lo; r < hi; r += ws->max_rows) {

@@ -14,6 +14,7 @@
 #endif
 
 #include "backprop/backprop.h"
+#include "blas.h"
 #include "exchange.h"
 #include "internal.h"
 
@@ -564,6 +565,102 @@ static void test_lbfgs_gives_up(void **state)
     bp_net_free(&net);
 }
 
+#ifndef BACKPROP_DOUBLE
+/* bf16 rounding is to nearest, ties to even, like the hardware's: worked by hand from the
+ * bit patterns (bf16 keeps float's top 16 bits: 8 significant bits). */
+static void test_bf16_rounding(void **state)
+{
+    (void)state;
+    const float in[] = {1.0f,
+                        1.0f + 0x1p-8f,            /* halfway between 1 and 1 + 2^-7: even, 1 */
+                        1.0f + 3 * 0x1p-8f,        /* halfway to 1 + 2^-6 (even) */
+                        1.0f + 0x1p-8f + 0x1p-20f, /* just above half: up */
+                        -2.5f,
+                        INFINITY,
+                        3.4028235e38f, /* the largest float rounds to infinity */
+                        0x1p-130f,     /* a subnormal, 2^-126 * 2^-4: mantissa bit 19 */
+                        NAN};
+    const bp_bf16 want[] = {0x3f80, 0x3f80, 0x3f82, 0x3f81, 0xc020, 0x7f80, 0x7f80, 0x0008};
+    bp_bf16 out[9];
+    bp__to_bf16(out, in, 9);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(out[i], want[i]);
+    assert_true((out[8] & 0x7f80) == 0x7f80 && (out[8] & 0x7f) != 0); /* still a NaN */
+    assert_true(bp__from_bf16(0x3f81) == 1.0078125f);
+}
+
+/* A product in bf16 against the exact one (double, from the float operands). Each operand
+ * rounds to bf16 with relative error at most u = 2^-8, so a term a_i b_i is off by at most
+ * (2u + u^2)|a_i b_i| (its product of two 8-bit significands is exact in f32); summing k
+ * terms in f32 adds at most gamma = (k-1) 2^-24 / (1 - (k-1) 2^-24) of their absolute sum,
+ * in any order. So |C - C_exact| <= ((2u + u^2)(1 + gamma) + gamma) S, S = sum |a_i||b_i|,
+ * element by element. The product must also differ from f32's: bf16 really ran. */
+static void check_bf16_product(int ta, int tb, int m, int n, int k, bp_rng *rng)
+{
+    size_t a_len = (size_t)m * (size_t)k, b_len = (size_t)k * (size_t)n;
+    float *A = malloc(a_len * sizeof(float)), *B = malloc(b_len * sizeof(float));
+    float *C = malloc((size_t)m * (size_t)n * sizeof(float));
+    bp_bf16 *Ah = malloc(a_len * sizeof(bp_bf16)), *Bh = malloc(b_len * sizeof(bp_bf16));
+    for (size_t i = 0; i < a_len; i++)
+        A[i] = (float)(bp_rng_gaussian(rng) * (i % 7 == 0 ? 100 : 1));
+    for (size_t i = 0; i < b_len; i++)
+        B[i] = (float)bp_rng_gaussian(rng);
+    bp__to_bf16(Ah, A, a_len);
+    bp__to_bf16(Bh, B, b_len);
+    int lda = ta ? m : k, ldb = tb ? k : n; /* row-major A is m x k, or k x m when ta */
+    assert_int_equal(bp__gemm_bf16(ta, tb, m, n, k, Ah, lda, Bh, ldb, C, n), 0);
+    double u = 0x1p-8, g = (k - 1) * 0x1p-24 / (1 - (k - 1) * 0x1p-24);
+    double factor = (2 * u + u * u) * (1 + g) + g, worst = 0;
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double exact = 0, S = 0;
+            for (int p = 0; p < k; p++) {
+                double a = ta ? A[(size_t)p * lda + i] : A[(size_t)i * lda + p];
+                double b = tb ? B[(size_t)j * ldb + p] : B[(size_t)p * ldb + j];
+                exact += a * b;
+                S += fabs(a * b);
+            }
+            double err = fabs(C[(size_t)i * n + j] - exact);
+            if (err > factor * S)
+                fail_msg("bf16 %dx%dx%d (%d%d) at %d,%d: error %g over the bound %g", m, n, k, ta,
+                         tb, i, j, err, factor * S);
+            worst = fmax(worst, err / S);
+        }
+    assert_true(worst > 1e-4); /* f32 products would be within ~k 2^-24 */
+    free(A), free(B), free(C), free(Ah), free(Bh);
+}
+
+static void test_bf16_products_within_bound(void **state)
+{
+    (void)state;
+    char why[256];
+    if (bp__bf16_check(why, sizeof(why)) < 0) {
+        /* The other path, on a CPU without bf16: refused with the reason, never emulated. */
+        assert_true(strstr(why, "no bf16 instructions") || strstr(why, "has no oneDNN"));
+        return;
+    }
+    bp_rng rng;
+    bp_rng_seed(&rng, 11);
+    check_bf16_product(0, 1, 37, 53, 61, &rng);    /* forward: A W^T */
+    check_bf16_product(1, 0, 64, 100, 128, &rng);  /* weight gradient: D^T A */
+    check_bf16_product(0, 0, 128, 256, 300, &rng); /* delta back: D W */
+}
+
+/* BACKPROP_BF16=off answers as a CPU without bf16 does, so that path is tested here too. */
+static void test_bf16_refused_without_instructions(void **state)
+{
+    (void)state;
+    char why[256] = "";
+    setenv("BACKPROP_BF16", "off", 1);
+    assert_int_equal(bp__bf16_check(why, sizeof(why)), -1);
+    unsetenv("BACKPROP_BF16");
+    if (strstr(why, "has no oneDNN")) /* a build without it refuses before asking the CPU */
+        return;
+    assert_string_equal(why, "this CPU has no bf16 instructions (neither AVX512_BF16 nor "
+                             "AMX-BF16 in cpuid): use precision = float");
+}
+#endif
+
 /* Two nets of one shape, a random gradient and two velocities: for an update taken two ways
  * that must agree to the bit. */
 typedef struct {
@@ -1043,6 +1140,11 @@ int main(void)
         cmocka_unit_test(test_lbfgs_zoom_by_hand),
         cmocka_unit_test(test_lbfgs_direction_by_hand),
         cmocka_unit_test(test_lbfgs_gives_up),
+#ifndef BACKPROP_DOUBLE
+        cmocka_unit_test(test_bf16_rounding),
+        cmocka_unit_test(test_bf16_products_within_bound),
+        cmocka_unit_test(test_bf16_refused_without_instructions),
+#endif
         cmocka_unit_test(test_update_in_ranges_matches_whole),
         cmocka_unit_test(test_backward_reports_final_parts),
         cmocka_unit_test(test_exchange_buckets),

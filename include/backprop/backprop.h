@@ -104,6 +104,7 @@ typedef struct {
     bp_real **D;    /* D[l]: dC/dz of layer l, (rows, sizes[l+1]) */
     bp_real *ones;  /* max_rows ones, for bias gradients as a gemv */
     bp_real *mem;
+    void *bf16; /* the library's: bf16 operands under [train] precision = bf16, else NULL */
 } bp_workspace;
 
 int bp_workspace_create(bp_workspace *ws, const bp_net *net, size_t max_rows);

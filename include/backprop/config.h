@@ -41,8 +41,9 @@ typedef struct {
     bp_optimizer optimizer;
     double beta1, beta2, adam_epsilon; /* adam */
     int decoupled;                     /* adam: weight_decay = decoupled (AdamW) */
-    long lbfgs_history;                /* lbfgs: (s, y) pairs kept */
-    double lbfgs_tolerance;            /* lbfgs: converged when max |gradient| <= this */
+    int bf16;               /* [train] precision = bf16: products in bf16, all else float */
+    long lbfgs_history;     /* lbfgs: (s, y) pairs kept */
+    double lbfgs_tolerance; /* lbfgs: converged when max |gradient| <= this */
     bp_lr_schedule lr_schedule;
     long lr_step_epochs; /* step: every this many epochs, */
     double lr_gamma;     /* the rate is multiplied by this */

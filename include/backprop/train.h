@@ -89,6 +89,7 @@ typedef struct {
     int stopped_early;             /* [train] early_stopping ended the run: the weights are */
     long best_epoch;               /* those of this epoch, whose validation cost */
     double best_val_cost;          /* was this */
+    int bf16;                      /* [train] precision = bf16 in effect */
     int converged;                 /* optimizer = lbfgs converged: BP_LBFGS_CONVERGED_* (why),
                                     * the run ends there; else 0 */
 } bp_trainer_info;

@@ -1,6 +1,7 @@
 /* backprop inspect CKPT: a human summary of a checkpoint. */
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "backprop/checkpoint.h"
 #include "cli.h"
@@ -34,6 +35,10 @@ static void print_summary(const char *path, const bp_checkpoint *ck)
         printf(" (%d of %d pairs held; %s; objective %.6g)", l->pairs, l->history,
                l->converged ? "converged" : "between iterations", l->x.f);
     printf("\n");
+    /* The effective config has every key: a run in bf16 says so there. */
+    int bf16 = ck->config_text && strstr(ck->config_text, "\nprecision = bf16\n");
+    printf("precision: %s\n",
+           bf16 ? "bf16 products with float sums (the weights here are float)" : "float");
     printf("progress: %ld epochs done, %ld steps into the next; global step %ld\n", st->epoch,
            st->batch_in_epoch, st->global_step);
     printf("run: seed %llu, %d rank%s, %.1f s of training\n", (unsigned long long)st->seed,

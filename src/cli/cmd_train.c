@@ -88,6 +88,10 @@ static void print_banner(const bp_config *c, const bp_trainer *t)
                bp_gemm_libraries(), bp_blas_kernel(), replaced);
     else
         printf("BLAS: %s; OpenBLAS %s kernel\n", bp_gemm_libraries(), bp_blas_kernel());
+    if (in.bf16)
+        printf("precision: bf16 products with float sums (%s); weights, update and checkpoints "
+               "in float\n",
+               bp__bf16_isa());
     if (in.ranks > 1)
         printf("exchange: %s\n", in.exchange);
     if (in.resumed)
