@@ -68,15 +68,16 @@ progress = off
 """)
 
 
-def backprop(args, name, ranks, threads, tmp):
+def backprop(args, name, ranks, threads, tmp, precision="float"):
     """samples/s over epochs 2.. (epoch 1 is the warm-up), peak RSS per rank, exchange %."""
     def train(epochs, tag):
+        tag = f"{tag}-{precision}"
         ini, rundir = f"{tmp}/{name}-{tag}.ini", f"{tmp}/{name}-{tag}"
         config(ini, name, rundir, epochs)
         bind = "core" if threads == 1 else "none"  # a rank's threads need cores of their own
         cmd = ["mpirun", "--oversubscribe", "--bind-to", bind, "-np", str(ranks)] + MCA + [
                "/usr/bin/time", "-f", "maxrss_kb %M", args.backprop, "train", ini,
-               "--set", f"train.threads={threads}"]
+               "--set", f"train.threads={threads}", "--set", f"train.precision={precision}"]
         out = run(cmd)
         with open(f"{rundir}/metrics.csv") as f:
             rows = list(csv.DictReader(f))
@@ -105,12 +106,13 @@ def step_time(out):
             "update_ms": value(r"update ([0-9.]+)")}
 
 
-def torch_rate(args, name, threads, coretype, ddp=0, numpy=False):
+def torch_rate(args, name, threads, coretype, ddp=0, numpy=False, bf16=False):
     env = {"OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
     if coretype:
         env["OPENBLAS_CORETYPE"] = coretype
     cmd = [sys.executable, f"{HERE}/torch_train.py", name, str(threads), str(args.seconds)]
     cmd += ["--numpy"] if numpy else []
+    cmd += ["--bf16"] if bf16 else []
     cmd += ["--ddp", str(ddp)] if ddp else []
     return float(re.search(r"samples_per_s ([0-9.]+)", run(cmd, env)).group(1))
 
@@ -140,9 +142,11 @@ def main():
                    help="backprop binaries: before the speed work, and this one without oneDNN")
     p.add_argument("--out", required=True)
     p.add_argument("--only", default="W1,W2,W3")
+    p.add_argument("--bf16", action="store_true",
+                   help="also [train] precision = bf16 and PyTorch's bf16 autocast, 1 x 1")
     args = p.parse_args()
     default_kernel = os.environ.get("OPENBLAS_CORETYPE", "")
-    results, torch = {}, {}
+    results, torch, bf16 = {}, {}, {}
     # The peak is the best sgemm seen in the run, measured after each workload: a slow spell
     # of this shared machine lowers a peak measured in it as much as the training in it, and
     # the best of several is the conservative denominator.
@@ -162,13 +166,66 @@ def main():
                     torch[name, label, key] = torch_rate(args, name, 1 if ddp else threads, core, ddp)
             if name == "W1":
                 torch[name, "numpy", 1] = torch_rate(args, name, 1, default_kernel, numpy=True)
+            if args.bf16:
+                print(f"{name}: backprop and PyTorch in bf16, 1 rank x 1 thread", flush=True)
+                bf16[name] = backprop(args, name, 1, 1, tmp, "bf16")
+                torch[name, "bf16", 1] = torch_rate(args, name, 1, default_kernel, bf16=True)
             print(f"sgemm peak after {name}", flush=True)
             for threads in (1, 2):
                 gemm_peak(args, threads, results[name, 1, 1]["kernel"], peaks[threads])
         kernel = results[next(iter(results))]["kernel"]
         allreduce = {label: allreduce_us(args, mca) for label, mca in (("default", []), ("tuned", MCA))}
         same = same_seed(args, tmp, default_kernel) if args.same_seed else None
+        main_job = main_job_accuracy(args, tmp) if args.bf16 else None
     write_report(args, results, torch, peaks, kernel, default_kernel, allreduce, same)
+    if args.bf16:
+        write_bf16(args, results, bf16, torch, main_job)
+
+
+def main_job_accuracy(args, tmp):
+    """configs/fashion-mnist.ini at 2 ranks in float and in bf16: final test accuracy and
+    samples/s of the last epoch."""
+    out = {}
+    for precision in ("float", "bf16"):
+        print(f"main job in {precision}", flush=True)
+        rundir = f"{tmp}/main-{precision}"
+        run(["mpirun", "--oversubscribe", "-np", "2"] + MCA + [
+            args.backprop, "train", f"{HERE}/../configs/fashion-mnist.ini", "--set",
+            f"checkpoint.dir={rundir}", "--set", f"train.precision={precision}", "--set",
+            "log.progress=off"])
+        with open(f"{rundir}/metrics.csv") as f:
+            rows = list(csv.DictReader(f))
+        out[precision] = (len(rows), float(rows[-1]["test_accuracy"]),
+                          float(rows[-1]["samples_per_s"]))
+    return out
+
+
+def write_bf16(args, results, bf16, torch, main_job):
+    """Appends the bf16 section to the report."""
+    lines = ["", "## bf16 (`[train] precision = bf16`)", "",
+             f"Same run, 1 rank x 1 thread, the CPU's bf16: {cpu_bf16()}. PyTorch in bf16 is "
+             "its CPU autocast to bfloat16 (forward and loss; torch_train.py --bf16).", "",
+             "| workload | backprop float samples/s | backprop bf16 | bf16 / float | "
+             "PyTorch float (default kernel) | PyTorch bf16 autocast | backprop bf16 / PyTorch bf16 |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in bf16.items():
+        f, tf, tb = results[name, 1, 1]["rate"], torch[name, "default", 1], torch[name, "bf16", 1]
+        lines.append(f"| {name} | {f:,.0f} | {r['rate']:,.0f} | {r['rate'] / f:.2f}x | "
+                     f"{tf:,.0f} | {tb:,.0f} | {r['rate'] / tb:.2f}x |")
+    (ef, af, sf), (eb, ab, sb) = main_job["float"], main_job["bf16"]
+    lines += ["", f"Main job (`configs/fashion-mnist.ini`, 2 ranks, {ef} epochs): final test "
+              f"accuracy {100 * af:.2f} % in float, {100 * ab:.2f} % in bf16 "
+              f"({100 * (ab - af):+.2f} points); last epoch {sf:,.0f} and {sb:,.0f} samples/s.",
+              ""]
+    with open(args.out, "a") as f:
+        f.write("\n".join(lines))
+    print("\n".join(lines))
+
+
+def cpu_bf16():
+    flags = open("/proc/cpuinfo").read()
+    have = [f for f in ("amx_bf16", "avx512_bf16") if re.search(rf"\b{f}\b", flags)]
+    return ", ".join(have) if have else "none"
 
 
 def same_seed(args, tmp, default_kernel):

@@ -3,12 +3,14 @@ scripts/bench.sh measures backprop: samples/s over at least SECONDS of training 
 warm-up, same network, data, batch, update rule (SGD, L2 on weights only as weight decay
 lambda/n) and thread count.
 
-usage: torch_train.py WORKLOAD THREADS SECONDS [--numpy] [--ddp RANKS] [--batch B]
+usage: torch_train.py WORKLOAD THREADS SECONDS [--numpy] [--ddp RANKS] [--batch B] [--bf16]
        torch_train.py WORKLOAD THREADS SECONDS --rank R --world N [--batch B]
 Run with OPENBLAS_NUM_THREADS=THREADS (torch.set_num_threads does not bound OpenBLAS's
 own threads). --ddp starts RANKS processes here; --rank is one process of a DDP job started
 elsewhere (scripts/bench-cluster.sh: one per simulated host, MASTER_ADDR and MASTER_PORT
-in the environment). --batch replaces the workload's global batch. Rank 0 prints one line:
+in the environment). --batch replaces the workload's global batch. --bf16 runs the forward
+pass and the loss under CPU autocast to bfloat16 (PyTorch's one-line mixed precision; the
+backward follows the autocast ops, the weights and SGD stay float32). Rank 0 prints one line:
 "samples_per_s N".
 """
 import gzip
@@ -25,6 +27,7 @@ WORKLOADS = {  # layers, hidden, output, batch, eta, lambda
 }
 DATA = "/usr/share/datasets/fashion-mnist"
 BATCH = None  # --batch
+BF16 = False  # --bf16
 
 
 def load():
@@ -114,7 +117,9 @@ def torch_run(name, X, y, seconds, rank=0, world=1):
     def step(idx):
         lo, hi = len(idx) * rank // world, len(idx) * (rank + 1) // world
         rows = torch.from_numpy(idx[lo:hi])
-        logits = model(Xt.index_select(0, rows))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16):
+            logits = model(Xt.index_select(0, rows))
+        logits = logits.float()
         if output == "softmax":
             loss = torch.nn.functional.cross_entropy(logits, yt.index_select(0, rows))
         else:  # sigmoid outputs, per-unit binary cross-entropy summed over units
@@ -148,8 +153,9 @@ def ddp_worker(rank, world, name, threads, seconds, queue):
 
 
 def main(argv):
-    global BATCH
+    global BATCH, BF16
     name, threads, seconds = argv[1], int(argv[2]), float(argv[3])
+    BF16 = "--bf16" in argv
     if "--batch" in argv:
         BATCH = int(argv[argv.index("--batch") + 1])
     if "--rank" in argv:
