@@ -33,7 +33,8 @@ typedef enum {
     K_LR_SCHEDULE,
     K_OPTIMIZER,
     K_WEIGHT_DECAY,
-    K_PRECISION
+    K_PRECISION,
+    K_DTYPE
 } key_type;
 
 typedef struct {
@@ -99,6 +100,7 @@ static const key_spec keys[] = {
     {"checkpoint", "keep", K_LONG, OFF(keep), 0, 1e9, NULL, 0, "3"},
     {"comm", "timeout", K_REAL, OFF(comm_timeout), 0, 1e9, "0 (off) to 1e9 seconds", 0, "300"},
     {"comm", "overlap", K_BOOL, OFF(overlap), 0, 0, NULL, 0, "true"},
+    {"comm", "dtype", K_DTYPE, OFF(comm_bf16), 0, 0, NULL, 0, "float"},
     {"comm", "bucket_mb", K_REAL, OFF(bucket_mb), 0.001, 1024, "0.001 to 1024", 0, "4"},
     {"log", "metrics", K_PATH, OFF(metrics), 0, 0, NULL, 0, ""},
     {"log", "progress", K_PROGRESS, OFF(progress), 0, 0, NULL, 0, "auto"},
@@ -258,8 +260,10 @@ static int set_enum(parse_ctx *ctx, const key_spec *k, const char *value, int li
         return fail_at(ctx, line, "[train] optimizer: expected sgd, adam or lbfgs, got '%s'",
                        value);
     case K_PRECISION:
+    case K_DTYPE:
         if (strcmp(value, "float") != 0 && strcmp(value, "bf16") != 0)
-            return fail_at(ctx, line, "[train] precision: expected float or bf16, got '%s'", value);
+            return fail_at(ctx, line, "[%s] %s: expected float or bf16, got '%s'", k->section,
+                           k->name, value);
         *(int *)field = strcmp(value, "bf16") == 0;
         return 1;
     case K_WEIGHT_DECAY:
@@ -647,7 +651,7 @@ size_t bp_config_format(const bp_config *c, char *buf, size_t len)
         "lr_min = %.17g\nlr_power = %.17g\nearly_stopping = %ld\nseed = %llu\nthreads = %s\n\n"
         "[checkpoint]\ndir = %s\nevery_epochs = %ld\nevery_steps = %ld\n"
         "every_seconds = %.17g\nkeep = %ld\n\n"
-        "[comm]\ntimeout = %.17g\noverlap = %s\nbucket_mb = %.17g\n\n"
+        "[comm]\ntimeout = %.17g\noverlap = %s\ndtype = %s\nbucket_mb = %.17g\n\n"
         "[log]\nmetrics = %s\nprogress = %s\n",
         c->train, c->train_labels, c->validation, c->validation_labels, c->validation_split,
         c->test, c->test_labels, c->limit, layers, bp_activation_name(c->hidden),
@@ -658,7 +662,7 @@ size_t bp_config_format(const bp_config *c, char *buf, size_t len)
         c->lbfgs_tolerance, bp_lr_schedule_names[c->lr_schedule], c->lr_step_epochs, c->lr_gamma,
         c->lr_min, c->lr_power, c->early_stopping, (unsigned long long)c->seed, threads,
         c->checkpoint_dir, c->every_epochs, c->every_steps, c->every_seconds, c->keep,
-        c->comm_timeout, c->overlap ? "true" : "false", c->bucket_mb, c->metrics,
-        progress[c->progress]);
+        c->comm_timeout, c->overlap ? "true" : "false", c->comm_bf16 ? "bf16" : "float",
+        c->bucket_mb, c->metrics, progress[c->progress]);
     return n < 0 ? 0 : (size_t)n;
 }

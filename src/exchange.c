@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "blas.h"
 #include "comm_mpi.h"
 #include "exchange.h"
 #include "internal.h"
@@ -67,6 +68,10 @@ struct bp__exchange {
     int *counts, *displs;             /* chunk j of a slice: counts[j] reals from displs[j] */
     int *scounts, *rcounts, *rdispls; /* the chunks sent to and received from node j */
     MPI_Request req;
+    /* [comm] dtype = bf16: what crosses between nodes below exact_from travels in bf16. */
+    int bf16;
+    size_t exact_from;
+    bp_bf16 *wire, *scratch16; /* a slice, and the chunks received */
 
     /* The exchange's thread (threaded): it takes buckets [done, queued). */
     int threaded, stop, failed;
@@ -222,15 +227,14 @@ static int wait_request(bp__exchange *x, int slot)
  * sends and receives (n-1)/n of the slice twice); the adding is ours. (Pairs of
  * MPI_Isend/MPI_Irecv for the first half moved the same bytes 2 to 3 times slower through
  * Open MPI's TCP transport here; MPI_Ialltoallv did not.) */
-static int cross_sum(bp__exchange *x, span s, int slot)
+/* Node j's chunk of a slice of len reals: counts[j] from displs[j]; what this node sends to
+ * and receives from each. Returns this node's chunk's length. */
+static int chunks(bp__exchange *x, size_t len)
 {
     int n = x->nodes, me = x->me_cross;
-    if (n == 1 || s.hi == s.lo)
-        return 0;
-    bp_real *X = x->sum + s.lo;
     for (int j = 0; j < n; j++) {
         size_t lo, hi;
-        bp_shard(s.hi - s.lo, j, n, &lo, &hi);
+        bp_shard(len, j, n, &lo, &hi);
         x->counts[j] = (int)(hi - lo), x->displs[j] = (int)lo;
     }
     int mine = x->counts[me];
@@ -238,6 +242,59 @@ static int cross_sum(bp__exchange *x, span s, int slot)
         x->scounts[j] = j == me ? 0 : x->counts[j];
         x->rcounts[j] = j == me ? 0 : mine;
     }
+    return mine;
+}
+
+/* cross_sum in bf16, as PyTorch's bf16 compression hook sends a bucket: the node's slice
+ * is rounded to bf16 (to nearest even) and sent so; each node widens the chunks it
+ * receives and its own, sums them in float in node order, rounds that sum to bf16 for the
+ * allgather, and every node widens the gathered slice. Two roundings in all: each node's
+ * sum on the way out, the total on the way back (where the hook over NCCL or gloo rounds
+ * every partial sum). Half the bytes of float. */
+static int cross_sum_bf16(bp__exchange *x, span s, int slot)
+{
+    int me = x->me_cross, mine = chunks(x, s.hi - s.lo);
+    bp_real *X = x->sum + s.lo;
+    bp_bf16 *W = x->wire;
+    bp__to_bf16(W, X, s.hi - s.lo);
+    if (MPI_Ialltoallv(W, x->scounts, x->displs, MPI_UINT16_T, x->scratch16, x->rcounts, x->rdispls,
+                       MPI_UINT16_T, x->cross, &x->req) != MPI_SUCCESS)
+        return BP_ECOMM;
+    if (wait_request(x, slot) < 0)
+        return BP_ECOMM;
+    for (int j = 0; j < x->nodes; j++) {
+        const bp_bf16 *v = j == me ? W + x->displs[me] : x->scratch16 + (size_t)j * x->chunk_max;
+        if (j == 0)
+            bp__bf16_widen(x->acc, v, (size_t)mine);
+        else
+            bp__bf16_add(x->acc, v, (size_t)mine);
+    }
+    bp__to_bf16(W + x->displs[me], x->acc, (size_t)mine);
+    if (MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, W, x->counts, x->displs, MPI_UINT16_T,
+                        x->cross, &x->req) != MPI_SUCCESS)
+        return BP_ECOMM;
+    if (wait_request(x, slot) < 0)
+        return BP_ECOMM;
+    bp__bf16_widen(X, W, s.hi - s.lo);
+    return 0;
+}
+
+static int cross_sum(bp__exchange *x, span s, int slot)
+{
+    int n = x->nodes, me = x->me_cross;
+    if (n == 1 || s.hi == s.lo)
+        return 0;
+    /* The extra slots (costs, counts, orders) must sum exactly: in a slice that reaches
+     * them, the gradients go in bf16 and the slots after them in float. */
+    if (x->bf16 && s.lo < x->exact_from) {
+        span grads = {s.lo, min_size(s.hi, x->exact_from)};
+        int rc = cross_sum_bf16(x, grads, slot);
+        if (rc < 0 || s.hi <= x->exact_from)
+            return rc;
+        s.lo = x->exact_from;
+    }
+    bp_real *X = x->sum + s.lo;
+    int mine = chunks(x, s.hi - s.lo);
     if (MPI_Ialltoallv(X, x->scounts, x->displs, BP_MPI_REAL, x->scratch, x->rcounts, x->rdispls,
                        BP_MPI_REAL, x->cross, &x->req) != MPI_SUCCESS)
         return BP_ECOMM;
@@ -316,7 +373,8 @@ static int cut_buckets(bp__exchange *x, const bp_net *net, double bucket_bytes, 
 }
 
 int bp__exchange_create(bp__exchange **out, const bp_comm *comm, const bp_net *net, size_t n,
-                        double bucket_mb, int overlap, char *err, size_t errlen)
+                        double bucket_mb, int overlap, size_t exact_from, int bf16, char *err,
+                        size_t errlen)
 {
     *out = NULL;
     const bp__mpi *mpi = bp__mpi_get();
@@ -329,6 +387,7 @@ int bp__exchange_create(bp__exchange **out, const bp_comm *comm, const bp_net *n
     }
     x->p = 1, x->nodes = 1;
     x->cross = MPI_COMM_NULL;
+    x->bf16 = bf16, x->exact_from = exact_from;
     int rc = 0;
     if (comm->size > 1 && mpi) {
         /* The two levels where every node holds the same ranks and the node's segment maps
@@ -371,8 +430,12 @@ int bp__exchange_create(bp__exchange **out, const bp_comm *comm, const bp_net *n
         x->scounts = bp__calloc((size_t)x->nodes, sizeof(int));
         x->rcounts = bp__calloc((size_t)x->nodes, sizeof(int));
         x->rdispls = bp__calloc((size_t)x->nodes, sizeof(int));
+        if (bf16) {
+            x->wire = bp__calloc(widest, sizeof(bp_bf16));
+            x->scratch16 = bp__calloc(bp__mul((size_t)x->nodes, x->chunk_max), sizeof(bp_bf16));
+        }
         if (!x->scratch || !x->acc || !x->counts || !x->displs || !x->scounts || !x->rcounts ||
-            !x->rdispls)
+            !x->rdispls || (bf16 && (!x->wire || !x->scratch16)))
             rc = BP_ENOMEM;
         for (int j = 0; rc == 0 && j < x->nodes; j++) /* node j's chunk lands here */
             x->rdispls[j] = (int)((size_t)j * x->chunk_max);
@@ -496,13 +559,16 @@ void bp__exchange_describe(const bp__exchange *x, char *buf, size_t len)
         widest =
             x->bucket[b].hi - x->bucket[b].lo > widest ? x->bucket[b].hi - x->bucket[b].lo : widest;
     double mb = (double)(widest * sizeof(bp_real)) / 1e6;
-    snprintf(buf, len, "%d node%s x %d rank%s (%s), %d bucket%s of at most %.1f MB%s", x->nodes,
+    snprintf(buf, len, "%d node%s x %d rank%s (%s), %d bucket%s of at most %.1f MB%s%s", x->nodes,
              x->nodes == 1 ? "" : "s", x->p, x->p == 1 ? "" : "s",
              x->segment ? "summed in shared memory on the node" : "no shared memory", x->nb,
              x->nb == 1 ? "" : "s", mb,
              x->threaded                 ? ", sent while the backward pass runs"
              : x->nodes > 1 && x->nb > 1 ? ", sent after the backward pass (MPI without threads)"
-                                         : "");
+                                         : "",
+             !x->bf16       ? ""
+             : x->nodes > 1 ? "; in bf16 between nodes"
+                            : "; dtype = bf16 has nothing to send on one node: float");
 }
 
 void bp__exchange_free(bp__exchange *x)
@@ -526,6 +592,8 @@ void bp__exchange_free(bp__exchange *x)
     bp__free(x->bucket);
     bp__free(x->scratch);
     bp__free(x->acc);
+    bp__free(x->wire);
+    bp__free(x->scratch16);
     bp__free(x->counts);
     bp__free(x->displs);
     bp__free(x->scounts);

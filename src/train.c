@@ -322,7 +322,8 @@ static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
     if (rc < 0)
         return rc;
     rc = bp__exchange_create(&t->exchange, &t->comm, &t->net, t->net.nparams + BP__EXTRAS,
-                             cfg->bucket_mb, cfg->overlap, err, errlen);
+                             cfg->bucket_mb, cfg->overlap, t->net.nparams, cfg->comm_bf16, err,
+                             errlen);
     if (rc == 0)
         t->grad = bp__exchange_buffer(t->exchange);
     return agree(&t->comm, rc, err, errlen);

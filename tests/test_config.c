@@ -52,6 +52,7 @@ static void test_parses_values_and_defaults(void **state)
     assert_int_equal(c.lr_schedule, BP_LR_CONSTANT);
     assert_int_equal(c.optimizer, BP_OPT_SGD);
     assert_int_equal(c.bf16, 0);
+    assert_int_equal(c.comm_bf16, 0);
     assert_float_equal(c.beta1, 0.9, 0);
     assert_float_equal(c.beta2, 0.999, 0);
     assert_float_equal(c.adam_epsilon, 1e-8, 0);
@@ -68,12 +69,13 @@ static void test_set_overrides_and_format_round_trips(void **state)
     (void)state;
     bp_config a, b;
     char err[256] = "";
-    const char *sets[] = {"train.epochs=9",      "network.layers=2,5,5,1",
-                          "checkpoint.dir=out",  "comm.overlap=false",
-                          "comm.bucket_mb=0.25", "checkpoint.every_seconds=1.5",
-                          "train.precision=bf16"};
-    assert_int_equal(bp_config_parse(&a, "x.ini", good, sets, 7, err, sizeof(err)), 0);
+    const char *sets[] = {"train.epochs=9",       "network.layers=2,5,5,1",
+                          "checkpoint.dir=out",   "comm.overlap=false",
+                          "comm.bucket_mb=0.25",  "checkpoint.every_seconds=1.5",
+                          "train.precision=bf16", "comm.dtype=bf16"};
+    assert_int_equal(bp_config_parse(&a, "x.ini", good, sets, 8, err, sizeof(err)), 0);
     assert_int_equal(a.bf16, 1);
+    assert_int_equal(a.comm_bf16, 1);
     assert_float_equal(a.every_seconds, 1.5, 0);
     assert_int_equal(a.epochs, 9);
     assert_int_equal(a.overlap, 0);
@@ -111,6 +113,8 @@ static void test_errors_name_file_and_line(void **state)
          "x.ini:15: [comm] overlap: expected true or false, got 'yes'"},
         {"threads = 3", "threads = 3\n[comm]\nbucket_mb = 0",
          "x.ini:15: [comm] bucket_mb: 0 is out of range (0.001 to 1024)"},
+        {"threads = 3", "threads = 3\n[comm]\ndtype = fp8",
+         "x.ini:15: [comm] dtype: expected float or bf16, got 'fp8'"},
         {"momentum = 0.9", "precision = fp16",
          "x.ini:12: [train] precision: expected float or bf16, got 'fp16'"},
         {"momentum = 0.9", "optimizer = bfgs",

@@ -59,6 +59,7 @@ typedef struct {
     /* [comm] */
     double comm_timeout; /* seconds any collective may wait; 0 = no limit */
     int overlap;         /* exchange buckets during the backward pass (else one, after it) */
+    int comm_bf16;       /* dtype = bf16: gradient sums between nodes travel in bf16 */
     double bucket_mb;    /* bucket size, megabytes (10^6 bytes) */
     /* [log] */
     char metrics[BP_PATH_MAX];
