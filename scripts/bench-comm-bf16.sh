@@ -39,8 +39,8 @@ progress = off
 INI
 tx() { ip -n bp-host1 -s link show eth0 | awk '/TX:/ {getline; print $1}'; }
 echo "# $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; 2 hosts, links $rate"
-echo "| dtype | step ms | exchange ms (share) | compute ms | MB sent by host 1 per step |"
-echo "|---|---|---|---|---|"
+echo "| dtype | step ms | exchange waited for, ms (share) | exchange in all, ms (hidden) | compute ms | MB sent by host 1 per step |"
+echo "|---|---|---|---|---|---|"
 for rep in $(seq "$reps"); do
     for dtype in float bf16; do
         before=$(tx)
@@ -51,7 +51,8 @@ for rep in $(seq "$reps"); do
         step=$(sed -E 's/^step time: ([0-9.]+) ms.*/\1/' <<<"$line")
         exch=$(sed -E 's/.* exchange ([0-9.]+ \([0-9.]+%\)).*/\1/' <<<"$line")
         comp=$(sed -E 's/.*compute ([0-9.]+).*/\1/' <<<"$line")
-        echo "| $dtype | $step | $exch | $comp | $(awk -v b="$sent" 'BEGIN {printf "%.2f", b / 40 / 1e6}') |"
+        all=$(sed -E 's/.*exchange took ([0-9.]+) in all, ([0-9.]+) of it hidden.*/\1 (\2)/' <<<"$line")
+        echo "| $dtype | $step | $exch | $all | $comp | $(awk -v b="$sent" 'BEGIN {printf "%.2f", b / 40 / 1e6}') |"
     done
 done
 echo

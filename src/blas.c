@@ -61,7 +61,7 @@ void bp_set_blas_threads(int threads)
  * x 2048: 178 against 163), so they stay there. A primitive is built once per shape (a few
  * JIT-compiled kernels) and kept; past MATMUL_SHAPES shapes, or if oneDNN declines one,
  * the product goes to dnnl_sgemm. */
-#define MATMUL_SHAPES 64
+#define MATMUL_SHAPES 256
 
 typedef struct {
     int ta, tb; /* A, B transposed: read through their strides */
@@ -181,8 +181,9 @@ void bp__gemm(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int m, int n, in
 
 /* ---- bf16 products ([train] precision = bf16) ---- */
 
-/* Round to nearest, ties to even, as the hardware's VCVTNEPS2BF16 does; NaN stays a
- * (quiet) NaN. A plain loop the compiler vectorises: converting a layer's activations is
+/* Round to nearest, ties to even, as the hardware's VCVTNEPS2BF16 does for normal numbers
+ * (it flushes subnormal inputs to zero; this keeps their top bits); NaN stays a (quiet)
+ * NaN. A plain loop the compiler vectorises: converting a layer's activations is
  * a pass over memory the product reads anyway. */
 BP__VECTORIZE void bp__to_bf16(bp_bf16 *restrict dst, const bp_real *restrict src, size_t n)
 {
@@ -268,6 +269,17 @@ int bp__bf16_check(char *why, size_t len)
                  "cpuid): use precision = float");
         return -1;
     }
+    /* The CPU may have the instructions and still not run them: an OS that has not
+     * enabled AVX-512 state, or ONEDNN_MAX_CPU_ISA set below them. oneDNN would then run
+     * bf16 on its reference kernels. */
+    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    if ((isa & dnnl_cpu_isa_avx512_core_bf16) != dnnl_cpu_isa_avx512_core_bf16) {
+        snprintf(why, len,
+                 "oneDNN will not use this CPU's bf16 instructions (its effective ISA is 0x%x: "
+                 "AVX-512 disabled by the OS, or ONEDNN_MAX_CPU_ISA): use precision = float",
+                 (unsigned)isa);
+        return -1;
+    }
     bp_bf16 one[1] = {0x3f80};
     float out[1];
     if (bp__gemm_bf16(0, 1, 1, 1, 1, one, 1, one, 1, out, 1) < 0 || out[0] != 1) {
@@ -278,11 +290,20 @@ int bp__bf16_check(char *why, size_t len)
 #endif
 }
 
+static long bf16_declined;
+
+long bp__bf16_declined(void)
+{
+    return bf16_declined;
+}
+
 int bp__gemm_bf16(int ta, int tb, int m, int n, int k, const bp_bf16 *A, int lda, const bp_bf16 *B,
                   int ldb, float *C, int ldc)
 {
 #ifdef BACKPROP_ONEDNN
-    return matmul(ta, tb, m, n, k, dnnl_bf16, A, lda, B, ldb, C, ldc);
+    int rc = matmul(ta, tb, m, n, k, dnnl_bf16, A, lda, B, ldb, C, ldc);
+    bf16_declined += rc < 0;
+    return rc;
 #else
     (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)A, (void)lda, (void)B, (void)ldb;
     (void)C, (void)ldc;

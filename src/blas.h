@@ -42,7 +42,9 @@ void bp__bf16_widen(bp_real *dst, const bp_bf16 *src, size_t n);
 void bp__bf16_add(bp_real *dst, const bp_bf16 *src, size_t n);
 
 /* C (m x n, f32) = op(A) op(B), op transposing where ta, tb are 1; row-major bf16
- * operands, products accumulated in f32. -1 where oneDNN has no primitive for it. */
+ * operands, products accumulated in f32. -1 where oneDNN has no primitive for it (it
+ * declined the shape, or the cache of shapes is full), counted by bp__bf16_declined. */
+long bp__bf16_declined(void);
 int bp__gemm_bf16(int ta, int tb, int m, int n, int k, const bp_bf16 *A, int lda, const bp_bf16 *B,
                   int ldb, float *C, int ldc);
 

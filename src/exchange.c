@@ -387,7 +387,10 @@ int bp__exchange_create(bp__exchange **out, const bp_comm *comm, const bp_net *n
     }
     x->p = 1, x->nodes = 1;
     x->cross = MPI_COMM_NULL;
-    x->bf16 = bf16, x->exact_from = exact_from;
+    x->exact_from = exact_from;
+    /* bf16 is for links between nodes: ranks that all share one node (even where they
+     * fall back to the flat communicator) keep float. */
+    x->bf16 = bf16 && !(mpi && mpi->node_size == comm->size);
     int rc = 0;
     if (comm->size > 1 && mpi) {
         /* The two levels where every node holds the same ranks and the node's segment maps

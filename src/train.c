@@ -294,6 +294,12 @@ static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
         rc = prepare_early_stopping(t, err, errlen);
     if (rc == 0 && cfg->bf16)
         rc = prepare_bf16(t, err, errlen);
+#ifdef BACKPROP_DOUBLE
+    if (rc == 0 && cfg->comm_bf16)
+        rc = bp__fail(err, errlen, BP_EINVAL,
+                      "[comm] dtype = bf16 needs the float build (this backprop computes in "
+                      "double)");
+#endif
     if (rc == 0 && t->comm.rank == 0)
         rc = bp__saver_create(&t->saver, cfg, &t->net, t->config_text, err, errlen);
     if (rc == 0 && cfg->optimizer == BP_OPT_LBFGS)

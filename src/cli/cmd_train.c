@@ -165,6 +165,11 @@ static void print_step_time(const bp_comm *comm, const bp_trainer *t)
         printf("; the exchange took %.3f in all, %.3f of it hidden behind the backward pass",
                st.exchange_ms + st.hidden_ms, st.hidden_ms);
     printf("]\n");
+    long declined = bp__bf16_declined();
+    if (declined > 0) /* a bf16 run whose shapes oneDNN would not take, or too many */
+        printf("warning: %ld bf16 products on rank 0 ran in float: oneDNN declined their "
+               "shapes or its cache of shapes was full\n",
+               declined);
     if (st.checkpoints > 0)
         printf("checkpoints: %ld, each paused training %.3f ms (replica check, copy); written "
                "in the background in %.3f ms each\n",
