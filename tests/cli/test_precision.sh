@@ -2,7 +2,7 @@
 # [train] precision = bf16: training converges to within a stated distance of float, resumes
 # bit-identically mid-epoch at 2 ranks, its checkpoints evaluate in float and a float
 # checkpoint resumes in bf16; inspect says which; a CPU without bf16 instructions (or the
-# double build) is refused with the reason.
+# double build, which also refuses [comm] dtype = bf16) is refused with the reason.
 source "$(dirname "$0")/lib.sh"
 $PY "$SRC/tests/cli/make_data.py" "$T" || exit 1
 H5="$PY $SRC/tests/cli/h5tool.py"
@@ -34,6 +34,8 @@ INI
 if "$BP" --version | grep -q double; then
     expect "double build refuses bf16" 2 'precision = bf16 needs the float build' \
         "$BP" train p.ini --set train.precision=bf16 --set checkpoint.dir=D
+    expect "double build refuses comm bf16" 2 'dtype = bf16 needs the float build' \
+        "$BP" train p.ini --set comm.dtype=bf16 --set checkpoint.dir=D
     finish
     exit
 fi
