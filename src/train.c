@@ -286,8 +286,10 @@ static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
         rc = bp_rundir_resolve(cfg, resume, resume_path, sizeof(resume_path), err, errlen);
     if (rc == 0)
         rc = build_net(t, resume ? resume_path : NULL, err, errlen);
+    double loading = now_s();
     if (rc == 0)
         rc = load_data(t, err, errlen);
+    t->load_s = now_s() - loading;
     if (rc == 0)
         rc = alloc_buffers(t, err, errlen);
     if (rc == 0)
@@ -409,6 +411,7 @@ void bp_trainer_get_info(const bp_trainer *t, bp_trainer_info *info)
                               .ranks = t->comm.size,
                               .threads = t->threads,
                               .resumed = t->resumed,
+                              .load_s = t->load_s,
                               .epoch = t->st.epoch,
                               .batch_in_epoch = t->st.batch_in_epoch,
                               .global_step = t->st.global_step,

@@ -68,6 +68,7 @@ struct bp_trainer {
     long ckpts;
     double ckpt_pause_s;
     int resumed;
+    double load_s; /* this rank's time reading and decoding the data sets */
     /* Rank 0: the run directory's owner lock and the metrics file's; held from setup to
      * bp_trainer_free. */
     bp__lock dir_lock, metrics_lock;

@@ -81,6 +81,7 @@ typedef struct {
     size_t n_train, n_val, n_test; /* examples */
     int ranks, threads;            /* ranks in the job, BLAS threads per rank */
     int resumed;                   /* 1 when set up from a checkpoint */
+    double load_s;                 /* seconds this rank spent reading and decoding the data */
     long epoch, batch_in_epoch;    /* completed epochs, steps into the next */
     long global_step;              /* steps since the start of the run */
     char exchange[160];            /* how the gradient sum travels, in words */

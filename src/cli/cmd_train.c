@@ -77,10 +77,10 @@ static void print_banner(const bp_config *c, const bp_trainer *t)
         printf("%s%d", i ? "," : " ", c->sizes[i]);
     printf(" %s/%s/%s, %zu parameters\n", bp_activation_name(c->hidden),
            bp_activation_name(c->output), bp_cost_name(c->cost), in.nparams);
-    printf("data: %zu train, %zu validation, %zu test; batch %ld over %d rank%s x %d BLAS "
-           "thread%s\n",
-           in.n_train, in.n_val, in.n_test, c->batch_size, in.ranks, in.ranks > 1 ? "s" : "",
-           in.threads, in.threads > 1 ? "s" : "");
+    printf("data: %zu train, %zu validation, %zu test, read in %.2f s; batch %ld over %d rank%s "
+           "x %d BLAS thread%s\n",
+           in.n_train, in.n_val, in.n_test, in.load_s, c->batch_size, in.ranks,
+           in.ranks > 1 ? "s" : "", in.threads, in.threads > 1 ? "s" : "");
     const char *replaced = bp_blas_replaced_kernel();
     if (replaced)
         printf("BLAS: %s; OpenBLAS %s kernel (chosen by backprop for this AVX-512 CPU over "

@@ -42,6 +42,7 @@ step_time_ok() {
 for np in 1 2 4; do
     check "np$np step time line" step_time_ok np$np.log "$np"
 done
+check "the banner says how long the data took to read" grep -Eq '^data: [0-9]+ train, [0-9]+ validation, [0-9]+ test, read in [0-9]+\.[0-9]{2} s; batch ' np2.log
 check "train np2 again" mpi 2 train p.ini --set checkpoint.dir=np2b
 # 13-example batches on 4 ranks: shards of 4,3,3,3; a batch of 1 on 4 ranks leaves 3 idle.
 check "train np4 batch 1" mpi 4 train p.ini --set checkpoint.dir=np4b1 --set train.batch_size=1 --set train.epochs=1
