@@ -196,32 +196,25 @@ BP__VECTORIZE void bp__to_bf16(bp_bf16 *restrict dst, const bp_real *restrict sr
     }
 }
 
-BP__VECTORIZE void bp__bf16_widen(bp_real *restrict dst, const bp_bf16 *restrict src, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u = (uint32_t)src[i] << 16;
-        float f;
-        memcpy(&f, &u, sizeof(f));
-        dst[i] = f;
-    }
-}
-
-BP__VECTORIZE void bp__bf16_add(bp_real *restrict dst, const bp_bf16 *restrict src, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u = (uint32_t)src[i] << 16;
-        float f;
-        memcpy(&f, &u, sizeof(f));
-        dst[i] += f;
-    }
-}
-
-float bp__from_bf16(bp_bf16 h)
+/* bf16 is float's top half: exact. */
+static inline float widen(bp_bf16 h)
 {
     uint32_t u = (uint32_t)h << 16;
     float f;
     memcpy(&f, &u, sizeof(f));
     return f;
+}
+
+BP__VECTORIZE void bp__bf16_widen(bp_real *restrict dst, const bp_bf16 *restrict src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = widen(src[i]);
+}
+
+BP__VECTORIZE void bp__bf16_add(bp_real *restrict dst, const bp_bf16 *restrict src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] += widen(src[i]);
 }
 
 #if defined(__x86_64__)

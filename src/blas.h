@@ -36,7 +36,6 @@ const char *bp__bf16_isa(void);
 
 /* dst = src rounded to bf16, to nearest with ties to even. */
 void bp__to_bf16(bp_bf16 *dst, const bp_real *src, size_t n);
-float bp__from_bf16(bp_bf16 h);
 /* dst = src widened to bp_real (exact), and dst += src widened. */
 void bp__bf16_widen(bp_real *dst, const bp_bf16 *src, size_t n);
 void bp__bf16_add(bp_real *dst, const bp_bf16 *src, size_t n);

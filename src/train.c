@@ -564,12 +564,11 @@ static int train_step(bp_trainer *t, size_t first, size_t m)
         }
         /* Diverged: every rank still takes every bucket, and stops after. Adam's step
          * count is this update's: global_step + 1. lbfgs takes the whole sum, below. */
-        if (t->lbfgs.history)
-            ;
-        else if (!diverged && t->moment2)
+        int update = !diverged && !t->lbfgs.history;
+        if (update && t->moment2)
             bp__adam_step_range(&t->adam, &t->net, sum, t->velocity, t->moment2, (double)m,
                                 t->st.global_step + 1, lo, hi < np ? hi : np);
-        else if (!diverged)
+        else if (update)
             bp__sgd_step_range(&t->opt, &t->net, sum, t->velocity, (double)m, lo,
                                hi < np ? hi : np);
         updating += now_s() - u;

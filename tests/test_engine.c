@@ -597,7 +597,12 @@ static void test_bf16_rounding(void **state)
     memcpy(&snan, &snan_bits, sizeof(snan));
     bp__to_bf16(out, &snan, 1);
     assert_int_equal(out[0], 0x7fc0);
-    assert_true(bp__from_bf16(0x3f81) == 1.0078125f);
+    const bp_bf16 h[2] = {0x3f81, 0xc020};
+    bp_real wide[2] = {0, 1};
+    bp__bf16_widen(wide, h, 2);
+    assert_true(wide[0] == 1.0078125f && wide[1] == -2.5f);
+    bp__bf16_add(wide, h, 2);
+    assert_true(wide[0] == 2.015625f && wide[1] == -5.0f);
 }
 
 /* A product in bf16 against the exact one (double, from the float operands). Each operand
