@@ -93,7 +93,9 @@ progress = off
 def step_time(out):
     line = re.search(r"^step time: .*$", out, re.M).group(0)
     value = lambda pattern: float(m.group(1)) if (m := re.search(pattern, line)) else 0.0
-    return {"step": value(r"step time: ([0-9.]+) ms"), "compute": value(r"compute ([0-9.]+)"),
+    # the model's compute is the rank's own work before the exchange: its rows and the passes
+    return {"step": value(r"step time: ([0-9.]+) ms"),
+            "compute": value(r"= data ([0-9.]+)") + value(r"compute ([0-9.]+)"),
             "exposed": value(r"exchange ([0-9.]+) \("), "update": value(r"update ([0-9.]+)"),
             "hidden": value(r"([0-9.]+) of it hidden")}
 

@@ -1,6 +1,7 @@
 #include <limits.h>
 #include <mpi.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <time.h>
@@ -29,8 +30,11 @@ static int comms_size(void)
     MPI_Comm_size(world, &n);
     return n;
 }
-static bp__mpi comms = {
-    .world = MPI_COMM_NULL, .node = MPI_COMM_NULL, .cross = MPI_COMM_NULL, .flat = MPI_COMM_NULL};
+static bp__mpi comms = {.world = MPI_COMM_NULL,
+                        .node = MPI_COMM_NULL,
+                        .cross = MPI_COMM_NULL,
+                        .flat = MPI_COMM_NULL,
+                        .shm = MPI_COMM_NULL};
 
 const bp__mpi *bp__mpi_get(void)
 {
@@ -47,6 +51,9 @@ static int split_levels(MPI_Comm node)
     if (MPI_Allreduce(MPI_IN_PLACE, range, 2, MPI_INT, MPI_MAX, world) != MPI_SUCCESS)
         return BP_ECOMM;
     int uniform = -range[0] == range[1];
+    if (MPI_Comm_dup(node, &comms.shm) != MPI_SUCCESS)
+        return BP_ECOMM;
+    MPI_Comm_set_errhandler(comms.shm, MPI_ERRORS_RETURN);
     if (uniform)
         comms.node = node;
     else if (MPI_Comm_free(&node) != MPI_SUCCESS ||
@@ -105,8 +112,8 @@ void bp_comm_finalize(void)
     MPI_Finalized(&finalized);
     if (finalized)
         return;
-    MPI_Comm *all[] = {&comms.node, &comms.cross, &comms.flat, &world};
-    for (int i = 0; i < 4; i++)
+    MPI_Comm *all[] = {&comms.node, &comms.cross, &comms.flat, &comms.shm, &world};
+    for (int i = 0; i < 5; i++)
         if (*all[i] != MPI_COMM_NULL)
             MPI_Comm_free(all[i]);
     comms.world = MPI_COMM_NULL;
@@ -294,6 +301,96 @@ int bp_comm_same(const bp_comm *comm, uint64_t value)
         return BP_ECOMM;
     /* max(v) == v and max(~v) == ~v on every rank only when all v are equal. */
     return r[0] == value && r[1] == ~value;
+}
+
+/* ---- one copy of the data per node ---- */
+
+struct bp_shared {
+    MPI_Win win;
+};
+
+int bp_comm_node_ranks(int *rank, int *size)
+{
+    *rank = 0, *size = 1;
+    if (comms.shm == MPI_COMM_NULL)
+        return 0;
+    MPI_Comm_rank(comms.shm, rank);
+    MPI_Comm_size(comms.shm, size);
+    return 0;
+}
+
+int bp_comm_node_bcast(void *buf, size_t bytes)
+{
+    int size = 1;
+    if (comms.shm != MPI_COMM_NULL)
+        MPI_Comm_size(comms.shm, &size);
+    if (size == 1)
+        return 0;
+    if (bytes > INT_MAX)
+        return BP_EINVAL;
+    enter("the node's broadcast of the data's shape");
+    int rc = MPI_Bcast(buf, (int)bytes, MPI_BYTE, 0, comms.shm);
+    leave();
+    return rc == MPI_SUCCESS ? 0 : BP_ECOMM;
+}
+
+int bp_comm_share(size_t bytes, bp_shared **out, void **base)
+{
+    *out = NULL, *base = NULL;
+    int rank;
+    MPI_Comm_rank(comms.shm, &rank);
+    bp_shared *s = calloc(1, sizeof(*s));
+    int ok = s != NULL, all_ok;
+    /* Every rank must reach the allocation or none: a rank without memory for the handle
+     * says so first. */
+    enter("the node's agreement on shared memory");
+    int rc = MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, comms.shm);
+    leave();
+    if (rc != MPI_SUCCESS || !all_ok) {
+        free(s);
+        return rc != MPI_SUCCESS ? BP_ECOMM : BP_ENOMEM;
+    }
+    /* The node's rank 0 holds it all: the others' share is empty, and they reach its
+     * memory through shared_query. One byte at least: MPI may return no address for 0. */
+    MPI_Aint mine = rank == 0 ? (MPI_Aint)(bytes ? bytes : 1) : 0, size;
+    int unit;
+    void *at = NULL;
+    enter("the node's allocation of shared memory");
+    rc = MPI_Win_allocate_shared(mine, 1, MPI_INFO_NULL, comms.shm, &at, &s->win);
+    leave();
+    if (rc != MPI_SUCCESS) {
+        free(s);
+        return BP_ENOMEM;
+    }
+    if (MPI_Win_shared_query(s->win, 0, &size, &unit, &at) != MPI_SUCCESS ||
+        MPI_Win_lock_all(MPI_MODE_NOCHECK, s->win) != MPI_SUCCESS) {
+        MPI_Win_free(&s->win);
+        free(s);
+        return BP_ECOMM;
+    }
+    *out = s, *base = at;
+    return 0;
+}
+
+int bp_comm_share_ready(bp_shared *s)
+{
+    /* The writer's stores become visible: sync, the node's barrier, sync (MPI-3's
+     * unified model for shared windows). */
+    MPI_Win_sync(s->win);
+    enter("the node's barrier after sharing the data");
+    int rc = MPI_Barrier(comms.shm);
+    leave();
+    MPI_Win_sync(s->win);
+    return rc == MPI_SUCCESS ? 0 : BP_ECOMM;
+}
+
+void bp_comm_share_free(bp_shared *s)
+{
+    if (!s)
+        return;
+    MPI_Win_unlock_all(s->win);
+    MPI_Win_free(&s->win);
+    free(s);
 }
 
 void bp_shard(size_t m, int rank, int size, size_t *start, size_t *end)

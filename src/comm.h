@@ -27,6 +27,24 @@ int bp_comm_agree(const bp_comm *comm, int value, int *max, int *who);
  * failed. */
 int bp_comm_same(const bp_comm *comm, uint64_t value);
 
+/* Node-shared memory: one copy of the data per node (MPI-3 shared windows over the ranks
+ * that share memory, whether or not the gradient exchange treats them as one node). */
+typedef struct bp_shared bp_shared;
+
+/* This rank's place among the ranks sharing its memory, and how many they are. */
+int bp_comm_node_ranks(int *rank, int *size);
+
+/* The node's rank 0 sends bytes of buf to the node's other ranks. */
+int bp_comm_node_bcast(void *buf, size_t bytes);
+
+/* Collective over the node's ranks: bytes of memory (the node's rank 0's value counts)
+ * that every rank of the node reaches at *base. The node's rank 0 writes it, then all call
+ * bp_comm_share_ready before reading. BP_ENOMEM when it cannot be had (/dev/shm full),
+ * BP_ECOMM when a collective failed. */
+int bp_comm_share(size_t bytes, bp_shared **out, void **base);
+int bp_comm_share_ready(bp_shared *s);
+void bp_comm_share_free(bp_shared *s); /* collective over the node's ranks */
+
 /* Rank `start` .. `end` of this rank's contiguous shard of m examples: sizes differ by at
  * most one, the first m % size ranks take one more; a rank may get none. */
 void bp_shard(size_t m, int rank, int size, size_t *start, size_t *end);

@@ -18,6 +18,7 @@ typedef struct {
      * one rank: node is this rank alone and cross is world. */
     MPI_Comm node, cross;
     MPI_Comm flat; /* another duplicate of world: every rank a node of its own */
+    MPI_Comm shm;  /* the ranks that share this rank's memory, whatever node above says */
     int node_rank, node_size, cross_rank, cross_size;
     int threads_ok; /* MPI lets a second thread call it (MPI_THREAD_SERIALIZED or more) */
 } bp__mpi;

@@ -34,7 +34,8 @@ typedef enum {
     K_OPTIMIZER,
     K_WEIGHT_DECAY,
     K_PRECISION,
-    K_DTYPE
+    K_DTYPE,
+    K_PLACEMENT
 } key_type;
 
 typedef struct {
@@ -49,6 +50,7 @@ typedef struct {
 
 const char *const bp_lr_schedule_names[4] = {"constant", "step", "cosine", "inverse_scaling"};
 const char *const bp_optimizer_names[3] = {"sgd", "adam", "lbfgs"};
+const char *const bp_placement_names[4] = {"auto", "replicated", "node", "stream"};
 
 #define OFF(f) offsetof(bp_config, f)
 static const key_spec keys[] = {
@@ -60,6 +62,9 @@ static const key_spec keys[] = {
     {"data", "test", K_PATH, OFF(test), 0, 0, NULL, 0, ""},
     {"data", "test_labels", K_PATH, OFF(test_labels), 0, 0, NULL, 0, ""},
     {"data", "limit", K_LONG, OFF(limit), 0, 1e15, NULL, 0, "0"},
+    {"data", "placement", K_PLACEMENT, OFF(placement), 0, 0, NULL, 0, "auto"},
+    {"data", "max_memory_mb", K_REAL, OFF(max_memory_mb), 0, 1e12, "0 (what the node has) to 1e12",
+     0, "0"},
     {"network", "layers", K_LAYERS, OFF(sizes), 0, 0, NULL, 1, NULL},
     {"network", "hidden", K_HIDDEN, OFF(hidden), 0, 0, NULL, 0, "sigmoid"},
     {"network", "output", K_OUTPUT, OFF(output), 0, 0, NULL, 0, "sigmoid"},
@@ -258,6 +263,15 @@ static int set_enum(parse_ctx *ctx, const key_spec *k, const char *value, int li
                 return 1;
             }
         return fail_at(ctx, line, "[train] optimizer: expected sgd, adam or lbfgs, got '%s'",
+                       value);
+    case K_PLACEMENT:
+        for (int i = 0; i < 4; i++)
+            if (strcmp(value, bp_placement_names[i]) == 0) {
+                *(bp_placement *)field = (bp_placement)i;
+                return 1;
+            }
+        return fail_at(ctx, line,
+                       "[data] placement: expected auto, replicated, node or stream, got '%s'",
                        value);
     case K_PRECISION:
     case K_DTYPE:
@@ -639,7 +653,8 @@ size_t bp_config_format(const bp_config *c, char *buf, size_t len)
     int n = snprintf(
         buf, len,
         "[data]\ntrain = %s\ntrain_labels = %s\nvalidation = %s\nvalidation_labels = %s\n"
-        "validation_split = %ld\ntest = %s\ntest_labels = %s\nlimit = %ld\n\n"
+        "validation_split = %ld\ntest = %s\ntest_labels = %s\nlimit = %ld\nplacement = %s\n"
+        "max_memory_mb = %.17g\n\n"
         "[network]\nlayers = %s\nhidden = %s\noutput = %s\ncost = %s\ninit = %s\n"
         "init_epsilon = %.17g\n\n"
         "[train]\nepochs = %ld\nbatch_size = %ld\nlearning_rate = %.17g\nlambda = %.17g\n"
@@ -654,15 +669,15 @@ size_t bp_config_format(const bp_config *c, char *buf, size_t len)
         "[comm]\ntimeout = %.17g\noverlap = %s\ndtype = %s\nbucket_mb = %.17g\n\n"
         "[log]\nmetrics = %s\nprogress = %s\n",
         c->train, c->train_labels, c->validation, c->validation_labels, c->validation_split,
-        c->test, c->test_labels, c->limit, layers, bp_activation_name(c->hidden),
-        bp_activation_name(c->output), bp_cost_name(c->cost), bp_init_name(c->init),
-        c->init_epsilon, c->epochs, c->batch_size, c->learning_rate, c->lambda, c->momentum,
-        bp_optimizer_names[c->optimizer], c->beta1, c->beta2, c->adam_epsilon,
-        c->decoupled ? "decoupled" : "coupled", c->bf16 ? "bf16" : "float", c->lbfgs_history,
-        c->lbfgs_tolerance, bp_lr_schedule_names[c->lr_schedule], c->lr_step_epochs, c->lr_gamma,
-        c->lr_min, c->lr_power, c->early_stopping, (unsigned long long)c->seed, threads,
-        c->checkpoint_dir, c->every_epochs, c->every_steps, c->every_seconds, c->keep,
-        c->comm_timeout, c->overlap ? "true" : "false", c->comm_bf16 ? "bf16" : "float",
-        c->bucket_mb, c->metrics, progress[c->progress]);
+        c->test, c->test_labels, c->limit, bp_placement_names[c->placement], c->max_memory_mb,
+        layers, bp_activation_name(c->hidden), bp_activation_name(c->output), bp_cost_name(c->cost),
+        bp_init_name(c->init), c->init_epsilon, c->epochs, c->batch_size, c->learning_rate,
+        c->lambda, c->momentum, bp_optimizer_names[c->optimizer], c->beta1, c->beta2,
+        c->adam_epsilon, c->decoupled ? "decoupled" : "coupled", c->bf16 ? "bf16" : "float",
+        c->lbfgs_history, c->lbfgs_tolerance, bp_lr_schedule_names[c->lr_schedule],
+        c->lr_step_epochs, c->lr_gamma, c->lr_min, c->lr_power, c->early_stopping,
+        (unsigned long long)c->seed, threads, c->checkpoint_dir, c->every_epochs, c->every_steps,
+        c->every_seconds, c->keep, c->comm_timeout, c->overlap ? "true" : "false",
+        c->comm_bf16 ? "bf16" : "float", c->bucket_mb, c->metrics, progress[c->progress]);
     return n < 0 ? 0 : (size_t)n;
 }

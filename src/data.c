@@ -32,14 +32,35 @@ int bp__is_h5_path(const char *path)
 
 /* NaN or infinity in the data would only show up later as a diverged run, far from its
  * cause; row and column are 0-based, as numpy and h5py index them. */
-int bp__check_finite(const bp_real *A, size_t rows, size_t cols, const char *path, const char *name,
-                     char *err, size_t errlen)
+static bp_load_progress_fn progress_fn;
+static void *progress_ctx;
+
+void bp_set_load_progress(bp_load_progress_fn fn, void *ctx)
+{
+    progress_fn = fn;
+    progress_ctx = ctx;
+}
+
+void bp__load_progress(const char *path, double done, double total)
+{
+    if (progress_fn)
+        progress_fn(progress_ctx, path, done, total);
+}
+
+int bp__check_finite_at(const bp_real *A, size_t rows, size_t cols, size_t first, const char *path,
+                        const char *name, char *err, size_t errlen)
 {
     for (size_t i = 0; i < rows * cols; i++)
         if (!isfinite(A[i]))
             return bp__fail(err, errlen, BP_EFORMAT, "%s: %s row %zu column %zu is %s", path, name,
-                            i / cols, i % cols, isnan(A[i]) ? "NaN" : "infinite");
+                            first + i / cols, i % cols, isnan(A[i]) ? "NaN" : "infinite");
     return 0;
+}
+
+int bp__check_finite(const bp_real *A, size_t rows, size_t cols, const char *path, const char *name,
+                     char *err, size_t errlen)
+{
+    return bp__check_finite_at(A, rows, cols, 0, path, name, err, errlen);
 }
 
 /* Whether X (n, d), Y (n, k) and labels (n) when with_labels can be held: refused by their
@@ -163,6 +184,24 @@ static int load_builtin(bp_dataset *ds, const char *name, uint64_t seed, char *e
         return load_line(ds, seed, name, err, errlen);
     return bp__fail(err, errlen, BP_EINVAL, "%s: unknown built-in data set (known: %s)", name,
                     BUILTIN_NAMES);
+}
+
+int bp__dataset_shape(const char *path, const char *labels_path, int classes, size_t *n, size_t *d,
+                      double *bytes, char *err, size_t errlen)
+{
+    (void)labels_path; /* the images' header says how many: the labels are checked on loading */
+    int contiguous, rc = 0;
+    if (strncmp(path, BUILTIN_PREFIX, strlen(BUILTIN_PREFIX)) == 0)
+        *n = 1000, *d = 2; /* builtin:line is the largest */
+    else if (bp__is_h5_path(path))
+        rc = bp__h5_shape(path, n, d, &contiguous, err, errlen);
+    else
+        rc = bp__idx_shape(path, n, d, err, errlen);
+    if (rc == 0) {
+        size_t k = classes > 0 ? (size_t)classes : 1;
+        *bytes = (double)*n * ((double)(*d + k) * sizeof(bp_real) + sizeof(int));
+    }
+    return rc;
 }
 
 /* ---- the public loader and row operations ---- */

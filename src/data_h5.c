@@ -1,8 +1,12 @@
 /* HDF5 data sets: /X (n x d) and /y (n labels or n x k targets), read with every check a
  * damaged or foreign file needs, and written in the same layout by convert. */
+#define _GNU_SOURCE /* posix_fadvise, pread */
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <hdf5.h>
 
@@ -171,6 +175,31 @@ static int h5_check_storage(h5_var *v, const char *name, const char *path, char 
     return 0;
 }
 
+/* /X a block of rows at a time (whole chunks of what convert writes), so that a long
+ * read can say how far it has come. */
+static int h5_read_rows(hid_t id, bp_dataset *ds, const char *path, char *err, size_t errlen)
+{
+    size_t block = ((size_t)16 << 20) / (ds->d * sizeof(bp_real)) + 1;
+    hid_t file_space = H5Dget_space(id);
+    int rc = file_space < 0 ? BP_EIO : 0;
+    for (size_t r = 0; r < ds->n && rc == 0; r += block) {
+        hsize_t start[2] = {r, 0}, count[2] = {ds->n - r < block ? ds->n - r : block, ds->d};
+        hid_t mem = H5Screate_simple(2, count, NULL);
+        if (mem < 0 ||
+            H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
+            H5Dread(id, BP__H5_REAL, mem, file_space, H5P_DEFAULT, ds->X + r * ds->d) < 0)
+            rc = BP_EIO;
+        if (mem >= 0)
+            H5Sclose(mem);
+        bp__load_progress(path, (double)(r + count[0]), (double)ds->n);
+    }
+    if (file_space >= 0)
+        H5Sclose(file_space);
+    return rc < 0 ? bp__fail(err, errlen, BP_EIO, "%s: cannot read /X (damaged or truncated file?)",
+                             path)
+                  : 0;
+}
+
 static int h5_read_X(hid_t file, bp_dataset *ds, const char *path, char *err, size_t errlen)
 {
     h5_var v;
@@ -201,8 +230,7 @@ static int h5_read_X(hid_t file, bp_dataset *ds, const char *path, char *err, si
         rc = bp__dataset_alloc(ds, (size_t)v.dims[0], (size_t)v.dims[1], 0, 0, path, err, errlen);
     if (rc < 0)
         goto cleanup;
-    if (H5Dread(v.id, BP__H5_REAL, H5S_ALL, H5S_ALL, H5P_DEFAULT, ds->X) < 0)
-        rc = bp__fail(err, errlen, BP_EIO, "%s: cannot read /X (damaged or truncated file?)", path);
+    rc = h5_read_rows(v.id, ds, path, err, errlen);
 cleanup:
     if (v.id >= 0)
         H5Dclose(v.id);
@@ -295,17 +323,27 @@ cleanup:
     return rc;
 }
 
-static int load_file(bp_dataset *ds, const char *path, int classes, char *err, size_t errlen)
+/* Opens path read-only as HDF5 (*size: its bytes, when size is not NULL), or says why not. */
+static int h5_open_file(const char *path, off_t *size, hid_t *file, char *err, size_t errlen)
 {
-    int rc = bp__input_check(path, NULL, err, errlen);
+    int rc = bp__input_check(path, size, err, errlen);
     if (rc < 0)
         return rc;
     if (H5Fis_hdf5(path) <= 0)
         return bp__fail(err, errlen, BP_EFORMAT, "%s: not an HDF5 file", path);
-    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (file < 0)
+    *file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (*file < 0)
         return bp__fail(err, errlen, BP_EFORMAT,
                         "%s: cannot open as HDF5 (damaged or truncated file?)", path);
+    return 0;
+}
+
+static int load_file(bp_dataset *ds, const char *path, int classes, char *err, size_t errlen)
+{
+    hid_t file = H5I_INVALID_HID;
+    int rc = h5_open_file(path, NULL, &file, err, errlen);
+    if (rc < 0)
+        return rc;
     rc = h5_read_X(file, ds, path, err, errlen);
     if (rc == 0)
         rc = h5_read_y(file, ds, classes, path, err, errlen);
@@ -324,12 +362,252 @@ int bp__load_h5(bp_dataset *ds, const char *path, int classes, char *err, size_t
     return rc;
 }
 
+static int h5_shape(const char *path, size_t *n, size_t *d, int *contiguous, char *err,
+                    size_t errlen)
+{
+    hid_t file = H5I_INVALID_HID;
+    int rc = h5_open_file(path, NULL, &file, err, errlen);
+    if (rc < 0)
+        return rc;
+    h5_var v;
+    rc = h5_open_var(file, "/X", &v, path, err, errlen);
+    if (rc == 0 && v.rank != 2)
+        rc = bp__fail(err, errlen, BP_EFORMAT,
+                      "%s: /X has rank %d; expected 2 (n examples x d features)", path, v.rank);
+    if (rc == 0) {
+        hid_t dcpl = H5Dget_create_plist(v.id), type = H5Dget_type(v.id);
+        *n = (size_t)v.dims[0], *d = (size_t)v.dims[1];
+        *contiguous = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CONTIGUOUS &&
+                      H5Dget_offset(v.id) != HADDR_UNDEF && type >= 0 &&
+                      (H5Tequal(type, H5T_IEEE_F32LE) > 0 || H5Tequal(type, H5T_IEEE_F64LE) > 0);
+        if (dcpl >= 0)
+            H5Pclose(dcpl);
+        if (type >= 0)
+            H5Tclose(type);
+    }
+    if (v.id >= 0)
+        H5Dclose(v.id);
+    H5Fclose(file);
+    return rc;
+}
+
+int bp__h5_shape(const char *path, size_t *n, size_t *d, int *contiguous, char *err, size_t errlen)
+{
+    bp__h5_quiet q;
+    bp__h5_quiet_begin(&q);
+    int rc = h5_shape(path, n, d, contiguous, err, errlen);
+    bp__h5_quiet_end(&q);
+    return rc;
+}
+
+/* ---- rows read in place: [data] placement = stream ----
+ * /X stays in the file and each step reads the rows it needs with pread, the kernel asked
+ * ahead for the next step's (posix_fadvise). HDF5 reads chunked or compressed data a chunk
+ * at a time, which random rows would decode over and over; a contiguous /X is plain rows
+ * at a known offset, so it is read straight from the file descriptor, and HDF5 only
+ * checks the file and tells where /X starts. /y is small (a label or k targets a row)
+ * and is read whole. */
+
+struct bp__h5_stream {
+    int fd;
+    off_t offset;       /* /X's first byte */
+    size_t n, d, elem;  /* elem: 4 (float32) or 8 (float64), little-endian */
+    bp_dataset y;       /* /y: labels and one-hot Y, or targets; X unused */
+    unsigned char *row; /* one row in the file's type, when it is not bp_real */
+    char path[BP__PATH_LEN];
+};
+
+static int stream_open_X(bp__h5_stream *s, hid_t file, const char *path, char *err, size_t errlen)
+{
+    h5_var v;
+    int rc = h5_open_var(file, "/X", &v, path, err, errlen);
+    hid_t type = rc == 0 ? H5Dget_type(v.id) : H5I_INVALID_HID;
+    if (rc < 0)
+        goto cleanup;
+    if (v.rank != 2 || v.dims[0] == 0 || v.dims[1] == 0) {
+        rc = bp__fail(err, errlen, BP_EFORMAT, "%s: /X must be n examples x d features, not empty",
+                      path);
+        goto cleanup;
+    }
+    rc = h5_check_storage(&v, "/X", path, err, errlen);
+    if (rc < 0)
+        goto cleanup;
+    int f32 = type >= 0 && H5Tequal(type, H5T_IEEE_F32LE) > 0;
+    int f64 = type >= 0 && H5Tequal(type, H5T_IEEE_F64LE) > 0;
+    haddr_t at = H5Dget_offset(v.id);
+    if (v.chunked || at == HADDR_UNDEF || (!f32 && !f64)) {
+        rc =
+            bp__fail(err, errlen, BP_EFORMAT,
+                     "%s: [data] placement = stream reads rows of /X in place, so /X must be "
+                     "stored contiguous and uncompressed as little-endian float32 or float64 (this "
+                     "one is %s); write it with backprop convert --contiguous, or h5py's "
+                     "create_dataset without chunks",
+                     path,
+                     v.chunked        ? "chunked"
+                     : (!f32 && !f64) ? "another type"
+                                      : "not stored");
+        goto cleanup;
+    }
+    s->offset = (off_t)at;
+    s->n = (size_t)v.dims[0], s->d = (size_t)v.dims[1], s->elem = f32 ? 4 : 8;
+cleanup:
+    if (type >= 0)
+        H5Tclose(type);
+    if (v.id >= 0)
+        H5Dclose(v.id);
+    return rc;
+}
+
+static int stream_open(bp__h5_stream *s, const char *path, int classes, char *err, size_t errlen)
+{
+    off_t size;
+    hid_t file = H5I_INVALID_HID;
+    int rc = h5_open_file(path, &size, &file, err, errlen);
+    if (rc < 0)
+        return rc;
+    rc = stream_open_X(s, file, path, err, errlen);
+    if (rc == 0 && (double)s->offset + (double)s->n * (double)(s->d * s->elem) > (double)size)
+        rc = bp__fail(err, errlen, BP_EFORMAT, "%s: truncated: /X runs past the end of the file",
+                      path);
+    s->y.n = s->n;
+    if (rc == 0)
+        rc = h5_read_y(file, &s->y, classes, path, err, errlen);
+    H5Fclose(file);
+    if (rc < 0)
+        return rc;
+    s->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (s->fd < 0)
+        return bp__fail(err, errlen, BP_EIO, "%s: cannot open: %s", path, strerror(errno));
+    if (s->elem != sizeof(bp_real) && !(s->row = bp__calloc(s->d, s->elem)))
+        return bp__fail(err, errlen, BP_ENOMEM, "%s: out of memory", path);
+    return 0;
+}
+
+int bp__h5_stream_open(bp__h5_stream **out, const char *path, int classes, char *err, size_t errlen)
+{
+    *out = NULL;
+    bp__h5_stream *s = bp__calloc(1, sizeof(*s));
+    if (!s)
+        return bp__fail(err, errlen, BP_ENOMEM, "%s: out of memory", path);
+    s->fd = -1;
+    snprintf(s->path, sizeof(s->path), "%s", path);
+    bp__h5_quiet q;
+    bp__h5_quiet_begin(&q);
+    int rc = stream_open(s, path, classes, err, errlen);
+    bp__h5_quiet_end(&q);
+    if (rc < 0) {
+        bp__h5_stream_close(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void bp__h5_stream_close(bp__h5_stream *s)
+{
+    if (!s)
+        return;
+    if (s->fd >= 0)
+        close(s->fd);
+    bp_dataset_free(&s->y);
+    bp__free(s->row);
+    bp__free(s);
+}
+
+void bp__h5_stream_shape(const bp__h5_stream *s, bp_dataset *shape)
+{
+    *shape = (bp_dataset){.n = s->n, .d = s->d, .k = s->y.k, .labels = s->y.labels};
+}
+
+/* count rows from the file's row `row` into X: bp_real rows, widened or narrowed from the
+ * file's type. */
+static int stream_read(bp__h5_stream *s, size_t row, size_t count, bp_real *X, char *err,
+                       size_t errlen)
+{
+    size_t width = s->d * s->elem;
+    for (size_t r = 0; r < count; r++) {
+        unsigned char *dst = s->row ? s->row : (unsigned char *)(X + r * s->d);
+        off_t at = s->offset + (off_t)((row + r) * width);
+        for (size_t got = 0; got < width;) {
+            ssize_t n = pread(s->fd, dst + got, width - got, at + (off_t)got);
+            if (n <= 0 && !(n < 0 && errno == EINTR))
+                return bp__fail(
+                    err, errlen, BP_EIO, "%s: cannot read row %zu of /X: %s", s->path, row + r,
+                    n == 0 ? "the file is shorter than when it was opened" : strerror(errno));
+            got += n > 0 ? (size_t)n : 0;
+        }
+        if (!s->row)
+            continue;
+        for (size_t j = 0; j < s->d; j++) {
+            if (s->elem == 4) {
+                float v;
+                memcpy(&v, s->row + 4 * j, 4);
+                X[r * s->d + j] = (bp_real)v;
+            } else {
+                double v;
+                memcpy(&v, s->row + 8 * j, 8);
+                X[r * s->d + j] = (bp_real)v;
+            }
+        }
+    }
+    return 0;
+}
+
+int bp__h5_stream_rows(bp__h5_stream *s, const size_t *rows, size_t count, size_t first, bp_real *X,
+                       bp_real *Y, int *labels, char *err, size_t errlen)
+{
+    size_t k = s->y.k;
+    for (size_t r = 0; r < count; r++) {
+        size_t row = rows ? rows[r] : first + r;
+        /* Consecutive rows are one read. */
+        size_t run = 1;
+        while (r + run < count && (rows ? rows[r + run] == row + run : 1))
+            run++;
+        int rc = stream_read(s, row, run, X + r * s->d, err, errlen);
+        if (rc < 0)
+            return rc;
+        for (size_t i = 0; i < run; i++) {
+            memcpy(Y + (r + i) * k, s->y.Y + (row + i) * k, k * sizeof(bp_real));
+            if (labels && s->y.labels)
+                labels[r + i] = s->y.labels[row + i];
+        }
+        r += run - 1;
+    }
+    return 0;
+}
+
+void bp__h5_stream_ahead(bp__h5_stream *s, const size_t *rows, size_t count)
+{
+    size_t width = s->d * s->elem;
+    for (size_t r = 0; r < count; r++)
+        posix_fadvise(s->fd, s->offset + (off_t)(rows[r] * width), (off_t)width,
+                      POSIX_FADV_WILLNEED);
+}
+
+int bp__h5_stream_check(bp__h5_stream *s, size_t lo, size_t hi, char *err, size_t errlen)
+{
+    enum { BLOCK = 256 };
+    bp_real *X = bp__calloc(bp__mul(BLOCK, s->d), sizeof(bp_real));
+    if (!X)
+        return bp__fail(err, errlen, BP_ENOMEM, "%s: out of memory", s->path);
+    int rc = 0;
+    for (size_t r = lo; r < hi && rc == 0; r += BLOCK) {
+        size_t count = hi - r < BLOCK ? hi - r : BLOCK;
+        rc = stream_read(s, r, count, X, err, errlen);
+        if (rc == 0)
+            rc = bp__check_finite_at(X, count, s->d, r, s->path, "/X", err, errlen);
+        bp__load_progress(s->path, (double)(r + count - lo), (double)(hi - lo));
+    }
+    bp__free(X);
+    return rc;
+}
+
 /* Chunked and deflated when the filter is there: Fashion-MNIST's mostly-zero pixels shrink
  * several times over, and chunks of about 1 MiB keep reads streaming. */
-static hid_t h5_create_props(int rank, const hsize_t *dims, size_t elem)
+static hid_t h5_create_props(int rank, const hsize_t *dims, size_t elem, int contiguous)
 {
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    if (dcpl < 0 || H5Zfilter_avail(H5Z_FILTER_DEFLATE) <= 0)
+    if (dcpl < 0 || contiguous || H5Zfilter_avail(H5Z_FILTER_DEFLATE) <= 0)
         return dcpl;
     hsize_t chunk[2] = {1, 1};
     size_t row_bytes = elem;
@@ -352,11 +630,11 @@ static hid_t h5_create_props(int rank, const hsize_t *dims, size_t elem)
 
 /* Writes one (rows) or (rows, cols) dataset, converting mtype in memory to ftype on disk. */
 static int h5_write_var(hid_t file, const char *name, hid_t ftype, hid_t mtype, int rank,
-                        size_t rows, size_t cols, const void *data)
+                        size_t rows, size_t cols, const void *data, int contiguous)
 {
     hsize_t dims[2] = {rows, cols};
     hid_t space = H5Screate_simple(rank, dims, NULL);
-    hid_t dcpl = h5_create_props(rank, dims, H5Tget_size(ftype));
+    hid_t dcpl = h5_create_props(rank, dims, H5Tget_size(ftype), contiguous);
     hid_t dset = H5I_INVALID_HID;
     herr_t status = -1;
     if (space >= 0 && dcpl >= 0)
@@ -372,7 +650,7 @@ static int h5_write_var(hid_t file, const char *name, hid_t ftype, hid_t mtype, 
     return status < 0 ? -1 : 0;
 }
 
-static int write_file(const bp_dataset *ds, const char *path, int replace, char *err, size_t errlen)
+static int write_file(const bp_dataset *ds, const char *path, int flags, char *err, size_t errlen)
 {
     if (!path || !*path)
         return bp__fail(err, errlen, BP_EINVAL, "no output file given");
@@ -380,26 +658,25 @@ static int write_file(const bp_dataset *ds, const char *path, int replace, char 
         return bp__fail(err, errlen, BP_EINVAL, "%s: nothing to write (the data set is empty)",
                         path);
     hid_t file = bp__h5_create(0);
-    int bad = file < 0 ||
-              h5_write_var(file, "/X", H5T_IEEE_F32LE, BP__H5_REAL, 2, ds->n, ds->d, ds->X) < 0;
+    int bad = file < 0 || h5_write_var(file, "/X", H5T_IEEE_F32LE, BP__H5_REAL, 2, ds->n, ds->d,
+                                       ds->X, flags & BP_WRITE_CONTIGUOUS) < 0;
     if (!bad && ds->labels)
-        bad = h5_write_var(file, "/y", H5T_STD_I32LE, H5T_NATIVE_INT, 1, ds->n, 1, ds->labels);
+        bad = h5_write_var(file, "/y", H5T_STD_I32LE, H5T_NATIVE_INT, 1, ds->n, 1, ds->labels, 0);
     else if (!bad)
-        bad = h5_write_var(file, "/y", H5T_IEEE_F32LE, BP__H5_REAL, 2, ds->n, ds->k, ds->Y);
+        bad = h5_write_var(file, "/y", H5T_IEEE_F32LE, BP__H5_REAL, 2, ds->n, ds->k, ds->Y, 0);
     if (bad) {
         bp__h5_close(file);
         return bp__fail(err, errlen, BP_ENOMEM, "%s: cannot build the HDF5 file (out of memory?)",
                         path);
     }
-    return bp__h5_publish(file, path, replace ? BP__OUT_REPLACE : 0, err, errlen);
+    return bp__h5_publish(file, path, flags & BP_WRITE_REPLACE ? BP__OUT_REPLACE : 0, err, errlen);
 }
 
-int bp_dataset_write_h5(const bp_dataset *ds, const char *path, int replace, char *err,
-                        size_t errlen)
+int bp_dataset_write_h5(const bp_dataset *ds, const char *path, int flags, char *err, size_t errlen)
 {
     bp__h5_quiet q;
     bp__h5_quiet_begin(&q);
-    int rc = write_file(ds, path, replace, err, errlen);
+    int rc = write_file(ds, path, flags, err, errlen);
     bp__h5_quiet_end(&q);
     return rc;
 }

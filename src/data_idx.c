@@ -122,6 +122,7 @@ static int idx_read_pixels(gzFile gz, bp_dataset *ds, const char *path, char *er
                           path, off + got, total);
         for (size_t j = 0; rc == 0 && j < len; j++)
             ds->X[off + j] = (bp_real)(buf[j] / 255.0);
+        bp__load_progress(path, (double)(off + got), (double)total);
     }
     bp__free(buf);
     return rc;
@@ -140,6 +141,21 @@ static int idx_check_end(gzFile gz, const char *path, char *err, size_t errlen)
     if (rc == 0 && code != Z_OK)
         rc = bp__fail(err, errlen, BP_EFORMAT,
                       "%s: truncated gzip data (the stream ends before its CRC and length)", path);
+    return rc;
+}
+
+int bp__idx_shape(const char *path, size_t *n, size_t *d, char *err, size_t errlen)
+{
+    gzFile gz = NULL;
+    off_t size;
+    size_t dims[3];
+    int rc = idx_open(&gz, path, &size, err, errlen);
+    if (rc == 0)
+        rc = idx_header(gz, IDX_IMAGES, 3, dims, "image", path, err, errlen);
+    if (rc == 0)
+        *n = dims[0], *d = dims[1] * dims[2];
+    if (gz)
+        gzclose(gz);
     return rc;
 }
 

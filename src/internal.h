@@ -139,9 +139,19 @@ size_t bp__mul(size_t a, size_t b);
  * tree). */
 double bp__memory_available_at(const char *root);
 
+/* A ceiling on what this process may use, below what the node has ([data] max_memory_mb);
+ * 0 lifts it. */
+void bp__memory_limit(double bytes);
+
+/* The smaller of bp__memory_available_at("") and the ceiling. */
+double bp__memory_available(void);
+
 /* Refuses, before allocating, what cannot fit: BP_EINVAL with "WHAT need N of memory, but
- * only M is available" when bytes exceed bp__memory_available_at(""). */
+ * only M is available" when bytes exceed bp__memory_available(). */
 int bp__memory_check(double bytes, const char *what, char *err, size_t errlen);
+
+/* "1.5 GiB": bytes for messages, in buf. */
+const char *bp__human_bytes(double bytes, char *buf, size_t len);
 
 /* FNV-1a over bytes, continuing from h (start with 1469598103934665603). */
 uint64_t bp__hash(const void *data, size_t bytes, uint64_t h);

@@ -40,41 +40,6 @@ int bp_auto_threads(const bp_comm *comm)
     return t < 1 ? 1 : (int)t;
 }
 
-static int load_set(bp_dataset *ds, const char *path, const char *labels, const bp_net *net,
-                    uint64_t seed, char *err, size_t errlen)
-{
-    int k = net->sizes[net->nlayers];
-    int rc = bp_dataset_load(ds, path, labels[0] ? labels : NULL, k, seed, err, errlen);
-    if (rc == 0)
-        rc = bp_dataset_check(ds, net->sizes[0], k, path, err, errlen);
-    return rc;
-}
-
-static int load_data(bp_trainer *t, char *err, size_t errlen)
-{
-    const bp_config *c = t->cfg;
-    int rc = load_set(&t->train, c->train, c->train_labels, &t->net, c->seed, err, errlen);
-    if (rc < 0)
-        return rc;
-    bp_dataset_limit(&t->train, (size_t)c->limit);
-    if (c->validation_split) {
-        if ((size_t)c->validation_split >= t->train.n)
-            return bp__fail(err, errlen, BP_EINVAL,
-                            "validation_split = %ld leaves no training examples (%s has %zu)",
-                            c->validation_split, c->train, t->train.n);
-        rc = bp_dataset_split(&t->train, t->train.n - (size_t)c->validation_split, &t->val);
-        if (rc < 0)
-            return bp__fail(err, errlen, rc, "validation split: %s", bp_strerror(rc));
-    } else if (c->validation[0]) {
-        rc = load_set(&t->val, c->validation, c->validation_labels, &t->net, c->seed, err, errlen);
-        if (rc < 0)
-            return rc;
-    }
-    if (c->test[0])
-        rc = load_set(&t->test, c->test, c->test_labels, &t->net, c->seed, err, errlen);
-    return rc;
-}
-
 /* Refuses a network that cannot fit before allocating it: parameters, gradient and
  * momentum, and the workspace's activations, pre-activations and deltas for rows rows. */
 static int net_fits(const bp_config *c, size_t rows, char *err, size_t errlen)
@@ -178,6 +143,13 @@ static int alloc_buffers(bp_trainer *t, char *err, size_t errlen)
     t->perm = bp__calloc(t->train.n, sizeof(size_t));
     if (!t->Xb || !t->Yb || !t->Lb || !t->perm)
         return bp__fail(err, errlen, BP_ENOMEM, "out of memory for batch buffers");
+    if (t->place.kind == BP_PLACE_STREAM) { /* evaluation's rows, read a workspace at a time */
+        t->place.Xe = bp__calloc(bp__mul(rows, d), sizeof(bp_real));
+        t->place.Ye = bp__calloc(bp__mul(rows, k), sizeof(bp_real));
+        t->place.Le = bp__calloc(rows, sizeof(int));
+        if (!t->place.Xe || !t->place.Ye || !t->place.Le)
+            return bp__fail(err, errlen, BP_ENOMEM, "out of memory for evaluation rows");
+    }
     return 0;
 }
 
@@ -197,6 +169,31 @@ static int agree(const bp_comm *comm, int rc, char *err, size_t errlen)
         err[0] = 0;
     severity = worst / 2;
     return severity == 1 ? BP_ESTOPPED : severity > 1 ? 1 - severity : 0;
+}
+
+/* The data, where [data] placement puts it. Every rank goes through every agreement here
+ * (each one that fails ends it on all ranks alike): the placement is agreed (the most
+ * frugal any rank chose), then the reading, and only then may the node's ranks share what
+ * their rank 0 read. rc: how setup went so far on this rank. */
+static int place_data(bp_trainer *t, int rc, char *err, size_t errlen)
+{
+    const bp_config *c = t->cfg;
+    rc = agree(&t->comm, rc, err, errlen);
+    if (rc < 0)
+        return rc;
+    int k = t->net.sizes[t->net.nlayers], kind, who;
+    rc = bp__place_choose(&t->place, c, k, &t->comm, err, errlen);
+    if (bp_comm_agree(&t->comm, rc == 0 ? (int)t->place.kind : 0, &kind, &who) < 0)
+        rc = bp__fail(err, errlen, BP_ECOMM, "the ranks could not agree on [data] placement");
+    if (rc == 0)
+        rc = bp__place_set(&t->place, (bp_placement)kind, c, err, errlen);
+    rc = agree(&t->comm, rc, err, errlen);
+    if (rc == 0)
+        rc = bp__place_load(&t->place, t->sets, c, &t->net, &t->comm, err, errlen);
+    rc = agree(&t->comm, rc, err, errlen);
+    if (rc == 0)
+        rc = bp__place_share(&t->place, t->sets, err, errlen);
+    return rc;
 }
 
 /* [train] early_stopping needs validation data, and room for the best weights (kept from
@@ -281,14 +278,15 @@ static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
     if (rc == 0 && t->comm.rank == 0)
         rc = bp_rundir_prepare(cfg, resume != NULL, &t->dir_lock, &t->metrics_lock, err, errlen);
     rc = agree(&t->comm, rc, err, errlen);
+    int setup_failed = rc < 0;
     char resume_path[BP_PATH_MAX + 32] = "";
     if (rc == 0 && resume)
         rc = bp_rundir_resolve(cfg, resume, resume_path, sizeof(resume_path), err, errlen);
     if (rc == 0)
         rc = build_net(t, resume ? resume_path : NULL, err, errlen);
     double loading = now_s();
-    if (rc == 0)
-        rc = load_data(t, err, errlen);
+    if (!setup_failed) /* known to all ranks: the agreements in it are for all or none */
+        rc = place_data(t, rc, err, errlen);
     t->load_s = now_s() - loading;
     if (rc == 0)
         rc = alloc_buffers(t, err, errlen);
@@ -353,6 +351,9 @@ int bp_trainer_create(bp_trainer **out, const bp_config *cfg, const char *config
         bp_config_format(cfg, text, need);
     if (t) {
         t->dir_lock.fd = t->metrics_lock.fd = -1;
+        t->sets[BP__SET_TRAIN] = &t->train;
+        t->sets[BP__SET_VAL] = &t->val;
+        t->sets[BP__SET_TEST] = &t->test;
         t->cfg = cfg;
         t->config_text = text;
         t->comm = *comm;
@@ -382,9 +383,7 @@ void bp_trainer_free(bp_trainer *t)
     bp__saver_free(t->saver); /* the write in flight ends first, under the lock */
     bp__lock_drop(&t->metrics_lock);
     bp__lock_drop(&t->dir_lock);
-    bp_dataset_free(&t->train);
-    bp_dataset_free(&t->val);
-    bp_dataset_free(&t->test);
+    bp__place_free(&t->place, t->sets);
     bp_workspace_free(&t->ws);
     bp_net_free(&t->net);
     bp__exchange_free(t->exchange);
@@ -422,6 +421,9 @@ void bp_trainer_get_info(const bp_trainer *t, bp_trainer_info *info)
                               .converged = t->lbfgs.converged,
                               .bf16 = t->ws.bf16 != NULL};
     bp__exchange_describe(t->exchange, info->exchange, sizeof(info->exchange));
+    const bp__place *p = &t->place;
+    snprintf(info->placement, sizeof(info->placement), "%s%s%s%s", bp_placement_names[p->kind],
+             p->why[0] ? " (auto: " : "", p->why, p->why[0] ? ")" : "");
 }
 
 int bp_trainer_step_times(const bp_trainer *t, bp_step_times *times)
@@ -431,6 +433,7 @@ int bp_trainer_step_times(const bp_trainer *t, bp_step_times *times)
     double ms = n > 0 ? 1e3 / n : 0;
     *times = (bp_step_times){
         .steps = t->timed_steps,
+        .data_ms = ms * t->data_s,
         .compute_ms = ms * t->compute_s,
         .slowest_compute_ms = ms * (rc == 0 ? slowest : t->compute_s),
         .exchange_ms = ms * t->exchange_s,
@@ -448,38 +451,30 @@ int bp_trainer_step_times(const bp_trainer *t, bp_step_times *times)
     return rc < 0 ? BP_ECOMM : 0;
 }
 
-/* Copies this rank's rows of the global batch perm[first .. first + m) into Xb, Yb, Lb. */
-/* Asks the caches for this rank's rows of the batch at perm[first ..]: they arrive while
- * the current step computes, and the next gather copies from cache, not from DRAM. */
-static void prefetch_shard(const bp_trainer *t, size_t first)
+/* Asks for this rank's rows of the batch at perm[first ..] ahead of the next gather: into
+ * the caches while the current step computes, or from the file under stream. */
+static void ask_ahead(const bp_trainer *t, size_t first)
 {
     size_t n = t->train.n, B = (size_t)t->cfg->batch_size, lo, hi;
     if (first >= n)
         return;
     size_t m = n - first < B ? n - first : B;
-    size_t bytes = t->train.d * sizeof(bp_real);
     bp_shard(m, t->comm.rank, t->comm.size, &lo, &hi);
-    for (size_t i = lo; i < hi; i++) {
-        const char *row = (const char *)(t->train.X + t->perm[first + i] * t->train.d);
-        for (size_t off = 0; off < bytes; off += 64)
-            __builtin_prefetch(row + off, 0, 1);
-    }
+    bp__place_ahead(&t->place, t->sets, t->perm + first + lo, hi - lo);
 }
 
-/* Copies this rank's rows of the global batch perm[first .. first + m) into Xb, Yb, Lb. */
-static size_t gather_shard(bp_trainer *t, size_t first, size_t m)
+/* Copies this rank's rows of the global batch perm[first .. first + m) into Xb, Yb, Lb,
+ * and sets *rows to how many. A failure to read them is in err. */
+static int gather_shard(bp_trainer *t, size_t first, size_t m, size_t *rows, char *err,
+                        size_t errlen)
 {
-    size_t lo, hi, d = t->train.d, k = t->train.k;
+    size_t lo, hi;
     bp_shard(m, t->comm.rank, t->comm.size, &lo, &hi);
-    for (size_t i = lo; i < hi; i++) {
-        size_t row = t->perm[first + i], r = i - lo;
-        memcpy(t->Xb + r * d, t->train.X + row * d, d * sizeof(bp_real));
-        memcpy(t->Yb + r * k, t->train.Y + row * k, k * sizeof(bp_real));
-        if (t->train.labels)
-            t->Lb[r] = t->train.labels[row];
-    }
-    prefetch_shard(t, first + m);
-    return hi - lo;
+    *rows = hi - lo;
+    int rc = bp__place_rows(&t->place, t->sets, BP__SET_TRAIN, t->perm + first + lo, hi - lo, 0,
+                            t->Xb, t->Yb, t->Lb, err, errlen);
+    ask_ahead(t, first + m);
+    return rc;
 }
 
 /* Set by bp_request_stop, from a signal handler or another thread: the signal, or 0.
@@ -509,13 +504,14 @@ static void post_extras(bp_trainer *t, bp_real *extra)
             orders |= BP__ORDER_WRITE_FAILED;
     }
     extra[BP__SLOT_ORDERS] = (bp_real)orders;
+    extra[BP__SLOT_FAILED] = t->read_failed;
 }
 
 /* One step: this rank's gradient sums, summed over the ranks bucket by bucket from the
  * last layer back while the backward pass goes on (the extra slots ride in the first
  * bucket), and the same update on every rank, applied to each bucket as its sum arrives.
  * Returns 0, BP_ECOMM or BP_EDIVERGED. */
-static int train_step(bp_trainer *t, size_t first, size_t m)
+static int train_step(bp_trainer *t, size_t first, size_t m, char *err, size_t errlen)
 {
     size_t np = t->net.nparams;
     bp_real *extra = t->grad + np;
@@ -525,7 +521,12 @@ static int train_step(bp_trainer *t, size_t first, size_t m)
     if (t->lbfgs.history)
         bp__lbfgs_begin(&t->lbfgs, t->net.params, np);
     bp__bf16_weights(&t->net, &t->ws); /* once per step; nothing unless precision = bf16 */
-    size_t rows = gather_shard(t, first, m);
+    size_t rows;
+    /* A rank that cannot read its rows joins the exchange idle and says so there. */
+    t->read_failed = gather_shard(t, first, m, &rows, err, errlen) < 0;
+    if (t->read_failed)
+        rows = 0;
+    double gathered = now_s();
     bp__exchange_begin(t->exchange);
     if (rows > 0) {
         bp_forward(&t->net, &t->ws, t->Xb, rows);
@@ -560,6 +561,7 @@ static int train_step(bp_trainer *t, size_t first, size_t m)
             t->step_correct = (double)sum[np + BP__SLOT_CORRECT];
             t->step_stop = sum[np + BP__SLOT_STOP] > 0;
             t->step_orders = (int)sum[np + BP__SLOT_ORDERS];
+            t->step_failed = sum[np + BP__SLOT_FAILED] > 0;
             diverged = !isfinite(t->step_cost) && !t->lbfgs.history;
         }
         /* Diverged: every rank still takes every bucket, and stops after. Adam's step
@@ -583,12 +585,15 @@ static int train_step(bp_trainer *t, size_t first, size_t m)
     double ended = now_s();
     if (rc < 0)
         return BP_ECOMM;
+    if (t->step_failed)
+        return BP_EIO;
     if (diverged)
         return BP_EDIVERGED;
     bp__exchange_times(t->exchange, NULL, &busy); /* the waits after it are timed here */
     /* Time the backward pass spent in the exchange is not computing. */
     double in_backward = exposed_backward - exposed0;
-    t->compute_s += computed - started - in_backward;
+    t->data_s += gathered - started;
+    t->compute_s += computed - gathered - in_backward;
     t->exchange_s += in_backward + (ended - computed - updating);
     t->exchange_busy_s += busy - busy0;
     t->update_s += updating;
@@ -626,6 +631,39 @@ int bp_evaluate(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, const
     return bp_comm_allreduce_sum_double(comm, out, nout);
 }
 
+/* bp_evaluate over set s wherever its rows are. Under stream this rank's rows are read a
+ * workspace at a time, the chunks bp_evaluate takes, so the sums come out the same; a rank
+ * that cannot read them still joins the sum, and says so in it. */
+static int evaluate(bp_trainer *t, int s, double *out, char *err, size_t errlen)
+{
+    const bp_dataset *ds = t->sets[s];
+    if (t->place.kind != BP_PLACE_STREAM)
+        return bp_evaluate(&t->net, &t->ws, ds, &t->comm, 0, out) < 0
+                   ? bp__fail(err, errlen, BP_ECOMM, "evaluation: %s", bp_strerror(BP_ECOMM))
+                   : 0;
+    double sums[4] = {0}; /* cost, correct, rows, ranks that could not read theirs */
+    size_t lo, hi;
+    bp__bf16_weights(&t->net, &t->ws);
+    bp_shard(ds->n, t->comm.rank, t->comm.size, &lo, &hi);
+    for (size_t r = lo; r < hi; r += t->ws.max_rows) {
+        size_t rows = hi - r < t->ws.max_rows ? hi - r : t->ws.max_rows;
+        if (bp__place_rows(&t->place, t->sets, s, NULL, rows, r, t->place.Xe, t->place.Ye,
+                           t->place.Le, err, errlen) < 0) {
+            sums[3] = 1;
+            break;
+        }
+        bp_forward(&t->net, &t->ws, t->place.Xe, rows);
+        sums[0] += bp_cost_sum(&t->net, &t->ws, t->place.Ye, rows);
+        if (ds->labels)
+            sums[1] += (double)bp_count_correct(&t->net, &t->ws, t->place.Le, rows);
+    }
+    sums[2] = (double)(hi - lo);
+    if (bp_comm_allreduce_sum_double(&t->comm, sums, 4) < 0)
+        return bp__fail(err, errlen, BP_ECOMM, "evaluation: %s", bp_strerror(BP_ECOMM));
+    memcpy(out, sums, 3 * sizeof(double));
+    return sums[3] > 0 ? BP_EIO : 0; /* the rank that could not read says why */
+}
+
 static double ratio(double a, double b)
 {
     return b > 0 ? a / b : NAN;
@@ -633,7 +671,7 @@ static double ratio(double a, double b)
 
 /* Validation and test after an epoch of `steps` steps, then the metrics row every rank
  * keeps. */
-static int end_epoch(bp_trainer *t, long steps, bp_metrics_row *row)
+static int end_epoch(bp_trainer *t, long steps, bp_metrics_row *row, char *err, size_t errlen)
 {
     double v[3];
     const bp_dataset *sets[2] = {&t->val, &t->test};
@@ -648,8 +686,9 @@ static int end_epoch(bp_trainer *t, long steps, bp_metrics_row *row)
         *costs[i] = *accs[i] = NAN;
         if (sets[i]->n == 0)
             continue;
-        if (bp_evaluate(&t->net, &t->ws, sets[i], &t->comm, 0, v) < 0)
-            return BP_ECOMM;
+        int rc = evaluate(t, i ? BP__SET_TEST : BP__SET_VAL, v, err, errlen);
+        if (rc < 0)
+            return rc;
         *costs[i] = ratio(v[0], v[2]);
         *accs[i] = sets[i]->labels ? ratio(v[1], v[2]) : NAN;
     }
@@ -688,9 +727,7 @@ static int finish_epoch(bp_trainer *t, const bp_callbacks *cb, char *err, size_t
     bp_metrics_row row;
     /* Every path ends in the one agreement below: a rank that failed alone must not skip
      * it, or the others would wait there for it. */
-    int rc = end_epoch(t, steps, &row) < 0
-                 ? bp__fail(err, errlen, BP_ECOMM, "evaluation: %s", bp_strerror(BP_ECOMM))
-                 : 0;
+    int rc = end_epoch(t, steps, &row, err, errlen);
     bp_metrics_row *grown =
         rc == 0 ? bp__realloc(t->st.metrics, t->st.nmetrics + 1, sizeof(row)) : NULL;
     if (rc == 0 && !grown)
@@ -863,7 +900,7 @@ static int run_epoch(bp_trainer *t, const bp_callbacks *cb, char *err, size_t er
     double started = now_s();
     for (size_t s = (size_t)t->st.batch_in_epoch; s < nb; s++) {
         size_t first = s * B % n, m = n - first < B ? n - first : B;
-        int rc = train_step(t, first, m);
+        int rc = train_step(t, first, m, err, errlen);
         if (rc == BP_EDIVERGED && lbfgs)
             return bp__fail(err, errlen, rc,
                             "the cost or its gradient at the initial weights is not finite (%g): "
@@ -874,9 +911,13 @@ static int run_epoch(bp_trainer *t, const bp_callbacks *cb, char *err, size_t er
                             "training diverged at epoch %ld, step %ld: the cost is %g (try a "
                             "smaller learning_rate)",
                             t->st.epoch + 1, t->st.global_step + 1, t->step_cost);
-        if (rc < 0)
+        if (rc == BP_EIO && !t->read_failed) /* the rank that could not read says why */
+            return rc;
+        if (rc < 0 && rc != BP_EIO)
             return bp__fail(err, errlen, rc, "the gradient exchange failed at step %ld",
                             t->st.global_step + 1);
+        if (rc < 0)
+            return rc;
         t->st.batch_in_epoch = (long)s + 1;
         t->st.global_step++;
         int last = lbfgs ? t->lbfgs_outcome != BP__LBFGS_GO_ON : s + 1 == nb;

@@ -11,6 +11,7 @@
 #include "exchange.h"
 #include "fileio.h"
 #include "internal.h"
+#include "place.h"
 #include "saver.h"
 
 /* The slots after the gradients in the exchange's buffer: summed like them, so what every
@@ -20,6 +21,7 @@ enum {
     BP__SLOT_CORRECT, /* correctly classified examples in it */
     BP__SLOT_STOP,    /* 1 when this rank was asked to stop (bp_request_stop) */
     BP__SLOT_ORDERS,  /* rank 0's orders, BP__ORDER_* bits; 0 on the others */
+    BP__SLOT_FAILED,  /* 1 when this rank could not read its rows (stream) */
     BP__EXTRAS
 };
 enum {
@@ -31,7 +33,9 @@ struct bp_trainer {
     const bp_config *cfg;
     char *config_text; /* effective config, stored in checkpoints */
     bp_comm comm;
-    bp_dataset train, val, test;
+    bp_dataset train, val, test; /* shapes, and the rows when they are in memory */
+    bp_dataset *sets[BP__SETS];  /* &train, &val, &test */
+    bp__place place;             /* where the rows are */
     bp_net net;
     bp_workspace ws;
     bp_sgd opt;
@@ -41,6 +45,8 @@ struct bp_trainer {
     double step_cost, step_correct; /* the last step's, summed over the ranks */
     int step_stop;                  /* the last step: ranks that were asked to stop */
     int step_orders;                /* the last step: rank 0's BP__ORDER_* bits */
+    int step_failed;                /* the last step: some rank could not read its rows */
+    int read_failed;                /* this rank could not read its rows of the last step */
     bp__adam adam;
     long total_steps;     /* of the run as configured: what lr_schedule = cosine spans */
     bp_real *velocity;    /* params-shaped: sgd's momentum, or adam's first moment */
@@ -76,6 +82,7 @@ struct bp_trainer {
      * the exchange that was not hidden (waiting for slower ranks included), the update; and
      * the time the exchange took in all, hidden behind the backward pass or not. */
     double compute_s, exchange_s, update_s, exchange_busy_s;
+    double data_s; /* the steps' rows: copied into the batch, or read from the file */
     long timed_steps;
     double run_started, elapsed_base; /* wall clock of this process, and before it */
 };

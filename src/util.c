@@ -211,7 +211,7 @@ double bp__memory_available_at(const char *root)
     return avail;
 }
 
-static const char *human_bytes(double bytes, char *buf, size_t len)
+const char *bp__human_bytes(double bytes, char *buf, size_t len)
 {
     static const char *const units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
     int u = 0;
@@ -221,12 +221,25 @@ static const char *human_bytes(double bytes, char *buf, size_t len)
     return buf;
 }
 
+static double memory_limit = INFINITY;
+
+void bp__memory_limit(double bytes)
+{
+    memory_limit = bytes > 0 ? bytes : INFINITY;
+}
+
+double bp__memory_available(void)
+{
+    return fmin(memory_limit, bp__memory_available_at(""));
+}
+
 int bp__memory_check(double bytes, const char *what, char *err, size_t errlen)
 {
-    double avail = bp__memory_available_at("");
+    double avail = bp__memory_available();
     if (bytes <= avail)
         return 0;
     char need[32], have[32];
     return bp__fail(err, errlen, BP_EINVAL, "%s need %s of memory, but only %s is available", what,
-                    human_bytes(bytes, need, sizeof(need)), human_bytes(avail, have, sizeof(have)));
+                    bp__human_bytes(bytes, need, sizeof(need)),
+                    bp__human_bytes(avail, have, sizeof(have)));
 }

@@ -62,6 +62,8 @@ static void test_parses_values_and_defaults(void **state)
     assert_float_equal(c.lr_power, 0.5, 0);
     assert_string_equal(c.checkpoint_dir, "runs/x");
     assert_string_equal(c.metrics, "runs/x/metrics.csv");
+    assert_int_equal(c.placement, BP_PLACE_AUTO);
+    assert_float_equal(c.max_memory_mb, 0, 0);
 }
 
 static void test_set_overrides_and_format_round_trips(void **state)
@@ -69,11 +71,14 @@ static void test_set_overrides_and_format_round_trips(void **state)
     (void)state;
     bp_config a, b;
     char err[256] = "";
-    const char *sets[] = {"train.epochs=9",       "network.layers=2,5,5,1",
-                          "checkpoint.dir=out",   "comm.overlap=false",
-                          "comm.bucket_mb=0.25",  "checkpoint.every_seconds=1.5",
-                          "train.precision=bf16", "comm.dtype=bf16"};
-    assert_int_equal(bp_config_parse(&a, "x.ini", good, sets, 8, err, sizeof(err)), 0);
+    const char *sets[] = {"train.epochs=9",        "network.layers=2,5,5,1",
+                          "checkpoint.dir=out",    "comm.overlap=false",
+                          "comm.bucket_mb=0.25",   "checkpoint.every_seconds=1.5",
+                          "train.precision=bf16",  "comm.dtype=bf16",
+                          "data.placement=stream", "data.max_memory_mb=1.5"};
+    assert_int_equal(bp_config_parse(&a, "x.ini", good, sets, 10, err, sizeof(err)), 0);
+    assert_int_equal(a.placement, BP_PLACE_STREAM);
+    assert_float_equal(a.max_memory_mb, 1.5, 0);
     assert_int_equal(a.bf16, 1);
     assert_int_equal(a.comm_bf16, 1);
     assert_float_equal(a.every_seconds, 1.5, 0);
@@ -115,6 +120,10 @@ static void test_errors_name_file_and_line(void **state)
          "x.ini:15: [comm] bucket_mb: 0 is out of range (0.001 to 1024)"},
         {"threads = 3", "threads = 3\n[comm]\ndtype = fp8",
          "x.ini:15: [comm] dtype: expected float or bf16, got 'fp8'"},
+        {"[network]", "placement = shared\n[network]",
+         "x.ini:3: [data] placement: expected auto, replicated, node or stream, got 'shared'"},
+        {"[network]", "max_memory_mb = -1\n[network]",
+         "x.ini:3: [data] max_memory_mb: -1 is out of range (0 (what the node has) to 1e12)"},
         {"momentum = 0.9", "precision = fp16",
          "x.ini:12: [train] precision: expected float or bf16, got 'fp16'"},
         {"momentum = 0.9", "optimizer = bfgs",

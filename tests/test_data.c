@@ -18,6 +18,7 @@
 #include <zlib.h>
 
 #include "backprop/data.h"
+#include "data_internal.h"
 
 #define FMNIST "/usr/share/datasets/fashion-mnist/"
 
@@ -748,6 +749,96 @@ static void test_csv_errors(void **state)
     expect_csv_error(p, 2, BP_EFORMAT, "leave no features");
 }
 
+/* ---- rows read in place ([data] placement = stream) ---- */
+
+static void test_stream_rows(void **state)
+{
+    bp_dataset src, ds, shape;
+    char err[512] = "";
+    const char *path = tmp_path(state, 0, "plain.h5"), *chunked = tmp_path(state, 1, "c.h5");
+    make_labelled(&src, 40, 3, 5);
+    assert_int_equal(bp_dataset_write_h5(&src, path, BP_WRITE_CONTIGUOUS, err, sizeof(err)), 0);
+    assert_int_equal(bp_dataset_load(&ds, path, NULL, 5, 0, err, sizeof(err)), 0);
+    bp__h5_stream *s;
+    assert_int_equal(bp__h5_stream_open(&s, path, 5, err, sizeof(err)), 0);
+    bp__h5_stream_shape(s, &shape);
+    assert_int_equal(shape.n, 40);
+    assert_int_equal(shape.d, 3);
+    assert_int_equal(shape.k, 5);
+    assert_null(shape.X);
+    assert_memory_equal(shape.labels, ds.labels, 40 * sizeof(int));
+    /* Scattered rows (with a run of two, read at once), then a range: as loaded. */
+    size_t rows[] = {31, 2, 3, 39, 0};
+    bp_real X[5 * 3], Y[5 * 5];
+    int L[5];
+    assert_int_equal(bp__h5_stream_rows(s, rows, 5, 0, X, Y, L, err, sizeof(err)), 0);
+    for (int i = 0; i < 5; i++) {
+        assert_memory_equal(X + 3 * i, ds.X + 3 * rows[i], 3 * sizeof(bp_real));
+        assert_memory_equal(Y + 5 * i, ds.Y + 5 * rows[i], 5 * sizeof(bp_real));
+        assert_int_equal(L[i], ds.labels[rows[i]]);
+    }
+    assert_int_equal(bp__h5_stream_rows(s, NULL, 4, 17, X, Y, NULL, err, sizeof(err)), 0);
+    assert_memory_equal(X, ds.X + 3 * 17, 4 * 3 * sizeof(bp_real));
+    assert_int_equal(bp__h5_stream_check(s, 0, 40, err, sizeof(err)), 0);
+    /* Cut short after opening: the read says which row and why. */
+    assert_int_equal(truncate(path, 300), 0);
+    assert_int_equal(bp__h5_stream_rows(s, rows, 5, 0, X, Y, L, err, sizeof(err)), BP_EIO);
+    assert_non_null(strstr(err, "plain.h5: cannot read row 31 of /X: the file is shorter than "
+                                "when it was opened"));
+    bp__h5_stream_close(s);
+    /* Cut short before: refused on opening. */
+    assert_int_equal(bp__h5_stream_open(&s, path, 5, err, sizeof(err)), BP_EFORMAT);
+    assert_null(s);
+    /* Chunked and compressed: refused, with the way out. */
+    assert_int_equal(bp_dataset_write_h5(&src, chunked, 0, err, sizeof(err)), 0);
+    assert_int_equal(bp__h5_stream_open(&s, chunked, 5, err, sizeof(err)), BP_EFORMAT);
+    assert_non_null(strstr(err, "must be stored contiguous and uncompressed"));
+    assert_non_null(strstr(err, "(this one is chunked)"));
+    /* A NaN past the first block names its row in the file. */
+    free_made(&src);
+    make_labelled(&src, 600, 2, 3);
+    src.X[2 * 517 + 1] = NAN;
+    assert_int_equal(
+        bp_dataset_write_h5(&src, path, BP_WRITE_REPLACE | BP_WRITE_CONTIGUOUS, err, sizeof(err)),
+        0);
+    assert_int_equal(bp__h5_stream_open(&s, path, 3, err, sizeof(err)), 0);
+    assert_int_equal(bp__h5_stream_check(s, 0, 500, err, sizeof(err)), 0);
+    assert_int_equal(bp__h5_stream_check(s, 500, 600, err, sizeof(err)), BP_EFORMAT);
+    assert_non_null(strstr(err, "/X row 517 column 1 is NaN"));
+    bp__h5_stream_close(s);
+    bp_dataset_free(&ds);
+    free_made(&src);
+}
+
+static void count_calls(void *ctx, const char *path, double done, double total)
+{
+    (void)path;
+    double *seen = ctx;
+    seen[0]++;
+    seen[1] = done / total;
+}
+
+static void test_load_progress(void **state)
+{
+    bp_dataset src, ds;
+    char err[512] = "";
+    const char *path = tmp_path(state, 0, "p.h5");
+    make_labelled(&src, 20, 3, 2);
+    assert_int_equal(bp_dataset_write_h5(&src, path, 0, err, sizeof(err)), 0);
+    double seen[2] = {0, 0};
+    bp_set_load_progress(count_calls, seen);
+    assert_int_equal(bp_dataset_load(&ds, path, NULL, 2, 0, err, sizeof(err)), 0);
+    bp_dataset_free(&ds);
+    assert_true(seen[0] >= 1);
+    assert_true(seen[1] == 1); /* the last call says all of it */
+    bp_set_load_progress(NULL, NULL);
+    seen[0] = 0;
+    assert_int_equal(bp_dataset_load(&ds, path, NULL, 2, 0, err, sizeof(err)), 0);
+    assert_true(seen[0] == 0);
+    bp_dataset_free(&ds);
+    free_made(&src);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, make_tmpdir, remove_tmpdir)
@@ -769,6 +860,8 @@ int main(void)
         T(test_check),
         T(test_csv_labels_and_targets),
         T(test_csv_errors),
+        T(test_stream_rows),
+        T(test_load_progress),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -21,6 +21,10 @@ typedef enum { BP_LR_CONSTANT, BP_LR_STEP, BP_LR_COSINE, BP_LR_INVERSE_SCALING }
 extern const char *const bp_lr_schedule_names[4]; /* "constant", ... as configs spell them */
 typedef enum { BP_OPT_SGD, BP_OPT_ADAM, BP_OPT_LBFGS } bp_optimizer;
 extern const char *const bp_optimizer_names[3]; /* "sgd", "adam", "lbfgs" */
+/* Where a rank's data lives: chosen by the trainer (auto), every rank its own copy, one copy
+ * per node shared by its ranks, or rows read from the HDF5 file as each step needs them. */
+typedef enum { BP_PLACE_AUTO, BP_PLACE_REPLICATED, BP_PLACE_NODE, BP_PLACE_STREAM } bp_placement;
+extern const char *const bp_placement_names[4]; /* "auto", "replicated", "node", "stream" */
 
 typedef struct {
     /* [data]; empty string = not set */
@@ -28,6 +32,8 @@ typedef struct {
     char validation[BP_PATH_MAX], validation_labels[BP_PATH_MAX];
     char test[BP_PATH_MAX], test_labels[BP_PATH_MAX];
     long validation_split, limit;
+    bp_placement placement;
+    double max_memory_mb; /* the memory a rank's data may take; 0 = what the node has */
     /* [network] */
     int nsizes;
     int sizes[BP_MAX_LAYERS];

@@ -49,12 +49,25 @@ void bp_dataset_limit(bp_dataset *ds, size_t n);
 
 void bp_dataset_free(bp_dataset *ds);
 
+/* How far a read has come: this process's loaders call fn with the file, how much of it is
+ * done (pixels of IDX images, rows of an HDF5 /X) and the total; often (every 64 KiB of
+ * pixels): throttle what it draws. NULL turns it off. Set it before loading, not during. */
+typedef void (*bp_load_progress_fn)(void *ctx, const char *path, double done, double total);
+void bp_set_load_progress(bp_load_progress_fn fn, void *ctx);
+
+/* bp_dataset_write_h5's flags. */
+enum {
+    BP_WRITE_REPLACE = 1,   /* an existing file at path is replaced */
+    BP_WRITE_CONTIGUOUS = 2 /* /X stored contiguous and uncompressed, for placement = stream;
+                             * else chunked and deflated */
+};
+
 /* Writes ds to an HDF5 file in the layout above (/X float32, /y int32 labels or float32
  * targets), atomically: built in memory, written to a temporary name beside path, fsync'ed
- * and renamed. An existing file at path is replaced only when replace is nonzero. On error
+ * and renamed. An existing file at path is replaced only with BP_WRITE_REPLACE. On error
  * returns BP_EINVAL (nothing to write, path exists), BP_EIO (cannot write: the reason is in
  * err) or BP_ENOMEM, and path is left as it was. */
-int bp_dataset_write_h5(const bp_dataset *ds, const char *path, int replace, char *err,
+int bp_dataset_write_h5(const bp_dataset *ds, const char *path, int flags, char *err,
                         size_t errlen);
 
 /* Reads a CSV file: one example per line, comma-separated numbers, an optional header

@@ -82,6 +82,7 @@ typedef struct {
     int ranks, threads;            /* ranks in the job, BLAS threads per rank */
     int resumed;                   /* 1 when set up from a checkpoint */
     double load_s;                 /* seconds this rank spent reading and decoding the data */
+    char placement[192];           /* [data] placement in effect, and why, in words */
     long epoch, batch_in_epoch;    /* completed epochs, steps into the next */
     long global_step;              /* steps since the start of the run */
     char exchange[160];            /* how the gradient sum travels, in words */
@@ -98,7 +99,8 @@ typedef struct {
 /* Where a step's time went, means over the steps this process ran, in milliseconds. */
 typedef struct {
     long steps;
-    double compute_ms;         /* gather, forward, backward on this rank */
+    double data_ms;            /* the step's rows: copied from memory, or read from the file */
+    double compute_ms;         /* forward, backward on this rank */
     double slowest_compute_ms; /* the largest compute_ms of any rank */
     double exchange_ms;        /* the gradient sum across ranks that the step waited for,
                                 * waiting for slower ranks included */

@@ -8,21 +8,23 @@
 #include "fileio.h"
 
 static const char convert_usage[] =
-    "usage: backprop convert --idx-images F --idx-labels F --out FILE.h5 [--force]\n"
-    "       backprop convert --csv F [--targets K] --out FILE.h5 [--force]\n"
+    "usage: backprop convert --idx-images F --idx-labels F --out FILE.h5 [--contiguous] "
+    "[--force]\n"
+    "       backprop convert --csv F [--targets K] --out FILE.h5 [--contiguous] [--force]\n"
     "\n"
     "Writes /X (n x d, float32) and /y (n int32 labels, or n x K float32 targets).\n"
     "IDX pixels are scaled to [0,1]; plain or gzip. CSV: one example per line, an optional\n"
     "header; the last column is the class label, or with --targets K the last K columns\n"
     "are real-valued targets. An existing FILE.h5 is replaced only with --force, and\n"
-    "never when it is a checkpoint or one of the inputs.\n";
+    "never when it is a checkpoint or one of the inputs. /X is chunked and compressed,\n"
+    "or with --contiguous stored as plain rows, which [data] placement = stream needs.\n";
 
 #define MAX_TARGETS 1000000 /* as many as an output layer may have */
 
 typedef struct {
     const char *images, *labels, *csv, *out;
     long targets;
-    int force;
+    int force, contiguous;
 } convert_args;
 
 static int parse_args(int argc, char **argv, convert_args *a, char *err, size_t len)
@@ -44,6 +46,8 @@ static int parse_args(int argc, char **argv, convert_args *a, char *err, size_t 
             a->out = v;
         else if (r == 0 && strcmp(argv[i], "--force") == 0)
             a->force = r = 1;
+        else if (r == 0 && strcmp(argv[i], "--contiguous") == 0)
+            a->contiguous = r = 1;
         if (r <= 0)
             return snprintf(err, len,
                             r < 0 ? "%s needs a value" : "convert: unexpected argument '%s'",
@@ -89,7 +93,9 @@ int bp_cmd_convert(int argc, char **argv)
         bp_cli_error(0, "%s", err);
         return bp_cli_setup_status(rc);
     }
-    rc = bp_dataset_write_h5(&ds, a.out, a.force, err, sizeof(err));
+    rc = bp_dataset_write_h5(
+        &ds, a.out, (a.force ? BP_WRITE_REPLACE : 0) | (a.contiguous ? BP_WRITE_CONTIGUOUS : 0),
+        err, sizeof(err));
     if (rc < 0)
         bp_cli_error(0, "%s", err);
     else

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "args.h"
+#include "backprop/data.h"
 #include "blas.h"
 #include "cli.h"
 #include "backprop/train.h"
@@ -77,9 +78,9 @@ static void print_banner(const bp_config *c, const bp_trainer *t)
         printf("%s%d", i ? "," : " ", c->sizes[i]);
     printf(" %s/%s/%s, %zu parameters\n", bp_activation_name(c->hidden),
            bp_activation_name(c->output), bp_cost_name(c->cost), in.nparams);
-    printf("data: %zu train, %zu validation, %zu test, read in %.2f s; batch %ld over %d rank%s "
-           "x %d BLAS thread%s\n",
-           in.n_train, in.n_val, in.n_test, in.load_s, c->batch_size, in.ranks,
+    printf("data: %zu train, %zu validation, %zu test, read in %.2f s, placement %s; batch %ld "
+           "over %d rank%s x %d BLAS thread%s\n",
+           in.n_train, in.n_val, in.n_test, in.load_s, in.placement, c->batch_size, in.ranks,
            in.ranks > 1 ? "s" : "", in.threads, in.threads > 1 ? "s" : "");
     const char *replaced = bp_blas_replaced_kernel();
     if (replaced)
@@ -153,8 +154,8 @@ static void print_step_time(const bp_comm *comm, const bp_trainer *t)
     int rc = bp_trainer_step_times(t, &st);
     if (comm->rank != 0 || st.steps == 0)
         return;
-    double step = st.compute_ms + st.exchange_ms + st.update_ms;
-    printf("step time: %.3f ms = compute %.3f", step, st.compute_ms);
+    double step = st.data_ms + st.compute_ms + st.exchange_ms + st.update_ms;
+    printf("step time: %.3f ms = data %.3f + compute %.3f", step, st.data_ms, st.compute_ms);
     if (comm->size > 1) {
         if (rc == 0)
             printf(" (slowest rank %.3f)", st.slowest_compute_ms);
@@ -254,6 +255,29 @@ static void print_stopped(const train_view *view, const bp_trainer *t)
     fflush(stderr);
 }
 
+/* Rank 0 on a terminal: "reading FILE: 45 %" while the data loads, on one line, redrawn
+ * five times a second and erased before the banner. */
+typedef struct {
+    double last;
+    int drawn;
+} load_view;
+
+static void on_load(void *ctx, const char *path, double done, double total)
+{
+    load_view *v = ctx;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double now = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    if (now - v->last < 0.2 && done < total)
+        return;
+    v->last = now;
+    v->drawn = 1;
+    const char *name = strrchr(path, '/');
+    fprintf(stderr, "\r\033[Kreading %s: %.0f %%", name ? name + 1 : path,
+            total > 0 ? 100 * done / total : 100);
+    fflush(stderr);
+}
+
 static int train_main(const bp_comm *comm, const train_args *a)
 {
     static char err[2048];
@@ -275,12 +299,21 @@ static int train_main(const bp_comm *comm, const train_args *a)
         resume = seen ? "latest" : NULL;
     }
     bp_trainer *t = NULL;
+    int drawing = comm->rank == 0 && (cfg.progress == BP_PROGRESS_ON ||
+                                      (cfg.progress == BP_PROGRESS_AUTO && isatty(2)));
+    load_view loading = {0};
+    if (drawing)
+        bp_set_load_progress(on_load, &loading);
     rc = bp_trainer_create(&t, &cfg, NULL, comm, resume, err, sizeof(err));
+    bp_set_load_progress(NULL, NULL);
+    if (loading.drawn) {
+        fprintf(stderr, "\r\033[K");
+        fflush(stderr);
+    }
     status = rc < 0 ? bp_cli_report(comm, bp_cli_setup_status(rc), err) : 0;
     if (status == 0) {
         train_view view = {0};
-        view.bar = comm->rank == 0 && (cfg.progress == BP_PROGRESS_ON ||
-                                       (cfg.progress == BP_PROGRESS_AUTO && isatty(2)));
+        view.bar = drawing;
         bp_callbacks cb = {on_epoch, view.bar ? on_progress : NULL, &view};
         if (comm->rank == 0)
             print_banner(&cfg, t);

@@ -23,7 +23,7 @@ step_time_ok() {
     grep '^step time:' "$1" | awk -v np="$2" -v steps="$steps" '
         function near(a, b, tol) { return a - b <= tol && b - a <= tol }
         {
-            n++; step = $3; compute = $7; exchange = 0; total = -1
+            n++; step = $3; data = $7; compute = $10; exchange = 0; total = -1
             for (i = 1; i <= NF; i++) {
                 if ($i == "rank" && $(i + 1) ~ /^[0-9.]+\)$/) slowest = $(i + 1) + 0
                 if ($i == "exchange" && $(i + 2) ~ /^\(/) { exchange = $(i + 1); share = substr($(i + 2), 2) + 0 }
@@ -31,7 +31,7 @@ step_time_ok() {
                 if ($i == "update") update = $(i + 1)
                 if ($i == "of" && $(i + 2) ~ /^steps/) count = $(i + 1)
             }
-            ok = near(step, compute + exchange + update, 0.002) && count == steps
+            ok = $6 == "data" && $9 == "compute" && near(step, data + compute + exchange + update, 0.002) && count == steps
             if (np > 1)
                 ok = ok && slowest >= compute && share > 0 && near(share, 100 * exchange / step, 0.1 + 0.1 / step) && near(total, exchange + hidden, 0.002) # 3 decimals printed
             else
@@ -42,7 +42,7 @@ step_time_ok() {
 for np in 1 2 4; do
     check "np$np step time line" step_time_ok np$np.log "$np"
 done
-check "the banner says how long the data took to read" grep -Eq '^data: [0-9]+ train, [0-9]+ validation, [0-9]+ test, read in [0-9]+\.[0-9]{2} s; batch ' np2.log
+check "the banner says how long the data took to read" grep -Eq '^data: [0-9]+ train, [0-9]+ validation, [0-9]+ test, read in [0-9]+\.[0-9]{2} s, placement node \(auto: one copy for the 2 ranks on this node\); batch ' np2.log
 check "train np2 again" mpi 2 train p.ini --set checkpoint.dir=np2b
 # 13-example batches on 4 ranks: shards of 4,3,3,3; a batch of 1 on 4 ranks leaves 3 idle.
 check "train np4 batch 1" mpi 4 train p.ini --set checkpoint.dir=np4b1 --set train.batch_size=1 --set train.epochs=1

@@ -1,0 +1,391 @@
+/* [data] placement: replicated, node (one copy per node in MPI-3 shared memory) or stream
+ * (rows read from the HDF5 file as the steps need them). See place.h. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/statvfs.h>
+
+#include "internal.h"
+#include "place.h"
+
+/* Where Open MPI's shared windows live: a full /dev/shm would end the leader with SIGBUS
+ * when it first touches the pages, so its room is checked first. */
+#define SHM_DIR "/dev/shm"
+
+static double shm_room(void)
+{
+    struct statvfs fs;
+    if (statvfs(SHM_DIR, &fs) != 0)
+        return INFINITY; /* no such directory: MPI puts its segments elsewhere */
+    return (double)fs.f_bavail * (double)fs.f_frsize;
+}
+
+/* ---- choosing ---- */
+
+typedef struct {
+    double bytes, largest; /* the sets in memory, and the largest of them */
+    int streamable;        /* every set is an HDF5 file with a contiguous float /X */
+    char what[3 * (BP_PATH_MAX + 64)];
+} data_size;
+
+/* "train.h5: 60000 examples of 784 features, test.h5: ...": what the memory is for. */
+static void describe(const bp_config *c, const size_t *n, const size_t *d, char *buf, size_t len)
+{
+    const char *paths[BP__SETS] = {c->train, c->validation, c->test};
+    size_t at = 0;
+    buf[0] = 0;
+    for (int s = 0; s < BP__SETS && at < len; s++)
+        if (paths[s][0])
+            at += (size_t)snprintf(buf + at, len - at, "%s%s: %zu examples of %zu features",
+                                   at ? ", " : "", paths[s], n[s], d[s]);
+}
+
+static int measure(const bp_config *c, int classes, data_size *out, char *err, size_t errlen)
+{
+    const char *paths[BP__SETS] = {c->train, c->validation, c->test};
+    const char *labels[BP__SETS] = {c->train_labels, c->validation_labels, c->test_labels};
+    *out = (data_size){.streamable = 1};
+    size_t ns[BP__SETS] = {0}, ds[BP__SETS] = {0};
+    for (int s = 0; s < BP__SETS; s++) {
+        if (!paths[s][0])
+            continue;
+        size_t n, d;
+        double bytes;
+        int rc = bp__dataset_shape(paths[s], labels[s], classes, &n, &d, &bytes, err, errlen);
+        if (rc < 0)
+            return rc;
+        if (s == BP__SET_TRAIN && c->limit > 0 && (size_t)c->limit < n)
+            bytes *= (double)c->limit / (double)n;
+        ns[s] = n, ds[s] = d;
+        out->bytes += bytes;
+        out->largest = fmax(out->largest, bytes);
+        int contiguous = 0;
+        if (!bp__is_h5_path(paths[s]) || bp__h5_shape(paths[s], &n, &d, &contiguous, NULL, 0) < 0)
+            contiguous = 0;
+        out->streamable &= contiguous;
+    }
+    describe(c, ns, ds, out->what, sizeof(out->what));
+    return 0;
+}
+
+/* What this rank needs for kind: replicated, the data; node, on the node's rank 0, the
+ * data while it is decoded plus the shared copy of the largest set being made (the others
+ * need nothing); stream, nothing that grows with the data. */
+static double need_of(bp_placement kind, const data_size *ds, int node_rank)
+{
+    if (kind == BP_PLACE_REPLICATED)
+        return ds->bytes;
+    if (kind == BP_PLACE_NODE)
+        return node_rank == 0 ? ds->bytes + ds->largest : 0;
+    return 0;
+}
+
+static int refuse(bp_placement kind, const data_size *ds, double avail, int node_size, char *err,
+                  size_t errlen)
+{
+    char need[32], have[32];
+    bp__human_bytes(need_of(kind, ds, 0), need, sizeof(need));
+    bp__human_bytes(avail, have, sizeof(have));
+    const char *hint = ds->streamable
+                           ? "placement = stream reads the rows from the files instead"
+                           : "placement = stream would read the rows from the files, were they "
+                             "HDF5 with a contiguous /X (backprop convert --contiguous)";
+    if (kind == BP_PLACE_REPLICATED)
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "[data] placement = replicated: %s need %s of memory, but only %s is "
+                        "available to a rank (each rank holds the data; %d on this node); %s%s",
+                        ds->what, need, have, node_size,
+                        node_size > 1 ? "placement = node keeps one copy per node, or " : "", hint);
+    return bp__fail(err, errlen, BP_EINVAL,
+                    "[data] placement = node: %s need %s of memory, but only %s is available "
+                    "to the node's rank 0 (it reads the data, then shares it); %s",
+                    ds->what, need, have, hint);
+}
+
+int bp__place_choose(bp__place *p, const bp_config *cfg, int classes, const bp_comm *comm,
+                     char *err, size_t errlen)
+{
+    memset(p, 0, sizeof(*p));
+    bp__memory_limit(cfg->max_memory_mb * 1024 * 1024);
+    data_size ds;
+    int rc = measure(cfg, classes, &ds, err, errlen);
+    if (rc < 0)
+        return rc;
+    p->bytes = ds.bytes, p->largest = ds.largest, p->streamable = ds.streamable;
+    snprintf(p->what, sizeof(p->what), "%s", ds.what);
+    int node_rank, node_size;
+    bp_comm_node_ranks(&node_rank, &node_size);
+    if (comm->size == 1)
+        node_size = 1;
+    double avail = bp__memory_available(), shm = shm_room();
+    bp_placement kind = cfg->placement;
+    if (kind == BP_PLACE_AUTO) {
+        /* Node sharing needs company; the memory decides between holding rows and
+         * streaming them. */
+        int node_fits = need_of(BP_PLACE_NODE, &ds, 0) <= avail && ds.bytes <= shm;
+        int rep_fits = ds.bytes * node_size <= avail * (cfg->max_memory_mb > 0 ? node_size : 1);
+        if (node_size > 1 && node_fits) {
+            kind = BP_PLACE_NODE;
+            snprintf(p->why, sizeof(p->why), "one copy for the %d ranks on this node", node_size);
+        } else if (node_size == 1 && rep_fits) {
+            kind = BP_PLACE_REPLICATED;
+            snprintf(p->why, sizeof(p->why), "one rank on this node");
+        } else if (ds.streamable) {
+            kind = BP_PLACE_STREAM;
+            snprintf(p->why, sizeof(p->why), "the data does not fit in memory");
+        } else {
+            kind = node_size > 1 ? BP_PLACE_NODE : BP_PLACE_REPLICATED;
+            snprintf(p->why, sizeof(p->why), "too large, and not streamable");
+        }
+    }
+    p->kind = kind;
+    return bp__place_set(p, kind, cfg, err, errlen);
+}
+
+int bp__place_set(bp__place *p, bp_placement kind, const bp_config *cfg, char *err, size_t errlen)
+{
+    if (kind != p->kind)
+        p->why[0] = 0;
+    p->kind = kind;
+    data_size ds = {.bytes = p->bytes, .largest = p->largest, .streamable = p->streamable};
+    snprintf(ds.what, sizeof(ds.what), "%s", p->what);
+    int rc, node_rank, node_size;
+    bp_comm_node_ranks(&node_rank, &node_size);
+    double avail = bp__memory_available();
+    if (kind == BP_PLACE_STREAM && !ds.streamable) {
+        const char *paths[BP__SETS] = {cfg->train, cfg->validation, cfg->test};
+        for (int s = 0; s < BP__SETS; s++)
+            if (paths[s][0]) {
+                bp__h5_stream *st;
+                rc = bp__is_h5_path(paths[s])
+                         ? bp__h5_stream_open(&st, paths[s], 0, err, errlen)
+                         : bp__fail(err, errlen, BP_EINVAL,
+                                    "[data] placement = stream reads rows from HDF5 files, and "
+                                    "%s is not one (convert it: backprop convert --contiguous)",
+                                    paths[s]);
+                if (rc < 0)
+                    return rc;
+                bp__h5_stream_close(st);
+            }
+    }
+    double need = need_of(kind, &ds, node_rank);
+    /* Replicated copies share the node's memory unless a per-rank limit was set. */
+    double have =
+        kind == BP_PLACE_REPLICATED && cfg->max_memory_mb <= 0 ? avail / node_size : avail;
+    if (need > have)
+        return refuse(kind, &ds, have, node_size, err, errlen);
+    if (kind == BP_PLACE_NODE && node_rank == 0 && ds.bytes > shm_room()) {
+        char size[32], room[32];
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "[data] placement = node: the data (%s) does not fit in %s (%s free), "
+                        "where MPI keeps shared memory",
+                        bp__human_bytes(ds.bytes, size, sizeof(size)), SHM_DIR,
+                        bp__human_bytes(shm_room(), room, sizeof(room)));
+    }
+    return 0;
+}
+
+/* ---- loading ---- */
+
+static int load_set(bp_dataset *ds, const char *path, const char *labels, const bp_net *net,
+                    uint64_t seed, char *err, size_t errlen)
+{
+    int k = net->sizes[net->nlayers];
+    int rc = bp_dataset_load(ds, path, labels[0] ? labels : NULL, k, seed, err, errlen);
+    if (rc == 0)
+        rc = bp_dataset_check(ds, net->sizes[0], k, path, err, errlen);
+    return rc;
+}
+
+static int load_memory(bp_dataset *const sets[BP__SETS], const bp_config *c, const bp_net *net,
+                       char *err, size_t errlen)
+{
+    int rc = load_set(sets[BP__SET_TRAIN], c->train, c->train_labels, net, c->seed, err, errlen);
+    if (rc < 0)
+        return rc;
+    bp_dataset *train = sets[BP__SET_TRAIN];
+    bp_dataset_limit(train, (size_t)c->limit);
+    if (c->validation_split) {
+        if ((size_t)c->validation_split >= train->n)
+            return bp__fail(err, errlen, BP_EINVAL,
+                            "validation_split = %ld leaves no training examples (%s has %zu)",
+                            c->validation_split, c->train, train->n);
+        rc = bp_dataset_split(train, train->n - (size_t)c->validation_split, sets[BP__SET_VAL]);
+        if (rc < 0)
+            return bp__fail(err, errlen, rc, "validation split: %s", bp_strerror(rc));
+    } else if (c->validation[0]) {
+        rc = load_set(sets[BP__SET_VAL], c->validation, c->validation_labels, net, c->seed, err,
+                      errlen);
+        if (rc < 0)
+            return rc;
+    }
+    if (c->test[0])
+        rc = load_set(sets[BP__SET_TEST], c->test, c->test_labels, net, c->seed, err, errlen);
+    return rc;
+}
+
+/* One set's file, opened and checked: its shape in *shape, rows [lo, hi) of the ones used
+ * (this rank's share) scanned for NaN and infinity. */
+static int open_stream(bp__place *p, int s, const char *path, const bp_net *net, size_t limit,
+                       const bp_comm *comm, bp_dataset *shape, char *err, size_t errlen)
+{
+    int k = net->sizes[net->nlayers];
+    int rc = bp__h5_stream_open(&p->stream[s], path, k, err, errlen);
+    if (rc < 0)
+        return rc;
+    p->own_stream[s] = 1;
+    bp__h5_stream_shape(p->stream[s], shape);
+    if (limit > 0 && limit < shape->n)
+        shape->n = limit;
+    rc = bp_dataset_check(shape, net->sizes[0], k, path, err, errlen);
+    size_t lo, hi;
+    bp_shard(shape->n, comm->rank, comm->size, &lo, &hi);
+    return rc < 0 ? rc : bp__h5_stream_check(p->stream[s], lo, hi, err, errlen);
+}
+
+static int load_stream(bp__place *p, bp_dataset *const sets[BP__SETS], const bp_config *c,
+                       const bp_net *net, const bp_comm *comm, char *err, size_t errlen)
+{
+    bp_dataset *train = sets[BP__SET_TRAIN], *val = sets[BP__SET_VAL];
+    int rc =
+        open_stream(p, BP__SET_TRAIN, c->train, net, (size_t)c->limit, comm, train, err, errlen);
+    if (rc == 0 && c->validation_split) {
+        /* The last rows of the training file's used part, read through its descriptor. */
+        size_t vs = (size_t)c->validation_split;
+        if (vs >= train->n)
+            return bp__fail(err, errlen, BP_EINVAL,
+                            "validation_split = %ld leaves no training examples (%s has %zu)",
+                            c->validation_split, c->train, train->n);
+        *val = *train;
+        val->n = vs;
+        train->n -= vs;
+        p->stream[BP__SET_VAL] = p->stream[BP__SET_TRAIN];
+        p->base[BP__SET_VAL] = train->n;
+        if (val->labels)
+            val->labels += train->n;
+    } else if (rc == 0 && c->validation[0]) {
+        rc = open_stream(p, BP__SET_VAL, c->validation, net, 0, comm, val, err, errlen);
+    }
+    if (rc == 0 && c->test[0])
+        rc = open_stream(p, BP__SET_TEST, c->test, net, 0, comm, sets[BP__SET_TEST], err, errlen);
+    return rc;
+}
+
+int bp__place_load(bp__place *p, bp_dataset *const sets[BP__SETS], const bp_config *cfg,
+                   const bp_net *net, const bp_comm *comm, char *err, size_t errlen)
+{
+    int node_rank, node_size;
+    bp_comm_node_ranks(&node_rank, &node_size);
+    if (p->kind == BP_PLACE_STREAM)
+        return load_stream(p, sets, cfg, net, comm, err, errlen);
+    if (p->kind == BP_PLACE_NODE && node_rank != 0)
+        return 0; /* the node's rank 0 reads, as a replicated rank does */
+    return load_memory(sets, cfg, net, err, errlen);
+}
+
+/* ---- one copy per node ---- */
+
+static int share_set(bp__place *p, int s, bp_dataset *ds, int leader)
+{
+    uint64_t shape[4] = {ds->n, ds->d, ds->k, ds->labels != NULL};
+    int rc = bp_comm_node_bcast(shape, sizeof(shape));
+    if (rc < 0 || shape[0] == 0)
+        return rc;
+    size_t n = shape[0], d = shape[1], k = shape[2];
+    size_t xb = n * d * sizeof(bp_real), yb = n * k * sizeof(bp_real);
+    size_t lb = shape[3] ? n * sizeof(int) : 0;
+    void *base;
+    rc = bp_comm_share(xb + yb + lb, &p->shared[s], &base);
+    if (rc < 0)
+        return rc;
+    char *at = base;
+    if (leader) {
+        memcpy(at, ds->X, xb);
+        memcpy(at + xb, ds->Y, yb);
+        if (lb)
+            memcpy(at + xb + yb, ds->labels, lb);
+        bp_dataset_free(ds); /* the node's copy replaces the private one */
+    }
+    rc = bp_comm_share_ready(p->shared[s]);
+    *ds = (bp_dataset){.n = n,
+                       .d = d,
+                       .k = k,
+                       .X = (bp_real *)at,
+                       .Y = (bp_real *)(at + xb),
+                       .labels = lb ? (int *)(at + xb + yb) : NULL};
+    return rc;
+}
+
+int bp__place_share(bp__place *p, bp_dataset *const sets[BP__SETS], char *err, size_t errlen)
+{
+    if (p->kind != BP_PLACE_NODE)
+        return 0;
+    int node_rank, node_size;
+    bp_comm_node_ranks(&node_rank, &node_size);
+    for (int s = 0; s < BP__SETS; s++) {
+        int rc = share_set(p, s, sets[s], node_rank == 0);
+        if (rc < 0)
+            return bp__fail(err, errlen, rc,
+                            "[data] placement = node: cannot share the data between the ranks "
+                            "of a node: %s",
+                            bp_strerror(rc));
+    }
+    return 0;
+}
+
+/* ---- rows ---- */
+
+int bp__place_rows(bp__place *p, bp_dataset *const sets[BP__SETS], int s, const size_t *rows,
+                   size_t count, size_t first, bp_real *X, bp_real *Y, int *labels, char *err,
+                   size_t errlen)
+{
+    const bp_dataset *ds = sets[s];
+    if (p->kind == BP_PLACE_STREAM) {
+        if (rows || p->base[s] == 0)
+            return bp__h5_stream_rows(p->stream[s], rows, count, first, X, Y, labels, err, errlen);
+        return bp__h5_stream_rows(p->stream[s], NULL, count, p->base[s] + first, X, Y, labels, err,
+                                  errlen);
+    }
+    size_t d = ds->d, k = ds->k;
+    for (size_t i = 0; i < count; i++) {
+        size_t row = rows ? rows[i] : first + i;
+        memcpy(X + i * d, ds->X + row * d, d * sizeof(bp_real));
+        memcpy(Y + i * k, ds->Y + row * k, k * sizeof(bp_real));
+        if (labels && ds->labels)
+            labels[i] = ds->labels[row];
+    }
+    return 0;
+}
+
+void bp__place_ahead(const bp__place *p, bp_dataset *const sets[BP__SETS], const size_t *rows,
+                     size_t count)
+{
+    const bp_dataset *ds = sets[BP__SET_TRAIN];
+    if (p->kind == BP_PLACE_STREAM) {
+        bp__h5_stream_ahead(p->stream[BP__SET_TRAIN], rows, count);
+        return;
+    }
+    size_t bytes = ds->d * sizeof(bp_real);
+    for (size_t i = 0; i < count; i++) {
+        const char *row = (const char *)(ds->X + rows[i] * ds->d);
+        for (size_t off = 0; off < bytes; off += 64)
+            __builtin_prefetch(row + off, 0, 1);
+    }
+}
+
+void bp__place_free(bp__place *p, bp_dataset *const sets[BP__SETS])
+{
+    for (int s = 0; s < BP__SETS; s++) {
+        if (p->shared[s])
+            bp_comm_share_free(p->shared[s]);
+        else if (p->kind != BP_PLACE_STREAM)
+            bp_dataset_free(sets[s]);
+        if (p->own_stream[s])
+            bp__h5_stream_close(p->stream[s]);
+        memset(sets[s], 0, sizeof(*sets[s]));
+    }
+    bp__free(p->Xe);
+    bp__free(p->Ye);
+    bp__free(p->Le);
+    memset(p, 0, sizeof(*p));
+}

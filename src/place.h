@@ -1,0 +1,68 @@
+/* Where a run's data sets live ([data] placement), and how a step's rows reach a rank:
+ * - replicated: every rank reads, decodes and holds every set;
+ * - node: one rank of each node (the node's rank 0) reads and decodes them into memory that
+ *   every rank of the node maps (MPI-3 shared windows): one copy per node;
+ * - stream: no rank holds /X; each reads the rows its steps and its share of evaluation
+ *   need from the HDF5 file (shared file system), asking the kernel for the next step's
+ *   rows ahead. For sets larger than a node's memory.
+ * Rows come out the same in all three, so a run's trajectory does not depend on it. */
+#ifndef BACKPROP_PLACE_H
+#define BACKPROP_PLACE_H
+
+#include "backprop/config.h"
+#include "backprop/data.h"
+#include "comm.h"
+#include "data_internal.h"
+
+enum { BP__SET_TRAIN, BP__SET_VAL, BP__SET_TEST, BP__SETS };
+
+typedef struct {
+    bp_placement kind;                 /* in effect (never auto after bp__place_choose) */
+    char why[160];                     /* auto's reason, for the log */
+    double bytes, largest;             /* the sets' rows in memory, in all (one copy), and the
+                                        * largest set's */
+    int streamable;                    /* every set is an HDF5 file with a contiguous /X */
+    char what[3 * (BP_PATH_MAX + 64)]; /* the sets' names and shapes, for messages */
+    bp_shared *shared[BP__SETS];       /* node: the window each set lives in */
+    bp__h5_stream *stream[BP__SETS];   /* stream: each set's file (val may share train's) */
+    size_t base[BP__SETS];             /* stream: the file's row of the set's row 0 */
+    int own_stream[BP__SETS];          /* closes stream[i] */
+    bp_real *Xe, *Ye;                  /* stream: rows read for evaluation (the trainer's */
+    int *Le;                           /* workspace's rows; freed here) */
+} bp__place;
+
+/* Every rank: the placement this rank would take for cfg (auto: from the data's size, the
+ * memory there is, and the ranks sharing it), checked against that memory. The ranks then
+ * agree on the largest kind (replicated < node < stream: the most frugal wins) and call
+ * bp__place_set with it. A reason in err on failure (a missing file, too little memory). */
+int bp__place_choose(bp__place *p, const bp_config *cfg, int classes, const bp_comm *comm,
+                     char *err, size_t errlen);
+
+/* Records the agreed kind; when it is not this rank's choice, checks the memory again. */
+int bp__place_set(bp__place *p, bp_placement kind, const bp_config *cfg, char *err, size_t errlen);
+
+/* Reads the sets as the placement says: replicated, every rank; node, the node's rank 0
+ * (the others have nothing to read); stream, every rank opens the files and checks its
+ * share of the rows. sets[] get their shapes (and rows, when in memory). */
+int bp__place_load(bp__place *p, bp_dataset *const sets[BP__SETS], const bp_config *cfg,
+                   const bp_net *net, const bp_comm *comm, char *err, size_t errlen);
+
+/* node: after every rank agreed that the load went well, collective over each node's
+ * ranks: the node's rank 0 copies its sets into shared memory, and every rank's sets[]
+ * point there. Nothing for the other placements. */
+int bp__place_share(bp__place *p, bp_dataset *const sets[BP__SETS], char *err, size_t errlen);
+
+/* count rows of set s into X, Y, labels (labels may be NULL): rows[i], or first + i when
+ * rows is NULL. In memory, copies; streamed, reads. */
+int bp__place_rows(bp__place *p, bp_dataset *const sets[BP__SETS], int s, const size_t *rows,
+                   size_t count, size_t first, bp_real *X, bp_real *Y, int *labels, char *err,
+                   size_t errlen);
+
+/* The rows the next step will ask for: prefetched into the caches, or read ahead. */
+void bp__place_ahead(const bp__place *p, bp_dataset *const sets[BP__SETS], const size_t *rows,
+                     size_t count);
+
+/* Frees what the placement holds (collective over the node's ranks under node). */
+void bp__place_free(bp__place *p, bp_dataset *const sets[BP__SETS]);
+
+#endif

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# [data] placement: every rank its own copy (replicated), one copy per node in shared memory
+# (node), or rows read from the HDF5 file as the steps need them (stream). The trajectory
+# does not depend on it: bit for bit at the same rank count, within float rounding at
+# another; auto picks one from the ranks on the node and the memory, and says why; what
+# cannot work is refused before training with one line, from the rank that found it.
+source "$(dirname "$0")/lib.sh"
+$PY "$SRC/tests/cli/make_data.py" "$T" || exit 1
+$PY "$SRC/tests/cli/make_data.py" "$T" big || exit 1
+BOUND=1e-5 # as test_parallel: another rank count sums the shards in another order
+"$BP" --version | grep -q double && BOUND=1e-12
+$PY - "$T" <<'EOF' || exit 1
+import sys, h5py, numpy as np
+d = sys.argv[1]
+with h5py.File(f"{d}/good.h5") as f:
+    X, y = f["X"][:], f["y"][:]
+with h5py.File(f"{d}/chunked.h5", "w") as f:  # what convert writes without --contiguous
+    f.create_dataset("X", data=X, chunks=(50, 4), compression="gzip")
+    f["y"] = y
+late = X.copy()
+late[150, 1] = np.inf  # in rank 1's half at 2 ranks
+with h5py.File(f"{d}/late-inf.h5", "w") as f:
+    f["X"], f["y"] = late, y
+with h5py.File(f"{d}/f64.h5", "w") as f:  # float64 rows: read and narrowed in place
+    f["X"], f["y"] = X.astype(np.float64), y
+EOF
+
+parallel_config p.ini
+sed -i "s|^validation_split = 40|validation_split = 40\ntest = $T/good.h5|" p.ini
+for p in replicated node stream; do
+    check "np2 $p" mpi 2 train p.ini --set data.placement=$p --set checkpoint.dir=$p
+    cp "$T/check.out" $p.log
+    check "np2 $p: the banner names it" grep -q "^data: 160 train, 40 validation, 200 test, read in [0-9.]* s, placement $p; " $p.log
+done
+strip_time() { cut -d, -f1-8 "$1"; }
+for p in node stream; do
+    check "$p: the metrics of replicated" cmp <(strip_time replicated/metrics.csv) <(strip_time $p/metrics.csv)
+    check "$p: the weights of replicated, bit for bit" $PY "$SRC/tests/cli/compare_weights.py" replicated/latest.h5 $p/latest.h5 0
+done
+check "stream step time has the rows' time" grep -Eq '^step time: [0-9.]+ ms = data [0-9.]+ \+ compute ' stream.log
+for np in 1 3; do
+    check "stream np$np" mpi $np train p.ini --set data.placement=stream --set checkpoint.dir=stream$np
+    check "stream np$np matches replicated np2" $PY "$SRC/tests/cli/compare_weights.py" replicated/latest.h5 stream$np/latest.h5 "$BOUND"
+done
+check "node np3" mpi 3 train p.ini --set data.placement=node --set checkpoint.dir=node3
+check "node np3 matches stream np3 bit for bit" $PY "$SRC/tests/cli/compare_weights.py" node3/latest.h5 stream3/latest.h5 0
+check "float64 rows stream" mpi 2 train p.ini --set data.placement=stream --set data.train=$T/f64.h5 --set checkpoint.dir=f64s
+check "float64 rows replicated" mpi 2 train p.ini --set data.placement=replicated --set data.train=$T/f64.h5 --set checkpoint.dir=f64r
+check "float64 rows: the same weights" $PY "$SRC/tests/cli/compare_weights.py" f64s/latest.h5 f64r/latest.h5 0
+# Resumed under another placement: the rows are the same, so is the run.
+check "stream, 1 epoch" mpi 2 train p.ini --set data.placement=stream --set checkpoint.dir=switch --set train.epochs=1
+check "resumed under node" mpi 2 train p.ini --set data.placement=node --set checkpoint.dir=switch --resume latest
+check "resumed: the weights of an unbroken run" $PY "$SRC/tests/cli/compare_weights.py" replicated/latest.h5 switch/latest.h5 0
+
+# auto: node with company, replicated alone, stream when the memory is short.
+check "auto np2" mpi 2 train p.ini --set checkpoint.dir=auto2
+cp "$T/check.out" auto2.log
+check "auto np2 shares a copy" grep -q "placement node (auto: one copy for the 2 ranks on this node)" auto2.log
+check "auto np1" mpi 1 train p.ini --set checkpoint.dir=auto1
+cp "$T/check.out" auto1.log
+check "auto np1 holds its own" grep -q "placement replicated (auto: one rank on this node)" auto1.log
+check "auto np2, 8 KiB allowed" mpi 2 train p.ini --set checkpoint.dir=auto-small --set data.max_memory_mb=0.008
+cp "$T/check.out" auto-small.log
+check "auto streams when the data does not fit" grep -q "placement stream (auto: the data does not fit in memory)" auto-small.log
+
+# Refused before training, one line each.
+expect "replicated beyond max_memory_mb" 2 "placement = replicated: $T/good.h5: 200 examples of 4 features, $T/good.h5: 200 examples of 4 features need [0-9.]+ KiB of memory, but only 4\\.1 KiB is available to a rank \\(each rank holds the data; 2 on this node\\); placement = node keeps one copy per node, or placement = stream reads the rows from the files instead" \
+    mpi 2 train p.ini --set data.placement=replicated --set data.max_memory_mb=0.004 --set checkpoint.dir=e1
+expect "node beyond max_memory_mb" 2 "placement = node: .*good.h5: 200 examples of 4 features need [0-9.]+ KiB of memory, but only 4\\.1 KiB is available to the node's rank 0" \
+    mpi 2 train p.ini --set data.placement=node --set data.max_memory_mb=0.004 --set checkpoint.dir=e2
+expect "stream from a chunked file" 2 'chunked.h5: \[data\] placement = stream reads rows of /X in place, so /X must be stored contiguous and uncompressed .*backprop convert --contiguous' \
+    mpi 2 train p.ini --set data.placement=stream --set data.train=$T/chunked.h5 --set checkpoint.dir=e3
+expect "stream from a built-in set" 2 'placement = stream reads rows from HDF5 files, and builtin:xor is not one' \
+    mpi 2 train p.ini --set data.placement=stream --set data.train=builtin:xor --set data.validation_split=0 --set data.test= --set network.layers=2,3,1 --set checkpoint.dir=e4
+expect "stream: NaN in rank 0's rows" 2 'nan.h5: /X row 17 column 2 is NaN' \
+    mpi 2 train p.ini --set data.placement=stream --set data.train=$T/nan.h5 --set checkpoint.dir=e5
+expect "stream: infinity in rank 1's rows" 2 'late-inf.h5: /X row 150 column 1 is infinite' \
+    mpi 2 train p.ini --set data.placement=stream --set data.train=$T/late-inf.h5 --set data.validation_split=0 --set checkpoint.dir=e6
+expect "stream: a label past the classes" 2 'label.h5: .*7' \
+    mpi 2 train p.ini --set data.placement=stream --set data.train=$T/label.h5 --set checkpoint.dir=e7
+expect "node: NaN found by the node's reader" 2 'nan.h5: /X row 17 column 2 is NaN' \
+    mpi 2 train p.ini --set data.placement=node --set data.train=$T/nan.h5 --set checkpoint.dir=e8
+expect "placement misspelt" 2 "\[data\] placement: expected auto, replicated, node or stream, got 'shared'" \
+    "$BP" train p.ini --set data.placement=shared
+for d in e1 e2 e3 e4 e5 e6 e7 e8; do
+    [ -e $d/latest.h5 ] && bad "$d: a refused run left a checkpoint"
+done
+
+# The file cut short while the run reads it: the rank that finds out says so, and the job
+# ends (exit 1) instead of waiting for it.
+cat >long.ini <<INI
+[data]
+train = $T/cut.h5
+placement = stream
+[network]
+layers = 64, 32, 10
+hidden = relu
+output = softmax
+[train]
+epochs = 100000
+batch_size = 30
+learning_rate = 0.05
+[checkpoint]
+dir = $T/cut
+every_epochs = 0
+[log]
+progress = off
+INI
+cp big.h5 cut.h5
+mpi 2 train long.ini >cut.out 2>cut.err &
+job=$!
+for _ in $(seq 300); do
+    [ "$(cat cut/metrics.csv 2>/dev/null | wc -l)" -ge 3 ] && break
+    sleep 0.1
+done
+truncate -s 200000 cut.h5 # /X's rows past about 780 are gone
+wait $job
+got=$?
+if [ $got -eq 1 ] && [ "$(grep -c 'backprop: error' cut.err)" -eq 1 ] &&
+    grep -q "cut.h5: cannot read row [0-9]* of /X: the file is shorter than when it was opened" cut.err; then
+    ok
+else
+    bad "file cut short mid-run: exit $got"
+    sed 's/^/    /' cut.err | head
+fi
+finish
