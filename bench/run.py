@@ -350,8 +350,15 @@ def write_report(args, results, torch, peaks, kernel, default_kernel, allreduce,
     lines += ["", "Workloads: W1 [784,30,10] sigmoid/sigmoid cross-entropy, batch 10, eta 0.5, "
               "lambda 5; W2 [784,256,256,10] relu/softmax, batch 128, eta 0.1, lambda 5; "
               "W3 [784,2048,2048,10] relu/softmax, batch 256, eta 0.05, lambda 5.", ""]
+    # scripts/bench-data.sh's section (data placement) is its own, kept as it is.
+    kept = ""
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            old = f.read()
+        at = old.find("\n## Data placement")
+        kept = old[at:] if at >= 0 else ""
     with open(args.out, "w") as f:
-        f.write("\n".join(lines))
+        f.write("\n".join(lines).rstrip("\n") + "\n" + kept)
     print("\n".join(lines))
 
 

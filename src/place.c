@@ -1,6 +1,7 @@
 /* [data] placement: replicated, node (one copy per node in MPI-3 shared memory) or stream
  * (rows read from the HDF5 file as the steps need them). See place.h. */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/statvfs.h>
@@ -80,26 +81,31 @@ static double need_of(bp_placement kind, const data_size *ds, int node_rank)
     return 0;
 }
 
-static int refuse(bp_placement kind, const data_size *ds, double avail, int node_size, char *err,
-                  size_t errlen)
+/* kind cannot have the memory it needs: need on this rank, and ranks of the node_size on
+ * the node that each need as much from avail. The reason names the data and the ways out. */
+static int refuse(bp_placement kind, const data_size *ds, double need, int ranks, int node_size,
+                  double avail, char *err, size_t errlen)
 {
-    char need[32], have[32];
-    bp__human_bytes(need_of(kind, ds, 0), need, sizeof(need));
+    char each[32], all[32], have[32], on[96] = "";
+    bp__human_bytes(need, each, sizeof(each));
+    bp__human_bytes(need * ranks, all, sizeof(all));
     bp__human_bytes(avail, have, sizeof(have));
+    if (ranks > 1)
+        snprintf(on, sizeof(on), " on each of the %d ranks on this node (%s in all)", ranks, all);
     const char *hint = ds->streamable
                            ? "placement = stream reads the rows from the files instead"
                            : "placement = stream would read the rows from the files, were they "
                              "HDF5 with a contiguous /X (backprop convert --contiguous)";
     if (kind == BP_PLACE_REPLICATED)
         return bp__fail(err, errlen, BP_EINVAL,
-                        "[data] placement = replicated: %s need %s of memory, but only %s is "
-                        "available to a rank (each rank holds the data; %d on this node); %s%s",
-                        ds->what, need, have, node_size,
+                        "[data] placement = replicated: %s need %s of memory%s, but only %s is "
+                        "available; %s%s",
+                        ds->what, each, on, have,
                         node_size > 1 ? "placement = node keeps one copy per node, or " : "", hint);
     return bp__fail(err, errlen, BP_EINVAL,
-                    "[data] placement = node: %s need %s of memory, but only %s is available "
-                    "to the node's rank 0 (it reads the data, then shares it); %s",
-                    ds->what, need, have, hint);
+                    "[data] placement = node: %s need %s of memory on the node's rank 0 (it reads "
+                    "the data, then shares it), but only %s is available; %s",
+                    ds->what, each, have, hint);
 }
 
 int bp__place_choose(bp__place *p, const bp_config *cfg, int classes, const bp_comm *comm,
@@ -168,12 +174,12 @@ int bp__place_set(bp__place *p, bp_placement kind, const bp_config *cfg, char *e
                 bp__h5_stream_close(st);
             }
     }
+    /* Replicated copies share the node's memory, unless max_memory_mb set a limit per rank
+     * (a cgroup cannot tell: it may hold one rank or all of them). */
     double need = need_of(kind, &ds, node_rank);
-    /* Replicated copies share the node's memory unless a per-rank limit was set. */
-    double have =
-        kind == BP_PLACE_REPLICATED && cfg->max_memory_mb <= 0 ? avail / node_size : avail;
-    if (need > have)
-        return refuse(kind, &ds, have, node_size, err, errlen);
+    int ranks = kind == BP_PLACE_REPLICATED && cfg->max_memory_mb <= 0 ? node_size : 1;
+    if (need * ranks > avail)
+        return refuse(kind, &ds, need, ranks, node_size, avail, err, errlen);
     if (kind == BP_PLACE_NODE && node_rank == 0 && ds.bytes > shm_room()) {
         char size[32], room[32];
         return bp__fail(err, errlen, BP_EINVAL,
@@ -183,6 +189,122 @@ int bp__place_set(bp__place *p, bp_placement kind, const bp_config *cfg, char *e
                         bp__human_bytes(shm_room(), room, sizeof(room)));
     }
     return 0;
+}
+
+/* ---- reading ahead (stream) ----
+ * A thread of each rank reads the next step's rows from the file while this step computes,
+ * into buffers of its own; the next gather waits for it (if it is not done yet) and copies
+ * them. Only one read is ever in flight: every read of the stream waits for it first. */
+
+struct bp__ahead {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    enum { AHEAD_IDLE, AHEAD_ASKED, AHEAD_DONE, AHEAD_QUIT } state;
+    bp__h5_stream *stream;
+    size_t *rows, count, cap, d, k;
+    bp_real *X, *Y;
+    int *L, rc;
+};
+
+static void *read_ahead(void *arg)
+{
+    bp__ahead *a = arg;
+    pthread_mutex_lock(&a->mu);
+    for (;;) {
+        while (a->state != AHEAD_ASKED && a->state != AHEAD_QUIT)
+            pthread_cond_wait(&a->cv, &a->mu);
+        if (a->state == AHEAD_QUIT)
+            break;
+        pthread_mutex_unlock(&a->mu);
+        /* All the rows asked of the disk at once, then read in order. A failure is not
+         * reported from here: the gather reads again, and says why. */
+        bp__h5_stream_ahead(a->stream, a->rows, a->count);
+        int rc = bp__h5_stream_rows(a->stream, a->rows, a->count, 0, a->X, a->Y, a->L, NULL, 0);
+        pthread_mutex_lock(&a->mu);
+        a->rc = rc;
+        a->state = AHEAD_DONE;
+        pthread_cond_broadcast(&a->cv);
+    }
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
+}
+
+static int ahead_start(bp__place *p, size_t cap, size_t d, size_t k)
+{
+    bp__ahead *a = bp__calloc(1, sizeof(*a));
+    if (!a)
+        return BP_ENOMEM;
+    *a = (bp__ahead){.stream = p->stream[BP__SET_TRAIN], .cap = cap, .d = d, .k = k};
+    a->rows = bp__calloc(cap, sizeof(size_t));
+    a->X = bp__calloc(bp__mul(cap, d), sizeof(bp_real));
+    a->Y = bp__calloc(bp__mul(cap, k), sizeof(bp_real));
+    a->L = bp__calloc(cap, sizeof(int));
+    int ok = a->rows && a->X && a->Y && a->L && pthread_mutex_init(&a->mu, NULL) == 0;
+    if (ok && pthread_cond_init(&a->cv, NULL) != 0) {
+        pthread_mutex_destroy(&a->mu);
+        ok = 0;
+    }
+    if (ok && pthread_create(&a->thread, NULL, read_ahead, a) != 0) {
+        pthread_cond_destroy(&a->cv);
+        pthread_mutex_destroy(&a->mu);
+        ok = 0;
+    }
+    if (!ok) {
+        bp__free(a->rows), bp__free(a->X), bp__free(a->Y), bp__free(a->L), bp__free(a);
+        return BP_ENOMEM;
+    }
+    p->ahead = a;
+    return 0;
+}
+
+/* Waits for the read in flight, if any; returns whether it read exactly rows[0 .. count). */
+static int ahead_wait(bp__ahead *a, const size_t *rows, size_t count)
+{
+    pthread_mutex_lock(&a->mu);
+    while (a->state == AHEAD_ASKED)
+        pthread_cond_wait(&a->cv, &a->mu);
+    int hit = a->state == AHEAD_DONE && a->rc == 0 && rows && a->count == count &&
+              memcmp(a->rows, rows, count * sizeof(size_t)) == 0;
+    a->state = AHEAD_IDLE;
+    pthread_mutex_unlock(&a->mu);
+    return hit;
+}
+
+static void ahead_stop(bp__ahead *a)
+{
+    if (!a)
+        return;
+    pthread_mutex_lock(&a->mu);
+    while (a->state == AHEAD_ASKED)
+        pthread_cond_wait(&a->cv, &a->mu);
+    a->state = AHEAD_QUIT;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    pthread_join(a->thread, NULL);
+    pthread_cond_destroy(&a->cv);
+    pthread_mutex_destroy(&a->mu);
+    bp__free(a->rows), bp__free(a->X), bp__free(a->Y), bp__free(a->L), bp__free(a);
+}
+
+int bp__place_take_ahead(bp__place *p, const size_t *rows, size_t count, bp_real **X, bp_real **Y,
+                         int **labels)
+{
+    bp__ahead *a = p->ahead;
+    if (!a || !ahead_wait(a, rows, count))
+        return 0;
+    /* The buffers change hands: the read-ahead's become the batch, the batch's are read into
+     * next (both hold a.cap rows). */
+    bp_real *x = *X, *y = *Y;
+    int *l = *labels;
+    *X = a->X, *Y = a->Y, *labels = a->L;
+    a->X = x, a->Y = y, a->L = l;
+    return 1;
+}
+
+int bp__place_ahead_buffers(bp__place *p, size_t rows, size_t d, size_t k)
+{
+    return p->kind == BP_PLACE_STREAM ? ahead_start(p, rows, d, k) : 0;
 }
 
 /* ---- loading ---- */
@@ -340,6 +462,8 @@ int bp__place_rows(bp__place *p, bp_dataset *const sets[BP__SETS], int s, const 
                    size_t errlen)
 {
     const bp_dataset *ds = sets[s];
+    if (p->ahead)
+        ahead_wait(p->ahead, NULL, 0); /* one read at a time */
     if (p->kind == BP_PLACE_STREAM) {
         if (rows || p->base[s] == 0)
             return bp__h5_stream_rows(p->stream[s], rows, count, first, X, Y, labels, err, errlen);
@@ -357,10 +481,21 @@ int bp__place_rows(bp__place *p, bp_dataset *const sets[BP__SETS], int s, const 
     return 0;
 }
 
-void bp__place_ahead(const bp__place *p, bp_dataset *const sets[BP__SETS], const size_t *rows,
+void bp__place_ahead(bp__place *p, bp_dataset *const sets[BP__SETS], const size_t *rows,
                      size_t count)
 {
     const bp_dataset *ds = sets[BP__SET_TRAIN];
+    bp__ahead *a = p->ahead;
+    if (a && count <= a->cap) {
+        ahead_wait(a, NULL, 0);
+        pthread_mutex_lock(&a->mu);
+        memcpy(a->rows, rows, count * sizeof(size_t));
+        a->count = count;
+        a->state = AHEAD_ASKED;
+        pthread_cond_broadcast(&a->cv);
+        pthread_mutex_unlock(&a->mu);
+        return;
+    }
     if (p->kind == BP_PLACE_STREAM) {
         bp__h5_stream_ahead(p->stream[BP__SET_TRAIN], rows, count);
         return;
@@ -375,6 +510,7 @@ void bp__place_ahead(const bp__place *p, bp_dataset *const sets[BP__SETS], const
 
 void bp__place_free(bp__place *p, bp_dataset *const sets[BP__SETS])
 {
+    ahead_stop(p->ahead); /* before the streams it reads close */
     for (int s = 0; s < BP__SETS; s++) {
         if (p->shared[s])
             bp_comm_share_free(p->shared[s]);

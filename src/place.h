@@ -16,6 +16,8 @@
 
 enum { BP__SET_TRAIN, BP__SET_VAL, BP__SET_TEST, BP__SETS };
 
+typedef struct bp__ahead bp__ahead; /* stream: the thread that reads the next step's rows */
+
 typedef struct {
     bp_placement kind;                 /* in effect (never auto after bp__place_choose) */
     char why[160];                     /* auto's reason, for the log */
@@ -27,6 +29,7 @@ typedef struct {
     bp__h5_stream *stream[BP__SETS];   /* stream: each set's file (val may share train's) */
     size_t base[BP__SETS];             /* stream: the file's row of the set's row 0 */
     int own_stream[BP__SETS];          /* closes stream[i] */
+    bp__ahead *ahead;                  /* stream: the next step's rows, read meanwhile */
     bp_real *Xe, *Ye;                  /* stream: rows read for evaluation (the trainer's */
     int *Le;                           /* workspace's rows; freed here) */
 } bp__place;
@@ -58,9 +61,20 @@ int bp__place_rows(bp__place *p, bp_dataset *const sets[BP__SETS], int s, const 
                    size_t count, size_t first, bp_real *X, bp_real *Y, int *labels, char *err,
                    size_t errlen);
 
-/* The rows the next step will ask for: prefetched into the caches, or read ahead. */
-void bp__place_ahead(const bp__place *p, bp_dataset *const sets[BP__SETS], const size_t *rows,
+/* The training rows the next step will ask for: prefetched into the caches, or (stream) read
+ * by a thread of the placement's while this step computes. */
+void bp__place_ahead(bp__place *p, bp_dataset *const sets[BP__SETS], const size_t *rows,
                      size_t count);
+
+/* stream: when the rows read ahead are rows[0 .. count), *X, *Y and *labels (buffers of
+ * the capacity given to bp__place_ahead_buffers) become theirs, and 1 is returned; else 0
+ * (then bp__place_rows reads them). */
+int bp__place_take_ahead(bp__place *p, const size_t *rows, size_t count, bp_real **X, bp_real **Y,
+                         int **labels);
+
+/* stream: starts the thread that reads ahead, with room for rows rows of d features and k
+ * targets (a step's shard). Nothing for the others. 0 or BP_ENOMEM. */
+int bp__place_ahead_buffers(bp__place *p, size_t rows, size_t d, size_t k);
 
 /* Frees what the placement holds (collective over the node's ranks under node). */
 void bp__place_free(bp__place *p, bp_dataset *const sets[BP__SETS]);

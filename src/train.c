@@ -147,8 +147,9 @@ static int alloc_buffers(bp_trainer *t, char *err, size_t errlen)
         t->place.Xe = bp__calloc(bp__mul(rows, d), sizeof(bp_real));
         t->place.Ye = bp__calloc(bp__mul(rows, k), sizeof(bp_real));
         t->place.Le = bp__calloc(rows, sizeof(int));
-        if (!t->place.Xe || !t->place.Ye || !t->place.Le)
-            return bp__fail(err, errlen, BP_ENOMEM, "out of memory for evaluation rows");
+        if (!t->place.Xe || !t->place.Ye || !t->place.Le ||
+            bp__place_ahead_buffers(&t->place, shard, d, k) < 0)
+            return bp__fail(err, errlen, BP_ENOMEM, "out of memory for the rows read ahead");
     }
     return 0;
 }
@@ -453,7 +454,7 @@ int bp_trainer_step_times(const bp_trainer *t, bp_step_times *times)
 
 /* Asks for this rank's rows of the batch at perm[first ..] ahead of the next gather: into
  * the caches while the current step computes, or from the file under stream. */
-static void ask_ahead(const bp_trainer *t, size_t first)
+static void ask_ahead(bp_trainer *t, size_t first)
 {
     size_t n = t->train.n, B = (size_t)t->cfg->batch_size, lo, hi;
     if (first >= n)
@@ -471,7 +472,9 @@ static int gather_shard(bp_trainer *t, size_t first, size_t m, size_t *rows, cha
     size_t lo, hi;
     bp_shard(m, t->comm.rank, t->comm.size, &lo, &hi);
     *rows = hi - lo;
-    int rc = bp__place_rows(&t->place, t->sets, BP__SET_TRAIN, t->perm + first + lo, hi - lo, 0,
+    int rc = 0;
+    if (!bp__place_take_ahead(&t->place, t->perm + first + lo, hi - lo, &t->Xb, &t->Yb, &t->Lb))
+        rc = bp__place_rows(&t->place, t->sets, BP__SET_TRAIN, t->perm + first + lo, hi - lo, 0,
                             t->Xb, t->Yb, t->Lb, err, errlen);
     ask_ahead(t, first + m);
     return rc;

@@ -64,9 +64,9 @@ cp "$T/check.out" auto-small.log
 check "auto streams when the data does not fit" grep -q "placement stream (auto: the data does not fit in memory)" auto-small.log
 
 # Refused before training, one line each.
-expect "replicated beyond max_memory_mb" 2 "placement = replicated: $T/good.h5: 200 examples of 4 features, $T/good.h5: 200 examples of 4 features need [0-9.]+ KiB of memory, but only 4\\.1 KiB is available to a rank \\(each rank holds the data; 2 on this node\\); placement = node keeps one copy per node, or placement = stream reads the rows from the files instead" \
+expect "replicated beyond max_memory_mb" 2 "placement = replicated: $T/good.h5: 200 examples of 4 features, $T/good.h5: 200 examples of 4 features need [0-9.]+ KiB of memory, but only 4\\.1 KiB is available; placement = node keeps one copy per node, or placement = stream reads the rows from the files instead" \
     mpi 2 train p.ini --set data.placement=replicated --set data.max_memory_mb=0.004 --set checkpoint.dir=e1
-expect "node beyond max_memory_mb" 2 "placement = node: .*good.h5: 200 examples of 4 features need [0-9.]+ KiB of memory, but only 4\\.1 KiB is available to the node's rank 0" \
+expect "node beyond max_memory_mb" 2 "placement = node: .*good.h5: 200 examples of 4 features need [0-9.]+ KiB of memory on the node's rank 0 \\(it reads the data, then shares it\\), but only 4\\.1 KiB is available" \
     mpi 2 train p.ini --set data.placement=node --set data.max_memory_mb=0.004 --set checkpoint.dir=e2
 expect "stream from a chunked file" 2 'chunked.h5: \[data\] placement = stream reads rows of /X in place, so /X must be stored contiguous and uncompressed .*backprop convert --contiguous' \
     mpi 2 train p.ini --set data.placement=stream --set data.train=$T/chunked.h5 --set checkpoint.dir=e3
