@@ -3,7 +3,7 @@
 # runs every test through ctest. Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh python3-h5py python3-numpy dataset-fashion-mnist iproute2 procps util-linux
+scripts/deps.sh python3-h5py python3-numpy dataset-fashion-mnist iproute2 procps util-linux gnuplot-nox
 
 # mpirun as root (CI, containers) needs explicit consent.
 if [ "$(id -u)" -eq 0 ]; then

@@ -16,6 +16,7 @@ int bp_cmd_predict(int argc, char **argv);
 int bp_cmd_gradcheck(int argc, char **argv);
 int bp_cmd_inspect(int argc, char **argv);
 int bp_cmd_convert(int argc, char **argv);
+int bp_cmd_plot(int argc, char **argv);
 
 /* "backprop: error: WHAT" on stderr, with "[rank R] " for ranks other than 0. */
 void bp_cli_error(int rank, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

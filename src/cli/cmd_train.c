@@ -12,6 +12,7 @@
 #include "backprop/data.h"
 #include "blas.h"
 #include "cli.h"
+#include "fileio.h"
 #include "backprop/train.h"
 
 #define MAX_SETS 64
@@ -146,14 +147,51 @@ static void on_epoch(void *ctx, const bp_metrics_row *r, long epochs)
     fflush(stdout);
 }
 
+/* Rank 0: this command's step times as a row of RUN_DIR/step_times.csv, after the rows of
+ * the run's earlier commands when it resumed (what backprop plot draws). A failure to
+ * write it is a warning: the run itself went well. */
+static void save_step_times(const bp_config *cfg, const bp_trainer *t, const bp_step_times *st)
+{
+    static const char header[] =
+        "first_step,steps,data_ms,compute_ms,exchange_ms,update_ms,ranks\n";
+    char path[BP_PATH_MAX + 32], err[BP_PATH_MAX + 256], row[256];
+    bp_trainer_info in;
+    bp_trainer_get_info(t, &in);
+    snprintf(path, sizeof(path), "%s/step_times.csv", cfg->checkpoint_dir);
+    char *text = NULL;
+    size_t size = 0;
+    FILE *mem = open_memstream(&text, &size);
+    if (!mem)
+        return;
+    FILE *old = in.resumed ? fopen(path, "re") : NULL;
+    char line[512];
+    if (!old || !fgets(line, sizeof(line), old) || strcmp(line, header) != 0)
+        fputs(header, mem);
+    else
+        do
+            fputs(line, mem);
+        while (fgets(line, sizeof(line), old));
+    if (old)
+        fclose(old);
+    snprintf(row, sizeof(row), "%ld,%ld,%.6g,%.6g,%.6g,%.6g,%d\n", in.global_step - st->steps,
+             st->steps, st->data_ms, st->compute_ms, st->exchange_ms, st->update_ms, in.ranks);
+    fputs(row, mem);
+    fclose(mem);
+    if (bp__publish(path, text, size, BP__OUT_REPLACE, err, sizeof(err)) < 0)
+        fprintf(stderr, "backprop: warning: %s\n", err);
+    free(text);
+}
+
 /* Where a step's time goes, on rank 0, in milliseconds per step: what to look at when
- * adding ranks does not add speed. Collective: every rank calls it. */
-static void print_step_time(const bp_comm *comm, const bp_trainer *t)
+ * adding ranks does not add speed (saved for backprop plot too). Collective: every rank
+ * calls it. */
+static void print_step_time(const bp_comm *comm, const bp_config *cfg, const bp_trainer *t)
 {
     bp_step_times st;
     int rc = bp_trainer_step_times(t, &st);
     if (comm->rank != 0 || st.steps == 0)
         return;
+    save_step_times(cfg, t, &st);
     double step = st.data_ms + st.compute_ms + st.exchange_ms + st.update_ms;
     printf("step time: %.3f ms = data %.3f + compute %.3f", step, st.data_ms, st.compute_ms);
     if (comm->size > 1) {
@@ -319,7 +357,7 @@ static int train_main(const bp_comm *comm, const train_args *a)
             print_banner(&cfg, t);
         rc = bp_trainer_run(t, comm->rank == 0 ? &cb : NULL, err, sizeof(err));
         if (rc == BP_ESTOPPED) {
-            print_step_time(comm, t);
+            print_step_time(comm, &cfg, t);
             if (comm->rank == 0)
                 print_stopped(&view, t);
             status = EXIT_STOPPED;
@@ -328,7 +366,7 @@ static int train_main(const bp_comm *comm, const train_args *a)
         }
     }
     if (status == 0)
-        print_step_time(comm, t);
+        print_step_time(comm, &cfg, t);
     if (status == 0 && comm->rank == 0)
         print_early_stop(&cfg, t);
     if (status == 0 && comm->rank == 0)

@@ -1,4 +1,4 @@
-/* backprop: train, evaluate, inspect and convert. */
+/* backprop: train, evaluate, inspect, convert and plot. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -16,6 +16,8 @@ static const char usage[] =
     "  gradcheck CONFIG [--set ...] [--epsilon E] [--tolerance T]\n"
     "  inspect CKPT\n"
     "  convert (--idx-images F --idx-labels F | --csv F [--targets K]) --out FILE.h5\n"
+    "          [--contiguous]\n"
+    "  plot RUN_DIR [RUN_DIR ...] [--out FILE.png] [--script FILE]\n"
     "  --help | --version | COMMAND --help\n"
     "\n"
     "train, eval and gradcheck run alone or under mpirun -np N.\n"
@@ -111,6 +113,7 @@ int main(int argc, char **argv)
     } commands[] = {
         {"train", bp_cmd_train},         {"eval", bp_cmd_eval},       {"predict", bp_cmd_predict},
         {"gradcheck", bp_cmd_gradcheck}, {"inspect", bp_cmd_inspect}, {"convert", bp_cmd_convert},
+        {"plot", bp_cmd_plot},
     };
     bp_blas_choose_kernel(argv);
     /* A damaged checkpoint must not take a rank down with it (checkpoint.h says why). */

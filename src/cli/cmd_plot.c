@@ -1,0 +1,547 @@
+/* backprop plot: one PNG of one or more runs: cost and accuracy per epoch, the step-time
+ * breakdown, and the final model's confusion matrix.
+ *
+ * Drawn by gnuplot (Debian's gnuplot-nox, its pngcairo terminal), fed a script on a pipe.
+ * gnuplot over matplotlib: it is one C program with no interpreter behind it (the package
+ * and its libraries are a few MB; python3-matplotlib brings Python, numpy and about 100 MB),
+ * it starts in tens of milliseconds, and its script takes the data inline, so what is
+ * drawn is exactly what --script saves. Nothing but this command needs it. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "args.h"
+#include "backprop/checkpoint.h"
+#include "backprop/config.h"
+#include "backprop/data.h"
+#include "cli.h"
+#include "fileio.h"
+#include "internal.h"
+#include "train.h"
+
+static const char plot_usage[] =
+    "usage: backprop plot RUN_DIR [RUN_DIR ...] [--out FILE.png] [--script FILE] [--force]\n"
+    "\n"
+    "Draws the runs in one PNG: cost and accuracy per epoch for train, validation and test\n"
+    "(RUN_DIR/metrics.csv, resumed runs included), where a step's time went\n"
+    "(RUN_DIR/step_times.csv, which train writes), and the confusion matrix of the final\n"
+    "model (RUN_DIR/latest.h5 on its config's test set, else its validation set) when the\n"
+    "data has class labels. Several runs are labelled by directory. FILE.png defaults to\n"
+    "RUN_DIR/plot.png of the first run, and is replaced only with --force (plot.png in a\n"
+    "run directory is always replaced). --script FILE also saves the gnuplot script, with\n"
+    "the data it plots. Needs gnuplot with its cairo terminals (Debian: gnuplot-nox).\n";
+
+#define MAX_RUNS 8
+#define MAX_EPOCHS 100000
+/* metrics.csv's columns that are drawn, in the order of the data blocks */
+static const char *const columns[] = {"epoch",          "train_cost",   "val_cost",     "test_cost",
+                                      "train_accuracy", "val_accuracy", "test_accuracy"};
+#define NCOLS 7
+
+typedef struct {
+    const char *dir;
+    char (*rows)[NCOLS][32]; /* metrics.csv's fields as written ("" where empty) */
+    size_t nrows;
+    int has[NCOLS]; /* some row has the column */
+    double step[5]; /* data, compute, exchange, update ms; steps (weighted means) */
+    int has_steps;
+    double *confusion; /* k x k, or NULL */
+    size_t k;
+    const char *confusion_of; /* "test" or "validation" */
+} run_data;
+
+typedef struct {
+    const char *dirs[MAX_RUNS], *out, *script;
+    int ndirs, force;
+} plot_args;
+
+static int parse_args(int argc, char **argv, plot_args *a, char *err, size_t len)
+{
+    memset(a, 0, sizeof(*a));
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        int r = bp_arg_value(argc, argv, &i, "--out", &v);
+        if (r > 0)
+            a->out = v;
+        else if (r == 0 && (r = bp_arg_value(argc, argv, &i, "--script", &v)) > 0)
+            a->script = v;
+        else if (r == 0 && strcmp(argv[i], "--force") == 0)
+            a->force = r = 1;
+        else if (r == 0 && argv[i][0] != '-' && a->ndirs < MAX_RUNS)
+            a->dirs[a->ndirs++] = argv[i], r = 1;
+        else if (r == 0 && argv[i][0] != '-')
+            return snprintf(err, len, "plot: at most %d runs in one picture", MAX_RUNS), -1;
+        if (r <= 0)
+            return snprintf(err, len, r < 0 ? "%s needs a value" : "plot: unexpected argument '%s'",
+                            argv[i]),
+                   -1;
+    }
+    if (a->ndirs == 0)
+        return snprintf(err, len, "plot: missing RUN_DIR (see backprop plot --help)"), -1;
+    return 0;
+}
+
+/* ---- what is drawn ---- */
+
+static int split_csv(char *line, char **fields, int most)
+{
+    int n = 0;
+    line[strcspn(line, "\r\n")] = 0;
+    for (char *p = line; n < most;) {
+        fields[n++] = p;
+        char *comma = strchr(p, ',');
+        if (!comma)
+            break;
+        *comma = 0;
+        p = comma + 1;
+    }
+    return n;
+}
+
+/* RUN_DIR/metrics.csv: the drawn columns of every row, kept as text so that the plot gets
+ * exactly what the file says. */
+static int read_metrics(run_data *r, char *err, size_t len)
+{
+    char path[BP_PATH_MAX + 32], line[1024];
+    snprintf(path, sizeof(path), "%s/metrics.csv", r->dir);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return bp__fail(err, len, BP_EIO,
+                        "%s: %s (plot takes run directories: a train run's [checkpoint] dir)", path,
+                        strerror(errno));
+    int at[NCOLS], rc = 0;
+    for (int c = 0; c < NCOLS; c++)
+        at[c] = -1;
+    char *fields[32];
+    int nf = fgets(line, sizeof(line), f) ? split_csv(line, fields, 32) : 0;
+    for (int i = 0; i < nf; i++)
+        for (int c = 0; c < NCOLS; c++)
+            if (strcmp(fields[i], columns[c]) == 0)
+                at[c] = i;
+    if (at[0] < 0 || at[1] < 0)
+        rc = bp__fail(err, len, BP_EFORMAT,
+                      "%s: not a backprop metrics file (no epoch and train_cost columns)", path);
+    while (rc == 0 && fgets(line, sizeof(line), f)) {
+        nf = split_csv(line, fields, 32);
+        if (nf < 2)
+            continue;
+        if (r->nrows == MAX_EPOCHS) {
+            rc = bp__fail(err, len, BP_EFORMAT, "%s: more than %d rows", path, MAX_EPOCHS);
+            break;
+        }
+        void *grown = bp__realloc(r->rows, r->nrows + 1, sizeof(*r->rows));
+        if (!grown) {
+            rc = bp__fail(err, len, BP_ENOMEM, "out of memory");
+            break;
+        }
+        r->rows = grown;
+        for (int c = 0; c < NCOLS; c++) {
+            const char *v = at[c] >= 0 && at[c] < nf ? fields[at[c]] : "";
+            char *end;
+            strtod(v, &end);
+            if (*v && (*end || strlen(v) >= 32)) {
+                rc = bp__fail(err, len, BP_EFORMAT, "%s: row %zu: '%s' is not a number", path,
+                              r->nrows + 2, v);
+                break;
+            }
+            snprintf(r->rows[r->nrows][c], 32, "%s", v);
+            r->has[c] |= *v != 0;
+        }
+        r->nrows++;
+    }
+    fclose(f);
+    if (rc == 0 && r->nrows == 0)
+        rc = bp__fail(err, len, BP_EFORMAT, "%s: no epochs yet", path);
+    return rc;
+}
+
+/* RUN_DIR/step_times.csv (one row per train command of the run): the means over all their
+ * steps. Absent in runs of older versions: then the panel says so. */
+static void read_step_times(run_data *r)
+{
+    char path[BP_PATH_MAX + 32], line[512];
+    snprintf(path, sizeof(path), "%s/step_times.csv", r->dir);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return;
+    double sum[4] = {0}, steps = 0;
+    while (fgets(line, sizeof(line), f)) {
+        double v[6];
+        /* steps, data, compute, exchange, update, ranks (after the first_step column) */
+        long first;
+        if (sscanf(line, "%ld,%lf,%lf,%lf,%lf,%lf,%lf", &first, &v[0], &v[1], &v[2], &v[3], &v[4],
+                   &v[5]) != 7 ||
+            v[0] <= 0)
+            continue;
+        for (int i = 0; i < 4; i++)
+            sum[i] += v[0] * v[i + 1];
+        steps += v[0];
+    }
+    fclose(f);
+    if (steps > 0) {
+        for (int i = 0; i < 4; i++)
+            r->step[i] = sum[i] / steps;
+        r->step[4] = steps;
+        r->has_steps = 1;
+    }
+}
+
+/* The final model's confusion matrix on the run's test set, else its validation set (as the
+ * run's config names them); nothing when there is neither, or no labels. A set that cannot
+ * be read is a warning: the rest of the picture does not need it. */
+static void read_confusion(run_data *r)
+{
+    const bp_comm alone = {.rank = 0, .size = 1, .local_size = 1}; /* no MPI: plot runs alone */
+    char path[BP_PATH_MAX + 32], err[2048] = "";
+    snprintf(path, sizeof(path), "%s/latest.h5", r->dir);
+    bp_checkpoint ck;
+    bp_config cfg;
+    bp_dataset ds = {0}, val = {0};
+    bp_workspace ws = {0};
+    int rc = bp_checkpoint_read(path, &ck, err, sizeof(err));
+    if (rc < 0) {
+        fprintf(stderr, "backprop: warning: no confusion matrix for %s: %s\n", r->dir, err);
+        return;
+    }
+    int k = ck.net.sizes[ck.net.nlayers];
+    rc = ck.config_text ? bp_config_parse(&cfg, path, ck.config_text, NULL, 0, err, sizeof(err))
+                        : BP_EFORMAT;
+    const char *data = NULL, *labels = NULL;
+    if (rc == 0 && cfg.test[0])
+        data = cfg.test, labels = cfg.test_labels, r->confusion_of = "test";
+    else if (rc == 0 && cfg.validation[0])
+        data = cfg.validation, labels = cfg.validation_labels, r->confusion_of = "validation";
+    else if (rc == 0 && cfg.validation_split)
+        data = cfg.train, labels = cfg.train_labels, r->confusion_of = "validation";
+    if (data)
+        rc = bp_dataset_load(&ds, data, labels, k, cfg.seed, err, sizeof(err));
+    if (data && rc == 0)
+        rc = bp_dataset_check(&ds, ck.net.sizes[0], k, data, err, sizeof(err));
+    if (data && rc == 0 && !cfg.test[0] && !cfg.validation[0]) { /* the split's tail */
+        bp_dataset_limit(&ds, (size_t)cfg.limit);
+        rc = (size_t)cfg.validation_split < ds.n
+                 ? bp_dataset_split(&ds, ds.n - (size_t)cfg.validation_split, &val)
+                 : BP_EFORMAT;
+        bp_dataset_free(&ds);
+        ds = val;
+    }
+    if (data && rc == 0 && ds.labels && k > 1) {
+        double *out = bp__calloc(3 + (size_t)k * (size_t)k, sizeof(double));
+        rc = out && bp_workspace_create(&ws, &ck.net, 256) == 0 ? 0 : BP_ENOMEM;
+        if (rc == 0)
+            rc = bp_evaluate(&ck.net, &ws, &ds, &alone, 1, out);
+        if (rc == 0) {
+            r->k = (size_t)k;
+            r->confusion = bp__calloc(r->k * r->k, sizeof(double));
+            if (r->confusion)
+                memcpy(r->confusion, out + 3, r->k * r->k * sizeof(double));
+        }
+        bp__free(out);
+        bp_workspace_free(&ws);
+    }
+    if (rc < 0)
+        fprintf(stderr, "backprop: warning: no confusion matrix for %s: %s\n", r->dir,
+                err[0] ? err : bp_strerror(rc));
+    bp_dataset_free(&ds);
+    bp_checkpoint_free(&ck);
+}
+
+/* ---- the gnuplot script ---- */
+
+/* gnuplot's single-quoted strings: a quote is doubled. */
+static void quoted(FILE *f, const char *s)
+{
+    fputc('\'', f);
+    for (; *s; s++) {
+        if (*s == '\'')
+            fputc('\'', f);
+        fputc(*s, f);
+    }
+    fputc('\'', f);
+}
+
+/* A string in a data block: gnuplot reads a double-quoted one as one column. */
+static void data_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++)
+        fputc(*s == '"' ? '\'' : *s, f);
+    fputc('"', f);
+}
+
+/* Key titles and labels: gnuplot's enhanced text would read _ and ^ as sub- and
+ * superscripts, so titles are marked noenhanced where they are used. */
+static void write_script(FILE *f, const run_data *runs, int n, const char *out)
+{
+    int conf = 0;
+    for (int i = 0; i < n; i++)
+        conf += runs[i].confusion != NULL;
+    int panels = 3 + conf, rows = (panels + 1) / 2;
+    fprintf(f, "# backprop plot: gnuplot script with the data it draws\n");
+    size_t epochs = 0;
+    for (int i = 0; i < n; i++)
+        epochs = runs[i].nrows > epochs ? runs[i].nrows : epochs;
+    /* Sized for README's column: readable at 1100 pixels wide. */
+    fprintf(f, "set terminal pngcairo size 1100,%d font 'sans,10' noenhanced\nset output ",
+            400 * rows);
+    quoted(f, out);
+    fprintf(f, "\nset datafile missing 'NaN'\nset grid\nset key below\n");
+    for (int i = 0; i < n; i++) {
+        /* one block per run: epoch, then cost train/val/test, accuracy train/val/test */
+        fprintf(f,
+                "$metrics_%d << EOD\n# epoch train_cost val_cost test_cost train_accuracy "
+                "val_accuracy test_accuracy\n",
+                i);
+        for (size_t e = 0; e < runs[i].nrows; e++) {
+            for (int c = 0; c < NCOLS; c++)
+                fprintf(f, "%s%s", c ? " " : "",
+                        runs[i].rows[e][c][0] ? runs[i].rows[e][c] : "NaN");
+            fputc('\n', f);
+        }
+        fprintf(f, "EOD\n");
+    }
+    fprintf(f, "$steps << EOD\n# run data_ms compute_ms exchange_ms update_ms steps\n");
+    for (int i = 0; i < n; i++)
+        if (runs[i].has_steps) {
+            data_string(f, runs[i].dir);
+            fprintf(f, " %.6g %.6g %.6g %.6g %.0f\n", runs[i].step[0], runs[i].step[1],
+                    runs[i].step[2], runs[i].step[3], runs[i].step[4]);
+        }
+    fprintf(f, "EOD\n");
+    for (int i = 0; i < n; i++)
+        if (runs[i].confusion) {
+            fprintf(f, "$confusion_%d << EOD\n", i);
+            for (size_t a = 0; a < runs[i].k; a++)
+                for (size_t b = 0; b < runs[i].k; b++)
+                    fprintf(f, "%.0f%c", runs[i].confusion[a * runs[i].k + b],
+                            b + 1 == runs[i].k ? '\n' : ' ');
+            fprintf(f, "EOD\n");
+        }
+    fprintf(f, "set multiplot layout %d,2\n", rows);
+    static const char *const sets[] = {"train", "validation", "test"};
+    /* A colour per set (train, validation, test), a dash pattern per run. */
+    static const char *const colour[] = {"#1b6ca8", "#d95f02", "#2ca02c"};
+    if (epochs <= 20)
+        fprintf(f, "set xtics 1\n");
+    fprintf(f, "set format x '%%.0f'\n");
+    for (int panel = 0; panel < 2; panel++) {
+        fprintf(f, "set title '%s'\nset xlabel 'epoch'\nset ylabel '%s'\n",
+                panel ? "Accuracy per epoch" : "Cost per epoch (mean per example, no L2 term)",
+                panel ? "accuracy (%)" : "cost (per example)");
+        fprintf(f, "plot ");
+        int first = 1;
+        for (int i = 0; i < n; i++)
+            for (int s = 0; s < 3; s++) {
+                int col = 1 + 3 * panel + s; /* 0-based in columns[] */
+                if (!runs[i].has[col])
+                    continue;
+                fprintf(f,
+                        "%s$metrics_%d using 1:(%s$%d) with linespoints lc rgb '%s' dt %d pt 7 "
+                        "ps 0.6 title ",
+                        first ? "" : ", \\\n     ", i, panel ? "100*" : "", col + 1, colour[s],
+                        i % 5 + 1);
+                char title[BP_PATH_MAX + 32];
+                if (n > 1)
+                    snprintf(title, sizeof(title), "%s: %s", runs[i].dir, sets[s]);
+                else
+                    snprintf(title, sizeof(title), "%s", sets[s]);
+                quoted(f, title);
+                first = 0;
+            }
+        fprintf(f, "\n");
+    }
+    /* Where a step's time went: one stacked bar per run. */
+    fprintf(f, "set title 'Where a step''s time went (rank 0, mean over the steps)'\n"
+               "set xlabel ''\nset ylabel 'ms per step'\nset style data histograms\n"
+               "set style histogram rowstacked\nset style fill solid 0.8 border -1\n"
+               "set boxwidth 0.6\nset yrange [0:*]\nset xtics noenhanced\n");
+    int any_steps = 0;
+    for (int i = 0; i < n; i++)
+        any_steps |= runs[i].has_steps;
+    if (any_steps)
+        fprintf(f,
+                "plot $steps using 2:xtic(1) title 'data', '' using 3 title 'compute', "
+                "'' using 4 title 'exchange', '' using 5 title 'update', '' using 0:($2+$3+$4+$5):"
+                "(sprintf('%%.3f ms', $2+$3+$4+$5)) with labels offset 0,0.8 notitle\n");
+    else
+        fprintf(f, "set label 1 'no step_times.csv (runs of an older backprop)' at graph 0.5,0.5 "
+                   "center\nset xrange [0:1]\nplot NaN notitle\nunset label 1\nset xrange [*:*]\n");
+    fprintf(f, "set style data points\nset xtics auto\nset format x '%%g'\nset yrange [*:*]\n");
+    for (int i = 0; i < n; i++) {
+        if (!runs[i].confusion)
+            continue;
+        size_t k = runs[i].k;
+        char title[BP_PATH_MAX + 64];
+        snprintf(title, sizeof(title), "Confusion matrix, %s set%s%s (rows: true class)",
+                 runs[i].confusion_of, n > 1 ? ", " : "", n > 1 ? runs[i].dir : "");
+        fprintf(f, "set title ");
+        quoted(f, title);
+        fprintf(f,
+                "\nset xlabel 'predicted class'\nset ylabel 'true class'\n"
+                "set xrange [-0.5:%zu.5]\nset yrange [%zu.5:-0.5]\nset xtics 1\nset ytics 1\n"
+                "set cblabel 'examples'\nset palette defined (0 'white', 1 '#2166ac')\n"
+                "plot $confusion_%d matrix with image notitle, '' matrix using 1:2:"
+                "(sprintf('%%d', int($3))) with labels font ',8' notitle\n",
+                k - 1, k - 1, i);
+    }
+    fprintf(f, "unset multiplot\n");
+}
+
+/* Runs gnuplot on the script: 0, or the reason (its first error line) for the one line. */
+static int run_gnuplot(const char *script_path, char *err, size_t len)
+{
+    int fd[2];
+    if (pipe(fd) != 0)
+        return bp__fail(err, len, BP_EIO, "cannot start gnuplot: %s", strerror(errno));
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fd[1], 1);
+        dup2(fd[1], 2);
+        close(fd[0]);
+        close(fd[1]);
+        execlp("gnuplot", "gnuplot", script_path, (char *)NULL);
+        _exit(127);
+    }
+    close(fd[1]);
+    FILE *p = pid > 0 ? fdopen(fd[0], "r") : NULL;
+    char said[512] = "", line[512];
+    while (p && fgets(line, sizeof(line), p))
+        if (!said[0] && strstr(line, "rror"))
+            snprintf(said, sizeof(said), "%s", line);
+    if (p)
+        fclose(p);
+    else
+        close(fd[0]);
+    int status = -1;
+    while (pid > 0 && waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    said[strcspn(said, "\n")] = 0;
+    if (pid < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0 || said[0])
+        return bp__fail(err, len, BP_EIO, "gnuplot failed%s%s", said[0] ? ": " : "", said);
+    return 0;
+}
+
+/* gnuplot on PATH, with a cairo PNG terminal: the package to install otherwise. */
+static int have_gnuplot(char *err, size_t len)
+{
+    FILE *p = popen("gnuplot -e \"set terminal pngcairo\" 2>&1 </dev/null; echo \"rc=$?\"", "r");
+    char line[512], all[2048] = "";
+    while (p && fgets(line, sizeof(line), p))
+        strncat(all, line, sizeof(all) - strlen(all) - 1);
+    if (p)
+        pclose(p);
+    if (strstr(all, "rc=127") || strstr(all, "not found"))
+        return bp__fail(err, len, BP_EINVAL,
+                        "plot needs gnuplot, which is not installed (Debian: apt-get install "
+                        "gnuplot-nox)");
+    if (!strstr(all, "rc=0") || strstr(all, "unknown"))
+        return bp__fail(err, len, BP_EINVAL,
+                        "plot needs gnuplot's pngcairo terminal, which this gnuplot lacks "
+                        "(Debian: apt-get install gnuplot-nox)");
+    return 0;
+}
+
+static int plot(const plot_args *a, char *err, size_t len)
+{
+    char out[BP_PATH_MAX + 32];
+    int replace = a->force;
+    if (a->out) {
+        snprintf(out, sizeof(out), "%s", a->out);
+    } else {
+        snprintf(out, sizeof(out), "%s/plot.png", a->dirs[0]);
+        replace = 1; /* the run directory's own picture */
+    }
+    run_data runs[MAX_RUNS];
+    memset(runs, 0, sizeof(runs));
+    int rc = 0;
+    for (int i = 0; i < a->ndirs && rc == 0; i++) {
+        runs[i].dir = a->dirs[i];
+        rc = read_metrics(&runs[i], err, len);
+    }
+    const char *none[] = {NULL};
+    if (rc == 0)
+        rc = bp__output_check(out, replace ? BP__OUT_REPLACE : 0, none, err, len);
+    if (rc == 0 && a->script)
+        rc = bp__output_check(a->script, a->force ? BP__OUT_REPLACE : 0, none, err, len);
+    if (rc == 0)
+        rc = have_gnuplot(err, len);
+    for (int i = 0; i < a->ndirs && rc == 0; i++) {
+        read_step_times(&runs[i]);
+        read_confusion(&runs[i]);
+    }
+    /* gnuplot writes the picture under a temporary name beside it, from a script saved
+     * there too; the picture is then renamed into place. --script gets the same script,
+     * drawing to the final name. */
+    char script[BP_PATH_MAX + 64] = "", tmp_png[BP_PATH_MAX + 64] = "";
+    if (rc == 0 && (bp__temp_name(out, tmp_png, sizeof(tmp_png)) < 0 ||
+                    snprintf(script, sizeof(script), "%s.gp", tmp_png) >= (int)sizeof(script)))
+        rc = bp__fail(err, len, BP_EINVAL, "%s: name too long", out);
+    FILE *f = rc == 0 ? fopen(script, "wx") : NULL;
+    if (rc == 0 && !f)
+        rc = bp__fail(err, len, BP_EIO, "%s: cannot write: %s", script, strerror(errno));
+    if (f) {
+        write_script(f, runs, a->ndirs, tmp_png);
+        if (fclose(f) != 0)
+            rc = bp__fail(err, len, BP_EIO, "%s: cannot write: %s", script, strerror(errno));
+        if (rc == 0)
+            rc = run_gnuplot(script, err, len);
+        if (rc == 0 && rename(tmp_png, out) != 0)
+            rc = bp__fail(err, len, BP_EIO, "%s: cannot write: %s", out, strerror(errno));
+        unlink(script);
+        unlink(tmp_png);
+    }
+    char *text = NULL;
+    size_t size = 0;
+    FILE *mem = rc == 0 && a->script ? open_memstream(&text, &size) : NULL;
+    if (mem) {
+        write_script(mem, runs, a->ndirs, out);
+        fclose(mem);
+        rc = bp__publish(a->script, text, size, a->force ? BP__OUT_REPLACE : 0, err, len);
+        free(text);
+    }
+    if (rc == 0) {
+        printf("wrote %s:", out);
+        for (int i = 0; i < a->ndirs; i++)
+            printf("%s %s (%zu epochs%s%s)", i ? ";" : "", runs[i].dir, runs[i].nrows,
+                   runs[i].has_steps ? ", step times" : "",
+                   runs[i].confusion ? ", confusion matrix" : "");
+        printf("\n");
+    }
+    for (int i = 0; i < a->ndirs; i++) {
+        bp__free(runs[i].rows);
+        bp__free(runs[i].confusion);
+    }
+    return rc;
+}
+
+int bp_cmd_plot(int argc, char **argv)
+{
+    if (bp_cli_wants_help(argc, argv)) {
+        fputs(plot_usage, stdout);
+        return EXIT_OK;
+    }
+    char err[2048];
+    plot_args a;
+    if (parse_args(argc, argv, &a, err, sizeof(err)) < 0) {
+        bp_cli_error(0, "%s", err);
+        return EXIT_BAD_INPUT;
+    }
+    /* One process draws: under mpirun every rank would write the same file. */
+    const char *ranks = getenv("OMPI_COMM_WORLD_SIZE");
+    if (ranks && atoi(ranks) > 1) {
+        if (atoi(getenv("OMPI_COMM_WORLD_RANK") ? getenv("OMPI_COMM_WORLD_RANK") : "0") == 0)
+            bp_cli_error(0, "plot runs alone, not under mpirun");
+        return EXIT_BAD_INPUT;
+    }
+    int rc = plot(&a, err, sizeof(err));
+    if (rc < 0)
+        bp_cli_error(0, "%s", err);
+    return rc == 0                                           ? EXIT_OK
+           : rc == BP_EIO && strncmp(err, "gnuplot", 7) == 0 ? EXIT_FAILURE_DURING_WORK
+                                                             : EXIT_BAD_INPUT;
+}
