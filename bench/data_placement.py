@@ -150,7 +150,7 @@ def bench_rss(backprop, out, reps):
 
 
 def bench_startup(backprop, out, reps):
-    print("## Start-up: main job, mpirun to the banner (data read, net built)\n")
+    print("## Start-up: the main job (1 epoch), mpirun to the banner (data read, net built)\n")
     print("| ranks | placement | start-up s (median of %d) | rank 0 read in s (median) |" % reps)
     print("|---|---|---|---|")
     for np_ in (2, 4):
@@ -159,7 +159,6 @@ def bench_startup(backprop, out, reps):
             for place in got:
                 rc, log, banner = train(backprop, np_, "configs/fashion-mnist.ini",
                                         f"{out}/start-{np_}-{place}-{rep}", "train.epochs=1",
-                                        "data.limit=64", "data.validation_split=0",
                                         f"data.placement={place}", "train.threads=1")
                 assert rc == 0, log
                 got[place].append((banner, grab(r"read in ([0-9.]+) s", log)))
@@ -395,20 +394,42 @@ def main():
     cpu = sh("lscpu")
     model = re.search(r"^Model name:\s*(.*)$", cpu, re.M).group(1)
     sys.stdout = tee = Tee()
-    print(f"{SECTION} (`scripts/bench-data.sh {','.join(parts)} {reps}`)\n")
-    print(f"Measured {time.strftime('%Y-%m-%d')} on {model}, {os.cpu_count()} cores; "
-          "what each part measures: docs/data.md.\n")
+    print(f"{SECTION} (`scripts/bench-data.sh`)\n")
+    print("What each part measures: docs/data.md.\n")
     for part in parts:
+        at = len(tee.text)
         globals()[f"bench_{part}"](backprop, out, reps)
+        # each part says when and where it ran, under its heading
+        head = "".join(tee.text[at:]).split("\n\n", 1)
+        tee.text[at:] = [head[0] + f"\n\nMeasured {time.strftime('%Y-%m-%d')} on {model}, "
+                         f"{os.cpu_count()} cores: `scripts/bench-data.sh {part} {reps}`.\n\n"
+                         + (head[1] if len(head) > 1 else "")]
     sys.stdout = tee.out
     if doc:
-        with open(doc) as f:
-            text = f.read()
-        at = text.find("\n" + SECTION)
-        text = (text if at < 0 else text[:at]).rstrip("\n") + "\n\n"
-        with open(doc, "w") as f:
-            f.write(text + "".join(tee.text).replace("\n## ", "\n### ").replace(
-                "### Data placement", "## Data placement", 1))
+        update_doc(doc, "".join(tee.text))
+
+
+def subsections(text):
+    """{heading: block} of a "## Data placement" section's "### " parts, in order."""
+    parts = re.split(r"(?m)^(?=### )", text)
+    return parts[0], {p.split("\n", 1)[0].split(":")[0]: p for p in parts[1:]}
+
+
+def update_doc(doc, new):
+    """Replaces the parts just measured in doc's Data placement section, keeping the others."""
+    with open(doc) as f:
+        text = f.read()
+    new = new.replace("\n## ", "\n### ")
+    new = new.replace("### Data placement", "## Data placement", 1)
+    at = text.find("\n" + SECTION)
+    head, old_parts = subsections(text[at + 1:]) if at >= 0 else ("", {})
+    new_head, new_parts = subsections(new)
+    merged = dict(old_parts)
+    merged.update(new_parts)
+    body = (text if at < 0 else text[:at]).rstrip("\n") + "\n\n" + new_head
+    body += "".join(p.rstrip("\n") + "\n\n" for p in merged.values())
+    with open(doc, "w") as f:
+        f.write(body.rstrip("\n") + "\n")
 
 
 if __name__ == "__main__":

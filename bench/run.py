@@ -268,7 +268,8 @@ def write_report(args, results, torch, peaks, kernel, default_kernel, allreduce,
         "# Benchmarks",
         "",
         f"Measured {datetime.date.today()} on {machine()} by `scripts/bench.sh "
-        f"{args.seconds:g}` (one run; every figure below comes from it).",
+        f"{args.seconds:g}` (one run; every figure below comes from it, but for the Data "
+        "placement section at the end, which scripts/bench-data.sh writes).",
         "",
         f"- backprop: OpenBLAS **{kernel}** kernel (its own choice, see README); PyTorch "
         f"{torch_version()} on the same OpenBLAS, with its default kernel "

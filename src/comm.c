@@ -362,9 +362,21 @@ int bp_comm_share(size_t bytes, bp_shared **out, void **base)
         free(s);
         return BP_ENOMEM;
     }
-    if (MPI_Win_shared_query(s->win, 0, &size, &unit, &at) != MPI_SUCCESS ||
-        MPI_Win_lock_all(MPI_MODE_NOCHECK, s->win) != MPI_SUCCESS) {
+    MPI_Win_set_errhandler(s->win, MPI_ERRORS_RETURN);
+    /* Local calls, but a rank they fail on must not free the window alone: the node
+     * agrees, and frees it together. */
+    int locked = 0;
+    ok = MPI_Win_shared_query(s->win, 0, &size, &unit, &at) == MPI_SUCCESS &&
+         (locked = MPI_Win_lock_all(MPI_MODE_NOCHECK, s->win) == MPI_SUCCESS);
+    enter("the node's agreement on shared memory");
+    rc = MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, comms.shm);
+    leave();
+    if (rc != MPI_SUCCESS || !all_ok) {
+        if (locked)
+            MPI_Win_unlock_all(s->win);
+        enter("the node's release of shared memory");
         MPI_Win_free(&s->win);
+        leave();
         free(s);
         return BP_ECOMM;
     }
@@ -389,7 +401,9 @@ void bp_comm_share_free(bp_shared *s)
     if (!s)
         return;
     MPI_Win_unlock_all(s->win);
+    enter("the node's release of shared memory");
     MPI_Win_free(&s->win);
+    leave();
     free(s);
 }
 

@@ -80,6 +80,10 @@ int bp__dataset_fits(size_t n, size_t d, size_t k, int with_labels, const char *
 
 /* Allocates X (n, d), Y (n, k) when k > 0, and labels (n) when with_labels. The one-hot Y
  * of a labelled set waits for the labels: its width may be inferred from them. */
+/* bp__dataset_load_into's memory for /X, while it loads. */
+static bp_real *x_into;
+static size_t x_into_len;
+
 int bp__dataset_alloc(bp_dataset *ds, size_t n, size_t d, size_t k, int with_labels,
                       const char *path, char *err, size_t errlen)
 {
@@ -89,7 +93,7 @@ int bp__dataset_alloc(bp_dataset *ds, size_t n, size_t d, size_t k, int with_lab
     ds->n = n;
     ds->d = d;
     ds->k = k;
-    ds->X = bp__calloc(n * d, sizeof(bp_real));
+    ds->X = x_into && n * d == x_into_len ? x_into : bp__calloc(n * d, sizeof(bp_real));
     ds->Y = k ? bp__calloc(n * k, sizeof(bp_real)) : NULL;
     ds->labels = with_labels ? bp__calloc(n, sizeof(int)) : NULL;
     if (!ds->X || (k && !ds->Y) || (with_labels && !ds->labels))
@@ -232,11 +236,22 @@ int bp_dataset_load(bp_dataset *ds, const char *path, const char *labels_path, i
     else
         rc = bp__load_idx(&tmp, path, labels_path, classes, err, errlen);
     if (rc < 0) {
+        if (tmp.X == x_into)
+            tmp.X = NULL; /* the caller's */
         bp_dataset_free(&tmp);
         return rc;
     }
     *ds = tmp;
     return 0;
+}
+
+int bp__dataset_load_into(bp_dataset *ds, const char *path, const char *labels_path, int classes,
+                          uint64_t seed, bp_real *X, size_t len, char *err, size_t errlen)
+{
+    x_into = X, x_into_len = len;
+    int rc = bp_dataset_load(ds, path, labels_path, classes, seed, err, errlen);
+    x_into = NULL, x_into_len = 0;
+    return rc;
 }
 
 int bp_dataset_check(const bp_dataset *ds, int inputs, int outputs, const char *name, char *err,

@@ -177,9 +177,15 @@ static int h5_check_storage(h5_var *v, const char *name, const char *path, char 
 
 /* /X a block of rows at a time (whole chunks of what convert writes), so that a long
  * read can say how far it has come. */
-static int h5_read_rows(hid_t id, bp_dataset *ds, const char *path, char *err, size_t errlen)
+static int h5_read_rows(const h5_var *v, bp_dataset *ds, const char *path, char *err, size_t errlen)
 {
+    hid_t id = v->id;
+    /* Whole chunks only: a chunk split between two blocks would be decompressed twice. */
     size_t block = ((size_t)16 << 20) / (ds->d * sizeof(bp_real)) + 1;
+    if (v->chunked) {
+        size_t chunk = (size_t)v->chunk[0];
+        block = block < chunk ? chunk : block / chunk * chunk;
+    }
     hid_t file_space = H5Dget_space(id);
     int rc = file_space < 0 ? BP_EIO : 0;
     for (size_t r = 0; r < ds->n && rc == 0; r += block) {
@@ -230,7 +236,7 @@ static int h5_read_X(hid_t file, bp_dataset *ds, const char *path, char *err, si
         rc = bp__dataset_alloc(ds, (size_t)v.dims[0], (size_t)v.dims[1], 0, 0, path, err, errlen);
     if (rc < 0)
         goto cleanup;
-    rc = h5_read_rows(v.id, ds, path, err, errlen);
+    rc = h5_read_rows(&v, ds, path, err, errlen);
 cleanup:
     if (v.id >= 0)
         H5Dclose(v.id);

@@ -42,6 +42,12 @@ int bp__load_h5(bp_dataset *ds, const char *path, int classes, char *err, size_t
 int bp__load_idx(bp_dataset *ds, const char *path, const char *labels_path, int classes, char *err,
                  size_t errlen);
 
+/* bp_dataset_load, with /X decoded straight into X (len values) when the file holds exactly
+ * that many: then ds->X == X, the caller's to keep (not for bp_dataset_free), else ds->X is
+ * allocated as usual. */
+int bp__dataset_load_into(bp_dataset *ds, const char *path, const char *labels_path, int classes,
+                          uint64_t seed, bp_real *X, size_t len, char *err, size_t errlen);
+
 /* The examples, features, and bytes a set will take in memory, read from its header (HDF5
  * /X's shape, the IDX images' header; built-in sets are small) without reading the data;
  * classes as in bp_dataset_load (0: counted as one target column). On error a reason. */

@@ -24,8 +24,10 @@ static double shm_room(void)
 /* ---- choosing ---- */
 
 typedef struct {
-    double bytes, largest; /* the sets in memory, and the largest of them */
-    int streamable;        /* every set is an HDF5 file with a contiguous float /X */
+    double bytes, largest;           /* the sets in memory, and the largest of them */
+    int streamable;                  /* every set is an HDF5 file with a contiguous float /X */
+    double held;                     /* what stream holds: /y and the training permutation */
+    size_t n[BP__SETS], d[BP__SETS]; /* each file's examples and features */
     char what[3 * (BP_PATH_MAX + 64)];
 } data_size;
 
@@ -55,30 +57,36 @@ static int measure(const bp_config *c, int classes, data_size *out, char *err, s
         int rc = bp__dataset_shape(paths[s], labels[s], classes, &n, &d, &bytes, err, errlen);
         if (rc < 0)
             return rc;
-        if (s == BP__SET_TRAIN && c->limit > 0 && (size_t)c->limit < n)
-            bytes *= (double)c->limit / (double)n;
+        /* Read whole (limit applies after), and validation_split's rows copied out. */
+        double row = bytes / (double)n;
+        if (s == BP__SET_TRAIN && c->validation_split > 0)
+            bytes += row * (double)c->validation_split;
         ns[s] = n, ds[s] = d;
         out->bytes += bytes;
-        out->largest = fmax(out->largest, bytes);
+        /* stream holds /y (a label and a one-hot or target row) and the permutation */
+        size_t k = classes > 0 ? (size_t)classes : 1;
+        out->held += (double)n * ((double)k * sizeof(bp_real) + sizeof(int) + sizeof(size_t));
         int contiguous = 0;
         if (!bp__is_h5_path(paths[s]) || bp__h5_shape(paths[s], &n, &d, &contiguous, NULL, 0) < 0)
             contiguous = 0;
         out->streamable &= contiguous;
     }
     describe(c, ns, ds, out->what, sizeof(out->what));
+    memcpy(out->n, ns, sizeof(ns));
+    memcpy(out->d, ds, sizeof(ds));
     return 0;
 }
 
-/* What this rank needs for kind: replicated, the data; node, on the node's rank 0, the
- * data while it is decoded plus the shared copy of the largest set being made (the others
- * need nothing); stream, nothing that grows with the data. */
+/* What this rank needs for kind: replicated, the data; node, on the node's rank 0, the data
+ * (decoded into the node's shared memory, which counts against its memory; the others need
+ * nothing); stream, /y and the permutation. */
 static double need_of(bp_placement kind, const data_size *ds, int node_rank)
 {
     if (kind == BP_PLACE_REPLICATED)
         return ds->bytes;
-    if (kind == BP_PLACE_NODE)
-        return node_rank == 0 ? ds->bytes + ds->largest : 0;
-    return 0;
+    if (kind == BP_PLACE_NODE) /* decoded into the shared memory: no copy of its own */
+        return node_rank == 0 ? ds->bytes : 0;
+    return ds->held;
 }
 
 /* kind cannot have the memory it needs: need on this rank, and ranks of the node_size on
@@ -102,9 +110,16 @@ static int refuse(bp_placement kind, const data_size *ds, double need, int ranks
                         "available; %s%s",
                         ds->what, each, on, have,
                         node_size > 1 ? "placement = node keeps one copy per node, or " : "", hint);
+    if (kind == BP_PLACE_STREAM)
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "[data] placement = stream: %s: their labels or targets and the order of "
+                        "the training rows need %s of memory on each rank, but only %s is "
+                        "available",
+                        ds->what, each, have);
     return bp__fail(err, errlen, BP_EINVAL,
-                    "[data] placement = node: %s need %s of memory on the node's rank 0 (it reads "
-                    "the data, then shares it), but only %s is available; %s",
+                    "[data] placement = node: %s need %s of memory on the node's rank 0 (it "
+                    "decodes the data into memory the node's ranks share), but only %s is "
+                    "available; %s",
                     ds->what, each, have, hint);
 }
 
@@ -117,8 +132,10 @@ int bp__place_choose(bp__place *p, const bp_config *cfg, int classes, const bp_c
     int rc = measure(cfg, classes, &ds, err, errlen);
     if (rc < 0)
         return rc;
-    p->bytes = ds.bytes, p->largest = ds.largest, p->streamable = ds.streamable;
+    p->bytes = ds.bytes, p->streamable = ds.streamable, p->held = ds.held;
     snprintf(p->what, sizeof(p->what), "%s", ds.what);
+    memcpy(p->file_n, ds.n, sizeof(ds.n));
+    memcpy(p->file_d, ds.d, sizeof(ds.d));
     int node_rank, node_size;
     bp_comm_node_ranks(&node_rank, &node_size);
     if (comm->size == 1)
@@ -129,13 +146,17 @@ int bp__place_choose(bp__place *p, const bp_config *cfg, int classes, const bp_c
         /* Node sharing needs company; the memory decides between holding rows and
          * streaming them. */
         int node_fits = need_of(BP_PLACE_NODE, &ds, 0) <= avail && ds.bytes <= shm;
-        int rep_fits = ds.bytes * node_size <= avail * (cfg->max_memory_mb > 0 ? node_size : 1);
+        /* replicated copies share the node's memory, unless max_memory_mb is per rank */
+        int ranks = cfg->max_memory_mb > 0 ? 1 : node_size;
+        int rep_fits = need_of(BP_PLACE_REPLICATED, &ds, 0) * ranks <= avail;
         if (node_size > 1 && node_fits) {
             kind = BP_PLACE_NODE;
             snprintf(p->why, sizeof(p->why), "one copy for the %d ranks on this node", node_size);
-        } else if (node_size == 1 && rep_fits) {
+        } else if (rep_fits) {
             kind = BP_PLACE_REPLICATED;
-            snprintf(p->why, sizeof(p->why), "one rank on this node");
+            snprintf(p->why, sizeof(p->why),
+                     node_size > 1 ? "a copy per rank fits, one per node does not"
+                                   : "one rank on this node");
         } else if (ds.streamable) {
             kind = BP_PLACE_STREAM;
             snprintf(p->why, sizeof(p->why), "the data does not fit in memory");
@@ -153,7 +174,7 @@ int bp__place_set(bp__place *p, bp_placement kind, const bp_config *cfg, char *e
     if (kind != p->kind)
         p->why[0] = 0;
     p->kind = kind;
-    data_size ds = {.bytes = p->bytes, .largest = p->largest, .streamable = p->streamable};
+    data_size ds = {.bytes = p->bytes, .streamable = p->streamable, .held = p->held};
     snprintf(ds.what, sizeof(ds.what), "%s", p->what);
     int rc, node_rank, node_size;
     bp_comm_node_ranks(&node_rank, &node_size);
@@ -309,20 +330,25 @@ int bp__place_ahead_buffers(bp__place *p, size_t rows, size_t d, size_t k)
 
 /* ---- loading ---- */
 
+/* One set, /X decoded into X (len values) when the file holds as many (node placement's
+ * window), else into memory of its own. */
 static int load_set(bp_dataset *ds, const char *path, const char *labels, const bp_net *net,
-                    uint64_t seed, char *err, size_t errlen)
+                    uint64_t seed, bp_real *X, size_t len, char *err, size_t errlen)
 {
     int k = net->sizes[net->nlayers];
-    int rc = bp_dataset_load(ds, path, labels[0] ? labels : NULL, k, seed, err, errlen);
+    int rc =
+        bp__dataset_load_into(ds, path, labels[0] ? labels : NULL, k, seed, X, len, err, errlen);
     if (rc == 0)
         rc = bp_dataset_check(ds, net->sizes[0], k, path, err, errlen);
     return rc;
 }
 
-static int load_memory(bp_dataset *const sets[BP__SETS], const bp_config *c, const bp_net *net,
-                       char *err, size_t errlen)
+static int load_memory(const bp__place *p, bp_dataset *const sets[BP__SETS], const bp_config *c,
+                       const bp_net *net, char *err, size_t errlen)
 {
-    int rc = load_set(sets[BP__SET_TRAIN], c->train, c->train_labels, net, c->seed, err, errlen);
+#define INTO(s) p->xbase[s], p->xbase[s] ? p->file_n[s] * p->file_d[s] : 0
+    int rc = load_set(sets[BP__SET_TRAIN], c->train, c->train_labels, net, c->seed,
+                      INTO(BP__SET_TRAIN), err, errlen);
     if (rc < 0)
         return rc;
     bp_dataset *train = sets[BP__SET_TRAIN];
@@ -336,18 +362,21 @@ static int load_memory(bp_dataset *const sets[BP__SETS], const bp_config *c, con
         if (rc < 0)
             return bp__fail(err, errlen, rc, "validation split: %s", bp_strerror(rc));
     } else if (c->validation[0]) {
-        rc = load_set(sets[BP__SET_VAL], c->validation, c->validation_labels, net, c->seed, err,
-                      errlen);
+        rc = load_set(sets[BP__SET_VAL], c->validation, c->validation_labels, net, c->seed,
+                      INTO(BP__SET_VAL), err, errlen);
         if (rc < 0)
             return rc;
     }
     if (c->test[0])
-        rc = load_set(sets[BP__SET_TEST], c->test, c->test_labels, net, c->seed, err, errlen);
+        rc = load_set(sets[BP__SET_TEST], c->test, c->test_labels, net, c->seed, INTO(BP__SET_TEST),
+                      err, errlen);
+#undef INTO
     return rc;
 }
 
-/* One set's file, opened and checked: its shape in *shape, rows [lo, hi) of the ones used
- * (this rank's share) scanned for NaN and infinity. */
+/* One set's file, opened and checked: its shape in *shape, and this rank's share of all its
+ * rows scanned for NaN and infinity (all of them, as the other placements read the whole
+ * file before limit applies: the same file is refused in each). */
 static int open_stream(bp__place *p, int s, const char *path, const bp_net *net, size_t limit,
                        const bp_comm *comm, bp_dataset *shape, char *err, size_t errlen)
 {
@@ -357,11 +386,11 @@ static int open_stream(bp__place *p, int s, const char *path, const bp_net *net,
         return rc;
     p->own_stream[s] = 1;
     bp__h5_stream_shape(p->stream[s], shape);
+    size_t lo, hi;
+    bp_shard(shape->n, comm->rank, comm->size, &lo, &hi);
     if (limit > 0 && limit < shape->n)
         shape->n = limit;
     rc = bp_dataset_check(shape, net->sizes[0], k, path, err, errlen);
-    size_t lo, hi;
-    bp_shard(shape->n, comm->rank, comm->size, &lo, &hi);
     return rc < 0 ? rc : bp__h5_stream_check(p->stream[s], lo, hi, err, errlen);
 }
 
@@ -400,21 +429,49 @@ int bp__place_load(bp__place *p, bp_dataset *const sets[BP__SETS], const bp_conf
     bp_comm_node_ranks(&node_rank, &node_size);
     if (p->kind == BP_PLACE_STREAM)
         return load_stream(p, sets, cfg, net, comm, err, errlen);
-    if (p->kind == BP_PLACE_NODE && node_rank != 0)
-        return 0; /* the node's rank 0 reads, as a replicated rank does */
-    return load_memory(sets, cfg, net, err, errlen);
+    if (p->kind == BP_PLACE_NODE) {
+        /* Every rank of the node maps a window for each file's /X, sized from its header;
+         * the node's rank 0 decodes into it, as a replicated rank would into its own. */
+        const char *paths[BP__SETS] = {cfg->train, cfg->validation, cfg->test};
+        for (int s = 0; s < BP__SETS; s++) {
+            size_t len = p->file_n[s] * p->file_d[s];
+            if (!paths[s][0] || len == 0)
+                continue;
+            void *base;
+            int rc = bp_comm_share(len * sizeof(bp_real), &p->xwin[s], &base);
+            char size[32];
+            if (rc < 0)
+                return bp__fail(
+                    err, errlen, rc,
+                    "[data] placement = node: cannot map %s of shared memory for %s: "
+                    "%s",
+                    bp__human_bytes((double)(len * sizeof(bp_real)), size, sizeof(size)), paths[s],
+                    bp_strerror(rc));
+            p->xbase[s] = base;
+        }
+        if (node_rank != 0)
+            return 0;
+    }
+    return load_memory(p, sets, cfg, net, err, errlen);
 }
 
 /* ---- one copy per node ---- */
 
 static int share_set(bp__place *p, int s, bp_dataset *ds, int leader)
 {
-    uint64_t shape[4] = {ds->n, ds->d, ds->k, ds->labels != NULL};
+    /* in place: the node's rank 0 decoded /X into the window every rank maps already */
+    uint64_t shape[5] = {ds->n, ds->d, ds->k, ds->labels != NULL,
+                         leader && ds->X && ds->X == p->xbase[s]};
     int rc = bp_comm_node_bcast(shape, sizeof(shape));
     if (rc < 0 || shape[0] == 0)
         return rc;
     size_t n = shape[0], d = shape[1], k = shape[2];
-    size_t xb = n * d * sizeof(bp_real), yb = n * k * sizeof(bp_real);
+    int in_place = shape[4] != 0;
+    if (!in_place && p->xwin[s]) { /* not used (the header's shape was not what loaded) */
+        bp_comm_share_free(p->xwin[s]);
+        p->xwin[s] = NULL, p->xbase[s] = NULL;
+    }
+    size_t xb = in_place ? 0 : n * d * sizeof(bp_real), yb = n * k * sizeof(bp_real);
     size_t lb = shape[3] ? n * sizeof(int) : 0;
     void *base;
     rc = bp_comm_share(xb + yb + lb, &p->shared[s], &base);
@@ -422,17 +479,23 @@ static int share_set(bp__place *p, int s, bp_dataset *ds, int leader)
         return rc;
     char *at = base;
     if (leader) {
-        memcpy(at, ds->X, xb);
+        if (!in_place)
+            memcpy(at, ds->X, xb);
         memcpy(at + xb, ds->Y, yb);
         if (lb)
             memcpy(at + xb + yb, ds->labels, lb);
+        if (in_place)
+            ds->X = NULL;    /* the window's */
         bp_dataset_free(ds); /* the node's copy replaces the private one */
     }
-    rc = bp_comm_share_ready(p->shared[s]);
+    if (in_place && bp_comm_share_ready(p->xwin[s]) < 0)
+        rc = BP_ECOMM;
+    if (bp_comm_share_ready(p->shared[s]) < 0)
+        rc = BP_ECOMM;
     *ds = (bp_dataset){.n = n,
                        .d = d,
                        .k = k,
-                       .X = (bp_real *)at,
+                       .X = in_place ? p->xbase[s] : (bp_real *)at,
                        .Y = (bp_real *)(at + xb),
                        .labels = lb ? (int *)(at + xb + yb) : NULL};
     return rc;
@@ -512,10 +575,14 @@ void bp__place_free(bp__place *p, bp_dataset *const sets[BP__SETS])
 {
     ahead_stop(p->ahead); /* before the streams it reads close */
     for (int s = 0; s < BP__SETS; s++) {
+        if (sets[s]->X && sets[s]->X == p->xbase[s] && !p->shared[s])
+            sets[s]->X = NULL; /* decoded into the window, not yet shared: the window's */
         if (p->shared[s])
             bp_comm_share_free(p->shared[s]);
         else if (p->kind != BP_PLACE_STREAM)
             bp_dataset_free(sets[s]);
+        if (p->xwin[s])
+            bp_comm_share_free(p->xwin[s]);
         if (p->own_stream[s])
             bp__h5_stream_close(p->stream[s]);
         memset(sets[s], 0, sizeof(*sets[s]));

@@ -21,17 +21,21 @@ typedef struct bp__ahead bp__ahead; /* stream: the thread that reads the next st
 typedef struct {
     bp_placement kind;                 /* in effect (never auto after bp__place_choose) */
     char why[160];                     /* auto's reason, for the log */
-    double bytes, largest;             /* the sets' rows in memory, in all (one copy), and the
-                                        * largest set's */
+    double bytes;                      /* the sets' rows in memory, in all (one copy) */
     int streamable;                    /* every set is an HDF5 file with a contiguous /X */
+    double held;                       /* what stream holds: /y and the permutation */
     char what[3 * (BP_PATH_MAX + 64)]; /* the sets' names and shapes, for messages */
-    bp_shared *shared[BP__SETS];       /* node: the window each set lives in */
-    bp__h5_stream *stream[BP__SETS];   /* stream: each set's file (val may share train's) */
-    size_t base[BP__SETS];             /* stream: the file's row of the set's row 0 */
-    int own_stream[BP__SETS];          /* closes stream[i] */
-    bp__ahead *ahead;                  /* stream: the next step's rows, read meanwhile */
-    bp_real *Xe, *Ye;                  /* stream: rows read for evaluation (the trainer's */
-    int *Le;                           /* workspace's rows; freed here) */
+    bp_shared *shared[BP__SETS];       /* node: the window each set lives in (its /X too, when
+                                        * not decoded in place) */
+    bp_shared *xwin[BP__SETS];         /* node: the window each file's /X is decoded into */
+    bp_real *xbase[BP__SETS];          /* node: its address in this rank */
+    size_t file_n[BP__SETS], file_d[BP__SETS]; /* each file's shape, from its header */
+    bp__h5_stream *stream[BP__SETS];           /* stream: each set's file (val may share train's) */
+    size_t base[BP__SETS];                     /* stream: the file's row of the set's row 0 */
+    int own_stream[BP__SETS];                  /* closes stream[i] */
+    bp__ahead *ahead;                          /* stream: the next step's rows, read meanwhile */
+    bp_real *Xe, *Ye;                          /* stream: rows read for evaluation (the trainer's */
+    int *Le;                                   /* workspace's rows; freed here) */
 } bp__place;
 
 /* Every rank: the placement this rank would take for cfg (auto: from the data's size, the

@@ -143,14 +143,18 @@ static int alloc_buffers(bp_trainer *t, char *err, size_t errlen)
     t->perm = bp__calloc(t->train.n, sizeof(size_t));
     if (!t->Xb || !t->Yb || !t->Lb || !t->perm)
         return bp__fail(err, errlen, BP_ENOMEM, "out of memory for batch buffers");
-    if (t->place.kind == BP_PLACE_STREAM) { /* evaluation's rows, read a workspace at a time */
+    /* stream: evaluation reads a workspace of rows at a time, into the batch's buffers when
+     * they are as large; the next step's rows are read ahead when an epoch has one. */
+    int eval_own = t->place.kind == BP_PLACE_STREAM && rows > shard;
+    if (eval_own) {
         t->place.Xe = bp__calloc(bp__mul(rows, d), sizeof(bp_real));
         t->place.Ye = bp__calloc(bp__mul(rows, k), sizeof(bp_real));
         t->place.Le = bp__calloc(rows, sizeof(int));
-        if (!t->place.Xe || !t->place.Ye || !t->place.Le ||
-            bp__place_ahead_buffers(&t->place, shard, d, k) < 0)
-            return bp__fail(err, errlen, BP_ENOMEM, "out of memory for the rows read ahead");
     }
+    int ahead = t->place.kind == BP_PLACE_STREAM && B < t->train.n;
+    if ((eval_own && (!t->place.Xe || !t->place.Ye || !t->place.Le)) ||
+        (ahead && bp__place_ahead_buffers(&t->place, shard, d, k) < 0))
+        return bp__fail(err, errlen, BP_ENOMEM, "out of memory for the rows of stream");
     return 0;
 }
 
@@ -384,10 +388,10 @@ void bp_trainer_free(bp_trainer *t)
     bp__saver_free(t->saver); /* the write in flight ends first, under the lock */
     bp__lock_drop(&t->metrics_lock);
     bp__lock_drop(&t->dir_lock);
-    bp__place_free(&t->place, t->sets);
     bp_workspace_free(&t->ws);
     bp_net_free(&t->net);
-    bp__exchange_free(t->exchange);
+    bp__exchange_free(t->exchange); /* its thread's MPI calls end before the windows go */
+    bp__place_free(&t->place, t->sets);
     bp__free(t->velocity);
     bp__free(t->moment2);
     bp__lbfgs_free(&t->lbfgs);
@@ -645,20 +649,22 @@ static int evaluate(bp_trainer *t, int s, double *out, char *err, size_t errlen)
                    ? bp__fail(err, errlen, BP_ECOMM, "evaluation: %s", bp_strerror(BP_ECOMM))
                    : 0;
     double sums[4] = {0}; /* cost, correct, rows, ranks that could not read theirs */
+    /* the batch's buffers when they hold a workspace of rows (alloc_buffers) */
+    bp_real *X = t->place.Xe ? t->place.Xe : t->Xb, *Y = t->place.Xe ? t->place.Ye : t->Yb;
+    int *L = t->place.Xe ? t->place.Le : t->Lb;
     size_t lo, hi;
     bp__bf16_weights(&t->net, &t->ws);
     bp_shard(ds->n, t->comm.rank, t->comm.size, &lo, &hi);
     for (size_t r = lo; r < hi; r += t->ws.max_rows) {
         size_t rows = hi - r < t->ws.max_rows ? hi - r : t->ws.max_rows;
-        if (bp__place_rows(&t->place, t->sets, s, NULL, rows, r, t->place.Xe, t->place.Ye,
-                           t->place.Le, err, errlen) < 0) {
+        if (bp__place_rows(&t->place, t->sets, s, NULL, rows, r, X, Y, L, err, errlen) < 0) {
             sums[3] = 1;
             break;
         }
-        bp_forward(&t->net, &t->ws, t->place.Xe, rows);
-        sums[0] += bp_cost_sum(&t->net, &t->ws, t->place.Ye, rows);
+        bp_forward(&t->net, &t->ws, X, rows);
+        sums[0] += bp_cost_sum(&t->net, &t->ws, Y, rows);
         if (ds->labels)
-            sums[1] += (double)bp_count_correct(&t->net, &t->ws, t->place.Le, rows);
+            sums[1] += (double)bp_count_correct(&t->net, &t->ws, L, rows);
     }
     sums[2] = (double)(hi - lo);
     if (bp_comm_allreduce_sum_double(&t->comm, sums, 4) < 0)

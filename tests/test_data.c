@@ -810,6 +810,39 @@ static void test_stream_rows(void **state)
     free_made(&src);
 }
 
+/* node placement decodes /X straight into the shared window: bp__dataset_load_into. */
+static void test_load_into(void **state)
+{
+    bp_dataset src, ds, own;
+    char err[512] = "";
+    const char *path = tmp_path(state, 0, "into.h5"), *bad = tmp_path(state, 1, "bad.h5");
+    make_labelled(&src, 30, 4, 3);
+    assert_int_equal(bp_dataset_write_h5(&src, path, 0, err, sizeof(err)), 0);
+    assert_int_equal(bp_dataset_load(&own, path, NULL, 3, 0, err, sizeof(err)), 0);
+    bp_real *X = calloc(30 * 4, sizeof(bp_real));
+    assert_non_null(X);
+    assert_int_equal(bp__dataset_load_into(&ds, path, NULL, 3, 0, X, 30 * 4, err, sizeof(err)), 0);
+    assert_ptr_equal(ds.X, X);
+    assert_memory_equal(X, own.X, 30 * 4 * sizeof(bp_real));
+    assert_memory_equal(ds.labels, own.labels, 30 * sizeof(int));
+    ds.X = NULL; /* ours */
+    bp_dataset_free(&ds);
+    /* Another size: memory of its own. */
+    assert_int_equal(bp__dataset_load_into(&ds, path, NULL, 3, 0, X, 29 * 4, err, sizeof(err)), 0);
+    assert_true(ds.X != X);
+    assert_memory_equal(ds.X, own.X, 30 * 4 * sizeof(bp_real));
+    bp_dataset_free(&ds);
+    /* A file refused after /X was read into X: X stays the caller's (ASan checks the free). */
+    src.labels[5] = 9;
+    assert_int_equal(bp_dataset_write_h5(&src, bad, 0, err, sizeof(err)), 0);
+    assert_int_equal(bp__dataset_load_into(&ds, bad, NULL, 3, 0, X, 30 * 4, err, sizeof(err)),
+                     BP_EMISMATCH);
+    assert_null(ds.X);
+    free(X);
+    bp_dataset_free(&own);
+    free_made(&src);
+}
+
 static void count_calls(void *ctx, const char *path, double done, double total)
 {
     (void)path;
@@ -862,6 +895,7 @@ int main(void)
         T(test_csv_errors),
         T(test_stream_rows),
         T(test_load_progress),
+        T(test_load_into),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -111,7 +111,7 @@ static int read_metrics(run_data *r, char *err, size_t len)
     snprintf(path, sizeof(path), "%s/metrics.csv", r->dir);
     FILE *f = fopen(path, "re");
     if (!f)
-        return bp__fail(err, len, BP_EIO,
+        return bp__fail(err, len, BP_EINVAL,
                         "%s: %s (plot takes run directories: a train run's [checkpoint] dir)", path,
                         strerror(errno));
     int at[NCOLS], rc = 0;
@@ -274,6 +274,16 @@ static void data_string(FILE *f, const char *s)
     fputc('"', f);
 }
 
+/* A panel with nothing to draw but why. */
+static void empty_panel(FILE *f, const char *why)
+{
+    fprintf(f,
+            "set label 1 '%s' at graph 0.5,0.5 center\nset xrange [0:1]\nset yrange [0:1]\n"
+            "unset xtics\nunset ytics\nunset xlabel\nplot -1 notitle\nunset label 1\n"
+            "set xrange [*:*]\nset yrange [*:*]\nset xtics\nset ytics\n",
+            why);
+}
+
 /* Key titles and labels: gnuplot's enhanced text would read _ and ^ as sub- and
  * superscripts, so titles are marked noenhanced where they are used. */
 static void write_script(FILE *f, const run_data *runs, int n, const char *out)
@@ -333,6 +343,14 @@ static void write_script(FILE *f, const run_data *runs, int n, const char *out)
         fprintf(f, "set title '%s'\nset xlabel 'epoch'\nset ylabel '%s'\n",
                 panel ? "Accuracy per epoch" : "Cost per epoch (mean per example, no L2 term)",
                 panel ? "accuracy (%)" : "cost (per example)");
+        int any = 0;
+        for (int i = 0; i < n; i++)
+            for (int s = 0; s < 3; s++)
+                any |= runs[i].has[1 + 3 * panel + s];
+        if (!any) { /* real-valued targets have no accuracy */
+            empty_panel(f, "no accuracy: the targets are not class labels");
+            continue;
+        }
         fprintf(f, "plot ");
         int first = 1;
         for (int i = 0; i < n; i++)
@@ -369,8 +387,7 @@ static void write_script(FILE *f, const run_data *runs, int n, const char *out)
                 "'' using 4 title 'exchange', '' using 5 title 'update', '' using 0:($2+$3+$4+$5):"
                 "(sprintf('%%.3f ms', $2+$3+$4+$5)) with labels offset 0,0.8 notitle\n");
     else
-        fprintf(f, "set label 1 'no step_times.csv (runs of an older backprop)' at graph 0.5,0.5 "
-                   "center\nset xrange [0:1]\nplot NaN notitle\nunset label 1\nset xrange [*:*]\n");
+        empty_panel(f, "no step_times.csv (runs of an older backprop)");
     fprintf(f, "set style data points\nset xtics auto\nset format x '%%g'\nset yrange [*:*]\n");
     for (int i = 0; i < n; i++) {
         if (!runs[i].confusion)
@@ -409,9 +426,10 @@ static int run_gnuplot(const char *script_path, char *err, size_t len)
     }
     close(fd[1]);
     FILE *p = pid > 0 ? fdopen(fd[0], "r") : NULL;
+    /* gnuplot says where it stopped on its last non-empty line ("...gp" line N: why). */
     char said[512] = "", line[512];
     while (p && fgets(line, sizeof(line), p))
-        if (!said[0] && strstr(line, "rror"))
+        if (line[strspn(line, " \t\n^")])
             snprintf(said, sizeof(said), "%s", line);
     if (p)
         fclose(p);
@@ -421,7 +439,7 @@ static int run_gnuplot(const char *script_path, char *err, size_t len)
     while (pid > 0 && waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
     said[strcspn(said, "\n")] = 0;
-    if (pid < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0 || said[0])
+    if (pid < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
         return bp__fail(err, len, BP_EIO, "gnuplot failed%s%s", said[0] ? ": " : "", said);
     return 0;
 }
@@ -463,11 +481,22 @@ static int plot(const plot_args *a, char *err, size_t len)
         runs[i].dir = a->dirs[i];
         rc = read_metrics(&runs[i], err, len);
     }
-    const char *none[] = {NULL};
+    /* The runs' own files are inputs: never replaced, --force or not. */
+    static char files[MAX_RUNS * 3][BP_PATH_MAX + 32];
+    const char *inputs[MAX_RUNS * 3 + 1];
+    int ninputs = 0;
+    for (int i = 0; i < a->ndirs; i++)
+        for (int j = 0; j < 3; j++) {
+            static const char *const names[] = {"metrics.csv", "step_times.csv", "latest.h5"};
+            snprintf(files[ninputs], sizeof(files[ninputs]), "%s/%s", a->dirs[i], names[j]);
+            inputs[ninputs] = files[ninputs];
+            ninputs++;
+        }
+    inputs[ninputs] = NULL;
     if (rc == 0)
-        rc = bp__output_check(out, replace ? BP__OUT_REPLACE : 0, none, err, len);
+        rc = bp__output_check(out, replace ? BP__OUT_REPLACE : 0, inputs, err, len);
     if (rc == 0 && a->script)
-        rc = bp__output_check(a->script, a->force ? BP__OUT_REPLACE : 0, none, err, len);
+        rc = bp__output_check(a->script, a->force ? BP__OUT_REPLACE : 0, inputs, err, len);
     if (rc == 0)
         rc = have_gnuplot(err, len);
     for (int i = 0; i < a->ndirs && rc == 0; i++) {
@@ -541,7 +570,7 @@ int bp_cmd_plot(int argc, char **argv)
     int rc = plot(&a, err, sizeof(err));
     if (rc < 0)
         bp_cli_error(0, "%s", err);
-    return rc == 0                                           ? EXIT_OK
-           : rc == BP_EIO && strncmp(err, "gnuplot", 7) == 0 ? EXIT_FAILURE_DURING_WORK
-                                                             : EXIT_BAD_INPUT;
+    /* Writing (the picture, the script) or gnuplot failing is a failure during work; the
+     * rest was found before any. */
+    return rc == 0 ? EXIT_OK : rc == BP_EIO ? EXIT_FAILURE_DURING_WORK : EXIT_BAD_INPUT;
 }

@@ -17,7 +17,7 @@ static const char usage[] =
     "  inspect CKPT\n"
     "  convert (--idx-images F --idx-labels F | --csv F [--targets K]) --out FILE.h5\n"
     "          [--contiguous]\n"
-    "  plot RUN_DIR [RUN_DIR ...] [--out FILE.png] [--script FILE]\n"
+    "  plot RUN_DIR [RUN_DIR ...] [--out FILE.png] [--script FILE] [--force]\n"
     "  --help | --version | COMMAND --help\n"
     "\n"
     "train, eval and gradcheck run alone or under mpirun -np N.\n"

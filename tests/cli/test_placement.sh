@@ -23,6 +23,8 @@ with h5py.File(f"{d}/late-inf.h5", "w") as f:
     f["X"], f["y"] = late, y
 with h5py.File(f"{d}/f64.h5", "w") as f:  # float64 rows: read and narrowed in place
     f["X"], f["y"] = X.astype(np.float64), y
+with h5py.File(f"{d}/targets.h5", "w") as f:  # real-valued targets, 2 columns
+    f["X"], f["y"] = X, np.stack([X[:, 0] - X[:, 1], 0.5 * X[:, 2]], axis=1).astype(np.float32)
 EOF
 
 parallel_config p.ini
@@ -47,6 +49,19 @@ check "node np3 matches stream np3 bit for bit" $PY "$SRC/tests/cli/compare_weig
 check "float64 rows stream" mpi 2 train p.ini --set data.placement=stream --set data.train=$T/f64.h5 --set checkpoint.dir=f64s
 check "float64 rows replicated" mpi 2 train p.ini --set data.placement=replicated --set data.train=$T/f64.h5 --set checkpoint.dir=f64r
 check "float64 rows: the same weights" $PY "$SRC/tests/cli/compare_weights.py" f64s/latest.h5 f64r/latest.h5 0
+# limit with validation_split: the split is the tail of the first `limit` rows, in each.
+for p in replicated stream; do
+    check "limit 150, split 30: $p" mpi 2 train p.ini --set data.placement=$p --set data.limit=150 --set data.validation_split=30 --set checkpoint.dir=lim-$p
+done
+cp "$T/check.out" lim.log
+check "limit and split: the same metrics" cmp <(strip_time lim-replicated/metrics.csv) <(strip_time lim-stream/metrics.csv)
+check "limit and split: the same weights" $PY "$SRC/tests/cli/compare_weights.py" lim-replicated/latest.h5 lim-stream/latest.h5 0
+check "limit and split: 120 train, 30 validation" grep -q "^data: 120 train, 30 validation" lim.log
+# Real-valued targets (no labels): rows and targets streamed as held.
+for p in replicated stream; do
+    check "targets: $p" mpi 2 train p.ini --set data.placement=$p --set data.train=$T/targets.h5 --set data.test= --set network.layers=4,8,2 --set network.output=linear --set network.cost=quadratic --set checkpoint.dir=tg-$p
+done
+check "targets: the same weights" $PY "$SRC/tests/cli/compare_weights.py" tg-replicated/latest.h5 tg-stream/latest.h5 0
 # Resumed under another placement: the rows are the same, so is the run.
 check "stream, 1 epoch" mpi 2 train p.ini --set data.placement=stream --set checkpoint.dir=switch --set train.epochs=1
 check "resumed under node" mpi 2 train p.ini --set data.placement=node --set checkpoint.dir=switch --resume latest
@@ -59,14 +74,20 @@ check "auto np2 shares a copy" grep -q "placement node (auto: one copy for the 2
 check "auto np1" mpi 1 train p.ini --set checkpoint.dir=auto1
 cp "$T/check.out" auto1.log
 check "auto np1 holds its own" grep -q "placement replicated (auto: one rank on this node)" auto1.log
-check "auto np2, 8 KiB allowed" mpi 2 train p.ini --set checkpoint.dir=auto-small --set data.max_memory_mb=0.008
+# What each needs here (bytes): replicated and node's rank 0 440 rows' worth (200 train, 40
+# split off, 200 test), stream the labels, one-hot rows and permutation of 400 rows. A
+# per-rank limit between stream's and replicated's streams.
+if "$BP" --version | grep -q double; then stream_mb=0.020; else stream_mb=0.012; fi
+check "auto np2, room for stream only" mpi 2 train p.ini --set checkpoint.dir=auto-small --set data.max_memory_mb=$stream_mb
 cp "$T/check.out" auto-small.log
 check "auto streams when the data does not fit" grep -q "placement stream (auto: the data does not fit in memory)" auto-small.log
+expect "stream beyond max_memory_mb" 2 "placement = stream: .*good.h5: 200 examples of 4 features: their labels or targets and the order of the training rows need [0-9.]+ KiB of memory on each rank, but only 4\\.1 KiB is available" \
+    mpi 2 train p.ini --set data.placement=stream --set data.max_memory_mb=0.004 --set checkpoint.dir=e9
 
 # Refused before training, one line each.
 expect "replicated beyond max_memory_mb" 2 "placement = replicated: $T/good.h5: 200 examples of 4 features, $T/good.h5: 200 examples of 4 features need [0-9.]+ KiB of memory, but only 4\\.1 KiB is available; placement = node keeps one copy per node, or placement = stream reads the rows from the files instead" \
     mpi 2 train p.ini --set data.placement=replicated --set data.max_memory_mb=0.004 --set checkpoint.dir=e1
-expect "node beyond max_memory_mb" 2 "placement = node: .*good.h5: 200 examples of 4 features need [0-9.]+ KiB of memory on the node's rank 0 \\(it reads the data, then shares it\\), but only 4\\.1 KiB is available" \
+expect "node beyond max_memory_mb" 2 "placement = node: .*good.h5: 200 examples of 4 features need [0-9.]+ KiB of memory on the node's rank 0 \\(it decodes the data into memory the node's ranks share\\), but only 4\\.1 KiB is available" \
     mpi 2 train p.ini --set data.placement=node --set data.max_memory_mb=0.004 --set checkpoint.dir=e2
 expect "stream from a chunked file" 2 'chunked.h5: \[data\] placement = stream reads rows of /X in place, so /X must be stored contiguous and uncompressed .*backprop convert --contiguous' \
     mpi 2 train p.ini --set data.placement=stream --set data.train=$T/chunked.h5 --set checkpoint.dir=e3
@@ -82,7 +103,7 @@ expect "node: NaN found by the node's reader" 2 'nan.h5: /X row 17 column 2 is N
     mpi 2 train p.ini --set data.placement=node --set data.train=$T/nan.h5 --set checkpoint.dir=e8
 expect "placement misspelt" 2 "\[data\] placement: expected auto, replicated, node or stream, got 'shared'" \
     "$BP" train p.ini --set data.placement=shared
-for d in e1 e2 e3 e4 e5 e6 e7 e8; do
+for d in e1 e2 e3 e4 e5 e6 e7 e8 e9; do
     [ -e $d/latest.h5 ] && bad "$d: a refused run left a checkpoint"
 done
 

@@ -53,6 +53,21 @@ want = [mean("data_ms"), mean("compute_ms"), mean("exchange_ms"), mean("update_m
 assert all(abs(g - w) <= 1e-5 * max(1, abs(w)) for g, w in zip(got, want)), (got, want)
 EOF
 }
+# blocks_match_costs SCRIPT RUN_DIR I: as blocks_match, without step times.
+blocks_match_costs() {
+    $PY - "$@" <<'EOF'
+import csv, re, sys
+script, run, i = sys.argv[1], sys.argv[2], sys.argv[3]
+text = open(script).read()
+block = re.search(rf"^\$metrics_{i} << EOD\n(.*?)^EOD$", text, re.M | re.S).group(1)
+rows = [l.split() for l in block.splitlines() if not l.startswith("#")]
+metrics = list(csv.DictReader(open(f"{run}/metrics.csv")))
+cols = ["epoch", "train_cost", "val_cost", "test_cost", "train_accuracy", "val_accuracy", "test_accuracy"]
+assert len(rows) == len(metrics), (len(rows), len(metrics))
+for got, want in zip(rows, metrics):
+    assert got == [want[c] or "NaN" for c in cols], (got, want)
+EOF
+}
 check "the picture: a 1100 x 800 PNG" png_size run/plot.png 1100 800
 check "the curves: metrics.csv's rows, 4 epochs, the resumed ones included" blocks_match run.gp run 0
 check "the resumed run's steps: both commands" grep -q '^"run" .* 52$' run.gp
@@ -77,10 +92,23 @@ check "two runs: the second's curves" blocks_match both.gp other 1
 check "two runs: labelled by directory" grep -q "title 'other: train'" both.gp
 check "two runs: the second has no test column" bash -c "! grep -q \"title 'other: test'\" both.gp"
 
+# Real-valued targets (no accuracy, no confusion matrix), a directory name with a space and
+# a quote, and a run of an older backprop (no step_times.csv): each panel says what it lacks.
+check "a regression run" "$BP" train p.ini --set data.train=builtin:line --set data.test= --set data.validation_split=100 --set network.layers=1,1 --set network.output=linear --set network.cost=quadratic --set train.epochs=3 --set "checkpoint.dir=it's odd"
+rm "it's odd/step_times.csv"
+check "plot it" "$BP" plot "it's odd" --script odd.gp
+cp "$T/check.out" odd.log
+check "it says what it drew" grep -qx "wrote it's odd/plot.png: it's odd (3 epochs)" odd.log
+check "no accuracy, said" grep -q "no accuracy: the targets are not class labels" odd.gp
+check "no step times, said" grep -q "no step_times.csv" odd.gp
+check "the regression run's curves" blocks_match_costs odd.gp "it's odd" 0
+check "a 1100 x 800 PNG" png_size "it's odd/plot.png" 1100 800
+
 # What cannot be drawn, one line each; nothing written.
 mkdir empty
 expect "no metrics" 2 'empty/metrics.csv: No such file or directory \(plot takes run directories' "$BP" plot empty
 expect "existing --out" 2 'both.png: exists; add --force to replace it' "$BP" plot run --out both.png
+expect "--out onto the run's metrics" 2 'metrics.csv' "$BP" plot run --out run/metrics.csv --force
 expect "under mpirun" 2 'plot runs alone, not under mpirun' mpi 2 plot run --out x.png
 mkdir nobin
 expect "without gnuplot" 2 'plot needs gnuplot, which is not installed \(Debian: apt-get install gnuplot-nox\)' \

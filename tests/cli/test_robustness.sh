@@ -241,9 +241,7 @@ PY
 # What the declared shapes need in memory, as bp_real: float here, double in double builds.
 if "$BP" --version | grep -q double; then huge='72\.8 TiB' vds='22\.4 GiB'; else huge='36\.4 TiB' vds='11\.2 GiB'; fi
 for np in 1 2; do
-    # np2: one copy per node, which the node's rank 0 decodes before sharing (twice the data)
-    [ "$np" = 1 ] && need=$huge || need='[0-9.]+ TiB'
-    expect "np$np data larger than memory" 2 "huge\\.h5: 10000000 examples of 1000000 features need $need of memory( on the node's rank 0 \\(it reads the data, then shares it\\))?, but only [0-9.]+ [GMT]iB is available" \
+    expect "np$np data larger than memory" 2 "huge\\.h5: 10000000 examples of 1000000 features need $huge of memory( on the node's rank 0 \\(it decodes the data into memory the node's ranks share\\))?, but only [0-9.]+ [GMT]iB is available" \
         on "$np" train base.ini --set data.train=$T/huge.h5
     expect "np$np network larger than memory" 2 '\[network\] layers = 4,1000000,1000000,2: 1000008000002 parameters, their gradient and momentum need [0-9.]+ TiB of memory, but only' \
         on "$np" train base.ini --set network.layers=4,1000000,1000000,2
