@@ -16,7 +16,8 @@
            stream, samples/s alternating, medians.
   hosts    W2 across 2 simulated hosts (scripts/cluster.sh: network namespaces), replicated
            against stream; the step line shows the rows' time (data).
-usage: data_placement.py BACKPROP OUTDIR [rss,startup,big,w2,hosts] [REPS] [--doc FILE]
+  rows     what one row costs streamed (pread) and copied from memory (bench-rowread).
+usage: data_placement.py BACKPROP OUTDIR [rss,startup,big,w2,hosts,rows] [REPS] [--doc FILE]
 With --doc, the results also replace the section "## Data placement" at the end of FILE
 (docs/benchmarks.md; bench/run.py keeps that section when it rewrites the rest).
 """
@@ -338,6 +339,15 @@ def bench_w2(backprop, out, reps):
     print(f"\nstream / replicated: {ratio:.3f}\n")
 
 
+def bench_rows(backprop, out, reps):
+    convert(backprop, out)
+    probe = os.path.join(os.path.dirname(backprop), "bench-rowread")
+    print("## A row streamed against a row in memory (bench/row_read.c, the main job's train.h5)\n")
+    for _ in range(reps):
+        print("- " + sh(probe, f"{out}/train.h5").strip())
+    print()
+
+
 def bench_hosts(backprop, out, reps):
     convert(backprop, out)
     ini = w2_ini(out)
@@ -389,7 +399,7 @@ def main():
         doc = args[i + 1]
         del args[i:i + 2]
     backprop, out = os.path.abspath(args[0]), args[1]
-    parts = (args[2] if len(args) > 2 else "rss,startup,big,w2,hosts").split(",")
+    parts = (args[2] if len(args) > 2 else "rss,startup,big,w2,hosts,rows").split(",")
     reps = int(args[3]) if len(args) > 3 else 3
     cpu = sh("lscpu")
     model = re.search(r"^Model name:\s*(.*)$", cpu, re.M).group(1)
