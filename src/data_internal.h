@@ -69,8 +69,19 @@ void bp__h5_stream_shape(const bp__h5_stream *s, bp_dataset *shape);
  * is not NULL, else first + i. BP_EIO when the file cannot be read. */
 int bp__h5_stream_rows(bp__h5_stream *s, const size_t *rows, size_t count, size_t first, bp_real *X,
                        bp_real *Y, int *labels, char *err, size_t errlen);
-/* Asks the kernel to start reading these rows (the next step's). */
+/* The same rows with pread, whatever the mapping: for the thread that reads ahead when the
+ * rows come from the disk (pread waits for them in the kernel; a fault on the mapping
+ * would read them a page at a time). */
+int bp__h5_stream_pread(bp__h5_stream *s, const size_t *rows, size_t count, bp_real *X, bp_real *Y,
+                        int *labels);
+/* Whether reading rows costs more than copying them: read with pread, or the last batch
+ * faulted to the disk. */
+int bp__h5_stream_cold(const bp__h5_stream *s);
+/* Asks the kernel to start reading these rows (the next step's), when s is cold. */
 void bp__h5_stream_ahead(bp__h5_stream *s, const size_t *rows, size_t count);
 int bp__h5_stream_check(bp__h5_stream *s, size_t lo, size_t hi, char *err, size_t errlen);
+/* Whether s reads through a mapping of the file (else with pread). For tests: unchecked
+ * skips the length check before each batch, leaving a file cut short to the SIGBUS guard. */
+int bp__h5_stream_mapped(bp__h5_stream *s, int unchecked);
 
 #endif

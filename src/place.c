@@ -241,7 +241,7 @@ static void *read_ahead(void *arg)
         /* All the rows asked of the disk at once, then read in order. A failure is not
          * reported from here: the gather reads again, and says why. */
         bp__h5_stream_ahead(a->stream, a->rows, a->count);
-        int rc = bp__h5_stream_rows(a->stream, a->rows, a->count, 0, a->X, a->Y, a->L, NULL, 0);
+        int rc = bp__h5_stream_pread(a->stream, a->rows, a->count, a->X, a->Y, a->L);
         pthread_mutex_lock(&a->mu);
         a->rc = rc;
         a->state = AHEAD_DONE;
@@ -549,7 +549,9 @@ void bp__place_ahead(bp__place *p, bp_dataset *const sets[BP__SETS], const size_
 {
     const bp_dataset *ds = sets[BP__SET_TRAIN];
     bp__ahead *a = p->ahead;
-    if (a && count <= a->cap) {
+    /* The thread only when the rows come from the disk: out of the page cache a mapped row
+     * costs what a row in memory does, and handing the work over would cost more. */
+    if (a && count <= a->cap && bp__h5_stream_cold(p->stream[BP__SET_TRAIN])) {
         ahead_wait(a, NULL, 0);
         pthread_mutex_lock(&a->mu);
         memcpy(a->rows, rows, count * sizeof(size_t));

@@ -810,6 +810,33 @@ static void test_stream_rows(void **state)
     free_made(&src);
 }
 
+/* A mapped file cut short by whole pages: the read that faults (SIGBUS) is an error, and the
+ * process goes on. */
+static void test_stream_sigbus(void **state)
+{
+    bp_dataset src;
+    char err[512] = "";
+    const char *path = tmp_path(state, 0, "bus.h5");
+    make_labelled(&src, 3000, 4, 3); /* /X: 48000 bytes, 12 pages */
+    assert_int_equal(bp_dataset_write_h5(&src, path, BP_WRITE_CONTIGUOUS, err, sizeof(err)), 0);
+    bp__h5_stream *s;
+    assert_int_equal(bp__h5_stream_open(&s, path, 3, err, sizeof(err)), 0);
+    assert_true(bp__h5_stream_mapped(s, 1));
+    bp_real X[4 * 2], Y[3 * 2];
+    size_t rows[] = {3, 2900};
+    assert_int_equal(bp__h5_stream_rows(s, rows, 2, 0, X, Y, NULL, err, sizeof(err)), 0);
+    assert_memory_equal(X + 4, src.X + 4 * 2900, 4 * sizeof(bp_real));
+    assert_int_equal(truncate(path, 8192), 0); /* row 2900 is pages past the end now */
+    assert_int_equal(bp__h5_stream_rows(s, rows, 2, 0, X, Y, NULL, err, sizeof(err)), BP_EIO);
+    assert_non_null(strstr(err, "bus.h5: cannot read row 2900 of /X: the file is shorter"));
+    /* and again, checked before the copy this time */
+    bp__h5_stream_mapped(s, 0);
+    assert_int_equal(bp__h5_stream_rows(s, rows, 2, 0, X, Y, NULL, err, sizeof(err)), BP_EIO);
+    assert_non_null(strstr(err, "cannot read row 2900 of /X"));
+    bp__h5_stream_close(s);
+    free_made(&src);
+}
+
 /* node placement decodes /X straight into the shared window: bp__dataset_load_into. */
 static void test_load_into(void **state)
 {
@@ -894,6 +921,7 @@ int main(void)
         T(test_csv_labels_and_targets),
         T(test_csv_errors),
         T(test_stream_rows),
+        T(test_stream_sigbus),
         T(test_load_progress),
         T(test_load_into),
     };
