@@ -1,6 +1,7 @@
 /* What a row costs under [data] placement = stream against one in memory: random rows of an
  * HDF5 /X, 64 to a step as W2's ranks read them at 2 ranks, through the stream's reader
- * (pread, the page cache warm) and copied from the rows in memory (replicated, node).
+ * (copied from its mapping of the file, the page cache warm) and copied from the rows in
+ * memory (replicated, node).
  * Prints microseconds per row. Run by scripts/bench-data.sh rows; not a test.
  * usage: bench-rowread FILE.h5 */
 #include <stdio.h>
@@ -60,7 +61,7 @@ int main(int argc, char **argv)
         best[0] = best[0] < t1 - t0 ? best[0] : t1 - t0;
         best[1] = best[1] < t2 - t1 ? best[1] : t2 - t1;
     }
-    printf("%zu features a row, %d rows a step: stream (pread) %.2f us a row, in memory %.2f us "
+    printf("%zu features a row, %d rows a step: streamed %.2f us a row, in memory %.2f us "
            "a row\n",
            d, ROWS, 1e6 * best[0] / (STEPS * ROWS), 1e6 * best[1] / (STEPS * ROWS));
     bp__h5_stream_close(s);
