@@ -827,10 +827,15 @@ static void test_stream_sigbus(void **state)
     assert_int_equal(bp__h5_stream_rows(s, rows, 2, 0, X, Y, NULL, err, sizeof(err)), 0);
     assert_memory_equal(X + 4, src.X + 4 * 2900, 4 * sizeof(bp_real));
     assert_int_equal(truncate(path, 8192), 0); /* row 2900 is pages past the end now */
+    assert_true(bp__h5_stream_mapped(s, 1));   /* still mapped: the guard, not pread, acts */
     assert_int_equal(bp__h5_stream_rows(s, rows, 2, 0, X, Y, NULL, err, sizeof(err)), BP_EIO);
     assert_non_null(strstr(err, "bus.h5: cannot read row 2900 of /X: the file is shorter"));
+    /* the rows before the cut still read, through the mapping */
+    assert_true(bp__h5_stream_mapped(s, 1));
+    assert_int_equal(bp__h5_stream_rows(s, rows, 1, 0, X, Y, NULL, err, sizeof(err)), 0);
+    assert_memory_equal(X, src.X + 4 * 3, 4 * sizeof(bp_real));
     /* and again, checked before the copy this time */
-    bp__h5_stream_mapped(s, 0);
+    assert_true(bp__h5_stream_mapped(s, 0));
     assert_int_equal(bp__h5_stream_rows(s, rows, 2, 0, X, Y, NULL, err, sizeof(err)), BP_EIO);
     assert_non_null(strstr(err, "cannot read row 2900 of /X"));
     bp__h5_stream_close(s);
