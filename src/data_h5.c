@@ -415,12 +415,13 @@ int bp__h5_shape(const char *path, size_t *n, size_t *d, int *contiguous, char *
 }
 
 /* ---- rows read in place: [data] placement = stream ----
- * /X stays in the file and each step reads the rows it needs with pread, the kernel asked
- * ahead for the next step's (posix_fadvise). HDF5 reads chunked or compressed data a chunk
- * at a time, which random rows would decode over and over; a contiguous /X is plain rows
- * at a known offset, so it is read straight from the file descriptor, and HDF5 only
- * checks the file and tells where /X starts. /y is small (a label or k targets a row)
- * and is read whole. */
+ * /X stays in the file. Each step copies the rows it needs out of a read-only mapping of
+ * it (from the page cache, as fast as rows in memory); once rows come from the disk, it
+ * reads them with pread instead, the kernel asked ahead for the next step's
+ * (posix_fadvise) and place.c's thread reading them meanwhile. HDF5 reads chunked or
+ * compressed data a chunk at a time, which random rows would decode over and over; a
+ * contiguous /X is plain rows at a known offset, so HDF5 only checks the file and tells
+ * where /X starts. /y is small (a label or k targets a row) and is read whole. */
 
 /* The SIGBUS guard. A mapped file that shrinks under a reader (cut short, or its network
  * file system gone) raises SIGBUS at the first whole page past its end: an error to report,
@@ -490,7 +491,7 @@ struct bp__h5_stream {
     const unsigned char *map; /* the file, mapped (NULL: read with pread) */
     size_t map_len;
     int unchecked;      /* tests: the length not checked first, so that the guard must act */
-    int cold;           /* the last batch faulted to the disk: ask the kernel for the next ahead */
+    int cold;           /* rows come from the disk: pread, and the next step's asked ahead */
     off_t offset;       /* /X's first byte */
     size_t n, d, elem;  /* elem: 4 (float32) or 8 (float64), little-endian */
     bp_dataset y;       /* /y: labels and one-hot Y, or targets; X unused */
