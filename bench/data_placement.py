@@ -319,24 +319,33 @@ every_epochs = 0
     return path
 
 
-def bench_w2(backprop, out, reps):
-    convert(backprop, out)
+def w2_side_by_side(backprop, out, reps, title, tag, np_, prefix=()):
+    """W2 replicated and streamed, alternating: a table of median samples/s (epoch 2) and
+    the last run's step line, and the ratio."""
     ini = w2_ini(out)
-    print("## W2 at 2 ranks on this node: replicated against stream (same HDF5 files)\n")
+    print(f"## {title}\n")
     print(f"| placement | samples/s, epoch 2 (median of {reps}) | step time line (last run) |")
     print("|---|---|---|")
     got = {"replicated": [], "stream": []}
     lines = {}
     for rep in range(reps):
         for place in got:
-            rc, log, _ = train(backprop, 2, ini, f"{out}/w2-{place}-{rep}", f"data.placement={place}")
+            rundir = f"{out}/{tag}-{place}-{rep}"
+            rc, log, _ = train(backprop, np_, ini, rundir, f"data.placement={place}", prefix=prefix)
             assert rc == 0, log
-            got[place].append(float(last_row(f"{out}/w2-{place}-{rep}")[8]))
+            got[place].append(float(last_row(rundir)[8]))
             lines[place] = grab(r"^(step time: .*?)  \[", log, str)
     for place, rates in got.items():
         print(f"| {place} | {statistics.median(rates):.0f} | {lines[place]} |")
     ratio = statistics.median(got["stream"]) / statistics.median(got["replicated"])
     print(f"\nstream / replicated: {ratio:.3f}\n")
+
+
+def bench_w2(backprop, out, reps):
+    convert(backprop, out)
+    w2_side_by_side(backprop, out, reps,
+                    "W2 at 2 ranks on this node: replicated against stream (same HDF5 files)",
+                    "w2", 2)
 
 
 def bench_rows(backprop, out, reps):
@@ -350,26 +359,11 @@ def bench_rows(backprop, out, reps):
 
 def bench_hosts(backprop, out, reps):
     convert(backprop, out)
-    ini = w2_ini(out)
-    print("## W2 across 2 simulated hosts (1 rank each, unshaped veth links)\n")
-    print(f"| placement | samples/s, epoch 2 (median of {reps}) | step time line (last run) |")
-    print("|---|---|---|")
     subprocess.run(["scripts/cluster.sh", "up", "2"], check=True, capture_output=True)
     try:
-        got = {"replicated": [], "stream": []}
-        lines = {}
-        for rep in range(reps):
-            for place in got:
-                rc, log, _ = train(backprop, 0, ini, f"{out}/hosts-{place}-{rep}",
-                                   f"data.placement={place}",
-                                   prefix=["scripts/cluster.sh", "run", "--", "--bind-to", "none"])
-                assert rc == 0, log
-                got[place].append(float(last_row(f"{out}/hosts-{place}-{rep}")[8]))
-                lines[place] = grab(r"^(step time: .*?)  \[", log, str)
-        for place, rates in got.items():
-            print(f"| {place} | {statistics.median(rates):.0f} | {lines[place]} |")
-        ratio = statistics.median(got["stream"]) / statistics.median(got["replicated"])
-        print(f"\nstream / replicated: {ratio:.3f}\n")
+        w2_side_by_side(backprop, out, reps,
+                        "W2 across 2 simulated hosts (1 rank each, unshaped veth links)", "hosts",
+                        0, ["scripts/cluster.sh", "run", "--", "--bind-to", "none"])
     finally:
         subprocess.run(["scripts/cluster.sh", "down"], capture_output=True)
 
