@@ -28,13 +28,14 @@ static const char plot_usage[] =
     "usage: backprop plot RUN_DIR [RUN_DIR ...] [--out FILE.png] [--script FILE] [--force]\n"
     "\n"
     "Draws the runs in one PNG: cost and accuracy per epoch for train, validation and test\n"
-    "(RUN_DIR/metrics.csv, resumed runs included), where a step's time went\n"
-    "(RUN_DIR/step_times.csv, which train writes), and the confusion matrix of the final\n"
-    "model (RUN_DIR/latest.h5 on its config's test set, else its validation set) when the\n"
-    "data has class labels. Several runs are labelled by directory. FILE.png defaults to\n"
-    "RUN_DIR/plot.png of the first run, and is replaced only with --force (plot.png in a\n"
-    "run directory is always replaced). --script FILE also saves the gnuplot script, with\n"
-    "the data it plots. Needs gnuplot with its cairo terminals (Debian: gnuplot-nox).\n";
+    "(RUN_DIR/metrics.csv, else the file the run's [log] metrics names; resumed runs\n"
+    "included), where a step's time went (RUN_DIR/step_times.csv, which train writes), and\n"
+    "the confusion matrix of the final model (RUN_DIR/latest.h5 on its config's test set,\n"
+    "else its validation set) when the data has class labels. Several runs are labelled by\n"
+    "directory. FILE.png defaults to RUN_DIR/plot.png of the first run, and is replaced only\n"
+    "with --force (plot.png in a run directory is always replaced). --script FILE also saves\n"
+    "the gnuplot script, with the data it plots. Needs gnuplot with its cairo terminals\n"
+    "(Debian: gnuplot-nox).\n";
 
 #define MAX_RUNS 8
 #define MAX_EPOCHS 100000
@@ -45,7 +46,8 @@ static const char *const columns[] = {"epoch",          "train_cost",   "val_cos
 
 typedef struct {
     const char *dir;
-    char (*rows)[NCOLS][32]; /* metrics.csv's fields as written ("" where empty) */
+    char metrics[BP_PATH_MAX + 32]; /* the metrics file read */
+    char (*rows)[NCOLS][32];        /* metrics.csv's fields as written ("" where empty) */
     size_t nrows;
     int has[NCOLS]; /* some row has the column */
     double step[5]; /* data, compute, exchange, update ms; steps (weighted means) */
@@ -103,17 +105,38 @@ static int split_csv(char *line, char **fields, int most)
     return n;
 }
 
-/* RUN_DIR/metrics.csv: the drawn columns of every row, kept as text so that the plot gets
+/* The run's metrics file: RUN_DIR/metrics.csv, else the one its config's [log] metrics
+ * names (as stored in RUN_DIR/latest.h5; relative to where train ran, as train took it). */
+static void find_metrics(run_data *r)
+{
+    snprintf(r->metrics, sizeof(r->metrics), "%s/metrics.csv", r->dir);
+    char path[BP_PATH_MAX + 32], err[512];
+    snprintf(path, sizeof(path), "%s/latest.h5", r->dir);
+    bp_checkpoint ck;
+    bp_config cfg;
+    if (access(r->metrics, F_OK) == 0 || access(path, F_OK) != 0 ||
+        bp_checkpoint_read(path, &ck, err, sizeof(err)) < 0)
+        return;
+    if (ck.config_text &&
+        bp_config_parse(&cfg, path, ck.config_text, NULL, 0, err, sizeof(err)) == 0)
+        snprintf(r->metrics, sizeof(r->metrics), "%s", cfg.metrics);
+    bp_checkpoint_free(&ck);
+}
+
+/* The run's metrics file: the drawn columns of every row, kept as text so that the plot gets
  * exactly what the file says. */
 static int read_metrics(run_data *r, char *err, size_t len)
 {
-    char path[BP_PATH_MAX + 32], line[1024];
-    snprintf(path, sizeof(path), "%s/metrics.csv", r->dir);
+    char line[1024];
+    const char *path = r->metrics;
+    find_metrics(r);
     FILE *f = fopen(path, "re");
     if (!f)
-        return bp__fail(err, len, BP_EINVAL,
-                        "%s: %s (plot takes run directories: a train run's [checkpoint] dir)", path,
-                        strerror(errno));
+        return bp__fail(err, len, BP_EINVAL, "%s: %s (%s)", path, strerror(errno),
+                        strncmp(path, r->dir, strlen(r->dir)) == 0
+                            ? "plot takes run directories: a train run's [checkpoint] dir"
+                            : "[log] metrics in the config stored in the run's latest.h5, "
+                              "relative to where train ran");
     int at[NCOLS], rc = 0;
     for (int c = 0; c < NCOLS; c++)
         at[c] = -1;
@@ -489,7 +512,7 @@ static int plot(const plot_args *a, char *err, size_t len)
         for (int j = 0; j < 3; j++) {
             static const char *const names[] = {"metrics.csv", "step_times.csv", "latest.h5"};
             snprintf(files[ninputs], sizeof(files[ninputs]), "%s/%s", a->dirs[i], names[j]);
-            inputs[ninputs] = files[ninputs];
+            inputs[ninputs] = j == 0 && runs[i].metrics[0] ? runs[i].metrics : files[ninputs];
             ninputs++;
         }
     inputs[ninputs] = NULL;

@@ -29,7 +29,8 @@ assert (w, h) == (int(sys.argv[2]), int(sys.argv[3])), (w, h)
 assert len(data) > 20000, f"only {len(data)} bytes: an empty picture?"
 EOF
 }
-# blocks_match SCRIPT RUN_DIR I: block $metrics_I has one row per epoch of RUN_DIR/metrics.csv,
+# blocks_match SCRIPT RUN_DIR I [METRICS]: block $metrics_I has one row per epoch of METRICS
+# (RUN_DIR/metrics.csv),
 # each field the file's text (NaN where it is empty); $steps' row for RUN_DIR has the
 # steps-weighted means of step_times.csv.
 blocks_match() {
@@ -39,7 +40,7 @@ script, run, i = sys.argv[1], sys.argv[2], sys.argv[3]
 text = open(script).read()
 block = lambda name: re.search(rf"^\${name} << EOD\n(.*?)^EOD$", text, re.M | re.S).group(1)
 rows = [l.split() for l in block(f"metrics_{i}").splitlines() if not l.startswith("#")]
-metrics = list(csv.DictReader(open(f"{run}/metrics.csv")))
+metrics = list(csv.DictReader(open(sys.argv[4] if len(sys.argv) > 4 else f"{run}/metrics.csv")))
 cols = ["epoch", "train_cost", "val_cost", "test_cost", "train_accuracy", "val_accuracy", "test_accuracy"]
 assert len(rows) == len(metrics), (len(rows), len(metrics))
 for got, want in zip(rows, metrics):
@@ -103,6 +104,15 @@ check "no accuracy, said" grep -q "no accuracy: the targets are not class labels
 check "no step times, said" grep -q "no step_times.csv" odd.gp
 check "the regression run's curves" blocks_match_costs odd.gp "it's odd" 0
 check "a 1100 x 800 PNG" png_size "it's odd/plot.png" 1100 800
+
+# A run whose [log] metrics is elsewhere: found through the config latest.h5 stores.
+check "metrics elsewhere" "$BP" train p.ini --set checkpoint.dir=apart --set log.metrics=logs/apart.csv --set train.epochs=2
+check "plot finds them" "$BP" plot apart --script apart.gp
+check "its curves: logs/apart.csv's rows" blocks_match apart.gp apart 0 logs/apart.csv
+mv logs/apart.csv logs/gone.csv
+expect "its metrics gone" 2 'logs/apart\.csv: No such file or directory \(\[log\] metrics in the config stored in the run.s latest\.h5, relative to where train ran\)' "$BP" plot apart
+mv logs/gone.csv logs/apart.csv
+expect "--out onto metrics elsewhere" 2 'logs/apart\.csv' "$BP" plot apart --out logs/apart.csv --force
 
 # What cannot be drawn, one line each; nothing written.
 mkdir empty
