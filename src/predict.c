@@ -30,51 +30,65 @@ static herr_t write_rows(hid_t d, hid_t memtype, const void *buf, hsize_t r, hsi
     return e;
 }
 
-static int write_all(hid_t file, const bp_net *net, bp_workspace *ws, const bp_dataset *ds)
+/* The outputs of every row into the file's datasets. A row that cannot be read (the
+ * file cut short, NaN in it) is its reader's code with its reason; anything else HDF5
+ * fails at, in a file in memory, is memory. */
+static int write_all(hid_t file, const bp_net *net, bp_workspace *ws, const bp_dataset *ds,
+                     bp_rows_fn read, void *ctx, const char *path, char *err, size_t errlen)
 {
     size_t k = (size_t)net->sizes[net->nlayers];
     int classes[256];
     hid_t out = create_2d(file, "outputs", H5T_IEEE_F32LE, ds->n, k);
     hid_t pred = k > 1 ? create_2d(file, "predicted", H5T_STD_I32LE, ds->n, 0) : H5I_INVALID_HID;
-    int rc = out < 0 || (k > 1 && pred < 0) ? -1 : 0;
+    int rc = out < 0 || (k > 1 && pred < 0) ? BP_ENOMEM : 0;
     size_t step = ws->max_rows < 256 ? ws->max_rows : 256;
     for (size_t r = 0; rc == 0 && r < ds->n; r += step) {
         size_t rows = ds->n - r < step ? ds->n - r : step;
-        const bp_real *A = bp_forward(net, ws, ds->X + r * ds->d, rows);
-        rc = write_rows(out, BP__H5_REAL, A, r, rows, k) < 0 ? -1 : 0;
+        const bp_real *X = NULL, *Y;
+        const int *labels;
+        if (read)
+            rc = read(ctx, r, rows, &X, &Y, &labels, err, errlen);
+        else
+            X = ds->X + r * ds->d;
+        if (rc < 0)
+            break;
+        const bp_real *A = bp_forward(net, ws, X, rows);
+        rc = write_rows(out, BP__H5_REAL, A, r, rows, k) < 0 ? BP_ENOMEM : 0;
         if (rc < 0 || k < 2)
             continue;
         for (size_t i = 0; i < rows; i++)
             classes[i] = (int)bp__argmax(A + i * k, k);
-        rc = write_rows(pred, H5T_NATIVE_INT, classes, r, rows, 0) < 0 ? -1 : 0;
+        rc = write_rows(pred, H5T_NATIVE_INT, classes, r, rows, 0) < 0 ? BP_ENOMEM : 0;
     }
     if (out >= 0)
         H5Dclose(out);
     if (pred >= 0)
         H5Dclose(pred);
+    if (rc == BP_ENOMEM)
+        bp__fail(err, errlen, rc, "%s: cannot build the predictions (out of memory)", path);
     return rc;
 }
 
-static int write_file(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, const char *path,
-                      int flags, char *err, size_t errlen)
+static int write_file(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, bp_rows_fn read,
+                      void *ctx, const char *path, int flags, char *err, size_t errlen)
 {
     hid_t file = bp__h5_create(0);
     if (file < 0)
         return bp__fail(err, errlen, BP_ENOMEM, "%s: cannot create the HDF5 file", path);
-    if (write_all(file, net, ws, ds) < 0) {
+    int rc = write_all(file, net, ws, ds, read, ctx, path, err, errlen);
+    if (rc < 0) {
         bp__h5_close(file);
-        return bp__fail(err, errlen, BP_ENOMEM, "%s: cannot build the predictions (out of memory)",
-                        path);
+        return rc;
     }
     return bp__h5_publish(file, path, flags, err, errlen);
 }
 
-int bp_predict_write(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, const char *path,
-                     int flags, char *err, size_t errlen)
+int bp_predict_write(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, bp_rows_fn read,
+                     void *ctx, const char *path, int flags, char *err, size_t errlen)
 {
     bp__h5_quiet q;
     bp__h5_quiet_begin(&q);
-    int rc = write_file(net, ws, ds, path, flags, err, errlen);
+    int rc = write_file(net, ws, ds, read, ctx, path, flags, err, errlen);
     bp__h5_quiet_end(&q);
     return rc;
 }

@@ -617,60 +617,76 @@ static int train_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
     return 0;
 }
 
-int bp_evaluate(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, const bp_comm *comm,
-                int confusion, double *out)
+int bp_evaluate(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, bp_rows_fn read,
+                void *ctx, const bp_comm *comm, int confusion, double *out, char *err,
+                size_t errlen)
 {
-    size_t k = ds->k, nout = 3 + (confusion ? k * k : 0);
+    size_t k = ds->k, nout = BP_EVAL_OUT + (confusion ? k * k : 0);
     memset(out, 0, nout * sizeof(double));
     bp__bf16_weights(net, ws);
     size_t lo, hi;
+    int rc = 0;
     bp_shard(ds->n, comm->rank, comm->size, &lo, &hi);
     for (size_t r = lo; r < hi; r += ws->max_rows) {
         size_t rows = hi - r < ws->max_rows ? hi - r : ws->max_rows;
-        const bp_real *A = bp_forward(net, ws, ds->X + r * ds->d, rows);
-        out[0] += bp_cost_sum(net, ws, ds->Y + r * k, rows);
-        if (ds->labels)
-            out[1] += (double)bp_count_correct(net, ws, ds->labels + r, rows);
-        for (size_t i = 0; confusion && ds->labels && i < rows; i++)
-            out[3 + (size_t)ds->labels[r + i] * k + bp__argmax(A + i * k, k)] += 1;
+        const bp_real *X, *Y;
+        const int *labels;
+        if (read) {
+            rc = read(ctx, r, rows, &X, &Y, &labels, err, errlen);
+            if (rc < 0) {
+                out[3] = 1;
+                break;
+            }
+        } else {
+            X = ds->X + r * ds->d, Y = ds->Y + r * k;
+            labels = ds->labels ? ds->labels + r : NULL;
+        }
+        const bp_real *A = bp_forward(net, ws, X, rows);
+        out[0] += bp_cost_sum(net, ws, Y, rows);
+        if (labels)
+            out[1] += (double)bp_count_correct(net, ws, labels, rows);
+        for (size_t i = 0; confusion && labels && i < rows; i++)
+            out[BP_EVAL_OUT + (size_t)labels[i] * k + bp__argmax(A + i * k, k)] += 1;
     }
     out[2] = (double)(hi - lo);
-    return bp_comm_allreduce_sum_double(comm, out, nout);
+    if (bp_comm_allreduce_sum_double(comm, out, nout) < 0)
+        return bp__fail(err, errlen, BP_ECOMM, "evaluation: %s", bp_strerror(BP_ECOMM));
+    return rc;
 }
 
-/* bp_evaluate over set s wherever its rows are. Under stream this rank's rows are read a
- * workspace at a time, the chunks bp_evaluate takes, so the sums come out the same; a rank
- * that cannot read them still joins the sum, and says so in it. */
+/* stream: a workspace of set s's rows, read into the trainer's buffers (bp_rows_fn). */
+typedef struct {
+    bp_trainer *t;
+    int s;
+    bp_real *X, *Y;
+    int *labels;
+} place_rows;
+
+static int read_place_rows(void *ctx, size_t first, size_t count, const bp_real **X,
+                           const bp_real **Y, const int **labels, char *err, size_t errlen)
+{
+    place_rows *p = ctx;
+    int rc = bp__place_rows(&p->t->place, p->t->sets, p->s, NULL, count, first, p->X, p->Y,
+                            p->labels, err, errlen);
+    *X = p->X, *Y = p->Y;
+    *labels = p->t->sets[p->s]->labels ? p->labels : NULL;
+    return rc;
+}
+
+/* bp_evaluate over set s wherever its rows are: under stream, read a workspace at a time
+ * (the chunks it takes from memory, so the sums come out the same). */
 static int evaluate(bp_trainer *t, int s, double *out, char *err, size_t errlen)
 {
-    const bp_dataset *ds = t->sets[s];
-    if (t->place.kind != BP_PLACE_STREAM)
-        return bp_evaluate(&t->net, &t->ws, ds, &t->comm, 0, out) < 0
-                   ? bp__fail(err, errlen, BP_ECOMM, "evaluation: %s", bp_strerror(BP_ECOMM))
-                   : 0;
-    double sums[4] = {0}; /* cost, correct, rows, ranks that could not read theirs */
     /* the batch's buffers when they hold a workspace of rows (alloc_buffers) */
-    bp_real *X = t->place.Xe ? t->place.Xe : t->Xb, *Y = t->place.Xe ? t->place.Ye : t->Yb;
-    int *L = t->place.Xe ? t->place.Le : t->Lb;
-    size_t lo, hi;
-    bp__bf16_weights(&t->net, &t->ws);
-    bp_shard(ds->n, t->comm.rank, t->comm.size, &lo, &hi);
-    for (size_t r = lo; r < hi; r += t->ws.max_rows) {
-        size_t rows = hi - r < t->ws.max_rows ? hi - r : t->ws.max_rows;
-        if (bp__place_rows(&t->place, t->sets, s, NULL, rows, r, X, Y, L, err, errlen) < 0) {
-            sums[3] = 1;
-            break;
-        }
-        bp_forward(&t->net, &t->ws, X, rows);
-        sums[0] += bp_cost_sum(&t->net, &t->ws, Y, rows);
-        if (ds->labels)
-            sums[1] += (double)bp_count_correct(&t->net, &t->ws, L, rows);
-    }
-    sums[2] = (double)(hi - lo);
-    if (bp_comm_allreduce_sum_double(&t->comm, sums, 4) < 0)
-        return bp__fail(err, errlen, BP_ECOMM, "evaluation: %s", bp_strerror(BP_ECOMM));
-    memcpy(out, sums, 3 * sizeof(double));
-    return sums[3] > 0 ? BP_EIO : 0; /* the rank that could not read says why */
+    place_rows p = {.t = t,
+                    .s = s,
+                    .X = t->place.Xe ? t->place.Xe : t->Xb,
+                    .Y = t->place.Xe ? t->place.Ye : t->Yb,
+                    .labels = t->place.Xe ? t->place.Le : t->Lb};
+    int stream = t->place.kind == BP_PLACE_STREAM;
+    int rc = bp_evaluate(&t->net, &t->ws, t->sets[s], stream ? read_place_rows : NULL, &p, &t->comm,
+                         0, out, err, errlen);
+    return rc < 0 ? rc : out[3] > 0 ? BP_EIO : 0; /* the rank that could not read says why */
 }
 
 static double ratio(double a, double b)
@@ -682,7 +698,7 @@ static double ratio(double a, double b)
  * keeps. */
 static int end_epoch(bp_trainer *t, long steps, bp_metrics_row *row, char *err, size_t errlen)
 {
-    double v[3];
+    double v[BP_EVAL_OUT];
     const bp_dataset *sets[2] = {&t->val, &t->test};
     double *costs[2] = {&row->val_cost, &row->test_cost};
     double *accs[2] = {&row->val_accuracy, &row->test_accuracy};

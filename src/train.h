@@ -13,6 +13,7 @@
 #include "internal.h"
 #include "place.h"
 #include "saver.h"
+#include "source.h"
 
 /* The slots after the gradients in the exchange's buffer: summed like them, so what every
  * rank must know about a step arrives with its gradient sum and costs no collective. */
@@ -87,11 +88,17 @@ struct bp_trainer {
     double run_started, elapsed_base; /* wall clock of this process, and before it */
 };
 
-/* Sums over this rank's shard of ds: out[0] cost, out[1] correct, out[2] examples, then
- * k*k confusion counts (true class row, predicted column) when confusion is set; then
- * reduced across ranks. out has 3 + k*k entries when confusion, else 3. */
-int bp_evaluate(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, const bp_comm *comm,
-                int confusion, double *out);
+/* Collective: sums over this rank's shard of a set of ds->n rows, read a workspace of rows
+ * at a time (ws->max_rows) by read(ctx, ...), or from ds's own rows when read is NULL:
+ * out[0] cost, out[1] correct, out[2] examples, out[3] ranks that could not read their
+ * rows, then k*k confusion counts (true class row, predicted column) when confusion is
+ * set; summed across ranks. out has BP_EVAL_OUT + k*k entries when confusion, else
+ * BP_EVAL_OUT. Returns 0, BP_ECOMM, or the code of this rank's failed read (with err); a
+ * rank that could not read still joins the sum, so out[3] > 0 tells every rank. */
+enum { BP_EVAL_OUT = 4 };
+int bp_evaluate(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, bp_rows_fn read,
+                void *ctx, const bp_comm *comm, int confusion, double *out, char *err,
+                size_t errlen);
 
 /* Cores on this node divided by the ranks on it, at least 1. */
 int bp_auto_threads(const bp_comm *comm);

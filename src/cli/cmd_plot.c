@@ -22,6 +22,7 @@
 #include "cli.h"
 #include "fileio.h"
 #include "internal.h"
+#include "source.h"
 #include "train.h"
 
 static const char plot_usage[] =
@@ -220,11 +221,12 @@ static void read_step_times(run_data *r)
 static void read_confusion(run_data *r)
 {
     const bp_comm alone = {.rank = 0, .size = 1, .local_size = 1}; /* no MPI: plot runs alone */
+    enum { ROWS = 256 };
     char path[BP_PATH_MAX + 32], err[2048] = "";
     snprintf(path, sizeof(path), "%s/latest.h5", r->dir);
     bp_checkpoint ck;
     bp_config cfg;
-    bp_dataset ds = {0}, val = {0};
+    bp__source src = {0};
     bp_workspace ws = {0};
     int rc = bp_checkpoint_read(path, &ck, err, sizeof(err));
     if (rc < 0) {
@@ -242,27 +244,24 @@ static void read_confusion(run_data *r)
     else if (rc == 0 && cfg.validation_split)
         data = cfg.train, labels = cfg.train_labels, r->confusion_of = "validation";
     if (data)
-        rc = bp_dataset_load(&ds, data, labels, k, cfg.seed, err, sizeof(err));
-    if (data && rc == 0)
-        rc = bp_dataset_check(&ds, ck.net.sizes[0], k, data, err, sizeof(err));
-    if (data && rc == 0 && !cfg.test[0] && !cfg.validation[0]) { /* the split's tail */
-        bp_dataset_limit(&ds, (size_t)cfg.limit);
-        rc = (size_t)cfg.validation_split < ds.n
-                 ? bp_dataset_split(&ds, ds.n - (size_t)cfg.validation_split, &val)
-                 : BP_EFORMAT;
-        bp_dataset_free(&ds);
-        ds = val;
-    }
-    if (data && rc == 0 && ds.labels && k > 1) {
-        double *out = bp__calloc(3 + (size_t)k * (size_t)k, sizeof(double));
-        rc = out && bp_workspace_create(&ws, &ck.net, 256) == 0 ? 0 : BP_ENOMEM;
+        rc = bp__source_open(&src, data, labels[0] ? labels : NULL, ck.net.sizes[0], k, cfg.seed,
+                             ROWS, err, sizeof(err));
+    if (data && rc == 0 && !cfg.test[0] && !cfg.validation[0]) /* the split's tail */
+        rc = bp__source_tail(&src, (size_t)cfg.limit, (size_t)cfg.validation_split, err,
+                             sizeof(err));
+    if (data && rc == 0 && src.ds.labels && k > 1) {
+        double *out = bp__calloc(BP_EVAL_OUT + (size_t)k * (size_t)k, sizeof(double));
+        rc = out && bp_workspace_create(&ws, &ck.net, ROWS) == 0
+                 ? 0
+                 : bp__fail(err, sizeof(err), BP_ENOMEM, "out of memory");
         if (rc == 0)
-            rc = bp_evaluate(&ck.net, &ws, &ds, &alone, 1, out);
+            rc = bp_evaluate(&ck.net, &ws, &src.ds, bp__source_rows, &src, &alone, 1, out, err,
+                             sizeof(err));
         if (rc == 0) {
             r->k = (size_t)k;
             r->confusion = bp__calloc(r->k * r->k, sizeof(double));
             if (r->confusion)
-                memcpy(r->confusion, out + 3, r->k * r->k * sizeof(double));
+                memcpy(r->confusion, out + BP_EVAL_OUT, r->k * r->k * sizeof(double));
         }
         bp__free(out);
         bp_workspace_free(&ws);
@@ -270,7 +269,7 @@ static void read_confusion(run_data *r)
     if (rc < 0)
         fprintf(stderr, "backprop: warning: no confusion matrix for %s: %s\n", r->dir,
                 err[0] ? err : bp_strerror(rc));
-    bp_dataset_free(&ds);
+    bp__source_close(&src);
     bp_checkpoint_free(&ck);
 }
 

@@ -107,6 +107,71 @@ for d in e1 e2 e3 e4 e5 e6 e7 e8 e9; do
     [ -e $d/latest.h5 ] && bad "$d: a refused run left a checkpoint"
 done
 
+# eval, predict and plot read an HDF5 file whose /X is contiguous in place, a workspace of
+# rows at a time, each rank its share (source.h): the numbers of the same rows loaded whole
+# (chunked.h5 holds good.h5's), and bad rows refused as they are read.
+ck=replicated/latest.h5
+for np in 1 2 3; do
+    check "eval np$np, read in place" mpi $np eval --checkpoint $ck --data $T/good.h5 --json
+    cp "$T/check.out" in-place$np.json
+    check "eval np$np, loaded whole" mpi $np eval --checkpoint $ck --data $T/chunked.h5 --json
+    cp "$T/check.out" whole$np.json
+    check "eval np$np: the same sums and confusion" cmp in-place$np.json whole$np.json
+done
+check "predict, read in place" "$BP" predict --checkpoint $ck --data $T/good.h5 --out pred-in-place.h5
+check "predict, loaded whole" "$BP" predict --checkpoint $ck --data $T/chunked.h5 --out pred-whole.h5
+same_predictions() {
+    $PY - "$@" <<'EOF'
+import sys, h5py, numpy as np
+with h5py.File(sys.argv[1]) as a, h5py.File(sys.argv[2]) as b:
+    assert sorted(a) == sorted(b) == ["outputs", "predicted"], (list(a), list(b))
+    for name in a:
+        assert np.array_equal(a[name][:], b[name][:]), name
+EOF
+}
+check "predict: the same outputs and classes" same_predictions pred-in-place.h5 pred-whole.h5
+check "eval of float64 rows read in place" "$BP" eval --checkpoint $ck --data $T/f64.h5 --json
+cp "$T/check.out" f64.json
+check "float64 rows: the sums of float32's (they hold the same values)" cmp f64.json in-place1.json
+expect "eval: NaN, found as it is read" 2 'nan\.h5: /X row 17 column 2 is NaN' \
+    mpi 2 eval --checkpoint $ck --data $T/nan.h5
+expect "eval: infinity in rank 1's rows, said by rank 1" 2 '\[rank 1\] .*late-inf\.h5: /X row 150 column 1 is infinite' \
+    mpi 2 eval --checkpoint $ck --data $T/late-inf.h5
+expect "predict: NaN, found as it is read" 2 'nan\.h5: /X row 17 column 2 is NaN' \
+    "$BP" predict --checkpoint $ck --data $T/nan.h5 --out pred-nan.h5
+[ -e pred-nan.h5 ] && bad "a refused predict left its file"
+expect "eval: a label past the classes" 2 'label\.h5: .*7' "$BP" eval --checkpoint $ck --data $T/label.h5
+
+# A set larger than the memory eval may have: 600 MB of rows under ulimit -d 256 MB (heap
+# and private mappings; the file's pages are the page cache's). Its 150 blocks of the same
+# 1000 rows give 150 times one block's confusion matrix, and the same accuracy.
+$PY - <<'EOF' || exit 1
+import h5py, numpy as np
+rng = np.random.default_rng(3)
+X = rng.random((1000, 1024), dtype=np.float32)
+y = np.argmax(X @ rng.standard_normal((1024, 10)).astype(np.float32), axis=1).astype(np.int32)
+with h5py.File("block.h5", "w") as f:
+    f["X"], f["y"] = X, y
+with h5py.File("wide.h5", "w") as f:
+    d = f.create_dataset("X", shape=(150 * 1000, 1024), dtype="f4")
+    for i in range(150):
+        d[i * 1000:(i + 1) * 1000] = X
+    f["y"] = np.tile(y, 150)
+EOF
+check "train on one block" "$BP" train p.ini --set data.train=$T/block.h5 --set data.validation_split=0 --set data.test= --set network.layers=1024,20,10 --set train.epochs=2 --set checkpoint.dir=wide
+check "eval of one block" "$BP" eval --checkpoint wide/latest.h5 --data $T/block.h5 --json
+cp "$T/check.out" block.json
+check "eval of 600 MB in 256 MB" bash -c "ulimit -d $((256 * 1024)) && OMP_NUM_THREADS=1 timeout -k 5 120 '$BP' eval --checkpoint wide/latest.h5 --data $T/wide.h5 --json"
+cp "$T/check.out" wide.json
+check "150 blocks: 150 times the counts, the same cost" $PY - <<'EOF'
+import json
+one, all_ = json.load(open("block.json")), json.load(open("wide.json"))
+assert all_["n"] == 150 * one["n"] and all_["accuracy"] == one["accuracy"], (all_, one)
+assert all_["confusion"] == [[150 * v for v in row] for row in one["confusion"]]
+assert abs(all_["cost"] - one["cost"]) <= 1e-6 * one["cost"], (all_["cost"], one["cost"])
+EOF
+rm -f wide.h5
+
 # The file cut short while the run reads it: the rank that finds out says so, and the job
 # ends (exit 1) instead of waiting for it.
 cat >long.ini <<INI
