@@ -17,7 +17,11 @@
   hosts    W2 across 2 simulated hosts (scripts/cluster.sh: network namespaces), replicated
            against stream; the step line shows the rows' time (data).
   rows     what one row costs streamed (pread) and copied from memory (bench-rowread).
-usage: data_placement.py BACKPROP OUTDIR [rss,startup,big,w2,hosts,rows] [REPS] [--doc FILE]
+  eval     backprop eval of 2,000,000 x 64 float32 rows (512 MB), alone: read in place from
+           a contiguous file against loaded whole from a chunked copy, each with the file
+           out of the page cache (root: drop_caches) and in it; seconds (medians) and the
+           peak private memory (Anonymous).
+usage: data_placement.py BACKPROP OUTDIR [rss,startup,big,w2,hosts,rows,eval] [REPS] [--doc FILE]
 With --doc, the results also replace the section "## Data placement" at the end of FILE
 (docs/benchmarks.md; bench/run.py keeps that section when it rewrites the rest).
 """
@@ -368,6 +372,56 @@ def bench_hosts(backprop, out, reps):
         subprocess.run(["scripts/cluster.sh", "down"], capture_output=True)
 
 
+def bench_eval(backprop, out, reps):
+    """eval of a set read in place against the same rows loaded whole."""
+    n, d = 2_000_000, 64
+    inplace, chunked = f"{out}/eval-contiguous.h5", f"{out}/eval-chunked.h5"
+    if not os.path.exists(chunked):
+        make_big(inplace, n, d)
+        with h5py.File(inplace) as f, h5py.File(chunked, "w") as g:
+            X = g.create_dataset("X", (n, d), dtype="f4", chunks=(4096, d))
+            for lo in range(0, n, 200000):
+                X[lo:lo + 200000] = f["X"][lo:lo + 200000]
+            g["y"] = f["y"][:]
+    ini = f"{out}/eval.ini"
+    with open(ini, "w") as f:
+        f.write(f"[data]\ntrain = {inplace}\nlimit = 20000\n[network]\nlayers = {d}, 32, 10\n"
+                "hidden = relu\noutput = softmax\n[train]\nepochs = 1\nbatch_size = 100\n"
+                "learning_rate = 0.1\n")
+    rc, log, _ = train(backprop, 0, ini, f"{out}/eval-run")
+    assert rc == 0, log
+    can_drop = os.access("/proc/sys/vm/drop_caches", os.W_OK)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    got, json = {}, {}
+    for _ in range(reps):
+        for name, path in (("in place", inplace), ("loaded whole", chunked)):
+            for cache in ("cold", "warm") if can_drop else ("warm",):
+                if cache == "cold":
+                    subprocess.run(["sync"], check=True)
+                    with open("/proc/sys/vm/drop_caches", "w") as f:
+                        f.write("3\n")
+                sampler = Sampler(os.path.basename(path))
+                sampler.start()
+                started = time.monotonic()
+                json[name] = sh(backprop, "eval", "--checkpoint", f"{out}/eval-run/latest.h5",
+                                "--data", path, "--json", env=env)
+                took = time.monotonic() - started
+                sampler.done = True
+                sampler.join()
+                r = got.setdefault((name, cache), {"s": [], "private": []})
+                r["s"].append(took)
+                r["private"].append(sampler.peak.get(0, {}).get("Anonymous", 0))
+    same = json["in place"] == json["loaded whole"]
+    print("## eval of a set read in place against loaded whole (2,000,000 x 64 float32, 512 MB, 1 rank)\n")
+    print("| read | page cache | seconds (median) | runs | peak private MiB |")
+    print("|---|---|---|---|---|")
+    for (name, cache), r in got.items():
+        print(f"| {name} | {cache} | {statistics.median(r['s']):.2f} | "
+              f"{' '.join(f'{v:.2f}' for v in r['s'])} | {max(r['private']):.0f} |")
+    print(f"\n`eval --json` the same both ways: {'yes' if same else 'NO'}."
+          + ("" if can_drop else " Cold runs need root (drop_caches); only warm ones ran.") + "\n")
+
+
 SECTION = "## Data placement"
 
 
@@ -393,7 +447,7 @@ def main():
         doc = args[i + 1]
         del args[i:i + 2]
     backprop, out = os.path.abspath(args[0]), args[1]
-    parts = (args[2] if len(args) > 2 else "rss,startup,big,w2,hosts,rows").split(",")
+    parts = (args[2] if len(args) > 2 else "rss,startup,big,w2,hosts,rows,eval").split(",")
     reps = int(args[3]) if len(args) > 3 else 3
     cpu = sh("lscpu")
     model = re.search(r"^Model name:\s*(.*)$", cpu, re.M).group(1)

@@ -600,6 +600,12 @@ int bp__h5_stream_cold(const bp__h5_stream *s)
     return !s->map || s->cold;
 }
 
+void bp__h5_stream_sequential(bp__h5_stream *s)
+{
+    if (s->map)
+        madvise((void *)s->map, s->map_len, MADV_SEQUENTIAL);
+}
+
 int bp__h5_stream_mapped(bp__h5_stream *s, int unchecked)
 {
     s->unchecked = unchecked;

@@ -80,6 +80,9 @@ int bp__h5_stream_cold(const bp__h5_stream *s);
 /* Asks the kernel to start reading these rows (the next step's), when s is cold. */
 void bp__h5_stream_ahead(bp__h5_stream *s, const size_t *rows, size_t count);
 int bp__h5_stream_check(bp__h5_stream *s, size_t lo, size_t hi, char *err, size_t errlen);
+/* The rows will be read in order (eval, predict): the kernel reads ahead of the mapping's
+ * faults, as it does for a file read whole, instead of a page a fault. */
+void bp__h5_stream_sequential(bp__h5_stream *s);
 /* Whether s reads through a mapping of the file (else with pread). For tests: unchecked
  * skips the length check before each batch, leaving a file cut short to the SIGBUS guard. */
 int bp__h5_stream_mapped(bp__h5_stream *s, int unchecked);

@@ -23,6 +23,7 @@ static int open_stream(bp__source *src, int inputs, int classes, size_t cap, cha
     int rc = bp__h5_stream_open(&src->stream, src->path, classes, err, errlen);
     if (rc < 0)
         return rc;
+    bp__h5_stream_sequential(src->stream);
     bp__h5_stream_shape(src->stream, &src->ds);
     rc = bp_dataset_check(&src->ds, inputs, classes, src->path, err, errlen);
     if (rc < 0)

@@ -8,6 +8,7 @@
 
 #include "backprop/data.h"
 #include "data_internal.h"
+#include "internal.h"
 
 /* Rows [first, first + count) of a set: *X (count x d), *Y (count x k) and *labels (NULL
  * without labels) point at them until the next call. 0, or a code with a reason in err. */
@@ -19,8 +20,7 @@ typedef struct {
     bp__h5_stream *stream; /* read in place, else NULL */
     size_t base;           /* stream: the file's row of row 0 */
     bp_real *X, *Y;        /* stream: the rows read last */
-    int *labels;
-    size_t cap; /* stream: their room, in rows */
+    size_t cap;            /* stream: their room, in rows */
     char path[BP__PATH_LEN];
 } bp__source;
 

@@ -107,20 +107,28 @@ static int split_csv(char *line, char **fields, int most)
 }
 
 /* The run's metrics file: RUN_DIR/metrics.csv, else the one its config's [log] metrics
- * names (as stored in RUN_DIR/latest.h5; relative to where train ran, as train took it). */
-static void find_metrics(run_data *r)
+ * names (as stored in RUN_DIR/latest.h5; relative to where train ran, as train took it).
+ * why: what to say when it cannot be opened. */
+static void find_metrics(run_data *r, char *why, size_t len)
 {
     snprintf(r->metrics, sizeof(r->metrics), "%s/metrics.csv", r->dir);
-    char path[BP_PATH_MAX + 32], err[512];
+    snprintf(why, len, "plot takes run directories: a train run's [checkpoint] dir");
+    char path[BP_PATH_MAX + 32], err[1024];
     snprintf(path, sizeof(path), "%s/latest.h5", r->dir);
+    if (access(r->metrics, F_OK) == 0 || access(path, F_OK) != 0)
+        return;
     bp_checkpoint ck;
     bp_config cfg;
-    if (access(r->metrics, F_OK) == 0 || access(path, F_OK) != 0 ||
-        bp_checkpoint_read(path, &ck, err, sizeof(err)) < 0)
+    if (bp_checkpoint_read(path, &ck, err, sizeof(err)) < 0) {
+        snprintf(why, len, "nor could the run's config be read: %s", err);
         return;
+    }
     if (ck.config_text &&
-        bp_config_parse(&cfg, path, ck.config_text, NULL, 0, err, sizeof(err)) == 0)
+        bp_config_parse(&cfg, path, ck.config_text, NULL, 0, err, sizeof(err)) == 0) {
         snprintf(r->metrics, sizeof(r->metrics), "%s", cfg.metrics);
+        snprintf(why, len, "[log] metrics in the config stored in %s, relative to where train ran",
+                 path);
+    }
     bp_checkpoint_free(&ck);
 }
 
@@ -128,16 +136,12 @@ static void find_metrics(run_data *r)
  * exactly what the file says. */
 static int read_metrics(run_data *r, char *err, size_t len)
 {
-    char line[1024];
+    char line[1024], why[1200];
     const char *path = r->metrics;
-    find_metrics(r);
+    find_metrics(r, why, sizeof(why));
     FILE *f = fopen(path, "re");
     if (!f)
-        return bp__fail(err, len, BP_EINVAL, "%s: %s (%s)", path, strerror(errno),
-                        strncmp(path, r->dir, strlen(r->dir)) == 0
-                            ? "plot takes run directories: a train run's [checkpoint] dir"
-                            : "[log] metrics in the config stored in the run's latest.h5, "
-                              "relative to where train ran");
+        return bp__fail(err, len, BP_EINVAL, "%s: %s (%s)", path, strerror(errno), why);
     int at[NCOLS], rc = 0;
     for (int c = 0; c < NCOLS; c++)
         at[c] = -1;

@@ -170,6 +170,17 @@ assert all_["n"] == 150 * one["n"] and all_["accuracy"] == one["accuracy"], (all
 assert all_["confusion"] == [[150 * v for v in row] for row in one["confusion"]]
 assert abs(all_["cost"] - one["cost"]) <= 1e-6 * one["cost"], (all_["cost"], one["cost"])
 EOF
+check "predict of 600 MB in 256 MB" bash -c "ulimit -d $((256 * 1024)) && OMP_NUM_THREADS=1 timeout -k 5 120 '$BP' predict --checkpoint wide/latest.h5 --data $T/wide.h5 --out wide-pred.h5"
+check "predict of one block" "$BP" predict --checkpoint wide/latest.h5 --data $T/block.h5 --out block-pred.h5
+# A row's outputs do not depend on where it falls in a pass's 256 rows but for the
+# products' rounding: within float's for 10 outputs in [0, 1].
+check "150 blocks: one block's predictions 150 times" $PY - <<'EOF'
+import h5py, numpy as np
+with h5py.File("block-pred.h5") as a, h5py.File("wide-pred.h5") as b:
+    assert b["outputs"].shape == (150000, 10), b["outputs"].shape
+    assert np.array_equal(b["predicted"][:], np.tile(a["predicted"][:], 150))
+    assert np.abs(b["outputs"][:] - np.tile(a["outputs"][:], (150, 1))).max() <= 1e-6
+EOF
 rm -f wide.h5
 
 # The file cut short while the run reads it: the rank that finds out says so, and the job

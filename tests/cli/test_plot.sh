@@ -86,6 +86,20 @@ EOF
 }
 check "the confusion matrix: eval's" confusion_matches run.gp eval.json
 
+# validation_split (after limit) and no test set: the confusion matrix of the training
+# file's rows 120..149, read in place, is eval's of those rows in a file of their own.
+check "a run with a split" "$BP" train p.ini --set checkpoint.dir=split --set data.test= --set data.limit=150 --set data.validation_split=30 --set train.epochs=2
+check "plot it" "$BP" plot split --script split.gp
+$PY - "$T" <<'EOF' || exit 1
+import sys, h5py
+with h5py.File(f"{sys.argv[1]}/good.h5") as f, h5py.File("tail.h5", "w") as g:
+    g["X"], g["y"] = f["X"][120:150], f["y"][120:150]
+EOF
+check "eval of rows 120..149" "$BP" eval --checkpoint split/latest.h5 --data tail.h5 --json
+cp "$T/check.out" tail.json
+check "the split's confusion matrix: those rows'" confusion_matches split.gp tail.json
+check "it is the validation set's" grep -q "Confusion matrix, validation set" split.gp
+
 check "two runs in one picture" "$BP" plot run other --out both.png --script both.gp
 check "two runs: 1100 x 1200 (a confusion matrix each)" png_size both.png 1100 1200
 check "two runs: the first's curves" blocks_match both.gp run 0
@@ -110,8 +124,10 @@ check "metrics elsewhere" "$BP" train p.ini --set checkpoint.dir=apart --set log
 check "plot finds them" "$BP" plot apart --script apart.gp
 check "its curves: logs/apart.csv's rows" blocks_match apart.gp apart 0 logs/apart.csv
 mv logs/apart.csv logs/gone.csv
-expect "its metrics gone" 2 'logs/apart\.csv: No such file or directory \(\[log\] metrics in the config stored in the run.s latest\.h5, relative to where train ran\)' "$BP" plot apart
+expect "its metrics gone" 2 'logs/apart\.csv: No such file or directory \(\[log\] metrics in the config stored in apart/latest\.h5, relative to where train ran\)' "$BP" plot apart
 mv logs/gone.csv logs/apart.csv
+mkdir broken && echo "not a checkpoint" >broken/latest.h5
+expect "no metrics and a damaged latest.h5: both said" 2 'broken/metrics\.csv: No such file or directory \(nor could the run.s config be read: broken/latest\.h5: ' "$BP" plot broken
 expect "--out onto metrics elsewhere" 2 'logs/apart\.csv' "$BP" plot apart --out logs/apart.csv --force
 
 # What cannot be drawn, one line each; nothing written.
