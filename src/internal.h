@@ -133,10 +133,11 @@ void *bp__realloc(void *p, size_t count, size_t size);
 /* a * b, or SIZE_MAX when it would overflow. */
 size_t bp__mul(size_t a, size_t b);
 
-/* Bytes this process may still allocate: the smaller of /proc/meminfo's MemAvailable and
- * what its memory cgroups (v1 or v2, each level up to the mount) leave; INFINITY when
- * neither says. root prefixes every path read ("" for this machine; tests give a fake
- * tree). */
+/* Bytes this process may still allocate: the smallest of /proc/meminfo's MemAvailable,
+ * what its memory cgroups (v1 or v2, each level up to the mount) leave, and what its
+ * resource limits on data and address space leave (/proc/self/limits against
+ * /proc/self/status); INFINITY when none says. root prefixes every path read ("" for this machine;
+ * tests give a fake tree). */
 double bp__memory_available_at(const char *root);
 
 /* A ceiling on what this process may use, below what the node has ([data] max_memory_mb);

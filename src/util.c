@@ -169,6 +169,47 @@ static double cgroup_room(char *dir, size_t top, const char *limit, const char *
     }
 }
 
+/* The value after `name` on a line of root's /proc/self/FILE that starts with it: limits'
+ * soft limit ("unlimited": INFINITY), or status's kB; NAN when absent. */
+static double proc_self_value(const char *root, const char *file, const char *name)
+{
+    char path[BP__PATH_LEN], line[256];
+    snprintf(path, sizeof(path), "%s/proc/self/%s", root, file);
+    FILE *f = fopen(path, "re");
+    double v = NAN;
+    size_t len = strlen(name);
+    while (f && fgets(line, sizeof(line), f)) {
+        if (strncmp(line, name, len) != 0)
+            continue;
+        const char *at = line + len + strspn(line + len, " \t");
+        char *end;
+        v = strncmp(at, "unlimited", 9) == 0 ? INFINITY : strtod(at, &end);
+        if (!isinf(v) && end == at)
+            v = NAN;
+        break;
+    }
+    if (f)
+        fclose(f);
+    return v;
+}
+
+/* What the process's resource limits leave (ulimit -d, ulimit -v): the data segment's limit
+ * minus VmData, the address space's minus VmSize. A file mapped read-only (a set read in
+ * place) counts only in the second. */
+static double rlimit_room(const char *root)
+{
+    double room = INFINITY;
+    static const char *const limits[] = {"Max data size", "Max address space"};
+    static const char *const used[] = {"VmData:", "VmSize:"};
+    for (int i = 0; i < 2; i++) {
+        double lim = proc_self_value(root, "limits", limits[i]);
+        double kb = proc_self_value(root, "status", used[i]);
+        if (isfinite(lim) && isfinite(kb))
+            room = fmin(room, lim > kb * 1024 ? lim - kb * 1024 : 0);
+    }
+    return room;
+}
+
 double bp__memory_available_at(const char *root)
 {
     char path[BP__PATH_LEN], line[BP__PATH_LEN];
@@ -208,7 +249,7 @@ double bp__memory_available_at(const char *root)
     }
     if (f)
         fclose(f);
-    return avail;
+    return fmin(avail, rlimit_room(root));
 }
 
 const char *bp__human_bytes(double bytes, char *buf, size_t len)

@@ -182,6 +182,17 @@ with h5py.File("block-pred.h5") as a, h5py.File("wide-pred.h5") as b:
     assert np.abs(b["outputs"][:] - np.tile(a["outputs"][:], (150, 1))).max() <= 1e-6
 EOF
 rm -f wide.h5
+# Loaded whole, rows that the limit cannot hold are refused before any is read: 781 MiB
+# declared (a chunked /X of 200000 x 1024, never written) against what ulimit -d leaves.
+$PY - <<'EOF' || exit 1
+import h5py
+with h5py.File("declared.h5", "w") as f:
+    f.create_dataset("X", shape=(200000, 1024), dtype="f4", chunks=(1000, 1024))
+    f.create_dataset("y", shape=(200000,), dtype="i4", chunks=(1000,))
+EOF
+[ "$("$BP" --version | grep -c double)" = 1 ] && declared='1\.5 GiB' || declared='781\.2 MiB'
+expect "loaded whole beyond ulimit -d: refused, exit 2" 2 "declared\.h5: 200000 examples of 1024 features need $declared of memory, but only [0-9.]+ MiB is available" \
+    bash -c "ulimit -d $((256 * 1024)) && OMP_NUM_THREADS=1 timeout -k 5 120 '$BP' eval --checkpoint wide/latest.h5 --data $T/declared.h5"
 
 # The file cut short while the run reads it: the rank that finds out says so, and the job
 # ends (exit 1) instead of waiting for it.
