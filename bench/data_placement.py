@@ -20,7 +20,8 @@
   eval     backprop eval of 2,000,000 x 64 float32 rows (512 MB), alone: read in place from
            a contiguous file against loaded whole from a chunked copy, each with the file
            out of the page cache (root: drop_caches) and in it; seconds (medians) and the
-           peak private memory (Anonymous).
+           peak private memory (Anonymous); then in the page cache at 2 ranks (mpirun
+           --bind-to none), mpirun's start included.
 usage: data_placement.py BACKPROP OUTDIR [rss,startup,big,w2,hosts,rows,eval] [REPS] [--doc FILE]
 With --doc, the results also replace the section "## Data placement" at the end of FILE
 (docs/benchmarks.md; bench/run.py keeps that section when it rewrites the rest).
@@ -411,13 +412,21 @@ def bench_eval(backprop, out, reps):
                 r = got.setdefault((name, cache), {"s": [], "private": []})
                 r["s"].append(took)
                 r["private"].append(sampler.peak.get(0, {}).get("Anonymous", 0))
+    for _ in range(reps):  # 2 ranks, unbound: each rank's share, and its threads (auto)
+        for name, path in (("in place", inplace), ("loaded whole", chunked)):
+            started = time.monotonic()
+            sh(*MPI, "-np", "2", backprop, "eval", "--checkpoint", f"{out}/eval-run/latest.h5",
+               "--data", path, "--json")
+            got.setdefault((name, "warm, 2 ranks"), {"s": [], "private": []})["s"].append(
+                time.monotonic() - started)
     same = json["in place"] == json["loaded whole"]
     print("## eval of a set read in place against loaded whole (2,000,000 x 64 float32, 512 MB, 1 rank)\n")
     print("| read | page cache | seconds (median) | runs | peak private MiB |")
     print("|---|---|---|---|---|")
     for (name, cache), r in got.items():
+        private = f"{max(r['private']):.0f}" if r["private"] else ""
         print(f"| {name} | {cache} | {statistics.median(r['s']):.2f} | "
-              f"{' '.join(f'{v:.2f}' for v in r['s'])} | {max(r['private']):.0f} |")
+              f"{' '.join(f'{v:.2f}' for v in r['s'])} | {private} |")
     print(f"\n`eval --json` the same both ways: {'yes' if same else 'NO'}."
           + ("" if can_drop else " Cold runs need root (drop_caches); only warm ones ran.") + "\n")
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "args.h"
+#include "blas.h"
 #include "backprop/checkpoint.h"
 #include "backprop/data.h"
 #include "cli.h"
@@ -131,6 +132,9 @@ static int run(int argc, char **argv, int predict)
     bp_comm comm;
     if (bp_cli_init(&argc, &argv, &comm) != 0)
         return EXIT_FAILURE_DURING_WORK;
+    /* As train's threads = auto: the node's cores shared among its ranks (the libraries'
+     * own default, every core for every rank, oversubscribes the node under mpirun). */
+    bp_set_blas_threads(bp_auto_threads(&comm));
     static char err[2048];
     eval_args a;
     bp_checkpoint ck;
