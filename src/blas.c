@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "blas.h"
@@ -35,6 +36,48 @@ void bp_set_blas_threads(int threads)
 #else
     openblas_set_num_threads(threads);
 #endif
+}
+
+/* OpenBLAS (Debian 12's 0.3.21) retries forever when it cannot allocate a thread's work
+ * buffer (OpenBLAS issue 5289, fixed in 0.3.30): under a tight ulimit -v or -d, a rank hung,
+ * deaf to SIGTERM. Each of its worker threads takes its buffer as it starts (at load, or
+ * when openblas_set_num_threads adds it), the calling thread at its first product. The
+ * buffer is BUFFER_SIZE of its x86_64 build (common_x86_64.h: 32 << 22 bytes), page-aligned.
+ * So: under such limits the program starts with one OpenBLAS thread (bp_blas_choose_kernel),
+ * and bp_blas_setup checks that malloc can give the buffers before OpenBLAS asks. */
+#define OPENBLAS_BUFFER (((size_t)128 << 20) + ((size_t)1 << 20))
+
+static int memory_limited(void)
+{
+    struct rlimit r;
+    return (getrlimit(RLIMIT_DATA, &r) == 0 && r.rlim_cur != RLIM_INFINITY) ||
+           (getrlimit(RLIMIT_AS, &r) == 0 && r.rlim_cur != RLIM_INFINITY);
+}
+
+int bp_blas_setup(int threads, char *err, size_t errlen)
+{
+#ifdef BACKPROP_ONEDNN
+    int buffers = 1; /* OpenBLAS keeps to the calling thread (bp_set_blas_threads) */
+#else
+    int buffers = threads > 0 ? threads : 1;
+#endif
+    void *probe = malloc((size_t)buffers * OPENBLAS_BUFFER);
+    if (!probe)
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "OpenBLAS needs a 128 MiB work buffer for each of its threads (%d here), "
+                        "which this process's memory limits (ulimit -v or -d) leave no room for",
+                        buffers);
+    free(probe);
+    bp_set_blas_threads(threads);
+    /* The calling thread's buffer, taken now: OpenBLAS keeps it for the products to come. */
+    enum { N = 256 }; /* past OpenBLAS's small-matrix path, which takes no buffer */
+    float *a = calloc(3 * N * N, sizeof(float));
+    if (!a)
+        return bp__fail(err, errlen, BP_ENOMEM, "out of memory");
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1, a, N, a + N * N, N, 0,
+                a + 2 * N * N, N);
+    free(a);
+    return 0;
 }
 
 /* Measured on one core of a Zen 5 (AVX-512) with bench/gemm.c and its oneDNN twin, GFLOP/s:
@@ -343,23 +386,36 @@ static int is_avx512_kernel(const char *core)
 void bp_blas_choose_kernel(char **argv)
 {
     const char *want = getenv("BACKPROP_BLAS_KERNEL"); /* auto (unset) | keep | a core name */
-    if (getenv("BACKPROP_BLAS_REEXEC") || (want && strcmp(want, "keep") == 0))
-        return;
     const char *core = openblas_get_corename();
     const char *target = NULL;
-    if (want && strcmp(want, "auto") != 0)
-        target = strcasecmp(core, want) != 0 ? want : NULL;
-    else if (has_avx512() && !is_avx512_kernel(core))
-        target = "SkylakeX";
-    if (!target)
+    if (!getenv("BACKPROP_BLAS_REEXEC") && !(want && strcmp(want, "keep") == 0)) {
+        if (want && strcmp(want, "auto") != 0)
+            target = strcasecmp(core, want) != 0 ? want : NULL;
+        else if (has_avx512() && !is_avx512_kernel(core))
+            target = "SkylakeX";
+    }
+    /* Under memory limits, no worker threads at load (see bp_blas_setup). */
+    const char *nthreads = getenv("OPENBLAS_NUM_THREADS");
+    int one_thread = memory_limited() && !(nthreads && strcmp(nthreads, "1") == 0);
+    if (!target && !one_thread)
         return;
-    /* The marker stops a loop if OpenBLAS ignores the setting; it also tells the log
-     * what OpenBLAS had picked. */
-    setenv("BACKPROP_BLAS_REEXEC", core, 1);
-    setenv("OPENBLAS_CORETYPE", target, 1);
+    char *saved = nthreads ? strdup(nthreads) : NULL;
+    if (target) {
+        /* The marker stops a loop if OpenBLAS ignores the setting; it also tells the log
+         * what OpenBLAS had picked. */
+        setenv("BACKPROP_BLAS_REEXEC", core, 1);
+        setenv("OPENBLAS_CORETYPE", target, 1);
+    }
+    if (one_thread)
+        setenv("OPENBLAS_NUM_THREADS", "1", 1);
     execv("/proc/self/exe", argv);
-    /* exec failed: carry on with the kernel we have. */
+    /* exec failed: carry on as we are. */
     unsetenv("BACKPROP_BLAS_REEXEC");
+    if (saved)
+        setenv("OPENBLAS_NUM_THREADS", saved, 1);
+    else if (one_thread)
+        unsetenv("OPENBLAS_NUM_THREADS");
+    free(saved);
 }
 
 const char *bp_blas_replaced_kernel(void)

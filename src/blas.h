@@ -2,8 +2,16 @@
 #ifndef BACKPROP_BLAS_H
 #define BACKPROP_BLAS_H
 
+#include <stddef.h>
+
 /* Sets OpenBLAS's thread count. */
 void bp_set_blas_threads(int threads);
+
+/* Before the first product: threads per rank (bp_set_blas_threads), once malloc has shown it
+ * can give OpenBLAS's work buffers, 128 MiB for each thread of OpenBLAS's (which OpenBLAS
+ * would retry forever where the process's memory limits cannot give them); then the calling
+ * thread's buffer, taken. 0, or BP_EINVAL with the reason in err. */
+int bp_blas_setup(int threads, char *err, size_t errlen);
 
 /* Which libraries run the matrix products, for the log. */
 const char *bp_gemm_libraries(void);
@@ -12,7 +20,9 @@ const char *bp_gemm_libraries(void);
 const char *bp_blas_kernel(void);
 
 /* Call first thing in main. On a CPU with AVX-512 where OpenBLAS loaded a kernel without
- * it, re-executes the program with OPENBLAS_CORETYPE=SkylakeX (does not return then).
+ * it, re-executes the program with OPENBLAS_CORETYPE=SkylakeX (does not return then); under
+ * a limit on data or address space (ulimit -d, -v), with OPENBLAS_NUM_THREADS=1, so that no
+ * OpenBLAS worker starts before bp_blas_setup.
  * BACKPROP_BLAS_KERNEL=keep leaves OpenBLAS's choice alone; =NAME forces a core name. */
 void bp_blas_choose_kernel(char **argv);
 

@@ -278,7 +278,7 @@ static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
     const bp_config *cfg = t->cfg;
     int rc = bp_comm_watch(&t->comm, cfg->comm_timeout, NULL, NULL) < 0
                  ? bp__fail(err, errlen, BP_ENOMEM, "cannot start the watchdog")
-                 : 0;
+                 : bp_blas_setup(t->threads, err, errlen);
     /* The run directory first: a second run started on it ends here, before any work. */
     if (rc == 0 && t->comm.rank == 0)
         rc = bp_rundir_prepare(cfg, resume != NULL, &t->dir_lock, &t->metrics_lock, err, errlen);
@@ -363,8 +363,7 @@ int bp_trainer_create(bp_trainer **out, const bp_config *cfg, const char *config
         t->config_text = text;
         t->comm = *comm;
         t->last_ckpt_step = -1;
-        t->threads = cfg->threads ? cfg->threads : bp_auto_threads(comm);
-        bp_set_blas_threads(t->threads);
+        t->threads = cfg->threads ? cfg->threads : bp_auto_threads(comm); /* setup sets it */
     }
     if (t && text)
         rc = setup(t, resume, err, errlen);

@@ -132,9 +132,6 @@ static int run(int argc, char **argv, int predict)
     bp_comm comm;
     if (bp_cli_init(&argc, &argv, &comm) != 0)
         return EXIT_FAILURE_DURING_WORK;
-    /* As train's threads = auto: the node's cores shared among its ranks (the libraries'
-     * own default, every core for every rank, oversubscribes the node under mpirun). */
-    bp_set_blas_threads(bp_auto_threads(&comm));
     static char err[2048];
     eval_args a;
     bp_checkpoint ck;
@@ -160,7 +157,11 @@ static int run(int argc, char **argv, int predict)
     status = bp_cli_agree(&comm, rc < 0 ? EXIT_BAD_INPUT : 0, err);
     if (status)
         goto cleanup;
-    rc = load(&a, &ck, &src, &ws, err, sizeof(err));
+    /* As train's threads = auto: the node's cores shared among its ranks (the libraries'
+     * own default, every core for every rank, oversubscribes the node under mpirun). */
+    rc = bp_blas_setup(bp_auto_threads(&comm), err, sizeof(err));
+    if (rc == 0)
+        rc = load(&a, &ck, &src, &ws, err, sizeof(err));
     status = bp_cli_agree(&comm, rc < 0 ? bp_cli_setup_status(rc) : 0, err);
     if (status)
         goto cleanup;

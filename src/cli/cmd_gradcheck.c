@@ -6,10 +6,12 @@
 #include <string.h>
 
 #include "args.h"
+#include "blas.h"
 #include "backprop/config.h"
 #include "backprop/data.h"
 #include "cli.h"
 #include "internal.h"
+#include "train.h"
 
 #define MAX_SETS 64
 #define MAX_EXAMPLES 1000000
@@ -129,6 +131,9 @@ static int check(const bp_comm *comm, const gc_args *a, char *err, size_t len)
     int rc = bp_config_load(&cfg, a->config, a->sets, a->nsets, err, len);
     if (rc == 0)
         bp_comm_watch(comm, cfg.comm_timeout, NULL, NULL); /* a thread already runs: no error */
+    /* [train] threads, as train takes it */
+    if (rc == 0)
+        rc = bp_blas_setup(cfg.threads ? cfg.threads : bp_auto_threads(comm), err, len);
     if (rc == 0 &&
         (rc = bp_net_create(&net, cfg.nsizes, cfg.sizes, cfg.hidden, cfg.output, cfg.cost)) == 0)
         rc = bp_dataset_load(&ds, cfg.train, cfg.train_labels[0] ? cfg.train_labels : NULL,

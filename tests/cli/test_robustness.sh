@@ -266,6 +266,15 @@ else
     echo "note: no memory cgroup can be made here; the cgroup arithmetic is covered by test_util"
 fi
 
+# Under a memory limit too small for OpenBLAS's work buffer (which Debian 12's OpenBLAS
+# would retry forever, deaf to SIGTERM), each command that multiplies says so at once.
+limited() { bash -c "ulimit -d $((100 * 1024)) && OMP_NUM_THREADS=1 exec timeout -k 5 60 '$BP' $*"; }
+buffer='OpenBLAS needs a 128 MiB work buffer for each of its threads \([0-9]+ here\), which this process.s memory limits \(ulimit -v or -d\) leave no room for'
+expect "train under ulimit -d 100 MiB: refused, not hung" 2 "$buffer" limited train base.ini --set checkpoint.dir=$T/limited
+expect "eval under ulimit -d 100 MiB" 2 "$buffer" limited eval --checkpoint "$ckpt" --data "$T/good.h5"
+expect "gradcheck under ulimit -d 100 MiB" 2 "$buffer" limited gradcheck base.ini
+[ -e limited ] && bad "a refused train left limited/"
+
 # ---- 7. data whose storage does not cover it ----
 $PY - <<'PY'
 import h5py, numpy as np
