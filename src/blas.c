@@ -42,9 +42,10 @@ void bp_set_blas_threads(int threads)
  * buffer (OpenBLAS issue 5289, fixed in 0.3.30): under a tight ulimit -v or -d, a rank hung,
  * deaf to SIGTERM. Each of its worker threads takes its buffer as it starts (at load, or
  * when openblas_set_num_threads adds it), the calling thread at its first product. The
- * buffer is BUFFER_SIZE of its x86_64 build (common_x86_64.h: 32 << 22 bytes), page-aligned.
- * So: under such limits the program starts with one OpenBLAS thread (bp_blas_choose_kernel),
- * and bp_blas_setup checks that malloc can give the buffers before OpenBLAS asks. */
+ * buffer is BUFFER_SIZE of its x86_64 build (common_x86_64.h: 32 << 22 bytes), page-aligned;
+ * a worker also maps a thread stack. So: under such limits the program starts with one
+ * OpenBLAS thread (bp_blas_choose_kernel), and bp_blas_setup checks that malloc can give the
+ * buffers before OpenBLAS asks for them. */
 #define OPENBLAS_BUFFER (((size_t)128 << 20) + ((size_t)1 << 20))
 
 static int memory_limited(void)
@@ -54,21 +55,41 @@ static int memory_limited(void)
            (getrlimit(RLIMIT_AS, &r) == 0 && r.rlim_cur != RLIM_INFINITY);
 }
 
-int bp_blas_setup(int threads, char *err, size_t errlen)
+/* Whether malloc can give OpenBLAS's buffers for `threads` threads (the calling one and
+ * threads - 1 workers, each with its stack). */
+static int buffers_fit(int threads)
 {
-#ifdef BACKPROP_ONEDNN
-    int buffers = 1; /* OpenBLAS keeps to the calling thread (bp_set_blas_threads) */
-#else
-    int buffers = threads > 0 ? threads : 1;
-#endif
-    void *probe = malloc((size_t)buffers * OPENBLAS_BUFFER);
-    if (!probe)
-        return bp__fail(err, errlen, BP_EINVAL,
-                        "OpenBLAS needs a 128 MiB work buffer for each of its threads (%d here), "
-                        "which this process's memory limits (ulimit -v or -d) leave no room for",
-                        buffers);
+    /* glibc's default thread stack: ulimit -s when set */
+    struct rlimit r;
+    size_t stack = getrlimit(RLIMIT_STACK, &r) == 0 && r.rlim_cur != RLIM_INFINITY
+                       ? (size_t)r.rlim_cur
+                       : (size_t)8 << 20;
+    void *probe = malloc((size_t)threads * OPENBLAS_BUFFER + (size_t)(threads - 1) * stack);
     free(probe);
-    bp_set_blas_threads(threads);
+    return probe != NULL;
+}
+
+int bp_blas_setup(int *threads, char *err, size_t errlen)
+{
+    if (*threads < 1)
+        *threads = 1;
+#ifdef BACKPROP_ONEDNN
+    int openblas = 1; /* OpenBLAS keeps to the calling thread (bp_set_blas_threads) */
+#else
+    int openblas = *threads;
+#endif
+    if (memory_limited()) {
+        while (openblas > 1 && !buffers_fit(openblas))
+            openblas--; /* fewer threads, rather than none */
+        if (!buffers_fit(openblas))
+            return bp__fail(err, errlen, BP_EINVAL,
+                            "OpenBLAS needs a 128 MiB work buffer for its thread, which this "
+                            "process's memory limits (ulimit -v or -d) leave no room for");
+#ifndef BACKPROP_ONEDNN
+        *threads = openblas;
+#endif
+    }
+    bp_set_blas_threads(*threads);
     /* The calling thread's buffer, taken now: OpenBLAS keeps it for the products to come. */
     enum { N = 256 }; /* past OpenBLAS's small-matrix path, which takes no buffer */
     float *a = calloc(3 * N * N, sizeof(float));
@@ -400,17 +421,16 @@ void bp_blas_choose_kernel(char **argv)
     if (!target && !one_thread)
         return;
     char *saved = nthreads ? strdup(nthreads) : NULL;
-    if (target) {
-        /* The marker stops a loop if OpenBLAS ignores the setting; it also tells the log
-         * what OpenBLAS had picked. */
-        setenv("BACKPROP_BLAS_REEXEC", core, 1);
-        setenv("OPENBLAS_CORETYPE", target, 1);
-    }
-    if (one_thread)
-        setenv("OPENBLAS_NUM_THREADS", "1", 1);
-    execv("/proc/self/exe", argv);
-    /* exec failed: carry on as we are. */
-    unsetenv("BACKPROP_BLAS_REEXEC");
+    /* The marker stops a loop if OpenBLAS ignores the kernel asked for; it also tells the
+     * log what OpenBLAS had picked. OPENBLAS_NUM_THREADS=1 is its own marker. */
+    int ok = (!target || (setenv("BACKPROP_BLAS_REEXEC", core, 1) == 0 &&
+                          setenv("OPENBLAS_CORETYPE", target, 1) == 0)) &&
+             (!one_thread || setenv("OPENBLAS_NUM_THREADS", "1", 1) == 0);
+    if (ok)
+        execv("/proc/self/exe", argv);
+    /* not re-executed: carry on as we are */
+    if (target)
+        unsetenv("BACKPROP_BLAS_REEXEC");
     if (saved)
         setenv("OPENBLAS_NUM_THREADS", saved, 1);
     else if (one_thread)

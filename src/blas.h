@@ -7,11 +7,12 @@
 /* Sets OpenBLAS's thread count. */
 void bp_set_blas_threads(int threads);
 
-/* Before the first product: threads per rank (bp_set_blas_threads), once malloc has shown it
- * can give OpenBLAS's work buffers, 128 MiB for each thread of OpenBLAS's (which OpenBLAS
- * would retry forever where the process's memory limits cannot give them); then the calling
- * thread's buffer, taken. 0, or BP_EINVAL with the reason in err. */
-int bp_blas_setup(int threads, char *err, size_t errlen);
+/* Before the first product: *threads per rank (bp_set_blas_threads). Under a limit on data
+ * or address space (ulimit -d, -v), malloc must first show that it can give OpenBLAS's work
+ * buffers, 128 MiB for each of its threads (OpenBLAS would retry forever where it cannot):
+ * with fewer threads when not all fit (*threads says how many). Then the calling thread's
+ * buffer is taken. 0, or BP_EINVAL with the reason in err when not even one fits. */
+int bp_blas_setup(int *threads, char *err, size_t errlen);
 
 /* Which libraries run the matrix products, for the log. */
 const char *bp_gemm_libraries(void);

@@ -133,12 +133,16 @@ void *bp__realloc(void *p, size_t count, size_t size);
 /* a * b, or SIZE_MAX when it would overflow. */
 size_t bp__mul(size_t a, size_t b);
 
-/* Bytes this process may still allocate: the smallest of /proc/meminfo's MemAvailable,
- * what its memory cgroups (v1 or v2, each level up to the mount) leave, and what its
- * resource limits on data and address space leave (/proc/self/limits against
- * /proc/self/status); INFINITY when none says. root prefixes every path read ("" for this machine;
- * tests give a fake tree). */
+/* Bytes the node lets this process allocate: the smaller of /proc/meminfo's MemAvailable
+ * and what its memory cgroups (v1 or v2, each level up to the mount) leave; INFINITY when
+ * neither says. root prefixes every path read ("" for this machine; tests give a fake
+ * tree). */
 double bp__memory_available_at(const char *root);
+
+/* Bytes this process's own resource limits leave (ulimit -d, ulimit -v): the soft limit on
+ * data less VmData, on address space less VmSize (/proc/self/limits and status, under
+ * root); INFINITY when neither is set. Per process, unlike the node's memory. */
+double bp__rlimit_room_at(const char *root);
 
 /* A ceiling on what this process may use, below what the node has ([data] max_memory_mb);
  * 0 lifts it. */
@@ -148,7 +152,7 @@ void bp__memory_limit(double bytes);
 double bp__memory_available(void);
 
 /* Refuses, before allocating, what cannot fit: BP_EINVAL with "WHAT need N of memory, but
- * only M is available" when bytes exceed bp__memory_available(). */
+ * only M is available" when bytes exceed bp__memory_available() or bp__rlimit_room_at(""). */
 int bp__memory_check(double bytes, const char *what, char *err, size_t errlen);
 
 /* "1.5 GiB": bytes for messages, in buf. */

@@ -140,15 +140,18 @@ int bp__place_choose(bp__place *p, const bp_config *cfg, int classes, const bp_c
     bp_comm_node_ranks(&node_rank, &node_size);
     if (comm->size == 1)
         node_size = 1;
-    double avail = bp__memory_available(), shm = shm_room();
+    double avail = bp__memory_available(), shm = shm_room(), own = bp__rlimit_room_at("");
     bp_placement kind = cfg->placement;
     if (kind == BP_PLACE_AUTO) {
         /* Node sharing needs company; the memory decides between holding rows and
          * streaming them. */
-        int node_fits = need_of(BP_PLACE_NODE, &ds, 0) <= avail && ds.bytes <= shm;
-        /* replicated copies share the node's memory, unless max_memory_mb is per rank */
+        double node_need = need_of(BP_PLACE_NODE, &ds, 0);
+        int node_fits = node_need <= avail && node_need <= own && ds.bytes <= shm;
+        /* replicated copies share the node's memory, unless max_memory_mb is per rank; a
+         * process's own limits (ulimit) are its own */
         int ranks = cfg->max_memory_mb > 0 ? 1 : node_size;
-        int rep_fits = need_of(BP_PLACE_REPLICATED, &ds, 0) * ranks <= avail;
+        double rep_need = need_of(BP_PLACE_REPLICATED, &ds, 0);
+        int rep_fits = rep_need * ranks <= avail && rep_need <= own;
         if (node_size > 1 && node_fits) {
             kind = BP_PLACE_NODE;
             snprintf(p->why, sizeof(p->why), "one copy for the %d ranks on this node", node_size);
@@ -197,10 +200,12 @@ int bp__place_set(bp__place *p, bp_placement kind, const bp_config *cfg, char *e
     }
     /* Replicated copies share the node's memory, unless max_memory_mb set a limit per rank
      * (a cgroup cannot tell: it may hold one rank or all of them). */
-    double need = need_of(kind, &ds, node_rank);
+    double need = need_of(kind, &ds, node_rank), own = bp__rlimit_room_at("");
     int ranks = kind == BP_PLACE_REPLICATED && cfg->max_memory_mb <= 0 ? node_size : 1;
     if (need * ranks > avail)
         return refuse(kind, &ds, need, ranks, node_size, avail, err, errlen);
+    if (need > own) /* this process's own limits (ulimit -d, -v) */
+        return refuse(kind, &ds, need, 1, node_size, own, err, errlen);
     if (kind == BP_PLACE_NODE && node_rank == 0 && ds.bytes > shm_room()) {
         char size[32], room[32];
         return bp__fail(err, errlen, BP_EINVAL,

@@ -278,7 +278,7 @@ static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
     const bp_config *cfg = t->cfg;
     int rc = bp_comm_watch(&t->comm, cfg->comm_timeout, NULL, NULL) < 0
                  ? bp__fail(err, errlen, BP_ENOMEM, "cannot start the watchdog")
-                 : bp_blas_setup(t->threads, err, errlen);
+                 : bp_blas_setup(&t->threads, err, errlen);
     /* The run directory first: a second run started on it ends here, before any work. */
     if (rc == 0 && t->comm.rank == 0)
         rc = bp_rundir_prepare(cfg, resume != NULL, &t->dir_lock, &t->metrics_lock, err, errlen);

@@ -193,10 +193,7 @@ static double proc_self_value(const char *root, const char *file, const char *na
     return v;
 }
 
-/* What the process's resource limits leave (ulimit -d, ulimit -v): the data segment's limit
- * minus VmData, the address space's minus VmSize. A file mapped read-only (a set read in
- * place) counts only in the second. */
-static double rlimit_room(const char *root)
+double bp__rlimit_room_at(const char *root)
 {
     double room = INFINITY;
     static const char *const limits[] = {"Max data size", "Max address space"};
@@ -249,7 +246,7 @@ double bp__memory_available_at(const char *root)
     }
     if (f)
         fclose(f);
-    return fmin(avail, rlimit_room(root));
+    return avail;
 }
 
 const char *bp__human_bytes(double bytes, char *buf, size_t len)
@@ -276,7 +273,7 @@ double bp__memory_available(void)
 
 int bp__memory_check(double bytes, const char *what, char *err, size_t errlen)
 {
-    double avail = bp__memory_available();
+    double avail = fmin(bp__memory_available(), bp__rlimit_room_at(""));
     if (bytes <= avail)
         return 0;
     char need[32], have[32];

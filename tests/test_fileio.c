@@ -266,24 +266,26 @@ static void test_memory_available(void **state)
     fake("sys/fs/cgroup/memory.max", "5000000\n");
     fake("sys/fs/cgroup/memory.current", "1000000\n");
     assert_true(bp__memory_available_at(root) == 4000000.0);
-    /* Resource limits, under the 4000000 above: the soft limit on data less VmData, on
+    /* Resource limits are the process's own, apart: the soft limit on data less VmData, on
      * address space less VmSize. */
+    assert_true(isinf(bp__rlimit_room_at(root)));
     fake("proc/self/limits",
          "Limit                     Soft Limit           Hard Limit           Units\n"
          "Max data size             3000000              unlimited            bytes\n"
          "Max address space         unlimited            unlimited            bytes\n");
     fake("proc/self/status", "Name:\tbackprop\nVmSize:\t    2000 kB\nVmData:\t    1000 kB\n");
-    assert_true(bp__memory_available_at(root) == 3000000.0 - 1000 * 1024);
+    assert_true(bp__rlimit_room_at(root) == 3000000.0 - 1000 * 1024);
+    assert_true(bp__memory_available_at(root) == 4000000.0); /* the node's: as it was */
     fake("proc/self/limits",
          "Max data size             unlimited            unlimited            bytes\n"
          "Max address space         3500000              3500000              bytes\n");
-    assert_true(bp__memory_available_at(root) == 3500000.0 - 2000 * 1024);
+    assert_true(bp__rlimit_room_at(root) == 3500000.0 - 2000 * 1024);
     fake("proc/self/limits",
          "Max data size             1000                 unlimited            bytes\n");
-    assert_true(bp__memory_available_at(root) == 0); /* already past it */
+    assert_true(bp__rlimit_room_at(root) == 0); /* already past it */
     fake("proc/self/limits",
          "Max data size             unlimited            unlimited            bytes\n");
-    assert_true(bp__memory_available_at(root) == 4000000.0);
+    assert_true(isinf(bp__rlimit_room_at(root)));
     /* Nothing readable: no limit known. */
     snprintf(root, sizeof(root), "%s/nothing", dir);
     assert_true(isinf(bp__memory_available_at(root)));

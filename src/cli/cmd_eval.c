@@ -159,7 +159,8 @@ static int run(int argc, char **argv, int predict)
         goto cleanup;
     /* As train's threads = auto: the node's cores shared among its ranks (the libraries'
      * own default, every core for every rank, oversubscribes the node under mpirun). */
-    rc = bp_blas_setup(bp_auto_threads(&comm), err, sizeof(err));
+    int threads = bp_auto_threads(&comm);
+    rc = bp_blas_setup(&threads, err, sizeof(err));
     if (rc == 0)
         rc = load(&a, &ck, &src, &ws, err, sizeof(err));
     status = bp_cli_agree(&comm, rc < 0 ? bp_cli_setup_status(rc) : 0, err);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "args.h"
+#include "blas.h"
 #include "backprop/checkpoint.h"
 #include "backprop/config.h"
 #include "backprop/data.h"
@@ -255,8 +256,9 @@ static void read_confusion(run_data *r)
                              sizeof(err));
     if (data && rc == 0 && src.ds.labels && k > 1) {
         double *out = bp__calloc(BP_EVAL_OUT + (size_t)k * (size_t)k, sizeof(double));
+        int threads = bp_auto_threads(&alone);
         rc = out && bp_workspace_create(&ws, &ck.net, ROWS) == 0
-                 ? 0
+                 ? bp_blas_setup(&threads, err, sizeof(err))
                  : bp__fail(err, sizeof(err), BP_ENOMEM, "out of memory");
         if (rc == 0)
             rc = bp_evaluate(&ck.net, &ws, &src.ds, bp__source_rows, &src, &alone, 1, out, err,

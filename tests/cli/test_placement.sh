@@ -182,6 +182,17 @@ with h5py.File("block-pred.h5") as a, h5py.File("wide-pred.h5") as b:
     assert np.abs(b["outputs"][:] - np.tile(a["outputs"][:], (150, 1))).max() <= 1e-6
 EOF
 rm -f wide.h5
+# A process's limits are its own: 2 replicated ranks each hold the 123 MB set (246 MB in
+# double) under ulimit -d 330 MiB (480), about 180 MiB of it the process and OpenBLAS's
+# buffer, where two copies would not fit.
+$PY - <<'EOF' || exit 1
+import h5py, numpy as np
+with h5py.File("block.h5") as f, h5py.File("mid.h5", "w") as g:
+    g["X"], g["y"] = np.tile(f["X"][:], (30, 1)), np.tile(f["y"][:], 30)
+EOF
+[ "$("$BP" --version | grep -c double)" = 1 ] && own=480 || own=330 # the double build's rows are twice as wide
+check "replicated at 2 ranks, each within its own ulimit -d" bash -c "ulimit -d $((own * 1024)) && OMP_NUM_THREADS=1 timeout -k 5 120 mpirun --oversubscribe -np 2 '$BP' train p.ini --set data.train=$T/mid.h5 --set data.limit=1000 --set data.validation_split=0 --set data.test= --set data.placement=replicated --set network.layers=1024,20,10 --set train.epochs=1 --set checkpoint.dir=mid"
+rm -f mid.h5
 # Loaded whole, rows that the limit cannot hold are refused before any is read: 781 MiB
 # declared (a chunked /X of 200000 x 1024, never written) against what ulimit -d leaves.
 $PY - <<'EOF' || exit 1

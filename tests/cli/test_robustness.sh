@@ -269,11 +269,22 @@ fi
 # Under a memory limit too small for OpenBLAS's work buffer (which Debian 12's OpenBLAS
 # would retry forever, deaf to SIGTERM), each command that multiplies says so at once.
 limited() { bash -c "ulimit -d $((100 * 1024)) && OMP_NUM_THREADS=1 exec timeout -k 5 60 '$BP' $*"; }
-buffer='OpenBLAS needs a 128 MiB work buffer for each of its threads \([0-9]+ here\), which this process.s memory limits \(ulimit -v or -d\) leave no room for'
+buffer='OpenBLAS needs a 128 MiB work buffer for its thread, which this process.s memory limits \(ulimit -v or -d\) leave no room for'
 expect "train under ulimit -d 100 MiB: refused, not hung" 2 "$buffer" limited train base.ini --set checkpoint.dir=$T/limited
 expect "eval under ulimit -d 100 MiB" 2 "$buffer" limited eval --checkpoint "$ckpt" --data "$T/good.h5"
 expect "gradcheck under ulimit -d 100 MiB" 2 "$buffer" limited gradcheck base.ini
 [ -e limited ] && bad "a refused train left limited/"
+check "a run with a test set" bp train base.ini --set checkpoint.dir=$T/tested --set data.test=$T/good.h5
+check "plot under ulimit -d 100 MiB: the picture, without the confusion matrix" limited plot tested --out $T/limited.png
+cp "$T/check.out" limited-plot.log
+check "plot says why" grep -Eq "warning: no confusion matrix for tested: $buffer" limited-plot.log
+# With OpenBLAS's threads left to it (lib.sh sets one), its workers would take their
+# buffers as the library loads; under a limit, backprop starts again with one, and the
+# threads it sets later get buffers only where they fit (fewer threads where not all do).
+check "train under ulimit -d 200 MiB, OpenBLAS threads unset" env -u OPENBLAS_NUM_THREADS \
+    bash -c "ulimit -d $((200 * 1024)) && exec timeout -k 5 60 '$BP' train base.ini --set checkpoint.dir=$T/limited2 --set train.threads=2"
+cp "$T/check.out" limited2.log
+check "it trained, with the threads that fit" grep -Eq "over 1 rank x [12] BLAS threads?" limited2.log
 
 # ---- 7. data whose storage does not cover it ----
 $PY - <<'PY'
