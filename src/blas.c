@@ -79,9 +79,9 @@ int bp_blas_setup(int *threads, char *err, size_t errlen)
     int openblas = *threads;
 #endif
     if (memory_limited()) {
-        while (openblas > 1 && !buffers_fit(openblas))
+        while (openblas > 0 && !buffers_fit(openblas))
             openblas--; /* fewer threads, rather than none */
-        if (!buffers_fit(openblas))
+        if (openblas == 0)
             return bp__fail(err, errlen, BP_EINVAL,
                             "OpenBLAS needs a 128 MiB work buffer for its thread, which this "
                             "process's memory limits (ulimit -v or -d) leave no room for");

@@ -166,7 +166,6 @@ static int run(int argc, char **argv, int predict)
     status = bp_cli_agree(&comm, rc < 0 ? bp_cli_setup_status(rc) : 0, err);
     if (status)
         goto cleanup;
-    /* Rows read in place are checked as they are read: NaN there is bad input all the same. */
     const bp_dataset *ds = &src.ds;
     if (predict) {
         /* Output files are rank 0's; other ranks have nothing to add. */

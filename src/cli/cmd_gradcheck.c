@@ -131,10 +131,10 @@ static int check(const bp_comm *comm, const gc_args *a, char *err, size_t len)
     int rc = bp_config_load(&cfg, a->config, a->sets, a->nsets, err, len);
     if (rc == 0)
         bp_comm_watch(comm, cfg.comm_timeout, NULL, NULL); /* a thread already runs: no error */
-    /* [train] threads, as train takes it */
-    int threads = rc == 0 && cfg.threads ? cfg.threads : bp_auto_threads(comm);
-    if (rc == 0)
+    if (rc == 0) {                                         /* [train] threads, as train takes it */
+        int threads = cfg.threads ? cfg.threads : bp_auto_threads(comm);
         rc = bp_blas_setup(&threads, err, len);
+    }
     if (rc == 0 &&
         (rc = bp_net_create(&net, cfg.nsizes, cfg.sizes, cfg.hidden, cfg.output, cfg.cost)) == 0)
         rc = bp_dataset_load(&ds, cfg.train, cfg.train_labels[0] ? cfg.train_labels : NULL,
