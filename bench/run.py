@@ -68,17 +68,18 @@ progress = off
 """)
 
 
-def backprop(args, name, ranks, threads, tmp, precision="float"):
-    """samples/s over epochs 2.. (epoch 1 is the warm-up), peak RSS per rank, exchange %."""
+def backprop(args, name, ranks, threads, tmp, precision="float", gemm=None):
+    """samples/s over epochs 2.. (epoch 1 is the warm-up), peak RSS per rank, exchange %.
+    gemm: BACKPROP_GEMM for the run (openblas, onednn), else the build's own choice."""
     def train(epochs, tag):
-        tag = f"{tag}-{precision}"
+        tag = f"{tag}-{precision}-{gemm or 'auto'}"
         ini, rundir = f"{tmp}/{name}-{tag}.ini", f"{tmp}/{name}-{tag}"
         config(ini, name, rundir, epochs)
         bind = "core" if threads == 1 else "none"  # a rank's threads need cores of their own
         cmd = ["mpirun", "--oversubscribe", "--bind-to", bind, "-np", str(ranks)] + MCA + [
                "/usr/bin/time", "-f", "maxrss_kb %M", args.backprop, "train", ini,
                "--set", f"train.threads={threads}", "--set", f"train.precision={precision}"]
-        out = run(cmd)
+        out = run(cmd, {"BACKPROP_GEMM": gemm} if gemm else None)
         with open(f"{rundir}/metrics.csv") as f:
             rows = list(csv.DictReader(f))
         return out, rows
@@ -92,8 +93,9 @@ def backprop(args, name, ranks, threads, tmp, precision="float"):
     # mpirun can drop a rank's last line of output at exit: then the RSS is unknown.
     rss = max((int(v) / 1024 for v in re.findall(r"maxrss_kb (\d+)", out)), default=None)
     kernel = re.search(r"OpenBLAS (\S+) kernel", out).group(1)
+    libs = re.search(r"^BLAS: (.*?);", out, re.M).group(1)
     return dict(step_time(out), rate=N_TRAIN * len(timed) / seconds, seconds=seconds, rss_mb=rss,
-                kernel=kernel, train_cost=[float(r["train_cost"]) for r in rows])
+                kernel=kernel, libs=libs, train_cost=[float(r["train_cost"]) for r in rows])
 
 
 def step_time(out):
@@ -143,10 +145,17 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--only", default="W1,W2,W3")
     p.add_argument("--bf16", action="store_true",
-                   help="also [train] precision = bf16 and PyTorch's bf16 autocast, 1 x 1")
+                   help="also [train] precision = bf16 and PyTorch's bf16 autocast, 1 x 1, "
+                        "where the CPU has bf16 instructions (skipped, and said, where not)")
     args = p.parse_args()
+    if args.bf16 and cpu_bf16() == "none":
+        print("bf16: skipped, this CPU has neither amx_bf16 nor avx512_bf16", flush=True)
+        args.bf16 = False
+        args.bf16_skipped = True
+    else:
+        args.bf16_skipped = False
     default_kernel = os.environ.get("OPENBLAS_CORETYPE", "")
-    results, torch, bf16 = {}, {}, {}
+    results, torch, bf16, kernels = {}, {}, {}, {}
     # The peak is the best sgemm seen in the run, measured after each workload: a slow spell
     # of this shared machine lowers a peak measured in it as much as the training in it, and
     # the best of several is the conservative denominator.
@@ -164,6 +173,12 @@ def main():
                     print(f"{name}: PyTorch {'DDP 2 x 1' if ddp else f'{threads} thread(s)'}, "
                           f"{label} kernel", flush=True)
                     torch[name, label, key] = torch_rate(args, name, 1 if ddp else threads, core, ddp)
+            # The kernel choice (src/blas.c): the same 1 x 1 run with every large product
+            # on each library, against the build's own choice measured above.
+            if "oneDNN" in results[name, 1, 1]["libs"]:
+                for gemm in ("openblas", "onednn"):
+                    print(f"{name}: backprop 1 x 1, BACKPROP_GEMM={gemm}", flush=True)
+                    kernels[name, gemm] = backprop(args, name, 1, 1, tmp, gemm=gemm)["rate"]
             if name == "W1":
                 torch[name, "numpy", 1] = torch_rate(args, name, 1, default_kernel, numpy=True)
             if args.bf16:
@@ -177,7 +192,7 @@ def main():
         allreduce = {label: allreduce_us(args, mca) for label, mca in (("default", []), ("tuned", MCA))}
         same = same_seed(args, tmp, default_kernel) if args.same_seed else None
         main_job = main_job_accuracy(args, tmp) if args.bf16 else None
-    write_report(args, results, torch, peaks, kernel, default_kernel, allreduce, same)
+    write_report(args, results, torch, peaks, kernel, default_kernel, allreduce, same, kernels)
     if args.bf16:
         write_bf16(args, results, bf16, torch, main_job)
 
@@ -263,7 +278,7 @@ def allreduce_us(args, mca):
     return [float(line.split()[1]) for line in out.splitlines() if re.match(r"^\d+ [0-9.]+$", line)]
 
 
-def write_report(args, results, torch, peaks, kernel, default_kernel, allreduce, same):
+def write_report(args, results, torch, peaks, kernel, default_kernel, allreduce, same, kernels):
     lines = [
         "# Benchmarks",
         "",
@@ -301,6 +316,21 @@ def write_report(args, results, torch, peaks, kernel, default_kernel, allreduce,
             f"{100 * gflops / peak:.0f} % | {rss} | {share} | "
             f"{label}{tdef:,.0f} | {label}{tsame:,.0f} | {r['rate'] / tdef:.2f} | "
             f"{r['rate'] / tsame:.2f} |")
+    if kernels:
+        lines += ["", "Which library runs the large products (src/blas.c chooses by CPU family: "
+                  "oneDNN where the CPU has AVX-512, OpenBLAS where it has only AVX2; "
+                  "`BACKPROP_GEMM=openblas` or `=onednn` forces one). 1 rank x 1 thread, "
+                  f"samples/s, this CPU: {results[next(iter(results))]['libs']}:", "",
+                  "| workload | default | all on OpenBLAS | large on oneDNN | default / best | "
+                  "default / PyTorch (default kernel) |", "|---|---|---|---|---|---|"]
+        for name in dict.fromkeys(k[0] for k in kernels):
+            d = results[name, 1, 1]["rate"]
+            ob, od = kernels[name, "openblas"], kernels[name, "onednn"]
+            lines.append(f"| {name} | {d:,.0f} | {ob:,.0f} | {od:,.0f} | {d / max(d, ob, od):.2f} | "
+                         f"{d / torch[name, 'default', 1]:.2f} |")
+    if args.bf16_skipped:
+        lines += ["", "bf16: not measured, this CPU has no bf16 instructions (neither "
+                  "amx_bf16 nor avx512_bf16)."]
     lines += ["", "Where a step's time goes: milliseconds per step on rank 0, over the whole run "
               "(the trainer's `step time` line, warm-up epoch included; the exchange is the "
               "part the step waited for, waiting for the slower rank included; on one node "

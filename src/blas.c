@@ -222,12 +222,45 @@ static int matmul(int ta, int tb, int m, int n, int k, dnnl_data_type_t in, cons
 }
 #endif
 
+static int has_avx512(void);
+
+/* Which library runs the large products, by CPU family. Every row was measured on that
+ * family, 1 rank x 1 thread, samples/s of W3 (784-2048-2048-10, batch 256) with large
+ * products on oneDNN 2.6.3 against all on OpenBLAS 0.3.21:
+ *   AVX-512 (Zen 5, OpenBLAS SkylakeX)                  oneDNN ahead (the tables above)
+ *   AVX-512 + AMX (Intel Xeon, OpenBLAS Cooperlake)     oneDNN ahead (docs/benchmarks.md)
+ *   AVX2 only (Zen 3, OpenBLAS Zen)                     1,354 against 2,401: OpenBLAS
+ * oneDNN 2.6's AVX2 matmul and sgemm kernels trail OpenBLAS's Haswell/Zen ones by almost
+ * half, its AVX-512 ones lead. A table rather than a start-up calibration: a calibration
+ * would time both libraries on a shared, noisy machine and could pick differently from one
+ * run to the next, and the library a product runs on decides its rounding, so two runs of
+ * the same config would no longer agree bit for bit. The table gives one answer per CPU.
+ * BACKPROP_GEMM=openblas or =onednn overrides it (for scripts/bench.sh's comparison). */
+int bp__large_on_onednn(const char *want, int avx512)
+{
+    if (want && strcmp(want, "openblas") == 0)
+        return 0;
+    if (want && strcmp(want, "onednn") == 0)
+        return 1;
+    return avx512;
+}
+
+#ifdef BACKPROP_ONEDNN
+static int large_on_onednn(void)
+{
+    static int choice = -1; /* one answer for the process: it decides every product's bits */
+    if (choice < 0)
+        choice = bp__large_on_onednn(getenv("BACKPROP_GEMM"), has_avx512());
+    return choice;
+}
+#endif
+
 void bp__gemm(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int m, int n, int k, bp_real alpha,
               const bp_real *A, int lda, const bp_real *B, int ldb, bp_real beta, bp_real *C,
               int ldc)
 {
 #ifdef BACKPROP_ONEDNN
-    if ((double)m * n * k >= BP_ONEDNN_MIN_MACS) {
+    if ((double)m * n * k >= BP_ONEDNN_MIN_MACS && large_on_onednn()) {
         if (ta == CblasNoTrans && tb == CblasTrans && alpha == 1 && beta == 0 &&
             matmul(0, 1, m, n, k, dnnl_f32, A, lda, B, ldb, C, ldc) == 0)
             return;
@@ -371,7 +404,10 @@ int bp__gemm_bf16(int ta, int tb, int m, int n, int k, const bp_bf16 *A, int lda
 const char *bp_gemm_libraries(void)
 {
 #ifdef BACKPROP_ONEDNN
-    return "oneDNN (large products: matmul forward, sgemm backward) + OpenBLAS";
+    if (large_on_onednn())
+        return "oneDNN (large products: matmul forward, sgemm backward) + OpenBLAS";
+    return has_avx512() ? "OpenBLAS (BACKPROP_GEMM=openblas; oneDNN built in)"
+                        : "OpenBLAS (this CPU has no AVX-512: oneDNN's AVX2 kernels are slower)";
 #else
     return "OpenBLAS";
 #endif

@@ -14,6 +14,11 @@ void bp_set_blas_threads(int threads);
  * buffer is taken. 0, or BP_EINVAL with the reason in err when not even one fits. */
 int bp_blas_setup(int *threads, char *err, size_t errlen);
 
+/* Whether products of a million multiply-adds or more go to oneDNN (1) or OpenBLAS (0), in
+ * a build with oneDNN: `want` is BACKPROP_GEMM ("openblas", "onednn", else the table),
+ * avx512 whether the CPU has AVX-512 (oneDNN's kernels lead there, trail on AVX2 alone). */
+int bp__large_on_onednn(const char *want, int avx512);
+
 /* Which libraries run the matrix products, for the log. */
 const char *bp_gemm_libraries(void);
 

@@ -85,6 +85,7 @@ learning_rate = 0.2
 lambda = 0.5
 momentum = 0.9
 seed = 11
+threads = 1                       ; the bits depend on the threads per rank too
 
 [checkpoint]
 every_epochs = 0
