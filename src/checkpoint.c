@@ -32,6 +32,11 @@
 #define FNV_OFFSET 1469598103934665603ULL
 /* Bounds the 'layers' attribute of a file we did not write before anything is sized by it. */
 #define MAX_SIZES 1024
+/* The most epochs a config can ask for ([train] epochs), and the most steps or examples a
+ * double holds exactly (the metrics table, Adam's step count): a counter beyond them was
+ * not written by a run, and arithmetic on it could overflow. */
+#define MAX_EPOCHS 1000000000LL
+#define MAX_COUNT 9007199254740992LL
 
 const char *const bp_metric_columns[NCOLS] = {
     "epoch",        "step",      "train_cost",    "train_accuracy", "val_cost",
@@ -39,6 +44,7 @@ const char *const bp_metric_columns[NCOLS] = {
 static const char *const train_int_names[3] = {"epoch", "batch_in_epoch", "global_step"};
 static const char *const train_real_names[5] = {"elapsed_s", "epoch_cost_sum", "epoch_correct",
                                                 "epoch_seen", "epoch_train_s"};
+static const char *const train_shape_names[2] = {"n_train", "batch_size"};
 
 /* The params-shaped buffers stored layer by layer: the group, then the names standing for
  * W and b in it. */
@@ -238,6 +244,12 @@ static int write_train(hid_t file, const bp_train_state *st)
         rc = bp__h5_write_attr(train, "rng_state", H5T_STD_U64LE, H5T_NATIVE_UINT64, 4, st->rng.s);
     if (rc == 0)
         rc = bp__h5_write_attr(train, "ranks", H5T_STD_I32LE, H5T_NATIVE_INT, 0, &st->ranks);
+    /* Unknown (0) is left out, as in files from before they were stored. */
+    const int64_t shape[2] = {st->n_train, st->batch_size};
+    for (int i = 0; rc == 0 && i < 2; i++)
+        if (shape[i] > 0)
+            rc = bp__h5_write_attr(train, train_shape_names[i], H5T_STD_I64LE, H5T_NATIVE_INT64, 0,
+                                   &shape[i]);
     if (rc == 0)
         rc = write_metrics(train, st);
     if (rc == 0 && st->best_params) { /* early stopping's counters; its weights: below */
@@ -455,6 +467,52 @@ static int open_checkpoint(ck_reader *r)
     r->file = H5Fopen(r->path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (r->file < 0)
         return refuse(r, BP_EFORMAT, "cannot open as HDF5 (truncated or corrupted file)");
+    return 0;
+}
+
+/* What a link visit found that is not stored in the file itself. */
+typedef struct {
+    const char *what;
+    char name[160];
+} foreign_object;
+
+static herr_t find_foreign(hid_t group, const char *name, const H5L_info_t *info, void *data)
+{
+    foreign_object *f = data;
+    if (info->type == H5L_TYPE_HARD) {
+        hid_t obj = H5Oopen(group, name, H5P_DEFAULT);
+        if (obj < 0)
+            return -1;
+        hid_t dcpl = H5Iget_type(obj) == H5I_DATASET ? H5Dget_create_plist(obj) : H5I_INVALID_HID;
+        if (dcpl >= 0 && H5Pget_layout(dcpl) == H5D_VIRTUAL)
+            f->what = "a virtual dataset (its values live in other files)";
+        else if (dcpl >= 0 && H5Pget_external_count(dcpl) != 0)
+            f->what = "a dataset stored in external raw files";
+        bp__h5_close(dcpl);
+        H5Oclose(obj);
+    } else {
+        f->what = info->type == H5L_TYPE_SOFT       ? "a soft link"
+                  : info->type == H5L_TYPE_EXTERNAL ? "an external link to another file"
+                                                    : "a user-defined link";
+    }
+    if (f->what)
+        snprintf(f->name, sizeof(f->name), "/%s", name);
+    return f->what ? 1 : 0;
+}
+
+/* Everything a checkpoint holds must be in the file: a link or a dataset whose values
+ * come from elsewhere would resume (or evaluate) weights that the file does not contain
+ * and its checksums do not cover. */
+static int refuse_foreign(const ck_reader *r)
+{
+    foreign_object f = {NULL, ""};
+    herr_t rc = H5Lvisit(r->file, H5_INDEX_NAME, H5_ITER_NATIVE, find_foreign, &f);
+    if (f.what)
+        return refuse(r, BP_EFORMAT,
+                      "%s is %s; a checkpoint holds everything in its own file (refused)", f.name,
+                      f.what);
+    if (rc < 0)
+        return refuse(r, BP_EFORMAT, "cannot list its objects (file corrupted)");
     return 0;
 }
 
@@ -775,10 +833,22 @@ static int read_metrics(const ck_reader *r, bp_train_state *st)
         goto cleanup;
     }
     st->nmetrics = dims[0];
-    for (size_t i = 0; i < st->nmetrics && rc == 0; i++)
-        if (doubles_to_metrics(rows + i * NCOLS, &st->metrics[i]) < 0)
+    if (dims[0] > (hsize_t)st->epoch) {
+        rc = refuse(r, BP_EFORMAT, "/train/metrics has %llu rows for %ld epochs (file corrupted)",
+                    (unsigned long long)dims[0], st->epoch);
+        goto cleanup;
+    }
+    for (size_t i = 0; i < st->nmetrics && rc == 0; i++) {
+        bp_metrics_row *m = &st->metrics[i];
+        if (doubles_to_metrics(rows + i * NCOLS, m) < 0)
             rc = refuse(r, BP_EFORMAT,
                         "/train/metrics row %zu: epoch and step must be whole numbers", i);
+        else if (m->epoch < 1 || m->epoch > st->epoch || m->step < 0 || m->step > st->global_step)
+            rc = refuse(r, BP_EFORMAT,
+                        "/train/metrics row %zu: epoch %ld, step %ld is beyond where the run "
+                        "stands (epoch %ld, global step %ld; file corrupted)",
+                        i, m->epoch, m->step, st->epoch, st->global_step);
+    }
 cleanup:
     bp__free(rows);
     bp__h5_close(space);
@@ -804,6 +874,12 @@ static int read_early_stopping(const ck_reader *r, bp_checkpoint *ck)
     bp__h5_close(train);
     if (!has || rc < 0)
         return rc;
+    if (ints[0] < 0 || ints[0] > st->epoch || ints[1] < 0 || ints[1] > st->epoch || ints[2] < 0 ||
+        ints[2] > 1)
+        return refuse(r, BP_EFORMAT,
+                      "/train: early stopping's best_epoch = %lld, bad_epochs = %lld, "
+                      "stopped_early = %lld do not fit epoch %ld (file corrupted)",
+                      (long long)ints[0], (long long)ints[1], (long long)ints[2], st->epoch);
     st->best_epoch = (long)ints[0], st->bad_epochs = (long)ints[1];
     st->stopped_early = (int)ints[2];
     st->best_params = bp__calloc(ck->net.nparams, sizeof(bp_real));
@@ -813,9 +889,41 @@ static int read_early_stopping(const ck_reader *r, bp_checkpoint *ck)
                        st->best_params);
 }
 
-static int read_train(const ck_reader *r, bp_train_state *st)
+/* Where the run stands must be a place a run can reach: each counter within what the code
+ * computes with, and consistent with the others. lbfgs's epochs are iterations, whose
+ * steps (cost evaluations) are not bounded by the batches of an epoch. */
+static int check_position(const ck_reader *r, const int64_t *v, const int64_t *shape, int ranks,
+                          int lbfgs)
 {
-    int64_t ints[3];
+    long long epoch = v[0], batch = v[1], step = v[2], n = shape[0], B = shape[1];
+    if (epoch < 0 || epoch > MAX_EPOCHS)
+        return refuse(r, BP_EFORMAT, "/train: epoch = %lld is out of range (0 to %lld)", epoch,
+                      MAX_EPOCHS);
+    if (step < 0 || step > MAX_COUNT)
+        return refuse(r, BP_EFORMAT, "/train: global_step = %lld is out of range (0 to %lld)", step,
+                      MAX_COUNT);
+    if (batch < 0 || batch > step - epoch)
+        return refuse(r, BP_EFORMAT,
+                      "/train: batch_in_epoch = %lld after %lld epochs does not fit global_step = "
+                      "%lld (every epoch takes a step; file corrupted)",
+                      batch, epoch, step);
+    if (ranks < 1)
+        return refuse(r, BP_EFORMAT, "/train: ranks = %d is out of range (at least 1)", ranks);
+    if (n < 0 || n > MAX_COUNT || B < 0 || B > MAX_COUNT)
+        return refuse(r, BP_EFORMAT, "/train: n_train = %lld or batch_size = %lld is out of range",
+                      n, B);
+    long long steps = n > 0 && B > 0 ? (n + B - 1) / B : 0;
+    if (!lbfgs && steps > 0 && batch >= steps)
+        return refuse(r, BP_EFORMAT,
+                      "/train: batch_in_epoch = %lld, but an epoch of %lld examples in batches of "
+                      "%lld has %lld steps (file corrupted)",
+                      batch, n, B, steps);
+    return 0;
+}
+
+static int read_train(const ck_reader *r, bp_train_state *st, int lbfgs)
+{
+    int64_t ints[3], shape[2] = {0, 0};
     double reals[5];
     const char *bad = NULL;
     hid_t train = H5Gopen2(r->file, "/train", H5P_DEFAULT);
@@ -833,9 +941,18 @@ static int read_train(const ck_reader *r, bp_train_state *st)
         bad = "rng_state";
     if (!bad && bp__h5_read_attr(train, "ranks", H5T_NATIVE_INT, 1, &st->ranks) < 0)
         bad = "ranks";
+    for (int i = 0; i < 2 && !bad; i++) /* optional: files from before lack them */
+        if (H5Aexists(train, train_shape_names[i]) > 0 &&
+            bp__h5_read_attr(train, train_shape_names[i], H5T_NATIVE_INT64, 1, &shape[i]) < 0)
+            bad = train_shape_names[i];
     bp__h5_close(train);
     if (bad)
         return refuse(r, BP_EFORMAT, "/train attribute '%s' is missing or malformed", bad);
+    int rc = check_position(r, ints, shape, st->ranks, lbfgs);
+    if (rc < 0)
+        return rc;
+    st->n_train = (long)shape[0];
+    st->batch_size = (long)shape[1];
     st->epoch = (long)ints[0];
     st->batch_in_epoch = (long)ints[1];
     st->global_step = (long)ints[2];
@@ -873,9 +990,11 @@ static int read_checkpoint(const char *path, bp_checkpoint *ck, char *err, size_
     if (rc == 0)
         rc = read_header(&r, ck);
     if (rc == 0)
+        rc = refuse_foreign(&r);
+    if (rc == 0)
         rc = read_model(&r, ck);
     if (rc == 0)
-        rc = read_train(&r, &ck->state);
+        rc = read_train(&r, &ck->state, strcmp(ck->optimizer, "lbfgs") == 0);
     if (rc == 0)
         rc = read_early_stopping(&r, ck);
     if (rc == 0)

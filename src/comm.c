@@ -303,6 +303,18 @@ int bp_comm_same(const bp_comm *comm, uint64_t value)
     return r[0] == value && r[1] == ~value;
 }
 
+int bp_comm_bcast(const bp_comm *comm, void *buf, size_t bytes)
+{
+    if (comm->size == 1)
+        return 0;
+    if (bytes > INT_MAX)
+        return BP_EINVAL;
+    enter("the broadcast of rank 0's config and data");
+    int rc = MPI_Bcast(buf, (int)bytes, MPI_BYTE, 0, world);
+    leave();
+    return rc == MPI_SUCCESS ? 0 : BP_ECOMM;
+}
+
 /* ---- one copy of the data per node ---- */
 
 struct bp_shared {

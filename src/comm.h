@@ -27,6 +27,10 @@ int bp_comm_agree(const bp_comm *comm, int value, int *max, int *who);
  * failed. */
 int bp_comm_same(const bp_comm *comm, uint64_t value);
 
+/* Rank 0's bytes of buf, sent to every rank (the others' buf is overwritten): what a rank
+ * compares with its own to find what differs. 0, or BP_ECOMM. */
+int bp_comm_bcast(const bp_comm *comm, void *buf, size_t bytes);
+
 /* Node-shared memory: one copy of the data per node (MPI-3 shared windows over the ranks
  * that share memory, whether or not the gradient exchange treats them as one node). */
 typedef struct bp_shared bp_shared;

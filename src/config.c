@@ -52,6 +52,8 @@ const char *const bp_lr_schedule_names[4] = {"constant", "step", "cosine", "inve
 const char *const bp_optimizer_names[3] = {"sgd", "adam", "lbfgs"};
 const char *const bp_placement_names[4] = {"auto", "replicated", "node", "stream"};
 
+#define BP_MIN_COMM_TIMEOUT 1.0 /* seconds; below it, [comm] timeout is refused */
+
 #define OFF(f) offsetof(bp_config, f)
 static const key_spec keys[] = {
     {"data", "train", K_PATH, OFF(train), 0, 0, NULL, 1, NULL},
@@ -103,7 +105,8 @@ static const key_spec keys[] = {
     {"checkpoint", "every_seconds", K_REAL, OFF(every_seconds), 0, 1e9, "0 (off) to 1e9 seconds", 0,
      "0"},
     {"checkpoint", "keep", K_LONG, OFF(keep), 0, 1e9, NULL, 0, "3"},
-    {"comm", "timeout", K_REAL, OFF(comm_timeout), 0, 1e9, "0 (off) to 1e9 seconds", 0, "300"},
+    {"comm", "timeout", K_REAL, OFF(comm_timeout), 0, 1e9, "0 (off), or 1 to 1e9 seconds", 0,
+     "300"},
     {"comm", "overlap", K_BOOL, OFF(overlap), 0, 0, NULL, 0, "true"},
     {"comm", "dtype", K_DTYPE, OFF(comm_bf16), 0, 0, NULL, 0, "float"},
     {"comm", "bucket_mb", K_REAL, OFF(bucket_mb), 0.001, 1024, "0.001 to 1024", 0, "4"},
@@ -485,6 +488,12 @@ static int apply_set(parse_ctx *ctx, const char *set)
                 find_section(section) < 0 ? section : name, section);
         return -1;
     }
+    /* As a file may not set a key twice: which of two values was meant is not ours to
+     * guess. */
+    if (ctx->key_line[i] < 0) {
+        fail_at(ctx, 0, "[%s] %s is set twice on the command line", section, name);
+        return -1;
+    }
     ctx->key_line[i] = -1; /* set, and not on any line of the file */
     if (!eq[1] && (keys[i].type != K_PATH || keys[i].required)) {
         fail_at(ctx, 0, "[%s] %s: empty value", section, name);
@@ -564,6 +573,16 @@ static int finish(parse_ctx *ctx, const char *file)
                 "[train] lr_schedule = %s: lbfgs finds each step by a line search (use sgd or "
                 "adam for a schedule)",
                 bp_lr_schedule_names[cfg->lr_schedule]);
+        return BP_EINVAL;
+    }
+    /* The watchdog (src/comm.c) looks every 0.1 s and lets ranks report 0.2 s apart: a
+     * limit under a second would be missed by that much, and met by a busy node's
+     * scheduling alone. */
+    if (cfg->comm_timeout > 0 && cfg->comm_timeout < BP_MIN_COMM_TIMEOUT) {
+        fail_at(ctx, line_of(ctx, "comm", "timeout"),
+                "[comm] timeout: %g s is below the %g s the watchdog can honour (0 turns it "
+                "off)",
+                cfg->comm_timeout, BP_MIN_COMM_TIMEOUT);
         return BP_EINVAL;
     }
     if (cfg->validation[0] && cfg->validation_split) {

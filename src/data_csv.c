@@ -1,4 +1,9 @@
-/* CSV for convert: one example per line, comma-separated numbers, an optional header. */
+/* CSV for convert: one example per line, comma-separated numbers, an optional header.
+ *
+ * The header rule: the first line that is not blank is a header when none of its fields is
+ * a number; any other line is data. A first row with a quoted, empty or NA field is data
+ * that is refused with the reason, never dropped as a header. A field may be quoted
+ * ("1.5"); lines end in \n, \r\n or a lone \r (old Mac exports). */
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -33,18 +38,20 @@ static csv_cursor csv_begin(const char *buf, size_t size)
     return (csv_cursor){buf + bom, buf + size, 0};
 }
 
-/* The next line without its \n or \r\n, and its length; NULL at the end. */
+/* The next line without its \n, \r\n or \r, and its length; NULL at the end. */
 static const char *csv_next(csv_cursor *c, size_t *len)
 {
     if (c->p >= c->end)
         return NULL;
-    const char *line = c->p;
-    const char *nl = memchr(line, '\n', (size_t)(c->end - line));
-    const char *stop = nl ? nl : c->end;
-    c->p = nl ? nl + 1 : c->end;
+    const char *line = c->p, *stop = line;
+    while (stop < c->end && *stop != '\n' && *stop != '\r')
+        stop++;
+    c->p = stop;
+    if (c->p < c->end && *c->p == '\r')
+        c->p++;
+    if (c->p < c->end && *c->p == '\n')
+        c->p++;
     c->lineno++;
-    if (stop > line && stop[-1] == '\r')
-        stop--;
     *len = (size_t)(stop - line);
     return line;
 }
@@ -63,19 +70,47 @@ static const char *field_end(const char *s, const char *end)
     return comma ? comma : end;
 }
 
-/* Parses [s, e) as one number with optional spaces around it. strtod cannot run past e:
- * the byte there is a comma, a line end, a space or the buffer's final NUL. */
+/* [s, e) without the spaces around it, and then without one pair of double quotes. */
+static void trim_field(const char **s, const char **e)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        while (*s < *e && isspace((unsigned char)**s))
+            (*s)++;
+        while (*e > *s && isspace((unsigned char)(*e)[-1]))
+            (*e)--;
+        if (pass == 0 && *e - *s >= 2 && **s == '"' && (*e)[-1] == '"')
+            (*s)++, (*e)--;
+        else
+            break;
+    }
+}
+
+/* Parses [s, e) as one number with optional spaces and quotes around it. strtod cannot
+ * run past e: the byte there is a comma, a quote, a line end, a space or the buffer's
+ * final NUL. */
 static int parse_number(const char *s, const char *e, double *v)
 {
-    while (s < e && isspace((unsigned char)*s))
-        s++;
-    while (e > s && isspace((unsigned char)e[-1]))
-        e--;
+    trim_field(&s, &e);
     if (s == e)
         return -1;
     char *stop = NULL;
     *v = strtod(s, &stop);
     return stop == e ? 0 : -1;
+}
+
+/* The header rule (at the top): no field of the line is a number. */
+static int is_header(const char *line, size_t len)
+{
+    const char *s = line, *end = line + len;
+    for (;; s++) {
+        const char *e = field_end(s, end);
+        double v;
+        if (parse_number(s, e, &v) == 0)
+            return 0;
+        if (e == end)
+            return 1;
+        s = e;
+    }
 }
 
 /* The whole file in one zeroed buffer with a NUL after it, so both passes read memory. */
@@ -119,8 +154,7 @@ static int csv_scan(const char *buf, size_t size, csv_shape *sh, const char *pat
         size_t fields = 1;
         for (size_t i = 0; i < len; i++)
             fields += line[i] == ',';
-        double v;
-        if (sh->rows == 0 && !sh->header && parse_number(line, field_end(line, line + len), &v)) {
+        if (sh->rows == 0 && !sh->header && is_header(line, len)) {
             sh->header = c.lineno;
             continue;
         }
@@ -134,6 +168,10 @@ static int csv_scan(const char *buf, size_t size, csv_shape *sh, const char *pat
         }
         sh->rows++;
     }
+    if (sh->rows == 0 && sh->header)
+        return bp__fail(err, errlen, BP_EFORMAT,
+                        "%s: no data rows (line %zu has no number in it: it is the header)", path,
+                        sh->header);
     if (sh->rows == 0)
         return bp__fail(err, errlen, BP_EFORMAT, "%s: no data rows", path);
     return 0;

@@ -165,7 +165,41 @@ static const char *h5_foreign_storage(const h5_var *v)
     return kind;
 }
 
-/* After the shape checks: the dataset's storage is in the file, consistent and complete. */
+/* Every filter of a compressed dataset must be one this HDF5 can decode: otherwise the
+ * read fails with nothing to say why, and a damaged file is suspected wrongly. The name is
+ * the file's (h5py writes "lzf"); the id says which filter it is where that is empty. */
+static int h5_check_filters(const h5_var *v, const char *name, const char *path, char *err,
+                            size_t errlen)
+{
+    hid_t dcpl = H5Dget_create_plist(v->id);
+    int n = dcpl >= 0 ? H5Pget_nfilters(dcpl) : -1, rc = 0;
+    if (n < 0)
+        rc = bp__fail(err, errlen, BP_EFORMAT, "%s: cannot read how %s is stored", path, name);
+    for (int i = 0; i < n && rc == 0; i++) {
+        unsigned flags = 0, config = 0, info = 0, values[8];
+        size_t nvalues = 8;
+        char filter[64] = "";
+        H5Z_filter_t id = H5Pget_filter2(dcpl, (unsigned)i, &flags, &nvalues, values,
+                                         sizeof(filter), filter, &config);
+        if (id < 0) {
+            rc = bp__fail(err, errlen, BP_EFORMAT, "%s: cannot read the filters of %s", path, name);
+        } else if (H5Zfilter_avail(id) <= 0 || H5Zget_filter_info(id, &info) < 0 ||
+                   !(info & H5Z_FILTER_CONFIG_DECODE_ENABLED)) {
+            filter[sizeof(filter) - 1] = 0;
+            rc = bp__fail(err, errlen, BP_EFORMAT,
+                          "%s: %s is compressed with filter %s (id %d), which this HDF5 build "
+                          "cannot decode; store it uncompressed or with gzip (h5py: "
+                          "compression='gzip')",
+                          path, name, filter[0] ? filter : "(unnamed)", (int)id);
+        }
+    }
+    if (dcpl >= 0)
+        H5Pclose(dcpl);
+    return rc;
+}
+
+/* After the shape checks: the dataset's storage is in the file, consistent and complete,
+ * and decodable. */
 static int h5_check_storage(h5_var *v, const char *name, const char *path, char *err, size_t errlen)
 {
     const char *foreign = h5_foreign_storage(v);
@@ -177,6 +211,8 @@ static int h5_check_storage(h5_var *v, const char *name, const char *path, char 
     if (!h5_layout_valid(v))
         return bp__fail(err, errlen, BP_EFORMAT,
                         "%s: %s is damaged (its shape and storage layout disagree)", path, name);
+    if (v->filtered && h5_check_filters(v, name, path, err, errlen) < 0)
+        return BP_EFORMAT;
     if (!h5_fully_written(v))
         return bp__fail(err, errlen, BP_EFORMAT,
                         "%s: %s is incomplete (never fully written, or damaged)", path, name);

@@ -60,6 +60,16 @@ static int idx_read(gzFile gz, unsigned char *buf, size_t len, size_t *got, cons
     return 0;
 }
 
+/* Bytes a text file (a CSV, a config) would start with: printable ASCII, tabs and line
+ * ends, or UTF-8's high bytes. No IDX magic is (its first two bytes are zero). */
+static int is_text(const unsigned char *h, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if ((h[i] < 0x20 && h[i] != '\t' && h[i] != '\n' && h[i] != '\r') || h[i] == 0x7F)
+            return 0;
+    return 1;
+}
+
 /* The magic then ndims big-endian sizes; kind names the file in messages ("image"). */
 static int idx_header(gzFile gz, uint32_t magic, int ndims, size_t *dims, const char *kind,
                       const char *path, char *err, size_t errlen)
@@ -76,7 +86,10 @@ static int idx_header(gzFile gz, uint32_t magic, int ndims, size_t *dims, const 
     if (m != magic)
         return bp__fail(err, errlen, BP_EFORMAT, "%s: not an IDX %s file (magic 0x%08x)%s", path,
                         kind, (unsigned)m,
-                        m == HDF5_MAGIC ? "; it is HDF5: give it a .h5 name" : "");
+                        m == HDF5_MAGIC ? "; it is HDF5: give it a .h5 name"
+                        : is_text(h, 4) ? "; it begins with text: a CSV file goes through "
+                                          "convert into HDF5 first"
+                                        : "");
     rc = idx_read(gz, h, len, &got, path, err, errlen);
     if (rc < 0)
         return rc;
@@ -226,10 +239,16 @@ static int idx_load_labels(bp_dataset *ds, const char *path, const char *images,
 int bp__load_idx(bp_dataset *ds, const char *path, const char *labels_path, int classes, char *err,
                  size_t errlen)
 {
-    if (!labels_path)
+    /* What the file is comes first: a missing file, a directory or a CSV is not IDX
+     * images lacking labels. Which option or key names the labels is the caller's to say. */
+    size_t n, d;
+    int rc = labels_path ? 0 : bp__idx_shape(path, &n, &d, err, errlen);
+    if (rc == 0 && !labels_path)
         return bp__fail(err, errlen, BP_EINVAL,
-                        "%s: IDX images need labels: set train_labels (or --labels)", path);
-    int rc = idx_load_images(ds, path, err, errlen);
+                        "%s: IDX images need their labels (an IDX labels file), and none was given",
+                        path);
+    if (rc == 0)
+        rc = idx_load_images(ds, path, err, errlen);
     if (rc == 0)
         rc = idx_load_labels(ds, labels_path, path, classes, err, errlen);
     return rc;

@@ -51,9 +51,10 @@ void bp__backward_ready(const bp_net *net, bp_workspace *ws, const bp_real *Y, s
 size_t bp__grad_block_rows(const bp_net *net, int l);
 
 /* bp_sgd_step on the parameters at [from, to) of the buffer only (the same expression per
- * element: a step taken in ranges equals one taken whole). */
-void bp__sgd_step_range(const bp_sgd *opt, bp_net *net, const bp_real *grad, bp_real *velocity,
-                        double m, size_t from, size_t to);
+ * element: a step taken in ranges equals one taken whole). 1 when some parameter it
+ * updated is not finite (NaN or infinite: a non-finite gradient leaves one), else 0. */
+int bp__sgd_step_range(const bp_sgd *opt, bp_net *net, const bp_real *grad, bp_real *velocity,
+                       double m, size_t from, size_t to);
 
 /* Adam (Kingma and Ba), with the L2 term lambda/(2n) sum W^2 either coupled (its
  * gradient lambda/n W added to the batch gradient, as in the seeds' cost, before the
@@ -68,9 +69,9 @@ typedef struct {
 /* One Adam step, the t-th (1-based), on the parameters at [from, to): grad is the sum of
  * the gradients over the m examples of the batch; m1 and m2 (params-shaped) are the first
  * and second moments. Per element the same expression whatever the range, as
- * bp__sgd_step_range. */
-void bp__adam_step_range(const bp__adam *opt, bp_net *net, const bp_real *grad, bp_real *m1,
-                         bp_real *m2, double m, long t, size_t from, size_t to);
+ * bp__sgd_step_range, and the same answer: 1 when an updated parameter is not finite. */
+int bp__adam_step_range(const bp__adam *opt, bp_net *net, const bp_real *grad, bp_real *m1,
+                        bp_real *m2, double m, long t, size_t from, size_t to);
 
 /* [train] precision = bf16: gives ws bf16 copies of the products' operands, after which
  * bp_forward and bp_backward (accumulate 0) multiply in bf16 with f32 sums. The weights'
@@ -154,6 +155,10 @@ double bp__memory_available(void);
 /* Refuses, before allocating, what cannot fit: BP_EINVAL with "WHAT need N of memory, but
  * only M is available" when bytes exceed bp__memory_available() or bp__rlimit_room_at(""). */
 int bp__memory_check(double bytes, const char *what, char *err, size_t errlen);
+/* The same against the node's memory and the process's limits alone: for the trainer's
+ * work buffers, which [data] max_memory_mb (the data's budget, set as the ceiling by
+ * bp__place_choose) does not cover. */
+int bp__memory_check_work(double bytes, const char *what, char *err, size_t errlen);
 
 /* "1.5 GiB": bytes for messages, in buf. */
 const char *bp__human_bytes(double bytes, char *buf, size_t len);

@@ -57,6 +57,13 @@ static int measure(const bp_config *c, int classes, data_size *out, char *err, s
         int rc = bp__dataset_shape(paths[s], labels[s], classes, &n, &d, &bytes, err, errlen);
         if (rc < 0)
             return rc;
+        /* A shape that is neither HDF5 nor built in is IDX images': the key that names
+         * their labels is the config's to say (the loader only knows none was given). */
+        static const char *const set_names[BP__SETS] = {"train", "validation", "test"};
+        if (!labels[s][0] && !bp__is_h5_path(paths[s]) && strncmp(paths[s], "builtin:", 8) != 0)
+            return bp__fail(err, errlen, BP_EINVAL,
+                            "%s: IDX images need their labels: set [data] %s_labels", paths[s],
+                            set_names[s]);
         /* Read whole (limit applies after), and validation_split's rows copied out. */
         double row = bytes / (double)n;
         if (s == BP__SET_TRAIN && c->validation_split > 0)

@@ -1,4 +1,5 @@
 /* Predictions to HDF5: the forward pass over a data set, chunk by chunk. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -30,6 +31,21 @@ static herr_t write_rows(hid_t d, hid_t memtype, const void *buf, hsize_t r, hsi
     return e;
 }
 
+/* Finite rows can still overflow the forward pass (relu passes 3e38 on to inf, and
+ * inf - inf is NaN): such outputs are no prediction, and argmax would call them class 0.
+ * A is (rows, k), row `first` of the data its first. */
+static int finite_outputs(const bp_real *A, size_t rows, size_t k, size_t first, char *err,
+                          size_t errlen)
+{
+    for (size_t i = 0; i < rows * k; i++)
+        if (!isfinite(A[i]))
+            return bp__fail(err, errlen, BP_EDIVERGED,
+                            "row %zu: the network's output is %s: the row's values are finite "
+                            "but overflow the model's forward pass",
+                            first + i / k, isnan(A[i]) ? "NaN" : "infinite");
+    return 0;
+}
+
 /* The outputs of every row into the file's datasets. A row that cannot be read (the
  * file cut short, NaN in it) is its reader's code with its reason; anything else HDF5
  * fails at, in a file in memory, is memory. */
@@ -53,7 +69,9 @@ static int write_all(hid_t file, const bp_net *net, bp_workspace *ws, const bp_d
         if (rc < 0)
             break;
         const bp_real *A = bp_forward(net, ws, X, rows);
-        rc = write_rows(out, BP__H5_REAL, A, r, rows, k) < 0 ? BP_ENOMEM : 0;
+        rc = finite_outputs(A, rows, k, r, err, errlen);
+        if (rc == 0)
+            rc = write_rows(out, BP__H5_REAL, A, r, rows, k) < 0 ? BP_ENOMEM : 0;
         if (rc < 0 || k < 2)
             continue;
         for (size_t i = 0; i < rows; i++)

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "fileio.h"
+#include "h5util.h"
 #include "internal.h"
 #include "rundir.h"
 
@@ -102,6 +103,145 @@ static int take_lock(bp__lock *lk, const char *path, int is_dir, char *err, size
     return 0;
 }
 
+static int step_of(const char *name, long *step);
+
+/* The names a run writes in [checkpoint] dir: checkpoints, latest.h5, the step times, the
+ * directory's lock, and temporaries (which it also sweeps). */
+static int is_run_name(const char *name)
+{
+    long step;
+    return strcmp(name, "latest.h5") == 0 || strcmp(name, "step_times.csv") == 0 ||
+           strcmp(name, ".backprop.lock") == 0 || step_of(name, &step) == 0 ||
+           bp__is_temp_name(name);
+}
+
+static int same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
+/* The data files a run reads, with their keys, for the messages. */
+#define NINPUTS 6
+static void inputs_of(const bp_config *c, const char *paths[NINPUTS], const char *keys[NINPUTS])
+{
+    const char *p[NINPUTS] = {c->train, c->train_labels, c->validation, c->validation_labels,
+                              c->test,  c->test_labels};
+    const char *k[NINPUTS] = {"train", "train_labels", "validation", "validation_labels",
+                              "test",  "test_labels"};
+    memcpy(paths, p, sizeof(p));
+    memcpy(keys, k, sizeof(k));
+}
+
+/* "[data] KEY = PATH" of the input that is the file st, or NULL. */
+static const char *input_named(const bp_config *c, const struct stat *st, char *buf, size_t len)
+{
+    const char *paths[NINPUTS], *keys[NINPUTS];
+    inputs_of(c, paths, keys);
+    struct stat in;
+    for (int i = 0; i < NINPUTS; i++)
+        if (paths[i][0] && stat(paths[i], &in) == 0 && same_file(&in, st)) {
+            snprintf(buf, len, "[data] %s = %s", keys[i], paths[i]);
+            return buf;
+        }
+    return NULL;
+}
+
+/* Whether the file at path is empty or starts with the metrics CSV's header: a file the
+ * metrics may replace. */
+static int is_metrics_csv(const char *path)
+{
+    char header[256], head[256];
+    size_t len = 0;
+    for (int i = 0; i < BP_METRIC_COLUMNS; i++)
+        len += (size_t)snprintf(header + len, sizeof(header) - len, "%s%c", bp_metric_columns[i],
+                                i + 1 < BP_METRIC_COLUMNS ? ',' : '\n');
+    int fd = bp__input_open(path, NULL, NULL, 0);
+    if (fd < 0)
+        return 0;
+    ssize_t got = pread(fd, head, len, 0);
+    close(fd);
+    return got == 0 || (got == (ssize_t)len && memcmp(head, header, len) == 0);
+}
+
+/* The metrics CSV is rewritten and appended to in place: it must be a file of its own.
+ * Not a name the run writes in its directory, not an input (under any name), not a
+ * checkpoint, not the step times, and nothing but a metrics CSV (a resume, too, replaces
+ * only what a run wrote). */
+static int check_metrics_path(const bp_config *c, char *err, size_t errlen)
+{
+    char dir[BP_PATH_MAX], input[BP_PATH_MAX + 64];
+    const char *slash = strrchr(c->metrics, '/'), *base = slash ? slash + 1 : c->metrics;
+    struct stat md, cd, st, times;
+    bp__dir_of(c->metrics, dir, sizeof(dir));
+    if (stat(dir, &md) == 0 && stat(c->checkpoint_dir, &cd) == 0 && same_file(&md, &cd) &&
+        is_run_name(base))
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "[log] metrics = %s is %s/%s, a file the run writes itself; name another "
+                        "file",
+                        c->metrics, c->checkpoint_dir, base);
+    if (lstat(c->metrics, &st) != 0)
+        return 0;
+    if (!S_ISREG(st.st_mode))
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "[log] metrics = %s is not a regular file; name a file to write",
+                        c->metrics);
+    if (input_named(c, &st, input, sizeof(input)))
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "[log] metrics = %s is the input %s; name another file", c->metrics, input);
+    if (bp__h5_is_checkpoint(c->metrics))
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "[log] metrics = %s is a checkpoint; the metrics never replace one, name "
+                        "another file",
+                        c->metrics);
+    char path[BP_PATH_MAX + 32];
+    snprintf(path, sizeof(path), "%s/step_times.csv", c->checkpoint_dir);
+    if (stat(path, &times) == 0 && same_file(&times, &st))
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "[log] metrics = %s is %s, a file the run writes itself; name another "
+                        "file",
+                        c->metrics, path);
+    if (!is_metrics_csv(c->metrics))
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "[log] metrics = %s exists and is not a metrics CSV (its first line is "
+                        "not the header); name another file, or remove it",
+                        c->metrics);
+    return 0;
+}
+
+/* What the run replaces in [checkpoint] dir (checkpoints, latest.h5, the step times) must
+ * not be one of its inputs, under any name; the step times must be a file, and not a
+ * checkpoint. */
+static int check_dir_outputs(const bp_config *c, char *err, size_t errlen)
+{
+    DIR *d = opendir(c->checkpoint_dir);
+    if (!d)
+        return 0; /* check_writable made it: a directory that vanished fails at the write */
+    struct dirent *e;
+    char path[BP_PATH_MAX + 300], input[BP_PATH_MAX + 64];
+    int rc = 0;
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        struct stat st;
+        if (!is_run_name(e->d_name) || strcmp(e->d_name, ".backprop.lock") == 0)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", c->checkpoint_dir, e->d_name);
+        if (stat(path, &st) != 0)
+            continue;
+        if (input_named(c, &st, input, sizeof(input)))
+            rc = bp__fail(err, errlen, BP_EINVAL,
+                          "%s is the input %s, and the run writes that name; move the data out "
+                          "of [checkpoint] dir, or set another dir",
+                          path, input);
+        else if (strcmp(e->d_name, "step_times.csv") == 0 &&
+                 (!S_ISREG(st.st_mode) || bp__h5_is_checkpoint(path)))
+            rc = bp__fail(err, errlen, BP_EINVAL,
+                          "%s is %s, and the run replaces it with its step times; remove it, or "
+                          "set another [checkpoint] dir",
+                          path, S_ISREG(st.st_mode) ? "a checkpoint" : "not a regular file");
+    }
+    closedir(d);
+    return rc;
+}
+
 int bp_rundir_prepare(const bp_config *c, int resuming, bp__lock *dir_lock, bp__lock *metrics_lock,
                       char *err, size_t errlen)
 {
@@ -117,13 +257,13 @@ int bp_rundir_prepare(const bp_config *c, int resuming, bp__lock *dir_lock, bp__
      * name it as its [log] metrics. */
     if (rc == 0)
         rc = take_lock(metrics_lock, c->metrics, 0, err, errlen);
+    /* The same checks fresh or resumed: a resume writes the same files. */
+    if (rc == 0)
+        rc = check_metrics_path(c, err, errlen);
+    if (rc == 0)
+        rc = check_dir_outputs(c, err, errlen);
     if (rc < 0)
         return rc;
-    struct stat st;
-    if (lstat(c->metrics, &st) == 0 && !S_ISREG(st.st_mode))
-        return bp__fail(err, errlen, BP_EINVAL,
-                        "[log] metrics = %s is not a regular file; name a file to write",
-                        c->metrics);
     char latest[BP_PATH_MAX + 16];
     snprintf(latest, sizeof(latest), "%s/latest.h5", c->checkpoint_dir);
     if (!resuming && access(latest, F_OK) == 0)

@@ -40,9 +40,20 @@ int bp_auto_threads(const bp_comm *comm)
     return t < 1 ? 1 : (int)t;
 }
 
+/* "[network] layers = 784,100,10" into buf; its length. */
+static int layers_text(const bp_config *c, char *buf, size_t len)
+{
+    int n = snprintf(buf, len, "[network] layers =");
+    for (int l = 0; l < c->nsizes; l++)
+        n += snprintf(buf + n, len - (size_t)n, "%s%d", l ? "," : " ", c->sizes[l]);
+    return n;
+}
+
 /* Refuses a network that cannot fit before allocating it: parameters, gradient and
- * momentum, and the workspace's activations, pre-activations and deltas for rows rows. */
-static int net_fits(const bp_config *c, size_t rows, char *err, size_t errlen)
+ * momentum, and an evaluation's workspace (activations, pre-activations and deltas of
+ * EVAL_ROWS rows). The batch's part is alloc_buffers', once the data says how many rows a
+ * batch really has. */
+static int net_fits(const bp_config *c, char *err, size_t errlen)
 {
     /* Per parameter: the weights, gradient and momentum; lbfgs adds its vectors (x0, g0, d,
      * g_lo, scratch) and the history's pairs, and rank 0's writer copies them with the
@@ -51,17 +62,131 @@ static int net_fits(const bp_config *c, size_t rows, char *err, size_t errlen)
     double per_param = c->optimizer == BP_OPT_LBFGS ? 3 + (5 + 2 * h) + (5 + 2 * h) : 3;
     double params = 0, units = 0;
     char what[64 + 12 * BP_MAX_LAYERS];
-    int n = snprintf(what, sizeof(what), "[network] layers =");
+    int n = layers_text(c, what, sizeof(what));
     for (int l = 0; l < c->nsizes; l++) {
-        n += snprintf(what + n, sizeof(what) - (size_t)n, "%s%d", l ? "," : " ", c->sizes[l]);
         if (l + 1 < c->nsizes)
             params += (double)c->sizes[l + 1] * ((double)c->sizes[l] + 1);
         units += c->sizes[l];
     }
     snprintf(what + n, sizeof(what) - (size_t)n, ": %.0f parameters, their gradient and %s", params,
              c->optimizer == BP_OPT_LBFGS ? "lbfgs's history" : "momentum");
-    double bytes = (per_param * params + 3 * (double)rows * units) * sizeof(bp_real);
-    return bp__memory_check(bytes, what, err, errlen);
+    double bytes = (per_param * params + 3 * (double)EVAL_ROWS * units) * sizeof(bp_real);
+    return bp__memory_check_work(bytes, what, err, errlen);
+}
+
+/* Refuses a batch that cannot fit before allocating its buffers: rows rows of the
+ * workspace (activations, pre-activations and deltas) and the shard's examples. Sized by
+ * the rows a step really takes, min(batch_size, examples) over the ranks. */
+static int batch_fits(const bp_trainer *t, size_t shard, size_t rows, char *err, size_t errlen)
+{
+    const bp_config *c = t->cfg;
+    double units = 0;
+    for (int l = 0; l < c->nsizes; l++)
+        units += c->sizes[l];
+    char what[128 + 12 * BP_MAX_LAYERS];
+    int n = snprintf(what, sizeof(what), "[train] batch_size = %ld: %zu rows on each rank through ",
+                     c->batch_size, shard);
+    n += layers_text(c, what + n, sizeof(what) - (size_t)n);
+    snprintf(what + n, sizeof(what) - (size_t)n, " (activations, pre-activations, deltas)");
+    double shard_bytes =
+        (double)shard * ((double)(t->train.d + t->train.k) * sizeof(bp_real) + sizeof(int));
+    double bytes = 3 * (double)rows * units * sizeof(bp_real) + shard_bytes;
+    return bp__memory_check_work(bytes, what, err, errlen);
+}
+
+/* Where a run stopped mid-epoch, the rest of the epoch visits perm[s·B ..) of the epoch's
+ * order over n examples: it continues exactly only with the same batch_size and the same
+ * n training examples (the first n rows, limit and validation_split being what decide n).
+ * The order's seed is the checkpoint's: [train] seed cannot change it. lbfgs takes the
+ * whole set in every step; prepare_lbfgs checks its examples.
+ *
+ * "KEY = OLD in the checkpoint's run and NEW here" for the first of the keys (from
+ * index `from` on) that changed, into buf; NULL when none did. */
+static const char *changed_key(const bp_config *was, const bp_config *now, int from, char *buf,
+                               size_t len)
+{
+    static const char *const names[3] = {"[train] batch_size", "[data] limit",
+                                         "[data] validation_split"};
+    const long olds[3] = {was->batch_size, was->limit, was->validation_split};
+    const long news[3] = {now->batch_size, now->limit, now->validation_split};
+    for (int i = from; i < 3; i++)
+        if (olds[i] != news[i]) {
+            snprintf(buf, len, "%s = %ld in the checkpoint's run and %ld here", names[i], olds[i],
+                     news[i]);
+            return buf;
+        }
+    return NULL;
+}
+
+static int refuse_mid_epoch(const bp_trainer *t, const char *path, const char *what, char *err,
+                            size_t errlen)
+{
+    return bp__fail(err, errlen, BP_EMISMATCH,
+                    "%s was taken mid-epoch (step %ld of epoch %ld), and which examples the rest "
+                    "of the epoch visits depends on what changed: %s; resume with the "
+                    "checkpoint's setting, or change it at an epoch boundary (from a checkpoint "
+                    "taken at the end of an epoch)",
+                    path, t->st.batch_in_epoch, t->st.epoch + 1, what);
+}
+
+/* Every rank, from the checkpoint's own config: a mid-epoch resume needs its batch_size.
+ * The data keys that changed are kept for check_resume_examples, which counts the
+ * examples once the data is in (a limit beyond the rows changes none). A config that no
+ * longer parses names no key. */
+static int check_resume_keys(bp_trainer *t, const char *path, const char *text, char *err,
+                             size_t errlen)
+{
+    if (t->st.batch_in_epoch == 0 || t->cfg->optimizer == BP_OPT_LBFGS)
+        return 0;
+    bp_config *was = bp__calloc(1, sizeof(*was));
+    char why[256], what[160];
+    const char *changed = NULL;
+    if (!was)
+        return bp__fail(err, errlen, BP_ENOMEM, "out of memory");
+    if (bp_config_parse(was, path, text, NULL, 0, why, sizeof(why)) == 0) {
+        changed = changed_key(was, t->cfg, 0, what, sizeof(what));
+        if (changed && was->batch_size == t->cfg->batch_size) { /* a data key: counted later */
+            snprintf(t->resume_changed, sizeof(t->resume_changed), "%s", changed);
+            changed = NULL;
+        }
+    }
+    if (!changed && t->st.batch_size > 0 && t->st.batch_size != t->cfg->batch_size) {
+        snprintf(what, sizeof(what),
+                 "[train] batch_size = %ld in the checkpoint's run and %ld here", t->st.batch_size,
+                 t->cfg->batch_size);
+        changed = what;
+    }
+    bp__free(was);
+    return changed ? refuse_mid_epoch(t, path, changed, err, errlen) : 0;
+}
+
+/* Every rank, once the data is in: a resume mid-epoch needs the examples of the
+ * checkpoint's epoch (a data set of another row count, under the same keys, changes them),
+ * and its step must lie inside an epoch of this run's batches. Then the state records this
+ * run's, for the checkpoints it writes. */
+static int check_resume_examples(bp_trainer *t, const char *path, char *err, size_t errlen)
+{
+    bp_train_state *st = &t->st;
+    size_t n = t->train.n, B = (size_t)t->cfg->batch_size;
+    int lbfgs = t->cfg->optimizer == BP_OPT_LBFGS;
+    char what[400];
+    if (t->resumed && st->batch_in_epoch > 0 && !lbfgs) {
+        if (st->n_train > 0 && (size_t)st->n_train != n) {
+            snprintf(what, sizeof(what),
+                     "the training set has %ld examples in the checkpoint's run and %zu here (%s)",
+                     st->n_train, n,
+                     t->resume_changed[0] ? t->resume_changed : "[data] train has other rows");
+            return refuse_mid_epoch(t, path, what, err, errlen);
+        }
+        if ((size_t)st->batch_in_epoch >= (n + B - 1) / B)
+            return bp__fail(err, errlen, BP_EMISMATCH,
+                            "%s stands at step %ld of epoch %ld, but an epoch of %zu examples in "
+                            "batches of %zu has %zu steps (was it written by another run?)",
+                            path, st->batch_in_epoch, st->epoch + 1, n, B, (n + B - 1) / B);
+    }
+    st->n_train = (long)n;
+    st->batch_size = t->cfg->batch_size;
+    return 0;
 }
 
 /* Every rank: loads the checkpoint into t (parameters, velocity, state) after checking it
@@ -97,6 +222,7 @@ static int resume_from(bp_trainer *t, const char *path, char *err, size_t errlen
         ck.state.best_params = NULL;
         t->last_ckpt_step = t->st.global_step;
         t->resumed = 1;
+        rc = check_resume_keys(t, path, ck.config_text, err, errlen);
     }
     bp_checkpoint_free(&ck);
     return rc;
@@ -105,8 +231,7 @@ static int resume_from(bp_trainer *t, const char *path, char *err, size_t errlen
 static int build_net(bp_trainer *t, const char *resume_path, char *err, size_t errlen)
 {
     const bp_config *c = t->cfg;
-    size_t shard = ((size_t)c->batch_size + (size_t)t->comm.size - 1) / (size_t)t->comm.size;
-    if (net_fits(c, shard > EVAL_ROWS ? shard : EVAL_ROWS, err, errlen) < 0)
+    if (net_fits(c, err, errlen) < 0)
         return BP_EINVAL;
     int rc = bp_net_create(&t->net, c->nsizes, c->sizes, c->hidden, c->output, c->cost);
     if (rc < 0)
@@ -135,6 +260,8 @@ static int alloc_buffers(bp_trainer *t, char *err, size_t errlen)
     size_t shard = (B + (size_t)t->comm.size - 1) / (size_t)t->comm.size;
     size_t rows = shard > EVAL_ROWS ? shard : EVAL_ROWS;
     size_t d = t->train.d, k = t->train.k;
+    if (batch_fits(t, shard, rows, err, errlen) < 0)
+        return BP_EINVAL;
     if (bp_workspace_create(&t->ws, &t->net, rows) < 0)
         return bp__fail(err, errlen, BP_ENOMEM, "out of memory for the workspace (%zu rows)", rows);
     t->Xb = bp__calloc(bp__mul(shard, d), sizeof(bp_real));
@@ -270,6 +397,305 @@ static int all_zero(const bp_real *v, size_t n)
     return 1;
 }
 
+/* stream: a workspace of set s's rows, read into the trainer's buffers (bp_rows_fn). */
+typedef struct {
+    bp_trainer *t;
+    int s;
+    bp_real *X, *Y;
+    int *labels;
+} place_rows;
+
+static int read_place_rows(void *ctx, size_t first, size_t count, const bp_real **X,
+                           const bp_real **Y, const int **labels, char *err, size_t errlen)
+{
+    place_rows *p = ctx;
+    int rc = bp__place_rows(&p->t->place, p->t->sets, p->s, NULL, count, first, p->X, p->Y,
+                            p->labels, err, errlen);
+    *X = p->X, *Y = p->Y;
+    *labels = p->t->sets[p->s]->labels ? p->labels : NULL;
+    return rc;
+}
+
+/* ---- the same run on every rank ----
+ * mpirun's MPMD form (-np 1 -wdir A backprop train c.ini : -np 1 -wdir B ...) starts ranks
+ * with configs and data of their own. Before any collective that depends on them, every
+ * rank compares its effective config, its data and the state it starts from with rank
+ * 0's: one allreduce of a hash when they agree, and when they do not, rank 0's copy
+ * broadcast so that each rank names what differs. */
+
+/* Keys whose values may differ between ranks: only rank 0 writes checkpoints and metrics,
+ * threads is each rank's own, and only rank 0 draws progress. */
+static const char *const own_keys[] = {"[checkpoint] dir", "[log] metrics", "[log] progress",
+                                       "[train] threads"};
+
+/* Data files: paths name the same file differently from different working directories, so
+ * only whether one is given is compared here (the sets that are loaded, and the collectives
+ * that load them, follow from it); their contents are compared once they are read. */
+static const char *const file_keys[] = {"[data] train",      "[data] train_labels",
+                                        "[data] validation", "[data] validation_labels",
+                                        "[data] test",       "[data] test_labels"};
+
+static int key_in(const char *key, const char *const *keys, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        if (strcmp(key, keys[k]) == 0)
+            return 1;
+    return 0;
+}
+
+/* The effective config's lines that every rank must share, each as "[section] key = value\n"
+ * (bp_config_format's text without own_keys). NULL when out of memory. */
+static char *shared_config(const bp_config *cfg)
+{
+    size_t len = bp_config_format(cfg, NULL, 0) + 1, lines = 1;
+    char *text = bp__calloc(len, 1);
+    if (text)
+        bp_config_format(cfg, text, len);
+    for (size_t i = 0; text && text[i]; i++)
+        lines += text[i] == '\n';
+    char *out = text ? bp__calloc(len + 32 * lines, 1) : NULL, section[32] = "";
+    size_t at = 0;
+    for (char *line = text, *end; out && line && *line; line = end ? end + 1 : NULL) {
+        end = strchr(line, '\n');
+        int n = end ? (int)(end - line) : (int)strlen(line);
+        if (n > 0 && line[0] == '[') {
+            snprintf(section, sizeof(section), "%.*s", n, line);
+            continue;
+        }
+        const char *eq = memchr(line, '=', (size_t)n);
+        if (!eq)
+            continue;
+        char key[96];
+        snprintf(key, sizeof(key), "%s %.*s", section, (int)(eq - line - 1), line);
+        if (key_in(key, file_keys, sizeof(file_keys) / sizeof(file_keys[0])))
+            at += (size_t)sprintf(out + at, "%s = %s\n", key,
+                                  eq[2] && eq[2] != '\n' ? "(a file)" : "(none)");
+        else if (!key_in(key, own_keys, sizeof(own_keys) / sizeof(own_keys[0])))
+            at += (size_t)sprintf(out + at, "%s %.*s\n", section, n, line);
+    }
+    bp__free(text);
+    return out;
+}
+
+/* 1 when this rank's `bytes` of mine differ from rank 0's, which land in rank0; 0 when
+ * they are the same (every rank's, when all are: then rank0 is untouched), BP_ECOMM. */
+static int differs_from_rank0(const bp_comm *comm, const void *mine, void *rank0, size_t bytes)
+{
+    int same = bp_comm_same(comm, bp__hash_words(mine, bytes, 0));
+    if (same != 0)
+        return same < 0 ? same : 0;
+    if (comm->rank == 0)
+        memcpy(rank0, mine, bytes);
+    if (bp_comm_bcast(comm, rank0, bytes) < 0)
+        return BP_ECOMM;
+    return memcmp(mine, rank0, bytes) != 0;
+}
+
+/* This rank's message for the first line of its config that is not rank 0's. */
+static int config_differs(const bp_comm *comm, const char *mine, const char *rank0, char *err,
+                          size_t errlen)
+{
+    size_t i = 0;
+    while (mine[i] && mine[i] == rank0[i])
+        i++;
+    while (i > 0 && mine[i - 1] != '\n') /* back to the line's start, the same in both */
+        i--;
+    mine += i, rank0 += i;
+    const char *eq = strstr(mine, " = ");
+    int key = eq ? (int)(eq - mine) : 0;
+    int a = (int)strcspn(mine, "\n"), b = (int)strcspn(rank0, "\n");
+    if (key == 0 || strncmp(mine, rank0, (size_t)key + 3) != 0)
+        return bp__fail(err, errlen, BP_EMISMATCH,
+                        "rank %d's config differs from rank 0's: '%.*s' on rank %d, '%.*s' on "
+                        "rank 0",
+                        comm->rank, a, mine, comm->rank, b, rank0);
+    return bp__fail(err, errlen, BP_EMISMATCH,
+                    "rank %d's config differs from rank 0's: %.*s = %.*s on rank %d, %.*s on "
+                    "rank 0 (every rank must run the same config: check each rank's file and "
+                    "--set)",
+                    comm->rank, key, mine, a - key - 3, mine + key + 3, comm->rank, b - key - 3,
+                    rank0 + key + 3);
+}
+
+int bp__config_agree(const bp_comm *comm, const bp_config *cfg, char *err, size_t errlen)
+{
+    char *mine = shared_config(cfg), *rank0 = NULL;
+    int rc = agree(comm, mine ? 0 : bp__fail(err, errlen, BP_ENOMEM, "out of memory"), err, errlen);
+    uint64_t len = mine ? strlen(mine) + 1 : 0;
+    int differs = rc < 0 ? 0 : bp_comm_same(comm, bp__hash_words(mine, len, 0)) == 0;
+    /* Every rank knows whether they differ: all take the broadcasts, or none. */
+    if (differs) {
+        uint64_t len0 = len;
+        rc = bp_comm_bcast(comm, &len0, sizeof(len0));
+        rank0 = rc == 0 ? bp__calloc(len0, 1) : NULL;
+        rc = agree(comm, rc < 0 ? BP_ECOMM : rank0 ? 0 : BP_ENOMEM, err, errlen);
+        if (rc == 0 && comm->rank == 0)
+            memcpy(rank0, mine, len);
+        if (rc == 0 && bp_comm_bcast(comm, rank0, len0) < 0)
+            rc = BP_ECOMM;
+        if (rc == 0 && strcmp(mine, rank0) != 0)
+            rc = config_differs(comm, mine, rank0, err, errlen);
+        rc = agree(comm, rc, err, errlen);
+    }
+    bp__free(mine);
+    bp__free(rank0);
+    return rc;
+}
+
+/* What identifies a set across ranks, whatever its file is called. */
+typedef struct {
+    uint64_t n, d, k, labels, hash;
+} set_id;
+
+/* Rows hashed of a set that is not in memory: spread over it, first and last included. */
+#define ID_SAMPLE_ROWS 64
+
+/* The set's shape and a hash of its values: all of them when they are in memory, else the
+ * labels and ID_SAMPLE_ROWS rows read through read (a pass over a streamed file would cost
+ * what an epoch's reading does). Each part is hashed on its own and the parts' hashes
+ * together: bp__hash_words chained through its seed over a few bytes at a time loses
+ * differences in the high bits. */
+static int set_identity(const bp_dataset *ds, bp_rows_fn read, void *ctx, set_id *id, char *err,
+                        size_t errlen)
+{
+    *id = (set_id){ds->n, ds->d, ds->k, ds->labels != NULL, 0};
+    if (ds->n == 0)
+        return 0;
+    uint64_t parts[1 + 2 * ID_SAMPLE_ROWS] = {0};
+    size_t nparts = 1;
+    if (ds->labels)
+        parts[0] = bp__hash_words(ds->labels, ds->n * sizeof(int), 0);
+    if (ds->X || !read) {
+        parts[nparts++] = bp__hash_words(ds->X, ds->n * ds->d * sizeof(bp_real), 0);
+        if (ds->Y)
+            parts[nparts++] = bp__hash_words(ds->Y, ds->n * ds->k * sizeof(bp_real), 0);
+    }
+    size_t rows = ds->X || !read ? 0 : ds->n < ID_SAMPLE_ROWS ? ds->n : ID_SAMPLE_ROWS;
+    for (size_t i = 0; i < rows; i++) {
+        size_t r = rows > 1 ? i * (ds->n - 1) / (rows - 1) : 0;
+        const bp_real *X, *Y;
+        const int *labels;
+        int rc = read(ctx, r, 1, &X, &Y, &labels, err, errlen);
+        if (rc < 0)
+            return rc;
+        parts[nparts++] = bp__hash_words(X, ds->d * sizeof(bp_real), 0);
+        parts[nparts++] = bp__hash_words(Y, ds->k * sizeof(bp_real), 0);
+    }
+    id->hash = bp__hash_words(parts, nparts * sizeof(parts[0]), 0);
+    return 0;
+}
+
+/* This rank's message when its set `name` (path) is not rank 0's. */
+static int set_differs(const bp_comm *comm, const char *name, const char *path, const set_id *mine,
+                       const set_id *rank0, char *err, size_t errlen)
+{
+    char shape[2][96];
+    const set_id *ids[2] = {mine, rank0};
+    for (int i = 0; i < 2; i++)
+        snprintf(shape[i], sizeof(shape[i]), "%llu x %llu with %llu %s",
+                 (unsigned long long)ids[i]->n, (unsigned long long)ids[i]->d,
+                 (unsigned long long)ids[i]->k, ids[i]->labels ? "classes" : "targets");
+    if (mine->n == 0 || rank0->n == 0)
+        return bp__fail(err, errlen, BP_EMISMATCH,
+                        "rank %d's %s differs from rank 0's: %s on rank %d, %s on rank 0",
+                        comm->rank, name, mine->n ? path : "none", comm->rank,
+                        rank0->n ? "a set" : "none");
+    if (strcmp(shape[0], shape[1]) != 0)
+        return bp__fail(err, errlen, BP_EMISMATCH,
+                        "rank %d's %s (%s) differs from rank 0's: %s on rank %d, %s on rank 0",
+                        comm->rank, name, path, shape[0], comm->rank, shape[1]);
+    return bp__fail(err, errlen, BP_EMISMATCH,
+                    "rank %d's %s (%s) holds other values than rank 0's, in the same shape (%s): "
+                    "every rank must read the same data (files are compared by their contents, "
+                    "not their names)",
+                    comm->rank, name, path, shape[0]);
+}
+
+int bp__data_agree(const bp_comm *comm, const bp_dataset *ds, bp_rows_fn read, void *ctx,
+                   const char *name, const char *path, char *err, size_t errlen)
+{
+    set_id mine, rank0;
+    int rc = agree(comm, set_identity(ds, read, ctx, &mine, err, errlen), err, errlen);
+    if (rc == 0)
+        rc = differs_from_rank0(comm, &mine, &rank0, sizeof(mine));
+    if (rc == 1)
+        rc = set_differs(comm, name, path, &mine, &rank0, err, errlen);
+    else if (rc < 0)
+        rc = bp__fail(err, errlen, rc, "comparing %s across ranks failed", name);
+    return agree(comm, rc, err, errlen);
+}
+
+/* The network and the weights it holds, whatever the checkpoint it came from is called;
+ * with the velocity when there is one (the parts hashed apart, as in set_identity). */
+static uint64_t net_hash(const bp_net *net, const bp_real *velocity)
+{
+    int shape[3 + BP_MAX_LAYERS + 1] = {net->nlayers, (int)net->hidden, (int)net->output};
+    memcpy(shape + 3, net->sizes, ((size_t)net->nlayers + 1) * sizeof(int));
+    size_t bytes = net->nparams * sizeof(bp_real);
+    uint64_t parts[3] = {bp__hash_words(shape, sizeof(shape), 0),
+                         bp__hash_words(net->params, bytes, 0),
+                         velocity ? bp__hash_words(velocity, bytes, 0) : 0};
+    return bp__hash_words(parts, sizeof(parts), 0);
+}
+
+int bp__weights_agree(const bp_comm *comm, const bp_net *net, const char *path, char *err,
+                      size_t errlen)
+{
+    uint64_t mine = net_hash(net, NULL), rank0;
+    int rc = differs_from_rank0(comm, &mine, &rank0, sizeof(mine));
+    if (rc == 1)
+        rc = bp__fail(err, errlen, BP_EMISMATCH,
+                      "rank %d's checkpoint (%s) holds other weights than rank 0's: every rank "
+                      "must read the same checkpoint",
+                      comm->rank, path);
+    else if (rc < 0)
+        rc = bp__fail(err, errlen, rc, "comparing the checkpoints across ranks failed");
+    return agree(comm, rc, err, errlen);
+}
+
+/* Every rank trains on rank 0's sets, from rank 0's state (the same initial weights, or
+ * the same checkpoint, whatever --resume called it). */
+static int run_agree(bp_trainer *t, char *err, size_t errlen)
+{
+    static const char *const names[BP__SETS] = {"[data] train", "validation set", "[data] test"};
+    const char *paths[BP__SETS] = {
+        t->cfg->train, t->cfg->validation[0] ? t->cfg->validation : t->cfg->train, t->cfg->test};
+    place_rows p = {.t = t,
+                    .X = t->place.Xe ? t->place.Xe : t->Xb,
+                    .Y = t->place.Xe ? t->place.Ye : t->Yb,
+                    .labels = t->place.Xe ? t->place.Le : t->Lb};
+    int rc = 0;
+    for (int s = 0; s < BP__SETS && rc == 0; s++) {
+        p.s = s;
+        rc = bp__data_agree(&t->comm, t->sets[s], read_place_rows, &p, names[s], paths[s], err,
+                            errlen);
+    }
+    if (rc < 0) /* agreed */
+        return rc;
+    struct {
+        uint64_t state;
+        int64_t step;
+    } mine = {net_hash(&t->net, t->velocity_zero ? NULL : t->velocity),
+              t->resumed ? t->st.global_step : -1},
+      rank0;
+    rc = differs_from_rank0(&t->comm, &mine, &rank0, sizeof(mine));
+    if (rc == 1) {
+        char at[2][64];
+        int64_t steps[2] = {mine.step, rank0.step};
+        for (int i = 0; i < 2; i++)
+            snprintf(at[i], sizeof(at[i]),
+                     steps[i] < 0 ? "a fresh start" : "a checkpoint of global step %lld",
+                     (long long)steps[i]);
+        rc = bp__fail(err, errlen, BP_EMISMATCH,
+                      "rank %d starts from other weights than rank 0: %s on rank %d, %s on rank "
+                      "0 (every rank must resume from the same checkpoint)",
+                      t->comm.rank, at[0], t->comm.rank, at[1]);
+    } else if (rc < 0) {
+        rc = bp__fail(err, errlen, rc, "comparing the ranks' weights failed");
+    }
+    return agree(&t->comm, rc, err, errlen);
+}
+
 /* Setup's protocol is three agreements on every rank, whatever fails where: one after the
  * run directory is claimed, one when the data and the network are in memory, one after the
  * gradient exchange (collective) is set up. */
@@ -283,6 +709,9 @@ static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
     if (rc == 0 && t->comm.rank == 0)
         rc = bp_rundir_prepare(cfg, resume != NULL, &t->dir_lock, &t->metrics_lock, err, errlen);
     rc = agree(&t->comm, rc, err, errlen);
+    /* Before the first collective that depends on the config (known to all ranks: rc is). */
+    if (rc == 0)
+        rc = bp__config_agree(&t->comm, cfg, err, errlen);
     int setup_failed = rc < 0;
     char resume_path[BP_PATH_MAX + 32] = "";
     if (rc == 0 && resume)
@@ -293,6 +722,8 @@ static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
     if (!setup_failed) /* known to all ranks: the agreements in it are for all or none */
         rc = place_data(t, rc, err, errlen);
     t->load_s = now_s() - loading;
+    if (rc == 0)
+        rc = check_resume_examples(t, resume_path, err, errlen);
     if (rc == 0)
         rc = alloc_buffers(t, err, errlen);
     if (rc == 0)
@@ -330,6 +761,8 @@ static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
                          .epsilon = cfg->adam_epsilon,
                          .decoupled = cfg->decoupled};
     rc = agree(&t->comm, rc, err, errlen);
+    if (rc == 0) /* before the steps, whose number and rows depend on the data */
+        rc = run_agree(t, err, errlen);
     if (rc < 0)
         return rc;
     rc = bp__exchange_create(&t->exchange, &t->comm, &t->net, t->net.nparams + BP__EXTRAS,
@@ -557,7 +990,7 @@ static int train_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
     bp_comm_set_step(t->st.global_step + 1);
     size_t lo, hi;
     const bp_real *sum;
-    int rc, diverged = 0;
+    int rc, diverged = 0, nonfinite = 0;
     t->opt.learning_rate = t->adam.learning_rate = bp__learning_rate(
         t->cfg, t->st.epoch, t->st.global_step, t->total_steps, (double)t->train.n);
     while ((rc = bp__exchange_next(t->exchange, &lo, &hi, &sum)) == 1) {
@@ -573,12 +1006,15 @@ static int train_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
         /* Diverged: every rank still takes every bucket, and stops after. Adam's step
          * count is this update's: global_step + 1. lbfgs takes the whole sum, below. */
         int update = !diverged && !t->lbfgs.history;
+        /* The updates say whether they left a weight that is not finite: the same on every
+         * rank (the same sums), so every rank stops after this step, with no collective. */
         if (update && t->moment2)
-            bp__adam_step_range(&t->adam, &t->net, sum, t->velocity, t->moment2, (double)m,
-                                t->st.global_step + 1, lo, hi < np ? hi : np);
+            nonfinite |=
+                bp__adam_step_range(&t->adam, &t->net, sum, t->velocity, t->moment2, (double)m,
+                                    t->st.global_step + 1, lo, hi < np ? hi : np);
         else if (update)
-            bp__sgd_step_range(&t->opt, &t->net, sum, t->velocity, (double)m, lo,
-                               hi < np ? hi : np);
+            nonfinite |= bp__sgd_step_range(&t->opt, &t->net, sum, t->velocity, (double)m, lo,
+                                            hi < np ? hi : np);
         updating += now_s() - u;
     }
     if (rc == 0 && t->lbfgs.history) {
@@ -593,7 +1029,8 @@ static int train_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
         return BP_ECOMM;
     if (t->step_failed)
         return BP_EIO;
-    if (diverged)
+    t->step_nonfinite = nonfinite;
+    if (diverged || nonfinite)
         return BP_EDIVERGED;
     bp__exchange_times(t->exchange, NULL, &busy); /* the waits after it are timed here */
     /* Time the backward pass spent in the exchange is not computing. */
@@ -650,25 +1087,6 @@ int bp_evaluate(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, bp_ro
     out[2] = (double)(hi - lo);
     if (bp_comm_allreduce_sum_double(comm, out, nout) < 0)
         return bp__fail(err, errlen, BP_ECOMM, "evaluation: %s", bp_strerror(BP_ECOMM));
-    return rc;
-}
-
-/* stream: a workspace of set s's rows, read into the trainer's buffers (bp_rows_fn). */
-typedef struct {
-    bp_trainer *t;
-    int s;
-    bp_real *X, *Y;
-    int *labels;
-} place_rows;
-
-static int read_place_rows(void *ctx, size_t first, size_t count, const bp_real **X,
-                           const bp_real **Y, const int **labels, char *err, size_t errlen)
-{
-    place_rows *p = ctx;
-    int rc = bp__place_rows(&p->t->place, p->t->sets, p->s, NULL, count, first, p->X, p->Y,
-                            p->labels, err, errlen);
-    *X = p->X, *Y = p->Y;
-    *labels = p->t->sets[p->s]->labels ? p->labels : NULL;
     return rc;
 }
 
@@ -809,10 +1227,41 @@ static int check_replicas(bp_trainer *t, char *err, size_t errlen)
     return agree(&t->comm, rc, err, errlen);
 }
 
+/* Which parameters are not finite, for the message: "12 of layer 0's 8192 weights are not
+ * finite" for the first layer that has any (the weights before the biases). 0 when all
+ * are finite. */
+static int nonfinite_params(const bp_net *net, char *buf, size_t len)
+{
+    for (int l = 0; l < net->nlayers; l++) {
+        size_t off[2] = {bp_net_offset_W(net, l), bp_net_offset_b(net, l)};
+        size_t n[2] = {(size_t)net->sizes[l] * (size_t)net->sizes[l + 1],
+                       (size_t)net->sizes[l + 1]};
+        for (int k = 0; k < 2; k++) {
+            size_t bad = 0;
+            for (size_t i = 0; i < n[k]; i++)
+                bad += !isfinite(net->params[off[k] + i]);
+            if (bad) {
+                snprintf(buf, len, "%zu of layer %d's %zu %s %s not finite", bad, l, n[k],
+                         k ? "biases" : "weights", bad == 1 ? "is" : "are");
+                return 1;
+            }
+        }
+    }
+    snprintf(buf, len, "every weight is finite");
+    return 0;
+}
+
 /* Rank 0: the state copied for the writer thread, which writes it while training goes on.
  * 0, or the failure of the previous write. */
 static int snapshot(bp_trainer *t, char *err, size_t errlen)
 {
+    /* Never a checkpoint of weights that are not finite: the steps stop on them, and this
+     * holds for every other way weights change too (lbfgs, early stopping's best). */
+    char where[128];
+    if (nonfinite_params(&t->net, where, sizeof(where)))
+        return bp__fail(err, errlen, BP_EDIVERGED,
+                        "not writing a checkpoint at step %ld: %s (training diverged)",
+                        t->st.global_step, where);
     double began = now_s();
     t->st.elapsed_s = t->elapsed_base + began - t->run_started;
     t->st.ranks = t->comm.size;
@@ -930,6 +1379,14 @@ static int run_epoch(bp_trainer *t, const bp_callbacks *cb, char *err, size_t er
                             "the cost or its gradient at the initial weights is not finite (%g): "
                             "check the data and [network] init",
                             t->step_cost);
+        if (rc == BP_EDIVERGED && t->step_nonfinite) {
+            char where[128];
+            nonfinite_params(&t->net, where, sizeof(where));
+            return bp__fail(err, errlen, rc,
+                            "training diverged at epoch %ld, step %ld: %s after the update "
+                            "(the cost was %g; check the data, or try a smaller learning_rate)",
+                            t->st.epoch + 1, t->st.global_step + 1, where, t->step_cost);
+        }
         if (rc == BP_EDIVERGED)
             return bp__fail(err, errlen, rc,
                             "training diverged at epoch %ld, step %ld: the cost is %g (try a "

@@ -47,6 +47,7 @@ struct bp_trainer {
     int step_stop;                  /* the last step: ranks that were asked to stop */
     int step_orders;                /* the last step: rank 0's BP__ORDER_* bits */
     int step_failed;                /* the last step: some rank could not read its rows */
+    int step_nonfinite;             /* the last step left weights that are not finite */
     int read_failed;                /* this rank could not read its rows of the last step */
     bp__adam adam;
     long total_steps;     /* of the run as configured: what lr_schedule = cosine spans */
@@ -75,6 +76,8 @@ struct bp_trainer {
     long ckpts;
     double ckpt_pause_s;
     int resumed;
+    /* resumed mid-epoch: the first data key that changed since the checkpoint, or "" */
+    char resume_changed[160];
     double load_s; /* this rank's time reading and decoding the data sets */
     /* Rank 0: the run directory's owner lock and the metrics file's; held from setup to
      * bp_trainer_free. */
@@ -99,6 +102,25 @@ enum { BP_EVAL_OUT = 4 };
 int bp_evaluate(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, bp_rows_fn read,
                 void *ctx, const bp_comm *comm, int confusion, double *out, char *err,
                 size_t errlen);
+
+/* Collective, before any collective that depends on the config: every rank's effective
+ * config is rank 0's, but for the keys that may differ between ranks (file paths, whose
+ * files are compared by their contents instead; threads; progress). 0, or BP_EMISMATCH on
+ * every rank, with err on the lowest rank that differs naming its first differing key and
+ * both values. */
+int bp__config_agree(const bp_comm *comm, const bp_config *cfg, char *err, size_t errlen);
+
+/* Collective: every rank's ds has rank 0's shape and values, whatever its file (path) is
+ * called: every value when they are in memory, else the labels and 64 rows spread over the
+ * set, read through read(ctx, ...). name says which set ("[data] train"). 0, or
+ * BP_EMISMATCH (or a failed read's code) on every rank, err on the one that reports. */
+int bp__data_agree(const bp_comm *comm, const bp_dataset *ds, bp_rows_fn read, void *ctx,
+                   const char *name, const char *path, char *err, size_t errlen);
+
+/* Collective: every rank's net has rank 0's layers and weights (one checkpoint read under
+ * different names, path on this rank). 0, or BP_EMISMATCH on every rank. */
+int bp__weights_agree(const bp_comm *comm, const bp_net *net, const char *path, char *err,
+                      size_t errlen);
 
 /* Cores on this node divided by the ranks on it, at least 1. */
 int bp_auto_threads(const bp_comm *comm);

@@ -271,13 +271,24 @@ double bp__memory_available(void)
     return fmin(memory_limit, bp__memory_available_at(""));
 }
 
-int bp__memory_check(double bytes, const char *what, char *err, size_t errlen)
+static int memory_check(double bytes, double avail, const char *what, char *err, size_t errlen)
 {
-    double avail = fmin(bp__memory_available(), bp__rlimit_room_at(""));
     if (bytes <= avail)
         return 0;
     char need[32], have[32];
     return bp__fail(err, errlen, BP_EINVAL, "%s need %s of memory, but only %s is available", what,
                     bp__human_bytes(bytes, need, sizeof(need)),
                     bp__human_bytes(avail, have, sizeof(have)));
+}
+
+int bp__memory_check(double bytes, const char *what, char *err, size_t errlen)
+{
+    return memory_check(bytes, fmin(bp__memory_available(), bp__rlimit_room_at("")), what, err,
+                        errlen);
+}
+
+int bp__memory_check_work(double bytes, const char *what, char *err, size_t errlen)
+{
+    return memory_check(bytes, fmin(bp__memory_available_at(""), bp__rlimit_room_at("")), what,
+                        err, errlen);
 }

@@ -430,6 +430,7 @@ static void test_early_stopping_state(void **state)
         best[i] = (bp_real)(0.25 - (double)i / 9.0);
     f->st.best_params = best;
     f->st.best_val_cost = 0.31415926535897931;
+    f->st.epoch = 9; /* best_epoch and bad_epochs must fit it */
     f->st.best_epoch = 7, f->st.bad_epochs = 2, f->st.stopped_early = 1;
     write_ok(f, f->path);
     bp_checkpoint ck;
@@ -810,6 +811,144 @@ static void test_overwrite_replaces_atomically(void **state)
     bp_checkpoint_free(&ck);
 }
 
+/* Overwrites /train's integer attribute name (created as int64 when absent) with v. */
+static void set_train_int(const char *path, const char *name, int64_t v)
+{
+    hid_t file = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t group = H5Gopen2(file, "/train", H5P_DEFAULT);
+    if (H5Aexists(group, name) > 0)
+        H5Adelete(group, name);
+    hid_t space = H5Screate(H5S_SCALAR);
+    hid_t attr = H5Acreate2(group, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
+    assert_true(H5Awrite(attr, H5T_NATIVE_INT64, &v) >= 0);
+    H5Aclose(attr), H5Sclose(space), H5Gclose(group), H5Fclose(file);
+}
+
+/* The run's n_train and batch_size come back; a file without them reads as 0 (unknown). */
+static void test_round_trip_epoch_shape(void **state)
+{
+    fixture *f = *state;
+    f->st.n_train = 200, f->st.batch_size = 16, f->st.batch_in_epoch = 12;
+    write_ok(f, f->path);
+    bp_checkpoint ck;
+    char err[512] = "";
+    assert_int_equal(bp_checkpoint_read(f->path, &ck, err, sizeof(err)), 0);
+    assert_int_equal(ck.state.n_train, 200);
+    assert_int_equal(ck.state.batch_size, 16);
+    bp_checkpoint_free(&ck);
+    f->st.n_train = f->st.batch_size = 0;
+    write_ok(f, f->path);
+    assert_int_equal(bp_checkpoint_read(f->path, &ck, err, sizeof(err)), 0);
+    assert_int_equal(ck.state.n_train, 0);
+    assert_int_equal(ck.state.batch_size, 0);
+    bp_checkpoint_free(&ck);
+}
+
+/* Every integer of /train is range-checked and consistent with the others: values a run
+ * cannot reach (INT64_MIN epochs trained forever, INT64_MAX overflowed) are refused. */
+static void test_refuses_counters_out_of_range(void **state)
+{
+    fixture *f = *state;
+    static const struct {
+        const char *name;
+        int64_t value;
+        const char *why;
+    } cases[] = {
+        {"epoch", INT64_MIN, "/train: epoch = -9223372036854775808 is out of range"},
+        {"epoch", INT64_MAX, "/train: epoch = 9223372036854775807 is out of range"},
+        {"epoch", -1, "/train: epoch = -1 is out of range"},
+        {"global_step", INT64_MAX, "/train: global_step = 9223372036854775807 is out of range"},
+        {"global_step", -5, "/train: global_step = -5 is out of range"},
+        {"global_step", 10, "/train: batch_in_epoch = 17 after 3 epochs does not fit global_step"},
+        {"batch_in_epoch", -1, "/train: batch_in_epoch = -1 after 3 epochs"},
+        {"batch_in_epoch", INT64_MAX, "/train: batch_in_epoch = 9223372036854775807"},
+        {"batch_size", 64,
+         "/train: batch_in_epoch = 17, but an epoch of 200 examples in batches "
+         "of 64 has 4 steps"},
+        {"n_train", -200, "/train: n_train = -200 or batch_size"},
+        {"ranks", 0, "/train: ranks = 0 is out of range"},
+        {"ranks", -3, "/train: ranks = -3 is out of range"},
+        {"best_epoch", 4, "early stopping's best_epoch = 4"},
+        {"bad_epochs", -1, "bad_epochs = -1"},
+        {"stopped_early", 2, "stopped_early = 2 do not fit epoch 3"},
+    };
+    bp_real *best = calloc(f->net.nparams, sizeof(bp_real));
+    f->st.best_params = best;
+    f->st.best_epoch = 2, f->st.bad_epochs = 1;
+    f->st.n_train = 200, f->st.batch_size = 10;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        write_ok(f, f->path);
+        set_train_int(f->path, cases[i].name, cases[i].value);
+        bp_checkpoint ck;
+        char err[512] = "";
+        assert_int_equal(bp_checkpoint_read(f->path, &ck, err, sizeof(err)), BP_EFORMAT);
+        if (!strstr(err, cases[i].why))
+            fail_msg("%s = %lld: got '%s'", cases[i].name, (long long)cases[i].value, err);
+        assert_no_open_hdf5();
+    }
+    /* A metrics row past where the run stands, and more rows than epochs. */
+    f->metrics[2].epoch = 4;
+    write_ok(f, f->path);
+    bp_checkpoint ck;
+    char err[512] = "";
+    assert_int_equal(bp_checkpoint_read(f->path, &ck, err, sizeof(err)), BP_EFORMAT);
+    assert_non_null(strstr(err, "/train/metrics row 2: epoch 4, step 300 is beyond"));
+    f->metrics[2].epoch = 3;
+    f->st.epoch = 2, f->st.best_epoch = 1;
+    write_ok(f, f->path);
+    assert_int_equal(bp_checkpoint_read(f->path, &ck, err, sizeof(err)), BP_EFORMAT);
+    assert_non_null(strstr(err, "/train/metrics has 3 rows for 2 epochs"));
+    f->st.best_params = NULL;
+    free(best);
+}
+
+/* Weights from anywhere but the file itself are refused: soft and external links, external
+ * raw storage, virtual datasets. */
+static void test_refuses_foreign_objects(void **state)
+{
+    fixture *f = *state;
+    char other[400], raw[400], err[512] = "";
+    snprintf(other, sizeof(other), "%s/other.h5", f->dir);
+    snprintf(raw, sizeof(raw), "%s/raw.bin", f->dir);
+    write_ok(f, other);
+    const char *whys[4] = {"/model/layer_0/W is a soft link",
+                           "/model/layer_0/W is an external link to another file",
+                           "/model/layer_0/W is a dataset stored in external raw files",
+                           "/model/layer_0/W is a virtual dataset"};
+    for (int c = 0; c < 4; c++) {
+        write_ok(f, f->path);
+        hid_t file = H5Fopen(f->path, H5F_ACC_RDWR, H5P_DEFAULT);
+        assert_true(H5Ldelete(file, "/model/layer_0/W", H5P_DEFAULT) >= 0);
+        hsize_t dims[2] = {3, 4};
+        hid_t space = H5Screate_simple(2, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+        if (c == 0) {
+            assert_true(H5Lcreate_soft("/optimizer/layer_0/vW", file, "/model/layer_0/W",
+                                       H5P_DEFAULT, H5P_DEFAULT) >= 0);
+        } else if (c == 1) {
+            assert_true(H5Lcreate_external(other, "/model/layer_0/W", file, "/model/layer_0/W",
+                                           H5P_DEFAULT, H5P_DEFAULT) >= 0);
+        } else {
+            if (c == 2) {
+                assert_true(H5Pset_external(dcpl, raw, 0, 12 * sizeof(double)) >= 0);
+            } else {
+                hid_t src = H5Screate_simple(2, dims, NULL);
+                assert_true(H5Pset_virtual(dcpl, space, other, "/model/layer_0/W", src) >= 0);
+                H5Sclose(src);
+            }
+            hid_t d = H5Dcreate2(file, "/model/layer_0/W", H5T_IEEE_F64LE, space, H5P_DEFAULT, dcpl,
+                                 H5P_DEFAULT);
+            assert_true(d >= 0);
+            H5Dclose(d);
+        }
+        H5Pclose(dcpl), H5Sclose(space), H5Fclose(file);
+        bp_checkpoint ck;
+        assert_int_equal(bp_checkpoint_read(f->path, &ck, err, sizeof(err)), BP_EFORMAT);
+        if (!strstr(err, whys[c]) || !strstr(err, "holds everything in its own file"))
+            fail_msg("case %d: got '%s'", c, err);
+        assert_no_open_hdf5();
+    }
+}
+
 /* ---- matching ---- */
 
 static void expect_mismatch(const bp_checkpoint *ck, int n, const int *sizes, bp_activation h,
@@ -874,6 +1013,9 @@ int main(void)
         TEST(test_failed_write_keeps_existing_file),
         TEST(test_overwrite_replaces_atomically),
         TEST(test_match_messages),
+        TEST(test_round_trip_epoch_shape),
+        TEST(test_refuses_counters_out_of_range),
+        TEST(test_refuses_foreign_objects),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

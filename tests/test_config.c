@@ -155,6 +155,12 @@ static void test_errors_name_file_and_line(void **state)
          "x.ini:15: [checkpoint] every_seconds: -1 is out of range (0 (off) to 1e9 seconds)"},
         {"threads = 3", "threads = 3\n[checkpoint]\nevery_seconds = soon",
          "x.ini:15: [checkpoint] every_seconds: expected"},
+        /* Under a second the watchdog (0.1 s ticks, ranks 0.2 s apart) cannot keep it. */
+        {"threads = 3", "threads = 3\n[comm]\ntimeout = 0.5",
+         "x.ini:15: [comm] timeout: 0.5 s is below the 1 s the watchdog can honour"},
+        {"threads = 3", "threads = 3\n[comm]\ntimeout = 1e-9", "x.ini:15: [comm] timeout: 1e-09 s"},
+        {"threads = 3", "threads = 3\n[comm]\ntimeout = -1",
+         "x.ini:15: [comm] timeout: -1 is out of range (0 (off), or 1 to 1e9 seconds)"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char text[2048], err[512] = "";
@@ -197,6 +203,17 @@ static void test_cross_key_checks(void **state)
     assert_float_equal(c.lbfgs_tolerance, 1e-5, 0);
     assert_int_equal(bp_config_parse(&c, "z.ini", no_rate, NULL, 0, err, sizeof(err)), BP_EINVAL);
     assert_string_equal(err, "z.ini:5: missing required key 'learning_rate' in [train]");
+    /* One key twice on the command line is refused, as it is in a file; a --set over
+     * the file's key is what --set is for. The limits of [comm] timeout hold there too. */
+    const char *twice[] = {"train.epochs=3", "train.epochs=4"};
+    assert_int_equal(bp_config_parse(&c, "x.ini", good, twice, 2, err, sizeof(err)), BP_EINVAL);
+    assert_string_equal(err, "--set train.epochs=4: [train] epochs is set twice on the command "
+                             "line");
+    const char *timeouts[][1] = {{"comm.timeout=0"}, {"comm.timeout=1"}, {"comm.timeout=0.99"}};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(bp_config_parse(&c, "x.ini", good, timeouts[i], 1, err, sizeof(err)),
+                         i < 2 ? 0 : BP_EINVAL);
+    assert_non_null(strstr(err, "--set: [comm] timeout: 0.99 s is below the 1 s"));
     const char *bad_set[] = {"train.epochs"};
     assert_int_equal(bp_config_parse(&c, "x.ini", good, bad_set, 1, err, sizeof(err)), BP_EINVAL);
     assert_string_equal(err, "--set train.epochs: expected SECTION.KEY=VALUE");

@@ -520,7 +520,18 @@ static void test_idx_errors(void **state)
     write_idx(img, 1, 0x803, 3, idims, body, sizeof(body));
     write_idx(lab, 0, 0x801, 1, ldims, body, 50); /* labels up to 255 */
 
-    expect_load_error(img, NULL, 10, BP_EINVAL, NULL, "IDX images need labels");
+    /* Without labels, what the file is comes first; the message names no option or key
+     * (which one gives the labels is the caller's to say). */
+    expect_load_error(img, NULL, 10, BP_EINVAL, NULL,
+                      "images.gz: IDX images need their labels (an IDX labels file), and none "
+                      "was given");
+    expect_load_error(bad, NULL, 10, BP_EIO, NULL, "no such file");
+    expect_load_error(((fixture *)*state)->dir, NULL, 10, BP_EIO, NULL,
+                      "is a directory, not a file");
+    write_text(bad, "x1,x2,label\n1,2,0\n");
+    expect_load_error(bad, NULL, 10, BP_EFORMAT, NULL,
+                      "not an IDX image file (magic 0x78312c78); it begins with text");
+    unlink(bad);
     expect_load_error(bad, lab, 10, BP_EIO, NULL, "no such file");
     expect_load_error(img, bad, 10, BP_EIO, bad, "no such file");
     expect_load_error(lab, lab, 10, BP_EFORMAT, NULL, "not an IDX image file (magic 0x00000801)");
@@ -749,6 +760,47 @@ static void test_csv_errors(void **state)
     expect_csv_error(p, 2, BP_EFORMAT, "leave no features");
 }
 
+/* The header rule (data_csv.c, docs/data.md): the first line is a header only when none
+ * of its fields is a number. A first row with a quoted, empty or NA field is data, loaded
+ * or refused with its reason, never dropped; lines may end in a lone \r. */
+static void test_csv_header_rule(void **state)
+{
+    bp_dataset ds;
+    char err[512] = "";
+    const char *p = tmp_path(state, 0, "h.csv");
+    write_text(p, "\"1\",2,3,0\n4,5,6,1\n");
+    assert_int_equal(bp_dataset_load_csv(&ds, p, 0, err, sizeof(err)), 0);
+    assert_int_equal(ds.n, 2);
+    const bp_real X[] = {1, 2, 3, 4, 5, 6};
+    assert_memory_equal(ds.X, X, sizeof(X));
+    bp_dataset_free(&ds);
+    /* Quoted names are a header; the quoted numbers under them are data. */
+    write_text(p, "\"a\", \"b\",\"c\",\"label\"\r\"1\",\" 2 \",3,\"0\"\r4,5,6,1\r");
+    assert_int_equal(bp_dataset_load_csv(&ds, p, 0, err, sizeof(err)), 0);
+    assert_int_equal(ds.n, 2);
+    assert_memory_equal(ds.X, X, sizeof(X));
+    assert_true(ds.labels[0] == 0 && ds.labels[1] == 1);
+    bp_dataset_free(&ds);
+    /* A lone \r ends a line (old Mac exports), and \r\n is still one line end. */
+    write_text(p, "1,2,3,0\r4,5,6,1\r\n\r\n");
+    assert_int_equal(bp_dataset_load_csv(&ds, p, 0, err, sizeof(err)), 0);
+    assert_int_equal(ds.n, 2);
+    assert_memory_equal(ds.X, X, sizeof(X));
+    bp_dataset_free(&ds);
+    write_text(p, ",2,3,0\n4,5,6,1\n");
+    expect_csv_error(p, 0, BP_EFORMAT, "line 1 column 1 is empty");
+    write_text(p, "NA,2,3,0\n4,5,6,1\n");
+    expect_csv_error(p, 0, BP_EFORMAT, "line 1 column 1: 'NA' is not a number");
+    write_text(p, "1 2,3,4,0\n");
+    expect_csv_error(p, 0, BP_EFORMAT, "line 1 column 1: '1 2' is not a number");
+    write_text(p, "x1,x2,label\n");
+    expect_csv_error(p, 0, BP_EFORMAT,
+                     "no data rows (line 1 has no number in it: it is the header)");
+    /* Only the first line can be a header. */
+    write_text(p, "x1,x2,label\n1,2,0\ny1,y2,label\n");
+    expect_csv_error(p, 0, BP_EFORMAT, "line 3 column 1: 'y1' is not a number");
+}
+
 /* ---- rows read in place ([data] placement = stream) ---- */
 
 static void test_stream_rows(void **state)
@@ -925,6 +977,7 @@ int main(void)
         T(test_check),
         T(test_csv_labels_and_targets),
         T(test_csv_errors),
+        T(test_csv_header_rule),
         T(test_stream_rows),
         T(test_stream_sigbus),
         T(test_load_progress),

@@ -1,6 +1,7 @@
 /* The trainer through its public API, in-process at one rank (no mpirun): setup from a
  * config, a run with callbacks, a checkpoint on request, and a resume that continues
  * bit for bit; refusals come back as codes with one message. */
+#include <math.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -16,6 +17,7 @@
 #include "backprop/checkpoint.h"
 #include "backprop/config.h"
 #include "backprop/train.h"
+#include "train.h" /* src/train.h: the trainer's fields, to spoil a weight by hand */
 
 static bp_comm comm;
 static char dir[64];
@@ -151,6 +153,33 @@ static void test_checkpoint_and_resume_exactly(void **state)
     bp_checkpoint_free(&b);
 }
 
+/* A checkpoint is never written from weights that are not finite, however they became so
+ * (the steps stop on a non-finite update; this is the backstop for every other way): the
+ * request fails with BP_EDIVERGED, and latest.h5 stays the finite one before it. */
+static void test_no_checkpoint_of_nonfinite_weights(void **state)
+{
+    (void)state;
+    bp_config cfg;
+    xor_config(&cfg, "nan", 5);
+    char err[512] = "";
+    bp_trainer *t = NULL;
+    assert_int_equal(bp_trainer_create(&t, &cfg, NULL, &comm, NULL, err, sizeof(err)), 0);
+    assert_int_equal(bp_trainer_run(t, NULL, err, sizeof(err)), 0);
+    bp_checkpoint before;
+    read_latest("nan", &before);
+    t->net.params[t->net.nparams - 1] = (bp_real)NAN;
+    assert_int_equal(bp_trainer_checkpoint(t, err, sizeof(err)), BP_EDIVERGED);
+    assert_non_null(strstr(err, "not finite"));
+    t->net.params[t->net.nparams - 1] = (bp_real)INFINITY;
+    assert_int_equal(bp_trainer_checkpoint(t, err, sizeof(err)), BP_EDIVERGED);
+    bp_trainer_free(t);
+    bp_checkpoint after;
+    read_latest("nan", &after);
+    assert_memory_equal(before.net.params, after.net.params, before.net.nparams * sizeof(bp_real));
+    bp_checkpoint_free(&before);
+    bp_checkpoint_free(&after);
+}
+
 /* The progress callback asks for a stop after the last step of epoch 7, as a signal handler
  * would: the next step carries the request, and the run stops at its end, mid-epoch. */
 static void stop_mid_epoch(void *ctx, long epoch, long epochs, size_t step, size_t steps,
@@ -237,6 +266,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_checkpoint_and_resume_exactly, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_stop_on_request, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_refusals, make_dir, remove_dir),
+        cmocka_unit_test_setup_teardown(test_no_checkpoint_of_nonfinite_weights, make_dir,
+                                        remove_dir),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     bp_comm_finalize();

@@ -34,7 +34,11 @@ typedef struct {
     long global_step;    /* steps since the start of the run */
     uint64_t seed;
     bp_rng rng;
-    int ranks;        /* rank count that wrote it (informational: resuming on another works) */
+    int ranks; /* rank count that wrote it (informational: resuming on another works) */
+    /* The training examples and [train] batch_size of the run (0: a file from before they
+     * were stored). Which examples a step visits depends on both, so a resume mid-epoch
+     * needs them unchanged. */
+    long n_train, batch_size;
     double elapsed_s; /* training wall time so far */
     /* Running sums of the epoch in progress, so its metrics come out as uninterrupted. */
     double epoch_cost_sum, epoch_correct, epoch_seen, epoch_train_s;
@@ -121,9 +125,10 @@ int bp_checkpoint_write(const char *path, const bp_net *net, const bp_optimizer_
                         size_t errlen);
 
 /* Reads and verifies a checkpoint (format name, version <= BP_CHECKPOINT_VERSION, layout,
- * checksums). Converts float/double as needed. With bp_checkpoint_isolate_reads(1) the file
- * is first read in a forked child, so damage that would crash or hang libhdf5 is refused
- * instead. On error returns BP_EIO
+ * checksums, every counter in range and consistent with the others; everything stored in
+ * the file itself: no soft or external links, external storage or virtual datasets). Converts
+ * float/double as needed. With bp_checkpoint_isolate_reads(1) the file is first read in a forked
+ * child, so damage that would crash or hang libhdf5 is refused instead. On error returns BP_EIO
  * (unreadable), BP_EFORMAT (not a backprop checkpoint, newer version, corrupted) with a
  * reason in err, and *ck is zeroed. */
 int bp_checkpoint_read(const char *path, bp_checkpoint *ck, char *err, size_t errlen);

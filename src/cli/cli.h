@@ -18,8 +18,14 @@ int bp_cmd_inspect(int argc, char **argv);
 int bp_cmd_convert(int argc, char **argv);
 int bp_cmd_plot(int argc, char **argv);
 
-/* "backprop: error: WHAT" on stderr, with "[rank R] " for ranks other than 0. */
+/* "backprop: error: WHAT" on stderr, with "[rank R] " for ranks other than 0. WHAT may
+ * quote file contents and paths: control characters and bytes that are not UTF-8 are
+ * written as escapes (\r, \x1b), so the line is one line and nothing in it reaches the
+ * terminal as a control sequence. */
 void bp_cli_error(int rank, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* "backprop: warning: WHAT" on stderr, escaped as bp_cli_error's WHAT. */
+void bp_cli_warning(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* All ranks agree on the worst status; the rank that reported it prints msg. Returns the
  * agreed exit status. */

@@ -14,10 +14,12 @@ static const char convert_usage[] =
     "\n"
     "Writes /X (n x d, float32) and /y (n int32 labels, or n x K float32 targets).\n"
     "IDX pixels are scaled to [0,1]; plain or gzip. CSV: one example per line, an optional\n"
-    "header; the last column is the class label, or with --targets K the last K columns\n"
-    "are real-valued targets. An existing FILE.h5 is replaced only with --force, and\n"
-    "never when it is a checkpoint or one of the inputs. /X is chunked and compressed,\n"
-    "or with --contiguous stored as plain rows, which [data] placement = stream needs.\n";
+    "header (the first line, when none of its fields is a number); the last column is the\n"
+    "class label, or with --targets K the last K columns are real-valued targets. Fields\n"
+    "may be quoted; lines end in \\n, \\r\\n or \\r. An existing FILE.h5 is replaced only\n"
+    "with --force, and never when it is a checkpoint or one of the inputs. /X is chunked\n"
+    "and compressed, or with --contiguous stored as plain rows, which [data] placement =\n"
+    "stream needs.\n";
 
 #define MAX_TARGETS 1000000 /* as many as an output layer may have */
 

@@ -82,8 +82,24 @@ static int load(const eval_args *a, bp_checkpoint *ck, bp__source *src, bp_works
     const bp_net *net = &ck->net;
     if (bp_workspace_create(ws, net, EVAL_ROWS) < 0)
         return bp__fail(err, len, BP_ENOMEM, "out of memory");
+    /* The library says IDX images lack their labels; which option gives them is ours. */
+    size_t n, d;
+    if (!a->labels && !bp__is_h5_path(a->data) && strncmp(a->data, "builtin:", 8) != 0 &&
+        bp__idx_shape(a->data, &n, &d, NULL, 0) == 0)
+        return bp__fail(err, len, BP_EINVAL,
+                        "%s: IDX images need their labels: add --labels FILE (the IDX labels file)",
+                        a->data);
     return bp__source_open(src, a->data, a->labels, net->sizes[0], net->sizes[net->nlayers], 0,
                            EVAL_ROWS, err, len);
+}
+
+/* A number as JSON has it: JSON has no NaN or infinity, so such a value is null. */
+static void json_number(const char *name, double v)
+{
+    if (isfinite(v))
+        printf("\"%s\":%.9g", name, v);
+    else
+        printf("\"%s\":null", name);
 }
 
 static void print_report(const eval_args *a, const double *r, const bp_dataset *ds)
@@ -93,9 +109,12 @@ static void print_report(const eval_args *a, const double *r, const bp_dataset *
     double n = r[2], cost = n > 0 ? r[0] / n : NAN;
     int labels = ds->labels != NULL;
     if (a->json) {
-        printf("{\"n\":%.0f,\"cost\":%.9g", n, cost);
+        printf("{\"n\":%.0f,", n);
+        json_number("cost", cost);
         if (labels) {
-            printf(",\"accuracy\":%.9g,\"confusion\":[", r[1] / n);
+            printf(",");
+            json_number("accuracy", n > 0 ? r[1] / n : NAN);
+            printf(",\"confusion\":[");
             for (size_t i = 0; i < k; i++)
                 for (size_t j = 0; j < k; j++)
                     printf("%s%.0f%s",
@@ -120,11 +139,27 @@ static void print_report(const eval_args *a, const double *r, const bp_dataset *
     }
 }
 
-/* A failure while the rows are read: bad data (NaN, labels out of range) is bad input,
- * exit 2, as it is when a file loaded whole is refused; the file failing is exit 1. */
+/* A failure while the rows are read: bad data (NaN, labels out of range, values that
+ * overflow the model) is bad input, exit 2, as it is when a file loaded whole is refused;
+ * the file failing is exit 1. */
 static int run_status(int code)
 {
-    return code == BP_EFORMAT || code == BP_EMISMATCH ? EXIT_BAD_INPUT : EXIT_FAILURE_DURING_WORK;
+    return code == BP_EFORMAT || code == BP_EMISMATCH || code == BP_EDIVERGED
+               ? EXIT_BAD_INPUT
+               : EXIT_FAILURE_DURING_WORK;
+}
+
+/* Finite data whose forward pass overflows (relu passes 3e38 on to inf, and inf - inf is
+ * NaN) has no cost and no classes: argmax would call every such row class 0. The sums are
+ * the same on every rank, so every rank finds it. */
+static int check_finite_cost(const eval_args *a, const double *r, char *err, size_t len)
+{
+    if (isfinite(r[0]))
+        return 0;
+    return bp__fail(err, len, BP_EDIVERGED,
+                    "%s: the network's cost is %s on this data: its values are finite but "
+                    "overflow the model's forward pass",
+                    a->data, isnan(r[0]) ? "NaN" : "infinite");
 }
 
 static int run(int argc, char **argv, int predict)
@@ -167,12 +202,26 @@ static int run(int argc, char **argv, int predict)
     if (status)
         goto cleanup;
     const bp_dataset *ds = &src.ds;
+    /* Ranks started with other arguments (mpirun's MPMD form) must still evaluate one
+     * network on one data set: compared by contents, whatever the files are called. */
+    rc = bp__weights_agree(&comm, &ck.net, a.checkpoint, err, sizeof(err));
+    if (rc == 0)
+        rc = bp__data_agree(&comm, ds, bp__source_rows, &src, "--data", a.data, err, sizeof(err));
+    if (rc < 0) {
+        status = bp_cli_report(&comm, bp_cli_setup_status(rc), err);
+        goto cleanup;
+    }
     if (predict) {
         /* Output files are rank 0's; other ranks have nothing to add. */
         int flags = a.force ? BP__OUT_REPLACE : 0;
         rc = comm.rank == 0 ? bp_predict_write(&ck.net, &ws, ds, bp__source_rows, &src, a.out,
                                                flags, err, sizeof(err))
                             : 0;
+        if (rc == BP_EDIVERGED) { /* the library names the row; the data is ours to name */
+            char why[sizeof(err)];
+            snprintf(why, sizeof(why), "%s", err);
+            snprintf(err, sizeof(err), "%.1000s: %.1000s", a.data, why);
+        }
         status = bp_cli_agree(&comm, rc < 0 ? run_status(rc) : 0, err);
         if (status == 0 && comm.rank == 0)
             printf("wrote %zu predictions to %s\n", ds->n, a.out);
@@ -181,6 +230,8 @@ static int run(int argc, char **argv, int predict)
     r = bp__calloc(BP_EVAL_OUT + ds->k * ds->k, sizeof(double));
     rc = r ? bp_evaluate(&ck.net, &ws, ds, bp__source_rows, &src, &comm, 1, r, err, sizeof(err))
            : bp__fail(err, sizeof(err), BP_ENOMEM, "out of memory");
+    if (rc == 0)
+        rc = check_finite_cost(&a, r, err, sizeof(err));
     status = bp_cli_agree(&comm, rc < 0 ? run_status(rc) : 0, err);
     if (status == 0 && comm.rank == 0)
         print_report(&a, r, ds);

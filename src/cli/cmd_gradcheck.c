@@ -144,6 +144,14 @@ static int check(const bp_comm *comm, const gc_args *a, char *err, size_t len)
     int status = bp_cli_agree(comm, rc < 0 ? bp_cli_setup_status(rc) : 0, err);
     if (status)
         goto cleanup;
+    /* The ranks sum one gradient: of one config and one data set (by contents). */
+    rc = bp__config_agree(comm, &cfg, err, len);
+    if (rc == 0)
+        rc = bp__data_agree(comm, &ds, NULL, NULL, "[data] train", cfg.train, err, len);
+    if (rc < 0) {
+        status = bp_cli_report(comm, bp_cli_setup_status(rc), err);
+        goto cleanup;
+    }
     bp_rng rng;
     bp_rng_seed(&rng, cfg.seed);
     bp_net_init(&net, cfg.init, cfg.init_epsilon, &rng);

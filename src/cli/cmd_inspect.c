@@ -41,6 +41,8 @@ static void print_summary(const char *path, const bp_checkpoint *ck)
            bf16 ? "bf16 products with float sums (the weights here are float)" : "float");
     printf("progress: %ld epochs done, %ld steps into the next; global step %ld\n", st->epoch,
            st->batch_in_epoch, st->global_step);
+    if (st->n_train > 0) /* what a resume mid-epoch must keep */
+        printf("epochs: %ld training examples in batches of %ld\n", st->n_train, st->batch_size);
     printf("run: seed %llu, %d rank%s, %.1f s of training\n", (unsigned long long)st->seed,
            st->ranks, st->ranks == 1 ? "" : "s", st->elapsed_s);
     if (st->nmetrics) {

@@ -5,8 +5,18 @@
  * gnuplot over matplotlib: it is one C program with no interpreter behind it (the package
  * and its libraries are a few MB; python3-matplotlib brings Python, numpy and about 100 MB),
  * it starts in tens of milliseconds, and its script takes the data inline, so what is
- * drawn is exactly what --script saves. Nothing but this command needs it. */
+ * drawn is exactly what --script saves. Nothing but this command needs it.
+ *
+ * Nothing a run directory holds is ever gnuplot code. Every string taken from a file, a
+ * path, the config stored in a checkpoint or a CSV reaches the script through script_text
+ * alone, which turns every byte outside printable ASCII, and every quote, backslash, '$',
+ * '@', backtick and '#', into '?': such a string cannot end its quotes, its line or a data
+ * block, nor expand a macro or a variable. Numbers are printed from parsed doubles, never
+ * copied as text. The picture's own path is not in the script: gnuplot reads the script
+ * on its stdin (as /dev/stdin, so that its errors name a line) and writes the PNG to its
+ * stdout, the temporary file; --script's copy names its output through script_text. */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,7 +59,7 @@ static const char *const columns[] = {"epoch",          "train_cost",   "val_cos
 typedef struct {
     const char *dir;
     char metrics[BP_PATH_MAX + 32]; /* the metrics file read */
-    char (*rows)[NCOLS][32];        /* metrics.csv's fields as written ("" where empty) */
+    double (*rows)[NCOLS];          /* metrics.csv's drawn fields (NaN where empty) */
     size_t nrows;
     int has[NCOLS]; /* some row has the column */
     double step[5]; /* data, compute, exchange, update ms; steps (weighted means) */
@@ -172,14 +182,15 @@ static int read_metrics(run_data *r, char *err, size_t len)
         for (int c = 0; c < NCOLS; c++) {
             const char *v = at[c] >= 0 && at[c] < nf ? fields[at[c]] : "";
             char *end;
-            strtod(v, &end);
-            if (*v && (*end || strlen(v) >= 32)) {
-                rc = bp__fail(err, len, BP_EFORMAT, "%s: row %zu: '%s' is not a number", path,
+            double x = strtod(v, &end);
+            if (*v && *end) {
+                rc = bp__fail(err, len, BP_EFORMAT, "%s: row %zu: '%.40s' is not a number", path,
                               r->nrows + 2, v);
                 break;
             }
-            snprintf(r->rows[r->nrows][c], 32, "%s", v);
-            r->has[c] |= *v != 0;
+            /* A diverged run's inf is drawn as missing, as an empty field is. */
+            r->rows[r->nrows][c] = *v && isfinite(x) ? x : NAN;
+            r->has[c] |= *v != 0 && isfinite(x);
         }
         r->nrows++;
     }
@@ -205,7 +216,7 @@ static void read_step_times(run_data *r)
         long first;
         if (sscanf(line, "%ld,%lf,%lf,%lf,%lf,%lf,%lf", &first, &v[0], &v[1], &v[2], &v[3], &v[4],
                    &v[5]) != 7 ||
-            v[0] <= 0)
+            !(v[0] > 0) || !isfinite(v[0] + v[1] + v[2] + v[3] + v[4]))
             continue;
         for (int i = 0; i < 4; i++)
             sum[i] += v[0] * v[i + 1];
@@ -235,7 +246,7 @@ static void read_confusion(run_data *r)
     bp_workspace ws = {0};
     int rc = bp_checkpoint_read(path, &ck, err, sizeof(err));
     if (rc < 0) {
-        fprintf(stderr, "backprop: warning: no confusion matrix for %s: %s\n", r->dir, err);
+        bp_cli_warning("no confusion matrix for %s: %s", r->dir, err);
         return;
     }
     int k = ck.net.sizes[ck.net.nlayers];
@@ -263,6 +274,12 @@ static void read_confusion(run_data *r)
         if (rc == 0)
             rc = bp_evaluate(&ck.net, &ws, &src.ds, bp__source_rows, &src, &alone, 1, out, err,
                              sizeof(err));
+        /* Non-finite outputs have no class: their argmax would count them all as class 0. */
+        if (rc == 0 && !isfinite(out[0]))
+            rc = bp__fail(err, sizeof(err), BP_EDIVERGED,
+                          "%s: the network's outputs are not finite on this data (its values "
+                          "overflow the model)",
+                          data);
         if (rc == 0) {
             r->k = (size_t)k;
             r->confusion = bp__calloc(r->k * r->k, sizeof(double));
@@ -273,23 +290,28 @@ static void read_confusion(run_data *r)
         bp_workspace_free(&ws);
     }
     if (rc < 0)
-        fprintf(stderr, "backprop: warning: no confusion matrix for %s: %s\n", r->dir,
-                err[0] ? err : bp_strerror(rc));
+        bp_cli_warning("no confusion matrix for %s: %s", r->dir, err[0] ? err : bp_strerror(rc));
     bp__source_close(&src);
     bp_checkpoint_free(&ck);
 }
 
 /* ---- the gnuplot script ---- */
 
-/* gnuplot's single-quoted strings: a quote is doubled. */
+/* The one way a string from outside reaches the script (the guarantee at the top): bytes
+ * outside printable ASCII, quotes, backslash, '$', '@', backtick and '#' become '?'. */
+static void script_text(FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        fputc(c < 0x20 || c > 0x7e || strchr("'\"\\$@`#", c) ? '?' : c, f);
+    }
+}
+
+/* A gnuplot single-quoted string of an outside string. */
 static void quoted(FILE *f, const char *s)
 {
     fputc('\'', f);
-    for (; *s; s++) {
-        if (*s == '\'')
-            fputc('\'', f);
-        fputc(*s, f);
-    }
+    script_text(f, s);
     fputc('\'', f);
 }
 
@@ -297,9 +319,23 @@ static void quoted(FILE *f, const char *s)
 static void data_string(FILE *f, const char *s)
 {
     fputc('"', f);
-    for (; *s; s++)
-        fputc(*s == '"' ? '\'' : *s, f);
+    script_text(f, s);
     fputc('"', f);
+}
+
+/* A value of metrics.csv: the shortest of %.9g (what train writes) and %.17g that reads
+ * back as the same double, so that a file train wrote is drawn digit for digit. */
+static void data_number(FILE *f, double v)
+{
+    char text[32];
+    if (isnan(v)) {
+        fputs("NaN", f);
+        return;
+    }
+    snprintf(text, sizeof(text), "%.9g", v);
+    if (strtod(text, NULL) != v)
+        snprintf(text, sizeof(text), "%.17g", v);
+    fputs(text, f);
 }
 
 /* A panel with nothing to draw but why. */
@@ -325,10 +361,13 @@ static void write_script(FILE *f, const run_data *runs, int n, const char *out)
     for (int i = 0; i < n; i++)
         epochs = runs[i].nrows > epochs ? runs[i].nrows : epochs;
     /* Sized for README's column: readable at 1100 pixels wide. */
-    fprintf(f, "set terminal pngcairo size 1100,%d font 'sans,10' noenhanced\nset output ",
-            400 * rows);
-    quoted(f, out);
-    fprintf(f, "\nset datafile missing 'NaN'\nset grid\nset key below\n");
+    fprintf(f, "set terminal pngcairo size 1100,%d font 'sans,10' noenhanced\n", 400 * rows);
+    if (out) { /* else the picture goes to gnuplot's stdout */
+        fprintf(f, "set output ");
+        quoted(f, out);
+        fputc('\n', f);
+    }
+    fprintf(f, "set datafile missing 'NaN'\nset grid\nset key below\n");
     for (int i = 0; i < n; i++) {
         /* one block per run: epoch, then cost train/val/test, accuracy train/val/test */
         fprintf(f,
@@ -336,9 +375,11 @@ static void write_script(FILE *f, const run_data *runs, int n, const char *out)
                 "val_accuracy test_accuracy\n",
                 i);
         for (size_t e = 0; e < runs[i].nrows; e++) {
-            for (int c = 0; c < NCOLS; c++)
-                fprintf(f, "%s%s", c ? " " : "",
-                        runs[i].rows[e][c][0] ? runs[i].rows[e][c] : "NaN");
+            for (int c = 0; c < NCOLS; c++) {
+                if (c)
+                    fputc(' ', f);
+                data_number(f, runs[i].rows[e][c]);
+            }
             fputc('\n', f);
         }
         fprintf(f, "EOD\n");
@@ -437,28 +478,41 @@ static void write_script(FILE *f, const run_data *runs, int n, const char *out)
     fprintf(f, "unset multiplot\n");
 }
 
-/* Runs gnuplot on the script: 0, or the reason (its first error line) for the one line. */
-static int run_gnuplot(const char *script_path, char *err, size_t len)
+/* Runs gnuplot on the script, the picture to png (a new file): 0, or the reason (its first
+ * error line) for the one line. Neither path is on gnuplot's command line: the script is
+ * its stdin, the picture its stdout. */
+static int run_gnuplot(const char *script_path, const char *png, char *err, size_t len)
 {
-    int fd[2];
-    if (pipe(fd) != 0)
+    int fd[2], in = open(script_path, O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        return bp__fail(err, len, BP_EIO, "%s: cannot read: %s", script_path, strerror(errno));
+    int out = open(png, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (out < 0) {
+        close(in);
+        return bp__fail(err, len, BP_EIO, "%s: cannot write: %s", png, strerror(errno));
+    }
+    if (pipe(fd) != 0) {
+        close(in), close(out);
         return bp__fail(err, len, BP_EIO, "cannot start gnuplot: %s", strerror(errno));
+    }
     pid_t pid = fork();
     if (pid == 0) {
-        dup2(fd[1], 1);
+        dup2(in, 0);
+        dup2(out, 1);
         dup2(fd[1], 2);
         close(fd[0]);
-        close(fd[1]);
-        execlp("gnuplot", "gnuplot", script_path, (char *)NULL);
+        execlp("gnuplot", "gnuplot", "/dev/stdin", (char *)NULL);
         _exit(127);
     }
+    close(in);
+    close(out);
     close(fd[1]);
     FILE *p = pid > 0 ? fdopen(fd[0], "r") : NULL;
-    /* gnuplot says where it stopped on its last non-empty line ("...gp" line N: why). */
+    /* gnuplot says where it stopped on its last non-empty line ("/dev/stdin" line N: why). */
     char said[512] = "", line[512];
     while (p && fgets(line, sizeof(line), p))
         if (line[strspn(line, " \t\n^")])
-            snprintf(said, sizeof(said), "%s", line);
+            snprintf(said, sizeof(said), "%s", line + strspn(line, " \t"));
     if (p)
         fclose(p);
     else
@@ -531,9 +585,9 @@ static int plot(const plot_args *a, char *err, size_t len)
         read_step_times(&runs[i]);
         read_confusion(&runs[i]);
     }
-    /* gnuplot writes the picture under a temporary name beside it, from a script saved
-     * there too; the picture is then renamed into place. --script gets the same script,
-     * drawing to the final name. */
+    /* gnuplot draws into a temporary file beside the picture, from a script saved there
+     * too; the picture is then renamed into place. --script gets the same script, with a
+     * line that draws to the final name. */
     char script[BP_PATH_MAX + 64] = "", tmp_png[BP_PATH_MAX + 64] = "";
     if (rc == 0 && (bp__temp_name(out, tmp_png, sizeof(tmp_png)) < 0 ||
                     snprintf(script, sizeof(script), "%s.gp", tmp_png) >= (int)sizeof(script)))
@@ -542,11 +596,11 @@ static int plot(const plot_args *a, char *err, size_t len)
     if (rc == 0 && !f)
         rc = bp__fail(err, len, BP_EIO, "%s: cannot write: %s", script, strerror(errno));
     if (f) {
-        write_script(f, runs, a->ndirs, tmp_png);
+        write_script(f, runs, a->ndirs, NULL);
         if (fclose(f) != 0)
             rc = bp__fail(err, len, BP_EIO, "%s: cannot write: %s", script, strerror(errno));
         if (rc == 0)
-            rc = run_gnuplot(script, err, len);
+            rc = run_gnuplot(script, tmp_png, err, len);
         if (rc == 0 && rename(tmp_png, out) != 0)
             rc = bp__fail(err, len, BP_EIO, "%s: cannot write: %s", out, strerror(errno));
         unlink(script);

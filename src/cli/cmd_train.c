@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <stdlib.h>
@@ -163,7 +164,10 @@ static void save_step_times(const bp_config *cfg, const bp_trainer *t, const bp_
     FILE *mem = open_memstream(&text, &size);
     if (!mem)
         return;
-    FILE *old = in.resumed ? fopen(path, "re") : NULL;
+    int fd = in.resumed ? bp__input_open(path, NULL, NULL, 0) : -1; /* never waits on a FIFO */
+    FILE *old = fd >= 0 ? fdopen(fd, "r") : NULL;
+    if (fd >= 0 && !old)
+        close(fd);
     char line[512];
     if (!old || !fgets(line, sizeof(line), old) || strcmp(line, header) != 0)
         fputs(header, mem);
@@ -178,7 +182,7 @@ static void save_step_times(const bp_config *cfg, const bp_trainer *t, const bp_
     fputs(row, mem);
     fclose(mem);
     if (bp__publish(path, text, size, BP__OUT_REPLACE, err, sizeof(err)) < 0)
-        fprintf(stderr, "backprop: warning: %s\n", err);
+        bp_cli_warning("%s", err);
     free(text);
 }
 
@@ -264,21 +268,32 @@ static int catch_stop_signals(void)
 }
 
 /* Rank 0, after a run that ended before its last epoch: early stopping (which weights it
- * kept) or lbfgs's convergence (why). */
-static void print_early_stop(const bp_config *cfg, const bp_trainer *t)
+ * kept) or lbfgs's convergence (why). Said of the run as it stopped, in the checkpoint's
+ * numbers: a resume of a run that had already stopped trains nothing, whatever the config
+ * says now (the stop's weights were replaced by the best epoch's, or lbfgs's search has
+ * ended), and says so. */
+static void print_early_stop(const bp_trainer *t, int already)
 {
     bp_trainer_info in;
     bp_trainer_get_info(t, &in);
+    const char *when = already ? "the run had already stopped before this resume: " : "";
     if (in.stopped_early)
-        printf("early stopping: no better validation cost for %ld epochs; the weights are "
-               "epoch %ld's (val_cost %.4f)\n",
-               cfg->early_stopping, in.best_epoch, in.best_val_cost);
+        printf("early stopping: %sno better validation cost for %ld epochs; the weights are "
+               "epoch %ld's (val_cost %.4f)%s\n",
+               when, in.epoch - in.best_epoch, in.best_epoch, in.best_val_cost,
+               already ? "; a larger early_stopping or epochs does not continue it (its last "
+                         "weights gave way to the best epoch's): resume a checkpoint from before "
+                         "the stop, or start a new run"
+                       : "");
     if (in.converged)
-        printf("lbfgs: converged after %ld iterations and %ld cost evaluations: %s\n", in.epoch,
-               in.global_step,
+        printf("lbfgs: %sconverged after %ld iterations and %ld cost evaluations: %s%s\n", when,
+               in.epoch, in.global_step,
                in.converged == BP_LBFGS_CONVERGED_GRADIENT
                    ? "no gradient component is larger than lbfgs_tolerance"
-                   : "the line search found no lower cost along the search direction");
+                   : "the line search found no lower cost along the search direction",
+               already ? " (the tolerance of the run that converged); another lbfgs_tolerance "
+                         "does not continue it: start a new run"
+                       : "");
 }
 
 /* Rank 0, after the stop's checkpoint: the one line that says what to do next. */
@@ -316,27 +331,53 @@ static void on_load(void *ctx, const char *path, double done, double total)
     fflush(stderr);
 }
 
+/* Rank 0: the config is an input too, so no file the run writes may be it, under any
+ * name (the library checks the data files; it never sees the config's path). */
+static int config_not_written(const bp_config *cfg, const char *config, char *err, size_t errlen)
+{
+    struct stat in, out;
+    char paths[3][BP_PATH_MAX + 32];
+    if (stat(config, &in) != 0)
+        return 0;
+    snprintf(paths[0], sizeof(paths[0]), "%s", cfg->metrics);
+    snprintf(paths[1], sizeof(paths[1]), "%s/step_times.csv", cfg->checkpoint_dir);
+    snprintf(paths[2], sizeof(paths[2]), "%s/latest.h5", cfg->checkpoint_dir);
+    for (int i = 0; i < 3; i++)
+        if (stat(paths[i], &out) == 0 && out.st_dev == in.st_dev && out.st_ino == in.st_ino)
+            return snprintf(err, errlen,
+                            "%s%.900s is the config %.900s, which the run would replace; %s",
+                            i == 0 ? "[log] metrics = " : "", paths[i], config,
+                            i == 0 ? "name another file" : "set another [checkpoint] dir"),
+                   -1;
+    return 0;
+}
+
 static int train_main(const bp_comm *comm, const train_args *a)
 {
     static char err[2048];
     static bp_config cfg;
     int rc = bp_config_load(&cfg, a->config, a->sets, a->nsets, err, sizeof(err));
+    if (rc == 0 && comm->rank == 0)
+        rc = config_not_written(&cfg, a->config, err, sizeof(err));
     int status = bp_cli_agree(comm, rc < 0 ? EXIT_BAD_INPUT : 0, err);
     if (status)
         return status;
     const char *resume = a->resume;
-    if (resume && strcmp(resume, "auto") == 0) {
-        /* Rank 0 looks, and every rank goes by what it saw. */
-        char latest[BP_PATH_MAX + 16];
-        snprintf(latest, sizeof(latest), "%s/latest.h5", cfg.checkpoint_dir);
-        int seen = comm->rank == 0 && access(latest, F_OK) == 0, who;
-        if (bp_comm_agree(comm, seen, &seen, &who) < 0) {
-            bp_cli_error(comm->rank, "the ranks could not agree on --resume auto");
-            return EXIT_FAILURE_DURING_WORK;
-        }
-        resume = seen ? "latest" : NULL;
+    int automatic = resume && strcmp(resume, "auto") == 0;
+    /* Rank 0 looks, and every rank goes by what it saw. Every rank takes the agreement,
+     * --resume auto or not: ranks started with other arguments (mpirun's MPMD form) still
+     * reach the trainer's check of what they start from in step. */
+    char latest[BP_PATH_MAX + 16];
+    snprintf(latest, sizeof(latest), "%s/latest.h5", cfg.checkpoint_dir);
+    int seen = comm->rank == 0 && access(latest, F_OK) == 0, who;
+    if (bp_comm_agree(comm, seen, &seen, &who) < 0) {
+        bp_cli_error(comm->rank, "the ranks could not agree on --resume auto");
+        return EXIT_FAILURE_DURING_WORK;
     }
+    if (automatic)
+        resume = seen ? "latest" : NULL;
     bp_trainer *t = NULL;
+    int already = 0; /* resumed a run that had stopped early or converged */
     int drawing = comm->rank == 0 && (cfg.progress == BP_PROGRESS_ON ||
                                       (cfg.progress == BP_PROGRESS_AUTO && isatty(2)));
     load_view loading = {0};
@@ -353,6 +394,9 @@ static int train_main(const bp_comm *comm, const train_args *a)
         train_view view = {0};
         view.bar = drawing;
         bp_callbacks cb = {on_epoch, view.bar ? on_progress : NULL, &view};
+        bp_trainer_info before;
+        bp_trainer_get_info(t, &before);
+        already = before.stopped_early || before.converged;
         if (comm->rank == 0)
             print_banner(&cfg, t);
         rc = bp_trainer_run(t, comm->rank == 0 ? &cb : NULL, err, sizeof(err));
@@ -368,7 +412,7 @@ static int train_main(const bp_comm *comm, const train_args *a)
     if (status == 0)
         print_step_time(comm, &cfg, t);
     if (status == 0 && comm->rank == 0)
-        print_early_stop(&cfg, t);
+        print_early_stop(t, already);
     if (status == 0 && comm->rank == 0)
         printf("done: checkpoint %s/latest.h5, metrics %s\n", cfg.checkpoint_dir, cfg.metrics);
     bp_trainer_free(t);

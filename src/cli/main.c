@@ -12,11 +12,11 @@ static const char usage[] =
     "\n"
     "  train CONFIG [--set SECTION.KEY=VALUE]... [--resume CKPT|latest|auto]\n"
     "  eval --checkpoint CKPT --data FILE [--labels FILE] [--json]\n"
-    "  predict --checkpoint CKPT --data FILE [--labels FILE] --out FILE.h5\n"
-    "  gradcheck CONFIG [--set ...] [--epsilon E] [--tolerance T]\n"
+    "  predict --checkpoint CKPT --data FILE [--labels FILE] --out FILE.h5 [--force]\n"
+    "  gradcheck CONFIG [--set ...] [--epsilon E] [--tolerance T] [--examples M]\n"
     "  inspect CKPT\n"
     "  convert (--idx-images F --idx-labels F | --csv F [--targets K]) --out FILE.h5\n"
-    "          [--contiguous]\n"
+    "          [--contiguous] [--force]\n"
     "  plot RUN_DIR [RUN_DIR ...] [--out FILE.png] [--script FILE] [--force]\n"
     "  --help | --version | COMMAND --help\n"
     "\n"
@@ -24,18 +24,79 @@ static const char usage[] =
     "Exit status: 0 success, 2 bad usage or input, 1 failure during work, 3 train stopped\n"
     "by SIGTERM, SIGINT or SIGUSR1 after a checkpoint (continue with --resume latest).\n";
 
+/* The length of the UTF-8 sequence at s if it is a well-formed character past the C1
+ * controls (U+00A0 on, no surrogates, shortest form), else 0. */
+static size_t utf8_printable(const unsigned char *s)
+{
+    unsigned c = s[0], need = 0;
+    if (c >= 0xC2 && c <= 0xDF)
+        need = 1;
+    else if (c >= 0xE0 && c <= 0xEF)
+        need = 2;
+    else if (c >= 0xF0 && c <= 0xF4)
+        need = 3;
+    else
+        return 0;
+    unsigned cp = c & (0x3F >> need);
+    for (unsigned i = 1; i <= need; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3F);
+    }
+    static const unsigned least[] = {0, 0xA0, 0x800, 0x10000};
+    if (cp < least[need] || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+        return 0;
+    return need + 1;
+}
+
+/* msg as one line of text into out (4 bytes for each of msg's at most, and a NUL): what a
+ * file or a path put in it (a CR-only CSV's \r, a newline or an escape sequence in a
+ * directory's name) is shown, not obeyed. */
+static void printable(char *out, const char *msg)
+{
+    const unsigned char *s = (const unsigned char *)msg;
+    while (*s) {
+        size_t n = *s >= 0x80 ? utf8_printable(s) : (*s >= 0x20 && *s != 0x7F);
+        if (n > 0) {
+            memcpy(out, s, n);
+            out += n, s += n;
+        } else if (*s == '\n' || *s == '\r' || *s == '\t') {
+            out += sprintf(out, "\\%c", *s == '\n' ? 'n' : *s == '\r' ? 'r' : 't');
+            s++;
+        } else {
+            out += sprintf(out, "\\x%02x", *s++);
+        }
+    }
+    *out = 0;
+}
+
+/* One write for the whole line (stderr is unbuffered): lines of ranks never interleave. */
+static void report(const char *kind, int rank, const char *fmt, va_list ap)
+{
+    char msg[2048], shown[4 * sizeof(msg)];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    printable(shown, msg);
+    char who[32] = "";
+    if (rank > 0)
+        snprintf(who, sizeof(who), "[rank %d] ", rank);
+    fprintf(stderr, "backprop: %s: %s%s\n", kind, who, shown);
+    fflush(stderr);
+}
+
 void bp_cli_error(int rank, const char *fmt, ...)
 {
-    char msg[2048];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    report("error", rank, fmt, ap);
     va_end(ap);
-    if (rank > 0)
-        fprintf(stderr, "backprop: error: [rank %d] %s\n", rank, msg);
-    else
-        fprintf(stderr, "backprop: error: %s\n", msg);
-    fflush(stderr);
+}
+
+void bp_cli_warning(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    report("warning", 0, fmt, ap);
+    va_end(ap);
 }
 
 int bp_cli_agree(const bp_comm *comm, int status, const char *msg)

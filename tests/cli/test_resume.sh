@@ -107,7 +107,7 @@ expect "lbfgs: another history size" 2 'keeps 10 L-BFGS pairs but the config has
     mpi 2 train r.ini --set checkpoint.dir=LY $lb --set train.lbfgs_history=4 --resume "$mid"
 expect "lbfgs: another cost" 2 "the checkpoint's L-BFGS state minimised the cost with lambda = 0.5 over 160 examples, but the config gives lambda = 0.25 over 160" \
     mpi 2 train r.ini --set checkpoint.dir=LZ $lb --set train.lambda=0.25 --resume "$mid"
-check "lbfgs: converges" mpi 2 train r.ini --set checkpoint.dir=LC $lb --set train.lbfgs_tolerance=0.05 --set train.epochs=1000
+check "lbfgs: converges" mpi 2 train r.ini --set checkpoint.dir=LC ${lb/epochs=20/epochs=1000} --set train.lbfgs_tolerance=0.05
 cp "$T/check.out" lc.out
 check "lbfgs: says it converged" grep -q '^lbfgs: converged after [0-9]* iterations and [0-9]* cost evaluations: no gradient component is larger than lbfgs_tolerance' lc.out
 check "lbfgs: stopped before the last epoch" test "$($H5 state LC/latest.h5 | cut -d' ' -f1)" -lt 1000
