@@ -4,6 +4,7 @@
  * or foreign file is refused with a reason instead of resuming from garbage. */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -735,15 +736,22 @@ static int read_lbfgs(const ck_reader *r, bp_checkpoint *ck)
 
 /* The optimizer's name (none: a file from before optimizers had names, sgd) and, for adam,
  * the second moments; for lbfgs, its state. */
-static int read_optimizer(const ck_reader *r, bp_checkpoint *ck, const model_desc *d)
+/* /optimizer's name into name[8]; files without one are sgd. */
+static int read_optimizer_name(const ck_reader *r, char *name)
 {
-    snprintf(ck->optimizer, sizeof(ck->optimizer), "sgd");
+    snprintf(name, 8, "sgd");
     hid_t group = H5Gopen2(r->file, "optimizer", H5P_DEFAULT);
     int rc = 0;
     if (group >= 0 && H5Aexists(group, "name") > 0 &&
-        bp__h5_read_string_attr(group, "name", ck->optimizer, sizeof(ck->optimizer)) < 0)
+        bp__h5_read_string_attr(group, "name", name, 8) < 0)
         rc = refuse(r, BP_EFORMAT, "/optimizer: unreadable name");
     bp__h5_close(group);
+    return rc;
+}
+
+static int read_optimizer(const ck_reader *r, bp_checkpoint *ck, const model_desc *d)
+{
+    int rc = read_optimizer_name(r, ck->optimizer);
     if (rc == 0 && strcmp(ck->optimizer, "adam") == 0) {
         ck->moment2 = bp__calloc(ck->net.nparams, sizeof(bp_real));
         rc = ck->moment2
@@ -793,6 +801,26 @@ static int read_model(const ck_reader *r, bp_checkpoint *ck)
     return rc;
 }
 
+/* The column of a metrics row holding a value no run writes, or NULL. A value that does not
+ * apply is NaN (an empty CSV field); costs may be +inf (a diverged evaluation), accuracies are
+ * fractions, rates and times finite and never negative. */
+static const char *bad_metric(const bp_metrics_row *m)
+{
+    const double costs[3] = {m->train_cost, m->val_cost, m->test_cost};
+    const double accs[3] = {m->train_accuracy, m->val_accuracy, m->test_accuracy};
+    for (int i = 0; i < 3; i++) {
+        if (costs[i] < 0)
+            return bp_metric_columns[2 + 2 * i];
+        if (accs[i] < 0 || accs[i] > 1)
+            return bp_metric_columns[3 + 2 * i];
+    }
+    if (m->samples_per_s < 0 || isinf(m->samples_per_s))
+        return "samples_per_s";
+    if (!isfinite(m->elapsed_s) || m->elapsed_s < 0)
+        return "elapsed_s";
+    return NULL;
+}
+
 /* The table is stored as nmetrics x NCOLS doubles; an empty one may also come as a null
  * dataspace. Its storage must hold every row: a damaged row count cannot size the buffer. */
 static int read_metrics(const ck_reader *r, bp_train_state *st)
@@ -840,6 +868,7 @@ static int read_metrics(const ck_reader *r, bp_train_state *st)
     }
     for (size_t i = 0; i < st->nmetrics && rc == 0; i++) {
         bp_metrics_row *m = &st->metrics[i];
+        const char *bad;
         if (doubles_to_metrics(rows + i * NCOLS, m) < 0)
             rc = refuse(r, BP_EFORMAT,
                         "/train/metrics row %zu: epoch and step must be whole numbers", i);
@@ -848,6 +877,10 @@ static int read_metrics(const ck_reader *r, bp_train_state *st)
                         "/train/metrics row %zu: epoch %ld, step %ld is beyond where the run "
                         "stands (epoch %ld, global step %ld; file corrupted)",
                         i, m->epoch, m->step, st->epoch, st->global_step);
+        else if ((bad = bad_metric(m)) != NULL)
+            rc = refuse(r, BP_EFORMAT,
+                        "/train/metrics row %zu (epoch %ld): %s is out of range (file corrupted)",
+                        i, m->epoch, bad);
     }
 cleanup:
     bp__free(rows);
@@ -921,6 +954,33 @@ static int check_position(const ck_reader *r, const int64_t *v, const int64_t *s
     return 0;
 }
 
+/* The epoch in progress's running sums (elapsed_s, epoch_cost_sum, epoch_correct, epoch_seen,
+ * epoch_train_s) must be sums a run can reach: finite, times and counts never negative, whole
+ * counts, no more correct than seen, and no more seen than the epoch's steps so far hold
+ * (an lbfgs evaluation sees the whole set once). The cost sum is only finite: a cost of
+ * targets outside [0, 1] may be negative. */
+static int check_sums(const ck_reader *r, const double *v, const int64_t *ints,
+                      const int64_t *shape, int lbfgs)
+{
+    for (int i = 0; i < 5; i++)
+        if (!isfinite(v[i]) || (i != 1 && v[i] < 0))
+            return refuse(r, BP_EFORMAT, "/train: %s = %g is out of range (file corrupted)",
+                          train_real_names[i], v[i]);
+    double correct = v[2], seen = v[3], n = (double)shape[0], B = (double)shape[1];
+    if (correct != floor(correct) || seen != floor(seen) || correct > seen)
+        return refuse(r, BP_EFORMAT,
+                      "/train: epoch_correct = %g of epoch_seen = %g examples is not a count a "
+                      "run reaches (file corrupted)",
+                      correct, seen);
+    if ((n > 0 && seen > n) || (!lbfgs && B > 0 && seen > (double)ints[1] * B) ||
+        (!lbfgs && ints[1] == 0 && seen > 0))
+        return refuse(r, BP_EFORMAT,
+                      "/train: epoch_seen = %g examples after %lld steps of the epoch is more "
+                      "than they hold (file corrupted)",
+                      seen, (long long)ints[1]);
+    return 0;
+}
+
 static int read_train(const ck_reader *r, bp_train_state *st, int lbfgs)
 {
     int64_t ints[3], shape[2] = {0, 0};
@@ -949,6 +1009,8 @@ static int read_train(const ck_reader *r, bp_train_state *st, int lbfgs)
     if (bad)
         return refuse(r, BP_EFORMAT, "/train attribute '%s' is missing or malformed", bad);
     int rc = check_position(r, ints, shape, st->ranks, lbfgs);
+    if (rc == 0)
+        rc = check_sums(r, reals, ints, shape, lbfgs);
     if (rc < 0)
         return rc;
     st->n_train = (long)shape[0];
@@ -1050,6 +1112,41 @@ int bp_checkpoint_read(const char *path, bp_checkpoint *ck, char *err, size_t er
     if (rc == 0)
         rc = read_checkpoint(path, ck, err, errlen);
     bp__h5_quiet_end(&q);
+    return rc;
+}
+
+/* /train alone: what the run directory's checks compare, without the cost of the weights. */
+static int read_state(const char *path, bp_train_state *st, char *err, size_t errlen)
+{
+    ck_reader r = {path, H5I_INVALID_HID, err, errlen};
+    bp_checkpoint head;
+    memset(&head, 0, sizeof(head));
+    int rc = open_checkpoint(&r);
+    if (rc == 0)
+        rc = read_header(&r, &head);
+    if (rc == 0)
+        rc = refuse_foreign(&r);
+    if (rc == 0)
+        rc = read_optimizer_name(&r, head.optimizer);
+    if (rc == 0)
+        rc = read_train(&r, st, strcmp(head.optimizer, "lbfgs") == 0);
+    bp__h5_close(r.file);
+    return rc;
+}
+
+int bp__checkpoint_read_state(const char *path, bp_train_state *st, char *err, size_t errlen)
+{
+    memset(st, 0, sizeof(*st));
+    bp__h5_quiet q;
+    bp__h5_quiet_begin(&q);
+    int rc = isolate_reads ? probe_in_child(path, err, errlen) : 0;
+    if (rc == 0)
+        rc = read_state(path, st, err, errlen);
+    bp__h5_quiet_end(&q);
+    if (rc < 0) {
+        bp__free(st->metrics);
+        memset(st, 0, sizeof(*st));
+    }
     return rc;
 }
 

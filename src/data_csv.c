@@ -1,9 +1,12 @@
 /* CSV for convert: one example per line, comma-separated numbers, an optional header.
  *
  * The header rule: the first line that is not blank is a header when none of its fields is
- * a number; any other line is data. A first row with a quoted, empty or NA field is data
- * that is refused with the reason, never dropped as a header. A field may be quoted
- * ("1.5"); lines end in \n, \r\n or a lone \r (old Mac exports). */
+ * a number and at least one is a name: text other than a missing value (empty, NA, N/A,
+ * #N/A, #NA, <NA>, NULL, None, ?; any case). Any other line is data, so a first row of
+ * numbers, or of missing values alone (NA,NA,NA or ,,,), is data, refused with its line
+ * and column, never dropped as a header. A header has as many fields as the rows under
+ * it. A field may be quoted ("1.5"); lines end in \n, \r\n or a lone \r (old Mac
+ * exports). */
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -11,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/types.h>
 
 #include "backprop/data.h"
@@ -26,8 +30,9 @@ typedef struct {
 
 typedef struct {
     size_t rows, cols;
-    size_t header; /* line number of the skipped header, 0 when there is none */
-    size_t first;  /* line number of the first data row, to name in ragged-row messages */
+    size_t header;  /* line number of the skipped header, 0 when there is none */
+    size_t heading; /* the header's field count */
+    size_t first;   /* line number of the first data row, to name in ragged-row messages */
 } csv_shape;
 
 /* A cursor at the first line; a UTF-8 byte-order mark (spreadsheet exports write one) is
@@ -98,17 +103,34 @@ static int parse_number(const char *s, const char *e, double *v)
     return stop == e ? 0 : -1;
 }
 
-/* The header rule (at the top): no field of the line is a number. */
+/* Whether [s, e) is one of the header rule's missing values (at the top): what spreadsheets
+ * and pandas write for a value that is not there. */
+static int is_missing(const char *s, const char *e)
+{
+    static const char *const missing[] = {"NA",   "N/A",  "#N/A", "#NA",     "<NA>",
+                                          "NULL", "None", "?",    "#N/A N/A"};
+    trim_field(&s, &e);
+    for (size_t i = 0; i < sizeof(missing) / sizeof(missing[0]); i++)
+        if (strlen(missing[i]) == (size_t)(e - s) &&
+            strncasecmp(s, missing[i], (size_t)(e - s)) == 0)
+            return 1;
+    return s == e;
+}
+
+/* The header rule (at the top): no field of the line is a number, and some field is a
+ * name. */
 static int is_header(const char *line, size_t len)
 {
     const char *s = line, *end = line + len;
+    int names = 0;
     for (;; s++) {
         const char *e = field_end(s, end);
         double v;
         if (parse_number(s, e, &v) == 0)
             return 0;
+        names += !is_missing(s, e);
         if (e == end)
-            return 1;
+            return names > 0;
         s = e;
     }
 }
@@ -156,8 +178,13 @@ static int csv_scan(const char *buf, size_t size, csv_shape *sh, const char *pat
             fields += line[i] == ',';
         if (sh->rows == 0 && !sh->header && is_header(line, len)) {
             sh->header = c.lineno;
+            sh->heading = fields;
             continue;
         }
+        if (sh->rows == 0 && sh->header && fields != sh->heading)
+            return bp__fail(err, errlen, BP_EFORMAT,
+                            "%s: line %zu has %zu fields but the header, line %zu, has %zu", path,
+                            c.lineno, fields, sh->header, sh->heading);
         if (sh->rows == 0) {
             sh->cols = fields;
             sh->first = c.lineno;

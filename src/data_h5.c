@@ -125,6 +125,21 @@ static int h5_open_var(hid_t file, const char *name, h5_var *v, const char *path
         return bp__fail(err, errlen, BP_EFORMAT,
                         "%s: no dataset %s (expected /X: n x d and /y: n labels or n x k targets)",
                         path, name);
+    /* The link itself, before anything follows it: an external link opens another file
+     * (a FIFO there blocks the open for good, a checkpoint there would be read as data
+     * and later pruned), a soft link another object, neither of them the file's own. */
+    H5L_info_t link;
+    if (H5Lget_info(file, name, &link, H5P_DEFAULT) < 0)
+        return bp__fail(err, errlen, BP_EFORMAT, "%s: cannot read the link %s", path, name);
+    if (link.type != H5L_TYPE_HARD)
+        return bp__fail(err, errlen, BP_EFORMAT,
+                        "%s: %s is %s; store the values in the file itself (h5py: "
+                        "f2['%s'] = f['%s'][:])",
+                        path, name,
+                        link.type == H5L_TYPE_SOFT       ? "a soft link"
+                        : link.type == H5L_TYPE_EXTERNAL ? "an external link to another file"
+                                                         : "a user-defined link",
+                        name + 1, name + 1);
     v->id = H5Dopen2(file, name, H5P_DEFAULT);
     if (v->id < 0)
         return bp__fail(err, errlen, BP_EFORMAT, "%s: %s is not a readable dataset", path, name);
@@ -790,6 +805,10 @@ static int read_rows(bp__h5_stream *s, const size_t *rows, size_t count, size_t 
         while (r + run < count && (rows ? rows[r + run] == row + run : 1))
             run++;
         int rc = stream_read(s, row, run, X + r * s->d, guarded, err, errlen);
+        /* The scan at setup saw the file then: a value written since would train (or be
+         * scored) silently. The rows just copied are checked while they are in the cache. */
+        if (rc == 0)
+            rc = bp__check_finite_at(X + r * s->d, run, s->d, row, s->path, "/X", err, errlen);
         if (rc < 0)
             return rc;
         for (size_t i = 0; i < run; i++) {

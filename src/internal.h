@@ -69,7 +69,8 @@ typedef struct {
 /* One Adam step, the t-th (1-based), on the parameters at [from, to): grad is the sum of
  * the gradients over the m examples of the batch; m1 and m2 (params-shaped) are the first
  * and second moments. Per element the same expression whatever the range, as
- * bp__sgd_step_range, and the same answer: 1 when an updated parameter is not finite. */
+ * bp__sgd_step_range, and the same answer: 1 when an updated parameter or moment is not
+ * finite (an overflowing second moment leaves its parameter finite, and frozen). */
 int bp__adam_step_range(const bp__adam *opt, bp_net *net, const bp_real *grad, bp_real *m1,
                         bp_real *m2, double m, long t, size_t from, size_t to);
 

@@ -12,11 +12,14 @@
 /* Below this many parameters, the update is too short to share between threads. */
 #define BP_SHARED_UPDATE_MIN 65536
 
-/* A parameter is not finite (NaN or infinite) when all its exponent bits are set. The
- * updates test each value they store this way: an integer AND and compare that vectorise
- * with the loop (isfinite may not), on a value already in a register. A non-finite
- * gradient always leaves a non-finite parameter behind it (the learning rate is > 0), so
- * this one test covers both. */
+/* A value is not finite (NaN or infinite) when all its exponent bits are set. The updates
+ * test each value they store this way: an integer AND and compare that vectorise with the
+ * loop (isfinite may not), on a value already in a register. Under sgd a non-finite
+ * gradient or velocity always leaves a non-finite parameter behind it (the learning rate is
+ * > 0), so the parameter's test covers them. Adam's does not: a finite gradient of 6e20
+ * (4e155 in double, with beta2 = 0.999) overflows (1 - beta2) g * g, the second moment
+ * becomes infinite, and the step m1 / sqrt(m2) is 0: the parameter stays finite and never
+ * trains again. Its moments are tested too. */
 #ifdef BACKPROP_DOUBLE
 typedef uint64_t real_bits;
 #define EXPONENT_BITS 0x7ff0000000000000u
@@ -136,7 +139,7 @@ int bp__sgd_step_range(const bp_sgd *opt, bp_net *net, const bp_real *grad, bp_r
  * l2c p; then the moments, and the step with the bias corrections c1, c2 and, decoupled,
  * the weight decay l2d p (AdamW). beta: beta1, beta2, and 1 - each computed in double (in
  * float, 1 - 0.999f is off by 1.3e-5 relative: 0.999 is not a float). 1 when some updated
- * parameter is not finite. */
+ * parameter or moment is not finite. */
 BP__VECTORIZE static int adam_range(bp_real *restrict p, const bp_real *restrict grad,
                                     bp_real *restrict m1, bp_real *restrict m2, size_t n,
                                     bp_real inv_m, bp_real l2c, bp_real l2d, bp_real lr,
@@ -151,7 +154,7 @@ BP__VECTORIZE static int adam_range(bp_real *restrict p, const bp_real *restrict
         bp_real denom = BP__SQRT(m2[i] * c2) + eps;
         bp_real x = p[i] - lr * (m1[i] * c1 / denom + l2d * p[i]);
         p[i] = x;
-        bad |= not_finite(x);
+        bad |= not_finite(x) | not_finite(m1[i]) | not_finite(m2[i]);
     }
     return bad;
 }

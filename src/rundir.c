@@ -208,42 +208,70 @@ static int check_metrics_path(const bp_config *c, char *err, size_t errlen)
     return 0;
 }
 
-/* What the run replaces in [checkpoint] dir (checkpoints, latest.h5, the step times) must
- * not be one of its inputs, under any name; the step times must be a file, and not a
- * checkpoint. */
-static int check_dir_outputs(const bp_config *c, char *err, size_t errlen)
+/* The entry of [checkpoint] dir, among the names the run writes, replaces or sweeps, that is
+ * the file st under any name, into path; 0 when there is none. */
+static int run_entry_of(const bp_config *c, const struct stat *st, char *path, size_t len)
 {
     DIR *d = opendir(c->checkpoint_dir);
     if (!d)
         return 0; /* check_writable made it: a directory that vanished fails at the write */
     struct dirent *e;
-    char path[BP_PATH_MAX + 300], input[BP_PATH_MAX + 64];
-    int rc = 0;
-    while (rc == 0 && (e = readdir(d)) != NULL) {
-        struct stat st;
+    int found = 0;
+    while (!found && (e = readdir(d)) != NULL) {
+        struct stat es;
         if (!is_run_name(e->d_name) || strcmp(e->d_name, ".backprop.lock") == 0)
             continue;
-        snprintf(path, sizeof(path), "%s/%s", c->checkpoint_dir, e->d_name);
-        if (stat(path, &st) != 0)
-            continue;
-        if (input_named(c, &st, input, sizeof(input)))
-            rc = bp__fail(err, errlen, BP_EINVAL,
-                          "%s is the input %s, and the run writes that name; move the data out "
-                          "of [checkpoint] dir, or set another dir",
-                          path, input);
-        else if (strcmp(e->d_name, "step_times.csv") == 0 &&
-                 (!S_ISREG(st.st_mode) || bp__h5_is_checkpoint(path)))
-            rc = bp__fail(err, errlen, BP_EINVAL,
-                          "%s is %s, and the run replaces it with its step times; remove it, or "
-                          "set another [checkpoint] dir",
-                          path, S_ISREG(st.st_mode) ? "a checkpoint" : "not a regular file");
+        snprintf(path, len, "%s/%s", c->checkpoint_dir, e->d_name);
+        found = stat(path, &es) == 0 && same_file(&es, st);
     }
     closedir(d);
-    return rc;
+    return found;
 }
 
-int bp_rundir_prepare(const bp_config *c, int resuming, bp__lock *dir_lock, bp__lock *metrics_lock,
-                      char *err, size_t errlen)
+int bp_rundir_check_input(const bp_config *cfg, const char *path, const char *what, char *err,
+                          size_t errlen)
+{
+    struct stat st;
+    char entry[BP_PATH_MAX + 300];
+    if (stat(path, &st) != 0 || !run_entry_of(cfg, &st, entry, sizeof(entry)))
+        return 0;
+    return bp__fail(err, errlen, BP_EINVAL,
+                    "%s is %s, and the run %s; move the file out of [checkpoint] dir, or set "
+                    "another dir",
+                    entry, what,
+                    bp__is_temp_name(strrchr(entry, '/') + 1)
+                        ? "removes that name as a stale temporary"
+                        : "writes that name");
+}
+
+/* What the run replaces in [checkpoint] dir (checkpoints, latest.h5, the step times) must
+ * not be one of its inputs, under any name; the step times must be a file, and not a
+ * checkpoint. */
+static int check_dir_outputs(const bp_config *c, char *err, size_t errlen)
+{
+    const char *paths[NINPUTS], *keys[NINPUTS];
+    char what[BP_PATH_MAX + 64], times[BP_PATH_MAX + 32];
+    struct stat st;
+    inputs_of(c, paths, keys);
+    for (int i = 0; i < NINPUTS; i++) {
+        snprintf(what, sizeof(what), "the input [data] %s = %s", keys[i], paths[i]);
+        int rc = paths[i][0] ? bp_rundir_check_input(c, paths[i], what, err, errlen) : 0;
+        if (rc < 0)
+            return rc;
+    }
+    snprintf(times, sizeof(times), "%s/step_times.csv", c->checkpoint_dir);
+    if (stat(times, &st) == 0 && (!S_ISREG(st.st_mode) || bp__h5_is_checkpoint(times)))
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "%s is %s, and the run replaces it with its step times; remove it, or "
+                        "set another [checkpoint] dir",
+                        times, S_ISREG(st.st_mode) ? "a checkpoint" : "not a regular file");
+    return 0;
+}
+
+static int check_resume(const bp_config *c, const char *resume, char *err, size_t errlen);
+
+int bp_rundir_prepare(const bp_config *c, const char *resume, bp__lock *dir_lock,
+                      bp__lock *metrics_lock, char *err, size_t errlen)
 {
     int rc = check_writable(c->checkpoint_dir, err, errlen);
     if (rc < 0)
@@ -264,14 +292,16 @@ int bp_rundir_prepare(const bp_config *c, int resuming, bp__lock *dir_lock, bp__
         rc = check_dir_outputs(c, err, errlen);
     if (rc < 0)
         return rc;
+    if (resume)
+        return check_resume(c, resume, err, errlen);
     char latest[BP_PATH_MAX + 16];
     snprintf(latest, sizeof(latest), "%s/latest.h5", c->checkpoint_dir);
-    if (!resuming && access(latest, F_OK) == 0)
+    if (access(latest, F_OK) == 0)
         return bp__fail(err, errlen, BP_EINVAL,
                         "%s already holds a run (%s); continue it with --resume latest, or "
                         "set another [checkpoint] dir",
                         c->checkpoint_dir, latest);
-    if (!resuming && metrics_rows(c->metrics) > 0)
+    if (metrics_rows(c->metrics) > 0)
         return bp__fail(err, errlen, BP_EINVAL,
                         "%s already holds another run's metrics; set another [log] metrics, "
                         "or remove it",
@@ -309,6 +339,106 @@ static int rewrite_metrics(const bp_config *cfg, const bp_train_state *st, char 
         len += csv_row(text + len, &st->metrics[i]);
     int rc = bp__publish(cfg->metrics, text, len, BP__OUT_REPLACE, err, errlen);
     bp__free(text);
+    return rc;
+}
+
+/* Whether two runs' states can be one run's: the same seed, and the rows of the epochs both
+ * have the same (bit for bit: timings included, which no two runs share). */
+static int consistent(const bp_train_state *a, const bp_train_state *b)
+{
+    size_t common = a->nmetrics < b->nmetrics ? a->nmetrics : b->nmetrics;
+    return a->seed == b->seed &&
+           (common == 0 || memcmp(a->metrics, b->metrics, common * sizeof(bp_metrics_row)) == 0);
+}
+
+static size_t common_rows(const bp_train_state *a, const bp_train_state *b)
+{
+    return a->nmetrics < b->nmetrics ? a->nmetrics : b->nmetrics;
+}
+
+/* Whether path names a file in dir (by the directory's identity, not its spelling). */
+static int in_dir(const char *path, const char *dir)
+{
+    char parent[BP_PATH_MAX];
+    struct stat a, b;
+    bp__dir_of(path, parent, sizeof(parent));
+    return stat(parent, &a) == 0 && stat(dir, &b) == 0 && same_file(&a, &b);
+}
+
+/* A resume's metrics CSV: nothing, the header alone, or rows whose first epochs, at least
+ * one, are the run's history h as the CSV writes it (rows after h's are this run's later
+ * epochs, from before a rewind or a stop between a row and its checkpoint). A history of
+ * no epoch (a checkpoint from inside the first) proves nothing either way: then the rows
+ * are taken only in the run's own directory, whose latest.h5 check_resume has matched. */
+static int check_resume_metrics(const bp_config *c, const bp_train_state *h, char *err,
+                                size_t errlen)
+{
+    int fd = bp__input_open(c->metrics, NULL, NULL, 0);
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "r");
+    if (!f) {
+        if (fd >= 0)
+            close(fd);
+        return 0; /* absent: check_metrics_path refused anything but a missing file */
+    }
+    char *line = NULL, want[CSV_ROW_MAX];
+    size_t cap = 0, rows = 0, matched = 0;
+    ssize_t len = getline(&line, &cap, f); /* the header, checked by check_metrics_path */
+    while (len > 0 && (len = getline(&line, &cap, f)) > 0) {
+        if (rows < h->nmetrics && rows == matched &&
+            (size_t)len == csv_row(want, &h->metrics[rows]) && memcmp(line, want, (size_t)len) == 0)
+            matched++;
+        rows++;
+    }
+    free(line);
+    fclose(f);
+    if (rows > 0 && h->nmetrics == 0 && in_dir(c->metrics, c->checkpoint_dir))
+        return 0;
+    if (rows > 0 && (matched == 0 || matched < (rows < h->nmetrics ? rows : h->nmetrics)))
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "%s already holds another run's metrics (its rows are not the "
+                        "checkpoint's history); set another [log] metrics, or remove it",
+                        c->metrics);
+    return 0;
+}
+
+/* A resume continues one run in [checkpoint] dir: the one in it already (latest.h5), when
+ * there is one. The resumed checkpoint is that run's when it is latest.h5 itself, or its
+ * state is consistent with latest.h5's and either it is a file of the directory or their
+ * histories share at least one epoch. Then the CSV must hold the longer history's rows. */
+static int check_resume(const bp_config *c, const char *resume, char *err, size_t errlen)
+{
+    char from[BP_PATH_MAX + 32], latest[BP_PATH_MAX + 16], why[1024];
+    int rc = bp_rundir_resolve(c, resume, from, sizeof(from), err, errlen);
+    if (rc < 0)
+        return rc;
+    bp_train_state mine, theirs;
+    memset(&theirs, 0, sizeof(theirs));
+    rc = bp__checkpoint_read_state(from, &mine, err, errlen);
+    if (rc < 0)
+        return rc;
+    const bp_train_state *history = &mine;
+    struct stat fs, ls;
+    snprintf(latest, sizeof(latest), "%s/latest.h5", c->checkpoint_dir);
+    if (stat(latest, &ls) == 0 && !(stat(from, &fs) == 0 && same_file(&fs, &ls))) {
+        int read = bp__checkpoint_read_state(latest, &theirs, why, sizeof(why)) == 0;
+        if (read && consistent(&mine, &theirs) &&
+            (in_dir(from, c->checkpoint_dir) || common_rows(&mine, &theirs) > 0))
+            history = theirs.nmetrics > mine.nmetrics ? &theirs : &mine;
+        else
+            rc = bp__fail(err, errlen, BP_EINVAL,
+                          "%s already holds a run (%s), and %s is not a checkpoint of it (%s); "
+                          "resume that run from its own checkpoints, or set another "
+                          "[checkpoint] dir",
+                          c->checkpoint_dir, latest, from,
+                          !read ? why
+                          : !consistent(&mine, &theirs)
+                              ? "another seed or other metrics"
+                              : "no epoch in common, and not a file of the directory");
+    }
+    if (rc == 0)
+        rc = check_resume_metrics(c, history, err, errlen);
+    bp__free(mine.metrics);
+    bp__free(theirs.metrics);
     return rc;
 }
 

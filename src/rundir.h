@@ -21,11 +21,26 @@ int bp_rundir_resolve(const bp_config *cfg, const char *resume, char *out, size_
                       size_t errlen);
 
 /* Before any work: creates the directories, checks they are writable, takes the run
- * directory's lock into dir_lock and the metrics file's into metrics_lock, and refuses a fresh run
- * over a directory that already holds one. BP_EINVAL when another run holds a lock. Creates the
- * directories; writes no file that stays (bp__lock_drop removes the lock files). */
-int bp_rundir_prepare(const bp_config *cfg, int resuming, bp__lock *dir_lock,
+ * directory's lock into dir_lock and the metrics file's into metrics_lock, and refuses to
+ * replace another run's files. A fresh run (resume NULL) refuses a directory that holds a run
+ * (latest.h5) and a metrics CSV with rows. A resume (resume as --resume gave it) refuses a
+ * directory whose latest.h5 is another run's (the resumed checkpoint is not latest.h5 nor a
+ * file of that directory, and their /train/metrics histories share no first epochs), and a
+ * metrics CSV whose rows are not this run's history. BP_EINVAL when another run holds a lock
+ * or owns a file. Creates the directories; writes no file that stays (bp__lock_drop removes
+ * the lock files). */
+int bp_rundir_prepare(const bp_config *cfg, const char *resume, bp__lock *dir_lock,
                       bp__lock *metrics_lock, char *err, size_t errlen);
+
+/* Before any work: BP_EINVAL when the file at path, `what` (e.g. "the config c.ini"), sits
+ * under a name the run writes or sweeps in [checkpoint] dir (checkpoints, latest.h5, the step
+ * times, temporaries), under any of its names. */
+int bp_rundir_check_input(const bp_config *cfg, const char *path, const char *what, char *err,
+                          size_t errlen);
+
+/* checkpoint.c: /train of the checkpoint at path alone (position, seed, metrics rows),
+ * verified as bp_checkpoint_read verifies it; st->metrics is the caller's to free. */
+int bp__checkpoint_read_state(const char *path, bp_train_state *st, char *err, size_t errlen);
 
 /* Once all ranks agreed to start: removes stale temporary files and starts the metrics
  * CSV (a header, or on resume the rows in st, so none repeats). */

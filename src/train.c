@@ -189,6 +189,56 @@ static int check_resume_examples(bp_trainer *t, const char *path, char *err, siz
     return 0;
 }
 
+/* Which values of a params-shaped buffer are not finite, for the message: "12 of layer 0's
+ * 8192 weights are not finite" for the first layer that has any (the weights before the
+ * biases), after `whose` ("", or "the Adam second moments of "). 0 when all are finite. */
+static int nonfinite_params(const bp_net *net, const bp_real *buf, const char *whose, char *msg,
+                            size_t len)
+{
+    for (int l = 0; l < net->nlayers; l++) {
+        size_t off[2] = {bp_net_offset_W(net, l), bp_net_offset_b(net, l)};
+        size_t n[2] = {(size_t)net->sizes[l] * (size_t)net->sizes[l + 1],
+                       (size_t)net->sizes[l + 1]};
+        for (int k = 0; k < 2; k++) {
+            size_t bad = 0;
+            for (size_t i = 0; i < n[k]; i++)
+                bad += !isfinite(buf[off[k] + i]);
+            if (bad) {
+                snprintf(msg, len, "%s%zu of layer %d's %zu %s %s not finite", whose, bad, l, n[k],
+                         k ? "biases" : "weights", bad == 1 && !whose[0] ? "is" : "are");
+                return 1;
+            }
+        }
+    }
+    snprintf(msg, len, "every weight is finite");
+    return 0;
+}
+
+/* The first non-finite value of everything the run goes on from and a checkpoint holds:
+ * the weights, sgd's velocity or Adam's moments (an overflowing moment stops training as
+ * surely as a NaN weight, only silently), and L-BFGS's vectors. 0 when all are finite. */
+static int nonfinite_state(const bp_trainer *t, char *msg, size_t len)
+{
+    size_t np = t->net.nparams;
+    const bp_lbfgs_state *q = &t->lbfgs;
+    const bp_real *lbfgs[] = {q->x0, q->g0, q->d, q->g_lo};
+    if (nonfinite_params(&t->net, t->net.params, "", msg, len) ||
+        nonfinite_params(&t->net, t->velocity,
+                         t->moment2 ? "the Adam first moments of " : "the velocities of ", msg,
+                         len) ||
+        (t->moment2 &&
+         nonfinite_params(&t->net, t->moment2, "the Adam second moments of ", msg, len)))
+        return 1;
+    for (size_t v = 0; q->history && v < sizeof(lbfgs) / sizeof(lbfgs[0]); v++)
+        if (nonfinite_params(&t->net, lbfgs[v], "the L-BFGS vectors of ", msg, len))
+            return 1;
+    for (int r = 0; q->history && r < q->pairs; r++)
+        if (nonfinite_params(&t->net, q->s + (size_t)r * np, "the L-BFGS pairs of ", msg, len) ||
+            nonfinite_params(&t->net, q->y + (size_t)r * np, "the L-BFGS pairs of ", msg, len))
+            return 1;
+    return 0;
+}
+
 /* Every rank: loads the checkpoint into t (parameters, velocity, state) after checking it
  * fits the configured network. */
 static int resume_from(bp_trainer *t, const char *path, char *err, size_t errlen)
@@ -223,6 +273,15 @@ static int resume_from(bp_trainer *t, const char *path, char *err, size_t errlen
         t->last_ckpt_step = t->st.global_step;
         t->resumed = 1;
         rc = check_resume_keys(t, path, ck.config_text, err, errlen);
+    }
+    char where[128];
+    if (rc == 0 && nonfinite_state(t, where, sizeof(where))) {
+        /* Such state trains no further, or not at all (an infinite second moment freezes
+         * its weight): the run it comes from had diverged. */
+        rc = bp__fail(err, errlen, BP_EFORMAT,
+                      "%s holds values that are not finite: %s (the run that wrote it had "
+                      "diverged; resume from an earlier checkpoint, or start a new run)",
+                      path, where);
     }
     bp_checkpoint_free(&ck);
     return rc;
@@ -491,9 +550,9 @@ static int differs_from_rank0(const bp_comm *comm, const void *mine, void *rank0
     return memcmp(mine, rank0, bytes) != 0;
 }
 
-/* This rank's message for the first line of its config that is not rank 0's. */
-static int config_differs(const bp_comm *comm, const char *mine, const char *rank0, char *err,
-                          size_t errlen)
+/* This rank's message for the first line of its `what` ("config") that is not rank 0's. */
+static int config_differs(const bp_comm *comm, const char *what, const char *hint, const char *mine,
+                          const char *rank0, char *err, size_t errlen)
 {
     size_t i = 0;
     while (mine[i] && mine[i] == rank0[i])
@@ -506,20 +565,28 @@ static int config_differs(const bp_comm *comm, const char *mine, const char *ran
     int a = (int)strcspn(mine, "\n"), b = (int)strcspn(rank0, "\n");
     if (key == 0 || strncmp(mine, rank0, (size_t)key + 3) != 0)
         return bp__fail(err, errlen, BP_EMISMATCH,
-                        "rank %d's config differs from rank 0's: '%.*s' on rank %d, '%.*s' on "
+                        "rank %d's %s differs from rank 0's: '%.*s' on rank %d, '%.*s' on "
                         "rank 0",
-                        comm->rank, a, mine, comm->rank, b, rank0);
+                        comm->rank, what, a, mine, comm->rank, b, rank0);
     return bp__fail(err, errlen, BP_EMISMATCH,
-                    "rank %d's config differs from rank 0's: %.*s = %.*s on rank %d, %.*s on "
-                    "rank 0 (every rank must run the same config: check each rank's file and "
-                    "--set)",
-                    comm->rank, key, mine, a - key - 3, mine + key + 3, comm->rank, b - key - 3,
-                    rank0 + key + 3);
+                    "rank %d's %s differs from rank 0's: %.*s = %.*s on rank %d, %.*s on "
+                    "rank 0 (every rank must run the same %s: %s)",
+                    comm->rank, what, key, mine, a - key - 3, mine + key + 3, comm->rank,
+                    b - key - 3, rank0 + key + 3, what, hint);
 }
 
 int bp__config_agree(const bp_comm *comm, const bp_config *cfg, char *err, size_t errlen)
 {
-    char *mine = shared_config(cfg), *rank0 = NULL;
+    char *mine = shared_config(cfg);
+    int rc = bp__lines_agree(comm, mine, "config", "check each rank's file and --set", err, errlen);
+    bp__free(mine);
+    return rc;
+}
+
+int bp__lines_agree(const bp_comm *comm, const char *mine, const char *what, const char *hint,
+                    char *err, size_t errlen)
+{
+    char *rank0 = NULL;
     int rc = agree(comm, mine ? 0 : bp__fail(err, errlen, BP_ENOMEM, "out of memory"), err, errlen);
     uint64_t len = mine ? strlen(mine) + 1 : 0;
     int differs = rc < 0 ? 0 : bp_comm_same(comm, bp__hash_words(mine, len, 0)) == 0;
@@ -534,10 +601,9 @@ int bp__config_agree(const bp_comm *comm, const bp_config *cfg, char *err, size_
         if (rc == 0 && bp_comm_bcast(comm, rank0, len0) < 0)
             rc = BP_ECOMM;
         if (rc == 0 && strcmp(mine, rank0) != 0)
-            rc = config_differs(comm, mine, rank0, err, errlen);
+            rc = config_differs(comm, what, hint, mine, rank0, err, errlen);
         rc = agree(comm, rc, err, errlen);
     }
-    bp__free(mine);
     bp__free(rank0);
     return rc;
 }
@@ -629,8 +695,9 @@ int bp__data_agree(const bp_comm *comm, const bp_dataset *ds, bp_rows_fn read, v
  * with the velocity when there is one (the parts hashed apart, as in set_identity). */
 static uint64_t net_hash(const bp_net *net, const bp_real *velocity)
 {
-    int shape[3 + BP_MAX_LAYERS + 1] = {net->nlayers, (int)net->hidden, (int)net->output};
-    memcpy(shape + 3, net->sizes, ((size_t)net->nlayers + 1) * sizeof(int));
+    int shape[4 + BP_MAX_LAYERS + 1] = {net->nlayers, (int)net->hidden, (int)net->output,
+                                        (int)net->cost};
+    memcpy(shape + 4, net->sizes, ((size_t)net->nlayers + 1) * sizeof(int));
     size_t bytes = net->nparams * sizeof(bp_real);
     uint64_t parts[3] = {bp__hash_words(shape, sizeof(shape), 0),
                          bp__hash_words(net->params, bytes, 0),
@@ -653,6 +720,34 @@ int bp__weights_agree(const bp_comm *comm, const bp_net *net, const char *path, 
     return agree(comm, rc, err, errlen);
 }
 
+/* Everything a step depends on besides the weights and the velocity: where the run stands
+ * (the position, the rng, the epoch's sums, early stopping's counters and weights), Adam's
+ * second moment and L-BFGS's scalars. Ranks that differ in any of it would take other steps,
+ * or end the run at other points, and wait for each other. */
+static uint64_t position_hash(const bp_trainer *t)
+{
+    const bp_train_state *st = &t->st;
+    const bp_lbfgs_state *l = &t->lbfgs;
+    size_t bytes = t->net.nparams * sizeof(bp_real);
+    const int64_t counts[] = {st->epoch,         st->batch_in_epoch,   st->global_step,
+                              (int64_t)st->seed, st->best_epoch,       st->bad_epochs,
+                              st->stopped_early, (int64_t)st->nmetrics, l->pairs,
+                              l->newest,         l->phase,             l->evals,
+                              l->converged};
+    const double reals[] = {st->epoch_cost_sum, st->epoch_correct, st->epoch_seen,
+                            st->best_val_cost,  l->alpha,          l->x.alpha,
+                            l->x.f,             l->x.slope,        l->x.cost,
+                            l->x.correct,       l->lo.alpha,       l->lo.f,
+                            l->hi.alpha,        l->hi.f};
+    uint64_t parts[6] = {
+        bp__hash_words(counts, sizeof(counts), 0), bp__hash_words(reals, sizeof(reals), 0),
+        bp__hash_words(st->rng.s, sizeof(st->rng.s), 0),
+        t->moment2 ? bp__hash_words(t->moment2, bytes, 0) : 0,
+        st->best_params ? bp__hash_words(st->best_params, bytes, 0) : 0,
+        l->rho ? bp__hash_words(l->rho, (size_t)l->history * sizeof(double), 0) : 0};
+    return bp__hash_words(parts, sizeof(parts), 0);
+}
+
 /* Every rank trains on rank 0's sets, from rank 0's state (the same initial weights, or
  * the same checkpoint, whatever --resume called it). */
 static int run_agree(bp_trainer *t, char *err, size_t errlen)
@@ -673,13 +768,22 @@ static int run_agree(bp_trainer *t, char *err, size_t errlen)
     if (rc < 0) /* agreed */
         return rc;
     struct {
-        uint64_t state;
-        int64_t step;
-    } mine = {net_hash(&t->net, t->velocity_zero ? NULL : t->velocity),
-              t->resumed ? t->st.global_step : -1},
+        uint64_t weights, position;
+        int64_t step, epoch, batch;
+    } mine = {net_hash(&t->net, t->velocity_zero ? NULL : t->velocity), position_hash(t),
+              t->resumed ? t->st.global_step : -1, t->st.epoch, t->st.batch_in_epoch},
       rank0;
     rc = differs_from_rank0(&t->comm, &mine, &rank0, sizeof(mine));
-    if (rc == 1) {
+    if (rc == 1 && mine.weights == rank0.weights && mine.step == rank0.step) {
+        rc = bp__fail(err, errlen, BP_EMISMATCH,
+                      "rank %d resumes from another state than rank 0, with the same weights at "
+                      "global step %lld: epoch %lld, step %lld of it on rank %d, epoch %lld, step "
+                      "%lld on rank 0, or other optimizer, early stopping or rng state (every "
+                      "rank must resume from the same checkpoint)",
+                      t->comm.rank, (long long)mine.step, (long long)mine.epoch + 1,
+                      (long long)mine.batch, t->comm.rank, (long long)rank0.epoch + 1,
+                      (long long)rank0.batch);
+    } else if (rc == 1) {
         char at[2][64];
         int64_t steps[2] = {mine.step, rank0.step};
         for (int i = 0; i < 2; i++)
@@ -707,7 +811,7 @@ static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
                  : bp_blas_setup(&t->threads, err, errlen);
     /* The run directory first: a second run started on it ends here, before any work. */
     if (rc == 0 && t->comm.rank == 0)
-        rc = bp_rundir_prepare(cfg, resume != NULL, &t->dir_lock, &t->metrics_lock, err, errlen);
+        rc = bp_rundir_prepare(cfg, resume, &t->dir_lock, &t->metrics_lock, err, errlen);
     rc = agree(&t->comm, rc, err, errlen);
     /* Before the first collective that depends on the config (known to all ranks: rc is). */
     if (rc == 0)
@@ -1227,38 +1331,15 @@ static int check_replicas(bp_trainer *t, char *err, size_t errlen)
     return agree(&t->comm, rc, err, errlen);
 }
 
-/* Which parameters are not finite, for the message: "12 of layer 0's 8192 weights are not
- * finite" for the first layer that has any (the weights before the biases). 0 when all
- * are finite. */
-static int nonfinite_params(const bp_net *net, char *buf, size_t len)
-{
-    for (int l = 0; l < net->nlayers; l++) {
-        size_t off[2] = {bp_net_offset_W(net, l), bp_net_offset_b(net, l)};
-        size_t n[2] = {(size_t)net->sizes[l] * (size_t)net->sizes[l + 1],
-                       (size_t)net->sizes[l + 1]};
-        for (int k = 0; k < 2; k++) {
-            size_t bad = 0;
-            for (size_t i = 0; i < n[k]; i++)
-                bad += !isfinite(net->params[off[k] + i]);
-            if (bad) {
-                snprintf(buf, len, "%zu of layer %d's %zu %s %s not finite", bad, l, n[k],
-                         k ? "biases" : "weights", bad == 1 ? "is" : "are");
-                return 1;
-            }
-        }
-    }
-    snprintf(buf, len, "every weight is finite");
-    return 0;
-}
-
 /* Rank 0: the state copied for the writer thread, which writes it while training goes on.
  * 0, or the failure of the previous write. */
 static int snapshot(bp_trainer *t, char *err, size_t errlen)
 {
-    /* Never a checkpoint of weights that are not finite: the steps stop on them, and this
-     * holds for every other way weights change too (lbfgs, early stopping's best). */
+    /* Never a checkpoint of weights or optimizer state that are not finite: the steps stop
+     * on them, and this holds for every other way they change too (lbfgs, early stopping's
+     * best). */
     char where[128];
-    if (nonfinite_params(&t->net, where, sizeof(where)))
+    if (nonfinite_state(t, where, sizeof(where)))
         return bp__fail(err, errlen, BP_EDIVERGED,
                         "not writing a checkpoint at step %ld: %s (training diverged)",
                         t->st.global_step, where);
@@ -1381,7 +1462,7 @@ static int run_epoch(bp_trainer *t, const bp_callbacks *cb, char *err, size_t er
                             t->step_cost);
         if (rc == BP_EDIVERGED && t->step_nonfinite) {
             char where[128];
-            nonfinite_params(&t->net, where, sizeof(where));
+            nonfinite_state(t, where, sizeof(where));
             return bp__fail(err, errlen, rc,
                             "training diverged at epoch %ld, step %ld: %s after the update "
                             "(the cost was %g; check the data, or try a smaller learning_rate)",

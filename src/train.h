@@ -110,6 +110,13 @@ int bp_evaluate(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, bp_ro
  * both values. */
 int bp__config_agree(const bp_comm *comm, const bp_config *cfg, char *err, size_t errlen);
 
+/* Collective: the same for any text of "KEY = VALUE\n" lines, mine (NULL: out of memory), a
+ * command's own options: `what` names them in the message ("command line"), `hint` says
+ * what to check. 0, or BP_EMISMATCH (BP_ENOMEM) on every rank, err on the one that
+ * reports. */
+int bp__lines_agree(const bp_comm *comm, const char *mine, const char *what, const char *hint,
+                    char *err, size_t errlen);
+
 /* Collective: every rank's ds has rank 0's shape and values, whatever its file (path) is
  * called: every value when they are in memory, else the labels and 64 rows spread over the
  * set, read through read(ctx, ...). name says which set ("[data] train"). 0, or

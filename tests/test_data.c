@@ -761,8 +761,9 @@ static void test_csv_errors(void **state)
 }
 
 /* The header rule (data_csv.c, docs/data.md): the first line is a header only when none
- * of its fields is a number. A first row with a quoted, empty or NA field is data, loaded
- * or refused with its reason, never dropped; lines may end in a lone \r. */
+ * of its fields is a number and one is a name. A first row with a quoted number, or of
+ * empty or NA fields alone, is data, loaded or refused with its reason, never dropped; a
+ * header is as wide as the rows; lines may end in a lone \r. */
 static void test_csv_header_rule(void **state)
 {
     bp_dataset ds;
@@ -793,6 +794,22 @@ static void test_csv_header_rule(void **state)
     expect_csv_error(p, 0, BP_EFORMAT, "line 1 column 1: 'NA' is not a number");
     write_text(p, "1 2,3,4,0\n");
     expect_csv_error(p, 0, BP_EFORMAT, "line 1 column 1: '1 2' is not a number");
+    /* Missing values alone name no column: data, not a header. */
+    write_text(p, "NA,NA,NA,NA\n4,5,6,1\n");
+    expect_csv_error(p, 0, BP_EFORMAT, "line 1 column 1: 'NA' is not a number");
+    write_text(p, ",,,\n4,5,6,1\n");
+    expect_csv_error(p, 0, BP_EFORMAT, "line 1 column 1 is empty");
+    write_text(p, "n/a,\"NULL\", none ,?\n4,5,6,1\n");
+    expect_csv_error(p, 0, BP_EFORMAT, "line 1 column 1: 'n/a' is not a number");
+    /* One name among them makes a header (pandas writes an empty one over its index). */
+    write_text(p, ",x2,NA,label\n1,2,3,0\n");
+    assert_int_equal(bp_dataset_load_csv(&ds, p, 0, err, sizeof(err)), 0);
+    assert_int_equal(ds.n, 1);
+    assert_memory_equal(ds.X, X, 3 * sizeof(bp_real));
+    bp_dataset_free(&ds);
+    /* A header as wide as its rows, or refused with both lines. */
+    write_text(p, "x1,x2,label\n\n1,2,3,0\n4,5,6,1\n");
+    expect_csv_error(p, 0, BP_EFORMAT, "line 3 has 4 fields but the header, line 1, has 3");
     write_text(p, "x1,x2,label\n");
     expect_csv_error(p, 0, BP_EFORMAT,
                      "no data rows (line 1 has no number in it: it is the header)");

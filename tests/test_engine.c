@@ -370,6 +370,34 @@ static void test_adam_step_by_hand(void **state)
     bp_net_free(&net);
 }
 
+/* A finite gradient g for which (1 - beta2) g * g overflows (1e21 in float, 1e156 in
+ * double) makes the second moment infinite and the step
+ * m1 / sqrt(m2) zero: the parameter stays finite, frozen. The update says so all the same,
+ * and its arithmetic is unchanged (W and b as the step before the check computed them). A
+ * gradient that fits is no verdict. */
+static void test_adam_reports_overflowing_moments(void **state)
+{
+    (void)state;
+    int sizes[] = {1, 1};
+    bp_net net;
+    make_net(&net, 2, sizes, BP_RELU, BP_LINEAR, BP_QUADRATIC);
+    bp__adam opt = {
+        .learning_rate = 0.01, .n_train = 10, .beta1 = 0.9, .beta2 = 0.999, .epsilon = 1e-8};
+    bp_real big = sizeof(bp_real) == 4 ? (bp_real)1e21 : (bp_real)1e156;
+    const bp_real grad[] = {big, 0.2};
+    bp_real m1[2] = {0}, m2[2] = {0};
+    net.W[0][0] = 0.5, net.b[0][0] = -0.2;
+    assert_int_equal(bp__adam_step_range(&opt, &net, grad, m1, m2, 1, 1, 0, net.nparams), 1);
+    assert_true(isinf(m2[0]));
+    assert_true(isfinite(net.W[0][0]));
+    assert_float_equal(net.W[0][0], 0.5, 0); /* 0.5 - 0.01 * (m1 / inf): unchanged */
+    assert_float_equal(net.b[0][0], -0.21, 1e-6);
+    /* Only the range that holds it: the bias alone is fine. */
+    bp_real m1b[2] = {0}, m2b[2] = {0};
+    assert_int_equal(bp__adam_step_range(&opt, &net, grad, m1b, m2b, 1, 1, 1, 2), 0);
+    bp_net_free(&net);
+}
+
 /* L-BFGS driven by hand on quadratics of the two parameters of a 1x1 net (W, b), with
  * lambda 0 and n 1: the objective is the cost handed in, its gradient the sum handed in. */
 typedef struct {
@@ -1168,6 +1196,7 @@ int main(void)
         cmocka_unit_test(test_gemm_paths_match_reference),
         cmocka_unit_test(test_sgd_step_matches_formula),
         cmocka_unit_test(test_adam_step_by_hand),
+        cmocka_unit_test(test_adam_reports_overflowing_moments),
         cmocka_unit_test(test_lbfgs_zoom_by_hand),
         cmocka_unit_test(test_lbfgs_direction_by_hand),
         cmocka_unit_test(test_lbfgs_gives_up),

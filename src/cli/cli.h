@@ -24,6 +24,14 @@ int bp_cmd_plot(int argc, char **argv);
  * terminal as a control sequence. */
 void bp_cli_error(int rank, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* msg as one line of text into out, which holds 4 bytes for each of msg's and a NUL:
+ * bp_cli_error's escapes, for any line that quotes a path or a file (plot's "wrote"). */
+void bp_cli_printable(char *out, const char *msg);
+
+/* A line on stdout (flushed), escaped as bp_cli_error's WHAT: for lines that name a path
+ * or quote a file ("wrote FILE", inspect's stored config). */
+void bp_cli_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* "backprop: warning: WHAT" on stderr, escaped as bp_cli_error's WHAT. */
 void bp_cli_warning(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -33,7 +41,8 @@ int bp_cli_agree(const bp_comm *comm, int status, const char *msg);
 
 /* MPI, then the watchdog with the CLI's error line: no collective waits more than
  * BP_CLI_TIMEOUT seconds until a config says otherwise ([comm] timeout, which train and
- * gradcheck apply). 0, or exit status 1 after printing why. */
+ * gradcheck apply). Then every rank checks it runs the same command as rank 0. 0, or the
+ * exit status after printing why: 1 where MPI or the thread failed, 2 for another command. */
 #define BP_CLI_TIMEOUT 300.0
 int bp_cli_init(int *argc, char ***argv, bp_comm *comm);
 

@@ -101,8 +101,8 @@ int bp_cmd_convert(int argc, char **argv)
     if (rc < 0)
         bp_cli_error(0, "%s", err);
     else
-        printf("wrote %s: %zu examples, %zu features, %s\n", a.out, ds.n, ds.d,
-               ds.labels ? "class labels" : "real-valued targets");
+        bp_cli_line("wrote %s: %zu examples, %zu features, %s", a.out, ds.n, ds.d,
+                    ds.labels ? "class labels" : "real-valued targets");
     bp_dataset_free(&ds);
     return rc < 0 ? EXIT_FAILURE_DURING_WORK : EXIT_OK;
 }

@@ -165,8 +165,9 @@ static int check_finite_cost(const eval_args *a, const double *r, char *err, siz
 static int run(int argc, char **argv, int predict)
 {
     bp_comm comm;
-    if (bp_cli_init(&argc, &argv, &comm) != 0)
-        return EXIT_FAILURE_DURING_WORK;
+    int started = bp_cli_init(&argc, &argv, &comm);
+    if (started != 0)
+        return started;
     static char err[2048];
     eval_args a;
     bp_checkpoint ck;
@@ -224,7 +225,7 @@ static int run(int argc, char **argv, int predict)
         }
         status = bp_cli_agree(&comm, rc < 0 ? run_status(rc) : 0, err);
         if (status == 0 && comm.rank == 0)
-            printf("wrote %zu predictions to %s\n", ds->n, a.out);
+            bp_cli_line("wrote %zu predictions to %s", ds->n, a.out);
         goto cleanup;
     }
     r = bp__calloc(BP_EVAL_OUT + ds->k * ds->k, sizeof(double));

@@ -121,6 +121,28 @@ static void print_results(const bp_net *net, const bp_gradcheck_layer *res, doub
     printf("max relative error: %.3e\n", *worst);
 }
 
+/* x as the fewest digits that read back to it: the same value whatever its spelling
+ * ("1e-5", "0.00001"), and a short line when the ranks' values differ. */
+static void shortest(char *buf, size_t len, double x)
+{
+    for (int digits = 1; digits <= 17; digits++) {
+        snprintf(buf, len, "%.*g", digits, x);
+        if (strtod(buf, NULL) == x)
+            return;
+    }
+}
+
+/* The options that change what the ranks compute together (--examples: the rows of the
+ * gradient's sum) or what they decide (--epsilon, --tolerance), as lines to compare. */
+static void options_text(const gc_args *a, char *buf, size_t len)
+{
+    char epsilon[32], tolerance[32];
+    shortest(epsilon, sizeof(epsilon), a->epsilon);
+    shortest(tolerance, sizeof(tolerance), a->tolerance);
+    snprintf(buf, len, "--epsilon = %s\n--examples = %ld\n--tolerance = %s\n", epsilon, a->examples,
+             tolerance);
+}
+
 static int check(const bp_comm *comm, const gc_args *a, char *err, size_t len)
 {
     static bp_config cfg;
@@ -144,8 +166,13 @@ static int check(const bp_comm *comm, const gc_args *a, char *err, size_t len)
     int status = bp_cli_agree(comm, rc < 0 ? bp_cli_setup_status(rc) : 0, err);
     if (status)
         goto cleanup;
-    /* The ranks sum one gradient: of one config and one data set (by contents). */
+    /* The ranks sum one gradient: of one config, one data set (by contents) and one set of
+     * options. */
+    char options[128];
+    options_text(a, options, sizeof(options));
     rc = bp__config_agree(comm, &cfg, err, len);
+    if (rc == 0)
+        rc = bp__lines_agree(comm, options, "command line", "check each rank's options", err, len);
     if (rc == 0)
         rc = bp__data_agree(comm, &ds, NULL, NULL, "[data] train", cfg.train, err, len);
     if (rc < 0) {
@@ -187,8 +214,9 @@ cleanup:
 int bp_cmd_gradcheck(int argc, char **argv)
 {
     bp_comm comm;
-    if (bp_cli_init(&argc, &argv, &comm) != 0)
-        return EXIT_FAILURE_DURING_WORK;
+    int started = bp_cli_init(&argc, &argv, &comm);
+    if (started != 0)
+        return started;
     static char err[2048];
     gc_args a;
     int status = EXIT_OK;

@@ -16,7 +16,7 @@ static void print_summary(const char *path, const bp_checkpoint *ck)
 {
     const bp_net *net = &ck->net;
     const bp_train_state *st = &ck->state;
-    printf("checkpoint: %s (format version %d, %s)\n", path, ck->format_version, ck->scalar);
+    bp_cli_line("checkpoint: %s (format version %d, %s)", path, ck->format_version, ck->scalar);
     printf("network: layers");
     for (int i = 0; i <= net->nlayers; i++)
         printf("%s%d", i ? "," : " ", net->sizes[i]);
@@ -51,7 +51,13 @@ static void print_summary(const char *path, const bp_checkpoint *ck)
         bp_cli_print_metrics(stdout, r);
         printf("\n");
     }
-    printf("config:\n%s", ck->config_text ? ck->config_text : "");
+    /* The stored config is the file's text: each line escaped, as a path is. */
+    printf("config:\n");
+    for (const char *line = ck->config_text; line && *line;) {
+        size_t n = strcspn(line, "\n");
+        bp_cli_line("%.*s", (int)n, line);
+        line += n + (line[n] == '\n');
+    }
 }
 
 int bp_cmd_inspect(int argc, char **argv)

@@ -66,7 +66,9 @@ typedef struct {
     int has_steps;
     double *confusion; /* k x k, or NULL */
     size_t k;
-    const char *confusion_of; /* "test" or "validation" */
+    const char *confusion_of;        /* "test" or "validation" */
+    bp_config *cfg;                  /* the config stored in latest.h5, or NULL */
+    char cfg_err[BP_PATH_MAX + 256]; /* why there is none */
 } run_data;
 
 typedef struct {
@@ -117,6 +119,29 @@ static int split_csv(char *line, char **fields, int most)
     return n;
 }
 
+/* The config stored in RUN_DIR/latest.h5, read once: it names the metrics file of a run
+ * without RUN_DIR/metrics.csv and the data the confusion matrix is drawn from, which are
+ * all inputs that the outputs must not replace. */
+static void read_config(run_data *r)
+{
+    char path[BP_PATH_MAX + 32];
+    snprintf(path, sizeof(path), "%s/latest.h5", r->dir);
+    bp_checkpoint ck;
+    if (bp_checkpoint_read(path, &ck, r->cfg_err, sizeof(r->cfg_err)) < 0)
+        return;
+    r->cfg = bp__calloc(1, sizeof(*r->cfg));
+    if (!r->cfg)
+        snprintf(r->cfg_err, sizeof(r->cfg_err), "out of memory");
+    else if (!ck.config_text)
+        snprintf(r->cfg_err, sizeof(r->cfg_err), "%s: stores no config", path);
+    if (r->cfg && (!ck.config_text || bp_config_parse(r->cfg, path, ck.config_text, NULL, 0,
+                                                      r->cfg_err, sizeof(r->cfg_err)) != 0)) {
+        bp__free(r->cfg);
+        r->cfg = NULL;
+    }
+    bp_checkpoint_free(&ck);
+}
+
 /* The run's metrics file: RUN_DIR/metrics.csv, else the one its config's [log] metrics
  * names (as stored in RUN_DIR/latest.h5; relative to where train ran, as train took it).
  * why: what to say when it cannot be opened. */
@@ -124,55 +149,82 @@ static void find_metrics(run_data *r, char *why, size_t len)
 {
     snprintf(r->metrics, sizeof(r->metrics), "%s/metrics.csv", r->dir);
     snprintf(why, len, "plot takes run directories: a train run's [checkpoint] dir");
-    char path[BP_PATH_MAX + 32], err[1024];
+    char path[BP_PATH_MAX + 32];
     snprintf(path, sizeof(path), "%s/latest.h5", r->dir);
     if (access(r->metrics, F_OK) == 0 || access(path, F_OK) != 0)
         return;
-    bp_checkpoint ck;
-    bp_config cfg;
-    if (bp_checkpoint_read(path, &ck, err, sizeof(err)) < 0) {
-        snprintf(why, len, "nor could the run's config be read: %s", err);
+    if (!r->cfg) {
+        snprintf(why, len, "nor could the run's config be read: %s", r->cfg_err);
         return;
     }
-    if (ck.config_text &&
-        bp_config_parse(&cfg, path, ck.config_text, NULL, 0, err, sizeof(err)) == 0) {
-        snprintf(r->metrics, sizeof(r->metrics), "%s", cfg.metrics);
-        snprintf(why, len, "[log] metrics in the config stored in %s, relative to where train ran",
-                 path);
-    }
-    bp_checkpoint_free(&ck);
+    snprintf(r->metrics, sizeof(r->metrics), "%s", r->cfg->metrics);
+    snprintf(why, len, "[log] metrics in the config stored in %s, relative to where train ran",
+             path);
+}
+
+/* At most this many lines are read from a run's CSV files, each at most a line buffer long:
+ * a file that never ends (one of zeros with no line end, a huge sparse file) is refused in
+ * bounded time. */
+#define MAX_LINES (MAX_EPOCHS + 1)
+
+/* The next line of f into line: 1, 0 at the end, -1 for a line longer than len - 1 bytes
+ * (without its end). */
+static int next_line(FILE *f, char *line, size_t len)
+{
+    if (!fgets(line, (int)len, f))
+        return 0;
+    size_t n = strlen(line);
+    if (n + 1 < len || line[n - 1] == '\n')
+        return 1;
+    int c = getc(f); /* a full buffer: the line goes on unless the file ends here */
+    return c == EOF ? 1 : (ungetc(c, f), -1);
 }
 
 /* The run's metrics file: the drawn columns of every row, kept as text so that the plot gets
- * exactly what the file says. */
+ * exactly what the file says. Opened as every input is: a FIFO or a device is refused, not
+ * waited on or read forever. */
 static int read_metrics(run_data *r, char *err, size_t len)
 {
-    char line[1024], why[1200];
+    char line[1024], why[BP_PATH_MAX + 512], open_err[BP_PATH_MAX + 128];
     const char *path = r->metrics;
     find_metrics(r, why, sizeof(why));
-    FILE *f = fopen(path, "re");
+    int fd = bp__input_open(path, NULL, open_err, sizeof(open_err));
+    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+    if (fd >= 0 && !f)
+        close(fd);
+    if (fd < 0 && access(path, F_OK) != 0) /* where plot looked, and why there */
+        return bp__fail(err, len, BP_EINVAL, "%s (%s)", open_err, why);
+    if (fd < 0)
+        return bp__fail(err, len, BP_EINVAL, "%s", open_err);
     if (!f)
-        return bp__fail(err, len, BP_EINVAL, "%s: %s (%s)", path, strerror(errno), why);
-    int at[NCOLS], rc = 0;
+        return bp__fail(err, len, BP_ENOMEM, "%s: %s", path, strerror(errno));
+    int at[NCOLS], rc = 0, got;
+    size_t lineno = 1;
     for (int c = 0; c < NCOLS; c++)
         at[c] = -1;
     char *fields[32];
-    int nf = fgets(line, sizeof(line), f) ? split_csv(line, fields, 32) : 0;
+    got = next_line(f, line, sizeof(line));
+    int nf = got > 0 ? split_csv(line, fields, 32) : 0;
     for (int i = 0; i < nf; i++)
         for (int c = 0; c < NCOLS; c++)
             if (strcmp(fields[i], columns[c]) == 0)
                 at[c] = i;
-    if (at[0] < 0 || at[1] < 0)
+    if (got < 0 || at[0] < 0 || at[1] < 0)
         rc = bp__fail(err, len, BP_EFORMAT,
                       "%s: not a backprop metrics file (no epoch and train_cost columns)", path);
-    while (rc == 0 && fgets(line, sizeof(line), f)) {
+    while (rc == 0 && (got = next_line(f, line, sizeof(line))) != 0) {
+        if (++lineno > MAX_LINES) {
+            rc = bp__fail(err, len, BP_EFORMAT, "%s: more than %d lines", path, MAX_LINES);
+            break;
+        }
+        if (got < 0) {
+            rc = bp__fail(err, len, BP_EFORMAT, "%s: line %zu is longer than %zu bytes", path,
+                          lineno, sizeof(line) - 2);
+            break;
+        }
         nf = split_csv(line, fields, 32);
         if (nf < 2)
             continue;
-        if (r->nrows == MAX_EPOCHS) {
-            rc = bp__fail(err, len, BP_EFORMAT, "%s: more than %d rows", path, MAX_EPOCHS);
-            break;
-        }
         void *grown = bp__realloc(r->rows, r->nrows + 1, sizeof(*r->rows));
         if (!grown) {
             rc = bp__fail(err, len, BP_ENOMEM, "out of memory");
@@ -194,6 +246,8 @@ static int read_metrics(run_data *r, char *err, size_t len)
         }
         r->nrows++;
     }
+    if (rc == 0 && ferror(f))
+        rc = bp__fail(err, len, BP_EIO, "%s: read error", path);
     fclose(f);
     if (rc == 0 && r->nrows == 0)
         rc = bp__fail(err, len, BP_EFORMAT, "%s: no epochs yet", path);
@@ -201,16 +255,39 @@ static int read_metrics(run_data *r, char *err, size_t len)
 }
 
 /* RUN_DIR/step_times.csv (one row per train command of the run): the means over all their
- * steps. Absent in runs of older versions: then the panel says so. */
+ * steps. Absent in runs of older versions: then the panel says so. One that cannot be
+ * read (not a file, lines without end) is a warning, and the panel says it is absent: the
+ * rest of the picture does not need it. */
 static void read_step_times(run_data *r)
 {
-    char path[BP_PATH_MAX + 32], line[512];
+    char path[BP_PATH_MAX + 32], line[512], err[BP_PATH_MAX + 128];
     snprintf(path, sizeof(path), "%s/step_times.csv", r->dir);
-    FILE *f = fopen(path, "re");
-    if (!f)
+    if (access(path, F_OK) != 0 && errno == ENOENT)
         return;
+    int fd = bp__input_open(path, NULL, err, sizeof(err));
+    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+    if (fd >= 0 && !f) {
+        snprintf(err, sizeof(err), "%s: %s", path, strerror(errno));
+        close(fd);
+    }
+    if (!f) {
+        bp_cli_warning("no step times for %s: %s", r->dir, err);
+        return;
+    }
     double sum[4] = {0}, steps = 0;
-    while (fgets(line, sizeof(line), f)) {
+    int got;
+    size_t lineno = 0;
+    while ((got = next_line(f, line, sizeof(line))) != 0) {
+        if (++lineno > MAX_LINES || got < 0) {
+            if (got < 0)
+                bp_cli_warning("no step times for %s: %s: line %zu is longer than %zu bytes",
+                               r->dir, path, lineno, sizeof(line) - 2);
+            else
+                bp_cli_warning("no step times for %s: %s: more than %d lines", r->dir, path,
+                               MAX_LINES);
+            steps = 0;
+            break;
+        }
         double v[6];
         /* steps, data, compute, exchange, update, ranks (after the first_step column) */
         long first;
@@ -241,29 +318,31 @@ static void read_confusion(run_data *r)
     char path[BP_PATH_MAX + 32], err[2048] = "";
     snprintf(path, sizeof(path), "%s/latest.h5", r->dir);
     bp_checkpoint ck;
-    bp_config cfg;
+    const bp_config *cfg = r->cfg; /* read_config's: the data plot() checked as an input */
     bp__source src = {0};
     bp_workspace ws = {0};
+    if (!cfg) {
+        bp_cli_warning("no confusion matrix for %s: %s", r->dir, r->cfg_err);
+        return;
+    }
     int rc = bp_checkpoint_read(path, &ck, err, sizeof(err));
     if (rc < 0) {
         bp_cli_warning("no confusion matrix for %s: %s", r->dir, err);
         return;
     }
     int k = ck.net.sizes[ck.net.nlayers];
-    rc = ck.config_text ? bp_config_parse(&cfg, path, ck.config_text, NULL, 0, err, sizeof(err))
-                        : BP_EFORMAT;
     const char *data = NULL, *labels = NULL;
-    if (rc == 0 && cfg.test[0])
-        data = cfg.test, labels = cfg.test_labels, r->confusion_of = "test";
-    else if (rc == 0 && cfg.validation[0])
-        data = cfg.validation, labels = cfg.validation_labels, r->confusion_of = "validation";
-    else if (rc == 0 && cfg.validation_split)
-        data = cfg.train, labels = cfg.train_labels, r->confusion_of = "validation";
+    if (cfg->test[0])
+        data = cfg->test, labels = cfg->test_labels, r->confusion_of = "test";
+    else if (cfg->validation[0])
+        data = cfg->validation, labels = cfg->validation_labels, r->confusion_of = "validation";
+    else if (cfg->validation_split)
+        data = cfg->train, labels = cfg->train_labels, r->confusion_of = "validation";
     if (data)
-        rc = bp__source_open(&src, data, labels[0] ? labels : NULL, ck.net.sizes[0], k, cfg.seed,
+        rc = bp__source_open(&src, data, labels[0] ? labels : NULL, ck.net.sizes[0], k, cfg->seed,
                              ROWS, err, sizeof(err));
-    if (data && rc == 0 && !cfg.test[0] && !cfg.validation[0]) /* the split's tail */
-        rc = bp__source_tail(&src, (size_t)cfg.limit, (size_t)cfg.validation_split, err,
+    if (data && rc == 0 && !cfg->test[0] && !cfg->validation[0]) /* the split's tail */
+        rc = bp__source_tail(&src, (size_t)cfg->limit, (size_t)cfg->validation_split, err,
                              sizeof(err));
     if (data && rc == 0 && src.ds.labels && k > 1) {
         double *out = bp__calloc(BP_EVAL_OUT + (size_t)k * (size_t)k, sizeof(double));
@@ -546,6 +625,49 @@ static int have_gnuplot(char *err, size_t len)
     return 0;
 }
 
+/* Whether two output paths name one file: the same file when both exist, else the same
+ * name in the same directory (bp__output_check has seen both directories exist, and that
+ * neither path is a symbolic link). */
+static int same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0)
+        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    char dir_a[BP_PATH_MAX + 32], dir_b[BP_PATH_MAX + 32];
+    bp__dir_of(a, dir_a, sizeof(dir_a));
+    bp__dir_of(b, dir_b, sizeof(dir_b));
+    const char *name_a = strrchr(a, '/'), *name_b = strrchr(b, '/');
+    name_a = name_a ? name_a + 1 : a;
+    name_b = name_b ? name_b + 1 : b;
+    return strcmp(name_a, name_b) == 0 && stat(dir_a, &sa) == 0 && stat(dir_b, &sb) == 0 &&
+           sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* "wrote OUT: RUN (N epochs, ...); ..." on stdout. Its paths come from the command line and
+ * the file system: their control bytes are escaped as in an error line, so that a
+ * directory's name cannot move the cursor or clear the screen. */
+static void print_wrote(const char *out, const run_data *runs, int n)
+{
+    char *text = NULL;
+    size_t size = 0;
+    FILE *mem = open_memstream(&text, &size);
+    if (!mem)
+        return;
+    fprintf(mem, "wrote %s:", out);
+    for (int i = 0; i < n; i++)
+        fprintf(mem, "%s %s (%zu epochs%s%s)", i ? ";" : "", runs[i].dir, runs[i].nrows,
+                runs[i].has_steps ? ", step times" : "",
+                runs[i].confusion ? ", confusion matrix" : "");
+    char *shown = fclose(mem) == 0 ? bp__calloc(4 * size + 1, 1) : NULL;
+    if (shown) {
+        bp_cli_printable(shown, text);
+        printf("%s\n", shown);
+        fflush(stdout);
+    }
+    bp__free(shown);
+    free(text); /* open_memstream's */
+}
+
 static int plot(const plot_args *a, char *err, size_t len)
 {
     char out[BP_PATH_MAX + 32];
@@ -561,24 +683,39 @@ static int plot(const plot_args *a, char *err, size_t len)
     int rc = 0;
     for (int i = 0; i < a->ndirs && rc == 0; i++) {
         runs[i].dir = a->dirs[i];
+        read_config(&runs[i]);
         rc = read_metrics(&runs[i], err, len);
     }
-    /* The runs' own files are inputs: never replaced, --force or not. */
+    /* The runs' own files are inputs: never replaced, --force or not. So are the data sets
+     * their configs name, which the confusion matrices are drawn from. */
+    enum { PER_RUN = 9 };
     static char files[MAX_RUNS * 3][BP_PATH_MAX + 32];
-    const char *inputs[MAX_RUNS * 3 + 1];
+    const char *inputs[MAX_RUNS * PER_RUN + 1];
     int ninputs = 0;
-    for (int i = 0; i < a->ndirs; i++)
+    for (int i = 0; i < a->ndirs; i++) {
         for (int j = 0; j < 3; j++) {
             static const char *const names[] = {"metrics.csv", "step_times.csv", "latest.h5"};
-            snprintf(files[ninputs], sizeof(files[ninputs]), "%s/%s", a->dirs[i], names[j]);
-            inputs[ninputs] = j == 0 && runs[i].metrics[0] ? runs[i].metrics : files[ninputs];
-            ninputs++;
+            snprintf(files[3 * i + j], sizeof(files[0]), "%s/%s", a->dirs[i], names[j]);
+            inputs[ninputs++] = j == 0 && runs[i].metrics[0] ? runs[i].metrics : files[3 * i + j];
         }
+        const bp_config *c = runs[i].cfg;
+        const char *const data[] = {c ? c->train : "",      c ? c->train_labels : "",
+                                    c ? c->validation : "", c ? c->validation_labels : "",
+                                    c ? c->test : "",       c ? c->test_labels : ""};
+        for (int j = 0; j < PER_RUN - 3; j++)
+            if (data[j][0])
+                inputs[ninputs++] = data[j];
+    }
     inputs[ninputs] = NULL;
     if (rc == 0)
         rc = bp__output_check(out, replace ? BP__OUT_REPLACE : 0, inputs, err, len);
     if (rc == 0 && a->script)
         rc = bp__output_check(a->script, a->force ? BP__OUT_REPLACE : 0, inputs, err, len);
+    if (rc == 0 && a->script && same_file(out, a->script))
+        rc = bp__fail(err, len, BP_EINVAL,
+                      "%s: is also the picture's output; the script and the picture need a "
+                      "file each",
+                      a->script);
     if (rc == 0)
         rc = have_gnuplot(err, len);
     for (int i = 0; i < a->ndirs && rc == 0; i++) {
@@ -615,17 +752,12 @@ static int plot(const plot_args *a, char *err, size_t len)
         rc = bp__publish(a->script, text, size, a->force ? BP__OUT_REPLACE : 0, err, len);
         free(text);
     }
-    if (rc == 0) {
-        printf("wrote %s:", out);
-        for (int i = 0; i < a->ndirs; i++)
-            printf("%s %s (%zu epochs%s%s)", i ? ";" : "", runs[i].dir, runs[i].nrows,
-                   runs[i].has_steps ? ", step times" : "",
-                   runs[i].confusion ? ", confusion matrix" : "");
-        printf("\n");
-    }
+    if (rc == 0)
+        print_wrote(out, runs, a->ndirs);
     for (int i = 0; i < a->ndirs; i++) {
         bp__free(runs[i].rows);
         bp__free(runs[i].confusion);
+        bp__free(runs[i].cfg);
     }
     return rc;
 }

@@ -14,6 +14,7 @@
 #include "blas.h"
 #include "cli.h"
 #include "fileio.h"
+#include "rundir.h"
 #include "backprop/train.h"
 
 #define MAX_SETS 64
@@ -332,24 +333,22 @@ static void on_load(void *ctx, const char *path, double done, double total)
 }
 
 /* Rank 0: the config is an input too, so no file the run writes may be it, under any
- * name (the library checks the data files; it never sees the config's path). */
+ * name: not the metrics, nor a name the run writes or sweeps in [checkpoint] dir (the
+ * library's check of the data files; it never sees the config's path). */
 static int config_not_written(const bp_config *cfg, const char *config, char *err, size_t errlen)
 {
     struct stat in, out;
-    char paths[3][BP_PATH_MAX + 32];
     if (stat(config, &in) != 0)
         return 0;
-    snprintf(paths[0], sizeof(paths[0]), "%s", cfg->metrics);
-    snprintf(paths[1], sizeof(paths[1]), "%s/step_times.csv", cfg->checkpoint_dir);
-    snprintf(paths[2], sizeof(paths[2]), "%s/latest.h5", cfg->checkpoint_dir);
-    for (int i = 0; i < 3; i++)
-        if (stat(paths[i], &out) == 0 && out.st_dev == in.st_dev && out.st_ino == in.st_ino)
-            return snprintf(err, errlen,
-                            "%s%.900s is the config %.900s, which the run would replace; %s",
-                            i == 0 ? "[log] metrics = " : "", paths[i], config,
-                            i == 0 ? "name another file" : "set another [checkpoint] dir"),
-                   -1;
-    return 0;
+    if (stat(cfg->metrics, &out) == 0 && out.st_dev == in.st_dev && out.st_ino == in.st_ino)
+        return snprintf(err, errlen,
+                        "[log] metrics = %.900s is the config %.900s, which the run would "
+                        "replace; name another file",
+                        cfg->metrics, config),
+               -1;
+    char what[BP_PATH_MAX + 16];
+    snprintf(what, sizeof(what), "the config %s", config);
+    return bp_rundir_check_input(cfg, config, what, err, errlen) < 0 ? -1 : 0;
 }
 
 static int train_main(const bp_comm *comm, const train_args *a)
@@ -414,7 +413,7 @@ static int train_main(const bp_comm *comm, const train_args *a)
     if (status == 0 && comm->rank == 0)
         print_early_stop(t, already);
     if (status == 0 && comm->rank == 0)
-        printf("done: checkpoint %s/latest.h5, metrics %s\n", cfg.checkpoint_dir, cfg.metrics);
+        bp_cli_line("done: checkpoint %s/latest.h5, metrics %s", cfg.checkpoint_dir, cfg.metrics);
     bp_trainer_free(t);
     return status;
 }
@@ -426,8 +425,9 @@ int bp_cmd_train(int argc, char **argv)
         bp_cli_error(0, "cannot start the thread that takes stop signals");
         return EXIT_FAILURE_DURING_WORK;
     }
-    if (bp_cli_init(&argc, &argv, &comm) != 0)
-        return EXIT_FAILURE_DURING_WORK;
+    int started = bp_cli_init(&argc, &argv, &comm);
+    if (started != 0)
+        return started;
     int status;
     char err[512];
     train_args a;

@@ -6,6 +6,7 @@
 
 #include "blas.h"
 #include "cli.h"
+#include "internal.h"
 
 static const char usage[] =
     "usage: backprop COMMAND [ARGS]\n"
@@ -20,7 +21,7 @@ static const char usage[] =
     "  plot RUN_DIR [RUN_DIR ...] [--out FILE.png] [--script FILE] [--force]\n"
     "  --help | --version | COMMAND --help\n"
     "\n"
-    "train, eval and gradcheck run alone or under mpirun -np N.\n"
+    "train, eval, predict and gradcheck run alone or under mpirun -np N.\n"
     "Exit status: 0 success, 2 bad usage or input, 1 failure during work, 3 train stopped\n"
     "by SIGTERM, SIGINT or SIGUSR1 after a checkpoint (continue with --resume latest).\n";
 
@@ -52,7 +53,7 @@ static size_t utf8_printable(const unsigned char *s)
 /* msg as one line of text into out (4 bytes for each of msg's at most, and a NUL): what a
  * file or a path put in it (a CR-only CSV's \r, a newline or an escape sequence in a
  * directory's name) is shown, not obeyed. */
-static void printable(char *out, const char *msg)
+void bp_cli_printable(char *out, const char *msg)
 {
     const unsigned char *s = (const unsigned char *)msg;
     while (*s) {
@@ -75,12 +76,32 @@ static void report(const char *kind, int rank, const char *fmt, va_list ap)
 {
     char msg[2048], shown[4 * sizeof(msg)];
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    printable(shown, msg);
+    bp_cli_printable(shown, msg);
     char who[32] = "";
     if (rank > 0)
         snprintf(who, sizeof(who), "[rank %d] ", rank);
     fprintf(stderr, "backprop: %s: %s%s\n", kind, who, shown);
     fflush(stderr);
+}
+
+void bp_cli_line(const char *fmt, ...)
+{
+    va_list ap, again;
+    va_start(ap, fmt);
+    va_copy(again, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *msg = n >= 0 ? bp__calloc((size_t)n + 1, 1) : NULL;
+    char *shown = msg ? bp__calloc(4 * (size_t)n + 1, 1) : NULL;
+    if (shown) {
+        vsnprintf(msg, (size_t)n + 1, fmt, again);
+        bp_cli_printable(shown, msg);
+        printf("%s\n", shown);
+        fflush(stdout);
+    }
+    va_end(again);
+    bp__free(msg);
+    bp__free(shown);
 }
 
 void bp_cli_error(int rank, const char *fmt, ...)
@@ -127,6 +148,21 @@ int bp_cli_init(int *argc, char ***argv, bp_comm *comm)
         bp_cli_error(comm->rank, "cannot start the watchdog thread");
         bp_comm_finalize();
         return EXIT_FAILURE_DURING_WORK;
+    }
+    /* Ranks started with other commands (mpirun's MPMD form) would call other collectives
+     * and wait for each other: the command is the first thing they agree on. */
+    const char *command = (*argv)[0];
+    int same = bp_comm_same(comm, bp__hash_words(command, strlen(command) + 1, 0));
+    if (same != 1) {
+        if (same < 0)
+            bp_cli_error(comm->rank, "the ranks could not compare their commands");
+        else if (comm->rank == 0)
+            bp_cli_error(0,
+                         "the ranks of this job run different commands (rank 0 runs '%s'): "
+                         "start every rank with the same one",
+                         command);
+        bp_comm_finalize();
+        return same < 0 ? EXIT_FAILURE_DURING_WORK : EXIT_BAD_INPUT;
     }
     return 0;
 }

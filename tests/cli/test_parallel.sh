@@ -124,7 +124,7 @@ sed -e 's/^epochs = .*/epochs = 100000/' p.ini >termed.ini
 mpirun --oversubscribe -np 2 "$BP" train "$T/termed.ini" --set checkpoint.dir=$T/termed \
     --set log.metrics=$T/termed/metrics.csv --set checkpoint.every_epochs=0 >termed.log 2>&1 &
 job=$!
-for _ in $(seq 300); do [ "$(wc -l <termed/metrics.csv 2>/dev/null || echo 0)" -ge 4 ] && break; sleep 0.1; done
+for _ in $(seq 300); do [ "$(cat termed/metrics.csv 2>/dev/null | wc -l)" -ge 4 ] && break; sleep 0.1; done
 kill -TERM "$job"
 wait "$job"
 rows=$(($(wc -l <termed/metrics.csv) - 1))
@@ -159,4 +159,14 @@ pgrep -f "$T/hung.ini" >/dev/null && bad "processes left after the watchdog"
 pkill -KILL -f "$T/hung.ini" 2>/dev/null
 check "resume after the watchdog" mpi 2 train hung.ini --resume latest --set checkpoint.dir=$T/hung \
     --set log.metrics=$T/hung/metrics.csv --set train.epochs=$(($($PY -c "import h5py; print(h5py.File('$T/hung/latest.h5')['train'].attrs['epoch'])") + 1))
+
+# Ranks started with other commands (mpirun's MPMD form) would wait in other collectives:
+# the command is agreed first, one line and exit 2, long before any watchdog.
+mpmd() { timeout -k 5 60 mpirun --oversubscribe -np 1 "$BP" "$@"; }
+expect "MPMD: train and gradcheck" 2 "the ranks of this job run different commands \(rank 0 runs 'train'\)" \
+    mpmd train p.ini --set checkpoint.dir=mpmd : -np 1 "$BP" gradcheck p.ini
+expect "MPMD: eval and predict" 2 "the ranks of this job run different commands \(rank 0 runs 'eval'\)" \
+    mpmd eval --checkpoint np2/latest.h5 --data good.h5 : -np 1 "$BP" predict \
+    --checkpoint np2/latest.h5 --data good.h5 --out mpmd.h5
+check "MPMD: predict wrote nothing" test ! -e mpmd.h5
 finish

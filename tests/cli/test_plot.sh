@@ -124,15 +124,15 @@ check "metrics elsewhere" "$BP" train p.ini --set checkpoint.dir=apart --set log
 check "plot finds them" "$BP" plot apart --script apart.gp
 check "its curves: logs/apart.csv's rows" blocks_match apart.gp apart 0 logs/apart.csv
 mv logs/apart.csv logs/gone.csv
-expect "its metrics gone" 2 'logs/apart\.csv: No such file or directory \(\[log\] metrics in the config stored in apart/latest\.h5, relative to where train ran\)' "$BP" plot apart
+expect "its metrics gone" 2 'logs/apart\.csv: no such file \(\[log\] metrics in the config stored in apart/latest\.h5, relative to where train ran\)' "$BP" plot apart
 mv logs/gone.csv logs/apart.csv
 mkdir broken && echo "not a checkpoint" >broken/latest.h5
-expect "no metrics and a damaged latest.h5: both said" 2 'broken/metrics\.csv: No such file or directory \(nor could the run.s config be read: broken/latest\.h5: ' "$BP" plot broken
+expect "no metrics and a damaged latest.h5: both said" 2 'broken/metrics\.csv: no such file \(nor could the run.s config be read: broken/latest\.h5: ' "$BP" plot broken
 expect "--out onto metrics elsewhere" 2 'logs/apart\.csv' "$BP" plot apart --out logs/apart.csv --force
 
 # What cannot be drawn, one line each; nothing written.
 mkdir empty
-expect "no metrics" 2 'empty/metrics.csv: No such file or directory \(plot takes run directories' "$BP" plot empty
+expect "no metrics" 2 'empty/metrics\.csv: no such file \(plot takes run directories' "$BP" plot empty
 expect "existing --out" 2 'both.png: exists; add --force to replace it' "$BP" plot run --out both.png
 expect "--out onto the run's metrics" 2 'metrics.csv' "$BP" plot run --out run/metrics.csv --force
 expect "under mpirun" 2 'plot runs alone, not under mpirun' mpi 2 plot run --out x.png

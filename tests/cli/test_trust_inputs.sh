@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Inputs a hostile or careless user hands backprop (issue 25, items 1, 7, 8, 11 and 12):
-# run directories whose names and files carry gnuplot code, data that overflows a model,
-# CSV first rows that look like headers, HDF5 filters this build cannot decode, files that
-# are not what a command expects, and command lines that say one thing twice. A refusal is
-# exit 2 with one error line, and no error line holds a raw control character.
+# Inputs a hostile or careless user hands backprop (issue 25, items 1, 7, 8, 11 and 12, and
+# its follow-up): run directories whose names and files carry gnuplot code or are FIFOs,
+# devices and files without end, plot outputs onto plot's own inputs, data that overflows
+# a model, CSV first rows that look like headers, HDF5 filters this build cannot decode,
+# files that are not what a command expects, and command lines that say one thing twice. A
+# refusal is exit 2 with one error line, and no error line holds a raw control character.
 source "$(dirname "$0")/lib.sh"
 $PY "$SRC/tests/cli/make_data.py" "$T" || exit 1
 command -v gnuplot >/dev/null || { echo "FAIL: gnuplot is not installed (scripts/test.sh installs gnuplot-nox)"; exit 1; }
@@ -121,6 +122,57 @@ printf 'epoch,train_cost\n1,\x1b[2J\r\n' >badcsv/metrics.csv
 refused "an escape sequence in a field" "row 2: '\\\\x1b\[2J' is not a number" bp plot badcsv --out bad.png
 [ -e bad.png ] && bad "a refused plot wrote its picture" || ok
 
+# ---- 1b. plot: every file it reads is an input, opened as one ----
+# A FIFO or a device where a run's file should be is refused (metrics.csv) or left out
+# with a warning (step_times.csv), never waited on or read forever; so is a regular file
+# without end (1 TB of sparse zeros). Seconds each: a hang would meet the 20 s limit.
+quick() { timeout -k 5 20 "$BP" "$@"; }
+mkdir fifo zero big
+for run in fifo zero big; do cp runA/latest.h5 runA/metrics.csv $run/; done
+mkfifo fifo/step_times.csv
+ln -s /dev/zero zero/step_times.csv
+truncate -s 1T big/step_times.csv
+for run in fifo zero big; do
+    check "$run step_times.csv: drawn without it" quick plot $run --out $run.png --script $run.gp
+    grep -q "warning: no step times for $run: $run/step_times.csv: " "$T/check.out" && ok || bad "$run: no warning: $(cat "$T/check.out")"
+    check "$run step_times.csv: the panel says so" grep -q "no step_times.csv" $run.gp
+done
+rm fifo/metrics.csv zero/metrics.csv
+mkfifo fifo/metrics.csv
+ln -s /dev/zero zero/metrics.csv
+printf 'epoch,train_cost\n1,0.5\n' >big/metrics.csv
+truncate -s 1T big/metrics.csv
+refused "a FIFO for metrics.csv" '^backprop: error: fifo/metrics\.csv: is a FIFO, not a file$' quick plot fifo --out m.png
+refused "/dev/zero for metrics.csv" '^backprop: error: zero/metrics\.csv: is a device, not a file$' quick plot zero --out m.png
+refused "a metrics.csv without end" 'big/metrics\.csv: more than 100001 lines' quick plot big --out m.png
+printf 'epoch,train_cost\n1,0.5%01100d\n' 0 >big/metrics.csv
+refused "a line longer than plot reads" 'big/metrics\.csv: line 2 is longer than 1022 bytes' quick plot big --out m.png
+[ -e m.png ] && bad "a refused plot wrote its picture" || ok
+# The data a confusion matrix is drawn from is an input too, --force or not; and so is the
+# picture for the script: one file each. A checkpoint is never an output.
+cp good.h5 pd.h5
+cp good.h5 pt.h5
+check "a run with a test set" bp train base.ini --set checkpoint.dir=$T/runP --set data.train=$T/pd.h5 --set data.test=$T/pt.h5 --set train.epochs=1
+refused "--out onto the test set" "pt\.h5: is the input $T/pt\.h5; write elsewhere" bp plot runP --out $T/pt.h5 --force
+refused "--script onto the training set" "pd\.h5: is the input $T/pd\.h5; write elsewhere" bp plot runP --out p.png --script pd.h5 --force
+cp good.h5 ps.h5
+check "a run with a validation_split" bp train base.ini --set checkpoint.dir=$T/runS --set data.train=$T/ps.h5 --set data.validation_split=40 --set train.epochs=1
+refused "--out onto a validation_split's training set" "ps\.h5: is the input $T/ps\.h5" bp plot runS --out ps.h5 --force
+for set in pt pd ps; do check "$set.h5 is as it was" cmp $set.h5 good.h5; done
+refused "--out onto another run's checkpoint" 'runA/latest\.h5: is a checkpoint' bp plot runP --out runA/latest.h5 --force
+refused "--out and --script one file" '\./y\.png: is also the picture.s output' bp plot runP --out y.png --script ./y.png --force
+[ -e p.png ] || [ -e y.png ] && bad "a refused plot wrote a file" || ok
+check "a picture to replace" bp plot runP --out y.png
+refused "--out and --script one existing file" 'y\.png: is also the picture.s output' bp plot runP --out y.png --script y.png --force
+check "it is still the picture" png_ok y.png 1100 800
+# stdout quotes directory names as error lines do: a name's escape sequence is shown.
+check "plot a name with control bytes" bp plot "${names[6]}" --out esc.png
+$PY - "$T/check.out" <<'EOF' && ok || bad "stdout: $(cat -v "$T/check.out")"
+import sys
+out = open(sys.argv[1], "rb").read()
+assert out == rb"wrote esc.png: bytes\xff\xfe\x1b[2J\x01 (2 epochs, step times, confusion matrix)" + b"\n", out
+EOF
+
 # ---- 2. eval and predict: finite data that overflows the model ----
 check "a relu model" bp train base.ini --set checkpoint.dir=$T/relu --set network.hidden=relu
 # 3e38 is finite in float, 1.7e308 in double; in every sign pattern, the hidden units whose
@@ -170,6 +222,12 @@ printf ',2,3,0\n4,5,6,1\n' >empty.csv
 refused "an empty first field is data" 'empty\.csv: line 1 column 1 is empty' bp convert --csv empty.csv --out e.h5
 printf 'NA,2,3,0\n4,5,6,1\n' >na.csv
 refused "NA first is data" "na\.csv: line 1 column 1: 'NA' is not a number" bp convert --csv na.csv --out e.h5
+printf 'NA,NA,NA,NA\n4,5,6,1\n' >allna.csv
+refused "a first row of NA alone is data" "allna\.csv: line 1 column 1: 'NA' is not a number" bp convert --csv allna.csv --out e.h5
+printf ',,,\n4,5,6,1\n' >allempty.csv
+refused "a first row of empty fields is data" 'allempty\.csv: line 1 column 1 is empty' bp convert --csv allempty.csv --out e.h5
+printf 'x1,x2,label\n1,2,3,0\n' >narrow.csv
+refused "a header narrower than its rows" 'narrow\.csv: line 2 has 4 fields but the header, line 1, has 3' bp convert --csv narrow.csv --out e.h5
 printf '1 2,3,4,0\n' >space.csv
 refused "one line, the real error" "space\.csv: line 1 column 1: '1 2' is not a number" bp convert --csv space.csv --out e.h5
 printf '1,2,3,0\r4,x\x1b[31m,6,1\r' >esc.csv
@@ -245,4 +303,34 @@ for cmd in train eval predict gradcheck inspect convert plot; do
     missing=$(comm -23 long.txt listed.txt | tr '\n' ' ')
     [ -z "$missing" ] && ok || bad "backprop --help: $cmd lacks $missing"
 done
+
+# ---- 6. stdout quotes paths and stored text as error lines do ----
+# A directory, an output and a config value with an escape sequence: train's "done" line,
+# convert's and predict's "wrote" lines and inspect's path and stored config show it
+# escaped (\x1b), never raw. Checked on the bytes of stdout.
+E=$'e\x1b[2J'
+mkdir -p "$T/$E"
+printf '1,2,3,0\n4,5,6,1\n' >"$T/$E/in.csv"
+config out.ini
+noraw() { # noraw NAME: $T/check.out holds no raw control byte but newlines, and shows \x1b
+    if $PY -c '
+import sys
+b = open(sys.argv[1], "rb").read()
+sys.exit(any(c < 0x20 and c != 0x0a or c == 0x7f for c in b) or b"\\x1b" not in b)' "$T/check.out"; then
+        ok
+    else
+        bad "$1: stdout: $(cat -v "$T/check.out")"
+    fi
+}
+for np in 1 2; do
+    check "np$np: train into a directory with an escape" on $np train out.ini --set "checkpoint.dir=$T/$E/run$np"
+    noraw "np$np: train's done line"
+    check "np$np: predict to a name with an escape" on $np predict --checkpoint "$T/$E/run$np/latest.h5" \
+        --data good.h5 --out "$T/$E/p$np.h5"
+    noraw "np$np: predict's wrote line"
+done
+check "convert to a name with an escape" bp convert --csv "$T/$E/in.csv" --out "$T/$E/c.h5"
+noraw "convert's wrote line"
+check "inspect a checkpoint there" bp inspect "$T/$E/run1/latest.h5"
+noraw "inspect's path and stored config"
 finish

@@ -8,7 +8,11 @@
 # 3. a resume of a run that had stopped early or converged says so, and trains nothing;
 # 4. every counter of a checkpoint is range-checked, and links or storage outside the file
 #    are refused;
-# 5. batch-shaped memory is sized by min(batch_size, examples), with the same bits.
+# 5. batch-shaped memory is sized by min(batch_size, examples), with the same bits;
+# 6. a resume replaces only its own run's files: another run's directory and metrics CSV,
+#    and a config under a name the run writes, are refused; the ranks agree on the whole
+#    state they resume from, and eval on the whole network (issue 25 follow-up: F3-F5b,
+#    F9-F11).
 source "$(dirname "$0")/lib.sh"
 $PY "$SRC/tests/cli/make_data.py" "$T" || exit 1
 H5="$PY $SRC/tests/cli/h5tool.py"
@@ -222,5 +226,112 @@ for np in 1 2; do
         limited "$launcher train c.ini --set checkpoint.dir=$T/n$np $wide"
     check "np$np: a limit on the data alone does not count the batch" run $np train c.ini \
         --set checkpoint.dir=$T/budget$np $big --set train.batch_size=200 --set data.max_memory_mb=0.05
+done
+
+# ---- 6. a resume replaces only its own run's files ----
+config o.ini "[checkpoint]" "every_steps = 13" "keep = 0"
+sed -i "s|^dir = .*|dir = $T/runO|" o.ini
+sed "s|runO|runQ|" o.ini >q.ini
+check "run O" "$BP" train o.ini --set train.learning_rate=0.5
+check "run Q" "$BP" train q.ini
+cp -r runO runO.orig
+for np in 1 2; do
+    expect "np$np: resume into another run's metrics" 2 "runO/metrics\.csv already holds another run's metrics" \
+        run $np train q.ini --resume latest --set train.epochs=3 --set log.metrics=$T/runO/metrics.csv
+    expect "np$np: resume into another run's directory" 2 "runO already holds a run .*runQ/ckpt-13\.h5 is not a checkpoint of it" \
+        run $np train q.ini --resume $T/runQ/ckpt-13.h5 --set checkpoint.dir=$T/runO --set train.epochs=3 \
+        --set checkpoint.keep=1
+    check "np$np: run O untouched" diff -r runO runO.orig
+done
+# Its own runs resume: a rewind in its directory, a copy into a new one, latest.
+cp -r runQ runQ2
+check "a rewind to ckpt-13 in its own directory" "$BP" train q.ini --resume $T/runQ2/ckpt-13.h5 \
+    --set checkpoint.dir=$T/runQ2 --set train.epochs=3
+check "... the CSV holds epochs 1-3 once" test "$(cut -d, -f1 runQ2/metrics.csv | tr '\n' ' ')" = "epoch 1 2 3 "
+check "np2: a checkpoint into a new directory" mpi 2 train q.ini --resume $T/runQ/ckpt-13.h5 \
+    --set checkpoint.dir=$T/runN --set train.epochs=3
+check "np2: --resume latest" mpi 2 train q.ini --resume latest --set train.epochs=3
+# The config under a name the run writes or sweeps in its directory.
+mkdir -p r5
+for name in ckpt-13.h5 ckpt-1.h5 .q.ini.tmp.123 latest.h5 step_times.csv; do
+    cp q.ini "r5/$name"
+    expect "the config as r5/$name" 2 "r5/$name is the config r5/$name, and the run" \
+        "$BP" train "r5/$name" --set checkpoint.dir=$T/r5 --set checkpoint.keep=1
+    check "r5/$name unchanged" cmp q.ini "r5/$name"
+    rm "r5/$name"
+done
+# MPMD: two checkpoints with the same weights and global step but another position, and
+# two that differ only in the cost, are refused before any step.
+mkdir -p A B
+cp runQ/ckpt-13.h5 A/c.h5
+cp runQ/ckpt-13.h5 B/c.h5
+cp runQ/ckpt-13.h5 A/e.h5
+cp runQ/ckpt-13.h5 B/e.h5
+$PY - "$T" <<'PY'
+import sys, h5py, numpy as np
+t = sys.argv[1]
+with h5py.File(f"{t}/B/c.h5", "r+") as f:
+    a = f["train"].attrs
+    a["epoch"] = np.int64(0)
+    a["batch_in_epoch"] = np.int64(12)
+    del f["train/metrics"]
+    f["train"].create_dataset("metrics", shape=(0, 10), maxshape=(None, 10), chunks=(64, 10), dtype="f8")
+with h5py.File(f"{t}/B/e.h5", "r+") as f:
+    f["model"].attrs["cost"] = "quadratic"
+PY
+mpmd() { timeout -k 5 60 mpirun --oversubscribe -np 1 -wdir $T/A "$BP" "$@" : -np 1 -wdir $T/B "$BP" "$@"; }
+expect "MPMD: another position at the same step" 2 "rank 1 resumes from another state than rank 0, with the same weights at global step 13: epoch 1, step 12 of it on rank 1, epoch 2, step 0 on rank 0" \
+    mpmd train $T/q.ini --resume c.h5 --set checkpoint.dir=$T/m9 --set train.epochs=3 --set comm.timeout=0
+expect "MPMD: eval of another cost" 2 "rank 1's checkpoint \(e\.h5\) holds other weights than rank 0's" \
+    mpmd eval --checkpoint e.h5 --data $T/good.h5
+# Real-valued counters and metrics rows a run never writes.
+$PY - "$T" <<'PY'
+import sys, shutil, h5py, numpy as np
+t = sys.argv[1]
+cases = {"correct": ("epoch_correct", 1e12), "seen": ("epoch_seen", -1e9),
+         "seen-many": ("epoch_seen", 500.0), "costsum": ("epoch_cost_sum", np.inf),
+         "elapsed": ("elapsed_s", np.nan), "trains": ("epoch_train_s", -5.0)}
+for name, (attr, v) in cases.items():
+    shutil.copy(f"{t}/runQ/ckpt-13.h5", f"{t}/r-{name}.h5")
+    with h5py.File(f"{t}/r-{name}.h5", "r+") as f:
+        f["train"].attrs[attr] = np.float64(v)
+for name, (col, v) in {"acc": (3, 50.0), "cost": (2, -1.0), "time": (9, np.inf)}.items():
+    shutil.copy(f"{t}/runQ/ckpt-13.h5", f"{t}/r-{name}.h5")
+    with h5py.File(f"{t}/r-{name}.h5", "r+") as f:
+        m = f["train/metrics"]
+        r = m[()]
+        r[0, col] = v
+        m[...] = r
+PY
+declare -A rwhy=(
+    [correct]="epoch_correct = 1e\+12 of epoch_seen = 0 examples is not a count"
+    [seen]="epoch_seen = -1e\+09 is out of range"
+    [seen-many]="epoch_seen = 500 examples after 0 steps of the epoch is more than they hold"
+    [costsum]="epoch_cost_sum = inf is out of range"
+    [elapsed]="elapsed_s = nan is out of range"
+    [trains]="epoch_train_s = -5 is out of range"
+    [acc]="/train/metrics row 0 \(epoch 1\): train_accuracy is out of range"
+    [cost]="/train/metrics row 0 \(epoch 1\): train_cost is out of range"
+    [time]="/train/metrics row 0 \(epoch 1\): elapsed_s is out of range"
+)
+for name in "${!rwhy[@]}"; do
+    expect "inspect r-$name" 2 "${rwhy[$name]}" "$BP" inspect r-$name.h5
+done
+for np in 1 2; do
+    expect "np$np: resume r-correct" 2 "${rwhy[correct]}" \
+        run $np train q.ini --set checkpoint.dir=$T/rc$np --resume r-correct.h5
+done
+# A stop between an epoch's row and its checkpoint: latest.h5 is from inside the first
+# epoch (no row), metrics.csv has rows. The run's own CSV in its own directory is taken,
+# rewritten from the checkpoint, and the run ends on the bits of an unbroken one.
+config k.ini "[checkpoint]" "every_steps = 5" "keep = 0"
+for np in 1 2; do
+    check "np$np: run K" run $np train k.ini --set checkpoint.dir=$T/runK$np
+    cp -r runK$np runK$np.r
+    cp runK$np/ckpt-5.h5 runK$np.r/latest.h5
+    check "np$np: resume from inside the first epoch, rows in the CSV" run $np train k.ini \
+        --resume latest --set checkpoint.dir=$T/runK$np.r
+    check "np$np: the bits of the unbroken run" $CMP runK$np/latest.h5 runK$np.r/latest.h5 0
+    check "np$np: its rows" test "$(cut -d, -f1-8 runK$np/metrics.csv)" = "$(cut -d, -f1-8 runK$np.r/metrics.csv)"
 done
 finish
