@@ -192,9 +192,9 @@ def main():
         allreduce = {label: allreduce_us(args, mca) for label, mca in (("default", []), ("tuned", MCA))}
         same = same_seed(args, tmp, default_kernel) if args.same_seed else None
         main_job = main_job_accuracy(args, tmp) if args.bf16 else None
-    write_report(args, results, torch, peaks, kernel, default_kernel, allreduce, same, kernels)
-    if args.bf16:
-        write_bf16(args, results, bf16, torch, main_job)
+    extra = bf16_lines(results, bf16, torch, main_job) if args.bf16 else []
+    write_report(args, results, torch, peaks, kernel, default_kernel, allreduce, same, kernels,
+                 extra)
 
 
 def main_job_accuracy(args, tmp):
@@ -215,8 +215,8 @@ def main_job_accuracy(args, tmp):
     return out
 
 
-def write_bf16(args, results, bf16, torch, main_job):
-    """Appends the bf16 section to the report."""
+def bf16_lines(results, bf16, torch, main_job):
+    """The bf16 section of the report."""
     lines = ["", "## bf16 (`[train] precision = bf16`)", "",
              f"Same run, 1 rank x 1 thread, the CPU's bf16: {cpu_bf16()}. PyTorch in bf16 is "
              "its CPU autocast to bfloat16 (forward and loss; torch_train.py --bf16).", "",
@@ -232,9 +232,7 @@ def write_bf16(args, results, bf16, torch, main_job):
               f"accuracy {100 * af:.2f} % in float, {100 * ab:.2f} % in bf16 "
               f"({100 * (ab - af):+.2f} points); last epoch {sf:,.0f} and {sb:,.0f} samples/s.",
               ""]
-    with open(args.out, "a") as f:
-        f.write("\n".join(lines))
-    print("\n".join(lines))
+    return lines
 
 
 def cpu_bf16():
@@ -278,7 +276,8 @@ def allreduce_us(args, mca):
     return [float(line.split()[1]) for line in out.splitlines() if re.match(r"^\d+ [0-9.]+$", line)]
 
 
-def write_report(args, results, torch, peaks, kernel, default_kernel, allreduce, same, kernels):
+def write_report(args, results, torch, peaks, kernel, default_kernel, allreduce, same, kernels,
+                 extra):
     lines = [
         "# Benchmarks",
         "",
@@ -381,6 +380,7 @@ def write_report(args, results, torch, peaks, kernel, default_kernel, allreduce,
     lines += ["", "Workloads: W1 [784,30,10] sigmoid/sigmoid cross-entropy, batch 10, eta 0.5, "
               "lambda 5; W2 [784,256,256,10] relu/softmax, batch 128, eta 0.1, lambda 5; "
               "W3 [784,2048,2048,10] relu/softmax, batch 256, eta 0.05, lambda 5.", ""]
+    lines += extra  # the bf16 section, before bench-data.sh's
     # scripts/bench-data.sh's section (data placement) is its own, kept as it is.
     kept = ""
     if os.path.exists(args.out):
@@ -388,6 +388,8 @@ def write_report(args, results, torch, peaks, kernel, default_kernel, allreduce,
             old = f.read()
         at = old.find("\n## Data placement")
         kept = old[at:] if at >= 0 else ""
+        if "\n## bf16" in kept:  # an older layout put this script's bf16 section there
+            kept = kept[:kept.find("\n## bf16")].rstrip("\n") + "\n"
     with open(args.out, "w") as f:
         f.write("\n".join(lines).rstrip("\n") + "\n" + kept)
     print("\n".join(lines))
