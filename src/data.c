@@ -47,25 +47,13 @@ void bp__load_progress(const char *path, double done, double total)
         progress_fn(progress_ctx, path, done, total);
 }
 
-/* A value is NaN or infinite when all its exponent bits are set (as the update tests it,
- * src/optim.c). Tested without an early exit, the loop vectorises: the check of rows just
- * copied costs little beside the copy. */
-#ifdef BACKPROP_DOUBLE
-typedef uint64_t real_bits;
-#define EXPONENT_BITS 0x7ff0000000000000u
-#else
-typedef uint32_t real_bits;
-#define EXPONENT_BITS 0x7f800000u
-#endif
-
+/* Tested without an early exit, the loop vectorises: the check of rows just copied costs
+ * little beside the copy. */
 BP__VECTORIZE static int any_nonfinite(const bp_real *A, size_t n)
 {
     int bad = 0;
-    for (size_t i = 0; i < n; i++) {
-        real_bits b;
-        memcpy(&b, A + i, sizeof(b));
-        bad |= (b & EXPONENT_BITS) == EXPONENT_BITS;
-    }
+    for (size_t i = 0; i < n; i++)
+        bad |= bp__not_finite(A[i]);
     return bad;
 }
 

@@ -3,6 +3,8 @@
 #define BACKPROP_INTERNAL_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 #include <cblas.h>
 
@@ -32,6 +34,20 @@
 #else
 #define BP__VECTORIZE
 #endif
+
+/* Whether x is NaN or infinite: all its exponent bits set. An integer AND and compare,
+ * which vectorise with the loop around them (isfinite may not): the update tests each
+ * value it stores this way (src/optim.c), and the data check each row it reads. */
+static inline int bp__not_finite(bp_real x)
+{
+#ifdef BACKPROP_DOUBLE
+    uint64_t b, e = 0x7ff0000000000000u;
+#else
+    uint32_t b, e = 0x7f800000u;
+#endif
+    memcpy(&b, &x, sizeof(b));
+    return (b & e) == e;
+}
 
 /* C = alpha op(A) op(B) + beta C, row-major, as cblas_?gemm: the one matrix product of
  * the library. Float builds with oneDNN send the products that are large enough to its

@@ -12,28 +12,13 @@
 /* Below this many parameters, the update is too short to share between threads. */
 #define BP_SHARED_UPDATE_MIN 65536
 
-/* A value is not finite (NaN or infinite) when all its exponent bits are set. The updates
- * test each value they store this way: an integer AND and compare that vectorise with the
- * loop (isfinite may not), on a value already in a register. Under sgd a non-finite
- * gradient or velocity always leaves a non-finite parameter behind it (the learning rate is
- * > 0), so the parameter's test covers them. Adam's does not: a finite gradient of 6e20
- * (4e155 in double, with beta2 = 0.999) overflows (1 - beta2) g * g, the second moment
- * becomes infinite, and the step m1 / sqrt(m2) is 0: the parameter stays finite and never
- * trains again. Its moments are tested too. */
-#ifdef BACKPROP_DOUBLE
-typedef uint64_t real_bits;
-#define EXPONENT_BITS 0x7ff0000000000000u
-#else
-typedef uint32_t real_bits;
-#define EXPONENT_BITS 0x7f800000u
-#endif
-
-static inline int not_finite(bp_real x)
-{
-    real_bits b;
-    memcpy(&b, &x, sizeof(b));
-    return (b & EXPONENT_BITS) == EXPONENT_BITS;
-}
+/* Each value the updates store is tested with bp__not_finite, on a value already in a
+ * register. Under sgd a non-finite gradient or velocity always leaves a non-finite
+ * parameter behind it (the learning rate is > 0), so the parameter's test covers them.
+ * Adam's does not: a finite gradient of 6e20 (4e155 in double, with beta2 = 0.999)
+ * overflows (1 - beta2) g * g, the second moment becomes infinite, and the step
+ * m1 / sqrt(m2) is 0: the parameter stays finite and never trains again. Its moments are
+ * tested too. */
 
 /* 1 when some updated parameter is not finite. */
 BP__VECTORIZE static int step_range(bp_real *restrict p, const bp_real *restrict g,
@@ -46,7 +31,7 @@ BP__VECTORIZE static int step_range(bp_real *restrict p, const bp_real *restrict
         for (size_t i = 0; i < n; i++) {
             bp_real x = d * p[i] - s * g[i];
             p[i] = x;
-            bad |= not_finite(x);
+            bad |= bp__not_finite(x);
         }
         return bad;
     }
@@ -55,7 +40,7 @@ BP__VECTORIZE static int step_range(bp_real *restrict p, const bp_real *restrict
         v[i] = m * v[i] - s * g[i] - w * p[i];
         bp_real x = p[i] + v[i];
         p[i] = x;
-        bad |= not_finite(x);
+        bad |= bp__not_finite(x);
     }
     return bad;
 }
@@ -154,7 +139,7 @@ BP__VECTORIZE static int adam_range(bp_real *restrict p, const bp_real *restrict
         bp_real denom = BP__SQRT(m2[i] * c2) + eps;
         bp_real x = p[i] - lr * (m1[i] * c1 / denom + l2d * p[i]);
         p[i] = x;
-        bad |= not_finite(x) | not_finite(m1[i]) | not_finite(m2[i]);
+        bad |= bp__not_finite(x) | bp__not_finite(m1[i]) | bp__not_finite(m2[i]);
     }
     return bad;
 }

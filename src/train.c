@@ -729,22 +729,32 @@ static uint64_t position_hash(const bp_trainer *t)
     const bp_train_state *st = &t->st;
     const bp_lbfgs_state *l = &t->lbfgs;
     size_t bytes = t->net.nparams * sizeof(bp_real);
-    const int64_t counts[] = {st->epoch,         st->batch_in_epoch,   st->global_step,
-                              (int64_t)st->seed, st->best_epoch,       st->bad_epochs,
-                              st->stopped_early, (int64_t)st->nmetrics, l->pairs,
-                              l->newest,         l->phase,             l->evals,
-                              l->converged};
-    const double reals[] = {st->epoch_cost_sum, st->epoch_correct, st->epoch_seen,
-                            st->best_val_cost,  l->alpha,          l->x.alpha,
-                            l->x.f,             l->x.slope,        l->x.cost,
-                            l->x.correct,       l->lo.alpha,       l->lo.f,
-                            l->hi.alpha,        l->hi.f};
-    uint64_t parts[6] = {
-        bp__hash_words(counts, sizeof(counts), 0), bp__hash_words(reals, sizeof(reals), 0),
-        bp__hash_words(st->rng.s, sizeof(st->rng.s), 0),
-        t->moment2 ? bp__hash_words(t->moment2, bytes, 0) : 0,
-        st->best_params ? bp__hash_words(st->best_params, bytes, 0) : 0,
-        l->rho ? bp__hash_words(l->rho, (size_t)l->history * sizeof(double), 0) : 0};
+    const int64_t counts[] = {
+        st->epoch,      st->batch_in_epoch, st->global_step,   (int64_t)st->seed,
+        st->best_epoch, st->bad_epochs,     st->stopped_early, (int64_t)st->nmetrics,
+        l->pairs,       l->newest,          l->phase,          l->evals,
+        l->converged};
+    const double reals[] = {st->epoch_cost_sum,
+                            st->epoch_correct,
+                            st->epoch_seen,
+                            st->best_val_cost,
+                            l->alpha,
+                            l->x.alpha,
+                            l->x.f,
+                            l->x.slope,
+                            l->x.cost,
+                            l->x.correct,
+                            l->lo.alpha,
+                            l->lo.f,
+                            l->hi.alpha,
+                            l->hi.f};
+    uint64_t parts[6] = {bp__hash_words(counts, sizeof(counts), 0),
+                         bp__hash_words(reals, sizeof(reals), 0),
+                         bp__hash_words(st->rng.s, sizeof(st->rng.s), 0),
+                         t->moment2 ? bp__hash_words(t->moment2, bytes, 0) : 0,
+                         st->best_params ? bp__hash_words(st->best_params, bytes, 0) : 0,
+                         l->rho ? bp__hash_words(l->rho, (size_t)l->history * sizeof(double), 0)
+                                : 0};
     return bp__hash_words(parts, sizeof(parts), 0);
 }
 

@@ -289,6 +289,6 @@ int bp__memory_check(double bytes, const char *what, char *err, size_t errlen)
 
 int bp__memory_check_work(double bytes, const char *what, char *err, size_t errlen)
 {
-    return memory_check(bytes, fmin(bp__memory_available_at(""), bp__rlimit_room_at("")), what,
-                        err, errlen);
+    return memory_check(bytes, fmin(bp__memory_available_at(""), bp__rlimit_room_at("")), what, err,
+                        errlen);
 }
