@@ -117,7 +117,7 @@ int bp__output_check(const char *path, int flags, const char *const *inputs, cha
                         file_kind(st.st_mode));
     for (size_t i = 0; inputs && inputs[i]; i++) {
         struct stat in;
-        if (stat(inputs[i], &in) == 0 && in.st_dev == st.st_dev && in.st_ino == st.st_ino)
+        if (stat(inputs[i], &in) == 0 && bp__same_file(&in, &st))
             return bp__fail(err, errlen, BP_EINVAL, "%s: is the input %s; write elsewhere", path,
                             inputs[i]);
     }

@@ -11,6 +11,7 @@
 #define BACKPROP_FILEIO_H
 
 #include <stddef.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 /* Checks that path is a regular file this process can read, without blocking on a FIFO;
@@ -76,5 +77,11 @@ int bp__lock_take(bp__lock *lk, const char *lockpath, char *err, size_t errlen);
 
 /* Removes the lock file and drops the lock; harmless on a lock never taken (fd < 0). */
 void bp__lock_drop(bp__lock *lk);
+
+/* Whether two stat results are one file (any of its names: hard links included). */
+static inline int bp__same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
 
 #endif

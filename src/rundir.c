@@ -115,11 +115,6 @@ static int is_run_name(const char *name)
            bp__is_temp_name(name);
 }
 
-static int same_file(const struct stat *a, const struct stat *b)
-{
-    return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
-}
-
 /* The data files a run reads, with their keys, for the messages. */
 #define NINPUTS 6
 static void inputs_of(const bp_config *c, const char *paths[NINPUTS], const char *keys[NINPUTS])
@@ -139,7 +134,7 @@ static const char *input_named(const bp_config *c, const struct stat *st, char *
     inputs_of(c, paths, keys);
     struct stat in;
     for (int i = 0; i < NINPUTS; i++)
-        if (paths[i][0] && stat(paths[i], &in) == 0 && same_file(&in, st)) {
+        if (paths[i][0] && stat(paths[i], &in) == 0 && bp__same_file(&in, st)) {
             snprintf(buf, len, "[data] %s = %s", keys[i], paths[i]);
             return buf;
         }
@@ -173,7 +168,7 @@ static int check_metrics_path(const bp_config *c, char *err, size_t errlen)
     const char *slash = strrchr(c->metrics, '/'), *base = slash ? slash + 1 : c->metrics;
     struct stat md, cd, st, times;
     bp__dir_of(c->metrics, dir, sizeof(dir));
-    if (stat(dir, &md) == 0 && stat(c->checkpoint_dir, &cd) == 0 && same_file(&md, &cd) &&
+    if (stat(dir, &md) == 0 && stat(c->checkpoint_dir, &cd) == 0 && bp__same_file(&md, &cd) &&
         is_run_name(base))
         return bp__fail(err, errlen, BP_EINVAL,
                         "[log] metrics = %s is %s/%s, a file the run writes itself; name another "
@@ -195,7 +190,7 @@ static int check_metrics_path(const bp_config *c, char *err, size_t errlen)
                         c->metrics);
     char path[BP_PATH_MAX + 32];
     snprintf(path, sizeof(path), "%s/step_times.csv", c->checkpoint_dir);
-    if (stat(path, &times) == 0 && same_file(&times, &st))
+    if (stat(path, &times) == 0 && bp__same_file(&times, &st))
         return bp__fail(err, errlen, BP_EINVAL,
                         "[log] metrics = %s is %s, a file the run writes itself; name another "
                         "file",
@@ -222,7 +217,7 @@ static int run_entry_of(const bp_config *c, const struct stat *st, char *path, s
         if (!is_run_name(e->d_name) || strcmp(e->d_name, ".backprop.lock") == 0)
             continue;
         snprintf(path, len, "%s/%s", c->checkpoint_dir, e->d_name);
-        found = stat(path, &es) == 0 && same_file(&es, st);
+        found = stat(path, &es) == 0 && bp__same_file(&es, st);
     }
     closedir(d);
     return found;
@@ -362,7 +357,7 @@ static int in_dir(const char *path, const char *dir)
     char parent[BP_PATH_MAX];
     struct stat a, b;
     bp__dir_of(path, parent, sizeof(parent));
-    return stat(parent, &a) == 0 && stat(dir, &b) == 0 && same_file(&a, &b);
+    return stat(parent, &a) == 0 && stat(dir, &b) == 0 && bp__same_file(&a, &b);
 }
 
 /* A resume's metrics CSV: nothing, the header alone, or rows whose first epochs, at least
@@ -419,7 +414,7 @@ static int check_resume(const bp_config *c, const char *resume, char *err, size_
     const bp_train_state *history = &mine;
     struct stat fs, ls;
     snprintf(latest, sizeof(latest), "%s/latest.h5", c->checkpoint_dir);
-    if (stat(latest, &ls) == 0 && !(stat(from, &fs) == 0 && same_file(&fs, &ls))) {
+    if (stat(latest, &ls) == 0 && !(stat(from, &fs) == 0 && bp__same_file(&fs, &ls))) {
         int read = bp__checkpoint_read_state(latest, &theirs, why, sizeof(why)) == 0;
         if (read && consistent(&mine, &theirs) &&
             (in_dir(from, c->checkpoint_dir) || common_rows(&mine, &theirs) > 0))

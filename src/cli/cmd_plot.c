@@ -628,11 +628,11 @@ static int have_gnuplot(char *err, size_t len)
 /* Whether two output paths name one file: the same file when both exist, else the same
  * name in the same directory (bp__output_check has seen both directories exist, and that
  * neither path is a symbolic link). */
-static int same_file(const char *a, const char *b)
+static int same_output(const char *a, const char *b)
 {
     struct stat sa, sb;
     if (stat(a, &sa) == 0 && stat(b, &sb) == 0)
-        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+        return bp__same_file(&sa, &sb);
     char dir_a[BP_PATH_MAX + 32], dir_b[BP_PATH_MAX + 32];
     bp__dir_of(a, dir_a, sizeof(dir_a));
     bp__dir_of(b, dir_b, sizeof(dir_b));
@@ -640,7 +640,7 @@ static int same_file(const char *a, const char *b)
     name_a = name_a ? name_a + 1 : a;
     name_b = name_b ? name_b + 1 : b;
     return strcmp(name_a, name_b) == 0 && stat(dir_a, &sa) == 0 && stat(dir_b, &sb) == 0 &&
-           sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+           bp__same_file(&sa, &sb);
 }
 
 /* "wrote OUT: RUN (N epochs, ...); ..." on stdout. Its paths come from the command line and
@@ -711,7 +711,7 @@ static int plot(const plot_args *a, char *err, size_t len)
         rc = bp__output_check(out, replace ? BP__OUT_REPLACE : 0, inputs, err, len);
     if (rc == 0 && a->script)
         rc = bp__output_check(a->script, a->force ? BP__OUT_REPLACE : 0, inputs, err, len);
-    if (rc == 0 && a->script && same_file(out, a->script))
+    if (rc == 0 && a->script && same_output(out, a->script))
         rc = bp__fail(err, len, BP_EINVAL,
                       "%s: is also the picture's output; the script and the picture need a "
                       "file each",

@@ -340,7 +340,7 @@ static int config_not_written(const bp_config *cfg, const char *config, char *er
     struct stat in, out;
     if (stat(config, &in) != 0)
         return 0;
-    if (stat(cfg->metrics, &out) == 0 && out.st_dev == in.st_dev && out.st_ino == in.st_ino)
+    if (stat(cfg->metrics, &out) == 0 && bp__same_file(&out, &in))
         return snprintf(err, errlen,
                         "[log] metrics = %.900s is the config %.900s, which the run would "
                         "replace; name another file",
