@@ -25,7 +25,7 @@
 
 char *openblas_get_corename(void);
 
-void bp_set_blas_threads(int threads)
+void bp__set_blas_threads(int threads)
 {
 #ifdef BACKPROP_ONEDNN
     /* oneDNN's sgemm runs the large products on OpenMP threads; OpenBLAS keeps the small
@@ -74,7 +74,7 @@ int bp_blas_setup(int *threads, char *err, size_t errlen)
     if (*threads < 1)
         *threads = 1;
 #ifdef BACKPROP_ONEDNN
-    int openblas = 1; /* OpenBLAS keeps to the calling thread (bp_set_blas_threads) */
+    int openblas = 1; /* OpenBLAS keeps to the calling thread (bp__set_blas_threads) */
 #else
     int openblas = *threads;
 #endif
@@ -89,7 +89,7 @@ int bp_blas_setup(int *threads, char *err, size_t errlen)
         *threads = openblas;
 #endif
     }
-    bp_set_blas_threads(*threads);
+    bp__set_blas_threads(*threads);
     /* The calling thread's buffer, taken now: OpenBLAS keeps it for the products to come. */
     enum { N = 256 }; /* past OpenBLAS's small-matrix path, which takes no buffer */
     float *a = calloc(3 * N * N, sizeof(float));

@@ -5,9 +5,9 @@
 #include <stddef.h>
 
 /* Sets OpenBLAS's thread count. */
-void bp_set_blas_threads(int threads);
+void bp__set_blas_threads(int threads);
 
-/* Before the first product: *threads per rank (bp_set_blas_threads). Under a limit on data
+/* Before the first product: *threads per rank (bp__set_blas_threads). Under a limit on data
  * or address space (ulimit -d, -v), malloc must first show that it can give OpenBLAS's work
  * buffers, 128 MiB for each of its threads (OpenBLAS would retry forever where it cannot):
  * with fewer threads when not all fit (*threads says how many). Then the calling thread's

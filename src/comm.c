@@ -215,7 +215,7 @@ int bp_comm_watch(const bp_comm *comm, double seconds, bp_timeout_fn expired, vo
     return 0;
 }
 
-void bp_comm_set_step(long step)
+void bp__comm_set_step(long step)
 {
     atomic_store_explicit(&wd.step, step, memory_order_relaxed);
 }
@@ -256,17 +256,17 @@ static int allreduce(const bp_comm *comm, void *buf, size_t n, MPI_Datatype type
     return rc == MPI_SUCCESS ? 0 : BP_ECOMM;
 }
 
-int bp_comm_allreduce_sum(const bp_comm *comm, bp_real *buf, size_t n)
+int bp__comm_allreduce_sum(const bp_comm *comm, bp_real *buf, size_t n)
 {
     return allreduce(comm, buf, n, BP_MPI_REAL, MPI_SUM, "the gradient allreduce");
 }
 
-int bp_comm_allreduce_sum_double(const bp_comm *comm, double *buf, size_t n)
+int bp__comm_allreduce_sum_double(const bp_comm *comm, double *buf, size_t n)
 {
     return allreduce(comm, buf, n, MPI_DOUBLE, MPI_SUM, "the evaluation sum");
 }
 
-int bp_comm_max_double(const bp_comm *comm, double *value)
+int bp__comm_max_double(const bp_comm *comm, double *value)
 {
     return allreduce(comm, value, 1, MPI_DOUBLE, MPI_MAX, "the step-time maximum");
 }
@@ -303,7 +303,7 @@ int bp_comm_same(const bp_comm *comm, uint64_t value)
     return r[0] == value && r[1] == ~value;
 }
 
-int bp_comm_bcast(const bp_comm *comm, void *buf, size_t bytes)
+int bp__comm_bcast(const bp_comm *comm, void *buf, size_t bytes)
 {
     if (comm->size == 1)
         return 0;
@@ -321,7 +321,7 @@ struct bp_shared {
     MPI_Win win;
 };
 
-int bp_comm_node_ranks(int *rank, int *size)
+int bp__comm_node_ranks(int *rank, int *size)
 {
     *rank = 0, *size = 1;
     if (comms.shm == MPI_COMM_NULL)
@@ -331,7 +331,7 @@ int bp_comm_node_ranks(int *rank, int *size)
     return 0;
 }
 
-int bp_comm_node_bcast(void *buf, size_t bytes)
+int bp__comm_node_bcast(void *buf, size_t bytes)
 {
     int size = 1;
     if (comms.shm != MPI_COMM_NULL)
@@ -346,7 +346,7 @@ int bp_comm_node_bcast(void *buf, size_t bytes)
     return rc == MPI_SUCCESS ? 0 : BP_ECOMM;
 }
 
-int bp_comm_share(size_t bytes, bp_shared **out, void **base)
+int bp__comm_share(size_t bytes, bp_shared **out, void **base)
 {
     *out = NULL, *base = NULL;
     int rank;
@@ -396,7 +396,7 @@ int bp_comm_share(size_t bytes, bp_shared **out, void **base)
     return 0;
 }
 
-int bp_comm_share_ready(bp_shared *s)
+int bp__comm_share_ready(bp_shared *s)
 {
     /* The writer's stores become visible: sync, the node's barrier, sync (MPI-3's
      * unified model for shared windows). */
@@ -408,7 +408,7 @@ int bp_comm_share_ready(bp_shared *s)
     return rc == MPI_SUCCESS ? 0 : BP_ECOMM;
 }
 
-void bp_comm_share_free(bp_shared *s)
+void bp__comm_share_free(bp_shared *s)
 {
     if (!s)
         return;
@@ -419,7 +419,7 @@ void bp_comm_share_free(bp_shared *s)
     free(s);
 }
 
-void bp_shard(size_t m, int rank, int size, size_t *start, size_t *end)
+void bp__shard(size_t m, int rank, int size, size_t *start, size_t *end)
 {
     size_t base = m / (size_t)size, extra = m % (size_t)size, r = (size_t)rank;
     *start = r * base + (r < extra ? r : extra);

@@ -9,14 +9,14 @@
 #include "backprop/train.h" /* bp_comm, bp_comm_init, bp_comm_finalize */
 
 /* The step the reason names (the trainer's global step); -1 for none. */
-void bp_comm_set_step(long step);
+void bp__comm_set_step(long step);
 
 /* In-place sum across ranks of n reals: THE one collective of a training step. */
-int bp_comm_allreduce_sum(const bp_comm *comm, bp_real *buf, size_t n);
-int bp_comm_allreduce_sum_double(const bp_comm *comm, double *buf, size_t n);
+int bp__comm_allreduce_sum(const bp_comm *comm, bp_real *buf, size_t n);
+int bp__comm_allreduce_sum_double(const bp_comm *comm, double *buf, size_t n);
 
 /* *value becomes its largest value over the ranks. */
-int bp_comm_max_double(const bp_comm *comm, double *value);
+int bp__comm_max_double(const bp_comm *comm, double *value);
 
 /* Every rank passes a value; all learn the largest one (*max) and the lowest rank that
  * passed it (*who), so that exactly one rank reports. 0, or BP_ECOMM when the collective
@@ -29,28 +29,28 @@ int bp_comm_same(const bp_comm *comm, uint64_t value);
 
 /* Rank 0's bytes of buf, sent to every rank (the others' buf is overwritten): what a rank
  * compares with its own to find what differs. 0, or BP_ECOMM. */
-int bp_comm_bcast(const bp_comm *comm, void *buf, size_t bytes);
+int bp__comm_bcast(const bp_comm *comm, void *buf, size_t bytes);
 
 /* Node-shared memory: one copy of the data per node (MPI-3 shared windows over the ranks
  * that share memory, whether or not the gradient exchange treats them as one node). */
 typedef struct bp_shared bp_shared;
 
 /* This rank's place among the ranks sharing its memory, and how many they are. */
-int bp_comm_node_ranks(int *rank, int *size);
+int bp__comm_node_ranks(int *rank, int *size);
 
 /* The node's rank 0 sends bytes of buf to the node's other ranks. */
-int bp_comm_node_bcast(void *buf, size_t bytes);
+int bp__comm_node_bcast(void *buf, size_t bytes);
 
 /* Collective over the node's ranks: bytes of memory (the node's rank 0's value counts)
  * that every rank of the node reaches at *base. The node's rank 0 writes it, then all call
- * bp_comm_share_ready before reading. BP_ENOMEM when it cannot be had (/dev/shm full),
+ * bp__comm_share_ready before reading. BP_ENOMEM when it cannot be had (/dev/shm full),
  * BP_ECOMM when a collective failed. */
-int bp_comm_share(size_t bytes, bp_shared **out, void **base);
-int bp_comm_share_ready(bp_shared *s);
-void bp_comm_share_free(bp_shared *s); /* collective over the node's ranks */
+int bp__comm_share(size_t bytes, bp_shared **out, void **base);
+int bp__comm_share_ready(bp_shared *s);
+void bp__comm_share_free(bp_shared *s); /* collective over the node's ranks */
 
 /* Rank `start` .. `end` of this rank's contiguous shard of m examples: sizes differ by at
  * most one, the first m % size ranks take one more; a rank may get none. */
-void bp_shard(size_t m, int rank, int size, size_t *start, size_t *end);
+void bp__shard(size_t m, int rank, int size, size_t *start, size_t *end);
 
 #endif

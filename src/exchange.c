@@ -234,7 +234,7 @@ static int chunks(bp__exchange *x, size_t len)
     int n = x->nodes, me = x->me_cross;
     for (int j = 0; j < n; j++) {
         size_t lo, hi;
-        bp_shard(len, j, n, &lo, &hi);
+        bp__shard(len, j, n, &lo, &hi);
         x->counts[j] = (int)(hi - lo), x->displs[j] = (int)lo;
     }
     int mine = x->counts[me];

@@ -144,7 +144,7 @@ int bp__place_choose(bp__place *p, const bp_config *cfg, int classes, const bp_c
     memcpy(p->file_n, ds.n, sizeof(ds.n));
     memcpy(p->file_d, ds.d, sizeof(ds.d));
     int node_rank, node_size;
-    bp_comm_node_ranks(&node_rank, &node_size);
+    bp__comm_node_ranks(&node_rank, &node_size);
     if (comm->size == 1)
         node_size = 1;
     double avail = bp__memory_available(), shm = shm_room(), own = bp__rlimit_room_at("");
@@ -187,7 +187,7 @@ int bp__place_set(bp__place *p, bp_placement kind, const bp_config *cfg, char *e
     data_size ds = {.bytes = p->bytes, .streamable = p->streamable, .held = p->held};
     snprintf(ds.what, sizeof(ds.what), "%s", p->what);
     int rc, node_rank, node_size;
-    bp_comm_node_ranks(&node_rank, &node_size);
+    bp__comm_node_ranks(&node_rank, &node_size);
     double avail = bp__memory_available();
     if (kind == BP_PLACE_STREAM && !ds.streamable) {
         const char *paths[BP__SETS] = {cfg->train, cfg->validation, cfg->test};
@@ -399,7 +399,7 @@ static int open_stream(bp__place *p, int s, const char *path, const bp_net *net,
     p->own_stream[s] = 1;
     bp__h5_stream_shape(p->stream[s], shape);
     size_t lo, hi;
-    bp_shard(shape->n, comm->rank, comm->size, &lo, &hi);
+    bp__shard(shape->n, comm->rank, comm->size, &lo, &hi);
     if (limit > 0 && limit < shape->n)
         shape->n = limit;
     rc = bp_dataset_check(shape, net->sizes[0], k, path, err, errlen);
@@ -438,7 +438,7 @@ int bp__place_load(bp__place *p, bp_dataset *const sets[BP__SETS], const bp_conf
                    const bp_net *net, const bp_comm *comm, char *err, size_t errlen)
 {
     int node_rank, node_size;
-    bp_comm_node_ranks(&node_rank, &node_size);
+    bp__comm_node_ranks(&node_rank, &node_size);
     if (p->kind == BP_PLACE_STREAM)
         return load_stream(p, sets, cfg, net, comm, err, errlen);
     if (p->kind == BP_PLACE_NODE) {
@@ -450,7 +450,7 @@ int bp__place_load(bp__place *p, bp_dataset *const sets[BP__SETS], const bp_conf
             if (!paths[s][0] || len == 0)
                 continue;
             void *base;
-            int rc = bp_comm_share(len * sizeof(bp_real), &p->xwin[s], &base);
+            int rc = bp__comm_share(len * sizeof(bp_real), &p->xwin[s], &base);
             char size[32];
             if (rc < 0)
                 return bp__fail(
@@ -474,19 +474,19 @@ static int share_set(bp__place *p, int s, bp_dataset *ds, int leader)
     /* in place: the node's rank 0 decoded /X into the window every rank maps already */
     uint64_t shape[5] = {ds->n, ds->d, ds->k, ds->labels != NULL,
                          leader && ds->X && ds->X == p->xbase[s]};
-    int rc = bp_comm_node_bcast(shape, sizeof(shape));
+    int rc = bp__comm_node_bcast(shape, sizeof(shape));
     if (rc < 0 || shape[0] == 0)
         return rc;
     size_t n = shape[0], d = shape[1], k = shape[2];
     int in_place = shape[4] != 0;
     if (!in_place && p->xwin[s]) { /* not used (the header's shape was not what loaded) */
-        bp_comm_share_free(p->xwin[s]);
+        bp__comm_share_free(p->xwin[s]);
         p->xwin[s] = NULL, p->xbase[s] = NULL;
     }
     size_t xb = in_place ? 0 : n * d * sizeof(bp_real), yb = n * k * sizeof(bp_real);
     size_t lb = shape[3] ? n * sizeof(int) : 0;
     void *base;
-    rc = bp_comm_share(xb + yb + lb, &p->shared[s], &base);
+    rc = bp__comm_share(xb + yb + lb, &p->shared[s], &base);
     if (rc < 0)
         return rc;
     char *at = base;
@@ -500,9 +500,9 @@ static int share_set(bp__place *p, int s, bp_dataset *ds, int leader)
             ds->X = NULL;    /* the window's */
         bp_dataset_free(ds); /* the node's copy replaces the private one */
     }
-    if (in_place && bp_comm_share_ready(p->xwin[s]) < 0)
+    if (in_place && bp__comm_share_ready(p->xwin[s]) < 0)
         rc = BP_ECOMM;
-    if (bp_comm_share_ready(p->shared[s]) < 0)
+    if (bp__comm_share_ready(p->shared[s]) < 0)
         rc = BP_ECOMM;
     *ds = (bp_dataset){.n = n,
                        .d = d,
@@ -518,7 +518,7 @@ int bp__place_share(bp__place *p, bp_dataset *const sets[BP__SETS], char *err, s
     if (p->kind != BP_PLACE_NODE)
         return 0;
     int node_rank, node_size;
-    bp_comm_node_ranks(&node_rank, &node_size);
+    bp__comm_node_ranks(&node_rank, &node_size);
     for (int s = 0; s < BP__SETS; s++) {
         int rc = share_set(p, s, sets[s], node_rank == 0);
         if (rc < 0)
@@ -592,11 +592,11 @@ void bp__place_free(bp__place *p, bp_dataset *const sets[BP__SETS])
         if (sets[s]->X && sets[s]->X == p->xbase[s] && !p->shared[s])
             sets[s]->X = NULL; /* decoded into the window, not yet shared: the window's */
         if (p->shared[s])
-            bp_comm_share_free(p->shared[s]);
+            bp__comm_share_free(p->shared[s]);
         else if (p->kind != BP_PLACE_STREAM)
             bp_dataset_free(sets[s]);
         if (p->xwin[s])
-            bp_comm_share_free(p->xwin[s]);
+            bp__comm_share_free(p->xwin[s]);
         if (p->own_stream[s])
             bp__h5_stream_close(p->stream[s]);
         memset(sets[s], 0, sizeof(*sets[s]));

@@ -33,8 +33,8 @@ static int mkdirs(const char *path)
     return mkdir(buf, 0777) < 0 && errno != EEXIST ? -1 : 0;
 }
 
-int bp_rundir_resolve(const bp_config *cfg, const char *resume, char *out, size_t outlen, char *err,
-                      size_t errlen)
+int bp__rundir_resolve(const bp_config *cfg, const char *resume, char *out, size_t outlen,
+                       char *err, size_t errlen)
 {
     if (strcmp(resume, "latest") != 0) {
         snprintf(out, outlen, "%s", resume);
@@ -265,8 +265,8 @@ static int check_dir_outputs(const bp_config *c, char *err, size_t errlen)
 
 static int check_resume(const bp_config *c, const char *resume, char *err, size_t errlen);
 
-int bp_rundir_prepare(const bp_config *c, const char *resume, bp__lock *dir_lock,
-                      bp__lock *metrics_lock, char *err, size_t errlen)
+int bp__rundir_prepare(const bp_config *c, const char *resume, bp__lock *dir_lock,
+                       bp__lock *metrics_lock, char *err, size_t errlen)
 {
     int rc = check_writable(c->checkpoint_dir, err, errlen);
     if (rc < 0)
@@ -403,7 +403,7 @@ static int check_resume_metrics(const bp_config *c, const bp_train_state *h, cha
 static int check_resume(const bp_config *c, const char *resume, char *err, size_t errlen)
 {
     char from[BP_PATH_MAX + 32], latest[BP_PATH_MAX + 16], why[1024];
-    int rc = bp_rundir_resolve(c, resume, from, sizeof(from), err, errlen);
+    int rc = bp__rundir_resolve(c, resume, from, sizeof(from), err, errlen);
     if (rc < 0)
         return rc;
     bp_train_state mine, theirs;
@@ -455,14 +455,14 @@ static void remove_stale_temps(const char *dir)
     closedir(d);
 }
 
-int bp_rundir_start(const bp_config *cfg, const bp_train_state *st, char *err, size_t errlen)
+int bp__rundir_start(const bp_config *cfg, const bp_train_state *st, char *err, size_t errlen)
 {
     remove_stale_temps(cfg->checkpoint_dir);
     return rewrite_metrics(cfg, st, err, errlen);
 }
 
-int bp_rundir_append_metrics(const bp_config *cfg, const bp_metrics_row *row, char *err,
-                             size_t errlen)
+int bp__rundir_append_metrics(const bp_config *cfg, const bp_metrics_row *row, char *err,
+                              size_t errlen)
 {
     char line[CSV_ROW_MAX];
     size_t len = csv_row(line, row);
@@ -530,8 +530,8 @@ static void prune(const char *dir, long keep)
     bp__free(steps);
 }
 
-int bp_rundir_write_checkpoint(const bp_config *cfg, const bp_run_snapshot *s, char *err,
-                               size_t errlen)
+int bp__rundir_write_checkpoint(const bp_config *cfg, const bp_run_snapshot *s, char *err,
+                                size_t errlen)
 {
     char path[BP_PATH_MAX + 32];
     snprintf(path, sizeof(path), "%s/ckpt-%ld.h5", cfg->checkpoint_dir, s->st->global_step);

@@ -17,8 +17,8 @@ typedef struct {
 } bp_run_snapshot;
 
 /* "latest" -> DIR/latest.h5 (which must exist); anything else is a path. */
-int bp_rundir_resolve(const bp_config *cfg, const char *resume, char *out, size_t outlen, char *err,
-                      size_t errlen);
+int bp__rundir_resolve(const bp_config *cfg, const char *resume, char *out, size_t outlen,
+                       char *err, size_t errlen);
 
 /* Before any work: creates the directories, checks they are writable, takes the run
  * directory's lock into dir_lock and the metrics file's into metrics_lock, and refuses to
@@ -29,8 +29,8 @@ int bp_rundir_resolve(const bp_config *cfg, const char *resume, char *out, size_
  * metrics CSV whose rows are not this run's history. BP_EINVAL when another run holds a lock
  * or owns a file. Creates the directories; writes no file that stays (bp__lock_drop removes
  * the lock files). */
-int bp_rundir_prepare(const bp_config *cfg, const char *resume, bp__lock *dir_lock,
-                      bp__lock *metrics_lock, char *err, size_t errlen);
+int bp__rundir_prepare(const bp_config *cfg, const char *resume, bp__lock *dir_lock,
+                       bp__lock *metrics_lock, char *err, size_t errlen);
 
 /* Before any work: BP_EINVAL when the file at path, `what` (e.g. "the config c.ini"), sits
  * under a name the run writes or sweeps in [checkpoint] dir (checkpoints, latest.h5, the step
@@ -44,14 +44,14 @@ int bp__checkpoint_read_state(const char *path, bp_train_state *st, char *err, s
 
 /* Once all ranks agreed to start: removes stale temporary files and starts the metrics
  * CSV (a header, or on resume the rows in st, so none repeats). */
-int bp_rundir_start(const bp_config *cfg, const bp_train_state *st, char *err, size_t errlen);
+int bp__rundir_start(const bp_config *cfg, const bp_train_state *st, char *err, size_t errlen);
 
 /* Appends one row, whole or not at all. */
-int bp_rundir_append_metrics(const bp_config *cfg, const bp_metrics_row *row, char *err,
-                             size_t errlen);
+int bp__rundir_append_metrics(const bp_config *cfg, const bp_metrics_row *row, char *err,
+                              size_t errlen);
 
 /* Writes ckpt-<global step>.h5 and latest.h5, then prunes to [checkpoint] keep. */
-int bp_rundir_write_checkpoint(const bp_config *cfg, const bp_run_snapshot *s, char *err,
-                               size_t errlen);
+int bp__rundir_write_checkpoint(const bp_config *cfg, const bp_run_snapshot *s, char *err,
+                                size_t errlen);
 
 #endif

@@ -60,7 +60,7 @@ static void *writer(void *arg)
         char err[sizeof(s->err)] = "";
         bp_run_snapshot snap = {&s->net, s->opt, &s->st, s->config_text};
         double began = now_s();
-        int rc = bp_rundir_write_checkpoint(s->cfg, &snap, err, sizeof(err));
+        int rc = bp__rundir_write_checkpoint(s->cfg, &snap, err, sizeof(err));
         double took = now_s() - began;
         pthread_mutex_lock(&s->mu);
         s->status = rc;

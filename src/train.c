@@ -545,7 +545,7 @@ static int differs_from_rank0(const bp_comm *comm, const void *mine, void *rank0
         return same < 0 ? same : 0;
     if (comm->rank == 0)
         memcpy(rank0, mine, bytes);
-    if (bp_comm_bcast(comm, rank0, bytes) < 0)
+    if (bp__comm_bcast(comm, rank0, bytes) < 0)
         return BP_ECOMM;
     return memcmp(mine, rank0, bytes) != 0;
 }
@@ -593,12 +593,12 @@ int bp__lines_agree(const bp_comm *comm, const char *mine, const char *what, con
     /* Every rank knows whether they differ: all take the broadcasts, or none. */
     if (differs) {
         uint64_t len0 = len;
-        rc = bp_comm_bcast(comm, &len0, sizeof(len0));
+        rc = bp__comm_bcast(comm, &len0, sizeof(len0));
         rank0 = rc == 0 ? bp__calloc(len0, 1) : NULL;
         rc = agree(comm, rc < 0 ? BP_ECOMM : rank0 ? 0 : BP_ENOMEM, err, errlen);
         if (rc == 0 && comm->rank == 0)
             memcpy(rank0, mine, len);
-        if (rc == 0 && bp_comm_bcast(comm, rank0, len0) < 0)
+        if (rc == 0 && bp__comm_bcast(comm, rank0, len0) < 0)
             rc = BP_ECOMM;
         if (rc == 0 && strcmp(mine, rank0) != 0)
             rc = config_differs(comm, what, hint, mine, rank0, err, errlen);
@@ -821,7 +821,7 @@ static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
                  : bp_blas_setup(&t->threads, err, errlen);
     /* The run directory first: a second run started on it ends here, before any work. */
     if (rc == 0 && t->comm.rank == 0)
-        rc = bp_rundir_prepare(cfg, resume, &t->dir_lock, &t->metrics_lock, err, errlen);
+        rc = bp__rundir_prepare(cfg, resume, &t->dir_lock, &t->metrics_lock, err, errlen);
     rc = agree(&t->comm, rc, err, errlen);
     /* Before the first collective that depends on the config (known to all ranks: rc is). */
     if (rc == 0)
@@ -829,7 +829,7 @@ static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
     int setup_failed = rc < 0;
     char resume_path[BP_PATH_MAX + 32] = "";
     if (rc == 0 && resume)
-        rc = bp_rundir_resolve(cfg, resume, resume_path, sizeof(resume_path), err, errlen);
+        rc = bp__rundir_resolve(cfg, resume, resume_path, sizeof(resume_path), err, errlen);
     if (rc == 0)
         rc = build_net(t, resume ? resume_path : NULL, err, errlen);
     double loading = now_s();
@@ -980,7 +980,7 @@ void bp_trainer_get_info(const bp_trainer *t, bp_trainer_info *info)
 int bp_trainer_step_times(const bp_trainer *t, bp_step_times *times)
 {
     double n = (double)t->timed_steps, slowest = t->compute_s;
-    int rc = bp_comm_max_double(&t->comm, &slowest);
+    int rc = bp__comm_max_double(&t->comm, &slowest);
     double ms = n > 0 ? 1e3 / n : 0;
     *times = (bp_step_times){
         .steps = t->timed_steps,
@@ -1010,7 +1010,7 @@ static void ask_ahead(bp_trainer *t, size_t first)
     if (first >= n)
         return;
     size_t m = n - first < B ? n - first : B;
-    bp_shard(m, t->comm.rank, t->comm.size, &lo, &hi);
+    bp__shard(m, t->comm.rank, t->comm.size, &lo, &hi);
     bp__place_ahead(&t->place, t->sets, t->perm + first + lo, hi - lo);
 }
 
@@ -1020,7 +1020,7 @@ static int gather_shard(bp_trainer *t, size_t first, size_t m, size_t *rows, cha
                         size_t errlen)
 {
     size_t lo, hi;
-    bp_shard(m, t->comm.rank, t->comm.size, &lo, &hi);
+    bp__shard(m, t->comm.rank, t->comm.size, &lo, &hi);
     *rows = hi - lo;
     int rc = 0;
     if (!bp__place_take_ahead(&t->place, t->perm + first + lo, hi - lo, &t->Xb, &t->Yb, &t->Lb))
@@ -1101,7 +1101,7 @@ static int train_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
     }
     double computed = now_s(), updating = 0, exposed_backward, busy;
     bp__exchange_times(t->exchange, &exposed_backward, &busy);
-    bp_comm_set_step(t->st.global_step + 1);
+    bp__comm_set_step(t->st.global_step + 1);
     size_t lo, hi;
     const bp_real *sum;
     int rc, diverged = 0, nonfinite = 0;
@@ -1176,7 +1176,7 @@ int bp_evaluate(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, bp_ro
     bp__bf16_weights(net, ws);
     size_t lo, hi;
     int rc = 0;
-    bp_shard(ds->n, comm->rank, comm->size, &lo, &hi);
+    bp__shard(ds->n, comm->rank, comm->size, &lo, &hi);
     for (size_t r = lo; r < hi; r += ws->max_rows) {
         size_t rows = hi - r < ws->max_rows ? hi - r : ws->max_rows;
         const bp_real *X, *Y;
@@ -1199,7 +1199,7 @@ int bp_evaluate(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, bp_ro
             out[BP_EVAL_OUT + (size_t)labels[i] * k + bp__argmax(A + i * k, k)] += 1;
     }
     out[2] = (double)(hi - lo);
-    if (bp_comm_allreduce_sum_double(comm, out, nout) < 0)
+    if (bp__comm_allreduce_sum_double(comm, out, nout) < 0)
         return bp__fail(err, errlen, BP_ECOMM, "evaluation: %s", bp_strerror(BP_ECOMM));
     return rc;
 }
@@ -1297,7 +1297,7 @@ static int finish_epoch(bp_trainer *t, const bp_callbacks *cb, char *err, size_t
     if (rc == 0 && t->comm.rank == 0) {
         if (cb && cb->epoch)
             cb->epoch(cb->ctx, &row, t->cfg->epochs);
-        rc = bp_rundir_append_metrics(t->cfg, &row, err, errlen);
+        rc = bp__rundir_append_metrics(t->cfg, &row, err, errlen);
     }
     return agree(&t->comm, rc, err, errlen);
 }
@@ -1540,7 +1540,7 @@ static int run(bp_trainer *t, const bp_callbacks *cb, char *err, size_t errlen)
 {
     t->run_started = t->last_ckpt_at = now_s();
     t->elapsed_base = t->st.elapsed_s;
-    int rc = t->comm.rank == 0 ? bp_rundir_start(t->cfg, &t->st, err, errlen) : 0;
+    int rc = t->comm.rank == 0 ? bp__rundir_start(t->cfg, &t->st, err, errlen) : 0;
     rc = agree(&t->comm, rc, err, errlen);
     int stopped_before = t->st.stopped_early;
     while (rc == 0 && t->st.epoch < t->cfg->epochs && !t->st.stopped_early && !t->lbfgs.converged) {

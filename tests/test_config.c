@@ -228,7 +228,7 @@ static void test_shards(void **state)
             size_t next = 0, smallest = m, largest = 0;
             for (int r = 0; r < size; r++) {
                 size_t lo, hi;
-                bp_shard(m, r, size, &lo, &hi);
+                bp__shard(m, r, size, &lo, &hi);
                 assert_int_equal(lo, next);
                 next = hi;
                 smallest = hi - lo < smallest ? hi - lo : smallest;
@@ -263,7 +263,7 @@ static void test_shard_gradients_sum_to_batch_gradient(void **state)
     bp_backward(&net, &ws, Y, M, whole, 0);
     for (int r = 0; r < 2; r++) {
         size_t lo, hi;
-        bp_shard(M, r, 2, &lo, &hi);
+        bp__shard(M, r, 2, &lo, &hi);
         bp_forward(&net, &ws, X + lo * 3, hi - lo);
         bp_backward(&net, &ws, Y + lo * 2, hi - lo, parts, r > 0); /* overwrite, then add */
     }

@@ -84,7 +84,7 @@ static int distributed_gradient(const bp_comm *comm, bp_net *net, const bp_datas
 {
     bp_workspace ws;
     size_t lo, hi;
-    bp_shard(m, comm->rank, comm->size, &lo, &hi);
+    bp__shard(m, comm->rank, comm->size, &lo, &hi);
     if (bp_workspace_create(&ws, net, hi - lo) < 0)
         return BP_ENOMEM;
     memset(grad, 0, net->nparams * sizeof(bp_real));
@@ -93,7 +93,7 @@ static int distributed_gradient(const bp_comm *comm, bp_net *net, const bp_datas
         bp_backward(net, &ws, ds->Y + lo * ds->k, hi - lo, grad, 0);
     }
     bp_workspace_free(&ws);
-    if (bp_comm_allreduce_sum(comm, grad, net->nparams) < 0)
+    if (bp__comm_allreduce_sum(comm, grad, net->nparams) < 0)
         return BP_ECOMM;
     for (size_t i = 0; i < net->nparams; i++)
         grad[i] /= (bp_real)m;
