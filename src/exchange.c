@@ -84,13 +84,6 @@ struct bp__exchange {
     double exposed_s, busy_s; /* the trainer's thread */
 };
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static size_t min_size(size_t a, size_t b)
 {
     return a < b ? a : b;
@@ -322,9 +315,9 @@ static void *exchange_thread(void *arg)
             break;
         int b = x->done;
         pthread_mutex_unlock(&x->mu);
-        double t0 = now_s();
+        double t0 = bp__now_s();
         int rc = cross_sum(x, slice(x, b, x->me), 1);
-        double t = now_s() - t0;
+        double t = bp__now_s() - t0;
         pthread_mutex_lock(&x->mu);
         x->failed |= rc < 0;
         x->done = b + 1;
@@ -504,10 +497,10 @@ void bp__exchange_ready(void *ctx, size_t from)
     bp__exchange *x = ctx;
     if (x->posted == x->nb || x->bucket[x->posted].lo < from)
         return;
-    double t0 = now_s();
+    double t0 = bp__now_s();
     while (x->posted < x->nb && x->bucket[x->posted].lo >= from)
         post(x, x->posted++);
-    double t = now_s() - t0;
+    double t = bp__now_s() - t0;
     x->exposed_s += t, x->busy_s += t;
 }
 
@@ -516,7 +509,7 @@ int bp__exchange_next(bp__exchange *x, size_t *lo, size_t *hi, const bp_real **s
     if (x->taken == x->nb)
         return 0;
     int b = x->taken++, rc = 0;
-    double t0 = now_s();
+    double t0 = bp__now_s();
     if (x->threaded) {
         pthread_mutex_lock(&x->mu);
         while (x->done <= b)
@@ -529,12 +522,12 @@ int bp__exchange_next(bp__exchange *x, size_t *lo, size_t *hi, const bp_real **s
     } else if (x->nodes > 1) {
         rc = cross_sum(x, slice(x, b, x->me), 0);
     }
-    double t1 = now_s();
+    double t1 = bp__now_s();
     if (x->p > 1) {
         atomic_fetch_add_explicit(&x->finished[b], 1, memory_order_release);
         wait_count(&x->finished[b], x->seq * x->p, 0);
     }
-    double t2 = now_s();
+    double t2 = bp__now_s();
     x->exposed_s += t2 - t0;
     /* The thread counts its own work; waiting for it is not more of it. */
     x->busy_s += (x->threaded ? 0 : t1 - t0) + (t2 - t1);

@@ -190,6 +190,9 @@ uint64_t bp__hash_words(const void *data, size_t bytes, uint64_t seed);
 /* Room for a path and the suffix of its temporary name. */
 #define BP__PATH_LEN 4352
 
+/* Seconds on the monotonic clock: for intervals only. */
+double bp__now_s(void);
+
 /* Writes a formatted message into buf (if not NULL) and returns code. */
 int bp__fail(char *buf, size_t len, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -32,13 +32,6 @@ struct bp__saver {
     double write_s;
 };
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* A niceness for the writer: training threads come first where the cores are all busy,
  * and the writer takes the moments they wait (in the exchange, they yield). At 10 it still
  * gets about a tenth of a busy core, enough to finish W3's write well within 20 steps
@@ -59,9 +52,9 @@ static void *writer(void *arg)
         pthread_mutex_unlock(&s->mu);
         char err[sizeof(s->err)] = "";
         bp_run_snapshot snap = {&s->net, s->opt, &s->st, s->config_text};
-        double began = now_s();
+        double began = bp__now_s();
         int rc = bp__rundir_write_checkpoint(s->cfg, &snap, err, sizeof(err));
-        double took = now_s() - began;
+        double took = bp__now_s() - began;
         pthread_mutex_lock(&s->mu);
         s->status = rc;
         memcpy(s->err, err, sizeof(err));

@@ -21,13 +21,6 @@
 /* Rows of an evaluation chunk: bounds the workspace, not the result. */
 #define EVAL_ROWS 256
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 int bp_auto_threads(const bp_comm *comm)
 {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -832,10 +825,10 @@ static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
         rc = bp__rundir_resolve(cfg, resume, resume_path, sizeof(resume_path), err, errlen);
     if (rc == 0)
         rc = build_net(t, resume ? resume_path : NULL, err, errlen);
-    double loading = now_s();
+    double loading = bp__now_s();
     if (!setup_failed) /* known to all ranks: the agreements in it are for all or none */
         rc = place_data(t, rc, err, errlen);
-    t->load_s = now_s() - loading;
+    t->load_s = bp__now_s() - loading;
     if (rc == 0)
         rc = check_resume_examples(t, resume_path, err, errlen);
     if (rc == 0)
@@ -1070,7 +1063,7 @@ static int train_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
     bp_real *extra = t->grad + np;
     double exposed0, busy0;
     bp__exchange_times(t->exchange, &exposed0, &busy0);
-    double started = now_s();
+    double started = bp__now_s();
     if (t->lbfgs.history)
         bp__lbfgs_begin(&t->lbfgs, t->net.params, np);
     bp__bf16_weights(&t->net, &t->ws); /* once per step; nothing unless precision = bf16 */
@@ -1079,7 +1072,7 @@ static int train_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
     t->read_failed = gather_shard(t, first, m, &rows, err, errlen) < 0;
     if (t->read_failed)
         rows = 0;
-    double gathered = now_s();
+    double gathered = bp__now_s();
     bp__exchange_begin(t->exchange);
     if (rows > 0) {
         bp_forward(&t->net, &t->ws, t->Xb, rows);
@@ -1099,7 +1092,7 @@ static int train_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
         post_extras(t, extra);
         bp__exchange_ready(t->exchange, 0);
     }
-    double computed = now_s(), updating = 0, exposed_backward, busy;
+    double computed = bp__now_s(), updating = 0, exposed_backward, busy;
     bp__exchange_times(t->exchange, &exposed_backward, &busy);
     bp__comm_set_step(t->st.global_step + 1);
     size_t lo, hi;
@@ -1108,7 +1101,7 @@ static int train_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
     t->opt.learning_rate = t->adam.learning_rate = bp__learning_rate(
         t->cfg, t->st.epoch, t->st.global_step, t->total_steps, (double)t->train.n);
     while ((rc = bp__exchange_next(t->exchange, &lo, &hi, &sum)) == 1) {
-        double u = now_s();
+        double u = bp__now_s();
         if (hi == np + BP__EXTRAS) { /* the first bucket: check the cost before any update */
             t->step_cost = (double)sum[np + BP__SLOT_COST];
             t->step_correct = (double)sum[np + BP__SLOT_CORRECT];
@@ -1129,16 +1122,16 @@ static int train_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
         else if (update)
             nonfinite |= bp__sgd_step_range(&t->opt, &t->net, sum, t->velocity, (double)m, lo,
                                             hi < np ? hi : np);
-        updating += now_s() - u;
+        updating += bp__now_s() - u;
     }
     if (rc == 0 && t->lbfgs.history) {
-        double u = now_s();
+        double u = bp__now_s();
         t->lbfgs_outcome = bp__lbfgs_evaluated(&t->lbfgs, &t->net, sum, t->step_cost,
                                                t->step_correct, &t->lbfgs_setup, t->lbfgs_g);
         diverged = t->lbfgs_outcome == BP__LBFGS_DIVERGED; /* else the line search copes */
-        updating += now_s() - u;
+        updating += bp__now_s() - u;
     }
-    double ended = now_s();
+    double ended = bp__now_s();
     if (rc < 0)
         return BP_ECOMM;
     if (t->step_failed)
@@ -1251,7 +1244,7 @@ static int end_epoch(bp_trainer *t, long steps, bp_metrics_row *row, char *err, 
     /* lbfgs: each of the epoch's evaluations went over the whole set */
     double seen = t->lbfgs.history ? t->st.epoch_seen * (double)steps : t->st.epoch_seen;
     row->samples_per_s = ratio(seen, t->st.epoch_train_s);
-    row->elapsed_s = t->elapsed_base + now_s() - t->run_started;
+    row->elapsed_s = t->elapsed_base + bp__now_s() - t->run_started;
     return 0;
 }
 
@@ -1306,7 +1299,7 @@ static int finish_epoch(bp_trainer *t, const bp_callbacks *cb, char *err, size_t
  * on every rank, agreed. */
 static int check_replicas(bp_trainer *t, char *err, size_t errlen)
 {
-    double began = now_s();
+    double began = bp__now_s();
     size_t bytes = t->net.nparams * sizeof(bp_real);
     uint64_t h = bp__hash_words(t->net.params, bytes, 0);
     if (!t->velocity_zero)
@@ -1337,7 +1330,7 @@ static int check_replicas(bp_trainer *t, char *err, size_t errlen)
                       "replicas differ at step %ld: the ranks' weights are no longer "
                       "bit-identical",
                       t->st.global_step);
-    t->ckpt_pause_s += now_s() - began;
+    t->ckpt_pause_s += bp__now_s() - began;
     return agree(&t->comm, rc, err, errlen);
 }
 
@@ -1353,7 +1346,7 @@ static int snapshot(bp_trainer *t, char *err, size_t errlen)
         return bp__fail(err, errlen, BP_EDIVERGED,
                         "not writing a checkpoint at step %ld: %s (training diverged)",
                         t->st.global_step, where);
-    double began = now_s();
+    double began = bp__now_s();
     t->st.elapsed_s = t->elapsed_base + began - t->run_started;
     t->st.ranks = t->comm.size;
     bp_optimizer_state opt = {bp_optimizer_names[t->cfg->optimizer],
@@ -1363,7 +1356,7 @@ static int snapshot(bp_trainer *t, char *err, size_t errlen)
     int rc = bp__saver_start(t->saver, &snap, err, errlen);
     t->last_ckpt_at = began;
     t->ckpts++;
-    t->ckpt_pause_s += now_s() - began;
+    t->ckpt_pause_s += bp__now_s() - began;
     return rc;
 }
 
@@ -1416,7 +1409,7 @@ static int at_boundary(bp_trainer *t, int epoch_ended, char *err, size_t errlen)
     if (want_checkpoint(t, epoch_ended))
         return checkpoint(t, 0, err, errlen);
     double every = t->cfg->every_seconds;
-    if (t->comm.rank != 0 || every <= 0 || now_s() - t->last_ckpt_at < every)
+    if (t->comm.rank != 0 || every <= 0 || bp__now_s() - t->last_ckpt_at < every)
         return 0;
     if (snapshot(t, err, errlen) < 0)
         t->write_failed = 1; /* err holds why; the next step tells the others */
@@ -1461,7 +1454,7 @@ static int run_epoch(bp_trainer *t, const bp_callbacks *cb, char *err, size_t er
             t->perm[i] = i;
     else
         bp_epoch_permutation(t->st.seed, t->st.epoch, n, t->perm);
-    double started = now_s();
+    double started = bp__now_s();
     for (size_t s = (size_t)t->st.batch_in_epoch; s < nb; s++) {
         size_t first = s * B % n, m = n - first < B ? n - first : B;
         int rc = train_step(t, first, m, err, errlen);
@@ -1495,25 +1488,25 @@ static int run_epoch(bp_trainer *t, const bp_callbacks *cb, char *err, size_t er
         int last = lbfgs ? t->lbfgs_outcome != BP__LBFGS_GO_ON : s + 1 == nb;
         if (cb && cb->progress) {
             double seen = lbfgs ? (double)(n * (s + 1)) : t->st.epoch_seen;
-            double rate = seen / (t->st.epoch_train_s + now_s() - started + 1e-9);
+            double rate = seen / (t->st.epoch_train_s + bp__now_s() - started + 1e-9);
             cb->progress(cb->ctx, t->st.epoch + 1, t->cfg->epochs, s + 1, lbfgs ? s + 1 : nb, rate);
         }
         rc = after_step(t, err, errlen);
         if (rc == 0 && t->stopping && !last)
             rc = BP_ESTOPPED;
         if (rc == 0 && !last) {
-            t->st.epoch_train_s += now_s() - started;
+            t->st.epoch_train_s += bp__now_s() - started;
             rc = at_boundary(t, 0, err, errlen);
-            started = now_s();
+            started = bp__now_s();
         }
         if (rc < 0) {
-            t->st.epoch_train_s += now_s() - started;
+            t->st.epoch_train_s += bp__now_s() - started;
             return rc;
         }
         if (last)
             break;
     }
-    t->st.epoch_train_s += now_s() - started;
+    t->st.epoch_train_s += bp__now_s() - started;
     return 0;
 }
 
@@ -1538,7 +1531,7 @@ static int stop(bp_trainer *t, char *err, size_t errlen)
  * every rank. The last agreement picks the one rank that reports. */
 static int run(bp_trainer *t, const bp_callbacks *cb, char *err, size_t errlen)
 {
-    t->run_started = t->last_ckpt_at = now_s();
+    t->run_started = t->last_ckpt_at = bp__now_s();
     t->elapsed_base = t->st.elapsed_s;
     int rc = t->comm.rank == 0 ? bp__rundir_start(t->cfg, &t->st, err, errlen) : 0;
     rc = agree(&t->comm, rc, err, errlen);

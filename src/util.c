@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -291,4 +292,11 @@ int bp__memory_check_work(double bytes, const char *what, char *err, size_t errl
 {
     return memory_check(bytes, fmin(bp__memory_available_at(""), bp__rlimit_room_at("")), what, err,
                         errlen);
+}
+
+double bp__now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
