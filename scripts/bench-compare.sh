@@ -4,6 +4,7 @@
 # at 1 rank and at 2 ranks x 1 thread, the two builds alternating run by run so that a slow
 # spell of the host falls on both. Prints each run's step time and the medians side by side.
 # Not part of the tests. Usage: scripts/bench-compare.sh REV [REPS]   (default 5 reps)
+# WORKLOAD=W3 trains W3 instead (784-2048-2048-10, batch 256, eta 0.05) for 1 epoch.
 # OLD_ARGS and NEW_ARGS add arguments to REV's and this tree's runs, e.g. to time one
 # setting against another in the same code:
 #   OLD_ARGS="--set comm.timeout=0" scripts/bench-compare.sh HEAD
@@ -22,21 +23,27 @@ for tree in "$base" .; do
     cmake --build "$tree/build/compare" -j "$(nproc)" --target backprop >/dev/null
 done
 F=/usr/share/datasets/fashion-mnist
+workload=${WORKLOAD:-W2}
+case $workload in
+W2) layers="784, 256, 256, 10" batch=128 eta=0.1 epochs=2 ;;
+W3) layers="784, 2048, 2048, 10" batch=256 eta=0.05 epochs=1 ;;
+*) echo "WORKLOAD is W2 or W3, not $workload" >&2 && exit 2 ;;
+esac
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-cat >"$tmp/w2.ini" <<INI
+cat >"$tmp/w.ini" <<INI
 [data]
 train = $F/train-images-idx3-ubyte.gz
 train_labels = $F/train-labels-idx1-ubyte.gz
 [network]
-layers = 784, 256, 256, 10
+layers = $layers
 hidden = relu
 output = softmax
 cost = cross_entropy
 [train]
-epochs = 2
-batch_size = 128
-learning_rate = 0.1
+epochs = $epochs
+batch_size = $batch
+learning_rate = $eta
 lambda = 5
 seed = 1
 threads = 1
@@ -58,13 +65,13 @@ for np in 1 2; do
             else bin=build/compare/backprop extra=${NEW_ARGS:-}; fi
             rm -rf "$tmp/run"
             # shellcheck disable=SC2086 # the extra arguments are words on purpose
-            mpirun "${mca[@]}" --oversubscribe -np "$np" "$bin" train "$tmp/w2.ini" \
+            mpirun "${mca[@]}" --oversubscribe -np "$np" "$bin" train "$tmp/w.ini" \
                 --set checkpoint.dir="$tmp/run" $extra | step_ms >>"$tmp/$side"
         done
         printf 'np %d, rep %d: %s %s ms, this tree %s ms\n' "$np" "$i" "$rev" \
             "$(tail -1 "$tmp/old")" "$(tail -1 "$tmp/new")"
     done
     o=$(median <"$tmp/old") n=$(median <"$tmp/new")
-    printf 'W2, %d rank(s) x 1 thread, median of %d: %s %s ms a step, this tree %s ms (%s)\n' \
-        "$np" "$reps" "$rev" "$o" "$n" "$(awk -v o="$o" -v n="$n" 'BEGIN {printf "%+.1f%%", 100 * (n - o) / o}')"
+    printf '%s, %d rank(s) x 1 thread, median of %d: %s %s ms a step, this tree %s ms (%s)\n' \
+        "$workload" "$np" "$reps" "$rev" "$o" "$n" "$(awk -v o="$o" -v n="$n" 'BEGIN {printf "%+.1f%%", 100 * (n - o) / o}')"
 done
