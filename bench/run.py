@@ -285,14 +285,14 @@ def write_report(args, results, torch, peaks, kernel, default_kernel, allreduce,
         f"{args.seconds:g}` (one run; every figure below comes from it, but for the Data "
         "placement section at the end, which scripts/bench-data.sh writes).",
         "",
-        f"- backprop: OpenBLAS **{kernel}** kernel (its own choice, see README); PyTorch "
+        f"- backprop: OpenBLAS **{kernel}** kernel (its own choice, see docs/running.md); PyTorch "
         f"{torch_version()} on the same OpenBLAS, with its default kernel "
         f"(`OPENBLAS_CORETYPE={default_kernel or 'unset'}` here) and with {kernel}.",
         f"- sgemm peak, 2048x2048x2048, the best of the tries after each workload: "
         f"OpenBLAS {kernel} {peaks[1]['openblas']:.0f} / oneDNN {peaks[1]['onednn']:.0f} "
         f"GFLOP/s on 1 thread, {peaks[2]['openblas']:.0f} / {peaks[2]['onednn']:.0f} on 2; "
         "'% of sgemm peak' divides by the better of the two.",
-        f"- mpirun options for backprop: `{' '.join(MCA)}` (see README, Running on a cluster).",
+        f"- mpirun options for backprop: `{' '.join(MCA)}` (see docs/running.md, Running on a cluster).",
         f"- samples/s over >= {args.seconds:g} s of training after a warm-up (backprop: all "
         "epochs after the first; PyTorch: after 2 s), Fashion-MNIST's 60000 training images.",
         "- GFLOP/s counts 2P forward + 2P weight-gradient + 2(P - first layer's weights) "

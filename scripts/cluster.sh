@@ -14,7 +14,7 @@
 #
 # Hosts are bp-host1..N with addresses 10.213.7.1..N; `up` first tears down what an earlier
 # `up` left. Open MPI starts its daemons through scripts/cluster-rsh (ip netns exec, not
-# ssh) and keeps all traffic on TCP over the switch (see README, "Running across hosts").
+# ssh) and keeps all traffic on TCP over the switch (see docs/running.md, "Running across hosts").
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 PREFIX=bp-host
@@ -109,7 +109,7 @@ run() {
     # TCP between hosts, on the switch's subnet; shared memory between the ranks of one
     # host, as on a real node (TCP alone between two ranks of one host crashes Open MPI
     # 4.1 here). mpi_yield_when_idle: ranks that wait yield the core,
-    # so the kernel's network processing is not starved when ranks use every core (README
+    # so the kernel's network processing is not starved when ranks use every core (docs/running.md
     # has the figures). Keepalives on Open MPI's own connections (idle 5 s, then 3 probes
     # 2 s apart; its default is 480 s): when a host is cut off, mpirun and the far daemon
     # notice within seconds and end the job, after backprop's [comm] timeout has ended

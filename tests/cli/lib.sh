@@ -63,36 +63,31 @@ INI
     for line in "$@"; do printf '%s\n' "$line" >>"$file"; done
 }
 
+# write_config FILE ITEM...: an INI file from its items, in order: `[section]` starts a
+# section and `key=value` writes the line `key = value` (the value may hold spaces and '=').
+write_config() {
+    local file=$1 item
+    shift
+    for item in "$@"; do
+        case $item in
+        \[*\]) printf '%s\n' "$item" ;;
+        *=*) printf '%s = %s\n' "${item%%=*}" "${item#*=}" ;;
+        *)
+            echo "write_config: '$item' is neither [section] nor key=value" >&2
+            return 1
+            ;;
+        esac
+    done >"$file"
+}
+
 # parallel_config FILE: a small net whose shards differ in size (160 / 13 leaves a short
 # last batch): what the data-parallel tests train alone, under mpirun and across hosts.
+# threads = 1: the bits depend on the threads per rank too.
 parallel_config() {
-    cat >"$1" <<INI
-[data]
-train = $T/good.h5
-validation_split = 40
-
-[network]
-layers = 4, 16, 8, 3
-hidden = tanh
-output = softmax
-cost = cross_entropy
-init = xavier
-
-[train]
-epochs = 3
-batch_size = 13                   ; 160 / 13: a short last batch, shards of unequal size
-learning_rate = 0.2
-lambda = 0.5
-momentum = 0.9
-seed = 11
-threads = 1                       ; the bits depend on the threads per rank too
-
-[checkpoint]
-every_epochs = 0
-
-[log]
-progress = off
-INI
+    write_config "$1" '[data]' "train=$T/good.h5" validation_split=40 \
+        '[network]' 'layers=4, 16, 8, 3' hidden=tanh output=softmax cost=cross_entropy init=xavier \
+        '[train]' epochs=3 batch_size=13 learning_rate=0.2 lambda=0.5 momentum=0.9 seed=11 threads=1 \
+        '[checkpoint]' every_epochs=0 '[log]' progress=off
 }
 
 ok() { passes=$((passes + 1)); }

@@ -3,20 +3,9 @@
 # tolerance; the same result alone and under mpirun.
 source "$(dirname "$0")/lib.sh"
 $PY "$SRC/tests/cli/make_data.py" "$T" || exit 1
-cat >g.ini <<INI
-[data]
-train = $T/good.h5
-[network]
-layers = 4, 6, 5, 3
-hidden = tanh
-output = softmax
-cost = cross_entropy
-[train]
-epochs = 1
-batch_size = 8
-learning_rate = 0.1
-lambda = 3
-INI
+write_config g.ini '[data]' "train=$T/good.h5" \
+    '[network]' 'layers=4, 6, 5, 3' hidden=tanh output=softmax cost=cross_entropy \
+    '[train]' epochs=1 batch_size=8 learning_rate=0.1 lambda=3
 check "gradcheck passes" "$BP" gradcheck g.ini
 cp "$T/check.out" alone.out
 check "three layer lines and a total" grep -cE '^layer [0-2] ' alone.out

@@ -84,21 +84,9 @@ fi
 check "metrics rows" test "$(wc -l <np1/metrics.csv)" -eq 4 -a "$(wc -l <np4/metrics.csv)" -eq 4
 
 # A rank killed mid-training: the job ends, non-zero, within 30 s.
-cat >long.ini <<INI
-[data]
-train = $T/good.h5
-[network]
-layers = 4, 256, 256, 3
-[train]
-epochs = 100000
-batch_size = 2
-learning_rate = 0.01
-[checkpoint]
-dir = $T/long
-every_epochs = 0
-[log]
-progress = off
-INI
+write_config long.ini '[data]' "train=$T/good.h5" '[network]' 'layers=4, 256, 256, 3' \
+    '[train]' epochs=100000 batch_size=2 learning_rate=0.01 \
+    '[checkpoint]' "dir=$T/long" every_epochs=0 '[log]' progress=off
 mpi 2 train long.ini >long.out 2>&1 &
 job=$!
 for _ in $(seq 100); do

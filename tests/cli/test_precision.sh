@@ -8,28 +8,10 @@ $PY "$SRC/tests/cli/make_data.py" "$T" || exit 1
 H5="$PY $SRC/tests/cli/h5tool.py"
 CMP="$PY $SRC/tests/cli/compare_weights.py"
 
-cat >p.ini <<INI
-[data]
-train = $T/good.h5
-validation_split = 40
-test = $T/good.h5
-[network]
-layers = 4, 16, 8, 3
-hidden = tanh
-output = softmax
-cost = cross_entropy
-[train]
-epochs = 20
-batch_size = 13
-learning_rate = 0.5
-seed = 5
-[checkpoint]
-dir = $T/F
-every_steps = 5
-keep = 0
-[log]
-progress = off
-INI
+write_config p.ini '[data]' "train=$T/good.h5" validation_split=40 "test=$T/good.h5" \
+    '[network]' 'layers=4, 16, 8, 3' hidden=tanh output=softmax cost=cross_entropy \
+    '[train]' epochs=20 batch_size=13 learning_rate=0.5 seed=5 \
+    '[checkpoint]' "dir=$T/F" every_steps=5 keep=0 '[log]' progress=off
 
 if "$BP" --version | grep -q double; then
     expect "double build refuses bf16" 2 'precision = bf16 needs the float build' \

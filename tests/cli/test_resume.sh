@@ -9,31 +9,11 @@ CMP="$PY $SRC/tests/cli/compare_weights.py"
 BOUND=1e-5
 "$BP" --version | grep -q double && BOUND=1e-12
 
-cat >r.ini <<INI
-[data]
-train = $T/good.h5
-validation_split = 40
-test = $T/good.h5
-[network]
-layers = 4, 16, 8, 3
-hidden = tanh
-output = softmax
-cost = cross_entropy
-[train]
-epochs = 3
-batch_size = 13                   ; 13 steps an epoch, the last one of 4 examples
-learning_rate = 0.2
-lambda = 0.5
-momentum = 0.9
-seed = 5
-[checkpoint]
-dir = $T/A
-every_epochs = 1
-every_steps = 5
-keep = 0
-[log]
-progress = off
-INI
+# batch_size 13: 13 steps an epoch, the last one of 4 examples.
+write_config r.ini '[data]' "train=$T/good.h5" validation_split=40 "test=$T/good.h5" \
+    '[network]' 'layers=4, 16, 8, 3' hidden=tanh output=softmax cost=cross_entropy \
+    '[train]' epochs=3 batch_size=13 learning_rate=0.2 lambda=0.5 momentum=0.9 seed=5 \
+    '[checkpoint]' "dir=$T/A" every_epochs=1 every_steps=5 keep=0 '[log]' progress=off
 strip_time() { cut -d, -f1-8 "$1"; } # the CSV without samples_per_s and elapsed_s
 
 check "uninterrupted run" mpi 2 train r.ini
@@ -129,26 +109,9 @@ check "a foreign name is left alone" test -e K/ckpt-052.h5 -a -e K/ckpt-50.h5 -a
     -a "$(ls K | grep -c '^ckpt-[1-9][0-9]*\.h5$')" -eq 2
 
 # Killed with SIGKILL mid-run, then resumed: the same weights as never being killed.
-cat >big.ini <<INI
-[data]
-train = $T/good.h5
-[network]
-layers = 4, 512, 512, 3
-hidden = relu
-output = softmax
-[train]
-epochs = 300
-batch_size = 4
-learning_rate = 0.01
-momentum = 0.5
-[checkpoint]
-dir = $T/killed
-every_epochs = 0
-every_steps = 97
-keep = 2
-[log]
-progress = off
-INI
+write_config big.ini '[data]' "train=$T/good.h5" '[network]' 'layers=4, 512, 512, 3' hidden=relu output=softmax \
+    '[train]' epochs=300 batch_size=4 learning_rate=0.01 momentum=0.5 \
+    '[checkpoint]' "dir=$T/killed" every_epochs=0 every_steps=97 keep=2 '[log]' progress=off
 check "big run uninterrupted" mpi 2 train big.ini --set checkpoint.dir=straight
 mpi 2 train big.ini >killed.out 2>&1 &
 job=$!

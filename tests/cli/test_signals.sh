@@ -12,28 +12,10 @@ trap 'pkill -KILL -f "$T/sig.ini" 2>/dev/null; rm -rf "$T"' EXIT
 # 3000 examples of 64 features, 10 classes: 30 steps an epoch at batch 100.
 $PY "$SRC/tests/cli/make_data.py" "$T" big || exit 1
 STEPS_PER_EPOCH=30
-cat >sig.ini <<INI
-[data]
-train = $T/big.h5
-[network]
-layers = 64, 512, 256, 10
-hidden = relu
-output = softmax
-cost = cross_entropy
-init = he
-[train]
-epochs = 25
-batch_size = 100
-learning_rate = 0.05
-lambda = 0.1
-momentum = 0.9
-seed = 4
-[checkpoint]
-every_epochs = 5
-keep = 2
-[log]
-progress = off
-INI
+write_config sig.ini '[data]' "train=$T/big.h5" \
+    '[network]' 'layers=64, 512, 256, 10' hidden=relu output=softmax cost=cross_entropy init=he \
+    '[train]' epochs=25 batch_size=100 learning_rate=0.05 lambda=0.1 momentum=0.9 seed=4 \
+    '[checkpoint]' every_epochs=5 keep=2 '[log]' progress=off
 strip_time() { cut -d, -f1-8 "$1"; } # the CSV without samples_per_s and elapsed_s
 
 # run NP DIR ARGS...: train sig.ini into DIR alone (NP = 0) or under mpirun, in the

@@ -22,26 +22,11 @@ slurm_install || { bad "cannot install slurm-wlm and munge"; finish; exit 1; }
 slurm_up "$D" || { bad "the one-node SLURM did not start"; finish; exit 1; }
 
 $PY "$SRC/tests/cli/make_data.py" "$T" big || exit 1
-cat >job.ini <<INI
-[data]
-train = $T/big.h5
-[network]
-layers = 64, 1024, 1024, 10      ; steps of a few ms: the job runs for seconds
-hidden = relu
-output = softmax
-init = he
-[train]
-epochs = 40
-batch_size = 100
-learning_rate = 0.05
-momentum = 0.9
-seed = 8
-[checkpoint]
-dir = $T/job
-every_epochs = 10
-[log]
-progress = off
-INI
+# 64, 1024, 1024, 10: steps of a few ms, so that the job runs for seconds.
+write_config job.ini '[data]' "train=$T/big.h5" \
+    '[network]' 'layers=64, 1024, 1024, 10' hidden=relu output=softmax init=he \
+    '[train]' epochs=40 batch_size=100 learning_rate=0.05 momentum=0.9 seed=8 \
+    '[checkpoint]' "dir=$T/job" every_epochs=10 '[log]' progress=off
 strip_time() { cut -d, -f1-8 "$1"; }
 
 check "uninterrupted run, 2 ranks" timeout -k 5 300 mpirun -np 2 "$BP" train job.ini --set checkpoint.dir=$T/ref

@@ -49,29 +49,10 @@ ranks() {
 # check caught the weights), and NaN in the validation set gave val_cost and val_acc as if
 # real. The rows a step or an evaluation reads are checked as they are copied: exit 1, as
 # for a file cut short mid-run, naming the file, row and column.
-cat >stream.ini <<INI
-[data]
-train = $T/s.h5
-placement = stream
-
-[network]
-layers = 4, 64, 3
-hidden = relu
-output = softmax
-cost = cross_entropy
-
-[train]
-epochs = 100000
-batch_size = 16
-learning_rate = 0.1
-
-[checkpoint]
-dir = $T/srun
-every_epochs = 5
-
-[log]
-progress = off
-INI
+write_config stream.ini '[data]' "train=$T/s.h5" placement=stream \
+    '[network]' 'layers=4, 64, 3' hidden=relu output=softmax cost=cross_entropy \
+    '[train]' epochs=100000 batch_size=16 learning_rate=0.1 \
+    '[checkpoint]' "dir=$T/srun" every_epochs=5 '[log]' progress=off
 for np in 1 2; do
     for set in s v; do # the training set, the validation set
         cp good.h5 s.h5
@@ -158,27 +139,9 @@ expect "resume of an infinite velocity" 2 "run/latest.h5 holds values that are n
 mkdir -p A B
 for d in A B; do
     cp good.h5 $d/good.h5
-    cat >$d/c.ini <<INI
-[data]
-train = good.h5
-validation_split = 40
-
-[network]
-layers = 4, 8, 3
-hidden = tanh
-output = softmax
-
-[train]
-epochs = 3
-batch_size = 16
-learning_rate = 0.1
-
-[checkpoint]
-dir = run
-
-[log]
-progress = off
-INI
+    write_config $d/c.ini '[data]' train=good.h5 validation_split=40 \
+        '[network]' 'layers=4, 8, 3' hidden=tanh output=softmax \
+        '[train]' epochs=3 batch_size=16 learning_rate=0.1 '[checkpoint]' dir=run '[log]' progress=off
 done
 
 # mpmd ARGS_A -- ARGS_B: rank 0 in A, rank 1 in B, each with its own arguments. Well under
