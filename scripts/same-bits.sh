@@ -54,7 +54,10 @@ config momentum learning_rate=0.05 momentum=0.9 lr_schedule=step lr_step_epochs=
 config adam optimizer=adam learning_rate=0.001
 config adamw optimizer=adam learning_rate=0.001 weight_decay=decoupled
 config lbfgs optimizer=lbfgs batch_size=2500 epochs=4
-config bf16 learning_rate=0.1 precision=bf16
+case $("$new" --version) in # bf16 products are refused by the double build
+*double*) ;;
+*) config bf16 learning_rate=0.1 precision=bf16 ;;
+esac
 fail=0
 run() { # BIN DIR RANKS CONFIG [ARGS]: in $tmp/run, whose path the stored config names
     local bin=$1 dir=$2 np=$3 ini=$4

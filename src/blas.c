@@ -5,8 +5,18 @@
  * library loads, from the CPU or from OPENBLAS_CORETYPE. Where that lands on a kernel
  * without AVX-512 on a CPU that has it (an old OpenBLAS not knowing a new CPU, or a
  * site-wide OPENBLAS_CORETYPE=Haswell), sgemm runs at half speed. The choice cannot be
- * changed after loading, so bp_blas_choose_kernel re-executes the program once with
- * OPENBLAS_CORETYPE set, before MPI or anything else starts. */
+ * changed after loading: bp_runtime_start_env says which environment the process should
+ * have started with (OPENBLAS_CORETYPE set), and the program re-executes itself with it,
+ * before MPI or anything else starts. The library never execs.
+ *
+ * Process-wide state here, each one answer for the process by design: `choice` (which
+ * library runs the large products: it decides every product's bits, so it must not change
+ * during a run or between two trainers), `matmuls` (oneDNN's engine and its primitives, one
+ * per shape, built once and kept for the process, as OpenBLAS keeps its kernels; under a
+ * lock), and
+ * `bf16_declined` (a count for the log, atomic). */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +54,7 @@ void bp__set_blas_threads(int threads)
  * when openblas_set_num_threads adds it), the calling thread at its first product. The
  * buffer is BUFFER_SIZE of its x86_64 build (common_x86_64.h: 32 << 22 bytes), page-aligned;
  * a worker also maps a thread stack. So: under such limits the program starts with one
- * OpenBLAS thread (bp_blas_choose_kernel), and bp_blas_setup checks that malloc can give the
+ * OpenBLAS thread (bp_runtime_start_env), and bp__blas_setup checks that malloc can give the
  * buffers before OpenBLAS asks for them. */
 #define OPENBLAS_BUFFER (((size_t)128 << 20) + ((size_t)1 << 20))
 
@@ -69,7 +79,7 @@ static int buffers_fit(int threads)
     return probe != NULL;
 }
 
-int bp_blas_setup(int *threads, char *err, size_t errlen)
+int bp__blas_setup(int *threads, char *err, size_t errlen)
 {
     if (*threads < 1)
         *threads = 1;
@@ -135,13 +145,17 @@ typedef struct {
     dnnl_memory_t a, b, c;
 } matmul_entry;
 
+/* The process's primitives: built once per shape and kept, shared by every trainer. mu makes
+ * a lookup and the execution of an entry (its memory handles are set per call) one step,
+ * for trainers running in threads of their own; alone, a trainer takes it uncontended. */
 static struct {
+    pthread_mutex_t mu;
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     int failed; /* the engine could not be made: never try again */
     int count;
     matmul_entry e[MATMUL_SHAPES];
-} matmuls;
+} matmuls = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static int make_matmul(matmul_entry *e)
 {
@@ -208,17 +222,21 @@ static int matmul(int ta, int tb, int m, int n, int k, dnnl_data_type_t in, cons
 {
     matmul_entry want = {
         .ta = ta, .tb = tb, .m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc, .in = in};
+    pthread_mutex_lock(&matmuls.mu);
     matmul_entry *e = find_matmul(&want);
-    if (!e)
-        return -1;
-    dnnl_exec_arg_t args[3] = {
-        {DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c}};
-    if (dnnl_memory_set_data_handle(e->a, (void *)A) != dnnl_success ||
-        dnnl_memory_set_data_handle(e->b, (void *)B) != dnnl_success ||
-        dnnl_memory_set_data_handle(e->c, C) != dnnl_success ||
-        dnnl_primitive_execute(e->prim, matmuls.stream, 3, args) != dnnl_success)
-        return -1;
-    return dnnl_stream_wait(matmuls.stream) == dnnl_success ? 0 : -1;
+    int rc = e ? 0 : -1;
+    if (e) {
+        dnnl_exec_arg_t args[3] = {
+            {DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c}};
+        if (dnnl_memory_set_data_handle(e->a, (void *)A) != dnnl_success ||
+            dnnl_memory_set_data_handle(e->b, (void *)B) != dnnl_success ||
+            dnnl_memory_set_data_handle(e->c, C) != dnnl_success ||
+            dnnl_primitive_execute(e->prim, matmuls.stream, 3, args) != dnnl_success ||
+            dnnl_stream_wait(matmuls.stream) != dnnl_success)
+            rc = -1;
+    }
+    pthread_mutex_unlock(&matmuls.mu);
+    return rc;
 }
 #endif
 
@@ -380,11 +398,11 @@ int bp__bf16_check(char *why, size_t len)
 #endif
 }
 
-static long bf16_declined;
+static atomic_long bf16_declined; /* for the log; trainers in several threads may add */
 
 long bp__bf16_declined(void)
 {
-    return bf16_declined;
+    return atomic_load_explicit(&bf16_declined, memory_order_relaxed);
 }
 
 int bp__gemm_bf16(int ta, int tb, int m, int n, int k, const bp_bf16 *A, int lda, const bp_bf16 *B,
@@ -392,7 +410,8 @@ int bp__gemm_bf16(int ta, int tb, int m, int n, int k, const bp_bf16 *A, int lda
 {
 #ifdef BACKPROP_ONEDNN
     int rc = matmul(ta, tb, m, n, k, dnnl_bf16, A, lda, B, ldb, C, ldc);
-    bf16_declined += rc < 0;
+    if (rc < 0)
+        atomic_fetch_add_explicit(&bf16_declined, 1, memory_order_relaxed);
     return rc;
 #else
     (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)A, (void)lda, (void)B, (void)ldb;
@@ -401,7 +420,7 @@ int bp__gemm_bf16(int ta, int tb, int m, int n, int k, const bp_bf16 *A, int lda
 #endif
 }
 
-const char *bp_gemm_libraries(void)
+const char *bp__gemm_libraries(void)
 {
 #ifdef BACKPROP_ONEDNN
     if (large_on_onednn())
@@ -413,7 +432,7 @@ const char *bp_gemm_libraries(void)
 #endif
 }
 
-const char *bp_blas_kernel(void)
+const char *bp__blas_kernel(void)
 {
     return openblas_get_corename();
 }
@@ -440,7 +459,13 @@ static int is_avx512_kernel(const char *core)
     return 0;
 }
 
-void bp_blas_choose_kernel(char **argv)
+static void env_var(bp_env_var *v, const char *name, const char *value)
+{
+    v->name = name;
+    snprintf(v->value, sizeof(v->value), "%s", value);
+}
+
+int bp_runtime_start_env(bp_env_var env[BP_START_ENV_MAX])
 {
     const char *want = getenv("BACKPROP_BLAS_KERNEL"); /* auto (unset) | keep | a core name */
     const char *core = openblas_get_corename();
@@ -451,30 +476,22 @@ void bp_blas_choose_kernel(char **argv)
         else if (has_avx512() && !is_avx512_kernel(core))
             target = "SkylakeX";
     }
-    /* Under memory limits, no worker threads at load (see bp_blas_setup). */
+    /* Under memory limits, no worker threads at load (see bp__blas_setup). */
     const char *nthreads = getenv("OPENBLAS_NUM_THREADS");
     int one_thread = memory_limited() && !(nthreads && strcmp(nthreads, "1") == 0);
-    if (!target && !one_thread)
-        return;
-    char *saved = nthreads ? strdup(nthreads) : NULL;
+    int n = 0;
     /* The marker stops a loop if OpenBLAS ignores the kernel asked for; it also tells the
      * log what OpenBLAS had picked. OPENBLAS_NUM_THREADS=1 is its own marker. */
-    int ok = (!target || (setenv("BACKPROP_BLAS_REEXEC", core, 1) == 0 &&
-                          setenv("OPENBLAS_CORETYPE", target, 1) == 0)) &&
-             (!one_thread || setenv("OPENBLAS_NUM_THREADS", "1", 1) == 0);
-    if (ok)
-        execv("/proc/self/exe", argv);
-    /* not re-executed: carry on as we are */
-    if (target)
-        unsetenv("BACKPROP_BLAS_REEXEC");
-    if (saved)
-        setenv("OPENBLAS_NUM_THREADS", saved, 1);
-    else if (one_thread)
-        unsetenv("OPENBLAS_NUM_THREADS");
-    free(saved);
+    if (target) {
+        env_var(&env[n++], "BACKPROP_BLAS_REEXEC", core);
+        env_var(&env[n++], "OPENBLAS_CORETYPE", target);
+    }
+    if (one_thread)
+        env_var(&env[n++], "OPENBLAS_NUM_THREADS", "1");
+    return n;
 }
 
-const char *bp_blas_replaced_kernel(void)
+const char *bp__blas_replaced_kernel(void)
 {
     return getenv("BACKPROP_BLAS_REEXEC");
 }

@@ -4,15 +4,23 @@
 
 #include <stddef.h>
 
+#include "backprop/runtime.h"
+
+#include "backprop/comm.h"
+
 /* Sets OpenBLAS's thread count. */
 void bp__set_blas_threads(int threads);
+
+/* [train] threads = auto: the cores this process may run on, shared among comm's ranks on
+ * this node, at least 1 (runtime.c). */
+int bp__auto_threads(const bp_comm *comm);
 
 /* Before the first product: *threads per rank (bp__set_blas_threads). Under a limit on data
  * or address space (ulimit -d, -v), malloc must first show that it can give OpenBLAS's work
  * buffers, 128 MiB for each of its threads (OpenBLAS would retry forever where it cannot):
  * with fewer threads when not all fit (*threads says how many). Then the calling thread's
  * buffer is taken. 0, or BP_EINVAL with the reason in err when not even one fits. */
-int bp_blas_setup(int *threads, char *err, size_t errlen);
+int bp__blas_setup(int *threads, char *err, size_t errlen);
 
 /* Whether products of a million multiply-adds or more go to oneDNN (1) or OpenBLAS (0), in
  * a build with oneDNN: `want` is BACKPROP_GEMM ("openblas", "onednn", else the table),
@@ -20,20 +28,14 @@ int bp_blas_setup(int *threads, char *err, size_t errlen);
 int bp__large_on_onednn(const char *want, int avx512);
 
 /* Which libraries run the matrix products, for the log. */
-const char *bp_gemm_libraries(void);
+const char *bp__gemm_libraries(void);
 
 /* The kernel OpenBLAS runs ("SkylakeX", "Haswell", ...). */
-const char *bp_blas_kernel(void);
+const char *bp__blas_kernel(void);
 
-/* Call first thing in main. On a CPU with AVX-512 where OpenBLAS loaded a kernel without
- * it, re-executes the program with OPENBLAS_CORETYPE=SkylakeX (does not return then); under
- * a limit on data or address space (ulimit -d, -v), with OPENBLAS_NUM_THREADS=1, so that no
- * OpenBLAS worker starts before bp_blas_setup.
- * BACKPROP_BLAS_KERNEL=keep leaves OpenBLAS's choice alone; =NAME forces a core name. */
-void bp_blas_choose_kernel(char **argv);
-
-/* The kernel OpenBLAS had chosen before bp_blas_choose_kernel replaced it, or NULL. */
-const char *bp_blas_replaced_kernel(void);
+/* The kernel OpenBLAS had chosen before the program re-executed itself with another
+ * (bp_runtime_start_env), or NULL. */
+const char *bp__blas_replaced_kernel(void);
 
 /* bf16 products ([train] precision = bf16). */
 #include <stddef.h>

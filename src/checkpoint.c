@@ -19,6 +19,7 @@
 #include "fileio.h"
 #include "h5util.h"
 #include "internal.h"
+#include "optimizer.h"
 
 #ifdef BACKPROP_DOUBLE
 #define BP__H5_FILE_REAL H5T_IEEE_F64LE
@@ -55,7 +56,6 @@ typedef struct {
 
 static const tensor_group params_group = {"model", "W", "b"};
 static const tensor_group velocity_group = {"optimizer", "vW", "vb"};
-static const tensor_group moment2_group = {"optimizer", "sW", "sb"};
 static const tensor_group best_group = {"early_stopping", "W", "b"};
 
 static void layer_name(char *buf, size_t len, const char *group, int l, const char *leaf)
@@ -289,82 +289,102 @@ cleanup:
     return rc;
 }
 
-/* L-BFGS's state in /optimizer/lbfgs: counters and points as attributes, the vectors as
- * datasets of nparams (x0, g0, d, g_lo) and history x nparams (s, y). */
-static const char *const lbfgs_int_names[6] = {"history", "pairs", "newest",
-                                               "phase",   "evals", "converged"};
-static const char *const lbfgs_point_names[3] = {"x", "lo", "hi"};
-static const char *const lbfgs_vector_names[6] = {"/optimizer/lbfgs/x0", "/optimizer/lbfgs/g0",
-                                                  "/optimizer/lbfgs/d",  "/optimizer/lbfgs/g_lo",
-                                                  "/optimizer/lbfgs/s",  "/optimizer/lbfgs/y"};
-
-static void lbfgs_ints(const bp_lbfgs_state *l, int *v)
+/* An attribute item's group under /optimizer and its leaf: "lbfgs/pairs" is the attribute
+ * "pairs" of /optimizer/lbfgs. */
+static void attr_place(const bp_state_item *it, char *group, size_t len, const char **leaf)
 {
-    const int ints[6] = {l->history, l->pairs, l->newest, l->phase, l->evals, l->converged};
-    memcpy(v, ints, sizeof(ints));
+    const char *slash = strrchr(it->name, '/');
+    int dir = slash ? (int)(slash - it->name) : 0;
+    snprintf(group, len, "/optimizer%s%.*s", slash ? "/" : "", dir, it->name);
+    *leaf = slash ? slash + 1 : it->name;
 }
 
-static void lbfgs_vectors(const bp_lbfgs_state *l, bp_real **v)
+static hid_t attr_file_type(int kind)
 {
-    bp_real *vecs[6] = {l->x0, l->g0, l->d, l->g_lo, l->s, l->y};
-    memcpy(v, vecs, sizeof(vecs));
+    return kind == BP_STATE_INTS ? H5T_STD_I32LE : H5T_IEEE_F64LE;
 }
 
-static int write_lbfgs(hid_t file, const bp_net *net, const bp_lbfgs_state *l, char *step,
-                       size_t steplen)
+static hid_t attr_mem_type(int kind)
 {
-    bp_real *vecs[6];
-    lbfgs_vectors(l, vecs);
-    for (int i = 0; i < 6; i++) {
-        hsize_t dims[2] = {(hsize_t)l->history, (hsize_t)net->nparams};
-        char what[128];
-        snprintf(what, sizeof(what), "cannot write %s", lbfgs_vector_names[i]);
+    return kind == BP_STATE_INTS ? H5T_NATIVE_INT : H5T_NATIVE_DOUBLE;
+}
+
+/* One item where its kind puts it (checkpoint.h); datasets before the attributes on their
+ * groups, as the spec's order has them. */
+static int write_item(hid_t file, const bp_net *net, const bp_state_item *it, char *step,
+                      size_t steplen)
+{
+    char path[96], w[64], b[64], what[160];
+    const char *leaf;
+    if (it->kind == BP_STATE_PARAMS) {
+        snprintf(w, sizeof(w), "%sW", it->name);
+        snprintf(b, sizeof(b), "%sb", it->name);
+        tensor_group g = {"optimizer", w, b};
+        return write_layers(file, &g, net, it->data, step, steplen);
+    }
+    if (it->kind == BP_STATE_VECTORS) {
+        snprintf(path, sizeof(path), "/optimizer/%s", it->name);
+        snprintf(what, sizeof(what), "cannot write %s", path);
         begin_step(step, steplen, what);
-        int rc = i < 4 ? write_real(file, lbfgs_vector_names[i], 1, dims + 1, vecs[i])
-                       : write_real(file, lbfgs_vector_names[i], 2, dims, vecs[i]);
-        if (rc < 0)
-            return -1;
+        hsize_t dims[2] = {(hsize_t)it->count, (hsize_t)net->nparams};
+        return it->count ? write_real(file, path, 2, dims, it->data)
+                         : write_real(file, path, 1, dims + 1, it->data);
     }
-    begin_step(step, steplen, "cannot write /optimizer/lbfgs's attributes");
-    hid_t g = H5Gopen2(file, "/optimizer/lbfgs", H5P_DEFAULT);
-    int ints[6], rc = g < 0 ? -1 : 0;
-    lbfgs_ints(l, ints);
-    const bp_lbfgs_point *points[3] = {&l->x, &l->lo, &l->hi};
-    for (int i = 0; rc == 0 && i < 6; i++)
-        rc = bp__h5_write_attr(g, lbfgs_int_names[i], H5T_STD_I32LE, H5T_NATIVE_INT, 0, &ints[i]);
-    for (int i = 0; rc == 0 && i < 3; i++) {
-        const double v[5] = {points[i]->alpha, points[i]->f, points[i]->slope, points[i]->cost,
-                             points[i]->correct};
-        rc = bp__h5_write_attr(g, lbfgs_point_names[i], H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 5, v);
-    }
-    if (rc == 0)
-        rc = bp__h5_write_attr(g, "alpha", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 0, &l->alpha);
-    const double objective[2] = {l->lambda, l->n_train};
-    if (rc == 0)
-        rc = bp__h5_write_attr(g, "objective", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, objective);
-    if (rc == 0)
-        rc = bp__h5_write_attr(g, "rho", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, (hsize_t)l->history,
-                               l->rho);
+    attr_place(it, path, sizeof(path), &leaf);
+    snprintf(what, sizeof(what), "cannot write %s's attributes", path);
+    begin_step(step, steplen, what);
+    hid_t g = H5Gopen2(file, path, H5P_DEFAULT);
+    int rc = g < 0 ? -1
+                   : bp__h5_write_attr(g, leaf, attr_file_type(it->kind), attr_mem_type(it->kind),
+                                       (hsize_t)it->count, it->data);
     bp__h5_close(g);
     return rc;
 }
 
-/* /optimizer: its name (attribute "name"), the velocity or first moments as vW and vb, for
- * adam the second moments as sW and sb, for lbfgs its state in /optimizer/lbfgs. */
+/* The item of opt called name, or NULL. */
+static const bp_state_item *opt_item(const bp_optimizer_state *opt, const char *name)
+{
+    for (size_t i = 0; i < opt->nitems; i++)
+        if (opt->items[i].name && strcmp(opt->items[i].name, name) == 0)
+            return &opt->items[i];
+    return NULL;
+}
+
+/* /optimizer: the items in the order of the optimizer's spec, then its name (attribute
+ * "name"). */
 static int write_optimizer(hid_t file, const bp_net *net, const bp_optimizer_state *opt, char *step,
                            size_t steplen)
 {
-    const char *name = opt && opt->name ? opt->name : "sgd";
-    int adam = strcmp(name, "adam") == 0, lbfgs = strcmp(name, "lbfgs") == 0;
-    if (write_layers(file, &velocity_group, net, opt ? opt->velocity : NULL, step, steplen) < 0 ||
-        (adam && write_layers(file, &moment2_group, net, opt->moment2, step, steplen) < 0) ||
-        (lbfgs && write_lbfgs(file, net, opt->lbfgs, step, steplen) < 0))
-        return -1;
+    const bp__opt_backend *be = bp__opt_backend_named(opt->name);
+    for (size_t i = 0; i < be->nspec; i++)
+        if (write_item(file, net, opt_item(opt, be->spec[i].name), step, steplen) < 0)
+            return -1;
     begin_step(step, steplen, "cannot write /optimizer's name");
     hid_t group = H5Gopen2(file, "optimizer", H5P_DEFAULT);
-    int rc = group < 0 ? -1 : bp__h5_write_string_attr(group, "name", name);
+    int rc = group < 0 ? -1 : bp__h5_write_string_attr(group, "name", opt->name);
     bp__h5_close(group);
     return rc;
+}
+
+/* opt holds every item its optimizer keeps, of the spec's kinds and sizes; only tensors may
+ * be zeros (NULL). */
+static int check_optimizer(const bp_optimizer_state *opt, char *err, size_t errlen)
+{
+    const bp__opt_backend *be = bp__opt_backend_named(opt->name);
+    if (!be)
+        return bp__fail(err, errlen, BP_EINVAL, "bp_checkpoint_write: unknown optimizer '%s'",
+                        opt->name ? opt->name : "(null)");
+    for (size_t i = 0; i < be->nspec; i++) {
+        const bp_state_item *want = &be->spec[i], *it = opt_item(opt, want->name);
+        int tensor = want->kind == BP_STATE_PARAMS || want->kind == BP_STATE_VECTORS;
+        if (!it || it->kind != want->kind || (!tensor && !it->data) ||
+            (want->count != BP__AS_STORED && it->count != want->count) ||
+            (want->count == BP__AS_STORED && it->count == 0))
+            return bp__fail(err, errlen, BP_EINVAL,
+                            "bp_checkpoint_write: %s without its state item '%s'", be->name,
+                            want->name);
+    }
+    return 0;
 }
 
 static int write_contents(hid_t file, const bp_net *net, const bp_optimizer_state *opt,
@@ -413,15 +433,16 @@ int bp_checkpoint_write(const char *path, const bp_net *net, const bp_optimizer_
                         const bp_train_state *state, const char *config_text, char *err,
                         size_t errlen)
 {
-    if (opt && opt->name && strcmp(opt->name, "sgd") != 0 && strcmp(opt->name, "adam") != 0 &&
-        strcmp(opt->name, "lbfgs") != 0)
-        return bp__fail(err, errlen, BP_EINVAL, "bp_checkpoint_write: unknown optimizer '%s'",
-                        opt->name);
-    if (opt && opt->name && strcmp(opt->name, "lbfgs") == 0 && (!opt->lbfgs || !opt->lbfgs->x0))
-        return bp__fail(err, errlen, BP_EINVAL, "bp_checkpoint_write: lbfgs without its state");
+    static const bp_state_item zeros = {"v", BP_STATE_PARAMS, 0, NULL};
+    const bp_optimizer_state sgd = {"sgd", 1, &zeros};
+    if (!opt)
+        opt = &sgd;
+    int rc = check_optimizer(opt, err, errlen);
+    if (rc < 0)
+        return rc;
     bp__h5_quiet q;
     bp__h5_quiet_begin(&q);
-    int rc = write_checkpoint(path, net, opt, state, config_text, err, errlen);
+    rc = write_checkpoint(path, net, opt, state, config_text, err, errlen);
     bp__h5_quiet_end(&q);
     return rc;
 }
@@ -665,104 +686,123 @@ static int read_layers(const ck_reader *r, const tensor_group *g, int nsizes, co
     return 0;
 }
 
-/* L-BFGS's counters and points, each checked against what the code can reach before
- * anything is sized by them. */
-static int read_lbfgs_attrs(const ck_reader *r, hid_t g, bp_lbfgs_state *l)
+/* A VECTORS item's rows as the file has them (count BP__AS_STORED): the dataset's first
+ * dimension, its shape checked by read_real. */
+static int stored_rows(const ck_reader *r, const char *path, size_t *rows)
 {
-    int v[6];
-    for (int i = 0; i < 6; i++)
-        if (bp__h5_read_attr(g, lbfgs_int_names[i], H5T_NATIVE_INT, 1, &v[i]) < 0)
-            return refuse(r, BP_EFORMAT, "/optimizer/lbfgs attribute '%s' is missing or malformed",
-                          lbfgs_int_names[i]);
-    if (v[0] < 1 || v[0] > 100 || v[1] < 0 || v[1] > v[0] || v[2] < 0 || v[2] >= v[0] ||
-        v[3] < BP_LBFGS_FIRST || v[3] > BP_LBFGS_NEXT || v[4] < 0 || v[5] < 0 ||
-        v[5] > BP_LBFGS_CONVERGED_NO_DECREASE)
-        return refuse(r, BP_EFORMAT, "/optimizer/lbfgs: counters out of range (file corrupted)");
-    l->history = v[0], l->pairs = v[1], l->newest = v[2], l->phase = v[3], l->evals = v[4];
-    l->converged = v[5];
-    bp_lbfgs_point *points[3] = {&l->x, &l->lo, &l->hi};
-    for (int i = 0; i < 3; i++) {
-        double p[5];
-        if (bp__h5_read_attr(g, lbfgs_point_names[i], H5T_NATIVE_DOUBLE, 5, p) < 0)
-            return refuse(r, BP_EFORMAT, "/optimizer/lbfgs attribute '%s' is missing or malformed",
-                          lbfgs_point_names[i]);
-        *points[i] = (bp_lbfgs_point){p[0], p[1], p[2], p[3], p[4]};
-    }
-    if (bp__h5_read_attr(g, "alpha", H5T_NATIVE_DOUBLE, 1, &l->alpha) < 0)
-        return refuse(r, BP_EFORMAT, "/optimizer/lbfgs attribute 'alpha' is missing or malformed");
-    double objective[2];
-    if (bp__h5_read_attr(g, "objective", H5T_NATIVE_DOUBLE, 2, objective) < 0)
-        return refuse(r, BP_EFORMAT,
-                      "/optimizer/lbfgs attribute 'objective' is missing or malformed");
-    l->lambda = objective[0], l->n_train = objective[1];
+    hid_t dset = H5Dopen2(r->file, path, H5P_DEFAULT);
+    hid_t space = dset < 0 ? H5I_INVALID_HID : H5Dget_space(dset);
+    hsize_t dims[H5S_MAX_RANK] = {0};
+    int nd = space < 0 ? -1 : H5Sget_simple_extent_dims(space, dims, NULL);
+    bp__h5_close(space);
+    bp__h5_close(dset);
+    if (dset < 0)
+        return refuse(r, BP_EFORMAT, "%s is missing", path);
+    if (nd != 2 || dims[0] == 0)
+        return refuse(r, BP_EFORMAT, "%s is not a matrix of rows", path);
+    *rows = (size_t)dims[0];
     return 0;
 }
 
-/* /optimizer/lbfgs into ck->lbfgs, its buffers allocated once the memory is known to be
- * there. */
-static int read_lbfgs(const ck_reader *r, bp_checkpoint *ck)
+static int read_vectors(const ck_reader *r, const bp_net *net, bp_state_item *it)
 {
-    bp_lbfgs_state l = {0};
-    hid_t g = H5Gopen2(r->file, "/optimizer/lbfgs", H5P_DEFAULT);
-    int rc =
-        g < 0 ? refuse(r, BP_EFORMAT, "/optimizer/lbfgs is missing") : read_lbfgs_attrs(r, g, &l);
-    size_t n = ck->net.nparams;
-    if (rc == 0) {
-        char what[BP__PATH_LEN];
-        snprintf(what, sizeof(what), "%s: lbfgs's %d pairs of %zu parameters", r->path, l.history,
-                 n);
-        rc = bp__memory_check((2.0 * l.history + 4) * (double)n * sizeof(bp_real), what, r->err,
-                              r->errlen);
+    char path[160], what[BP__PATH_LEN];
+    snprintf(path, sizeof(path), "/optimizer/%s", it->name);
+    int rc = it->count == BP__AS_STORED ? stored_rows(r, path, &it->count) : 0;
+    if (rc < 0)
+        return rc;
+    snprintf(what, sizeof(what), "%s: %s, %zu rows of %zu parameters", r->path, path,
+             it->count ? it->count : 1, net->nparams);
+    rc = bp__memory_check((double)(it->count ? it->count : 1) * (double)net->nparams *
+                              sizeof(bp_real),
+                          what, r->err, r->errlen);
+    if (rc < 0)
+        return rc;
+    if (!(it->data = bp__calloc(1, bp__state_item_bytes(it, net->nparams))))
+        return refuse(r, BP_ENOMEM, "out of memory for %s", path);
+    hsize_t dims[2] = {(hsize_t)it->count, (hsize_t)net->nparams};
+    return it->count ? read_real(r, path, 2, dims, it->data)
+                     : read_real(r, path, 1, dims + 1, it->data);
+}
+
+/* An attribute item: its count as the spec says or, BP__AS_STORED, as the file has it (at
+ * most MAX_ATTR_VALUES). */
+#define MAX_ATTR_VALUES 1024
+static int read_attr_item(const ck_reader *r, bp_state_item *it)
+{
+    char group[160];
+    const char *leaf;
+    attr_place(it, group, sizeof(group), &leaf);
+    hid_t g = H5Gopen2(r->file, group, H5P_DEFAULT);
+    int rc = 0;
+    if (g < 0) {
+        rc = refuse(r, BP_EFORMAT, "%s is missing", group);
+        goto done;
     }
-    if (rc == 0 && bp__lbfgs_alloc(&ck->lbfgs, n, l.history) < 0)
-        rc = refuse(r, BP_ENOMEM, "out of memory for lbfgs's history");
-    if (rc == 0) {
-        bp_real *vecs[6];
-        lbfgs_vectors(&ck->lbfgs, vecs);
-        double *rho = ck->lbfgs.rho;
-        hsize_t dims[2] = {(hsize_t)l.history, (hsize_t)n};
-        for (int i = 0; rc == 0 && i < 6; i++)
-            rc = i < 4 ? read_real(r, lbfgs_vector_names[i], 1, dims + 1, vecs[i])
-                       : read_real(r, lbfgs_vector_names[i], 2, dims, vecs[i]);
-        if (rc == 0 && bp__h5_read_attr(g, "rho", H5T_NATIVE_DOUBLE, l.history, rho) < 0)
-            rc = refuse(r, BP_EFORMAT, "/optimizer/lbfgs attribute 'rho' is missing or malformed");
-        l.x0 = vecs[0], l.g0 = vecs[1], l.d = vecs[2], l.g_lo = vecs[3], l.s = vecs[4];
-        l.y = vecs[5], l.rho = rho;
-        ck->lbfgs = l;
+    if (it->count == BP__AS_STORED) {
+        hssize_t n = bp__h5_attr_npoints(g, leaf);
+        it->count = n >= 1 && n <= MAX_ATTR_VALUES ? (size_t)n : 0;
     }
+    hssize_t n = it->count ? (hssize_t)it->count : 1;
+    it->data = bp__calloc((size_t)n, it->kind == BP_STATE_INTS ? sizeof(int) : sizeof(double));
+    if (!it->data)
+        rc = refuse(r, BP_ENOMEM, "out of memory for %s", group);
+    else if (bp__h5_read_attr(g, leaf, attr_mem_type(it->kind), n, it->data) < 0)
+        rc = refuse(r, BP_EFORMAT, "%s attribute '%s' is missing or malformed", group, leaf);
+done:
     bp__h5_close(g);
     return rc;
 }
 
-/* The optimizer's name (none: a file from before optimizers had names, sgd) and, for adam,
- * the second moments; for lbfgs, its state. */
-/* /optimizer's name into name[8]; files without one are sgd. */
+static int read_item(const ck_reader *r, const model_desc *d, const bp_net *net, bp_state_item *it)
+{
+    if (it->kind == BP_STATE_PARAMS) {
+        char w[64], b[64];
+        snprintf(w, sizeof(w), "%sW", it->name);
+        snprintf(b, sizeof(b), "%sb", it->name);
+        tensor_group g = {"optimizer", w, b};
+        if (!(it->data = bp__calloc(net->nparams, sizeof(bp_real))))
+            return refuse(r, BP_ENOMEM, "out of memory for /optimizer's %s", it->name);
+        return read_layers(r, &g, d->nsizes, d->sizes, net, it->data);
+    }
+    return it->kind == BP_STATE_VECTORS ? read_vectors(r, net, it) : read_attr_item(r, it);
+}
+
+/* /optimizer's name into name[16]; files without one are sgd. */
 static int read_optimizer_name(const ck_reader *r, char *name)
 {
-    snprintf(name, 8, "sgd");
+    snprintf(name, 16, "sgd");
     hid_t group = H5Gopen2(r->file, "optimizer", H5P_DEFAULT);
     int rc = 0;
     if (group >= 0 && H5Aexists(group, "name") > 0 &&
-        bp__h5_read_string_attr(group, "name", name, 8) < 0)
+        bp__h5_read_string_attr(group, "name", name, 16) < 0)
         rc = refuse(r, BP_EFORMAT, "/optimizer: unreadable name");
     bp__h5_close(group);
     return rc;
 }
 
+/* The optimizer's name (none: a file from before optimizers had names, sgd) and the items
+ * its spec lists, then whatever the optimizer checks of the whole. */
 static int read_optimizer(const ck_reader *r, bp_checkpoint *ck, const model_desc *d)
 {
     int rc = read_optimizer_name(r, ck->optimizer);
-    if (rc == 0 && strcmp(ck->optimizer, "adam") == 0) {
-        ck->moment2 = bp__calloc(ck->net.nparams, sizeof(bp_real));
-        rc = ck->moment2
-                 ? read_layers(r, &moment2_group, d->nsizes, d->sizes, &ck->net, ck->moment2)
-                 : refuse(r, BP_ENOMEM, "out of memory for adam's second moments");
-    } else if (rc == 0 && strcmp(ck->optimizer, "lbfgs") == 0) {
-        rc = read_lbfgs(r, ck);
-    } else if (rc == 0 && strcmp(ck->optimizer, "sgd") != 0) {
-        rc = refuse(r, BP_EFORMAT, "/optimizer: unknown optimizer '%s' (from a newer backprop?)",
-                    ck->optimizer);
+    const bp__opt_backend *be = rc == 0 ? bp__opt_backend_named(ck->optimizer) : NULL;
+    if (rc == 0 && !be)
+        return refuse(r, BP_EFORMAT, "/optimizer: unknown optimizer '%s' (from a newer backprop?)",
+                      ck->optimizer);
+    if (rc < 0)
+        return rc;
+    if (!(ck->opt_state = bp__calloc(be->nspec, sizeof(*ck->opt_state))))
+        return refuse(r, BP_ENOMEM, "out of memory for the optimizer's state");
+    for (size_t i = 0; i < be->nspec && rc == 0; i++) {
+        ck->opt_state[i] = be->spec[i];
+        ck->nopt_state = i + 1;
+        rc = read_item(r, d, &ck->net, &ck->opt_state[i]);
     }
+    char why[256];
+    if (rc == 0 && be->check &&
+        be->check(ck->opt_state, ck->nopt_state, ck->net.nparams, why, sizeof(why)) < 0)
+        rc = refuse(r, BP_EFORMAT, "%s", why);
     return rc;
 }
 
@@ -789,13 +829,8 @@ static int read_model(const ck_reader *r, bp_checkpoint *ck)
         return refuse(r, rc, "out of memory for the network");
     if (rc < 0)
         return refuse(r, BP_EFORMAT, "/model: the network is too large");
-    ck->velocity = bp__calloc(ck->net.nparams, sizeof(bp_real));
-    if (!ck->velocity)
-        return refuse(r, BP_ENOMEM, "out of memory for the momentum buffer");
     memcpy(ck->scalar, d.scalar, sizeof(ck->scalar));
     rc = read_layers(r, &params_group, d.nsizes, d.sizes, &ck->net, ck->net.params);
-    if (rc == 0)
-        rc = read_layers(r, &velocity_group, d.nsizes, d.sizes, &ck->net, ck->velocity);
     if (rc == 0)
         rc = read_optimizer(r, ck, &d);
     return rc;
@@ -1042,6 +1077,13 @@ static int read_config(const ck_reader *r, bp_checkpoint *ck)
     return 0;
 }
 
+/* Whether the named optimizer's epochs are iterations over the whole set (lbfgs). */
+static int whole_set(const char *optimizer)
+{
+    const bp__opt_backend *be = bp__opt_backend_named(optimizer);
+    return be && be->whole_set;
+}
+
 static int read_checkpoint(const char *path, bp_checkpoint *ck, char *err, size_t errlen)
 {
     ck_reader r = {path, H5I_INVALID_HID, err, errlen};
@@ -1056,7 +1098,7 @@ static int read_checkpoint(const char *path, bp_checkpoint *ck, char *err, size_
     if (rc == 0)
         rc = read_model(&r, ck);
     if (rc == 0)
-        rc = read_train(&r, &ck->state, strcmp(ck->optimizer, "lbfgs") == 0);
+        rc = read_train(&r, &ck->state, whole_set(ck->optimizer));
     if (rc == 0)
         rc = read_early_stopping(&r, ck);
     if (rc == 0)
@@ -1129,7 +1171,7 @@ static int read_state(const char *path, bp_train_state *st, char *err, size_t er
     if (rc == 0)
         rc = read_optimizer_name(&r, head.optimizer);
     if (rc == 0)
-        rc = read_train(&r, st, strcmp(head.optimizer, "lbfgs") == 0);
+        rc = read_train(&r, st, whole_set(head.optimizer));
     bp__h5_close(r.file);
     return rc;
 }
@@ -1155,9 +1197,9 @@ void bp_checkpoint_free(bp_checkpoint *ck)
     if (!ck)
         return;
     bp_net_free(&ck->net);
-    bp__free(ck->velocity);
-    bp__free(ck->moment2);
-    bp__lbfgs_free(&ck->lbfgs);
+    for (size_t i = 0; i < ck->nopt_state; i++)
+        bp__free(ck->opt_state[i].data);
+    bp__free(ck->opt_state);
     bp__free(ck->state.metrics);
     bp__free(ck->state.best_params);
     bp__free(ck->config_text);

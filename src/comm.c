@@ -1,3 +1,7 @@
+/* The MPI layer: a bp_comm's communicators (made by bp_comm_init, bp_comm_dup and
+ * bp_comm_split, each with communicators of its own), its watchdog, and the few collectives
+ * the library calls, each over the comm it is given. */
+#include <errno.h>
 #include <limits.h>
 #include <mpi.h>
 #include <pthread.h>
@@ -10,139 +14,202 @@
 #include "comm.h"
 #include "comm_mpi.h"
 
-/* The library's own copy of MPI_COMM_WORLD: its collectives never mix with a program's
- * own messages, and its error handler (errors come back as codes: a rank never dies inside
- * MPI without saying why) is set on the copy, not on the program's communicator. */
-static MPI_Comm world = MPI_COMM_NULL;
-static int we_initialised; /* MPI_Finalize is ours to call only if MPI_Init was */
-static int comm_local_size = 1;
+/* The one piece of process-wide state in this file, because MPI's own is: MPI_Init runs once
+ * per process, and MPI_Finalize once after it, with every communicator of every bp_comm made
+ * on the way. So whether we called MPI_Init (then MPI_Finalize is ours to call) and how many
+ * comms bp_comm_init gave that are not finalized yet (the last one finalizes) belong to the
+ * process, not to a comm (Horovod keeps the same flag, should_finalize, for the same reason).
+ * bp_comm_init and bp_comm_finalize are called from one thread, as MPI_Init and MPI_Finalize
+ * must be. */
+static struct {
+    int we_initialised; /* MPI_Init_thread was ours */
+    int open;           /* comms of bp_comm_init not finalized yet */
+} mpi_process;
 
-static int comms_rank(void)
-{
-    int r = 0;
-    MPI_Comm_rank(world, &r);
-    return r;
-}
-
-static int comms_size(void)
-{
-    int n = 1;
-    MPI_Comm_size(world, &n);
-    return n;
-}
-static bp__mpi comms = {.world = MPI_COMM_NULL,
-                        .node = MPI_COMM_NULL,
-                        .cross = MPI_COMM_NULL,
-                        .flat = MPI_COMM_NULL,
-                        .shm = MPI_COMM_NULL};
-
-const bp__mpi *bp__mpi_get(void)
-{
-    return world == MPI_COMM_NULL ? NULL : &comms;
-}
+static const bp_comm alone = {.rank = 0, .size = 1, .local_size = 1, .mpi = NULL};
 
 /* The node's ranks and, across nodes, the ranks with the same place on theirs: the two
  * levels of the gradient exchange. */
-static int split_levels(MPI_Comm node)
+static int split_levels(bp__mpi *m, MPI_Comm node)
 {
     int size, range[2];
     MPI_Comm_size(node, &size);
     range[0] = -size, range[1] = size;
-    if (MPI_Allreduce(MPI_IN_PLACE, range, 2, MPI_INT, MPI_MAX, world) != MPI_SUCCESS)
+    if (MPI_Allreduce(MPI_IN_PLACE, range, 2, MPI_INT, MPI_MAX, m->world) != MPI_SUCCESS)
         return BP_ECOMM;
     int uniform = -range[0] == range[1];
-    if (MPI_Comm_dup(node, &comms.shm) != MPI_SUCCESS)
+    if (MPI_Comm_dup(node, &m->shm) != MPI_SUCCESS)
         return BP_ECOMM;
-    MPI_Comm_set_errhandler(comms.shm, MPI_ERRORS_RETURN);
+    MPI_Comm_set_errhandler(m->shm, MPI_ERRORS_RETURN);
     if (uniform)
-        comms.node = node;
+        m->node = node;
     else if (MPI_Comm_free(&node) != MPI_SUCCESS ||
-             MPI_Comm_split(world, comms_rank(), 0, &comms.node) != MPI_SUCCESS)
+             MPI_Comm_split(m->world, m->rank, 0, &m->node) != MPI_SUCCESS)
         return BP_ECOMM;
-    MPI_Comm_rank(comms.node, &comms.node_rank);
-    MPI_Comm_size(comms.node, &comms.node_size);
-    if (MPI_Comm_split(world, comms.node_rank, comms_rank(), &comms.cross) != MPI_SUCCESS ||
-        MPI_Comm_dup(world, &comms.flat) != MPI_SUCCESS)
+    MPI_Comm_rank(m->node, &m->node_rank);
+    MPI_Comm_size(m->node, &m->node_size);
+    if (MPI_Comm_split(m->world, m->node_rank, m->rank, &m->cross) != MPI_SUCCESS ||
+        MPI_Comm_dup(m->world, &m->flat) != MPI_SUCCESS)
         return BP_ECOMM;
-    MPI_Comm_set_errhandler(comms.flat, MPI_ERRORS_RETURN);
-    MPI_Comm_set_errhandler(comms.node, MPI_ERRORS_RETURN);
-    MPI_Comm_set_errhandler(comms.cross, MPI_ERRORS_RETURN);
-    MPI_Comm_rank(comms.cross, &comms.cross_rank);
-    MPI_Comm_size(comms.cross, &comms.cross_size);
+    MPI_Comm_set_errhandler(m->flat, MPI_ERRORS_RETURN);
+    MPI_Comm_set_errhandler(m->node, MPI_ERRORS_RETURN);
+    MPI_Comm_set_errhandler(m->cross, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(m->cross, &m->cross_rank);
+    MPI_Comm_size(m->cross, &m->cross_size);
+    return 0;
+}
+
+/* Frees what m holds (its watchdog stopped first) and m. */
+static void release(bp__mpi *m)
+{
+    if (!m)
+        return;
+    bp__watchdog *w = &m->wd;
+    pthread_mutex_lock(&w->mu);
+    w->stop = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    if (w->started)
+        pthread_join(w->thread, NULL);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    MPI_Comm *all[] = {&m->node, &m->cross, &m->flat, &m->shm, &m->world};
+    for (int i = 0; i < 5 && !finalized; i++)
+        if (*all[i] != MPI_COMM_NULL)
+            MPI_Comm_free(all[i]);
+    free(m);
+}
+
+/* A bp_comm over world (a fresh duplicate or split, which it takes): its node and
+ * cross-node communicators, and a watchdog not yet started that calls parent's callback. */
+static int build(MPI_Comm world, const bp__mpi *parent, bp_comm *out)
+{
+    *out = alone;
+    MPI_Comm_set_errhandler(world, MPI_ERRORS_RETURN);
+    bp__mpi *m = calloc(1, sizeof(*m));
+    int ok = m != NULL, all_ok = 0;
+    /* Every rank goes on to the collectives below, or none. */
+    if (MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, world) != MPI_SUCCESS || !all_ok) {
+        free(m);
+        MPI_Comm_free(&world);
+        return ok ? BP_ECOMM : BP_ENOMEM;
+    }
+    m->world = world;
+    m->node = m->cross = m->flat = m->shm = MPI_COMM_NULL;
+    MPI_Comm_rank(world, &m->rank);
+    MPI_Comm_size(world, &m->size);
+    int level = MPI_THREAD_SINGLE;
+    MPI_Query_thread(&level);
+    m->threads_ok = level >= MPI_THREAD_SERIALIZED;
+    atomic_init(&m->wd.step, -1);
+    if (parent)
+        m->wd.expired = parent->wd.expired, m->wd.ctx = parent->wd.ctx;
+    /* The watchdog sleeps on a monotonic clock: a wall clock set back must not stall it. */
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_mutex_init(&m->wd.mu, NULL);
+    pthread_cond_init(&m->wd.cv, &attr);
+    pthread_condattr_destroy(&attr);
+    MPI_Comm node;
+    int local_size = 1;
+    if (MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, m->rank, MPI_INFO_NULL, &node) !=
+        MPI_SUCCESS) {
+        release(m);
+        return BP_ECOMM;
+    }
+    MPI_Comm_size(node, &local_size);
+    if (split_levels(m, node) < 0) {
+        release(m);
+        return BP_ECOMM;
+    }
+    *out = (bp_comm){m->rank, m->size, local_size, m};
     return 0;
 }
 
 int bp_comm_init(int *argc, char ***argv, bp_comm *comm)
 {
+    *comm = alone;
     int initialized = 0;
     MPI_Initialized(&initialized);
     if (!initialized) {
         /* SERIALIZED: the exchange's thread calls MPI while the trainer's waits for it;
-         * never two at once. (The watchdog's thread never calls MPI.) */
+         * never two at once. (The watchdog's thread never calls MPI but to abort.) */
         int provided;
         if (MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided) != MPI_SUCCESS)
             return BP_ECOMM;
-        we_initialised = 1;
+        mpi_process.we_initialised = 1;
     }
-    if (world != MPI_COMM_NULL) { /* again: the same job */
-        *comm = (bp_comm){comms_rank(), comms_size(), comm_local_size};
-        return 0;
-    }
-    int level = MPI_THREAD_SINGLE;
-    MPI_Query_thread(&level);
-    comms.threads_ok = level >= MPI_THREAD_SERIALIZED;
+    MPI_Comm world;
     if (MPI_Comm_dup(MPI_COMM_WORLD, &world) != MPI_SUCCESS)
         return BP_ECOMM;
-    comms.world = world;
-    MPI_Comm_set_errhandler(world, MPI_ERRORS_RETURN);
-    MPI_Comm node;
-    if (MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, comms_rank(), MPI_INFO_NULL, &node) !=
-        MPI_SUCCESS)
-        return BP_ECOMM;
-    MPI_Comm_size(node, &comm_local_size);
-    if (split_levels(node) < 0)
-        return BP_ECOMM;
-    *comm = (bp_comm){comms_rank(), comms_size(), comm_local_size};
-    return 0;
+    int rc = build(world, NULL, comm);
+    mpi_process.open += rc == 0;
+    return rc;
 }
 
-void bp_comm_finalize(void)
+void bp_comm_finalize(bp_comm *comm)
 {
+    if (comm->mpi)
+        mpi_process.open--;
+    bp_comm_free(comm);
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (finalized)
+    if (finalized || !mpi_process.we_initialised || mpi_process.open > 0)
         return;
-    MPI_Comm *all[] = {&comms.node, &comms.cross, &comms.flat, &comms.shm, &world};
-    for (int i = 0; i < 5; i++)
-        if (*all[i] != MPI_COMM_NULL)
-            MPI_Comm_free(all[i]);
-    comms.world = MPI_COMM_NULL;
-    if (we_initialised)
-        MPI_Finalize();
-    we_initialised = 0;
+    MPI_Finalize();
+    mpi_process.we_initialised = 0;
+}
+
+static void enter(bp__mpi *m, const char *what);
+static void leave(bp__mpi *m);
+
+int bp_comm_dup(const bp_comm *comm, bp_comm *out)
+{
+    *out = alone;
+    if (!comm->mpi) /* a job of one without MPI stays one */
+        return 0;
+    MPI_Comm world;
+    enter(comm->mpi, "the making of a communicator");
+    int rc = MPI_Comm_dup(comm->mpi->world, &world);
+    leave(comm->mpi);
+    return rc == MPI_SUCCESS ? build(world, comm->mpi, out) : BP_ECOMM;
+}
+
+int bp_comm_split(const bp_comm *comm, int color, bp_comm *out)
+{
+    *out = alone;
+    if (!comm->mpi)
+        return color < 0 ? BP_EINVAL : 0;
+    /* A rank with a negative color still joins the split (the others wait for it), and
+     * gets no communicator. */
+    MPI_Comm world;
+    enter(comm->mpi, "the making of a communicator");
+    int rc =
+        MPI_Comm_split(comm->mpi->world, color < 0 ? MPI_UNDEFINED : color, comm->rank, &world);
+    leave(comm->mpi);
+    if (rc != MPI_SUCCESS)
+        return BP_ECOMM;
+    return color < 0 ? BP_EINVAL : build(world, comm->mpi, out);
+}
+
+void bp_comm_free(bp_comm *comm)
+{
+    release(comm->mpi);
+    *comm = alone;
 }
 
 /* ---- the watchdog ----
- * No collective waits forever. A thread of its own watches the collective this rank is in:
- * entering one stores the time and what it is (two relaxed atomic stores, nothing on the
- * hot path), leaving clears it. When a collective has waited longer than the timeout, the
- * thread reports through the program's callback and ends the process with exit status 1;
- * mpirun then ends the job. A rank that never arrives (stopped, hung outside MPI, cut off
- * from the network) is found by the ranks waiting for it. */
-
-#define WD_SLOTS 2 /* the trainer's thread and the exchange's */
-
-static struct {
-    struct {
-        _Atomic long long since_ns; /* when the current collective began; 0 when in none */
-        _Atomic(const char *) what; /* "the gradient exchange" */
-    } slot[WD_SLOTS];
-    _Atomic long step; /* the trainer's global step, for the message */
-    _Atomic long long timeout_ns;
-    bp_timeout_fn expired;
-    void *ctx;
-    int rank, size, started;
-} wd = {.step = -1};
+ * No collective waits forever. Each comm's watchdog is a thread of its own that watches the
+ * collective this rank is in on that comm: entering one stores the time and what it is (two
+ * relaxed atomic stores, nothing on the hot path), leaving clears it. When a collective has
+ * waited longer than the timeout, the thread reports through the program's callback, which
+ * ends the process; mpirun then ends the job. A rank that never arrives (stopped, hung
+ * outside MPI, cut off from the network) is found by the ranks waiting for it. One thread
+ * per comm rather than one per process: a comm's limit, callback and step are its own, and
+ * bp_comm_free ends its thread with it. */
 
 static long long now_ns(void)
 {
@@ -151,95 +218,122 @@ static long long now_ns(void)
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static void *watch(void *unused)
+/* Sleeps ns, or less when the comm is freed meanwhile: 1 then. */
+static int wd_sleep(bp__watchdog *w, long long ns)
 {
-    for (;;) {
-        struct timespec tick = {0, 100 * 1000 * 1000};
-        nanosleep(&tick, NULL);
-        long long limit = atomic_load_explicit(&wd.timeout_ns, memory_order_relaxed), since = 0;
-        int s = 0;
-        for (int i = 0; i < WD_SLOTS && !since; i++) {
-            s = i;
-            since = atomic_load_explicit(&wd.slot[i].since_ns, memory_order_acquire);
-            if (since && now_ns() - since <= limit)
-                since = 0;
-        }
-        if (since == 0 || limit == 0)
+    long long until_ns = now_ns() + ns;
+    struct timespec until = {(time_t)(until_ns / 1000000000LL), (long)(until_ns % 1000000000LL)};
+    pthread_mutex_lock(&w->mu);
+    int rc = 0;
+    while (!w->stop && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&w->cv, &w->mu, &until);
+    int stop = w->stop;
+    pthread_mutex_unlock(&w->mu);
+    return stop;
+}
+
+/* The slot whose collective is older than the limit, with its start in *since; -1 if none. */
+static int overdue(bp__watchdog *w, long long *since)
+{
+    long long limit = atomic_load_explicit(&w->timeout_ns, memory_order_relaxed);
+    for (int i = 0; i < BP__WATCH_SLOTS && limit > 0; i++) {
+        *since = atomic_load_explicit(&w->slot[i].since_ns, memory_order_acquire);
+        if (*since && now_ns() - *since > limit)
+            return i;
+    }
+    return -1;
+}
+
+/* Slot s's collective hung: the program's callback ends the process. */
+static void expire(bp__mpi *m, int s)
+{
+    bp__watchdog *w = &m->wd;
+    char msg[512], who[96], at[32] = "";
+    if (m->size == 2)
+        snprintf(who, sizeof(who), "rank %d did not arrive", 1 - m->rank);
+    else
+        snprintf(who, sizeof(who), "a rank did not arrive");
+    long step = atomic_load_explicit(&w->step, memory_order_relaxed);
+    if (step >= 0)
+        snprintf(at, sizeof(at), " at step %ld", step);
+    snprintf(msg, sizeof(msg),
+             "timed out after %.0f s in %s%s: %s (stopped, hung, or cut off from the "
+             "network); [comm] timeout sets the limit",
+             (double)atomic_load_explicit(&w->timeout_ns, memory_order_relaxed) / 1e9,
+             atomic_load_explicit(&w->slot[s].what, memory_order_relaxed), at, who);
+    if (w->expired)
+        w->expired(w->ctx, m->rank, msg);
+    /* The callback did not end the process (or there is none). The collective that hung
+     * cannot be returned from, and a library must not _exit a program: the job ends the way
+     * MPI ends jobs. MPI_Abort from this thread while another is inside MPI goes beyond what
+     * MPI_THREAD_SERIALIZED promises, but ending everything is what MPI_Abort is for (Open
+     * MPI's goes through its runtime, not the hung communicator's progress). */
+    MPI_Abort(m->world, 1);
+}
+
+static void *watch(void *arg)
+{
+    bp__mpi *m = arg;
+    bp__watchdog *w = &m->wd;
+    while (!wd_sleep(w, 100 * 1000 * 1000LL)) {
+        long long since = 0;
+        int s = overdue(w, &since);
+        if (s < 0)
             continue;
         /* With many ranks waiting, the lowest fires first and mpirun takes down the rest
          * before they speak: one line for the job. */
-        struct timespec stagger = {0, 200 * 1000 * 1000L * (wd.rank < 4 ? wd.rank : 4)};
-        nanosleep(&stagger, NULL);
-        if (atomic_load_explicit(&wd.slot[s].since_ns, memory_order_relaxed) != since)
+        if (wd_sleep(w, 200 * 1000 * 1000LL * (m->rank < 4 ? m->rank : 4)))
+            break;
+        if (atomic_load_explicit(&w->slot[s].since_ns, memory_order_relaxed) != since)
             continue; /* it arrived meanwhile */
-        char msg[512], who[96], at[32] = "";
-        if (wd.size == 2)
-            snprintf(who, sizeof(who), "rank %d did not arrive", 1 - wd.rank);
-        else
-            snprintf(who, sizeof(who), "a rank did not arrive");
-        long step = atomic_load_explicit(&wd.step, memory_order_relaxed);
-        if (step >= 0)
-            snprintf(at, sizeof(at), " at step %ld", step);
-        snprintf(msg, sizeof(msg),
-                 "timed out after %.0f s in %s%s: %s (stopped, hung, or cut off from the "
-                 "network); [comm] timeout sets the limit",
-                 (double)limit / 1e9, atomic_load_explicit(&wd.slot[s].what, memory_order_relaxed),
-                 at, who);
-        if (wd.expired)
-            wd.expired(wd.ctx, wd.rank, msg);
-        _exit(1);
+        expire(m, s);
     }
     return NULL;
 }
 
 int bp_comm_watch(const bp_comm *comm, double seconds, bp_timeout_fn expired, void *ctx)
 {
-    /* Only the limit changes once the thread runs: the rest is its to read. */
-    if (!wd.started) {
-        wd.rank = comm->rank, wd.size = comm->size;
-        if (expired)
-            wd.expired = expired, wd.ctx = ctx;
-    }
-    atomic_store(&wd.timeout_ns, seconds > 0 ? (long long)(seconds * 1e9) : 0);
-    if (seconds <= 0 || wd.started || comm->size == 1)
+    if (!comm->mpi) /* no MPI: nothing can wait for another rank */
         return 0;
-    pthread_t thread;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    int rc = pthread_create(&thread, &attr, watch, NULL);
-    pthread_attr_destroy(&attr);
-    if (rc != 0)
+    bp__watchdog *w = &comm->mpi->wd;
+    /* Only the limit changes once the thread runs: the rest is its to read. */
+    if (!w->started && expired)
+        w->expired = expired, w->ctx = ctx;
+    atomic_store(&w->timeout_ns, seconds > 0 ? (long long)(seconds * 1e9) : 0);
+    if (seconds <= 0 || w->started || comm->size == 1)
+        return 0;
+    if (pthread_create(&w->thread, NULL, watch, comm->mpi) != 0)
         return BP_ENOMEM;
-    wd.started = 1;
+    w->started = 1;
     return 0;
 }
 
-void bp__comm_set_step(long step)
+void bp__comm_set_step(const bp_comm *comm, long step)
 {
-    atomic_store_explicit(&wd.step, step, memory_order_relaxed);
+    if (comm->mpi)
+        atomic_store_explicit(&comm->mpi->wd.step, step, memory_order_relaxed);
 }
 
-void bp__watch_enter(int slot, const char *what)
+void bp__watch_enter(bp__mpi *m, int slot, const char *what)
 {
-    atomic_store_explicit(&wd.slot[slot].what, what, memory_order_relaxed);
+    atomic_store_explicit(&m->wd.slot[slot].what, what, memory_order_relaxed);
     /* release: a watchdog that sees this time also sees the name stored before it */
-    atomic_store_explicit(&wd.slot[slot].since_ns, now_ns(), memory_order_release);
+    atomic_store_explicit(&m->wd.slot[slot].since_ns, now_ns(), memory_order_release);
 }
 
-void bp__watch_leave(int slot)
+void bp__watch_leave(bp__mpi *m, int slot)
 {
-    atomic_store_explicit(&wd.slot[slot].since_ns, 0, memory_order_relaxed);
+    atomic_store_explicit(&m->wd.slot[slot].since_ns, 0, memory_order_relaxed);
 }
 
-static void enter(const char *what)
+static void enter(bp__mpi *m, const char *what)
 {
-    bp__watch_enter(0, what);
+    bp__watch_enter(m, 0, what);
 }
 
-static void leave(void)
+static void leave(bp__mpi *m)
 {
-    bp__watch_leave(0);
+    bp__watch_leave(m, 0);
 }
 
 /* In place, over every rank; 0 or BP_ECOMM. */
@@ -248,15 +342,17 @@ static int allreduce(const bp_comm *comm, void *buf, size_t n, MPI_Datatype type
 {
     if (comm->size == 1)
         return 0;
+    if (!comm->mpi) /* ranks that no bp_comm_* call made */
+        return BP_ECOMM;
     if (n > INT_MAX) /* MPI counts are ints */
         return BP_EINVAL;
-    enter(what);
-    int rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, type, op, world);
-    leave();
+    enter(comm->mpi, what);
+    int rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, type, op, comm->mpi->world);
+    leave(comm->mpi);
     return rc == MPI_SUCCESS ? 0 : BP_ECOMM;
 }
 
-int bp__comm_allreduce_sum(const bp_comm *comm, bp_real *buf, size_t n)
+int bp_comm_sum(const bp_comm *comm, bp_real *buf, size_t n)
 {
     return allreduce(comm, buf, n, BP_MPI_REAL, MPI_SUM, "the gradient allreduce");
 }
@@ -276,13 +372,15 @@ int bp_comm_agree(const bp_comm *comm, int value, int *max, int *who)
     *max = value, *who = comm->rank;
     if (comm->size == 1)
         return 0;
+    if (!comm->mpi)
+        return BP_ECOMM;
     struct {
         int value, rank;
     } in = {value, comm->rank}, out;
     /* MAXLOC breaks ties by the lowest rank. */
-    enter("an agreement between ranks");
-    int rc = MPI_Allreduce(&in, &out, 1, MPI_2INT, MPI_MAXLOC, world);
-    leave();
+    enter(comm->mpi, "an agreement between ranks");
+    int rc = MPI_Allreduce(&in, &out, 1, MPI_2INT, MPI_MAXLOC, comm->mpi->world);
+    leave(comm->mpi);
     if (rc != MPI_SUCCESS)
         return BP_ECOMM;
     *max = out.value, *who = out.rank;
@@ -293,10 +391,12 @@ int bp_comm_same(const bp_comm *comm, uint64_t value)
 {
     if (comm->size == 1)
         return 1;
+    if (!comm->mpi)
+        return BP_ECOMM;
     uint64_t v[2] = {value, ~value}, r[2];
-    enter("the replica check");
-    int rc = MPI_Allreduce(v, r, 2, MPI_UINT64_T, MPI_MAX, world);
-    leave();
+    enter(comm->mpi, "the replica check");
+    int rc = MPI_Allreduce(v, r, 2, MPI_UINT64_T, MPI_MAX, comm->mpi->world);
+    leave(comm->mpi);
     if (rc != MPI_SUCCESS)
         return BP_ECOMM;
     /* max(v) == v and max(~v) == ~v on every rank only when all v are equal. */
@@ -307,11 +407,13 @@ int bp__comm_bcast(const bp_comm *comm, void *buf, size_t bytes)
 {
     if (comm->size == 1)
         return 0;
+    if (!comm->mpi)
+        return BP_ECOMM;
     if (bytes > INT_MAX)
         return BP_EINVAL;
-    enter("the broadcast of rank 0's config and data");
-    int rc = MPI_Bcast(buf, (int)bytes, MPI_BYTE, 0, world);
-    leave();
+    enter(comm->mpi, "the broadcast of rank 0's config and data");
+    int rc = MPI_Bcast(buf, (int)bytes, MPI_BYTE, 0, comm->mpi->world);
+    leave(comm->mpi);
     return rc == MPI_SUCCESS ? 0 : BP_ECOMM;
 }
 
@@ -319,45 +421,49 @@ int bp__comm_bcast(const bp_comm *comm, void *buf, size_t bytes)
 
 struct bp_shared {
     MPI_Win win;
+    bp__mpi *mpi; /* the comm's: its node's ranks, and its watchdog */
 };
 
-int bp__comm_node_ranks(int *rank, int *size)
+int bp__comm_node_ranks(const bp_comm *comm, int *rank, int *size)
 {
     *rank = 0, *size = 1;
-    if (comms.shm == MPI_COMM_NULL)
+    if (!comm->mpi)
         return 0;
-    MPI_Comm_rank(comms.shm, rank);
-    MPI_Comm_size(comms.shm, size);
+    MPI_Comm_rank(comm->mpi->shm, rank);
+    MPI_Comm_size(comm->mpi->shm, size);
     return 0;
 }
 
-int bp__comm_node_bcast(void *buf, size_t bytes)
+int bp__comm_node_bcast(const bp_comm *comm, void *buf, size_t bytes)
 {
-    int size = 1;
-    if (comms.shm != MPI_COMM_NULL)
-        MPI_Comm_size(comms.shm, &size);
+    int rank, size;
+    bp__comm_node_ranks(comm, &rank, &size);
     if (size == 1)
         return 0;
     if (bytes > INT_MAX)
         return BP_EINVAL;
-    enter("the node's broadcast of the data's shape");
-    int rc = MPI_Bcast(buf, (int)bytes, MPI_BYTE, 0, comms.shm);
-    leave();
+    enter(comm->mpi, "the node's broadcast of the data's shape");
+    int rc = MPI_Bcast(buf, (int)bytes, MPI_BYTE, 0, comm->mpi->shm);
+    leave(comm->mpi);
     return rc == MPI_SUCCESS ? 0 : BP_ECOMM;
 }
 
-int bp__comm_share(size_t bytes, bp_shared **out, void **base)
+int bp__comm_share(const bp_comm *comm, size_t bytes, bp_shared **out, void **base)
 {
     *out = NULL, *base = NULL;
+    if (!comm->mpi) /* no MPI: no node to share with */
+        return BP_ECOMM;
     int rank;
-    MPI_Comm_rank(comms.shm, &rank);
+    MPI_Comm_rank(comm->mpi->shm, &rank);
     bp_shared *s = calloc(1, sizeof(*s));
     int ok = s != NULL, all_ok;
+    if (s)
+        s->mpi = comm->mpi;
     /* Every rank must reach the allocation or none: a rank without memory for the handle
      * says so first. */
-    enter("the node's agreement on shared memory");
-    int rc = MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, comms.shm);
-    leave();
+    enter(comm->mpi, "the node's agreement on shared memory");
+    int rc = MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, comm->mpi->shm);
+    leave(comm->mpi);
     if (rc != MPI_SUCCESS || !all_ok) {
         free(s);
         return rc != MPI_SUCCESS ? BP_ECOMM : BP_ENOMEM;
@@ -367,9 +473,9 @@ int bp__comm_share(size_t bytes, bp_shared **out, void **base)
     MPI_Aint mine = rank == 0 ? (MPI_Aint)(bytes ? bytes : 1) : 0, size;
     int unit;
     void *at = NULL;
-    enter("the node's allocation of shared memory");
-    rc = MPI_Win_allocate_shared(mine, 1, MPI_INFO_NULL, comms.shm, &at, &s->win);
-    leave();
+    enter(comm->mpi, "the node's allocation of shared memory");
+    rc = MPI_Win_allocate_shared(mine, 1, MPI_INFO_NULL, comm->mpi->shm, &at, &s->win);
+    leave(comm->mpi);
     if (rc != MPI_SUCCESS) {
         free(s);
         return BP_ENOMEM;
@@ -380,15 +486,15 @@ int bp__comm_share(size_t bytes, bp_shared **out, void **base)
     int locked = 0;
     ok = MPI_Win_shared_query(s->win, 0, &size, &unit, &at) == MPI_SUCCESS &&
          (locked = MPI_Win_lock_all(MPI_MODE_NOCHECK, s->win) == MPI_SUCCESS);
-    enter("the node's agreement on shared memory");
-    rc = MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, comms.shm);
-    leave();
+    enter(comm->mpi, "the node's agreement on shared memory");
+    rc = MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, comm->mpi->shm);
+    leave(comm->mpi);
     if (rc != MPI_SUCCESS || !all_ok) {
         if (locked)
             MPI_Win_unlock_all(s->win);
-        enter("the node's release of shared memory");
+        enter(comm->mpi, "the node's release of shared memory");
         MPI_Win_free(&s->win);
-        leave();
+        leave(comm->mpi);
         free(s);
         return BP_ECOMM;
     }
@@ -401,9 +507,9 @@ int bp__comm_share_ready(bp_shared *s)
     /* The writer's stores become visible: sync, the node's barrier, sync (MPI-3's
      * unified model for shared windows). */
     MPI_Win_sync(s->win);
-    enter("the node's barrier after sharing the data");
-    int rc = MPI_Barrier(comms.shm);
-    leave();
+    enter(s->mpi, "the node's barrier after sharing the data");
+    int rc = MPI_Barrier(s->mpi->shm);
+    leave(s->mpi);
     MPI_Win_sync(s->win);
     return rc == MPI_SUCCESS ? 0 : BP_ECOMM;
 }
@@ -413,9 +519,9 @@ void bp__comm_share_free(bp_shared *s)
     if (!s)
         return;
     MPI_Win_unlock_all(s->win);
-    enter("the node's release of shared memory");
+    enter(s->mpi, "the node's release of shared memory");
     MPI_Win_free(&s->win);
-    leave();
+    leave(s->mpi);
     free(s);
 }
 

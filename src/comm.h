@@ -1,31 +1,21 @@
-/* The MPI layer, thin and in one place: everything else sees a bp_comm of plain ints
- * and calls these few collectives. */
-#ifndef BACKPROP_COMM_H
-#define BACKPROP_COMM_H
+/* The MPI layer, thin and in one place: everything else sees a bp_comm (plain ints and an
+ * opaque handle) and calls these few collectives, each over the comm it is given. */
+#ifndef BACKPROP_COMM_INTERNAL_H
+#define BACKPROP_COMM_INTERNAL_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "backprop/train.h" /* bp_comm, bp_comm_init, bp_comm_finalize */
+#include "backprop/comm.h"
 
-/* The step the reason names (the trainer's global step); -1 for none. */
-void bp__comm_set_step(long step);
+/* The step comm's watchdog names in its reason (the trainer's global step); -1 for none. */
+void bp__comm_set_step(const bp_comm *comm, long step);
 
-/* In-place sum across ranks of n reals: THE one collective of a training step. */
-int bp__comm_allreduce_sum(const bp_comm *comm, bp_real *buf, size_t n);
+/* In-place sum across ranks of n doubles. */
 int bp__comm_allreduce_sum_double(const bp_comm *comm, double *buf, size_t n);
 
 /* *value becomes its largest value over the ranks. */
 int bp__comm_max_double(const bp_comm *comm, double *value);
-
-/* Every rank passes a value; all learn the largest one (*max) and the lowest rank that
- * passed it (*who), so that exactly one rank reports. 0, or BP_ECOMM when the collective
- * failed (then *max is value and *who this rank). */
-int bp_comm_agree(const bp_comm *comm, int value, int *max, int *who);
-
-/* 1 when every rank passed the same value, 0 when they differ, BP_ECOMM when the collective
- * failed. */
-int bp_comm_same(const bp_comm *comm, uint64_t value);
 
 /* Rank 0's bytes of buf, sent to every rank (the others' buf is overwritten): what a rank
  * compares with its own to find what differs. 0, or BP_ECOMM. */
@@ -35,17 +25,17 @@ int bp__comm_bcast(const bp_comm *comm, void *buf, size_t bytes);
  * that share memory, whether or not the gradient exchange treats them as one node). */
 typedef struct bp_shared bp_shared;
 
-/* This rank's place among the ranks sharing its memory, and how many they are. */
-int bp__comm_node_ranks(int *rank, int *size);
+/* This rank's place among comm's ranks sharing its memory, and how many they are. */
+int bp__comm_node_ranks(const bp_comm *comm, int *rank, int *size);
 
-/* The node's rank 0 sends bytes of buf to the node's other ranks. */
-int bp__comm_node_bcast(void *buf, size_t bytes);
+/* The node's rank 0 sends bytes of buf to the node's other ranks (of comm). */
+int bp__comm_node_bcast(const bp_comm *comm, void *buf, size_t bytes);
 
-/* Collective over the node's ranks: bytes of memory (the node's rank 0's value counts)
+/* Collective over comm's ranks on the node: bytes of memory (the node's rank 0's value counts)
  * that every rank of the node reaches at *base. The node's rank 0 writes it, then all call
  * bp__comm_share_ready before reading. BP_ENOMEM when it cannot be had (/dev/shm full),
  * BP_ECOMM when a collective failed. */
-int bp__comm_share(size_t bytes, bp_shared **out, void **base);
+int bp__comm_share(const bp_comm *comm, size_t bytes, bp_shared **out, void **base);
 int bp__comm_share_ready(bp_shared *s);
 void bp__comm_share_free(bp_shared *s); /* collective over the node's ranks */
 

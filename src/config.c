@@ -1,6 +1,7 @@
-/* The INI config, read with libinih. Keys are described by one table; a custom line
- * reader counts lines so every message can say FILE:LINE (Debian's inih is built
- * without INI_HANDLER_LINENO). */
+/* The INI config, read with libinih. Every key lives in one table, keys[]: its parsing,
+ * default, range and the messages about it, the effective config's line, and its --help and
+ * docs/config.md entries all come from its row. A custom line reader counts lines so every
+ * message can say FILE:LINE (Debian's inih is built without INI_HANDLER_LINENO). */
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -18,100 +19,184 @@
 #include "internal.h"
 
 typedef enum {
-    K_PATH,
-    K_LONG,
-    K_REAL,
-    K_LAYERS,
-    K_HIDDEN,
-    K_OUTPUT,
-    K_COST,
-    K_INIT,
-    K_SEED,
-    K_THREADS,
-    K_PROGRESS,
-    K_BOOL,
-    K_LR_SCHEDULE,
-    K_OPTIMIZER,
-    K_WEIGHT_DECAY,
-    K_PRECISION,
-    K_DTYPE,
-    K_PLACEMENT
+    K_PATH,    /* char[BP_PATH_MAX]; "" = not set */
+    K_LONG,    /* long, min..max */
+    K_REAL,    /* double, min..max, either end open by flag */
+    K_ENUM,    /* int (or an enum type), one of a choices table; true/false too */
+    K_LAYERS,  /* [network] layers: nsizes and sizes[] */
+    K_SEED,    /* uint64_t, any */
+    K_THREADS, /* int: "auto" (0) or min..max */
 } key_type;
+
+/* An enum key's spellings, in the order messages and --help list them; values[i] is what
+ * names[i] stores (NULL: i itself). */
+typedef struct {
+    const char *const *names;
+    const int *values;
+    int count;
+} key_choices;
+
+enum {
+    REQUIRED = 1, /* no default: a config must set it */
+    LO_OPEN = 2,  /* K_REAL: min itself is refused */
+    HI_OPEN = 4,  /* K_REAL: max itself is refused */
+};
 
 typedef struct {
     const char *section, *name;
     key_type type;
     size_t offset;
-    double min, max;   /* for K_LONG and K_REAL */
-    const char *range; /* how messages state the range, for reals */
-    int required;
-    const char *fallback; /* default value, parsed like a config value */
+    const key_choices *choices; /* K_ENUM */
+    double min, max;            /* K_LONG, K_REAL, K_THREADS */
+    int flags;
+    const char *zero;     /* K_REAL: what 0 means, where the range states it */
+    double above_zero;    /* K_REAL: other than 0, values start here (finish() checks) */
+    const char *unit;     /* K_REAL: what the number counts, where the range states it */
+    const char *fallback; /* the default, parsed like a config value; NULL: none */
+    const char *shown;    /* the default as --help and docs state it, where not fallback */
+    const char *help;     /* one line for --help */
 } key_spec;
 
 const char *const bp_lr_schedule_names[4] = {"constant", "step", "cosine", "inverse_scaling"};
-const char *const bp_optimizer_names[3] = {"sgd", "adam", "lbfgs"};
+const char *const bp_optimizer_names[4] = {"sgd", "adam", "lbfgs", "nesterov"};
 const char *const bp_placement_names[4] = {"auto", "replicated", "node", "stream"};
 
 #define BP_MIN_COMM_TIMEOUT 1.0 /* seconds; below it, [comm] timeout is refused */
+#define REAL_MAX 1e300          /* the largest a real key takes: past it, products overflow */
+
+#define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
+#define CHOICES(names)                                                                             \
+    {                                                                                              \
+        names, NULL, COUNT(names)                                                                  \
+    }
+#define CHOICES_AS(names, values)                                                                  \
+    {                                                                                              \
+        names, values, COUNT(names)                                                                \
+    }
+
+/* Softmax is an output's alone; relu and tanh never end a network here. */
+static const char *const hidden_names[] = {"sigmoid", "relu", "tanh", "linear"};
+static const char *const output_names[] = {"sigmoid", "softmax", "linear"};
+static const int output_values[] = {BP_SIGMOID, BP_SOFTMAX, BP_LINEAR};
+static const char *const cost_names[] = {"quadratic", "cross_entropy"};
+static const char *const init_names[] = {"gaussian_scaled", "uniform", "xavier", "he"};
+static const char *const progress_names[] = {"auto", "on", "off"};
+static const char *const bool_names[] = {"true", "false"};
+static const int bool_values[] = {1, 0};
+static const char *const precision_names[] = {"float", "bf16"};
+static const char *const decay_names[] = {"coupled", "decoupled"};
+
+static const key_choices hidden_choices = CHOICES(hidden_names);
+static const key_choices output_choices = CHOICES_AS(output_names, output_values);
+static const key_choices cost_choices = CHOICES(cost_names);
+static const key_choices init_choices = CHOICES(init_names);
+static const key_choices progress_choices = CHOICES(progress_names);
+static const key_choices bool_choices = CHOICES_AS(bool_names, bool_values);
+static const key_choices precision_choices = CHOICES(precision_names);
+static const key_choices decay_choices = CHOICES(decay_names);
+static const key_choices optimizer_choices = CHOICES(bp_optimizer_names);
+static const key_choices schedule_choices = CHOICES(bp_lr_schedule_names);
+static const key_choices placement_choices = CHOICES(bp_placement_names);
+
+/* Enum fields are stored through an int. */
+_Static_assert(sizeof(bp_activation) == sizeof(int) && sizeof(bp_cost) == sizeof(int) &&
+                   sizeof(bp_init) == sizeof(int) && sizeof(bp_optimizer) == sizeof(int) &&
+                   sizeof(bp_lr_schedule) == sizeof(int) && sizeof(bp_placement) == sizeof(int) &&
+                   sizeof(bp_progress) == sizeof(int),
+               "enum fields are ints");
 
 #define OFF(f) offsetof(bp_config, f)
+/* clang-format off */
+#define PATH(s, k, f, dflt, show, text) \
+    {s, k, K_PATH, OFF(f), .fallback = dflt, .shown = show, .help = text}
+#define LONG(s, k, f, lo, hi, dflt, text) \
+    {s, k, K_LONG, OFF(f), .min = lo, .max = hi, .fallback = dflt, .help = text}
+#define REAL(s, k, f, lo, hi, open, dflt, text) \
+    {s, k, K_REAL, OFF(f), .min = lo, .max = hi, .flags = open, .fallback = dflt, .help = text}
+#define ENUM(s, k, f, names, dflt, text) \
+    {s, k, K_ENUM, OFF(f), &names, .fallback = dflt, .help = text}
+/* clang-format on */
+/* The order of the rows is the order of the effective config (stored in checkpoints and
+ * compared on resume: a moved row changes every new checkpoint's text). */
 static const key_spec keys[] = {
-    {"data", "train", K_PATH, OFF(train), 0, 0, NULL, 1, NULL},
-    {"data", "train_labels", K_PATH, OFF(train_labels), 0, 0, NULL, 0, ""},
-    {"data", "validation", K_PATH, OFF(validation), 0, 0, NULL, 0, ""},
-    {"data", "validation_labels", K_PATH, OFF(validation_labels), 0, 0, NULL, 0, ""},
-    {"data", "validation_split", K_LONG, OFF(validation_split), 0, 1e15, NULL, 0, "0"},
-    {"data", "test", K_PATH, OFF(test), 0, 0, NULL, 0, ""},
-    {"data", "test_labels", K_PATH, OFF(test_labels), 0, 0, NULL, 0, ""},
-    {"data", "limit", K_LONG, OFF(limit), 0, 1e15, NULL, 0, "0"},
-    {"data", "placement", K_PLACEMENT, OFF(placement), 0, 0, NULL, 0, "auto"},
-    {"data", "max_memory_mb", K_REAL, OFF(max_memory_mb), 0, 1e12, "0 (what the node has) to 1e12",
-     0, "0"},
-    {"network", "layers", K_LAYERS, OFF(sizes), 0, 0, NULL, 1, NULL},
-    {"network", "hidden", K_HIDDEN, OFF(hidden), 0, 0, NULL, 0, "sigmoid"},
-    {"network", "output", K_OUTPUT, OFF(output), 0, 0, NULL, 0, "sigmoid"},
-    {"network", "cost", K_COST, OFF(cost), 0, 0, NULL, 0, "cross_entropy"},
-    {"network", "init", K_INIT, OFF(init), 0, 0, NULL, 0, "gaussian_scaled"},
-    {"network", "init_epsilon", K_REAL, OFF(init_epsilon), 1e-300, 1e300,
-     "must be > 0 and at most 1e300", 0, "0.12"},
-    {"train", "epochs", K_LONG, OFF(epochs), 1, 1e9, NULL, 1, NULL},
-    {"train", "batch_size", K_LONG, OFF(batch_size), 1, 1e8, NULL, 1, NULL},
+    {"data", "train", K_PATH, OFF(train), .flags = REQUIRED,
+     .help = "the training set: .h5, IDX images, or builtin:xor, builtin:xor_signed, builtin:line"},
+    PATH("data", "train_labels", train_labels, "", NULL, "IDX labels for IDX train images"),
+    PATH("data", "validation", validation, "", NULL, "a validation set, evaluated every epoch"),
+    PATH("data", "validation_labels", validation_labels, "", NULL,
+         "IDX labels for IDX validation images"),
+    LONG("data", "validation_split", validation_split, 0, 1e15, "0",
+         "hold out the last N training examples for validation"),
+    PATH("data", "test", test, "", NULL, "a test set, evaluated every epoch"),
+    PATH("data", "test_labels", test_labels, "", NULL, "IDX labels for IDX test images"),
+    LONG("data", "limit", limit, 0, 1e15, "0", "use only the first N training examples (0 = all)"),
+    ENUM("data", "placement", placement, placement_choices, "auto",
+         "where the data sets live: each rank, one copy per node, or read in place"),
+    {"data", "max_memory_mb", K_REAL, OFF(max_memory_mb), .min = 0, .max = 1e12,
+     .zero = "what the node has", .fallback = "0",
+     .help = "the memory, in MB, one rank's data sets may use"},
+    {"network", "layers", K_LAYERS, OFF(sizes), .flags = REQUIRED,
+     .help = "sizes from input to output, e.g. 784, 100, 10"},
+    ENUM("network", "hidden", hidden, hidden_choices, "sigmoid", "activation of the hidden layers"),
+    ENUM("network", "output", output, output_choices, "sigmoid", "activation of the output layer"),
+    ENUM("network", "cost", cost, cost_choices, "cross_entropy", "the cost function"),
+    ENUM("network", "init", init, init_choices, "gaussian_scaled", "how weights start"),
+    REAL("network", "init_epsilon", init_epsilon, 0, REAL_MAX, LO_OPEN, "0.12",
+         "the epsilon of init = uniform"),
+    {"train", "epochs", K_LONG, OFF(epochs), .min = 1, .max = 1e9, .flags = REQUIRED,
+     .help = "epochs to train to"},
+    {"train", "batch_size", K_LONG, OFF(batch_size), .min = 1, .max = 1e8, .flags = REQUIRED,
+     .help = "the global mini-batch, split across ranks"},
     /* Required, except by lbfgs, whose line search finds each step (finish()). */
-    {"train", "learning_rate", K_REAL, OFF(learning_rate), 1e-300, 1e300,
-     "must be > 0 and at most 1e300", 0, NULL},
-    {"train", "lambda", K_REAL, OFF(lambda), 0, 1e300, "must be >= 0 and at most 1e300", 0, "0"},
-    {"train", "momentum", K_REAL, OFF(momentum), 0, 1 - 1e-12, "0 <= momentum < 1", 0, "0"},
-    {"train", "optimizer", K_OPTIMIZER, OFF(optimizer), 0, 0, NULL, 0, "sgd"},
-    {"train", "beta1", K_REAL, OFF(beta1), 0, 1 - 1e-12, "0 <= beta1 < 1", 0, "0.9"},
-    {"train", "beta2", K_REAL, OFF(beta2), 0, 1 - 1e-12, "0 <= beta2 < 1", 0, "0.999"},
-    {"train", "adam_epsilon", K_REAL, OFF(adam_epsilon), 1e-300, 1, "must be > 0 and at most 1", 0,
-     "1e-8"},
-    {"train", "weight_decay", K_WEIGHT_DECAY, OFF(decoupled), 0, 0, NULL, 0, "coupled"},
-    {"train", "precision", K_PRECISION, OFF(bf16), 0, 0, NULL, 0, "float"},
-    {"train", "lbfgs_history", K_LONG, OFF(lbfgs_history), 1, 100, NULL, 0, "10"},
-    {"train", "lbfgs_tolerance", K_REAL, OFF(lbfgs_tolerance), 0, 1e300,
-     "must be >= 0 and at most 1e300", 0, "1e-5"},
-    {"train", "lr_schedule", K_LR_SCHEDULE, OFF(lr_schedule), 0, 0, NULL, 0, "constant"},
-    {"train", "lr_step_epochs", K_LONG, OFF(lr_step_epochs), 1, 1e9, NULL, 0, "10"},
-    {"train", "lr_gamma", K_REAL, OFF(lr_gamma), 1e-300, 1, "must be > 0 and at most 1", 0, "0.1"},
-    {"train", "lr_min", K_REAL, OFF(lr_min), 0, 1e300, "must be >= 0 and at most 1e300", 0, "0"},
-    {"train", "lr_power", K_REAL, OFF(lr_power), 0, 10, "0 to 10", 0, "0.5"},
-    {"train", "early_stopping", K_LONG, OFF(early_stopping), 0, 1e9, NULL, 0, "0"},
-    {"train", "seed", K_SEED, OFF(seed), 0, 0, NULL, 0, "1"},
-    {"train", "threads", K_THREADS, OFF(threads), 0, 0, NULL, 0, "auto"},
-    {"checkpoint", "dir", K_PATH, OFF(checkpoint_dir), 0, 0, NULL, 0, ""},
-    {"checkpoint", "every_epochs", K_LONG, OFF(every_epochs), 0, 1e9, NULL, 0, "1"},
-    {"checkpoint", "every_steps", K_LONG, OFF(every_steps), 0, 1e15, NULL, 0, "0"},
-    {"checkpoint", "every_seconds", K_REAL, OFF(every_seconds), 0, 1e9, "0 (off) to 1e9 seconds", 0,
-     "0"},
-    {"checkpoint", "keep", K_LONG, OFF(keep), 0, 1e9, NULL, 0, "3"},
-    {"comm", "timeout", K_REAL, OFF(comm_timeout), 0, 1e9, "0 (off), or 1 to 1e9 seconds", 0,
-     "300"},
-    {"comm", "overlap", K_BOOL, OFF(overlap), 0, 0, NULL, 0, "true"},
-    {"comm", "dtype", K_DTYPE, OFF(comm_bf16), 0, 0, NULL, 0, "float"},
-    {"comm", "bucket_mb", K_REAL, OFF(bucket_mb), 0.001, 1024, "0.001 to 1024", 0, "4"},
-    {"log", "metrics", K_PATH, OFF(metrics), 0, 0, NULL, 0, ""},
-    {"log", "progress", K_PROGRESS, OFF(progress), 0, 0, NULL, 0, "auto"},
+    {"train", "learning_rate", K_REAL, OFF(learning_rate), .min = 0, .max = REAL_MAX,
+     .flags = LO_OPEN, .shown = "required (not by lbfgs)", .help = "the learning rate"},
+    REAL("train", "lambda", lambda, 0, REAL_MAX, 0, "0", "L2 strength"),
+    REAL("train", "momentum", momentum, 0, 1, HI_OPEN, "0", "momentum of sgd and nesterov"),
+    ENUM("train", "optimizer", optimizer, optimizer_choices, "sgd", "the update rule"),
+    REAL("train", "beta1", beta1, 0, 1, HI_OPEN, "0.9", "adam: decay of the first moment"),
+    REAL("train", "beta2", beta2, 0, 1, HI_OPEN, "0.999", "adam: decay of the second moment"),
+    REAL("train", "adam_epsilon", adam_epsilon, 0, 1, LO_OPEN, "1e-8",
+         "adam: added to the root of the second moment"),
+    ENUM("train", "weight_decay", decoupled, decay_choices, "coupled",
+         "adam: L2 in the gradient, or beside the step (AdamW)"),
+    ENUM("train", "precision", bf16, precision_choices, "float",
+         "bf16: matrix products with bf16 operands"),
+    LONG("train", "lbfgs_history", lbfgs_history, 1, 100, "10", "lbfgs: the (s, y) pairs kept"),
+    REAL("train", "lbfgs_tolerance", lbfgs_tolerance, 0, REAL_MAX, 0, "1e-5",
+         "lbfgs: converged once no gradient component exceeds this"),
+    ENUM("train", "lr_schedule", lr_schedule, schedule_choices, "constant",
+         "how the learning rate moves over the run"),
+    LONG("train", "lr_step_epochs", lr_step_epochs, 1, 1e9, "10",
+         "step: epochs between rate changes"),
+    REAL("train", "lr_gamma", lr_gamma, 0, 1, LO_OPEN, "0.1", "step: the factor at each change"),
+    REAL("train", "lr_min", lr_min, 0, REAL_MAX, 0, "0", "cosine: the rate at the end of the run"),
+    REAL("train", "lr_power", lr_power, 0, 10, 0, "0.5", "inverse_scaling: the power"),
+    LONG("train", "early_stopping", early_stopping, 0, 1e9, "0",
+         "epochs without a better validation cost before the run ends (0 = off)"),
+    {"train", "seed", K_SEED, OFF(seed), .fallback = "1",
+     .help = "initial weights and each epoch's order"},
+    {"train", "threads", K_THREADS, OFF(threads), .min = 1, .max = 4096, .fallback = "auto",
+     .help = "BLAS threads per rank"},
+    PATH("checkpoint", "dir", checkpoint_dir, "", "runs/<config name>",
+         "where checkpoints and latest.h5 go"),
+    LONG("checkpoint", "every_epochs", every_epochs, 0, 1e9, "1",
+         "a checkpoint every N epochs (0 = off)"),
+    LONG("checkpoint", "every_steps", every_steps, 0, 1e15, "0",
+         "a checkpoint every N global steps (0 = off)"),
+    {"checkpoint", "every_seconds", K_REAL, OFF(every_seconds), .min = 0, .max = 1e9, .zero = "off",
+     .unit = "seconds", .fallback = "0",
+     .help = "a checkpoint once this long has passed since the last"},
+    LONG("checkpoint", "keep", keep, 0, 1e9, "3", "checkpoint files kept (0 = all)"),
+    {"comm", "timeout", K_REAL, OFF(comm_timeout), .min = 0, .max = 1e9, .zero = "off",
+     .above_zero = BP_MIN_COMM_TIMEOUT, .unit = "seconds", .fallback = "300",
+     .help = "the longest any collective may wait"},
+    ENUM("comm", "overlap", overlap, bool_choices, "true",
+         "exchange gradients during the backward pass"),
+    ENUM("comm", "dtype", comm_bf16, precision_choices, "float",
+         "how gradient sums travel between nodes"),
+    REAL("comm", "bucket_mb", bucket_mb, 0.001, 1024, 0, "4", "the largest gradient bucket, in MB"),
+    PATH("log", "metrics", metrics, "", "<dir>/metrics.csv", "the per-epoch metrics CSV"),
+    ENUM("log", "progress", progress, progress_choices, "auto", "progress bar on stderr"),
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 static const char *const sections[] = {"data", "network", "train", "checkpoint", "comm", "log"};
@@ -129,6 +214,125 @@ typedef struct {
     size_t errlen;
     int failed;
 } parse_ctx;
+
+/* Text appended to a buffer as snprintf would write it whole: `at` counts every byte, the
+ * buffer keeps what fits. */
+typedef struct {
+    char *buf;
+    size_t len, at;
+} text_out;
+
+static void put(text_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void put(text_out *o, const char *fmt, ...)
+{
+    size_t room = o->at < o->len ? o->len - o->at : 0;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(room ? o->buf + o->at : NULL, room, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        o->at += (size_t)n;
+}
+
+/* A bound as people write it: 1e300, 1e-8, 0.001, 1024. */
+static void put_bound(text_out *o, double v)
+{
+    char s[32], *e;
+    snprintf(s, sizeof(s), "%g", v);
+    if ((e = strchr(s, 'e')) != NULL) {
+        char *d = e + 1;
+        if (*d == '+')
+            memmove(d, d + 1, strlen(d));
+        if (*d == '-')
+            d++;
+        while (d[0] == '0' && d[1])
+            memmove(d, d + 1, strlen(d));
+    }
+    put(o, "%s", s);
+}
+
+/* "a, b, c or d": how messages list an enum's names. */
+static void put_names(text_out *o, const key_choices *c)
+{
+    for (int i = 0; i < c->count; i++)
+        put(o, "%s%s", i == 0 ? "" : i == c->count - 1 ? " or " : ", ", c->names[i]);
+}
+
+/* A real key's range as its messages state it: "must be > 0 and at most 1e300" (REAL_MAX
+ * is a bound on size alone), "0 <= momentum < 1", "0 (off), or 1 to 1e9 seconds". */
+static void put_real_range(text_out *o, const key_spec *k)
+{
+    if ((k->flags & LO_OPEN) || k->max == REAL_MAX) {
+        put(o, "must be %s ", k->flags & LO_OPEN ? ">" : ">=");
+        put_bound(o, k->min);
+        put(o, " and at most ");
+    } else if (k->flags & HI_OPEN) {
+        put_bound(o, k->min);
+        put(o, " <= %s < ", k->name);
+    } else {
+        put_bound(o, k->min);
+        if (k->zero)
+            put(o, " (%s)", k->zero);
+        if (k->above_zero > 0) {
+            put(o, ", or ");
+            put_bound(o, k->above_zero);
+        }
+        put(o, " to ");
+    }
+    put_bound(o, k->max);
+    if (k->unit)
+        put(o, " %s", k->unit);
+}
+
+/* What values a key takes, for --help and docs/config.md: "integer 1 … 1e9",
+ * "number > 0, ≤ 1e300", "sgd | adam | lbfgs | nesterov". */
+static void put_type(text_out *o, const key_spec *k)
+{
+    switch (k->type) {
+    case K_PATH:
+        put(o, "path");
+        return;
+    case K_LAYERS:
+        put(o, "integers");
+        return;
+    case K_SEED:
+        put(o, "integer 0 … %llu (2⁶⁴ − 1)", (unsigned long long)UINT64_MAX);
+        return;
+    case K_ENUM:
+        for (int i = 0; i < k->choices->count; i++)
+            put(o, "%s%s", i ? " | " : "", k->choices->names[i]);
+        return;
+    case K_THREADS:
+        put(o, "auto | ");
+        break;
+    case K_LONG:
+        put(o, "integer ");
+        break;
+    case K_REAL:
+        put(o, "%s ", k->unit ? k->unit : "number");
+        if (k->flags & (LO_OPEN | HI_OPEN)) {
+            put(o, k->flags & LO_OPEN ? "> " : "≥ ");
+            put_bound(o, k->min);
+            put(o, k->flags & HI_OPEN ? ", < " : ", ≤ ");
+            put_bound(o, k->max);
+            return;
+        }
+        put_bound(o, k->min);
+        if (k->zero)
+            put(o, " (%s)", k->zero);
+        if (k->above_zero > 0) {
+            put(o, " or ");
+            put_bound(o, k->above_zero);
+        }
+        put(o, " … ");
+        put_bound(o, k->max);
+        return;
+    }
+    put_bound(o, k->min);
+    put(o, " … ");
+    put_bound(o, k->max);
+}
 
 static int fail_at(parse_ctx *ctx, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -150,7 +354,6 @@ static int fail_at(parse_ctx *ctx, int line, const char *fmt, ...)
         snprintf(ctx->err, ctx->errlen, "%s: %s", ctx->name, what);
     return 0;
 }
-
 static int parse_long(const char *s, long *out)
 {
     char *end;
@@ -211,170 +414,101 @@ static int parse_layers(parse_ctx *ctx, const char *value, int line)
     return 1;
 }
 
+/* One lookup for every enum key; the message lists the names from the key's own table. */
 static int set_enum(parse_ctx *ctx, const key_spec *k, const char *value, int line)
 {
-    void *field = (char *)ctx->cfg + k->offset;
-    int rc = 0;
-    switch (k->type) {
-    case K_HIDDEN:
-        rc = bp_activation_parse(value, field);
-        if (rc == 0 && *(bp_activation *)field == BP_SOFTMAX)
-            rc = -1;
-        if (rc < 0)
-            return fail_at(ctx, line,
-                           "[network] hidden: expected sigmoid, relu, tanh or linear, "
-                           "got '%s'",
-                           value);
-        return 1;
-    case K_OUTPUT:
-        rc = bp_activation_parse(value, field);
-        if (rc == 0 && (*(bp_activation *)field == BP_RELU || *(bp_activation *)field == BP_TANH))
-            rc = -1;
-        if (rc < 0)
-            return fail_at(ctx, line,
-                           "[network] output: expected sigmoid, softmax or linear, "
-                           "got '%s'",
-                           value);
-        return 1;
-    case K_COST:
-        if (bp_cost_parse(value, field) < 0)
-            return fail_at(ctx, line,
-                           "[network] cost: expected quadratic or cross_entropy, "
-                           "got '%s'",
-                           value);
-        return 1;
-    case K_INIT:
-        if (bp_init_parse(value, field) < 0)
-            return fail_at(ctx, line,
-                           "[network] init: expected gaussian_scaled, uniform, xavier "
-                           "or he, got '%s'",
-                           value);
-        return 1;
-    case K_PROGRESS: {
-        static const char *const names[] = {"auto", "on", "off"};
-        for (int i = 0; i < 3; i++)
-            if (strcmp(value, names[i]) == 0) {
-                *(bp_progress *)field = (bp_progress)i;
-                return 1;
-            }
-        return fail_at(ctx, line, "[log] progress: expected auto, on or off, got '%s'", value);
-    }
-    case K_OPTIMIZER:
-        for (int i = 0; i < 3; i++)
-            if (strcmp(value, bp_optimizer_names[i]) == 0) {
-                *(bp_optimizer *)field = (bp_optimizer)i;
-                return 1;
-            }
-        return fail_at(ctx, line, "[train] optimizer: expected sgd, adam or lbfgs, got '%s'",
-                       value);
-    case K_PLACEMENT:
-        for (int i = 0; i < 4; i++)
-            if (strcmp(value, bp_placement_names[i]) == 0) {
-                *(bp_placement *)field = (bp_placement)i;
-                return 1;
-            }
-        return fail_at(ctx, line,
-                       "[data] placement: expected auto, replicated, node or stream, got '%s'",
-                       value);
-    case K_PRECISION:
-    case K_DTYPE:
-        if (strcmp(value, "float") != 0 && strcmp(value, "bf16") != 0)
-            return fail_at(ctx, line, "[%s] %s: expected float or bf16, got '%s'", k->section,
-                           k->name, value);
-        *(int *)field = strcmp(value, "bf16") == 0;
-        return 1;
-    case K_WEIGHT_DECAY:
-        if (strcmp(value, "coupled") != 0 && strcmp(value, "decoupled") != 0)
-            return fail_at(ctx, line,
-                           "[train] weight_decay: expected coupled or decoupled, got '%s'", value);
-        *(int *)field = strcmp(value, "decoupled") == 0;
-        return 1;
-    case K_LR_SCHEDULE:
-        for (int i = 0; i < 4; i++)
-            if (strcmp(value, bp_lr_schedule_names[i]) == 0) {
-                *(bp_lr_schedule *)field = (bp_lr_schedule)i;
-                return 1;
-            }
-        return fail_at(ctx, line,
-                       "[train] lr_schedule: expected constant, step, cosine or inverse_scaling, "
-                       "got '%s'",
-                       value);
-    case K_BOOL:
-        if (strcmp(value, "true") != 0 && strcmp(value, "false") != 0)
-            return fail_at(ctx, line, "[%s] %s: expected true or false, got '%s'", k->section,
-                           k->name, value);
-        *(int *)field = value[0] == 't';
-        return 1;
-    default:
-        return fail_at(ctx, line, "internal: bad key type");
-    }
-}
-
-static int set_number(parse_ctx *ctx, const key_spec *k, const char *value, int line)
-{
-    void *field = (char *)ctx->cfg + k->offset;
-    long lv;
-    double dv;
-    switch (k->type) {
-    case K_LONG:
-        if (parse_long(value, &lv) < 0)
-            return fail_at(ctx, line, "[%s] %s: expected an integer, got '%s'", k->section, k->name,
-                           value);
-        if (lv < k->min || lv > k->max)
-            return fail_at(ctx, line, "[%s] %s: %ld is out of range (%.0f to %.0f)", k->section,
-                           k->name, lv, k->min, k->max);
-        *(long *)field = lv;
-        return 1;
-    case K_REAL:
-        switch (parse_real(value, &dv)) {
-        case -1:
-            return fail_at(ctx, line, "[%s] %s: expected a number, got '%s'", k->section, k->name,
-                           value);
-        case -2:
-            return fail_at(ctx, line, "[%s] %s: %s is out of range (%s)", k->section, k->name,
-                           value, k->range);
-        }
-        if (dv < k->min || dv > k->max)
-            return fail_at(ctx, line, "[%s] %s: %g is out of range (%s)", k->section, k->name, dv,
-                           k->range);
-        *(double *)field = dv;
-        return 1;
-    case K_SEED: {
-        char *end;
-        errno = 0;
-        unsigned long long u = strtoull(value, &end, 10);
-        if (!isdigit((unsigned char)value[0]) || *end || errno)
-            return fail_at(ctx, line, "[train] seed: expected an integer from 0 to %llu, got '%s'",
-                           (unsigned long long)UINT64_MAX, value);
-        *(uint64_t *)field = (uint64_t)u;
-        return 1;
-    }
-    case K_THREADS:
-        if (strcmp(value, "auto") == 0) {
-            *(int *)field = 0;
+    const key_choices *c = k->choices;
+    for (int i = 0; i < c->count; i++)
+        if (strcmp(value, c->names[i]) == 0) {
+            *(int *)((char *)ctx->cfg + k->offset) = c->values ? c->values[i] : i;
             return 1;
         }
-        if (parse_long(value, &lv) < 0 || lv < 1 || lv > 4096)
-            return fail_at(ctx, line, "[train] threads: expected auto or 1..4096, got '%s'", value);
-        *(int *)field = (int)lv;
-        return 1;
-    default:
-        return set_enum(ctx, k, value, line);
+    char names[256];
+    text_out o = {names, sizeof(names), 0};
+    put_names(&o, c);
+    return fail_at(ctx, line, "[%s] %s: expected %s, got '%s'", k->section, k->name, names, value);
+}
+
+static int set_long(parse_ctx *ctx, const key_spec *k, const char *value, int line)
+{
+    long lv;
+    if (parse_long(value, &lv) < 0)
+        return fail_at(ctx, line, "[%s] %s: expected an integer, got '%s'", k->section, k->name,
+                       value);
+    if (lv < k->min || lv > k->max)
+        return fail_at(ctx, line, "[%s] %s: %ld is out of range (%.0f to %.0f)", k->section,
+                       k->name, lv, k->min, k->max);
+    *(long *)((char *)ctx->cfg + k->offset) = lv;
+    return 1;
+}
+
+static int set_real(parse_ctx *ctx, const key_spec *k, const char *value, int line)
+{
+    double dv;
+    char range[128];
+    text_out o = {range, sizeof(range), 0};
+    put_real_range(&o, k);
+    switch (parse_real(value, &dv)) {
+    case -1:
+        return fail_at(ctx, line, "[%s] %s: expected a number, got '%s'", k->section, k->name,
+                       value);
+    case -2:
+        return fail_at(ctx, line, "[%s] %s: %s is out of range (%s)", k->section, k->name, value,
+                       range);
     }
+    if (dv < k->min || dv > k->max || ((k->flags & LO_OPEN) && dv == k->min) ||
+        ((k->flags & HI_OPEN) && dv == k->max))
+        return fail_at(ctx, line, "[%s] %s: %g is out of range (%s)", k->section, k->name, dv,
+                       range);
+    *(double *)((char *)ctx->cfg + k->offset) = dv;
+    return 1;
+}
+
+static int set_seed(parse_ctx *ctx, const key_spec *k, const char *value, int line)
+{
+    char *end;
+    errno = 0;
+    unsigned long long u = strtoull(value, &end, 10);
+    if (!isdigit((unsigned char)value[0]) || *end || errno)
+        return fail_at(ctx, line, "[%s] %s: expected an integer from 0 to %llu, got '%s'",
+                       k->section, k->name, (unsigned long long)UINT64_MAX, value);
+    *(uint64_t *)((char *)ctx->cfg + k->offset) = (uint64_t)u;
+    return 1;
+}
+
+static int set_threads(parse_ctx *ctx, const key_spec *k, const char *value, int line)
+{
+    long lv = 0;
+    if (strcmp(value, "auto") != 0 && (parse_long(value, &lv) < 0 || lv < k->min || lv > k->max))
+        return fail_at(ctx, line, "[%s] %s: expected auto or %.0f..%.0f, got '%s'", k->section,
+                       k->name, k->min, k->max, value);
+    *(int *)((char *)ctx->cfg + k->offset) = (int)lv; /* 0 = auto */
+    return 1;
 }
 
 static int set_value(parse_ctx *ctx, const key_spec *k, const char *value, int line)
 {
-    if (k->type == K_PATH) {
+    switch (k->type) {
+    case K_PATH:
         if (strlen(value) >= BP_PATH_MAX)
             return fail_at(ctx, line, "[%s] %s: longer than %d characters", k->section, k->name,
                            BP_PATH_MAX - 1);
         strcpy((char *)ctx->cfg + k->offset, value);
         return 1;
-    }
-    if (k->type == K_LAYERS)
+    case K_LONG:
+        return set_long(ctx, k, value, line);
+    case K_REAL:
+        return set_real(ctx, k, value, line);
+    case K_ENUM:
+        return set_enum(ctx, k, value, line);
+    case K_LAYERS:
         return parse_layers(ctx, value, line);
-    return set_number(ctx, k, value, line);
+    case K_SEED:
+        return set_seed(ctx, k, value, line);
+    case K_THREADS:
+        return set_threads(ctx, k, value, line);
+    }
+    return fail_at(ctx, line, "internal: bad key type");
 }
 
 static int find_key(const char *section, const char *name)
@@ -408,7 +542,7 @@ static int handler(void *user, const char *section, const char *name, const char
                        ctx->key_line[i]);
     ctx->key_line[i] = ctx->line;
     /* An empty optional path means "not set", so the effective config re-parses. */
-    if (!*value && (keys[i].type != K_PATH || keys[i].required))
+    if (!*value && (keys[i].type != K_PATH || (keys[i].flags & REQUIRED)))
         return fail_at(ctx, ctx->line, "[%s] %s: empty value", section, name);
     return set_value(ctx, &keys[i], value, ctx->line);
 }
@@ -433,12 +567,13 @@ static void check_header(parse_ctx *ctx, const char *line)
     memcpy(name, line + 1, len);
     name[len] = 0;
     int s = find_section(name);
-    if (s < 0)
-        fail_at(ctx, ctx->line,
-                "unknown section [%s] (known: data, network, train, "
-                "checkpoint, comm, log)",
-                name);
-    else if (!ctx->section_line[s])
+    if (s < 0) {
+        char known[128];
+        text_out o = {known, sizeof(known), 0};
+        for (size_t i = 0; i < NSECTIONS; i++)
+            put(&o, "%s%s", i ? ", " : "", sections[i]);
+        fail_at(ctx, ctx->line, "unknown section [%s] (known: %s)", name, known);
+    } else if (!ctx->section_line[s])
         ctx->section_line[s] = ctx->line;
 }
 
@@ -464,7 +599,7 @@ static char *reader(char *str, int num, void *stream)
 static int apply_set(parse_ctx *ctx, const char *set)
 {
     char label[300];
-    snprintf(label, sizeof(label), "--set %s", set);
+    snprintf(label, sizeof(label), "override %s", set);
     ctx->name = label;
     const char *dot = strchr(set, '.'), *eq = strchr(set, '=');
     if (!dot || !eq || dot > eq) {
@@ -495,7 +630,7 @@ static int apply_set(parse_ctx *ctx, const char *set)
         return -1;
     }
     ctx->key_line[i] = -1; /* set, and not on any line of the file */
-    if (!eq[1] && (keys[i].type != K_PATH || keys[i].required)) {
+    if (!eq[1] && (keys[i].type != K_PATH || (keys[i].flags & REQUIRED))) {
         fail_at(ctx, 0, "[%s] %s: empty value", section, name);
         return -1;
     }
@@ -503,12 +638,12 @@ static int apply_set(parse_ctx *ctx, const char *set)
 }
 
 /* The line to blame for a cross-key problem: the key's own, else its section's. A key
- * that came from --set is blamed on the command line. */
+ * that came from an override is blamed on the overrides. */
 static int line_of(parse_ctx *ctx, const char *section, const char *name)
 {
     int i = find_key(section, name);
     if (ctx->key_line[i] < 0) {
-        ctx->name = "--set";
+        ctx->name = "override";
         return 0;
     }
     if (ctx->key_line[i] > 0)
@@ -538,7 +673,7 @@ static int finish(parse_ctx *ctx, const char *file)
     for (size_t i = 0; i < NKEYS && !ctx->failed; i++) {
         if (ctx->key_line[i])
             continue;
-        if (keys[i].required)
+        if ((keys[i].flags & REQUIRED))
             fail_at(ctx, line_of(ctx, keys[i].section, keys[i].name),
                     "missing required key '%s' in [%s]", keys[i].name, keys[i].section);
         else if (keys[i].fallback)
@@ -561,11 +696,11 @@ static int finish(parse_ctx *ctx, const char *file)
         fail_at(ctx, line_of(ctx, "network", "cost"), "[network] %s", why);
         return BP_EINVAL;
     }
-    if (cfg->optimizer != BP_OPT_SGD && cfg->momentum != 0) {
+    if ((cfg->optimizer == BP_OPT_ADAM || cfg->optimizer == BP_OPT_LBFGS) && cfg->momentum != 0) {
         fail_at(ctx, line_of(ctx, "train", "momentum"),
                 cfg->optimizer == BP_OPT_ADAM
-                    ? "[train] momentum applies to optimizer = sgd (adam has beta1)"
-                    : "[train] momentum applies to optimizer = sgd (lbfgs has no momentum)");
+                    ? "[train] momentum applies to optimizer = sgd or nesterov (adam has beta1)"
+                    : "[train] momentum applies to optimizer = sgd or nesterov (lbfgs has none)");
         return BP_EINVAL;
     }
     if (cfg->optimizer == BP_OPT_LBFGS && cfg->lr_schedule != BP_LR_CONSTANT) {
@@ -660,43 +795,81 @@ cleanup:
     return rc;
 }
 
+/* One key's value as the effective config writes it: every real with 17 digits, so the
+ * text re-parses to the same bits. */
+static void put_value(text_out *o, const key_spec *k, const bp_config *c)
+{
+    const void *field = (const char *)c + k->offset;
+    switch (k->type) {
+    case K_PATH:
+        put(o, "%s", (const char *)field);
+        return;
+    case K_LONG:
+        put(o, "%ld", *(const long *)field);
+        return;
+    case K_REAL:
+        put(o, "%.17g", *(const double *)field);
+        return;
+    case K_ENUM: {
+        int v = *(const int *)field;
+        const key_choices *ch = k->choices;
+        const char *name = "?";
+        for (int i = 0; i < ch->count; i++)
+            if ((ch->values ? ch->values[i] : i) == v)
+                name = ch->names[i];
+        put(o, "%s", name);
+        return;
+    }
+    case K_LAYERS:
+        for (int i = 0; i < c->nsizes; i++)
+            put(o, i ? ", %d" : "%d", c->sizes[i]);
+        return;
+    case K_SEED:
+        put(o, "%llu", (unsigned long long)*(const uint64_t *)field);
+        return;
+    case K_THREADS:
+        if (*(const int *)field)
+            put(o, "%d", *(const int *)field);
+        else
+            put(o, "auto");
+        return;
+    }
+}
+
 size_t bp_config_format(const bp_config *c, char *buf, size_t len)
 {
-    char layers[BP_MAX_LAYERS * 9] = "";
-    for (int i = 0, at = 0; i < c->nsizes; i++)
-        at += snprintf(layers + at, sizeof(layers) - (size_t)at, i ? ", %d" : "%d", c->sizes[i]);
-    char threads[16] = "auto";
-    if (c->threads)
-        snprintf(threads, sizeof(threads), "%d", c->threads);
-    static const char *const progress[] = {"auto", "on", "off"};
-    int n = snprintf(
-        buf, len,
-        "[data]\ntrain = %s\ntrain_labels = %s\nvalidation = %s\nvalidation_labels = %s\n"
-        "validation_split = %ld\ntest = %s\ntest_labels = %s\nlimit = %ld\nplacement = %s\n"
-        "max_memory_mb = %.17g\n\n"
-        "[network]\nlayers = %s\nhidden = %s\noutput = %s\ncost = %s\ninit = %s\n"
-        "init_epsilon = %.17g\n\n"
-        "[train]\nepochs = %ld\nbatch_size = %ld\nlearning_rate = %.17g\nlambda = %.17g\n"
-        "momentum = %.17g\noptimizer = %s\nbeta1 = %.17g\nbeta2 = %.17g\n"
-        "adam_epsilon = %.17g\nweight_decay = %s\nprecision = %s\nlbfgs_history = "
-        "%ld\nlbfgs_tolerance = %.17g\n"
-        "lr_schedule = %s\nlr_step_epochs = %ld\nlr_gamma "
-        "= %.17g\n"
-        "lr_min = %.17g\nlr_power = %.17g\nearly_stopping = %ld\nseed = %llu\nthreads = %s\n\n"
-        "[checkpoint]\ndir = %s\nevery_epochs = %ld\nevery_steps = %ld\n"
-        "every_seconds = %.17g\nkeep = %ld\n\n"
-        "[comm]\ntimeout = %.17g\noverlap = %s\ndtype = %s\nbucket_mb = %.17g\n\n"
-        "[log]\nmetrics = %s\nprogress = %s\n",
-        c->train, c->train_labels, c->validation, c->validation_labels, c->validation_split,
-        c->test, c->test_labels, c->limit, bp_placement_names[c->placement], c->max_memory_mb,
-        layers, bp_activation_name(c->hidden), bp_activation_name(c->output), bp_cost_name(c->cost),
-        bp_init_name(c->init), c->init_epsilon, c->epochs, c->batch_size, c->learning_rate,
-        c->lambda, c->momentum, bp_optimizer_names[c->optimizer], c->beta1, c->beta2,
-        c->adam_epsilon, c->decoupled ? "decoupled" : "coupled", c->bf16 ? "bf16" : "float",
-        c->lbfgs_history, c->lbfgs_tolerance, bp_lr_schedule_names[c->lr_schedule],
-        c->lr_step_epochs, c->lr_gamma, c->lr_min, c->lr_power, c->early_stopping,
-        (unsigned long long)c->seed, threads, c->checkpoint_dir, c->every_epochs, c->every_steps,
-        c->every_seconds, c->keep, c->comm_timeout, c->overlap ? "true" : "false",
-        c->comm_bf16 ? "bf16" : "float", c->bucket_mb, c->metrics, progress[c->progress]);
-    return n < 0 ? 0 : (size_t)n;
+    text_out o = {buf, len, 0};
+    if (len)
+        buf[0] = 0;
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (i == 0 || strcmp(keys[i].section, keys[i - 1].section) != 0)
+            put(&o, "%s[%s]\n", i ? "\n" : "", keys[i].section);
+        put(&o, "%s = ", keys[i].name);
+        put_value(&o, &keys[i], c);
+        put(&o, "\n");
+    }
+    return o.at;
+}
+
+size_t bp_config_key_count(void)
+{
+    return NKEYS;
+}
+
+int bp_config_describe(size_t i, bp_config_key *out)
+{
+    if (i >= NKEYS)
+        return BP_EINVAL;
+    const key_spec *k = &keys[i];
+    out->section = k->section;
+    out->key = k->name;
+    out->help = k->help;
+    text_out o = {out->type, sizeof(out->type), 0};
+    put_type(&o, k);
+    const char *shown = k->shown                        ? k->shown
+                        : (k->flags & REQUIRED)         ? "required"
+                        : k->fallback && k->fallback[0] ? k->fallback
+                                                        : "—";
+    snprintf(out->fallback, sizeof(out->fallback), "%s", shown);
+    return 0;
 }

@@ -18,7 +18,7 @@
 #include <sys/types.h>
 
 #include "backprop/data.h"
-#include "data_internal.h"
+#include "data_common.h"
 #include "fileio.h"
 #include "internal.h"
 
@@ -284,14 +284,14 @@ int bp_dataset_load_csv(bp_dataset *ds, const char *path, int targets, char *err
                       "%s: %zu columns leave no features besides the %zu %s column(s)", path,
                       sh.cols, ycols, targets ? "target" : "label");
     if (rc == 0)
-        rc = bp__dataset_alloc(&tmp, sh.rows, sh.cols - ycols, (size_t)targets, targets == 0, path,
-                               err, errlen);
+        rc = bp__dataset_alloc(&tmp, sh.rows, sh.cols - ycols, (size_t)targets, targets == 0, NULL,
+                               path, err, errlen);
     if (rc == 0 && !(vals = bp__calloc(sh.cols, sizeof(double))))
         rc = bp__fail(err, errlen, BP_ENOMEM, "%s: out of memory", path);
     if (rc == 0)
         rc = csv_fill(&tmp, buf, size, &sh, vals, path, err, errlen);
     if (rc == 0 && targets == 0)
-        rc = bp__labels_to_onehot(&tmp, 0, path, err, errlen);
+        rc = bp__labels_to_onehot(&tmp, 0, NULL, path, err, errlen);
     if (rc == 0) {
         *ds = tmp;
         memset(&tmp, 0, sizeof(tmp));

@@ -19,7 +19,7 @@
 #include <hdf5.h>
 
 #include "backprop/data.h"
-#include "data_internal.h"
+#include "data_h5.h"
 #include "fileio.h"
 #include "h5util.h"
 #include "internal.h"
@@ -236,7 +236,8 @@ static int h5_check_storage(h5_var *v, const char *name, const char *path, char 
 
 /* /X a block of rows at a time (whole chunks of what convert writes), so that a long
  * read can say how far it has come. */
-static int h5_read_rows(const h5_var *v, bp_dataset *ds, const char *path, char *err, size_t errlen)
+static int h5_read_rows(const h5_var *v, bp_dataset *ds, const bp__load_opts *o, const char *path,
+                        char *err, size_t errlen)
 {
     hid_t id = v->id;
     /* Whole chunks only: a chunk split between two blocks would be decompressed twice. */
@@ -256,7 +257,7 @@ static int h5_read_rows(const h5_var *v, bp_dataset *ds, const char *path, char 
             rc = BP_EIO;
         if (mem >= 0)
             H5Sclose(mem);
-        bp__load_progress(path, (double)(r + count[0]), (double)ds->n);
+        bp__load_progress(o, path, (double)(r + count[0]), (double)ds->n);
     }
     if (file_space >= 0)
         H5Sclose(file_space);
@@ -265,7 +266,8 @@ static int h5_read_rows(const h5_var *v, bp_dataset *ds, const char *path, char 
                   : 0;
 }
 
-static int h5_read_X(hid_t file, bp_dataset *ds, const char *path, char *err, size_t errlen)
+static int h5_read_X(hid_t file, bp_dataset *ds, const bp__load_opts *o, const char *path,
+                     char *err, size_t errlen)
 {
     h5_var v;
     int rc = h5_open_var(file, "/X", &v, path, err, errlen);
@@ -288,14 +290,15 @@ static int h5_read_X(hid_t file, bp_dataset *ds, const char *path, char *err, si
         goto cleanup;
     }
     /* The size first: it needs no reading, and a small file can declare terabytes. */
-    rc = bp__dataset_fits((size_t)v.dims[0], (size_t)v.dims[1], 0, 0, path, err, errlen);
+    rc = bp__dataset_fits((size_t)v.dims[0], (size_t)v.dims[1], 0, 0, o, path, err, errlen);
     if (rc == 0)
         rc = h5_check_storage(&v, "/X", path, err, errlen);
     if (rc == 0)
-        rc = bp__dataset_alloc(ds, (size_t)v.dims[0], (size_t)v.dims[1], 0, 0, path, err, errlen);
+        rc =
+            bp__dataset_alloc(ds, (size_t)v.dims[0], (size_t)v.dims[1], 0, 0, o, path, err, errlen);
     if (rc < 0)
         goto cleanup;
-    rc = h5_read_rows(&v, ds, path, err, errlen);
+    rc = h5_read_rows(&v, ds, o, path, err, errlen);
 cleanup:
     if (v.id >= 0)
         H5Dclose(v.id);
@@ -304,8 +307,8 @@ cleanup:
 
 /* Integer labels, read as long long so a value too large for int is reported as it is
  * rather than as what HDF5's conversion clamps it to. */
-static int h5_read_labels(hid_t id, bp_dataset *ds, int classes, const char *path, char *err,
-                          size_t errlen)
+static int h5_read_labels(hid_t id, bp_dataset *ds, int classes, const bp__load_opts *o,
+                          const char *path, char *err, size_t errlen)
 {
     long long *raw = bp__calloc(ds->n, sizeof(long long));
     ds->labels = bp__calloc(ds->n, sizeof(int));
@@ -326,7 +329,7 @@ static int h5_read_labels(hid_t id, bp_dataset *ds, int classes, const char *pat
         }
         ds->labels[i] = (int)raw[i];
     }
-    rc = bp__labels_to_onehot(ds, classes, path, err, errlen);
+    rc = bp__labels_to_onehot(ds, classes, o, path, err, errlen);
 cleanup:
     bp__free(raw);
     return rc;
@@ -351,8 +354,8 @@ static int h5_read_targets(hid_t id, bp_dataset *ds, size_t k, const char *path,
 
 /* /y decides the kind of data set: rank-1 integers are class labels, floats are targets
  * (rank 1: one column; rank 2: n x k). */
-static int h5_read_y(hid_t file, bp_dataset *ds, int classes, const char *path, char *err,
-                     size_t errlen)
+static int h5_read_y(hid_t file, bp_dataset *ds, int classes, const bp__load_opts *o,
+                     const char *path, char *err, size_t errlen)
 {
     h5_var v;
     int rc = h5_open_var(file, "/y", &v, path, err, errlen);
@@ -379,7 +382,7 @@ static int h5_read_y(hid_t file, bp_dataset *ds, int classes, const char *path, 
     if (rc < 0)
         goto cleanup;
     if (labels)
-        rc = h5_read_labels(v.id, ds, classes, path, err, errlen);
+        rc = h5_read_labels(v.id, ds, classes, o, path, err, errlen);
     else
         rc = h5_read_targets(v.id, ds, v.rank == 2 ? (size_t)v.dims[1] : 1, path, err, errlen);
 cleanup:
@@ -403,26 +406,28 @@ static int h5_open_file(const char *path, off_t *size, hid_t *file, char *err, s
     return 0;
 }
 
-static int load_file(bp_dataset *ds, const char *path, int classes, char *err, size_t errlen)
+static int load_file(bp_dataset *ds, const char *path, int classes, const bp__load_opts *o,
+                     char *err, size_t errlen)
 {
     hid_t file = H5I_INVALID_HID;
     int rc = h5_open_file(path, NULL, &file, err, errlen);
     if (rc < 0)
         return rc;
-    rc = h5_read_X(file, ds, path, err, errlen);
+    rc = h5_read_X(file, ds, o, path, err, errlen);
     if (rc == 0)
-        rc = h5_read_y(file, ds, classes, path, err, errlen);
+        rc = h5_read_y(file, ds, classes, o, path, err, errlen);
     if (rc == 0)
         rc = bp__check_finite(ds->X, ds->n, ds->d, path, "/X", err, errlen);
     H5Fclose(file);
     return rc;
 }
 
-int bp__load_h5(bp_dataset *ds, const char *path, int classes, char *err, size_t errlen)
+int bp__load_h5(bp_dataset *ds, const char *path, int classes, const bp__load_opts *o, char *err,
+                size_t errlen)
 {
     bp__h5_quiet q;
     bp__h5_quiet_begin(&q);
-    int rc = load_file(ds, path, classes, err, errlen);
+    int rc = load_file(ds, path, classes, o, err, errlen);
     bp__h5_quiet_end(&q);
     return rc;
 }
@@ -569,16 +574,16 @@ static int stream_open_X(bp__h5_stream *s, hid_t file, const char *path, char *e
     int f64 = type >= 0 && H5Tequal(type, H5T_IEEE_F64LE) > 0;
     haddr_t at = H5Dget_offset(v.id);
     if (v.chunked || at == HADDR_UNDEF || (!f32 && !f64)) {
-        rc =
-            bp__fail(err, errlen, BP_EFORMAT,
-                     "%s: [data] placement = stream reads rows of /X in place, so /X must be "
-                     "stored contiguous and uncompressed as little-endian float32 or float64 (this "
-                     "one is %s); write it with backprop convert --contiguous, or h5py's "
-                     "create_dataset without chunks",
-                     path,
-                     v.chunked        ? "chunked"
-                     : (!f32 && !f64) ? "another type"
-                                      : "not stored");
+        rc = bp__fail(
+            err, errlen, BP_EFORMAT,
+            "%s: [data] placement = stream reads rows of /X in place, so /X must be "
+            "stored contiguous and uncompressed as little-endian float32 or float64 (this "
+            "one is %s); write it contiguous, as backprop convert can (bp_dataset_write_h5 "
+            "with BP_WRITE_CONTIGUOUS), or with h5py's create_dataset without chunks",
+            path,
+            v.chunked        ? "chunked"
+            : (!f32 && !f64) ? "another type"
+                             : "not stored");
         goto cleanup;
     }
     s->offset = (off_t)at;
@@ -604,7 +609,7 @@ static int stream_open(bp__h5_stream *s, const char *path, int classes, char *er
                       path);
     s->y.n = s->n;
     if (rc == 0)
-        rc = h5_read_y(file, &s->y, classes, path, err, errlen);
+        rc = h5_read_y(file, &s->y, classes, NULL, path, err, errlen);
     H5Fclose(file);
     if (rc < 0)
         return rc;
@@ -856,7 +861,8 @@ void bp__h5_stream_ahead(bp__h5_stream *s, const size_t *rows, size_t count)
                       POSIX_FADV_WILLNEED);
 }
 
-int bp__h5_stream_check(bp__h5_stream *s, size_t lo, size_t hi, char *err, size_t errlen)
+int bp__h5_stream_check(bp__h5_stream *s, size_t lo, size_t hi, const bp__load_opts *o, char *err,
+                        size_t errlen)
 {
     enum { BLOCK = 256 };
     bp_real *X = bp__calloc(bp__mul(BLOCK, s->d), sizeof(bp_real));
@@ -870,7 +876,7 @@ int bp__h5_stream_check(bp__h5_stream *s, size_t lo, size_t hi, char *err, size_
         rc = stream_read(s, r, count, X, 0, err, errlen);
         if (rc == 0)
             rc = bp__check_finite_at(X, count, s->d, r, s->path, "/X", err, errlen);
-        bp__load_progress(s->path, (double)(r + count - lo), (double)(hi - lo));
+        bp__load_progress(o, s->path, (double)(r + count - lo), (double)(hi - lo));
     }
     bp__free(X);
     return rc;

@@ -9,7 +9,7 @@
 #include <zlib.h>
 
 #include "backprop/data.h"
-#include "data_internal.h"
+#include "data_idx.h"
 #include "fileio.h"
 #include "internal.h"
 
@@ -118,7 +118,8 @@ static int idx_check_size(gzFile gz, off_t size, size_t header, size_t need, con
 
 /* Pixels are read in chunks and scaled to [0, 1] on the way, so the bytes never need a
  * second full-size buffer. */
-static int idx_read_pixels(gzFile gz, bp_dataset *ds, const char *path, char *err, size_t errlen)
+static int idx_read_pixels(gzFile gz, bp_dataset *ds, const bp__load_opts *o, const char *path,
+                           char *err, size_t errlen)
 {
     enum { CHUNK = 1 << 16 };
     size_t total = ds->n * ds->d, got = 0;
@@ -135,7 +136,7 @@ static int idx_read_pixels(gzFile gz, bp_dataset *ds, const char *path, char *er
                           path, off + got, total);
         for (size_t j = 0; rc == 0 && j < len; j++)
             ds->X[off + j] = (bp_real)(buf[j] / 255.0);
-        bp__load_progress(path, (double)(off + got), (double)total);
+        bp__load_progress(o, path, (double)(off + got), (double)total);
     }
     bp__free(buf);
     return rc;
@@ -172,7 +173,8 @@ int bp__idx_shape(const char *path, size_t *n, size_t *d, char *err, size_t errl
     return rc;
 }
 
-static int idx_load_images(bp_dataset *ds, const char *path, char *err, size_t errlen)
+static int idx_load_images(bp_dataset *ds, const char *path, const bp__load_opts *o, char *err,
+                           size_t errlen)
 {
     gzFile gz = NULL;
     off_t size = 0;
@@ -192,9 +194,9 @@ static int idx_load_images(bp_dataset *ds, const char *path, char *err, size_t e
     else
         rc = idx_check_size(gz, size, 16, total, path, err, errlen);
     if (rc == 0)
-        rc = bp__dataset_alloc(ds, dims[0], d, 0, 1, path, err, errlen);
+        rc = bp__dataset_alloc(ds, dims[0], d, 0, 1, o, path, err, errlen);
     if (rc == 0)
-        rc = idx_read_pixels(gz, ds, path, err, errlen);
+        rc = idx_read_pixels(gz, ds, o, path, err, errlen);
     if (rc == 0)
         rc = idx_check_end(gz, path, err, errlen);
 cleanup:
@@ -205,7 +207,7 @@ cleanup:
 
 /* Labels go into ds->labels, which idx_load_images allocated for the same n rows. */
 static int idx_load_labels(bp_dataset *ds, const char *path, const char *images, int classes,
-                           char *err, size_t errlen)
+                           const bp__load_opts *o, char *err, size_t errlen)
 {
     gzFile gz = NULL;
     unsigned char *buf = NULL;
@@ -229,15 +231,15 @@ static int idx_load_labels(bp_dataset *ds, const char *path, const char *images,
     for (size_t i = 0; rc == 0 && i < n; i++)
         ds->labels[i] = buf[i];
     if (rc == 0)
-        rc = bp__labels_to_onehot(ds, classes, path, err, errlen);
+        rc = bp__labels_to_onehot(ds, classes, o, path, err, errlen);
     bp__free(buf);
     if (gz)
         gzclose(gz);
     return rc;
 }
 
-int bp__load_idx(bp_dataset *ds, const char *path, const char *labels_path, int classes, char *err,
-                 size_t errlen)
+int bp__load_idx(bp_dataset *ds, const char *path, const char *labels_path, int classes,
+                 const bp__load_opts *o, char *err, size_t errlen)
 {
     /* What the file is comes first: a missing file, a directory or a CSV is not IDX
      * images lacking labels. Which option or key names the labels is the caller's to say. */
@@ -248,8 +250,8 @@ int bp__load_idx(bp_dataset *ds, const char *path, const char *labels_path, int 
                         "%s: IDX images need their labels (an IDX labels file), and none was given",
                         path);
     if (rc == 0)
-        rc = idx_load_images(ds, path, err, errlen);
+        rc = idx_load_images(ds, path, o, err, errlen);
     if (rc == 0)
-        rc = idx_load_labels(ds, labels_path, path, classes, err, errlen);
+        rc = idx_load_labels(ds, labels_path, path, classes, o, err, errlen);
     return rc;
 }

@@ -43,6 +43,7 @@ typedef struct {
 } span;
 
 struct bp__exchange {
+    bp__mpi *mpi; /* the comm's communicators and watchdog; NULL for a job of one */
     size_t n;
     int nb;       /* buckets; bucket 0 ends the buffer, the last starts it */
     span *bucket; /* in the order the backward pass completes them */
@@ -128,11 +129,11 @@ static void sum_in_order(bp_real *out, bp_real *const *v, int k, size_t n)
 
 /* Waits until *counter reaches target: the node's ranks run in step, so the wait is short;
  * it yields the core first and sleeps after, for nodes with more ranks than cores. */
-static void wait_count(_Atomic long *counter, long target, int slot)
+static void wait_count(bp__exchange *x, _Atomic long *counter, long target, int slot)
 {
     if (atomic_load_explicit(counter, memory_order_acquire) >= target)
         return;
-    bp__watch_enter(slot, "the gradient exchange on this node");
+    bp__watch_enter(x->mpi, slot, "the gradient exchange on this node");
     for (long spins = 0; atomic_load_explicit(counter, memory_order_acquire) < target; spins++) {
         if (spins < 2000) {
             sched_yield();
@@ -141,7 +142,7 @@ static void wait_count(_Atomic long *counter, long target, int slot)
             nanosleep(&pause, NULL);
         }
     }
-    bp__watch_leave(slot);
+    bp__watch_leave(x->mpi, slot);
 }
 
 /* Maps the node's segment: a header of per-bucket counters, then p buffers of n reals and
@@ -155,10 +156,11 @@ static int map_segment(bp__exchange *x, MPI_Comm node)
     size_t header = (2 * (size_t)x->nb * sizeof(long) + page - 1) / page * page;
     x->segment_bytes = header + ((size_t)x->p + 1) * reals;
     char name[64] = "";
-    static long made;
     int fd = -1, ok = 1;
     if (x->me == 0) {
-        snprintf(name, sizeof(name), "/backprop-%ld-%ld", (long)getpid(), made++);
+        /* The exchange's address tells it from any other exchange this process sets up at
+         * once (two trainers side by side), the pid from other processes'. */
+        snprintf(name, sizeof(name), "/backprop-%ld-%p", (long)getpid(), (void *)x);
         fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
         ok = fd >= 0 && posix_fallocate(fd, 0, (off_t)x->segment_bytes) == 0;
         if (!ok)
@@ -201,7 +203,7 @@ static int map_segment(bp__exchange *x, MPI_Comm node)
 static int wait_request(bp__exchange *x, int slot)
 {
     int rc = MPI_SUCCESS, flag = 0;
-    bp__watch_enter(slot, "the gradient exchange across nodes");
+    bp__watch_enter(x->mpi, slot, "the gradient exchange across nodes");
     if (slot == 0) {
         rc = MPI_Wait(&x->req, MPI_STATUS_IGNORE);
     } else {
@@ -210,7 +212,7 @@ static int wait_request(bp__exchange *x, int slot)
             nanosleep(&pause, NULL);
         }
     }
-    bp__watch_leave(slot);
+    bp__watch_leave(x->mpi, slot);
     return rc == MPI_SUCCESS ? 0 : BP_ECOMM;
 }
 
@@ -370,10 +372,10 @@ int bp__exchange_create(bp__exchange **out, const bp_comm *comm, const bp_net *n
                         size_t errlen)
 {
     *out = NULL;
-    const bp__mpi *mpi = bp__mpi_get();
+    bp__mpi *mpi = comm->mpi;
     bp__exchange *x = bp__calloc(1, sizeof(*x));
     if (x)
-        x->n = n;
+        x->n = n, x->mpi = mpi;
     if (!x || cut_buckets(x, net, bucket_mb * 1e6, overlap) < 0) {
         bp__exchange_free(x);
         return bp__fail(err, errlen, BP_ENOMEM, "out of memory for the gradient exchange");
@@ -477,7 +479,7 @@ static void post(bp__exchange *x, int b)
 {
     if (x->p > 1) {
         atomic_fetch_add_explicit(&x->arrived[b], 1, memory_order_release);
-        wait_count(&x->arrived[b], x->seq * x->p, 0);
+        wait_count(x, &x->arrived[b], x->seq * x->p, 0);
         span s = slice(x, b, x->me);
         bp_real *v[x->p];
         for (int r = 0; r < x->p; r++)
@@ -525,7 +527,7 @@ int bp__exchange_next(bp__exchange *x, size_t *lo, size_t *hi, const bp_real **s
     double t1 = bp__now_s();
     if (x->p > 1) {
         atomic_fetch_add_explicit(&x->finished[b], 1, memory_order_release);
-        wait_count(&x->finished[b], x->seq * x->p, 0);
+        wait_count(x, &x->finished[b], x->seq * x->p, 0);
     }
     double t2 = bp__now_s();
     x->exposed_s += t2 - t0;

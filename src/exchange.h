@@ -10,12 +10,12 @@
 
 typedef struct bp__exchange bp__exchange;
 
-/* Collective over the job. A buffer of n reals per rank laid out as net's parameters (then
- * extra slots, summed too); buckets of about bucket_mb megabytes cut at the row blocks of
- * bp__backward_ready, or one bucket for the whole buffer when overlap is 0. With bf16, the
- * sums between nodes travel in bf16 ([comm] dtype), except the slices reaching exact_from
- * or beyond (the extra slots), which stay exact. Returns 0 on this rank, or
- * BP_ENOMEM/BP_ECOMM (the caller agrees on it). */
+/* Collective over comm's ranks, on communicators of comm's own. A buffer of n reals per
+ * rank laid out as net's parameters (then extra slots, summed too); buckets of about
+ * bucket_mb megabytes cut at the row blocks of bp__backward_ready, or one bucket for the
+ * whole buffer when overlap is 0. With bf16, the sums between nodes travel in bf16 ([comm]
+ * dtype), except the slices reaching exact_from or beyond (the extra slots), which stay
+ * exact. Returns 0 on this rank, or BP_ENOMEM/BP_ECOMM (the caller agrees on it). */
 int bp__exchange_create(bp__exchange **x, const bp_comm *comm, const bp_net *net, size_t n,
                         double bucket_mb, int overlap, size_t exact_from, int bf16, char *err,
                         size_t errlen);

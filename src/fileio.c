@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include "fileio.h"
-#include "h5util.h"
 #include "internal.h"
 
 static const char *file_kind(mode_t mode)
@@ -121,11 +120,8 @@ int bp__output_check(const char *path, int flags, const char *const *inputs, cha
             return bp__fail(err, errlen, BP_EINVAL, "%s: is the input %s; write elsewhere", path,
                             inputs[i]);
     }
-    if (bp__h5_is_checkpoint(path))
-        return bp__fail(err, errlen, BP_EINVAL,
-                        "%s: is a checkpoint; an output never replaces one, write elsewhere", path);
     if (!(flags & BP__OUT_REPLACE))
-        return bp__fail(err, errlen, BP_EINVAL, "%s: exists; add --force to replace it", path);
+        return bp__fail(err, errlen, BP_EEXIST, "%s: exists", path);
     return 0;
 }
 
@@ -222,7 +218,7 @@ int bp__publish(const char *path, const void *data, size_t len, int flags, char 
         saved = errno;
         unlink(tmp);
         if (saved == EEXIST)
-            return bp__fail(err, errlen, BP_EINVAL, "%s: exists; add --force to replace it", path);
+            return bp__fail(err, errlen, BP_EEXIST, "%s: exists", path);
         return bp__fail(err, errlen, BP_EIO, "%s: %s (%s)", path, what, strerror(saved));
     }
     if (fsync_dir(path) < 0)

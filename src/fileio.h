@@ -26,9 +26,11 @@ enum {
 };
 
 /* Before any work: checks that an output file may be published at path. Its directory must
- * exist and be writable; path must not be anything but a regular file, nor a backprop
- * checkpoint, nor one of the NULL-terminated inputs (the same file under any name); and
- * without BP__OUT_REPLACE it must not exist. BP_EINVAL with the reason otherwise. */
+ * exist and be writable; path must not be anything but a regular file, nor one of the
+ * NULL-terminated inputs (the same file under any name): BP_EINVAL with the reason; and
+ * without BP__OUT_REPLACE it must not exist: BP_EEXIST, "PATH: exists" (the program says
+ * how to allow it). That a checkpoint is never replaced is bp_output_check's (files.c):
+ * this file knows nothing of HDF5. */
 int bp__output_check(const char *path, int flags, const char *const *inputs, char *err,
                      size_t errlen);
 
@@ -43,8 +45,8 @@ int bp__is_temp_name(const char *name);
  * renamed into place, the directory fsync'ed. Without BP__OUT_REPLACE an existing path is
  * never replaced, even one that appears meanwhile (where the file system can rename
  * without replacing or make hard links; elsewhere a check comes just before the rename).
- * On error returns BP_EIO (or BP_EINVAL for an existing file) with "PATH: WHAT (WHY)",
- * removes the temporary, and leaves path as it was, except after a failed directory fsync:
+ * On error returns BP_EIO (or BP_EEXIST, "PATH: exists", for an existing file) with "PATH: WHAT
+ * (WHY)", removes the temporary, and leaves path as it was, except after a failed directory fsync:
  * the rename has happened, path holds the new file, but its name may not survive a crash. */
 int bp__publish(const char *path, const void *data, size_t len, int flags, char *err,
                 size_t errlen);

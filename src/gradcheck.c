@@ -3,6 +3,11 @@
 #include <math.h>
 #include <string.h>
 
+#include "agree.h"
+#include "backprop/data.h"
+#include "backprop/gradcheck.h"
+#include "blas.h"
+#include "comm.h"
 #include "internal.h"
 
 double bp_relative_error(double a, double b)
@@ -265,5 +270,109 @@ int bp_gradcheck(bp_net *net, const bp_real *X, const bp_real *Y, size_t m, doub
     reference_free(&r);
     bp__free(grad);
     bp_workspace_free(&ws);
+    return rc;
+}
+
+/* ---- a config's gradient, checked across ranks (backprop/gradcheck.h) ---- */
+
+void bp_gradcheck_report_free(bp_gradcheck_report *report)
+{
+    bp__free(report->layers);
+    memset(report, 0, sizeof(*report));
+}
+
+/* The analytic gradient of J, as training computes it: each rank backpropagates its shard
+ * of the m examples, one sum over the ranks, then / m and the L2 term. */
+static int distributed_gradient(const bp_comm *comm, bp_net *net, const bp_dataset *ds, size_t m,
+                                double lambda, double n, bp_real *grad)
+{
+    bp_workspace ws;
+    size_t lo, hi;
+    bp__shard(m, comm->rank, comm->size, &lo, &hi);
+    if (bp_workspace_create(&ws, net, hi - lo) < 0)
+        return BP_ENOMEM;
+    memset(grad, 0, net->nparams * sizeof(bp_real));
+    if (hi > lo) {
+        bp_forward(net, &ws, ds->X + lo * ds->d, hi - lo);
+        bp_backward(net, &ws, ds->Y + lo * ds->k, hi - lo, grad, 0);
+    }
+    bp_workspace_free(&ws);
+    if (bp_comm_sum(comm, grad, net->nparams) < 0)
+        return BP_ECOMM;
+    for (size_t i = 0; i < net->nparams; i++)
+        grad[i] /= (bp_real)m;
+    for (int l = 0; l < net->nlayers; l++) {
+        size_t o = bp_net_offset_W(net, l), count = (size_t)net->sizes[l] * net->sizes[l + 1];
+        for (size_t i = 0; i < count; i++)
+            grad[o + i] += (bp_real)(lambda / n) * net->params[o + i];
+    }
+    return 0;
+}
+
+/* The network and the training set, as train builds and loads them; then the ranks agree
+ * that they run one config, one set of options and one data set (by contents). */
+static int gradcheck_setup(const bp_comm *comm, const bp_config *cfg,
+                           const bp_gradcheck_run_opts *o, bp_net *net, bp_dataset *ds, char *err,
+                           size_t errlen)
+{
+    int threads = cfg->threads ? cfg->threads : bp__auto_threads(comm); /* as train takes it */
+    int rc = bp__blas_setup(&threads, err, errlen);
+    if (rc == 0 && (rc = bp_net_create(net, cfg->nsizes, cfg->sizes, cfg->hidden, cfg->output,
+                                       cfg->cost)) == 0)
+        rc = bp_dataset_load(ds, cfg->train, cfg->train_labels[0] ? cfg->train_labels : NULL,
+                             cfg->sizes[cfg->nsizes - 1], cfg->seed, err, errlen);
+    if (rc == 0)
+        rc = bp_dataset_check(ds, cfg->sizes[0], cfg->sizes[cfg->nsizes - 1], cfg->train, err,
+                              errlen);
+    rc = bp__agree(comm, rc, err, errlen);
+    if (rc == 0)
+        rc = bp__config_agree(comm, cfg, err, errlen);
+    if (rc == 0 && o->options)
+        rc = bp__lines_agree(comm, o->options, o->options_what, o->options_hint, err, errlen);
+    if (rc == 0)
+        rc = bp__data_agree(comm, ds, NULL, NULL, "[data] train", cfg->train, err, errlen);
+    return rc;
+}
+
+int bp_gradcheck_run(const bp_comm *comm, const bp_config *cfg, const bp_gradcheck_run_opts *opts,
+                     bp_gradcheck_report *report, char *err, size_t errlen)
+{
+    bp_net net = {0};
+    bp_dataset ds = {0};
+    bp_real *grad = NULL;
+    memset(report, 0, sizeof(*report));
+    int rc = gradcheck_setup(comm, cfg, opts, &net, &ds, err, errlen);
+    if (rc == 0) {
+        report->during_work = 1;
+        bp_rng rng;
+        bp_rng_seed(&rng, cfg->seed);
+        bp_net_init(&net, cfg->init, cfg->init_epsilon, &rng);
+        size_t m = (size_t)opts->examples < ds.n ? (size_t)opts->examples : ds.n;
+        /* n in lambda/n is the training set's size, as in training. */
+        size_t n_train = cfg->limit && (size_t)cfg->limit < ds.n ? (size_t)cfg->limit : ds.n;
+        if ((size_t)cfg->validation_split < n_train)
+            n_train -= (size_t)cfg->validation_split;
+        double n = (double)n_train;
+        grad = bp__calloc(net.nparams, sizeof(bp_real));
+        report->layers = bp__calloc((size_t)net.nlayers, sizeof(*report->layers));
+        rc = grad && report->layers ? distributed_gradient(comm, &net, &ds, m, cfg->lambda, n, grad)
+                                    : BP_ENOMEM;
+        if (rc == 0)
+            rc = bp_gradcheck(&net, ds.X, ds.Y, m, cfg->lambda, n, opts->epsilon, 5000, grad,
+                              report->layers);
+        if (rc < 0)
+            bp__fail(err, errlen, rc, "%s", bp_strerror(rc));
+        rc = bp__agree(comm, rc, err, errlen);
+        report->nlayers = net.nlayers;
+        memcpy(report->sizes, net.sizes, (size_t)(net.nlayers + 1) * sizeof(int));
+    }
+    if (rc < 0) {
+        int during_work = report->during_work;
+        bp_gradcheck_report_free(report);
+        report->during_work = during_work;
+    }
+    bp__free(grad);
+    bp_dataset_free(&ds);
+    bp_net_free(&net);
     return rc;
 }

@@ -97,34 +97,6 @@ int bp__adam_step_range(const bp__adam *opt, bp_net *net, const bp_real *grad, b
 int bp__workspace_bf16(bp_workspace *ws, const bp_net *net);
 void bp__bf16_weights(const bp_net *net, bp_workspace *ws);
 
-/* L-BFGS (lbfgs.c), one evaluation at a time. The state's buffers for n parameters and
- * `history` pairs; zeroed, in phase BP_LBFGS_FIRST. 0 or BP_ENOMEM (nothing allocated). */
-int bp__lbfgs_alloc(bp_lbfgs_state *st, size_t n, int history);
-void bp__lbfgs_free(bp_lbfgs_state *st); /* and zeroes it: freeing twice is fine */
-/* dst = src, buffers included; both allocated for n parameters and src's history. */
-void bp__lbfgs_copy(bp_lbfgs_state *dst, const bp_lbfgs_state *src, size_t n);
-
-typedef struct {
-    double n_train, lambda; /* the objective: mean cost over n_train plus lambda/(2n) sum W^2 */
-    double tolerance;       /* converged when max |gradient of the objective| <= this */
-} bp__lbfgs_setup;
-
-enum {
-    BP__LBFGS_GO_ON,    /* the weights are the next trial of the line search */
-    BP__LBFGS_ITERATED, /* an iteration ended: the weights are its point, the epoch ends */
-    BP__LBFGS_DONE,     /* converged (state.converged says why): the run ends at the weights */
-    BP__LBFGS_DIVERGED  /* the first evaluation's cost is not finite */
-};
-
-/* Before a step: where an iteration begins, moves the weights to its first trial. */
-void bp__lbfgs_begin(bp_lbfgs_state *st, bp_real *params, size_t n);
-
-/* After a step: the data cost summed over the training set, correct its correct count,
- * and grad_sum the gradient summed, all at net's weights; g is scratch for nparams. Moves
- * the weights to where the next step evaluates, or ends the iteration; BP__LBFGS_*. */
-int bp__lbfgs_evaluated(bp_lbfgs_state *st, const bp_net *net, const bp_real *grad_sum,
-                        double cost_sum, double correct, const bp__lbfgs_setup *setup, bp_real *g);
-
 /* The learning rate of the step a run takes at global step `step` (0-based) of `steps` in
  * all, in epoch `epoch` (0-based) of a training set of n examples, under c's schedule:
  *   constant         eta
@@ -162,20 +134,18 @@ double bp__memory_available_at(const char *root);
  * root); INFINITY when neither is set. Per process, unlike the node's memory. */
 double bp__rlimit_room_at(const char *root);
 
-/* A ceiling on what this process may use, below what the node has ([data] max_memory_mb);
- * 0 lifts it. */
-void bp__memory_limit(double bytes);
-
-/* The smaller of bp__memory_available_at("") and the ceiling. */
-double bp__memory_available(void);
+/* The smaller of bp__memory_available_at("") and ceiling, a budget below what the node has
+ * ([data] max_memory_mb, which the placement carries); ceiling <= 0: none. */
+double bp__memory_available(double ceiling);
 
 /* Refuses, before allocating, what cannot fit: BP_EINVAL with "WHAT need N of memory, but
- * only M is available" when bytes exceed bp__memory_available() or bp__rlimit_room_at(""). */
+ * only M is available" when bytes exceed bp__memory_available(ceiling) or
+ * bp__rlimit_room_at(""). The data's loads pass the placement's ceiling; the trainer's
+ * work buffers and checkpoints, which [data] max_memory_mb does not cover, none. */
+int bp__memory_check_under(double bytes, double ceiling, const char *what, char *err,
+                           size_t errlen);
+/* The same with no ceiling: the node's memory and the process's limits alone. */
 int bp__memory_check(double bytes, const char *what, char *err, size_t errlen);
-/* The same against the node's memory and the process's limits alone: for the trainer's
- * work buffers, which [data] max_memory_mb (the data's budget, set as the ceiling by
- * bp__place_choose) does not cover. */
-int bp__memory_check_work(double bytes, const char *what, char *err, size_t errlen);
 
 /* "1.5 GiB": bytes for messages, in buf. */
 const char *bp__human_bytes(double bytes, char *buf, size_t len);

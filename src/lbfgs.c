@@ -3,7 +3,7 @@
  * evaluation at a time: the trainer evaluates the cost and gradient at the weights this
  * file leaves, sums them over the ranks, and hands them back. Every rank runs the same
  * arithmetic on the same sums, so the replicas stay bit-identical, and the whole state
- * lives in bp_lbfgs_state, which checkpoints store: a run stopped in the middle of a line
+ * lives in bp__lbfgs_state, which checkpoints store: a run stopped in the middle of a line
  * search resumes where it was. Between steps the weights are the iteration's start x0,
  * the best point known (what a checkpoint's /model holds); bp__lbfgs_begin moves them to
  * the trial x0 + alpha d for the step's evaluation.
@@ -18,7 +18,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "internal.h"
+#include "lbfgs.h"
 
 /* Sufficient decrease and curvature constants of the strong Wolfe conditions: the usual
  * values for quasi-Newton methods (Nocedal and Wright, p. 142). */
@@ -30,11 +30,11 @@
 /* A bracket narrower than this in parameter space, |hi - lo| * max |d|, cannot improve. */
 #define MIN_WIDTH 1e-9
 
-int bp__lbfgs_alloc(bp_lbfgs_state *st, size_t n, int history)
+int bp__lbfgs_alloc(bp__lbfgs_state *st, size_t n, int history)
 {
     memset(st, 0, sizeof(*st));
     st->history = history;
-    st->phase = BP_LBFGS_FIRST;
+    st->phase = BP__LBFGS_FIRST;
     st->x0 = bp__calloc(n, sizeof(bp_real));
     st->g0 = bp__calloc(n, sizeof(bp_real));
     st->d = bp__calloc(n, sizeof(bp_real));
@@ -48,7 +48,7 @@ int bp__lbfgs_alloc(bp_lbfgs_state *st, size_t n, int history)
     return BP_ENOMEM;
 }
 
-void bp__lbfgs_free(bp_lbfgs_state *st)
+void bp__lbfgs_free(bp__lbfgs_state *st)
 {
     bp_real *bufs[] = {st->x0, st->g0, st->d, st->g_lo, st->s, st->y};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
@@ -57,7 +57,7 @@ void bp__lbfgs_free(bp_lbfgs_state *st)
     memset(st, 0, sizeof(*st));
 }
 
-void bp__lbfgs_copy(bp_lbfgs_state *dst, const bp_lbfgs_state *src, size_t n)
+void bp__lbfgs_copy(bp__lbfgs_state *dst, const bp__lbfgs_state *src, size_t n)
 {
     size_t b = n * sizeof(bp_real), h = (size_t)src->history;
     bp_real *keep[] = {dst->x0, dst->g0, dst->d, dst->g_lo, dst->s, dst->y};
@@ -97,7 +97,7 @@ static double max_abs(const bp_real *a, size_t n)
 }
 
 /* params = x0 + alpha d */
-static void move_to(const bp_lbfgs_state *st, bp_real *params, size_t n, double alpha)
+static void move_to(const bp__lbfgs_state *st, bp_real *params, size_t n, double alpha)
 {
     bp_real a = (bp_real)alpha;
     for (size_t i = 0; i < n; i++)
@@ -125,7 +125,7 @@ static double objective(const bp_net *net, const bp_real *params, const bp_real 
 
 /* The minimiser of the cubic through a and b with their values and slopes, clamped to
  * [lo, hi]; their middle when the cubic has none (or a value is not finite). */
-static double cubic_min(const bp_lbfgs_point *a, const bp_lbfgs_point *b, double lo, double hi)
+static double cubic_min(const bp__lbfgs_point *a, const bp__lbfgs_point *b, double lo, double hi)
 {
     double d1 = a->slope + b->slope - 3 * (a->f - b->f) / (a->alpha - b->alpha);
     double disc = d1 * d1 - a->slope * b->slope;
@@ -140,7 +140,7 @@ static double cubic_min(const bp_lbfgs_point *a, const bp_lbfgs_point *b, double
 }
 
 /* The next trial inside the bracket, at least a tenth of its width from either end. */
-static double zoom_trial(const bp_lbfgs_state *st)
+static double zoom_trial(const bp__lbfgs_state *st)
 {
     double a = fmin(st->lo.alpha, st->hi.alpha), b = fmax(st->lo.alpha, st->hi.alpha);
     double margin = 0.1 * (b - a);
@@ -151,7 +151,7 @@ static double zoom_trial(const bp_lbfgs_state *st)
 
 /* The two-loop recursion: d = -H g0, H the inverse Hessian approximation built from the
  * pairs held, scaled by s.y / y.y of the newest (Nocedal and Wright, eq. 7.20). */
-static void direction(bp_lbfgs_state *st, size_t n)
+static void direction(bp__lbfgs_state *st, size_t n)
 {
     double a[100]; /* history is at most 100: config.c */
     int h = st->history;
@@ -184,9 +184,9 @@ static void direction(bp_lbfgs_state *st, size_t n)
 /* An iteration starts at x0 with gradient g0 (point x's f, cost and correct set): the
  * convergence test, the direction, the first trial step. Steepest descent when there
  * are no pairs yet or the recursion's direction does not descend (rounding). */
-static int start_iteration(bp_lbfgs_state *st, size_t n, const bp__lbfgs_setup *setup)
+static int start_iteration(bp__lbfgs_state *st, size_t n, const bp__lbfgs_setup *setup)
 {
-    st->phase = BP_LBFGS_NEXT;
+    st->phase = BP__LBFGS_NEXT;
     if (max_abs(st->g0, n) <= setup->tolerance) {
         st->converged = BP_LBFGS_CONVERGED_GRADIENT;
         return BP__LBFGS_DONE;
@@ -212,8 +212,8 @@ static int start_iteration(bp_lbfgs_state *st, size_t n, const bp__lbfgs_setup *
 
 /* The iteration ends at params with gradient g (point p): the pair (s, y) is kept when its
  * curvature is positive, and the next iteration starts there. */
-static int accept(bp_lbfgs_state *st, bp_real *params, size_t n, const bp_real *g,
-                  const bp_lbfgs_point *p, const bp__lbfgs_setup *setup)
+static int accept(bp__lbfgs_state *st, bp_real *params, size_t n, const bp_real *g,
+                  const bp__lbfgs_point *p, const bp__lbfgs_setup *setup)
 {
     int h = st->history, r = (st->newest + 1) % h;
     double sy = 0, yy = 0; /* first: a rejected pair must not overwrite the oldest */
@@ -238,23 +238,23 @@ static int accept(bp_lbfgs_state *st, bp_real *params, size_t n, const bp_real *
     return start_iteration(st, n, setup);
 }
 
-void bp__lbfgs_begin(bp_lbfgs_state *st, bp_real *params, size_t n)
+void bp__lbfgs_begin(bp__lbfgs_state *st, bp_real *params, size_t n)
 {
-    if (st->phase == BP_LBFGS_FIRST || st->converged)
+    if (st->phase == BP__LBFGS_FIRST || st->converged)
         return;
     move_to(st, params, n, st->alpha);
-    if (st->phase == BP_LBFGS_NEXT)
-        st->phase = BP_LBFGS_BRACKET;
+    if (st->phase == BP__LBFGS_NEXT)
+        st->phase = BP__LBFGS_BRACKET;
 }
 
-int bp__lbfgs_evaluated(bp_lbfgs_state *st, const bp_net *net, const bp_real *grad_sum,
+int bp__lbfgs_evaluated(bp__lbfgs_state *st, const bp_net *net, const bp_real *grad_sum,
                         double cost_sum, double correct, const bp__lbfgs_setup *setup, bp_real *g)
 {
     size_t n = net->nparams;
     bp_real *params = net->params;
     double f = objective(net, params, grad_sum, cost_sum, setup, g);
-    bp_lbfgs_point p = {st->alpha, f, 0, cost_sum, correct};
-    if (st->phase == BP_LBFGS_FIRST) {
+    bp__lbfgs_point p = {st->alpha, f, 0, cost_sum, correct};
+    if (st->phase == BP__LBFGS_FIRST) {
         if (!isfinite(f) || !isfinite(dot(g, g, n)))
             return BP__LBFGS_DIVERGED;
         memcpy(st->x0, params, n * sizeof(bp_real));
@@ -268,11 +268,11 @@ int bp__lbfgs_evaluated(bp_lbfgs_state *st, const bp_net *net, const bp_real *gr
     int too_far = !isfinite(f) || !isfinite(p.slope) || f > st->x.f + C1 * p.alpha * st->x.slope;
     int wolfe = !too_far && fabs(p.slope) <= -C2 * st->x.slope;
     double next;
-    if (st->phase == BP_LBFGS_BRACKET) {
-        bp_lbfgs_point prev = st->lo;
+    if (st->phase == BP__LBFGS_BRACKET) {
+        bp__lbfgs_point prev = st->lo;
         if (too_far || (prev.alpha > 0 && f >= prev.f)) {
             st->hi = p;
-            st->phase = BP_LBFGS_ZOOM;
+            st->phase = BP__LBFGS_ZOOM;
         } else if (wolfe) {
             return accept(st, params, n, g, &p, setup);
         } else {
@@ -280,12 +280,12 @@ int bp__lbfgs_evaluated(bp_lbfgs_state *st, const bp_net *net, const bp_real *gr
             memcpy(st->g_lo, g, n * sizeof(bp_real));
             if (p.slope >= 0) {
                 st->hi = prev;
-                st->phase = BP_LBFGS_ZOOM;
+                st->phase = BP__LBFGS_ZOOM;
             }
         }
         /* Still descending: a longer step, by the cubic through the last two points, at
          * least twice as far from the last as that was from the one before. */
-        next = st->phase == BP_LBFGS_ZOOM
+        next = st->phase == BP__LBFGS_ZOOM
                    ? zoom_trial(st)
                    : cubic_min(&prev, &p, 2 * p.alpha - prev.alpha, 10 * p.alpha);
     } else {
@@ -301,7 +301,7 @@ int bp__lbfgs_evaluated(bp_lbfgs_state *st, const bp_net *net, const bp_real *gr
         }
         next = zoom_trial(st);
     }
-    int narrow = st->phase == BP_LBFGS_ZOOM &&
+    int narrow = st->phase == BP__LBFGS_ZOOM &&
                  fabs(st->hi.alpha - st->lo.alpha) * max_abs(st->d, n) < MIN_WIDTH;
     if (st->evals < MAX_EVALS && !narrow) {
         st->alpha = next;
@@ -311,7 +311,7 @@ int bp__lbfgs_evaluated(bp_lbfgs_state *st, const bp_net *net, const bp_real *gr
     /* The search gave up: the best point it found, if it is below the start. */
     if (st->lo.alpha > 0) {
         move_to(st, params, n, st->lo.alpha);
-        bp_lbfgs_point lo = st->lo;
+        bp__lbfgs_point lo = st->lo;
         memcpy(g, st->g_lo, n * sizeof(bp_real));
         return accept(st, params, n, g, &lo, setup);
     }
@@ -323,6 +323,6 @@ int bp__lbfgs_evaluated(bp_lbfgs_state *st, const bp_net *net, const bp_real *gr
         return start_iteration(st, n, setup) == BP__LBFGS_DONE ? BP__LBFGS_DONE : BP__LBFGS_GO_ON;
     }
     st->converged = BP_LBFGS_CONVERGED_NO_DECREASE;
-    st->phase = BP_LBFGS_NEXT;
+    st->phase = BP__LBFGS_NEXT;
     return BP__LBFGS_DONE;
 }

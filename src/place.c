@@ -84,6 +84,31 @@ static int measure(const bp_config *c, int classes, data_size *out, char *err, s
     return 0;
 }
 
+/* The same for sets given in memory (bp_trainer_options): what the trainer's copies take. */
+static void measure_given(const bp_config *c, const bp_dataset *const given[BP__SETS],
+                          data_size *out)
+{
+    static const char *const names[BP__SETS] = {"the training set", "the validation set",
+                                                "the test set"};
+    *out = (data_size){.streamable = 0};
+    size_t at = 0;
+    for (int s = 0; s < BP__SETS; s++) {
+        const bp_dataset *ds = given[s];
+        if (!ds || ds->n == 0)
+            continue;
+        double row = (double)(ds->d + ds->k) * sizeof(bp_real) + (ds->labels ? sizeof(int) : 0);
+        double bytes = row * (double)ds->n;
+        if (s == BP__SET_TRAIN && c->validation_split > 0)
+            bytes += row * (double)c->validation_split;
+        out->bytes += bytes;
+        out->n[s] = ds->n, out->d[s] = ds->d;
+        if (at < sizeof(out->what))
+            at += (size_t)snprintf(out->what + at, sizeof(out->what) - at,
+                                   "%s%s in memory: %zu examples of %zu features", at ? ", " : "",
+                                   names[s], ds->n, ds->d);
+    }
+}
+
 /* What this rank needs for kind: replicated, the data; node, on the node's rank 0, the data
  * (decoded into the node's shared memory, which counts against its memory; the others need
  * nothing); stream, /y and the permutation. */
@@ -110,7 +135,7 @@ static int refuse(bp_placement kind, const data_size *ds, double need, int ranks
     const char *hint = ds->streamable
                            ? "placement = stream reads the rows from the files instead"
                            : "placement = stream would read the rows from the files, were they "
-                             "HDF5 with a contiguous /X (backprop convert --contiguous)";
+                             "HDF5 with a contiguous, uncompressed /X (as convert can write them)";
     if (kind == BP_PLACE_REPLICATED)
         return bp__fail(err, errlen, BP_EINVAL,
                         "[data] placement = replicated: %s need %s of memory%s, but only %s is "
@@ -130,53 +155,128 @@ static int refuse(bp_placement kind, const data_size *ds, double need, int ranks
                     ds->what, each, have, hint);
 }
 
-int bp__place_choose(bp__place *p, const bp_config *cfg, int classes, const bp_comm *comm,
-                     char *err, size_t errlen)
+bp_placement bp__place_auto(const bp__place_room *r, char *why, size_t len)
+{
+    data_size ds = {.bytes = r->bytes, .held = r->held, .streamable = r->streamable};
+    /* Node sharing needs company; the memory decides between holding rows and streaming
+     * them. */
+    double node_need = need_of(BP_PLACE_NODE, &ds, 0);
+    int node_fits = node_need <= r->avail && node_need <= r->own && ds.bytes <= r->shm;
+    /* replicated copies share the node's memory, unless max_memory_mb is per rank; a
+     * process's own limits (ulimit) are its own */
+    int ranks = r->per_rank ? 1 : r->node_size;
+    double rep_need = need_of(BP_PLACE_REPLICATED, &ds, 0);
+    int rep_fits = rep_need * ranks <= r->avail && rep_need <= r->own;
+    if (r->node_size > 1 && node_fits) {
+        snprintf(why, len, "one copy for the %d ranks on this node", r->node_size);
+        return BP_PLACE_NODE;
+    }
+    if (rep_fits) {
+        snprintf(why, len,
+                 r->node_size > 1 ? "a copy per rank fits, one per node does not"
+                                  : "one rank on this node");
+        return BP_PLACE_REPLICATED;
+    }
+    if (ds.streamable) {
+        snprintf(why, len, "the data does not fit in memory");
+        return BP_PLACE_STREAM;
+    }
+    snprintf(why, len, "too large, and not streamable");
+    return r->node_size > 1 ? BP_PLACE_NODE : BP_PLACE_REPLICATED;
+}
+
+int bp__place_choose(bp__place *p, const bp_config *cfg, int classes,
+                     const bp_dataset *const given[BP__SETS], const bp_comm *comm, char *err,
+                     size_t errlen)
 {
     memset(p, 0, sizeof(*p));
-    bp__memory_limit(cfg->max_memory_mb * 1024 * 1024);
+    p->comm = *comm;
+    /* The data's budget travels with the placement: each trainer its own. */
+    p->ceiling = cfg->max_memory_mb > 0 ? cfg->max_memory_mb * 1024 * 1024 : 0;
     data_size ds;
-    int rc = measure(cfg, classes, &ds, err, errlen);
+    int rc = 0;
+    if (given && given[BP__SET_TRAIN]) {
+        memcpy(p->given, given, sizeof(p->given));
+        measure_given(cfg, given, &ds);
+    } else {
+        rc = measure(cfg, classes, &ds, err, errlen);
+    }
     if (rc < 0)
         return rc;
     p->bytes = ds.bytes, p->streamable = ds.streamable, p->held = ds.held;
     snprintf(p->what, sizeof(p->what), "%s", ds.what);
-    memcpy(p->file_n, ds.n, sizeof(ds.n));
-    memcpy(p->file_d, ds.d, sizeof(ds.d));
+    if (!p->given[BP__SET_TRAIN]) { /* the files' shapes, for node's windows */
+        memcpy(p->file_n, ds.n, sizeof(ds.n));
+        memcpy(p->file_d, ds.d, sizeof(ds.d));
+    }
     int node_rank, node_size;
-    bp__comm_node_ranks(&node_rank, &node_size);
+    bp__comm_node_ranks(&p->comm, &node_rank, &node_size);
     if (comm->size == 1)
         node_size = 1;
-    double avail = bp__memory_available(), shm = shm_room(), own = bp__rlimit_room_at("");
     bp_placement kind = cfg->placement;
     if (kind == BP_PLACE_AUTO) {
-        /* Node sharing needs company; the memory decides between holding rows and
-         * streaming them. */
-        double node_need = need_of(BP_PLACE_NODE, &ds, 0);
-        int node_fits = node_need <= avail && node_need <= own && ds.bytes <= shm;
-        /* replicated copies share the node's memory, unless max_memory_mb is per rank; a
-         * process's own limits (ulimit) are its own */
-        int ranks = cfg->max_memory_mb > 0 ? 1 : node_size;
-        double rep_need = need_of(BP_PLACE_REPLICATED, &ds, 0);
-        int rep_fits = rep_need * ranks <= avail && rep_need <= own;
-        if (node_size > 1 && node_fits) {
-            kind = BP_PLACE_NODE;
-            snprintf(p->why, sizeof(p->why), "one copy for the %d ranks on this node", node_size);
-        } else if (rep_fits) {
-            kind = BP_PLACE_REPLICATED;
-            snprintf(p->why, sizeof(p->why),
-                     node_size > 1 ? "a copy per rank fits, one per node does not"
-                                   : "one rank on this node");
-        } else if (ds.streamable) {
-            kind = BP_PLACE_STREAM;
-            snprintf(p->why, sizeof(p->why), "the data does not fit in memory");
-        } else {
-            kind = node_size > 1 ? BP_PLACE_NODE : BP_PLACE_REPLICATED;
-            snprintf(p->why, sizeof(p->why), "too large, and not streamable");
-        }
+        bp__place_room r = {.bytes = ds.bytes,
+                            .held = ds.held,
+                            .streamable = ds.streamable,
+                            .avail = bp__memory_available(p->ceiling),
+                            .shm = shm_room(),
+                            .own = bp__rlimit_room_at(""),
+                            .node_size = node_size,
+                            .node_rank = node_rank,
+                            .per_rank = cfg->max_memory_mb > 0};
+        kind = bp__place_auto(&r, p->why, sizeof(p->why));
     }
     p->kind = kind;
     return bp__place_set(p, kind, cfg, err, errlen);
+}
+
+int bp__place_fits(bp_placement kind, const bp__place_room *r, const char *what, char *err,
+                   size_t errlen)
+{
+    data_size ds = {.bytes = r->bytes, .streamable = r->streamable, .held = r->held};
+    snprintf(ds.what, sizeof(ds.what), "%s", what);
+    /* Replicated copies share the node's memory, unless max_memory_mb set a limit per rank
+     * (a cgroup cannot tell: it may hold one rank or all of them). */
+    double need = need_of(kind, &ds, r->node_rank);
+    int ranks = kind == BP_PLACE_REPLICATED && !r->per_rank ? r->node_size : 1;
+    if (need * ranks > r->avail)
+        return refuse(kind, &ds, need, ranks, r->node_size, r->avail, err, errlen);
+    if (need > r->own) /* this process's own limits (ulimit -d, -v) */
+        return refuse(kind, &ds, need, 1, r->node_size, r->own, err, errlen);
+    if (kind == BP_PLACE_NODE && r->node_rank == 0 && ds.bytes > r->shm) {
+        char size[32], room[32];
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "[data] placement = node: the data (%s) does not fit in %s (%s free), "
+                        "where MPI keeps shared memory",
+                        bp__human_bytes(ds.bytes, size, sizeof(size)), SHM_DIR,
+                        bp__human_bytes(r->shm, room, sizeof(room)));
+    }
+    return 0;
+}
+
+/* placement = stream of sets that are not all HDF5 files with a contiguous /X: the first
+ * that is not says why. */
+static int refuse_stream(const bp__place *p, const bp_config *cfg, char *err, size_t errlen)
+{
+    if (p->given[BP__SET_TRAIN])
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "[data] placement = stream reads rows from HDF5 files, and the sets were "
+                        "given in memory");
+    const char *paths[BP__SETS] = {cfg->train, cfg->validation, cfg->test};
+    for (int s = 0; s < BP__SETS; s++)
+        if (paths[s][0]) {
+            bp__h5_stream *st;
+            int rc = bp__is_h5_path(paths[s])
+                         ? bp__h5_stream_open(&st, paths[s], 0, err, errlen)
+                         : bp__fail(err, errlen, BP_EINVAL,
+                                    "[data] placement = stream reads rows from HDF5 files, and "
+                                    "%s is not one (convert can write it as one)",
+                                    paths[s]);
+            if (rc < 0)
+                return rc;
+            bp__h5_stream_close(st);
+        }
+    return 0;
 }
 
 int bp__place_set(bp__place *p, bp_placement kind, const bp_config *cfg, char *err, size_t errlen)
@@ -184,44 +284,23 @@ int bp__place_set(bp__place *p, bp_placement kind, const bp_config *cfg, char *e
     if (kind != p->kind)
         p->why[0] = 0;
     p->kind = kind;
-    data_size ds = {.bytes = p->bytes, .streamable = p->streamable, .held = p->held};
-    snprintf(ds.what, sizeof(ds.what), "%s", p->what);
-    int rc, node_rank, node_size;
-    bp__comm_node_ranks(&node_rank, &node_size);
-    double avail = bp__memory_available();
-    if (kind == BP_PLACE_STREAM && !ds.streamable) {
-        const char *paths[BP__SETS] = {cfg->train, cfg->validation, cfg->test};
-        for (int s = 0; s < BP__SETS; s++)
-            if (paths[s][0]) {
-                bp__h5_stream *st;
-                rc = bp__is_h5_path(paths[s])
-                         ? bp__h5_stream_open(&st, paths[s], 0, err, errlen)
-                         : bp__fail(err, errlen, BP_EINVAL,
-                                    "[data] placement = stream reads rows from HDF5 files, and "
-                                    "%s is not one (convert it: backprop convert --contiguous)",
-                                    paths[s]);
-                if (rc < 0)
-                    return rc;
-                bp__h5_stream_close(st);
-            }
+    int node_rank, node_size;
+    bp__comm_node_ranks(&p->comm, &node_rank, &node_size);
+    if (kind == BP_PLACE_STREAM && !p->streamable) {
+        int rc = refuse_stream(p, cfg, err, errlen);
+        if (rc < 0)
+            return rc;
     }
-    /* Replicated copies share the node's memory, unless max_memory_mb set a limit per rank
-     * (a cgroup cannot tell: it may hold one rank or all of them). */
-    double need = need_of(kind, &ds, node_rank), own = bp__rlimit_room_at("");
-    int ranks = kind == BP_PLACE_REPLICATED && cfg->max_memory_mb <= 0 ? node_size : 1;
-    if (need * ranks > avail)
-        return refuse(kind, &ds, need, ranks, node_size, avail, err, errlen);
-    if (need > own) /* this process's own limits (ulimit -d, -v) */
-        return refuse(kind, &ds, need, 1, node_size, own, err, errlen);
-    if (kind == BP_PLACE_NODE && node_rank == 0 && ds.bytes > shm_room()) {
-        char size[32], room[32];
-        return bp__fail(err, errlen, BP_EINVAL,
-                        "[data] placement = node: the data (%s) does not fit in %s (%s free), "
-                        "where MPI keeps shared memory",
-                        bp__human_bytes(ds.bytes, size, sizeof(size)), SHM_DIR,
-                        bp__human_bytes(shm_room(), room, sizeof(room)));
-    }
-    return 0;
+    bp__place_room r = {.bytes = p->bytes,
+                        .held = p->held,
+                        .streamable = p->streamable,
+                        .avail = bp__memory_available(p->ceiling),
+                        .shm = shm_room(),
+                        .own = bp__rlimit_room_at(""),
+                        .node_size = node_size,
+                        .node_rank = node_rank,
+                        .per_rank = cfg->max_memory_mb > 0};
+    return bp__place_fits(kind, &r, p->what, err, errlen);
 }
 
 /* ---- reading ahead (stream) ----
@@ -344,23 +423,77 @@ int bp__place_ahead_buffers(bp__place *p, size_t rows, size_t d, size_t k)
 
 /* One set, /X decoded into X (len values) when the file holds as many (node placement's
  * window), else into memory of its own. */
-static int load_set(bp_dataset *ds, const char *path, const char *labels, const bp_net *net,
-                    uint64_t seed, bp_real *X, size_t len, char *err, size_t errlen)
+static int load_set(const bp__place *p, bp_dataset *ds, const char *path, const char *labels,
+                    const bp_net *net, uint64_t seed, bp_real *X, size_t len, char *err,
+                    size_t errlen)
 {
     int k = net->sizes[net->nlayers];
-    int rc =
-        bp__dataset_load_into(ds, path, labels[0] ? labels : NULL, k, seed, X, len, err, errlen);
+    bp__load_opts o = {.X = X,
+                       .X_len = len,
+                       .ceiling = p->ceiling,
+                       .progress = p->progress,
+                       .progress_ctx = p->progress_ctx};
+    int rc = bp__dataset_load_with(ds, path, labels[0] ? labels : NULL, k, seed, &o, err, errlen);
     if (rc == 0)
         rc = bp_dataset_check(ds, net->sizes[0], k, path, err, errlen);
     return rc;
 }
 
+/* A set given in memory, copied into ds (the trainer's own, under the placement's
+ * ceiling) with the checks a file's rows get: finite, labels within its targets, the
+ * network's widths. */
+static int copy_given(const bp__place *p, bp_dataset *ds, const bp_dataset *from, const char *name,
+                      const bp_net *net, char *err, size_t errlen)
+{
+    if (!from->X || !from->Y || from->n == 0 || from->d == 0 || from->k == 0)
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "%s: a set given in memory needs examples, with X and Y", name);
+    bp__load_opts o = {.ceiling = p->ceiling};
+    int rc = bp__dataset_alloc(ds, from->n, from->d, from->k, from->labels != NULL, &o, name, err,
+                               errlen);
+    if (rc < 0)
+        return rc;
+    memcpy(ds->X, from->X, from->n * from->d * sizeof(bp_real));
+    memcpy(ds->Y, from->Y, from->n * from->k * sizeof(bp_real));
+    for (size_t i = 0; from->labels && i < from->n; i++) {
+        if (from->labels[i] < 0 || (size_t)from->labels[i] >= from->k)
+            return bp__fail(err, errlen, BP_EINVAL, "%s: label %d at row %zu is outside 0..%zu",
+                            name, from->labels[i], i, from->k - 1);
+        ds->labels[i] = from->labels[i];
+    }
+    rc = bp__check_finite(ds->X, ds->n, ds->d, name, "X", err, errlen);
+    if (rc == 0)
+        rc = bp__check_finite(ds->Y, ds->n, ds->k, name, "Y", err, errlen);
+    if (rc == 0)
+        rc = bp_dataset_check(ds, net->sizes[0], net->sizes[net->nlayers], name, err, errlen);
+    return rc;
+}
+
+/* Set s: the copy of the one given in memory, or the file at path (with its labels). */
+static int load_one(const bp__place *p, int s, bp_dataset *ds, const char *path, const char *labels,
+                    const bp_net *net, uint64_t seed, char *err, size_t errlen)
+{
+    static const char *const names[BP__SETS] = {"the training set", "the validation set",
+                                                "the test set"};
+    if (p->given[BP__SET_TRAIN])
+        return p->given[s] ? copy_given(p, ds, p->given[s], names[s], net, err, errlen) : 0;
+    bp_real *X = p->xbase[s];
+    return load_set(p, ds, path, labels, net, seed, X, X ? p->file_n[s] * p->file_d[s] : 0, err,
+                    errlen);
+}
+
 static int load_memory(const bp__place *p, bp_dataset *const sets[BP__SETS], const bp_config *c,
                        const bp_net *net, char *err, size_t errlen)
 {
-#define INTO(s) p->xbase[s], p->xbase[s] ? p->file_n[s] * p->file_d[s] : 0
-    int rc = load_set(sets[BP__SET_TRAIN], c->train, c->train_labels, net, c->seed,
-                      INTO(BP__SET_TRAIN), err, errlen);
+    int given = p->given[BP__SET_TRAIN] != NULL;
+    const char *train_name = given ? "the training set" : c->train;
+    if (given && p->given[BP__SET_VAL] && c->validation_split)
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "[data] validation_split = %ld takes the validation rows from the "
+                        "training set, and a validation set was given too",
+                        c->validation_split);
+    int rc = load_one(p, BP__SET_TRAIN, sets[BP__SET_TRAIN], c->train, c->train_labels, net,
+                      c->seed, err, errlen);
     if (rc < 0)
         return rc;
     bp_dataset *train = sets[BP__SET_TRAIN];
@@ -369,20 +502,19 @@ static int load_memory(const bp__place *p, bp_dataset *const sets[BP__SETS], con
         if ((size_t)c->validation_split >= train->n)
             return bp__fail(err, errlen, BP_EINVAL,
                             "validation_split = %ld leaves no training examples (%s has %zu)",
-                            c->validation_split, c->train, train->n);
+                            c->validation_split, train_name, train->n);
         rc = bp_dataset_split(train, train->n - (size_t)c->validation_split, sets[BP__SET_VAL]);
         if (rc < 0)
             return bp__fail(err, errlen, rc, "validation split: %s", bp_strerror(rc));
-    } else if (c->validation[0]) {
-        rc = load_set(sets[BP__SET_VAL], c->validation, c->validation_labels, net, c->seed,
-                      INTO(BP__SET_VAL), err, errlen);
+    } else if (given || c->validation[0]) {
+        rc = load_one(p, BP__SET_VAL, sets[BP__SET_VAL], c->validation, c->validation_labels, net,
+                      c->seed, err, errlen);
         if (rc < 0)
             return rc;
     }
-    if (c->test[0])
-        rc = load_set(sets[BP__SET_TEST], c->test, c->test_labels, net, c->seed, INTO(BP__SET_TEST),
+    if (given || c->test[0])
+        rc = load_one(p, BP__SET_TEST, sets[BP__SET_TEST], c->test, c->test_labels, net, c->seed,
                       err, errlen);
-#undef INTO
     return rc;
 }
 
@@ -403,7 +535,8 @@ static int open_stream(bp__place *p, int s, const char *path, const bp_net *net,
     if (limit > 0 && limit < shape->n)
         shape->n = limit;
     rc = bp_dataset_check(shape, net->sizes[0], k, path, err, errlen);
-    return rc < 0 ? rc : bp__h5_stream_check(p->stream[s], lo, hi, err, errlen);
+    bp__load_opts o = {.progress = p->progress, .progress_ctx = p->progress_ctx};
+    return rc < 0 ? rc : bp__h5_stream_check(p->stream[s], lo, hi, &o, err, errlen);
 }
 
 static int load_stream(bp__place *p, bp_dataset *const sets[BP__SETS], const bp_config *c,
@@ -435,10 +568,12 @@ static int load_stream(bp__place *p, bp_dataset *const sets[BP__SETS], const bp_
 }
 
 int bp__place_load(bp__place *p, bp_dataset *const sets[BP__SETS], const bp_config *cfg,
-                   const bp_net *net, const bp_comm *comm, char *err, size_t errlen)
+                   const bp_net *net, const bp_comm *comm, bp_load_progress_fn progress,
+                   void *progress_ctx, char *err, size_t errlen)
 {
+    p->progress = progress, p->progress_ctx = progress_ctx;
     int node_rank, node_size;
-    bp__comm_node_ranks(&node_rank, &node_size);
+    bp__comm_node_ranks(&p->comm, &node_rank, &node_size);
     if (p->kind == BP_PLACE_STREAM)
         return load_stream(p, sets, cfg, net, comm, err, errlen);
     if (p->kind == BP_PLACE_NODE) {
@@ -450,7 +585,7 @@ int bp__place_load(bp__place *p, bp_dataset *const sets[BP__SETS], const bp_conf
             if (!paths[s][0] || len == 0)
                 continue;
             void *base;
-            int rc = bp__comm_share(len * sizeof(bp_real), &p->xwin[s], &base);
+            int rc = bp__comm_share(&p->comm, len * sizeof(bp_real), &p->xwin[s], &base);
             char size[32];
             if (rc < 0)
                 return bp__fail(
@@ -474,7 +609,7 @@ static int share_set(bp__place *p, int s, bp_dataset *ds, int leader)
     /* in place: the node's rank 0 decoded /X into the window every rank maps already */
     uint64_t shape[5] = {ds->n, ds->d, ds->k, ds->labels != NULL,
                          leader && ds->X && ds->X == p->xbase[s]};
-    int rc = bp__comm_node_bcast(shape, sizeof(shape));
+    int rc = bp__comm_node_bcast(&p->comm, shape, sizeof(shape));
     if (rc < 0 || shape[0] == 0)
         return rc;
     size_t n = shape[0], d = shape[1], k = shape[2];
@@ -486,7 +621,7 @@ static int share_set(bp__place *p, int s, bp_dataset *ds, int leader)
     size_t xb = in_place ? 0 : n * d * sizeof(bp_real), yb = n * k * sizeof(bp_real);
     size_t lb = shape[3] ? n * sizeof(int) : 0;
     void *base;
-    rc = bp__comm_share(xb + yb + lb, &p->shared[s], &base);
+    rc = bp__comm_share(&p->comm, xb + yb + lb, &p->shared[s], &base);
     if (rc < 0)
         return rc;
     char *at = base;
@@ -518,7 +653,7 @@ int bp__place_share(bp__place *p, bp_dataset *const sets[BP__SETS], char *err, s
     if (p->kind != BP_PLACE_NODE)
         return 0;
     int node_rank, node_size;
-    bp__comm_node_ranks(&node_rank, &node_size);
+    bp__comm_node_ranks(&p->comm, &node_rank, &node_size);
     for (int s = 0; s < BP__SETS; s++) {
         int rc = share_set(p, s, sets[s], node_rank == 0);
         if (rc < 0)

@@ -36,23 +36,60 @@ typedef struct {
     bp__ahead *ahead;                          /* stream: the next step's rows, read meanwhile */
     bp_real *Xe, *Ye;                          /* stream: rows read for evaluation (the trainer's */
     int *Le;                                   /* workspace's rows; freed here) */
+    double ceiling; /* bytes the data may take ([data] max_memory_mb); 0: no ceiling */
+    const bp_dataset *given[BP__SETS]; /* sets given in memory, used instead of the config's
+                                        * files when given[0] is: the caller's, read during
+                                        * setup only (later, only whether they were given) */
+    bp_load_progress_fn progress;      /* told how far the loads have come (bp__place_load) */
+    void *progress_ctx;
+    bp_comm comm; /* the trainer's: the node's ranks of it share the data */
 } bp__place;
 
+/* What the choice of a placement goes by on one rank: the sets' sizes, the room there is
+ * (the node's memory under the ceiling, /dev/shm, this process's own limits) and the ranks
+ * sharing the node. */
+typedef struct {
+    double bytes;   /* the sets' rows in memory, one copy */
+    double held;    /* what stream holds: /y and the permutation */
+    int streamable; /* every set is an HDF5 file with a contiguous /X */
+    double avail;   /* bp__memory_available(ceiling) */
+    double shm;     /* room in /dev/shm */
+    double own;     /* bp__rlimit_room_at("") */
+    int node_size;  /* ranks on this node (1 in a job of one) */
+    int node_rank;  /* this rank's place on it */
+    int per_rank;   /* [data] max_memory_mb is set: the budget is each rank's */
+} bp__place_room;
+
+/* placement = auto's choice for r: node when the node has company and one copy fits,
+ * replicated when a copy per rank fits, stream when the sets are streamable, else the most
+ * frugal in-memory kind (for bp__place_fits to refuse). why: the reason, in words. */
+bp_placement bp__place_auto(const bp__place_room *r, char *why, size_t len);
+
+/* 0 when kind fits r's room; else BP_EINVAL with a reason that names what (the sets), the
+ * memory needed and there is, and the placements that would fit. */
+int bp__place_fits(bp_placement kind, const bp__place_room *r, const char *what, char *err,
+                   size_t errlen);
+
 /* Every rank: the placement this rank would take for cfg (auto: from the data's size, the
- * memory there is, and the ranks sharing it), checked against that memory. The ranks then
- * agree on the largest kind (replicated < node < stream: the most frugal wins) and call
- * bp__place_set with it. A reason in err on failure (a missing file, too little memory). */
-int bp__place_choose(bp__place *p, const bp_config *cfg, int classes, const bp_comm *comm,
-                     char *err, size_t errlen);
+ * memory there is under [data] max_memory_mb, and the ranks sharing it), checked against
+ * that memory. given (may be NULL): sets in memory, used instead of the config's files when
+ * given[BP__SET_TRAIN] is not NULL (then stream is refused). The ranks then agree on the
+ * largest kind (replicated < node < stream: the most frugal wins) and call bp__place_set
+ * with it. A reason in err on failure (a missing file, too little memory). */
+int bp__place_choose(bp__place *p, const bp_config *cfg, int classes,
+                     const bp_dataset *const given[BP__SETS], const bp_comm *comm, char *err,
+                     size_t errlen);
 
 /* Records the agreed kind; when it is not this rank's choice, checks the memory again. */
 int bp__place_set(bp__place *p, bp_placement kind, const bp_config *cfg, char *err, size_t errlen);
 
-/* Reads the sets as the placement says: replicated, every rank; node, the node's rank 0
- * (the others have nothing to read); stream, every rank opens the files and checks its
- * share of the rows. sets[] get their shapes (and rows, when in memory). */
+/* Reads the sets as the placement says (or copies those given in memory): replicated, every
+ * rank; node, the node's rank 0 (the others have nothing to read); stream, every rank opens
+ * the files and checks its share of the rows. sets[] get their shapes (and rows, when in
+ * memory). progress (may be NULL) is told how far the reads have come. */
 int bp__place_load(bp__place *p, bp_dataset *const sets[BP__SETS], const bp_config *cfg,
-                   const bp_net *net, const bp_comm *comm, char *err, size_t errlen);
+                   const bp_net *net, const bp_comm *comm, bp_load_progress_fn progress,
+                   void *progress_ctx, char *err, size_t errlen);
 
 /* node: after every rank agreed that the load went well, collective over each node's
  * ranks: the node's rank 0 copies its sets into shared memory, and every rank's sets[]

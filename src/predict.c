@@ -101,8 +101,8 @@ static int write_file(const bp_net *net, bp_workspace *ws, const bp_dataset *ds,
     return bp__h5_publish(file, path, flags, err, errlen);
 }
 
-int bp_predict_write(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, bp_rows_fn read,
-                     void *ctx, const char *path, int flags, char *err, size_t errlen)
+int bp__predict_write(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, bp_rows_fn read,
+                      void *ctx, const char *path, int flags, char *err, size_t errlen)
 {
     bp__h5_quiet q;
     bp__h5_quiet_begin(&q);

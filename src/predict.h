@@ -9,7 +9,7 @@
  * The rows are read by read(ctx, ...) a workspace at most at a time, or are ds's own when
  * read is NULL. Returns 0, or the reader's code, BP_EIO, BP_EINVAL or BP_ENOMEM with a
  * reason, leaving path as it was. */
-int bp_predict_write(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, bp_rows_fn read,
-                     void *ctx, const char *path, int flags, char *err, size_t errlen);
+int bp__predict_write(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, bp_rows_fn read,
+                      void *ctx, const char *path, int flags, char *err, size_t errlen);
 
 #endif

@@ -42,9 +42,8 @@ int bp__rundir_resolve(const bp_config *cfg, const char *resume, char *out, size
     }
     snprintf(out, outlen, "%s/latest.h5", cfg->checkpoint_dir);
     if (access(out, F_OK) != 0)
-        return bp__fail(err, errlen, BP_EINVAL,
-                        "--resume latest: no checkpoint in %s (%s not found)", cfg->checkpoint_dir,
-                        out);
+        return bp__fail(err, errlen, BP_ENOENT, "no checkpoint in %s (%s not found)",
+                        cfg->checkpoint_dir, out);
     return 0;
 }
 
@@ -223,8 +222,8 @@ static int run_entry_of(const bp_config *c, const struct stat *st, char *path, s
     return found;
 }
 
-int bp_rundir_check_input(const bp_config *cfg, const char *path, const char *what, char *err,
-                          size_t errlen)
+int bp__rundir_check_input(const bp_config *cfg, const char *path, const char *what, char *err,
+                           size_t errlen)
 {
     struct stat st;
     char entry[BP_PATH_MAX + 300];
@@ -250,7 +249,7 @@ static int check_dir_outputs(const bp_config *c, char *err, size_t errlen)
     inputs_of(c, paths, keys);
     for (int i = 0; i < NINPUTS; i++) {
         snprintf(what, sizeof(what), "the input [data] %s = %s", keys[i], paths[i]);
-        int rc = paths[i][0] ? bp_rundir_check_input(c, paths[i], what, err, errlen) : 0;
+        int rc = paths[i][0] ? bp__rundir_check_input(c, paths[i], what, err, errlen) : 0;
         if (rc < 0)
             return rc;
     }
@@ -292,10 +291,8 @@ int bp__rundir_prepare(const bp_config *c, const char *resume, bp__lock *dir_loc
     char latest[BP_PATH_MAX + 16];
     snprintf(latest, sizeof(latest), "%s/latest.h5", c->checkpoint_dir);
     if (access(latest, F_OK) == 0)
-        return bp__fail(err, errlen, BP_EINVAL,
-                        "%s already holds a run (%s); continue it with --resume latest, or "
-                        "set another [checkpoint] dir",
-                        c->checkpoint_dir, latest);
+        return bp__fail(err, errlen, BP_EEXIST, "%s already holds a run (%s)", c->checkpoint_dir,
+                        latest);
     if (metrics_rows(c->metrics) > 0)
         return bp__fail(err, errlen, BP_EINVAL,
                         "%s already holds another run's metrics; set another [log] metrics, "

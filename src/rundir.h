@@ -16,7 +16,7 @@ typedef struct {
     const char *config_text;
 } bp_run_snapshot;
 
-/* "latest" -> DIR/latest.h5 (which must exist); anything else is a path. */
+/* "latest" -> DIR/latest.h5 (BP_ENOENT when it does not exist); anything else is a path. */
 int bp__rundir_resolve(const bp_config *cfg, const char *resume, char *out, size_t outlen,
                        char *err, size_t errlen);
 
@@ -26,17 +26,18 @@ int bp__rundir_resolve(const bp_config *cfg, const char *resume, char *out, size
  * (latest.h5) and a metrics CSV with rows. A resume (resume as --resume gave it) refuses a
  * directory whose latest.h5 is another run's (the resumed checkpoint is not latest.h5 nor a
  * file of that directory, and their /train/metrics histories share no first epochs), and a
- * metrics CSV whose rows are not this run's history. BP_EINVAL when another run holds a lock
- * or owns a file. Creates the directories; writes no file that stays (bp__lock_drop removes
- * the lock files). */
+ * metrics CSV whose rows are not this run's history. BP_EEXIST when a fresh run finds a run
+ * in the directory (latest.h5), BP_ENOENT when "latest" is resumed and there is none,
+ * BP_EINVAL when another run holds a lock or owns a file. Creates the directories; writes no file
+ * that stays (bp__lock_drop removes the lock files). */
 int bp__rundir_prepare(const bp_config *cfg, const char *resume, bp__lock *dir_lock,
                        bp__lock *metrics_lock, char *err, size_t errlen);
 
 /* Before any work: BP_EINVAL when the file at path, `what` (e.g. "the config c.ini"), sits
  * under a name the run writes or sweeps in [checkpoint] dir (checkpoints, latest.h5, the step
  * times, temporaries), under any of its names. */
-int bp_rundir_check_input(const bp_config *cfg, const char *path, const char *what, char *err,
-                          size_t errlen);
+int bp__rundir_check_input(const bp_config *cfg, const char *path, const char *what, char *err,
+                           size_t errlen);
 
 /* checkpoint.c: /train of the checkpoint at path alone (position, seed, metrics rows),
  * verified as bp_checkpoint_read verifies it; st->metrics is the caller's to free. */

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "optimizer.h"
 #include "saver.h"
 
 struct bp__saver {
@@ -13,9 +14,12 @@ struct bp__saver {
     const char *config_text;
     /* The copy being written: the thread's alone from start until the write ends. */
     bp_net net;
-    bp_real *velocity, *moment2; /* moment2 allocated at the first adam snapshot */
-    bp_lbfgs_state lbfgs;        /* allocated at the first lbfgs snapshot */
-    bp_optimizer_state opt;      /* of the copy: its buffers or NULL (zeros) */
+    /* The optimizer's items, each with a copy of its data (NULL: zeros) in buf[i], of
+     * cap[i] bytes, which only grows. */
+    bp_state_item items[BP__OPT_MAX_ITEMS];
+    void *buf[BP__OPT_MAX_ITEMS];
+    size_t cap[BP__OPT_MAX_ITEMS];
+    bp_optimizer_state opt; /* of the copy */
     bp_train_state st;
     size_t metrics_cap;
     bp_real *best; /* early stopping's weights, allocated at the first snapshot with them */
@@ -80,8 +84,7 @@ int bp__saver_create(bp__saver **out, const bp_config *cfg, const bp_net *net,
     pthread_cond_init(&s->cv, NULL);
     int rc =
         bp_net_create(&s->net, net->nlayers + 1, net->sizes, net->hidden, net->output, net->cost);
-    s->velocity = rc == 0 ? bp__calloc(net->nparams, sizeof(bp_real)) : NULL;
-    if (s->velocity && pthread_create(&s->thread, NULL, writer, s) == 0)
+    if (rc == 0 && pthread_create(&s->thread, NULL, writer, s) == 0)
         s->started = 1;
     if (!s->started) {
         bp__saver_free(s);
@@ -133,6 +136,31 @@ static int copy_state(bp__saver *s, const bp_train_state *st)
     return 0;
 }
 
+/* The optimizer's items into the saver's own buffers (allocated at the first snapshot that
+ * has them: adam's moments, lbfgs's history); zeros stay NULL and cost no copy. */
+static int copy_optimizer(bp__saver *s, const bp_optimizer_state *opt)
+{
+    if (opt->nitems > BP__OPT_MAX_ITEMS)
+        return BP_ENOMEM;
+    for (size_t i = 0; i < opt->nitems; i++) {
+        const bp_state_item *from = &opt->items[i];
+        size_t bytes = bp__state_item_bytes(from, s->net.nparams);
+        if (from->data && bytes > s->cap[i]) {
+            bp__free(s->buf[i]);
+            s->cap[i] = 0;
+            if (!(s->buf[i] = bp__calloc(1, bytes)))
+                return BP_ENOMEM;
+            s->cap[i] = bytes;
+        }
+        if (from->data)
+            memcpy(s->buf[i], from->data, bytes);
+        s->items[i] = *from;
+        s->items[i].data = from->data ? s->buf[i] : NULL;
+    }
+    s->opt = (bp_optimizer_state){opt->name, opt->nitems, s->items};
+    return 0;
+}
+
 int bp__saver_start(bp__saver *s, const bp_run_snapshot *snap, char *err, size_t errlen)
 {
     pthread_mutex_lock(&s->mu);
@@ -143,22 +171,9 @@ int bp__saver_start(bp__saver *s, const bp_run_snapshot *snap, char *err, size_t
         return rc;
     /* The thread is idle: the copy is ours until pending is set. */
     memcpy(s->net.params, snap->net->params, snap->net->nparams * sizeof(bp_real));
-    size_t bytes = snap->net->nparams * sizeof(bp_real);
-    if (snap->opt.moment2 && !s->moment2 &&
-        !(s->moment2 = bp__calloc(snap->net->nparams, sizeof(bp_real))))
-        return bp__fail(err, errlen, BP_ENOMEM, "out of memory for the copy of adam's moments");
-    const bp_lbfgs_state *lbfgs = snap->opt.lbfgs;
-    if (lbfgs && !s->lbfgs.history &&
-        bp__lbfgs_alloc(&s->lbfgs, snap->net->nparams, lbfgs->history) < 0)
-        return bp__fail(err, errlen, BP_ENOMEM, "out of memory for the copy of lbfgs's history");
-    if (lbfgs)
-        bp__lbfgs_copy(&s->lbfgs, lbfgs, snap->net->nparams);
-    s->opt = (bp_optimizer_state){snap->opt.name, snap->opt.velocity ? s->velocity : NULL,
-                                  snap->opt.moment2 ? s->moment2 : NULL, lbfgs ? &s->lbfgs : NULL};
-    if (snap->opt.velocity)
-        memcpy(s->velocity, snap->opt.velocity, bytes);
-    if (snap->opt.moment2)
-        memcpy(s->moment2, snap->opt.moment2, bytes);
+    if (copy_optimizer(s, &snap->opt) < 0)
+        return bp__fail(err, errlen, BP_ENOMEM, "out of memory for the copy of %s's state",
+                        snap->opt.name);
     if (copy_state(s, snap->st) < 0)
         return bp__fail(err, errlen, BP_ENOMEM, "out of memory copying the run's state");
     pthread_mutex_lock(&s->mu);
@@ -207,9 +222,8 @@ void bp__saver_free(bp__saver *s)
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     bp_net_free(&s->net);
-    bp__free(s->velocity);
-    bp__free(s->moment2);
-    bp__lbfgs_free(&s->lbfgs);
+    for (size_t i = 0; i < BP__OPT_MAX_ITEMS; i++)
+        bp__free(s->buf[i]);
     bp__free(s->best);
     bp__free(s->st.metrics);
     bp__free(s);

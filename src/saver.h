@@ -1,6 +1,6 @@
 /* Rank 0's checkpoint writer: the state is copied (a memcpy of the parameters, the
- * velocity and the run state) and a thread of its own writes the copy, so training goes on
- * while HDF5 encodes, the file is fsync'ed and latest.h5 swapped. At most one write is in
+ * optimizer's state items and the run state) and a thread of its own writes the copy, so training
+ * goes on while HDF5 encodes, the file is fsync'ed and latest.h5 swapped. At most one write is in
  * flight. While it is, the thread is the only caller of libhdf5 in the process: the trainer
  * waits for it before any other HDF5 work. A write that fails leaves the previous
  * checkpoint as it was (rundir.c publishes atomically), and its status is kept until a
@@ -19,7 +19,7 @@ int bp__saver_create(bp__saver **s, const bp_config *cfg, const bp_net *net,
                      const char *config_text, char *err, size_t errlen);
 
 /* Waits for the write in flight; if it failed, returns its status (BP_EIO, BP_ENOMEM) with
- * its reason in err and starts nothing. Else copies snap (a NULL velocity is zeros, and
+ * its reason in err and starts nothing. Else copies snap (an item's NULL data is zeros, and
  * costs no copy; its config_text is ignored: the saver's own is written) and returns 0 while the
  * thread writes DIR/ckpt-<step>.h5 and latest.h5 and prunes. */
 int bp__saver_start(bp__saver *s, const bp_run_snapshot *snap, char *err, size_t errlen);

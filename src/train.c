@@ -1,9 +1,7 @@
 /* The trainer: setup, the distributed step, epochs, evaluation, metrics, and every point
  * where the ranks agree. All collectives of a run are called from here (through comm.c);
  * rundir.c does rank 0's file work on what this file hands it. */
-#define _GNU_SOURCE /* sched_getaffinity */
 #include <errno.h>
-#include <sched.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -12,26 +10,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agree.h"
 #include "blas.h"
 #include "exchange.h"
 #include "internal.h"
 #include "rundir.h"
 #include "train.h"
-
-/* Rows of an evaluation chunk: bounds the workspace, not the result. */
-#define EVAL_ROWS 256
-
-int bp_auto_threads(const bp_comm *comm)
-{
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    long t = cores / (comm->local_size > 0 ? comm->local_size : 1);
-    /* mpirun binds each rank to one core by default at -np <= 2: more threads than the
-     * cores we may run on would only take turns. */
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) < t)
-        t = CPU_COUNT(&set);
-    return t < 1 ? 1 : (int)t;
-}
+#include "optimizer.h"
 
 /* "[network] layers = 784,100,10" into buf; its length. */
 static int layers_text(const bp_config *c, char *buf, size_t len)
@@ -44,15 +29,13 @@ static int layers_text(const bp_config *c, char *buf, size_t len)
 
 /* Refuses a network that cannot fit before allocating it: parameters, gradient and
  * momentum, and an evaluation's workspace (activations, pre-activations and deltas of
- * EVAL_ROWS rows). The batch's part is alloc_buffers', once the data says how many rows a
+ * BP__EVAL_ROWS rows). The batch's part is alloc_buffers', once the data says how many rows a
  * batch really has. */
 static int net_fits(const bp_config *c, char *err, size_t errlen)
 {
-    /* Per parameter: the weights, gradient and momentum; lbfgs adds its vectors (x0, g0, d,
-     * g_lo, scratch) and the history's pairs, and rank 0's writer copies them with the
-     * weights. */
-    double h = (double)c->lbfgs_history;
-    double per_param = c->optimizer == BP_OPT_LBFGS ? 3 + (5 + 2 * h) + (5 + 2 * h) : 3;
+    /* Per parameter: the weights, gradient and the optimizer's state, as it counts them. */
+    const bp__opt_backend *opt = bp__opt_backend_of(c->optimizer);
+    double per_param = opt->per_param(c);
     double params = 0, units = 0;
     char what[64 + 12 * BP_MAX_LAYERS];
     int n = layers_text(c, what, sizeof(what));
@@ -62,9 +45,9 @@ static int net_fits(const bp_config *c, char *err, size_t errlen)
         units += c->sizes[l];
     }
     snprintf(what + n, sizeof(what) - (size_t)n, ": %.0f parameters, their gradient and %s", params,
-             c->optimizer == BP_OPT_LBFGS ? "lbfgs's history" : "momentum");
-    double bytes = (per_param * params + 3 * (double)EVAL_ROWS * units) * sizeof(bp_real);
-    return bp__memory_check_work(bytes, what, err, errlen);
+             opt->state_what);
+    double bytes = (per_param * params + 3 * (double)BP__EVAL_ROWS * units) * sizeof(bp_real);
+    return bp__memory_check(bytes, what, err, errlen);
 }
 
 /* Refuses a batch that cannot fit before allocating its buffers: rows rows of the
@@ -84,14 +67,14 @@ static int batch_fits(const bp_trainer *t, size_t shard, size_t rows, char *err,
     double shard_bytes =
         (double)shard * ((double)(t->train.d + t->train.k) * sizeof(bp_real) + sizeof(int));
     double bytes = 3 * (double)rows * units * sizeof(bp_real) + shard_bytes;
-    return bp__memory_check_work(bytes, what, err, errlen);
+    return bp__memory_check(bytes, what, err, errlen);
 }
 
 /* Where a run stopped mid-epoch, the rest of the epoch visits perm[s·B ..) of the epoch's
  * order over n examples: it continues exactly only with the same batch_size and the same
  * n training examples (the first n rows, limit and validation_split being what decide n).
- * The order's seed is the checkpoint's: [train] seed cannot change it. lbfgs takes the
- * whole set in every step; prepare_lbfgs checks its examples.
+ * The order's seed is the checkpoint's: [train] seed cannot change it. An optimizer that
+ * takes the whole set in every step (lbfgs) checks its examples in its prepare.
  *
  * "KEY = OLD in the checkpoint's run and NEW here" for the first of the keys (from
  * index `from` on) that changed, into buf; NULL when none did. */
@@ -129,7 +112,7 @@ static int refuse_mid_epoch(const bp_trainer *t, const char *path, const char *w
 static int check_resume_keys(bp_trainer *t, const char *path, const char *text, char *err,
                              size_t errlen)
 {
-    if (t->st.batch_in_epoch == 0 || t->cfg->optimizer == BP_OPT_LBFGS)
+    if (t->st.batch_in_epoch == 0 || bp__optimizer_whole_set(t->opt))
         return 0;
     bp_config *was = bp__calloc(1, sizeof(*was));
     char why[256], what[160];
@@ -160,10 +143,9 @@ static int check_resume_keys(bp_trainer *t, const char *path, const char *text, 
 static int check_resume_examples(bp_trainer *t, const char *path, char *err, size_t errlen)
 {
     bp_train_state *st = &t->st;
-    size_t n = t->train.n, B = (size_t)t->cfg->batch_size;
-    int lbfgs = t->cfg->optimizer == BP_OPT_LBFGS;
+    size_t n = t->train.n, B = (size_t)t->cfg->batch_size, steps = t->batches.epoch_steps;
     char what[400];
-    if (t->resumed && st->batch_in_epoch > 0 && !lbfgs) {
+    if (t->resumed && st->batch_in_epoch > 0 && !bp__optimizer_whole_set(t->opt)) {
         if (st->n_train > 0 && (size_t)st->n_train != n) {
             snprintf(what, sizeof(what),
                      "the training set has %ld examples in the checkpoint's run and %zu here (%s)",
@@ -171,69 +153,28 @@ static int check_resume_examples(bp_trainer *t, const char *path, char *err, siz
                      t->resume_changed[0] ? t->resume_changed : "[data] train has other rows");
             return refuse_mid_epoch(t, path, what, err, errlen);
         }
-        if ((size_t)st->batch_in_epoch >= (n + B - 1) / B)
+        if ((size_t)st->batch_in_epoch >= steps)
             return bp__fail(err, errlen, BP_EMISMATCH,
                             "%s stands at step %ld of epoch %ld, but an epoch of %zu examples in "
                             "batches of %zu has %zu steps (was it written by another run?)",
-                            path, st->batch_in_epoch, st->epoch + 1, n, B, (n + B - 1) / B);
+                            path, st->batch_in_epoch, st->epoch + 1, n, B, steps);
     }
     st->n_train = (long)n;
     st->batch_size = t->cfg->batch_size;
     return 0;
 }
 
-/* Which values of a params-shaped buffer are not finite, for the message: "12 of layer 0's
- * 8192 weights are not finite" for the first layer that has any (the weights before the
- * biases), after `whose` ("", or "the Adam second moments of "). 0 when all are finite. */
-static int nonfinite_params(const bp_net *net, const bp_real *buf, const char *whose, char *msg,
-                            size_t len)
-{
-    for (int l = 0; l < net->nlayers; l++) {
-        size_t off[2] = {bp_net_offset_W(net, l), bp_net_offset_b(net, l)};
-        size_t n[2] = {(size_t)net->sizes[l] * (size_t)net->sizes[l + 1],
-                       (size_t)net->sizes[l + 1]};
-        for (int k = 0; k < 2; k++) {
-            size_t bad = 0;
-            for (size_t i = 0; i < n[k]; i++)
-                bad += !isfinite(buf[off[k] + i]);
-            if (bad) {
-                snprintf(msg, len, "%s%zu of layer %d's %zu %s %s not finite", whose, bad, l, n[k],
-                         k ? "biases" : "weights", bad == 1 && !whose[0] ? "is" : "are");
-                return 1;
-            }
-        }
-    }
-    snprintf(msg, len, "every weight is finite");
-    return 0;
-}
-
 /* The first non-finite value of everything the run goes on from and a checkpoint holds:
- * the weights, sgd's velocity or Adam's moments (an overflowing moment stops training as
- * surely as a NaN weight, only silently), and L-BFGS's vectors. 0 when all are finite. */
+ * the weights and the optimizer's state (an overflowing Adam moment stops training as
+ * surely as a NaN weight, only silently). 0 when all are finite. */
 static int nonfinite_state(const bp_trainer *t, char *msg, size_t len)
 {
-    size_t np = t->net.nparams;
-    const bp_lbfgs_state *q = &t->lbfgs;
-    const bp_real *lbfgs[] = {q->x0, q->g0, q->d, q->g_lo};
-    if (nonfinite_params(&t->net, t->net.params, "", msg, len) ||
-        nonfinite_params(&t->net, t->velocity,
-                         t->moment2 ? "the Adam first moments of " : "the velocities of ", msg,
-                         len) ||
-        (t->moment2 &&
-         nonfinite_params(&t->net, t->moment2, "the Adam second moments of ", msg, len)))
-        return 1;
-    for (size_t v = 0; q->history && v < sizeof(lbfgs) / sizeof(lbfgs[0]); v++)
-        if (nonfinite_params(&t->net, lbfgs[v], "the L-BFGS vectors of ", msg, len))
-            return 1;
-    for (int r = 0; q->history && r < q->pairs; r++)
-        if (nonfinite_params(&t->net, q->s + (size_t)r * np, "the L-BFGS pairs of ", msg, len) ||
-            nonfinite_params(&t->net, q->y + (size_t)r * np, "the L-BFGS pairs of ", msg, len))
-            return 1;
-    return 0;
+    return bp__nonfinite_params(&t->net, t->net.params, "", msg, len) ||
+           bp__optimizer_nonfinite(t->opt, &t->net, msg, len);
 }
 
-/* Every rank: loads the checkpoint into t (parameters, velocity, state) after checking it
- * fits the configured network. */
+/* Every rank: loads the checkpoint into t (parameters, the optimizer's state, the run's)
+ * after checking it fits the configured network and optimizer. */
 static int resume_from(bp_trainer *t, const char *path, char *err, size_t errlen)
 {
     bp_checkpoint ck;
@@ -241,24 +182,10 @@ static int resume_from(bp_trainer *t, const char *path, char *err, size_t errlen
     if (rc < 0)
         return rc;
     rc = bp_checkpoint_match(&ck, &t->net, err, errlen);
-    const char *want = bp_optimizer_names[t->cfg->optimizer];
-    if (rc == 0 && strcmp(ck.optimizer, want) != 0)
-        rc = bp__fail(err, errlen, BP_EMISMATCH,
-                      "%s was trained with optimizer = %s but the config has %s (its state "
-                      "does not carry over: start a new run to change optimizers)",
-                      path, ck.optimizer, want);
-    if (rc == 0 && t->lbfgs.history && ck.lbfgs.history != t->lbfgs.history)
-        rc = bp__fail(err, errlen, BP_EMISMATCH,
-                      "%s keeps %d L-BFGS pairs but the config has lbfgs_history = %d (start a new "
-                      "run to change it)",
-                      path, ck.lbfgs.history, t->lbfgs.history);
+    if (rc == 0)
+        rc = bp__optimizer_load(t->opt, &ck, path, err, errlen);
     if (rc == 0) {
         memcpy(t->net.params, ck.net.params, t->net.nparams * sizeof(bp_real));
-        memcpy(t->velocity, ck.velocity, t->net.nparams * sizeof(bp_real));
-        if (t->moment2)
-            memcpy(t->moment2, ck.moment2, t->net.nparams * sizeof(bp_real));
-        if (t->lbfgs.history)
-            bp__lbfgs_copy(&t->lbfgs, &ck.lbfgs, t->net.nparams);
         t->st = ck.state; /* takes over the metrics array and the best weights */
         ck.state.metrics = NULL;
         ck.state.nmetrics = 0;
@@ -288,15 +215,9 @@ static int build_net(bp_trainer *t, const char *resume_path, char *err, size_t e
     int rc = bp_net_create(&t->net, c->nsizes, c->sizes, c->hidden, c->output, c->cost);
     if (rc < 0)
         return bp__fail(err, errlen, rc, "cannot build the network: %s", bp_strerror(rc));
-    t->velocity = bp__calloc(t->net.nparams, sizeof(bp_real));
-    if (c->optimizer == BP_OPT_ADAM)
-        t->moment2 = bp__calloc(t->net.nparams, sizeof(bp_real));
-    if (c->optimizer == BP_OPT_LBFGS &&
-        (bp__lbfgs_alloc(&t->lbfgs, t->net.nparams, (int)c->lbfgs_history) < 0 ||
-         !(t->lbfgs_g = bp__calloc(t->net.nparams, sizeof(bp_real)))))
-        return bp__fail(err, errlen, BP_ENOMEM, "out of memory for lbfgs's history");
-    if (!t->velocity || (c->optimizer == BP_OPT_ADAM && !t->moment2))
-        return bp__fail(err, errlen, BP_ENOMEM, "out of memory for %zu parameters", t->net.nparams);
+    rc = bp__optimizer_create(&t->opt, c, &t->net, err, errlen);
+    if (rc < 0)
+        return rc;
     if (resume_path)
         return resume_from(t, resume_path, err, errlen);
     /* Every rank draws the same weights from the same seed: no broadcast needed. */
@@ -306,11 +227,20 @@ static int build_net(bp_trainer *t, const char *resume_path, char *err, size_t e
     return 0;
 }
 
+/* What [train] batch_size means for this run's data and ranks, once, when the data is in. */
+static void derive_batches(bp_trainer *t)
+{
+    size_t n = t->train.n, B = (size_t)t->cfg->batch_size, rows = B < n ? B : n;
+    t->batches.rows = rows;
+    t->batches.shard = (rows + (size_t)t->comm.size - 1) / (size_t)t->comm.size;
+    t->batches.epoch_steps = (n + B - 1) / B;
+    t->batches.total_steps = t->cfg->epochs * (long)t->batches.epoch_steps;
+}
+
 static int alloc_buffers(bp_trainer *t, char *err, size_t errlen)
 {
-    size_t B = (size_t)t->cfg->batch_size < t->train.n ? (size_t)t->cfg->batch_size : t->train.n;
-    size_t shard = (B + (size_t)t->comm.size - 1) / (size_t)t->comm.size;
-    size_t rows = shard > EVAL_ROWS ? shard : EVAL_ROWS;
+    size_t B = t->batches.rows, shard = t->batches.shard;
+    size_t rows = shard > BP__EVAL_ROWS ? shard : BP__EVAL_ROWS;
     size_t d = t->train.d, k = t->train.k;
     if (batch_fits(t, shard, rows, err, errlen) < 0)
         return BP_EINVAL;
@@ -337,24 +267,6 @@ static int alloc_buffers(bp_trainer *t, char *err, size_t errlen)
     return 0;
 }
 
-/* Every rank's outcome becomes everyone's: the worst code, reported by one rank. Returns
- * the agreed code; err is kept only on the rank that reports it (among those with the
- * worst code, one that has a message, the lowest), and emptied on the others. */
-static int agree(const bp_comm *comm, int rc, char *err, size_t errlen)
-{
-    /* Severity: 0 success, 1 a stop (BP_ESTOPPED: under any failure), then 1 - code. */
-    int severity = rc == BP_ESTOPPED ? 1 : rc < 0 ? 1 - rc : 0;
-    int has_message = rc < 0 && err && errlen && err[0];
-    int worst, who;
-    if (bp_comm_agree(comm, 2 * severity + has_message, &worst, &who) < 0)
-        return bp__fail(err, errlen, BP_ECOMM, "the ranks could not agree: %s",
-                        bp_strerror(BP_ECOMM));
-    if (who != comm->rank && err && errlen)
-        err[0] = 0;
-    severity = worst / 2;
-    return severity == 1 ? BP_ESTOPPED : severity > 1 ? 1 - severity : 0;
-}
-
 /* The data, where [data] placement puts it. Every rank goes through every agreement here
  * (each one that fails ends it on all ranks alike): the placement is agreed (the most
  * frugal any rank chose), then the reading, and only then may the node's ranks share what
@@ -362,19 +274,21 @@ static int agree(const bp_comm *comm, int rc, char *err, size_t errlen)
 static int place_data(bp_trainer *t, int rc, char *err, size_t errlen)
 {
     const bp_config *c = t->cfg;
-    rc = agree(&t->comm, rc, err, errlen);
+    rc = bp__agree(&t->comm, rc, err, errlen);
     if (rc < 0)
         return rc;
     int k = t->net.sizes[t->net.nlayers], kind, who;
-    rc = bp__place_choose(&t->place, c, k, &t->comm, err, errlen);
+    const bp_dataset *given[BP__SETS] = {t->in.train, t->in.validation, t->in.test};
+    rc = bp__place_choose(&t->place, c, k, given, &t->comm, err, errlen);
     if (bp_comm_agree(&t->comm, rc == 0 ? (int)t->place.kind : 0, &kind, &who) < 0)
         rc = bp__fail(err, errlen, BP_ECOMM, "the ranks could not agree on [data] placement");
     if (rc == 0)
         rc = bp__place_set(&t->place, (bp_placement)kind, c, err, errlen);
-    rc = agree(&t->comm, rc, err, errlen);
+    rc = bp__agree(&t->comm, rc, err, errlen);
     if (rc == 0)
-        rc = bp__place_load(&t->place, t->sets, c, &t->net, &t->comm, err, errlen);
-    rc = agree(&t->comm, rc, err, errlen);
+        rc = bp__place_load(&t->place, t->sets, c, &t->net, &t->comm, t->in.load_progress,
+                            t->in.load_ctx, err, errlen);
+    rc = bp__agree(&t->comm, rc, err, errlen);
     if (rc == 0)
         rc = bp__place_share(&t->place, t->sets, err, errlen);
     return rc;
@@ -399,28 +313,6 @@ static int prepare_early_stopping(bp_trainer *t, char *err, size_t errlen)
     return 0;
 }
 
-/* [train] optimizer = lbfgs: the whole training set in each step, and a resumed state that
- * minimised the same cost (its pairs and the cost at x0 belong to it). */
-static int prepare_lbfgs(bp_trainer *t, char *err, size_t errlen)
-{
-    const bp_config *cfg = t->cfg;
-    bp_lbfgs_state *l = &t->lbfgs;
-    if ((size_t)cfg->batch_size < t->train.n)
-        return bp__fail(err, errlen, BP_EINVAL,
-                        "[train] optimizer = lbfgs takes the whole training set in each step, but "
-                        "batch_size = %ld and it has %zu examples (set batch_size = %zu)",
-                        cfg->batch_size, t->train.n, t->train.n);
-    if (t->resumed && (l->lambda != cfg->lambda || l->n_train != (double)t->train.n))
-        return bp__fail(err, errlen, BP_EMISMATCH,
-                        "the checkpoint's L-BFGS state minimised the cost with lambda = %g over "
-                        "%.0f examples, but the config gives lambda = %g over %zu (start a new "
-                        "run to change them)",
-                        l->lambda, l->n_train, cfg->lambda, t->train.n);
-    l->lambda = cfg->lambda;
-    l->n_train = (double)t->train.n;
-    return 0;
-}
-
 /* [train] precision = bf16: the float build on a CPU with bf16 instructions (every rank
  * checks its own: a cluster may mix CPUs), and bf16 operands in the workspace. */
 static int prepare_bf16(bp_trainer *t, char *err, size_t errlen)
@@ -439,14 +331,6 @@ static int prepare_bf16(bp_trainer *t, char *err, size_t errlen)
         return bp__fail(err, errlen, BP_ENOMEM, "out of memory for the bf16 operands");
     return 0;
 #endif
-}
-
-static int all_zero(const bp_real *v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (v[i] != 0)
-            return 0;
-    return 1;
 }
 
 /* stream: a workspace of set s's rows, read into the trainer's buffers (bp_rows_fn). */
@@ -475,279 +359,24 @@ static int read_place_rows(void *ctx, size_t first, size_t count, const bp_real 
  * 0's: one allreduce of a hash when they agree, and when they do not, rank 0's copy
  * broadcast so that each rank names what differs. */
 
-/* Keys whose values may differ between ranks: only rank 0 writes checkpoints and metrics,
- * threads is each rank's own, and only rank 0 draws progress. */
-static const char *const own_keys[] = {"[checkpoint] dir", "[log] metrics", "[log] progress",
-                                       "[train] threads"};
-
-/* Data files: paths name the same file differently from different working directories, so
- * only whether one is given is compared here (the sets that are loaded, and the collectives
- * that load them, follow from it); their contents are compared once they are read. */
-static const char *const file_keys[] = {"[data] train",      "[data] train_labels",
-                                        "[data] validation", "[data] validation_labels",
-                                        "[data] test",       "[data] test_labels"};
-
-static int key_in(const char *key, const char *const *keys, size_t n)
-{
-    for (size_t k = 0; k < n; k++)
-        if (strcmp(key, keys[k]) == 0)
-            return 1;
-    return 0;
-}
-
-/* The effective config's lines that every rank must share, each as "[section] key = value\n"
- * (bp_config_format's text without own_keys). NULL when out of memory. */
-static char *shared_config(const bp_config *cfg)
-{
-    size_t len = bp_config_format(cfg, NULL, 0) + 1, lines = 1;
-    char *text = bp__calloc(len, 1);
-    if (text)
-        bp_config_format(cfg, text, len);
-    for (size_t i = 0; text && text[i]; i++)
-        lines += text[i] == '\n';
-    char *out = text ? bp__calloc(len + 32 * lines, 1) : NULL, section[32] = "";
-    size_t at = 0;
-    for (char *line = text, *end; out && line && *line; line = end ? end + 1 : NULL) {
-        end = strchr(line, '\n');
-        int n = end ? (int)(end - line) : (int)strlen(line);
-        if (n > 0 && line[0] == '[') {
-            snprintf(section, sizeof(section), "%.*s", n, line);
-            continue;
-        }
-        const char *eq = memchr(line, '=', (size_t)n);
-        if (!eq)
-            continue;
-        char key[96];
-        snprintf(key, sizeof(key), "%s %.*s", section, (int)(eq - line - 1), line);
-        if (key_in(key, file_keys, sizeof(file_keys) / sizeof(file_keys[0])))
-            at += (size_t)sprintf(out + at, "%s = %s\n", key,
-                                  eq[2] && eq[2] != '\n' ? "(a file)" : "(none)");
-        else if (!key_in(key, own_keys, sizeof(own_keys) / sizeof(own_keys[0])))
-            at += (size_t)sprintf(out + at, "%s %.*s\n", section, n, line);
-    }
-    bp__free(text);
-    return out;
-}
-
-/* 1 when this rank's `bytes` of mine differ from rank 0's, which land in rank0; 0 when
- * they are the same (every rank's, when all are: then rank0 is untouched), BP_ECOMM. */
-static int differs_from_rank0(const bp_comm *comm, const void *mine, void *rank0, size_t bytes)
-{
-    int same = bp_comm_same(comm, bp__hash_words(mine, bytes, 0));
-    if (same != 0)
-        return same < 0 ? same : 0;
-    if (comm->rank == 0)
-        memcpy(rank0, mine, bytes);
-    if (bp__comm_bcast(comm, rank0, bytes) < 0)
-        return BP_ECOMM;
-    return memcmp(mine, rank0, bytes) != 0;
-}
-
-/* This rank's message for the first line of its `what` ("config") that is not rank 0's. */
-static int config_differs(const bp_comm *comm, const char *what, const char *hint, const char *mine,
-                          const char *rank0, char *err, size_t errlen)
-{
-    size_t i = 0;
-    while (mine[i] && mine[i] == rank0[i])
-        i++;
-    while (i > 0 && mine[i - 1] != '\n') /* back to the line's start, the same in both */
-        i--;
-    mine += i, rank0 += i;
-    const char *eq = strstr(mine, " = ");
-    int key = eq ? (int)(eq - mine) : 0;
-    int a = (int)strcspn(mine, "\n"), b = (int)strcspn(rank0, "\n");
-    if (key == 0 || strncmp(mine, rank0, (size_t)key + 3) != 0)
-        return bp__fail(err, errlen, BP_EMISMATCH,
-                        "rank %d's %s differs from rank 0's: '%.*s' on rank %d, '%.*s' on "
-                        "rank 0",
-                        comm->rank, what, a, mine, comm->rank, b, rank0);
-    return bp__fail(err, errlen, BP_EMISMATCH,
-                    "rank %d's %s differs from rank 0's: %.*s = %.*s on rank %d, %.*s on "
-                    "rank 0 (every rank must run the same %s: %s)",
-                    comm->rank, what, key, mine, a - key - 3, mine + key + 3, comm->rank,
-                    b - key - 3, rank0 + key + 3, what, hint);
-}
-
-int bp__config_agree(const bp_comm *comm, const bp_config *cfg, char *err, size_t errlen)
-{
-    char *mine = shared_config(cfg);
-    int rc = bp__lines_agree(comm, mine, "config", "check each rank's file and --set", err, errlen);
-    bp__free(mine);
-    return rc;
-}
-
-int bp__lines_agree(const bp_comm *comm, const char *mine, const char *what, const char *hint,
-                    char *err, size_t errlen)
-{
-    char *rank0 = NULL;
-    int rc = agree(comm, mine ? 0 : bp__fail(err, errlen, BP_ENOMEM, "out of memory"), err, errlen);
-    uint64_t len = mine ? strlen(mine) + 1 : 0;
-    int differs = rc < 0 ? 0 : bp_comm_same(comm, bp__hash_words(mine, len, 0)) == 0;
-    /* Every rank knows whether they differ: all take the broadcasts, or none. */
-    if (differs) {
-        uint64_t len0 = len;
-        rc = bp__comm_bcast(comm, &len0, sizeof(len0));
-        rank0 = rc == 0 ? bp__calloc(len0, 1) : NULL;
-        rc = agree(comm, rc < 0 ? BP_ECOMM : rank0 ? 0 : BP_ENOMEM, err, errlen);
-        if (rc == 0 && comm->rank == 0)
-            memcpy(rank0, mine, len);
-        if (rc == 0 && bp__comm_bcast(comm, rank0, len0) < 0)
-            rc = BP_ECOMM;
-        if (rc == 0 && strcmp(mine, rank0) != 0)
-            rc = config_differs(comm, what, hint, mine, rank0, err, errlen);
-        rc = agree(comm, rc, err, errlen);
-    }
-    bp__free(rank0);
-    return rc;
-}
-
-/* What identifies a set across ranks, whatever its file is called. */
-typedef struct {
-    uint64_t n, d, k, labels, hash;
-} set_id;
-
-/* Rows hashed of a set that is not in memory: spread over it, first and last included. */
-#define ID_SAMPLE_ROWS 64
-
-/* The set's shape and a hash of its values: all of them when they are in memory, else the
- * labels and ID_SAMPLE_ROWS rows read through read (a pass over a streamed file would cost
- * what an epoch's reading does). Each part is hashed on its own and the parts' hashes
- * together: bp__hash_words chained through its seed over a few bytes at a time loses
- * differences in the high bits. */
-static int set_identity(const bp_dataset *ds, bp_rows_fn read, void *ctx, set_id *id, char *err,
-                        size_t errlen)
-{
-    *id = (set_id){ds->n, ds->d, ds->k, ds->labels != NULL, 0};
-    if (ds->n == 0)
-        return 0;
-    uint64_t parts[1 + 2 * ID_SAMPLE_ROWS] = {0};
-    size_t nparts = 1;
-    if (ds->labels)
-        parts[0] = bp__hash_words(ds->labels, ds->n * sizeof(int), 0);
-    if (ds->X || !read) {
-        parts[nparts++] = bp__hash_words(ds->X, ds->n * ds->d * sizeof(bp_real), 0);
-        if (ds->Y)
-            parts[nparts++] = bp__hash_words(ds->Y, ds->n * ds->k * sizeof(bp_real), 0);
-    }
-    size_t rows = ds->X || !read ? 0 : ds->n < ID_SAMPLE_ROWS ? ds->n : ID_SAMPLE_ROWS;
-    for (size_t i = 0; i < rows; i++) {
-        size_t r = rows > 1 ? i * (ds->n - 1) / (rows - 1) : 0;
-        const bp_real *X, *Y;
-        const int *labels;
-        int rc = read(ctx, r, 1, &X, &Y, &labels, err, errlen);
-        if (rc < 0)
-            return rc;
-        parts[nparts++] = bp__hash_words(X, ds->d * sizeof(bp_real), 0);
-        parts[nparts++] = bp__hash_words(Y, ds->k * sizeof(bp_real), 0);
-    }
-    id->hash = bp__hash_words(parts, nparts * sizeof(parts[0]), 0);
-    return 0;
-}
-
-/* This rank's message when its set `name` (path) is not rank 0's. */
-static int set_differs(const bp_comm *comm, const char *name, const char *path, const set_id *mine,
-                       const set_id *rank0, char *err, size_t errlen)
-{
-    char shape[2][96];
-    const set_id *ids[2] = {mine, rank0};
-    for (int i = 0; i < 2; i++)
-        snprintf(shape[i], sizeof(shape[i]), "%llu x %llu with %llu %s",
-                 (unsigned long long)ids[i]->n, (unsigned long long)ids[i]->d,
-                 (unsigned long long)ids[i]->k, ids[i]->labels ? "classes" : "targets");
-    if (mine->n == 0 || rank0->n == 0)
-        return bp__fail(err, errlen, BP_EMISMATCH,
-                        "rank %d's %s differs from rank 0's: %s on rank %d, %s on rank 0",
-                        comm->rank, name, mine->n ? path : "none", comm->rank,
-                        rank0->n ? "a set" : "none");
-    if (strcmp(shape[0], shape[1]) != 0)
-        return bp__fail(err, errlen, BP_EMISMATCH,
-                        "rank %d's %s (%s) differs from rank 0's: %s on rank %d, %s on rank 0",
-                        comm->rank, name, path, shape[0], comm->rank, shape[1]);
-    return bp__fail(err, errlen, BP_EMISMATCH,
-                    "rank %d's %s (%s) holds other values than rank 0's, in the same shape (%s): "
-                    "every rank must read the same data (files are compared by their contents, "
-                    "not their names)",
-                    comm->rank, name, path, shape[0]);
-}
-
-int bp__data_agree(const bp_comm *comm, const bp_dataset *ds, bp_rows_fn read, void *ctx,
-                   const char *name, const char *path, char *err, size_t errlen)
-{
-    set_id mine, rank0;
-    int rc = agree(comm, set_identity(ds, read, ctx, &mine, err, errlen), err, errlen);
-    if (rc == 0)
-        rc = differs_from_rank0(comm, &mine, &rank0, sizeof(mine));
-    if (rc == 1)
-        rc = set_differs(comm, name, path, &mine, &rank0, err, errlen);
-    else if (rc < 0)
-        rc = bp__fail(err, errlen, rc, "comparing %s across ranks failed", name);
-    return agree(comm, rc, err, errlen);
-}
-
-/* The network and the weights it holds, whatever the checkpoint it came from is called;
- * with the velocity when there is one (the parts hashed apart, as in set_identity). */
-static uint64_t net_hash(const bp_net *net, const bp_real *velocity)
-{
-    int shape[4 + BP_MAX_LAYERS + 1] = {net->nlayers, (int)net->hidden, (int)net->output,
-                                        (int)net->cost};
-    memcpy(shape + 4, net->sizes, ((size_t)net->nlayers + 1) * sizeof(int));
-    size_t bytes = net->nparams * sizeof(bp_real);
-    uint64_t parts[3] = {bp__hash_words(shape, sizeof(shape), 0),
-                         bp__hash_words(net->params, bytes, 0),
-                         velocity ? bp__hash_words(velocity, bytes, 0) : 0};
-    return bp__hash_words(parts, sizeof(parts), 0);
-}
-
-int bp__weights_agree(const bp_comm *comm, const bp_net *net, const char *path, char *err,
-                      size_t errlen)
-{
-    uint64_t mine = net_hash(net, NULL), rank0;
-    int rc = differs_from_rank0(comm, &mine, &rank0, sizeof(mine));
-    if (rc == 1)
-        rc = bp__fail(err, errlen, BP_EMISMATCH,
-                      "rank %d's checkpoint (%s) holds other weights than rank 0's: every rank "
-                      "must read the same checkpoint",
-                      comm->rank, path);
-    else if (rc < 0)
-        rc = bp__fail(err, errlen, rc, "comparing the checkpoints across ranks failed");
-    return agree(comm, rc, err, errlen);
-}
-
-/* Everything a step depends on besides the weights and the velocity: where the run stands
- * (the position, the rng, the epoch's sums, early stopping's counters and weights), Adam's
- * second moment and L-BFGS's scalars. Ranks that differ in any of it would take other steps,
- * or end the run at other points, and wait for each other. */
+/* Everything a step depends on besides the weights: where the run stands (the position,
+ * the rng, the epoch's sums, early stopping's counters and weights) and the optimizer's
+ * whole state. Ranks that differ in any of it would take other steps, or end the run at
+ * other points, and wait for each other. */
 static uint64_t position_hash(const bp_trainer *t)
 {
     const bp_train_state *st = &t->st;
-    const bp_lbfgs_state *l = &t->lbfgs;
     size_t bytes = t->net.nparams * sizeof(bp_real);
-    const int64_t counts[] = {
-        st->epoch,      st->batch_in_epoch, st->global_step,   (int64_t)st->seed,
-        st->best_epoch, st->bad_epochs,     st->stopped_early, (int64_t)st->nmetrics,
-        l->pairs,       l->newest,          l->phase,          l->evals,
-        l->converged};
-    const double reals[] = {st->epoch_cost_sum,
-                            st->epoch_correct,
-                            st->epoch_seen,
-                            st->best_val_cost,
-                            l->alpha,
-                            l->x.alpha,
-                            l->x.f,
-                            l->x.slope,
-                            l->x.cost,
-                            l->x.correct,
-                            l->lo.alpha,
-                            l->lo.f,
-                            l->hi.alpha,
-                            l->hi.f};
-    uint64_t parts[6] = {bp__hash_words(counts, sizeof(counts), 0),
+    const int64_t counts[] = {st->epoch,         st->batch_in_epoch,   st->global_step,
+                              (int64_t)st->seed, st->best_epoch,       st->bad_epochs,
+                              st->stopped_early, (int64_t)st->nmetrics};
+    const double reals[] = {st->epoch_cost_sum, st->epoch_correct, st->epoch_seen,
+                            st->best_val_cost};
+    uint64_t parts[5] = {bp__hash_words(counts, sizeof(counts), 0),
                          bp__hash_words(reals, sizeof(reals), 0),
                          bp__hash_words(st->rng.s, sizeof(st->rng.s), 0),
-                         t->moment2 ? bp__hash_words(t->moment2, bytes, 0) : 0,
                          st->best_params ? bp__hash_words(st->best_params, bytes, 0) : 0,
-                         l->rho ? bp__hash_words(l->rho, (size_t)l->history * sizeof(double), 0)
-                                : 0};
+                         bp__optimizer_hash(t->opt, 0)};
     return bp__hash_words(parts, sizeof(parts), 0);
 }
 
@@ -758,6 +387,9 @@ static int run_agree(bp_trainer *t, char *err, size_t errlen)
     static const char *const names[BP__SETS] = {"[data] train", "validation set", "[data] test"};
     const char *paths[BP__SETS] = {
         t->cfg->train, t->cfg->validation[0] ? t->cfg->validation : t->cfg->train, t->cfg->test};
+    if (t->place.given[BP__SET_TRAIN]) /* bp_trainer_options: no file was read */
+        for (int s = 0; s < BP__SETS; s++)
+            paths[s] = "given in memory";
     place_rows p = {.t = t,
                     .X = t->place.Xe ? t->place.Xe : t->Xb,
                     .Y = t->place.Xe ? t->place.Ye : t->Yb,
@@ -773,10 +405,10 @@ static int run_agree(bp_trainer *t, char *err, size_t errlen)
     struct {
         uint64_t weights, position;
         int64_t step, epoch, batch;
-    } mine = {net_hash(&t->net, t->velocity_zero ? NULL : t->velocity), position_hash(t),
-              t->resumed ? t->st.global_step : -1, t->st.epoch, t->st.batch_in_epoch},
+    } mine = {bp__net_hash(&t->net, NULL), position_hash(t), t->resumed ? t->st.global_step : -1,
+              t->st.epoch, t->st.batch_in_epoch},
       rank0;
-    rc = differs_from_rank0(&t->comm, &mine, &rank0, sizeof(mine));
+    rc = bp__differs_from_rank0(&t->comm, &mine, &rank0, sizeof(mine));
     if (rc == 1 && mine.weights == rank0.weights && mine.step == rank0.step) {
         rc = bp__fail(err, errlen, BP_EMISMATCH,
                       "rank %d resumes from another state than rank 0, with the same weights at "
@@ -800,7 +432,7 @@ static int run_agree(bp_trainer *t, char *err, size_t errlen)
     } else if (rc < 0) {
         rc = bp__fail(err, errlen, rc, "comparing the ranks' weights failed");
     }
-    return agree(&t->comm, rc, err, errlen);
+    return bp__agree(&t->comm, rc, err, errlen);
 }
 
 /* Setup's protocol is three agreements on every rank, whatever fails where: one after the
@@ -811,11 +443,11 @@ static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
     const bp_config *cfg = t->cfg;
     int rc = bp_comm_watch(&t->comm, cfg->comm_timeout, NULL, NULL) < 0
                  ? bp__fail(err, errlen, BP_ENOMEM, "cannot start the watchdog")
-                 : bp_blas_setup(&t->threads, err, errlen);
+                 : bp__blas_setup(&t->threads, err, errlen);
     /* The run directory first: a second run started on it ends here, before any work. */
     if (rc == 0 && t->comm.rank == 0)
         rc = bp__rundir_prepare(cfg, resume, &t->dir_lock, &t->metrics_lock, err, errlen);
-    rc = agree(&t->comm, rc, err, errlen);
+    rc = bp__agree(&t->comm, rc, err, errlen);
     /* Before the first collective that depends on the config (known to all ranks: rc is). */
     if (rc == 0)
         rc = bp__config_agree(&t->comm, cfg, err, errlen);
@@ -829,8 +461,10 @@ static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
     if (!setup_failed) /* known to all ranks: the agreements in it are for all or none */
         rc = place_data(t, rc, err, errlen);
     t->load_s = bp__now_s() - loading;
-    if (rc == 0)
+    if (rc == 0) {
+        derive_batches(t);
         rc = check_resume_examples(t, resume_path, err, errlen);
+    }
     if (rc == 0)
         rc = alloc_buffers(t, err, errlen);
     if (rc == 0)
@@ -845,29 +479,10 @@ static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
 #endif
     if (rc == 0 && t->comm.rank == 0)
         rc = bp__saver_create(&t->saver, cfg, &t->net, t->config_text, err, errlen);
-    if (rc == 0 && cfg->optimizer == BP_OPT_LBFGS)
-        rc = prepare_lbfgs(t, err, errlen);
-    /* lbfgs has no velocity: it stays zeros too. */
     if (rc == 0)
-        t->velocity_zero = cfg->optimizer != BP_OPT_ADAM && cfg->momentum == 0 &&
-                           all_zero(t->velocity, t->net.nparams);
-    t->lbfgs_setup = (bp__lbfgs_setup){
-        .n_train = (double)t->train.n, .lambda = cfg->lambda, .tolerance = cfg->lbfgs_tolerance};
+        rc = bp__optimizer_prepare(t->opt, (double)t->train.n, t->resumed, err, errlen);
     t->st.ranks = t->comm.size;
-    t->opt = (bp_sgd){.learning_rate = cfg->learning_rate,
-                      .lambda = cfg->lambda,
-                      .momentum = cfg->momentum,
-                      .n_train = (double)t->train.n};
-    size_t B = (size_t)cfg->batch_size;
-    t->total_steps = cfg->epochs * (long)((t->train.n + B - 1) / B);
-    t->adam = (bp__adam){.learning_rate = cfg->learning_rate,
-                         .lambda = cfg->lambda,
-                         .n_train = (double)t->train.n,
-                         .beta1 = cfg->beta1,
-                         .beta2 = cfg->beta2,
-                         .epsilon = cfg->adam_epsilon,
-                         .decoupled = cfg->decoupled};
-    rc = agree(&t->comm, rc, err, errlen);
+    rc = bp__agree(&t->comm, rc, err, errlen);
     if (rc == 0) /* before the steps, whose number and rows depend on the data */
         rc = run_agree(t, err, errlen);
     if (rc < 0)
@@ -877,12 +492,28 @@ static int setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
                              errlen);
     if (rc == 0)
         t->grad = bp__exchange_buffer(t->exchange);
-    return agree(&t->comm, rc, err, errlen);
+    return bp__agree(&t->comm, rc, err, errlen);
 }
 
 int bp_trainer_create(bp_trainer **out, const bp_config *cfg, const char *config_text,
                       const bp_comm *comm, const char *resume, char *err, size_t errlen)
 {
+    bp_trainer_options opts = {.config_text = config_text, .resume = resume};
+    return bp_trainer_create_with(out, cfg, comm, &opts, err, errlen);
+}
+
+const bp_net *bp_trainer_net(const bp_trainer *t)
+{
+    return &t->net;
+}
+
+int bp_trainer_create_with(bp_trainer **out, const bp_config *cfg, const bp_comm *comm,
+                           const bp_trainer_options *opts, char *err, size_t errlen)
+{
+    static const bp_trainer_options none;
+    if (!opts)
+        opts = &none;
+    const char *config_text = opts->config_text, *resume = opts->resume;
     if (err && errlen)
         err[0] = 0;
     *out = NULL;
@@ -903,12 +534,15 @@ int bp_trainer_create(bp_trainer **out, const bp_config *cfg, const char *config
         t->config_text = text;
         t->comm = *comm;
         t->last_ckpt_step = -1;
-        t->threads = cfg->threads ? cfg->threads : bp_auto_threads(comm); /* setup sets it */
+        t->threads = cfg->threads ? cfg->threads : bp__auto_threads(comm); /* setup sets it */
+        t->in = *opts;
     }
     if (t && text)
         rc = setup(t, resume, err, errlen);
+    if (t) /* the caller's, copied by now */
+        t->in = (bp_trainer_options){0};
     else /* setup's first two agreements: the others return after the second */
-        rc = agree(comm, agree(comm, rc, err, errlen), err, errlen);
+        rc = bp__agree(comm, bp__agree(comm, rc, err, errlen), err, errlen);
     if (rc < 0) {
         if (t)
             bp_trainer_free(t);
@@ -931,10 +565,7 @@ void bp_trainer_free(bp_trainer *t)
     bp_net_free(&t->net);
     bp__exchange_free(t->exchange); /* its thread's MPI calls end before the windows go */
     bp__place_free(&t->place, t->sets);
-    bp__free(t->velocity);
-    bp__free(t->moment2);
-    bp__lbfgs_free(&t->lbfgs);
-    bp__free(t->lbfgs_g);
+    bp__optimizer_free(t->opt);
     bp__free(t->Xb);
     bp__free(t->Yb);
     bp__free(t->Lb);
@@ -962,7 +593,7 @@ void bp_trainer_get_info(const bp_trainer *t, bp_trainer_info *info)
                               .stopped_early = t->st.stopped_early,
                               .best_epoch = t->st.best_epoch,
                               .best_val_cost = t->st.best_val_cost,
-                              .converged = t->lbfgs.converged,
+                              .converged = t->opt ? bp__optimizer_converged(t->opt) : 0,
                               .bf16 = t->ws.bf16 != NULL};
     bp__exchange_describe(t->exchange, info->exchange, sizeof(info->exchange));
     const bp__place *p = &t->place;
@@ -1064,9 +695,8 @@ static int train_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
     double exposed0, busy0;
     bp__exchange_times(t->exchange, &exposed0, &busy0);
     double started = bp__now_s();
-    if (t->lbfgs.history)
-        bp__lbfgs_begin(&t->lbfgs, t->net.params, np);
-    bp__bf16_weights(&t->net, &t->ws); /* once per step; nothing unless precision = bf16 */
+    bp__optimizer_begin(t->opt, &t->net); /* lbfgs: to the trial this step evaluates */
+    bp__bf16_weights(&t->net, &t->ws);    /* once per step; nothing unless precision = bf16 */
     size_t rows;
     /* A rank that cannot read its rows joins the exchange idle and says so there. */
     t->read_failed = gather_shard(t, first, m, &rows, err, errlen) < 0;
@@ -1094,12 +724,16 @@ static int train_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
     }
     double computed = bp__now_s(), updating = 0, exposed_backward, busy;
     bp__exchange_times(t->exchange, &exposed_backward, &busy);
-    bp__comm_set_step(t->st.global_step + 1);
+    bp__comm_set_step(&t->comm, t->st.global_step + 1);
     size_t lo, hi;
     const bp_real *sum;
     int rc, diverged = 0, nonfinite = 0;
-    t->opt.learning_rate = t->adam.learning_rate = bp__learning_rate(
-        t->cfg, t->st.epoch, t->st.global_step, t->total_steps, (double)t->train.n);
+    /* Adam's step count is this update's: global_step + 1. */
+    bp__optimizer_set_step(t->opt,
+                           bp__learning_rate(t->cfg, t->st.epoch, t->st.global_step,
+                                             t->batches.total_steps, (double)t->train.n),
+                           t->st.global_step + 1);
+    int applies = bp__optimizer_applies(t->opt);
     while ((rc = bp__exchange_next(t->exchange, &lo, &hi, &sum)) == 1) {
         double u = bp__now_s();
         if (hi == np + BP__EXTRAS) { /* the first bucket: check the cost before any update */
@@ -1108,27 +742,23 @@ static int train_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
             t->step_stop = sum[np + BP__SLOT_STOP] > 0;
             t->step_orders = (int)sum[np + BP__SLOT_ORDERS];
             t->step_failed = sum[np + BP__SLOT_FAILED] > 0;
-            diverged = !isfinite(t->step_cost) && !t->lbfgs.history;
+            diverged = !isfinite(t->step_cost) && applies;
         }
-        /* Diverged: every rank still takes every bucket, and stops after. Adam's step
-         * count is this update's: global_step + 1. lbfgs takes the whole sum, below. */
-        int update = !diverged && !t->lbfgs.history;
-        /* The updates say whether they left a weight that is not finite: the same on every
-         * rank (the same sums), so every rank stops after this step, with no collective. */
-        if (update && t->moment2)
+        /* Diverged: every rank still takes every bucket, and stops after. The updates say
+         * whether they left a weight that is not finite: the same on every rank (the same
+         * sums), so every rank stops after this step, with no collective. An optimizer that
+         * does not apply ranges (lbfgs) takes the whole sum, below. */
+        if (!diverged && applies)
             nonfinite |=
-                bp__adam_step_range(&t->adam, &t->net, sum, t->velocity, t->moment2, (double)m,
-                                    t->st.global_step + 1, lo, hi < np ? hi : np);
-        else if (update)
-            nonfinite |= bp__sgd_step_range(&t->opt, &t->net, sum, t->velocity, (double)m, lo,
-                                            hi < np ? hi : np);
+                bp__optimizer_apply(t->opt, &t->net, sum, (double)m, lo, hi < np ? hi : np);
         updating += bp__now_s() - u;
     }
-    if (rc == 0 && t->lbfgs.history) {
+    if (rc == 0) {
         double u = bp__now_s();
-        t->lbfgs_outcome = bp__lbfgs_evaluated(&t->lbfgs, &t->net, sum, t->step_cost,
-                                               t->step_correct, &t->lbfgs_setup, t->lbfgs_g);
-        diverged = t->lbfgs_outcome == BP__LBFGS_DIVERGED; /* else the line search copes */
+        if (!diverged) /* else the line search copes: only its first cost can diverge */
+            t->outcome =
+                bp__optimizer_evaluated(t->opt, &t->net, sum, t->step_cost, t->step_correct);
+        diverged |= t->outcome == BP__OPT_DIVERGED;
         updating += bp__now_s() - u;
     }
     double ended = bp__now_s();
@@ -1148,9 +778,8 @@ static int train_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
     t->exchange_busy_s += busy - busy0;
     t->update_s += updating;
     t->timed_steps++;
-    if (t->lbfgs.history) { /* an iteration's metrics are those of the point it ends at */
-        t->st.epoch_cost_sum = t->lbfgs.x.cost;
-        t->st.epoch_correct = t->lbfgs.x.correct;
+    if (bp__optimizer_whole_set(t->opt)) { /* the metrics of the point an iteration ends at */
+        bp__optimizer_point(t->opt, &t->st.epoch_cost_sum, &t->st.epoch_correct);
         t->st.epoch_seen = (double)m;
         return 0;
     }
@@ -1160,44 +789,7 @@ static int train_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
     return 0;
 }
 
-int bp_evaluate(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, bp_rows_fn read,
-                void *ctx, const bp_comm *comm, int confusion, double *out, char *err,
-                size_t errlen)
-{
-    size_t k = ds->k, nout = BP_EVAL_OUT + (confusion ? k * k : 0);
-    memset(out, 0, nout * sizeof(double));
-    bp__bf16_weights(net, ws);
-    size_t lo, hi;
-    int rc = 0;
-    bp__shard(ds->n, comm->rank, comm->size, &lo, &hi);
-    for (size_t r = lo; r < hi; r += ws->max_rows) {
-        size_t rows = hi - r < ws->max_rows ? hi - r : ws->max_rows;
-        const bp_real *X, *Y;
-        const int *labels;
-        if (read) {
-            rc = read(ctx, r, rows, &X, &Y, &labels, err, errlen);
-            if (rc < 0) {
-                out[3] = 1;
-                break;
-            }
-        } else {
-            X = ds->X + r * ds->d, Y = ds->Y + r * k;
-            labels = ds->labels ? ds->labels + r : NULL;
-        }
-        const bp_real *A = bp_forward(net, ws, X, rows);
-        out[0] += bp_cost_sum(net, ws, Y, rows);
-        if (labels)
-            out[1] += (double)bp_count_correct(net, ws, labels, rows);
-        for (size_t i = 0; confusion && labels && i < rows; i++)
-            out[BP_EVAL_OUT + (size_t)labels[i] * k + bp__argmax(A + i * k, k)] += 1;
-    }
-    out[2] = (double)(hi - lo);
-    if (bp__comm_allreduce_sum_double(comm, out, nout) < 0)
-        return bp__fail(err, errlen, BP_ECOMM, "evaluation: %s", bp_strerror(BP_ECOMM));
-    return rc;
-}
-
-/* bp_evaluate over set s wherever its rows are: under stream, read a workspace at a time
+/* bp__evaluate over set s wherever its rows are: under stream, read a workspace at a time
  * (the chunks it takes from memory, so the sums come out the same). */
 static int evaluate(bp_trainer *t, int s, double *out, char *err, size_t errlen)
 {
@@ -1208,8 +800,8 @@ static int evaluate(bp_trainer *t, int s, double *out, char *err, size_t errlen)
                     .Y = t->place.Xe ? t->place.Ye : t->Yb,
                     .labels = t->place.Xe ? t->place.Le : t->Lb};
     int stream = t->place.kind == BP_PLACE_STREAM;
-    int rc = bp_evaluate(&t->net, &t->ws, t->sets[s], stream ? read_place_rows : NULL, &p, &t->comm,
-                         0, out, err, errlen);
+    int rc = bp__evaluate(&t->net, &t->ws, t->sets[s], stream ? read_place_rows : NULL, &p,
+                          &t->comm, 0, out, err, errlen);
     return rc < 0 ? rc : out[3] > 0 ? BP_EIO : 0; /* the rank that could not read says why */
 }
 
@@ -1222,7 +814,7 @@ static double ratio(double a, double b)
  * keeps. */
 static int end_epoch(bp_trainer *t, long steps, bp_metrics_row *row, char *err, size_t errlen)
 {
-    double v[BP_EVAL_OUT];
+    double v[BP__EVAL_OUT];
     const bp_dataset *sets[2] = {&t->val, &t->test};
     double *costs[2] = {&row->val_cost, &row->test_cost};
     double *accs[2] = {&row->val_accuracy, &row->test_accuracy};
@@ -1242,7 +834,8 @@ static int end_epoch(bp_trainer *t, long steps, bp_metrics_row *row, char *err, 
         *accs[i] = sets[i]->labels ? ratio(v[1], v[2]) : NAN;
     }
     /* lbfgs: each of the epoch's evaluations went over the whole set */
-    double seen = t->lbfgs.history ? t->st.epoch_seen * (double)steps : t->st.epoch_seen;
+    double seen =
+        bp__optimizer_whole_set(t->opt) ? t->st.epoch_seen * (double)steps : t->st.epoch_seen;
     row->samples_per_s = ratio(seen, t->st.epoch_train_s);
     row->elapsed_s = t->elapsed_base + bp__now_s() - t->run_started;
     return 0;
@@ -1292,7 +885,7 @@ static int finish_epoch(bp_trainer *t, const bp_callbacks *cb, char *err, size_t
             cb->epoch(cb->ctx, &row, t->cfg->epochs);
         rc = bp__rundir_append_metrics(t->cfg, &row, err, errlen);
     }
-    return agree(&t->comm, rc, err, errlen);
+    return bp__agree(&t->comm, rc, err, errlen);
 }
 
 /* Every rank: the replicas must still be bit-identical (trust, then verify). 0 or BP_ECOMM
@@ -1301,25 +894,7 @@ static int check_replicas(bp_trainer *t, char *err, size_t errlen)
 {
     double began = bp__now_s();
     size_t bytes = t->net.nparams * sizeof(bp_real);
-    uint64_t h = bp__hash_words(t->net.params, bytes, 0);
-    if (!t->velocity_zero)
-        h = bp__hash_words(t->velocity, bytes, h);
-    if (t->moment2)
-        h = bp__hash_words(t->moment2, bytes, h);
-    if (t->lbfgs.history) {
-        const bp_lbfgs_state *l = &t->lbfgs;
-        const bp_real *vecs[4] = {l->x0, l->g0, l->d, l->g_lo};
-        for (int i = 0; i < 4; i++)
-            h = bp__hash_words(vecs[i], bytes, h);
-        h = bp__hash_words(l->s, bytes * (size_t)l->history, h);
-        h = bp__hash_words(l->y, bytes * (size_t)l->history, h);
-        h = bp__hash_words(l->rho, (size_t)l->history * sizeof(double), h);
-        const double scalars[] = {l->pairs,    l->newest, l->phase,    l->evals,   l->converged,
-                                  l->alpha,    l->x.f,    l->x.slope,  l->x.cost,  l->x.correct,
-                                  l->lo.alpha, l->lo.f,   l->lo.slope, l->lo.cost, l->lo.correct,
-                                  l->hi.alpha, l->hi.f,   l->hi.slope, l->hi.cost, l->hi.correct};
-        h = bp__hash_words(scalars, sizeof(scalars), h);
-    }
+    uint64_t h = bp__optimizer_hash(t->opt, bp__hash_words(t->net.params, bytes, 0));
     int same = bp_comm_same(&t->comm, h);
     int rc = 0;
     if (same == BP_ECOMM)
@@ -1331,7 +906,7 @@ static int check_replicas(bp_trainer *t, char *err, size_t errlen)
                       "bit-identical",
                       t->st.global_step);
     t->ckpt_pause_s += bp__now_s() - began;
-    return agree(&t->comm, rc, err, errlen);
+    return bp__agree(&t->comm, rc, err, errlen);
 }
 
 /* Rank 0: the state copied for the writer thread, which writes it while training goes on.
@@ -1349,10 +924,8 @@ static int snapshot(bp_trainer *t, char *err, size_t errlen)
     double began = bp__now_s();
     t->st.elapsed_s = t->elapsed_base + began - t->run_started;
     t->st.ranks = t->comm.size;
-    bp_optimizer_state opt = {bp_optimizer_names[t->cfg->optimizer],
-                              t->velocity_zero ? NULL : t->velocity, t->moment2,
-                              t->lbfgs.history ? &t->lbfgs : NULL};
-    bp_run_snapshot snap = {&t->net, opt, &t->st, t->config_text};
+    bp_state_item items[BP__OPT_MAX_ITEMS];
+    bp_run_snapshot snap = {&t->net, bp__optimizer_state(t->opt, items), &t->st, t->config_text};
     int rc = bp__saver_start(t->saver, &snap, err, errlen);
     t->last_ckpt_at = began;
     t->ckpts++;
@@ -1372,7 +945,7 @@ static int checkpoint(bp_trainer *t, int wait, char *err, size_t errlen)
         if (rc == 0 && wait)
             rc = bp__saver_wait(t->saver, err, errlen);
     }
-    rc = agree(&t->comm, rc, err, errlen);
+    rc = bp__agree(&t->comm, rc, err, errlen);
     if (rc == 0)
         t->last_ckpt_step = t->st.global_step;
     return rc;
@@ -1382,7 +955,7 @@ static int checkpoint(bp_trainer *t, int wait, char *err, size_t errlen)
 static int saver_wait(bp_trainer *t, char *err, size_t errlen)
 {
     int rc = t->comm.rank == 0 ? bp__saver_wait(t->saver, err, errlen) : 0;
-    return agree(&t->comm, rc, err, errlen);
+    return bp__agree(&t->comm, rc, err, errlen);
 }
 
 int bp_trainer_checkpoint(bp_trainer *t, char *err, size_t errlen)
@@ -1446,9 +1019,9 @@ static int after_step(bp_trainer *t, char *err, size_t errlen)
  * order: a point's cost comes out the same whenever it is evaluated). */
 static int run_epoch(bp_trainer *t, const bp_callbacks *cb, char *err, size_t errlen)
 {
-    int lbfgs = t->lbfgs.history > 0;
-    size_t n = t->train.n, B = lbfgs ? n : (size_t)t->cfg->batch_size;
-    size_t nb = lbfgs ? SIZE_MAX : (n + B - 1) / B;
+    int lbfgs = bp__optimizer_whole_set(t->opt);
+    size_t n = t->train.n, B = t->batches.rows;
+    size_t nb = lbfgs ? SIZE_MAX : t->batches.epoch_steps;
     if (lbfgs)
         for (size_t i = 0; i < n; i++)
             t->perm[i] = i;
@@ -1485,7 +1058,7 @@ static int run_epoch(bp_trainer *t, const bp_callbacks *cb, char *err, size_t er
             return rc;
         t->st.batch_in_epoch = (long)s + 1;
         t->st.global_step++;
-        int last = lbfgs ? t->lbfgs_outcome != BP__LBFGS_GO_ON : s + 1 == nb;
+        int last = t->outcome != BP__OPT_GO_ON || s + 1 == nb;
         if (cb && cb->progress) {
             double seen = lbfgs ? (double)(n * (s + 1)) : t->st.epoch_seen;
             double rate = seen / (t->st.epoch_train_s + bp__now_s() - started + 1e-9);
@@ -1534,13 +1107,15 @@ static int run(bp_trainer *t, const bp_callbacks *cb, char *err, size_t errlen)
     t->run_started = t->last_ckpt_at = bp__now_s();
     t->elapsed_base = t->st.elapsed_s;
     int rc = t->comm.rank == 0 ? bp__rundir_start(t->cfg, &t->st, err, errlen) : 0;
-    rc = agree(&t->comm, rc, err, errlen);
+    rc = bp__agree(&t->comm, rc, err, errlen);
     int stopped_before = t->st.stopped_early;
-    while (rc == 0 && t->st.epoch < t->cfg->epochs && !t->st.stopped_early && !t->lbfgs.converged) {
+    while (rc == 0 && t->st.epoch < t->cfg->epochs && !t->st.stopped_early &&
+           !bp__optimizer_converged(t->opt)) {
         rc = run_epoch(t, cb, err, errlen);
         if (rc == 0)
             rc = finish_epoch(t, cb, err, errlen);
-        int more = t->st.epoch < t->cfg->epochs && !t->st.stopped_early && !t->lbfgs.converged;
+        int more = t->st.epoch < t->cfg->epochs && !t->st.stopped_early &&
+                   !bp__optimizer_converged(t->opt);
         if (rc == 0 && t->stopping && more)
             rc = BP_ESTOPPED; /* a stop in the last step of the run is no stop: it ended */
         /* (the end of the run has a checkpoint of its own) */
@@ -1572,5 +1147,5 @@ int bp_trainer_run(bp_trainer *t, const bp_callbacks *cb, char *err, size_t errl
 {
     if (err && errlen)
         err[0] = 0;
-    return agree(&t->comm, run(t, cb, err, errlen), err, errlen);
+    return bp__agree(&t->comm, run(t, cb, err, errlen), err, errlen);
 }

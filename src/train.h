@@ -1,5 +1,4 @@
-/* The trainer's inside (include/backprop/train.h is its outside): the state a run carries,
- * and the evaluation that eval shares. */
+/* The trainer's inside (include/backprop/train.h is its outside): the state a run carries. */
 #ifndef BACKPROP_TRAIN_INTERNAL_H
 #define BACKPROP_TRAIN_INTERNAL_H
 
@@ -8,9 +7,11 @@
 #include "backprop/data.h"
 #include "backprop/train.h"
 #include "comm.h"
+#include "eval.h"
 #include "exchange.h"
 #include "fileio.h"
 #include "internal.h"
+#include "optimizer.h"
 #include "place.h"
 #include "saver.h"
 #include "source.h"
@@ -30,6 +31,14 @@ enum {
     BP__ORDER_WRITE_FAILED = 2 /* the background checkpoint write failed: stop */
 };
 
+/* What [train] batch_size means for a run's data and ranks (derive_batches). */
+typedef struct {
+    size_t rows;        /* examples a step takes: batch_size, at most the training set */
+    size_t shard;       /* the most of them on one rank */
+    size_t epoch_steps; /* steps of an epoch (one under lbfgs, whose epochs are iterations) */
+    long total_steps;   /* of the run as configured: what lr_schedule = cosine spans */
+} bp__batches;
+
 struct bp_trainer {
     const bp_config *cfg;
     char *config_text; /* effective config, stored in checkpoints */
@@ -37,9 +46,10 @@ struct bp_trainer {
     bp_dataset train, val, test; /* shapes, and the rows when they are in memory */
     bp_dataset *sets[BP__SETS];  /* &train, &val, &test */
     bp__place place;             /* where the rows are */
+    bp_trainer_options in;       /* bp_trainer_create_with's: its sets and load progress are the
+                                  * caller's, read during setup only */
     bp_net net;
     bp_workspace ws;
-    bp_sgd opt;
     bp__exchange *exchange;
     bp_real *grad; /* the exchange's buffer, nparams + BP__EXTRAS: all dW, db, then the slots
                     * below */
@@ -49,17 +59,10 @@ struct bp_trainer {
     int step_failed;                /* the last step: some rank could not read its rows */
     int step_nonfinite;             /* the last step left weights that are not finite */
     int read_failed;                /* this rank could not read its rows of the last step */
-    bp__adam adam;
-    long total_steps;     /* of the run as configured: what lr_schedule = cosine spans */
-    bp_real *velocity;    /* params-shaped: sgd's momentum, or adam's first moment */
-    bp_real *moment2;     /* adam's second moment; NULL for sgd */
-    bp_lbfgs_state lbfgs; /* lbfgs's state (buffers NULL for the others) */
-    bp_real *lbfgs_g;     /* lbfgs: scratch, the objective's gradient at the weights */
-    bp__lbfgs_setup lbfgs_setup;
-    int lbfgs_outcome; /* lbfgs: the last step's BP__LBFGS_* */
-    int velocity_zero; /* momentum 0 and no velocity resumed: it stays zeros,
-                        * and checkpoints neither hash nor copy nor write it */
-    bp_real *Xb, *Yb;  /* this rank's shard of the batch, gathered */
+    bp__optimizer *opt;
+    int outcome;         /* the last step's BP__OPT_* */
+    bp__batches batches; /* what batch_size means for the data, once it is in */
+    bp_real *Xb, *Yb;    /* this rank's shard of the batch, gathered */
     int *Lb;
     size_t *perm;
     bp_train_state st;
@@ -90,46 +93,5 @@ struct bp_trainer {
     long timed_steps;
     double run_started, elapsed_base; /* wall clock of this process, and before it */
 };
-
-/* Collective: sums over this rank's shard of a set of ds->n rows, read a workspace of rows
- * at a time (ws->max_rows) by read(ctx, ...), or from ds's own rows when read is NULL:
- * out[0] cost, out[1] correct, out[2] examples, out[3] ranks that could not read their
- * rows, then k*k confusion counts (true class row, predicted column) when confusion is
- * set; summed across ranks. out has BP_EVAL_OUT + k*k entries when confusion, else
- * BP_EVAL_OUT. Returns 0, BP_ECOMM, or the code of this rank's failed read (with err); a
- * rank that could not read still joins the sum, so out[3] > 0 tells every rank. */
-enum { BP_EVAL_OUT = 4 };
-int bp_evaluate(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, bp_rows_fn read,
-                void *ctx, const bp_comm *comm, int confusion, double *out, char *err,
-                size_t errlen);
-
-/* Collective, before any collective that depends on the config: every rank's effective
- * config is rank 0's, but for the keys that may differ between ranks (file paths, whose
- * files are compared by their contents instead; threads; progress). 0, or BP_EMISMATCH on
- * every rank, with err on the lowest rank that differs naming its first differing key and
- * both values. */
-int bp__config_agree(const bp_comm *comm, const bp_config *cfg, char *err, size_t errlen);
-
-/* Collective: the same for any text of "KEY = VALUE\n" lines, mine (NULL: out of memory), a
- * command's own options: `what` names them in the message ("command line"), `hint` says
- * what to check. 0, or BP_EMISMATCH (BP_ENOMEM) on every rank, err on the one that
- * reports. */
-int bp__lines_agree(const bp_comm *comm, const char *mine, const char *what, const char *hint,
-                    char *err, size_t errlen);
-
-/* Collective: every rank's ds has rank 0's shape and values, whatever its file (path) is
- * called: every value when they are in memory, else the labels and 64 rows spread over the
- * set, read through read(ctx, ...). name says which set ("[data] train"). 0, or
- * BP_EMISMATCH (or a failed read's code) on every rank, err on the one that reports. */
-int bp__data_agree(const bp_comm *comm, const bp_dataset *ds, bp_rows_fn read, void *ctx,
-                   const char *name, const char *path, char *err, size_t errlen);
-
-/* Collective: every rank's net has rank 0's layers and weights (one checkpoint read under
- * different names, path on this rank). 0, or BP_EMISMATCH on every rank. */
-int bp__weights_agree(const bp_comm *comm, const bp_net *net, const char *path, char *err,
-                      size_t errlen);
-
-/* Cores on this node divided by the ranks on it, at least 1. */
-int bp_auto_threads(const bp_comm *comm);
 
 #endif

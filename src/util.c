@@ -32,6 +32,10 @@ const char *bp_strerror(int code)
         return "communication between ranks failed";
     case BP_ESTOPPED:
         return "stopped on request";
+    case BP_EEXIST:
+        return "already exists";
+    case BP_ENOENT:
+        return "does not exist";
     default:
         return "unknown error";
     }
@@ -260,16 +264,10 @@ const char *bp__human_bytes(double bytes, char *buf, size_t len)
     return buf;
 }
 
-static double memory_limit = INFINITY;
-
-void bp__memory_limit(double bytes)
+double bp__memory_available(double ceiling)
 {
-    memory_limit = bytes > 0 ? bytes : INFINITY;
-}
-
-double bp__memory_available(void)
-{
-    return fmin(memory_limit, bp__memory_available_at(""));
+    double node = bp__memory_available_at("");
+    return ceiling > 0 ? fmin(ceiling, node) : node;
 }
 
 static int memory_check(double bytes, double avail, const char *what, char *err, size_t errlen)
@@ -282,16 +280,15 @@ static int memory_check(double bytes, double avail, const char *what, char *err,
                     bp__human_bytes(avail, have, sizeof(have)));
 }
 
-int bp__memory_check(double bytes, const char *what, char *err, size_t errlen)
+int bp__memory_check_under(double bytes, double ceiling, const char *what, char *err, size_t errlen)
 {
-    return memory_check(bytes, fmin(bp__memory_available(), bp__rlimit_room_at("")), what, err,
-                        errlen);
+    return memory_check(bytes, fmin(bp__memory_available(ceiling), bp__rlimit_room_at("")), what,
+                        err, errlen);
 }
 
-int bp__memory_check_work(double bytes, const char *what, char *err, size_t errlen)
+int bp__memory_check(double bytes, const char *what, char *err, size_t errlen)
 {
-    return memory_check(bytes, fmin(bp__memory_available_at(""), bp__rlimit_room_at("")), what, err,
-                        errlen);
+    return bp__memory_check_under(bytes, 0, what, err, errlen);
 }
 
 double bp__now_s(void)

@@ -139,6 +139,15 @@ static int teardown(void **state)
 
 /* ---- helpers ---- */
 
+/* The data of ck's item name, which must be there. */
+static const void *item_data(const bp_checkpoint *ck, const char *name)
+{
+    const bp_state_item *it = bp_checkpoint_item(ck, name);
+    assert_non_null(it);
+    assert_non_null(it->data);
+    return it->data;
+}
+
 static void assert_no_open_hdf5(void)
 {
     assert_int_equal(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL), 0);
@@ -147,9 +156,10 @@ static void assert_no_open_hdf5(void)
 static void write_ok(const fixture *f, const char *path)
 {
     char err[512] = "";
-    int rc =
-        bp_checkpoint_write(path, &f->net, &(bp_optimizer_state){"sgd", f->velocity, NULL, NULL},
-                            &f->st, config_text, err, sizeof(err));
+    int rc = bp_checkpoint_write(
+        path, &f->net,
+        &(bp_optimizer_state){"sgd", 1, &(bp_state_item){"v", BP_STATE_PARAMS, 0, f->velocity}},
+        &f->st, config_text, err, sizeof(err));
     if (rc != 0)
         fail_msg("bp_checkpoint_write: %s", err);
     assert_no_open_hdf5();
@@ -286,9 +296,10 @@ static void test_round_trip_is_exact(void **state)
     assert_int_equal(ck.net.cost, BP_CROSS_ENTROPY);
     assert_int_equal(ck.net.nparams, f->net.nparams);
     assert_memory_equal(ck.net.params, f->net.params, f->net.nparams * sizeof(bp_real));
-    assert_memory_equal(ck.velocity, f->velocity, f->net.nparams * sizeof(bp_real));
+    assert_memory_equal(item_data(&ck, "v"), f->velocity, f->net.nparams * sizeof(bp_real));
     assert_string_equal(ck.optimizer, "sgd");
-    assert_null(ck.moment2);
+    assert_int_equal(ck.nopt_state, 1);
+    assert_null(bp_checkpoint_item(&ck, "s"));
     const bp_train_state *got = &ck.state, *want = &f->st;
     assert_int_equal(got->epoch, want->epoch);
     assert_int_equal(got->batch_in_epoch, want->batch_in_epoch);
@@ -320,15 +331,16 @@ static void test_optimizer_state(void **state)
     for (size_t i = 0; i < f->net.nparams; i++)
         m2[i] = (bp_real)((double)i / 17.0 + 0.003);
     char err[512] = "";
-    bp_optimizer_state adam = {"adam", f->velocity, m2, NULL};
+    bp_state_item items[2] = {{"v", BP_STATE_PARAMS, 0, f->velocity},
+                              {"s", BP_STATE_PARAMS, 0, m2}};
+    bp_optimizer_state adam = {"adam", 2, items};
     assert_int_equal(bp_checkpoint_write(f->path, &f->net, &adam, &f->st, NULL, err, sizeof(err)),
                      0);
     bp_checkpoint ck;
     assert_int_equal(bp_checkpoint_read(f->path, &ck, err, sizeof(err)), 0);
     assert_string_equal(ck.optimizer, "adam");
-    assert_memory_equal(ck.velocity, f->velocity, f->net.nparams * sizeof(bp_real));
-    assert_non_null(ck.moment2);
-    assert_memory_equal(ck.moment2, m2, f->net.nparams * sizeof(bp_real));
+    assert_memory_equal(item_data(&ck, "v"), f->velocity, f->net.nparams * sizeof(bp_real));
+    assert_memory_equal(item_data(&ck, "s"), m2, f->net.nparams * sizeof(bp_real));
     bp_checkpoint_free(&ck);
 
     write_ok(f, f->path);
@@ -352,56 +364,70 @@ static void test_optimizer_state(void **state)
     free(m2);
 }
 
-/* L-BFGS's whole state comes back exactly: counters, points, vectors, history and rho;
- * counters out of range are refused, and so is lbfgs without its state. */
+/* L-BFGS's whole state comes back exactly, item by item: counters, points, vectors,
+ * history and rho; counters out of range are refused, and so is lbfgs without its state. */
 static void test_lbfgs_state(void **state)
 {
     fixture *f = *state;
     size_t n = f->net.nparams;
     enum { H = 3 };
-    bp_lbfgs_state l = {.history = H,
-                        .pairs = 2,
-                        .newest = 1,
-                        .phase = BP_LBFGS_ZOOM,
-                        .evals = 4,
-                        .converged = 0,
-                        .alpha = 0.123456789012345,
-                        .lambda = 0.5,
-                        .n_train = 4000,
-                        .x = {0, 2.5, -17.25, 12500.5, 4001},
-                        .lo = {0.25, 2.25, -3.5, 11250.25, 4010},
-                        .hi = {0.5, 2.75, 1.0 / 3, 13750.75, 3990}};
-    bp_real **vecs[6] = {&l.x0, &l.g0, &l.d, &l.g_lo, &l.s, &l.y};
+    int ints[6] = {H, 2, 1, 2 /* zooming */, 4, 0};
+    double points[3][5] = {{0, 2.5, -17.25, 12500.5, 4001},
+                           {0.25, 2.25, -3.5, 11250.25, 4010},
+                           {0.5, 2.75, 1.0 / 3, 13750.75, 3990}};
+    double alpha = 0.123456789012345, objective[2] = {0.5, 4000}, rho[H] = {1.0 / 3, 2.0 / 3, 0};
+    bp_real *vecs[6];
     for (int v = 0; v < 6; v++) {
         size_t len = v < 4 ? n : H * n;
-        *vecs[v] = calloc(len, sizeof(bp_real));
+        vecs[v] = calloc(len, sizeof(bp_real));
         for (size_t i = 0; i < len; i++)
-            (*vecs[v])[i] = (bp_real)((double)(v + 1) / 7.0 - (double)i / 13.0);
+            vecs[v][i] = (bp_real)((double)(v + 1) / 7.0 - (double)i / 13.0);
     }
-    double rho[H] = {1.0 / 3, 2.0 / 3, 0};
-    l.rho = rho;
+    bp_state_item items[] = {
+        {"v", BP_STATE_PARAMS, 0, NULL},
+        {"lbfgs/x0", BP_STATE_VECTORS, 0, vecs[0]},
+        {"lbfgs/g0", BP_STATE_VECTORS, 0, vecs[1]},
+        {"lbfgs/d", BP_STATE_VECTORS, 0, vecs[2]},
+        {"lbfgs/g_lo", BP_STATE_VECTORS, 0, vecs[3]},
+        {"lbfgs/s", BP_STATE_VECTORS, H, vecs[4]},
+        {"lbfgs/y", BP_STATE_VECTORS, H, vecs[5]},
+        {"lbfgs/history", BP_STATE_INTS, 0, &ints[0]},
+        {"lbfgs/pairs", BP_STATE_INTS, 0, &ints[1]},
+        {"lbfgs/newest", BP_STATE_INTS, 0, &ints[2]},
+        {"lbfgs/phase", BP_STATE_INTS, 0, &ints[3]},
+        {"lbfgs/evals", BP_STATE_INTS, 0, &ints[4]},
+        {"lbfgs/converged", BP_STATE_INTS, 0, &ints[5]},
+        {"lbfgs/x", BP_STATE_REALS, 5, points[0]},
+        {"lbfgs/lo", BP_STATE_REALS, 5, points[1]},
+        {"lbfgs/hi", BP_STATE_REALS, 5, points[2]},
+        {"lbfgs/alpha", BP_STATE_REALS, 0, &alpha},
+        {"lbfgs/objective", BP_STATE_REALS, 2, objective},
+        {"lbfgs/rho", BP_STATE_REALS, H, rho},
+    };
+    size_t nitems = sizeof(items) / sizeof(items[0]);
     char err[512] = "";
-    bp_optimizer_state opt = {"lbfgs", NULL, NULL, &l};
+    bp_optimizer_state opt = {"lbfgs", nitems, items};
     assert_int_equal(bp_checkpoint_write(f->path, &f->net, &opt, &f->st, NULL, err, sizeof(err)),
                      0);
     bp_checkpoint ck;
     assert_int_equal(bp_checkpoint_read(f->path, &ck, err, sizeof(err)), 0);
     assert_string_equal(ck.optimizer, "lbfgs");
-    const bp_lbfgs_state *got = &ck.lbfgs;
-    assert_int_equal(got->history, H);
-    assert_int_equal(got->pairs, 2);
-    assert_int_equal(got->newest, 1);
-    assert_int_equal(got->phase, BP_LBFGS_ZOOM);
-    assert_int_equal(got->evals, 4);
-    assert_true(got->alpha == l.alpha);
-    assert_true(got->lambda == 0.5 && got->n_train == 4000);
-    assert_memory_equal(&got->x, &l.x, sizeof(l.x));
-    assert_memory_equal(&got->lo, &l.lo, sizeof(l.lo));
-    assert_memory_equal(&got->hi, &l.hi, sizeof(l.hi));
-    assert_memory_equal(got->rho, rho, sizeof(rho));
-    bp_real *const back[6] = {got->x0, got->g0, got->d, got->g_lo, got->s, got->y};
-    for (int v = 0; v < 6; v++)
-        assert_memory_equal(back[v], *vecs[v], (v < 4 ? n : H * n) * sizeof(bp_real));
+    assert_int_equal(ck.nopt_state, nitems);
+    for (size_t i = 1; i < nitems; i++) {
+        const bp_state_item *got = bp_checkpoint_item(&ck, items[i].name);
+        assert_non_null(got);
+        assert_int_equal(got->kind, items[i].kind);
+        assert_int_equal(got->count, items[i].count);
+        size_t count = items[i].count ? items[i].count : 1;
+        size_t bytes = items[i].kind == BP_STATE_VECTORS ? count * n * sizeof(bp_real)
+                       : items[i].kind == BP_STATE_INTS  ? count * sizeof(int)
+                                                         : count * sizeof(double);
+        assert_memory_equal(got->data, items[i].data, bytes);
+    }
+    char line[256];
+    bp_checkpoint_describe_optimizer(&ck, line, sizeof(line));
+    assert_string_equal(line, "lbfgs (2 of 3 pairs held; in a line search, zooming, after 4 "
+                              "evaluations)");
     bp_checkpoint_free(&ck);
 
     hid_t file = H5Fopen(f->path, H5F_ACC_RDWR, H5P_DEFAULT);
@@ -412,13 +438,13 @@ static void test_lbfgs_state(void **state)
     H5Aclose(attr), H5Gclose(group), H5Fclose(file);
     assert_int_equal(bp_checkpoint_read(f->path, &ck, err, sizeof(err)), BP_EFORMAT);
     assert_non_null(strstr(err, "/optimizer/lbfgs: counters out of range"));
-    opt.lbfgs = NULL;
+    opt.nitems = 1; /* the velocity alone */
     assert_int_equal(bp_checkpoint_write(f->path, &f->net, &opt, &f->st, NULL, err, sizeof(err)),
                      BP_EINVAL);
-    assert_non_null(strstr(err, "lbfgs without its state"));
+    assert_non_null(strstr(err, "lbfgs without its state item 'lbfgs/x0'"));
     assert_no_open_hdf5();
     for (int v = 0; v < 6; v++)
-        free(*vecs[v]);
+        free(vecs[v]);
 }
 
 /* Early stopping's state comes back exactly; a file without it has none. */
@@ -465,7 +491,7 @@ static void test_round_trip_empty_metrics_no_velocity(void **state)
     assert_int_equal(ck.state.nmetrics, 0);
     assert_null(ck.state.metrics);
     for (size_t i = 0; i < ck.net.nparams; i++)
-        assert_true(ck.velocity[i] == 0);
+        assert_true(((const bp_real *)item_data(&ck, "v"))[i] == 0);
     assert_string_equal(ck.config_text, "");
     bp_checkpoint_free(&ck);
     /* The zeros take no space: the velocity datasets were never written. */
@@ -533,7 +559,8 @@ static void test_reads_the_other_scalar_type(void **state)
     assert_string_equal(ck.scalar, OTHER_NAME);
     for (size_t i = 0; i < f->net.nparams; i++) {
         assert_true(ck.net.params[i] == (bp_real)(other_real)f->net.params[i]);
-        assert_true(ck.velocity[i] == (bp_real)(other_real)f->velocity[i]);
+        assert_true(((const bp_real *)item_data(&ck, "v"))[i] ==
+                    (bp_real)(other_real)f->velocity[i]);
     }
     bp_checkpoint_free(&ck);
     assert_no_open_hdf5();
@@ -730,9 +757,10 @@ static void test_write_to_unwritable_directory(void **state)
         assert_int_equal(mkdir(parent, 0500), 0);
     }
     snprintf(target, sizeof(target), "%s/ckpt-10.h5", parent);
-    int rc =
-        bp_checkpoint_write(target, &f->net, &(bp_optimizer_state){"sgd", f->velocity, NULL, NULL},
-                            &f->st, config_text, err, sizeof(err));
+    int rc = bp_checkpoint_write(
+        target, &f->net,
+        &(bp_optimizer_state){"sgd", 1, &(bp_state_item){"v", BP_STATE_PARAMS, 0, f->velocity}},
+        &f->st, config_text, err, sizeof(err));
     assert_int_equal(rc, BP_EIO);
     assert_true(strncmp(err, target, strlen(target)) == 0);
     assert_non_null(strstr(err, ": cannot create a temporary file ("));
@@ -755,9 +783,10 @@ static void test_failed_rename_removes_temp(void **state)
     FILE *fp = fopen(keep, "w");
     assert_non_null(fp);
     fclose(fp);
-    int rc =
-        bp_checkpoint_write(f->path, &f->net, &(bp_optimizer_state){"sgd", f->velocity, NULL, NULL},
-                            &f->st, config_text, err, sizeof(err));
+    int rc = bp_checkpoint_write(
+        f->path, &f->net,
+        &(bp_optimizer_state){"sgd", 1, &(bp_state_item){"v", BP_STATE_PARAMS, 0, f->velocity}},
+        &f->st, config_text, err, sizeof(err));
     assert_int_equal(rc, BP_EIO);
     assert_non_null(strstr(err, ": cannot move the temporary file into place ("));
     assert_int_equal(count_entries(f->dir, &temps), 1);
@@ -776,9 +805,10 @@ static void test_failed_write_keeps_existing_file(void **state)
     snprintf(tmp, sizeof(tmp), "%s/.ckpt-7.h5.tmp.%ld", f->dir, (long)getpid());
     assert_int_equal(mkdir(tmp, 0700), 0);
     f->st.epoch = 99;
-    int rc =
-        bp_checkpoint_write(f->path, &f->net, &(bp_optimizer_state){"sgd", f->velocity, NULL, NULL},
-                            &f->st, config_text, err, sizeof(err));
+    int rc = bp_checkpoint_write(
+        f->path, &f->net,
+        &(bp_optimizer_state){"sgd", 1, &(bp_state_item){"v", BP_STATE_PARAMS, 0, f->velocity}},
+        &f->st, config_text, err, sizeof(err));
     assert_int_equal(rc, BP_EIO);
     assert_non_null(strstr(err, ": cannot create a temporary file ("));
     rmdir(tmp);

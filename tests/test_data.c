@@ -848,7 +848,7 @@ static void test_stream_rows(void **state)
     }
     assert_int_equal(bp__h5_stream_rows(s, NULL, 4, 17, X, Y, NULL, err, sizeof(err)), 0);
     assert_memory_equal(X, ds.X + 3 * 17, 4 * 3 * sizeof(bp_real));
-    assert_int_equal(bp__h5_stream_check(s, 0, 40, err, sizeof(err)), 0);
+    assert_int_equal(bp__h5_stream_check(s, 0, 40, NULL, err, sizeof(err)), 0);
     /* Cut short after opening: the read says which row and why. */
     assert_int_equal(truncate(path, 300), 0);
     assert_int_equal(bp__h5_stream_rows(s, rows, 5, 0, X, Y, L, err, sizeof(err)), BP_EIO);
@@ -871,8 +871,8 @@ static void test_stream_rows(void **state)
         bp_dataset_write_h5(&src, path, BP_WRITE_REPLACE | BP_WRITE_CONTIGUOUS, err, sizeof(err)),
         0);
     assert_int_equal(bp__h5_stream_open(&s, path, 3, err, sizeof(err)), 0);
-    assert_int_equal(bp__h5_stream_check(s, 0, 500, err, sizeof(err)), 0);
-    assert_int_equal(bp__h5_stream_check(s, 500, 600, err, sizeof(err)), BP_EFORMAT);
+    assert_int_equal(bp__h5_stream_check(s, 0, 500, NULL, err, sizeof(err)), 0);
+    assert_int_equal(bp__h5_stream_check(s, 500, 600, NULL, err, sizeof(err)), BP_EFORMAT);
     assert_non_null(strstr(err, "/X row 517 column 1 is NaN"));
     bp__h5_stream_close(s);
     bp_dataset_free(&ds);
@@ -911,7 +911,7 @@ static void test_stream_sigbus(void **state)
     free_made(&src);
 }
 
-/* node placement decodes /X straight into the shared window: bp__dataset_load_into. */
+/* node placement decodes /X straight into the shared window: bp__load_opts.X. */
 static void test_load_into(void **state)
 {
     bp_dataset src, ds, own;
@@ -922,21 +922,22 @@ static void test_load_into(void **state)
     assert_int_equal(bp_dataset_load(&own, path, NULL, 3, 0, err, sizeof(err)), 0);
     bp_real *X = calloc(30 * 4, sizeof(bp_real));
     assert_non_null(X);
-    assert_int_equal(bp__dataset_load_into(&ds, path, NULL, 3, 0, X, 30 * 4, err, sizeof(err)), 0);
+    bp__load_opts into = {.X = X, .X_len = 30 * 4}, other = {.X = X, .X_len = 29 * 4};
+    assert_int_equal(bp__dataset_load_with(&ds, path, NULL, 3, 0, &into, err, sizeof(err)), 0);
     assert_ptr_equal(ds.X, X);
     assert_memory_equal(X, own.X, 30 * 4 * sizeof(bp_real));
     assert_memory_equal(ds.labels, own.labels, 30 * sizeof(int));
     ds.X = NULL; /* ours */
     bp_dataset_free(&ds);
     /* Another size: memory of its own. */
-    assert_int_equal(bp__dataset_load_into(&ds, path, NULL, 3, 0, X, 29 * 4, err, sizeof(err)), 0);
+    assert_int_equal(bp__dataset_load_with(&ds, path, NULL, 3, 0, &other, err, sizeof(err)), 0);
     assert_true(ds.X != X);
     assert_memory_equal(ds.X, own.X, 30 * 4 * sizeof(bp_real));
     bp_dataset_free(&ds);
     /* A file refused after /X was read into X: X stays the caller's (ASan checks the free). */
     src.labels[5] = 9;
     assert_int_equal(bp_dataset_write_h5(&src, bad, 0, err, sizeof(err)), 0);
-    assert_int_equal(bp__dataset_load_into(&ds, bad, NULL, 3, 0, X, 30 * 4, err, sizeof(err)),
+    assert_int_equal(bp__dataset_load_with(&ds, bad, NULL, 3, 0, &into, err, sizeof(err)),
                      BP_EMISMATCH);
     assert_null(ds.X);
     free(X);
@@ -952,6 +953,8 @@ static void count_calls(void *ctx, const char *path, double done, double total)
     seen[1] = done / total;
 }
 
+/* Progress and the memory ceiling are options of one load: nothing of one load reaches the
+ * next (they were process-wide settings, which a second trainer inherited). */
 static void test_load_progress(void **state)
 {
     bp_dataset src, ds;
@@ -960,15 +963,26 @@ static void test_load_progress(void **state)
     make_labelled(&src, 20, 3, 2);
     assert_int_equal(bp_dataset_write_h5(&src, path, 0, err, sizeof(err)), 0);
     double seen[2] = {0, 0};
-    bp_set_load_progress(count_calls, seen);
-    assert_int_equal(bp_dataset_load(&ds, path, NULL, 2, 0, err, sizeof(err)), 0);
+    bp__load_opts o = {.progress = count_calls, .progress_ctx = seen};
+    assert_int_equal(bp__dataset_load_with(&ds, path, NULL, 2, 0, &o, err, sizeof(err)), 0);
     bp_dataset_free(&ds);
     assert_true(seen[0] >= 1);
     assert_true(seen[1] == 1); /* the last call says all of it */
-    bp_set_load_progress(NULL, NULL);
     seen[0] = 0;
     assert_int_equal(bp_dataset_load(&ds, path, NULL, 2, 0, err, sizeof(err)), 0);
     assert_true(seen[0] == 0);
+    bp_dataset_free(&ds);
+    /* Each allocation is checked against the ceiling: /X, 20 rows of 3 features, is the
+     * largest. */
+    double bytes = 20 * 3 * sizeof(bp_real);
+    bp__load_opts tight = {.ceiling = bytes - 1}, enough = {.ceiling = bytes};
+    assert_int_equal(bp__dataset_load_with(&ds, path, NULL, 2, 0, &tight, err, sizeof(err)),
+                     BP_EINVAL);
+    assert_non_null(strstr(err, "p.h5: 20 examples of 3 features need"));
+    assert_null(ds.X);
+    assert_int_equal(bp__dataset_load_with(&ds, path, NULL, 2, 0, &enough, err, sizeof(err)), 0);
+    bp_dataset_free(&ds);
+    assert_int_equal(bp_dataset_load(&ds, path, NULL, 2, 0, err, sizeof(err)), 0);
     bp_dataset_free(&ds);
     free_made(&src);
 }

@@ -18,6 +18,7 @@
 #include "blas.h"
 #include "exchange.h"
 #include "internal.h"
+#include "lbfgs.h"
 
 #ifdef BACKPROP_DOUBLE
 #define FWD_TOL 1e-12
@@ -404,7 +405,7 @@ typedef struct {
     double a, w0, c, b0, offset; /* F = a (W - w0)^2 + c (b - b0)^2 + offset */
 } quad;
 
-static int lbfgs_eval(bp_lbfgs_state *st, bp_net *net, const quad *q, double tol, bp_real *g)
+static int lbfgs_eval(bp__lbfgs_state *st, bp_net *net, const quad *q, double tol, bp_real *g)
 {
     double W = net->params[0], b = net->params[1];
     double f = q->a * (W - q->w0) * (W - q->w0) + q->c * (b - q->b0) * (b - q->b0) + q->offset;
@@ -425,13 +426,13 @@ static void test_lbfgs_zoom_by_hand(void **state)
     bp_net net;
     make_net(&net, 2, sizes, BP_RELU, BP_LINEAR, BP_QUADRATIC);
     net.params[0] = net.params[1] = 0;
-    bp_lbfgs_state st;
+    bp__lbfgs_state st;
     bp_real g[2];
     assert_int_equal(bp__lbfgs_alloc(&st, 2, 3), 0);
     const quad q = {1, 0.3, 1, 0.2, -0.09};
     const double tol = sizeof(bp_real) == 4 ? 1e-6 : 1e-14;
     assert_int_equal(lbfgs_eval(&st, &net, &q, 0, g), BP__LBFGS_GO_ON);
-    assert_int_equal(st.phase, BP_LBFGS_NEXT);
+    assert_int_equal(st.phase, BP__LBFGS_NEXT);
     assert_float_equal(st.alpha, 1, 0);
     assert_float_equal(st.d[0], 0.6, tol);
     assert_float_equal(st.d[1], 0.4, tol);
@@ -439,7 +440,7 @@ static void test_lbfgs_zoom_by_hand(void **state)
     bp__lbfgs_begin(&st, net.params, 2);
     assert_float_equal(net.params[0], 0.6, tol);
     assert_int_equal(lbfgs_eval(&st, &net, &q, 0, g), BP__LBFGS_GO_ON);
-    assert_int_equal(st.phase, BP_LBFGS_ZOOM);
+    assert_int_equal(st.phase, BP__LBFGS_ZOOM);
     assert_float_equal(st.hi.alpha, 1, 0);
     assert_float_equal(st.hi.slope, 0.52, tol);
     assert_float_equal(st.alpha, 0.5, tol);
@@ -468,7 +469,7 @@ static void test_lbfgs_direction_by_hand(void **state)
     bp_net net;
     make_net(&net, 2, sizes, BP_RELU, BP_LINEAR, BP_QUADRATIC);
     net.params[0] = net.params[1] = 0;
-    bp_lbfgs_state st;
+    bp__lbfgs_state st;
     bp_real g[2];
     assert_int_equal(bp__lbfgs_alloc(&st, 2, 2), 0);
     const quad q = {2, 1, 0.5, -1, 0};
@@ -525,7 +526,7 @@ static void test_lbfgs_gives_up(void **state)
     bp_net net;
     make_net(&net, 2, sizes, BP_RELU, BP_LINEAR, BP_QUADRATIC);
     net.params[0] = 0.25, net.params[1] = -0.5;
-    bp_lbfgs_state st;
+    bp__lbfgs_state st;
     bp_real g[2], sum[2] = {-1, 0};
     assert_int_equal(bp__lbfgs_alloc(&st, 2, 4), 0);
     bp__lbfgs_setup setup = {.n_train = 1, .lambda = 0, .tolerance = 0};
@@ -572,7 +573,7 @@ static void test_lbfgs_gives_up(void **state)
     for (evals = 0, outcome = BP__LBFGS_GO_ON; outcome == BP__LBFGS_GO_ON && st.pairs; evals++)
         outcome = bp__lbfgs_evaluated(&st, &net, sum, 2, 0, &setup, g);
     assert_int_equal(outcome, BP__LBFGS_GO_ON);
-    assert_int_equal(st.phase, BP_LBFGS_NEXT);
+    assert_int_equal(st.phase, BP__LBFGS_NEXT);
     assert_int_equal(st.evals, 0);
     assert_float_equal(st.d[0], 1, 0);
     while (outcome == BP__LBFGS_GO_ON && evals < 60) {
@@ -884,7 +885,7 @@ static void test_exchange_buckets(void **state)
     int sizes[] = {1024, 1024, 4};
     bp_net net;
     make_net(&net, 3, sizes, BP_RELU, BP_SOFTMAX, BP_CROSS_ENTROPY);
-    bp_comm one = {0, 1, 1};
+    bp_comm one = {0, 1, 1, NULL};
     size_t n = net.nparams + 2, block = bp__grad_block_rows(&net, 0) * 1024;
     double mb = 2.5 * (double)(block * sizeof(bp_real)) / 1e6; /* two and a half blocks */
     for (int overlap = 0; overlap < 3; overlap++) {

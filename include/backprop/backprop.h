@@ -33,6 +33,9 @@ enum {
     BP_EDIVERGED = -6, /* cost or parameters became NaN or infinite */
     BP_ECOMM = -7,     /* a collective operation failed or replicas disagree */
     BP_ESTOPPED = -8,  /* stopped on request (bp_request_stop), after a checkpoint */
+    BP_EEXIST = -9,    /* an output exists that is replaced only when the caller says so (a
+                        * file, a run in a run directory) */
+    BP_ENOENT = -10,   /* what was asked to continue from does not exist (no latest.h5) */
 };
 
 /* Text for a BP_E* code; never NULL. */

@@ -53,69 +53,62 @@ typedef struct {
     bp_real *best_params;
 } bp_train_state;
 
-/* Where L-BFGS stands on its search line x0 + alpha d: the step alpha, the objective there
- * (mean cost plus the L2 term), its slope along d, and the summed data cost and correct
- * count that the epoch's metrics report. */
-typedef struct {
-    double alpha, f, slope, cost, correct;
-} bp_lbfgs_point;
-
-/* The phases of an L-BFGS iteration (bp_lbfgs_state.phase). */
-enum {
-    BP_LBFGS_FIRST,   /* the first evaluation of the run, at the initial weights */
-    BP_LBFGS_BRACKET, /* the line search widens the step until a minimum is bracketed */
-    BP_LBFGS_ZOOM,    /* it narrows the bracket [lo, hi] */
-    BP_LBFGS_NEXT     /* an iteration ended at x0; the next step starts the next one */
-};
-/* Why an L-BFGS run converged (bp_lbfgs_state.converged; 0 while it has not). */
+/* Why an L-BFGS run converged (bp_trainer_info.converged; 0 while it has not). */
 enum {
     BP_LBFGS_CONVERGED_GRADIENT = 1,   /* max |gradient| <= [train] lbfgs_tolerance */
     BP_LBFGS_CONVERGED_NO_DECREASE = 2 /* the line search found no lower cost */
 };
 
-/* L-BFGS between two cost evaluations (optimizer = lbfgs): everything its next step
- * depends on. Vectors are params-shaped; s and y hold `history` of them, row by row. */
-typedef struct {
-    int history;              /* the (s, y) pairs kept: [train] lbfgs_history */
-    int pairs;                /* pairs held so far, at most history */
-    int newest;               /* the row of the newest pair */
-    int phase;                /* BP_LBFGS_* */
-    int evals;                /* evaluations in the current line search */
-    int converged;            /* 0, or why the run ended: BP_LBFGS_CONVERGED_* */
-    double alpha;             /* the step being evaluated */
-    double lambda, n_train;   /* the objective's: a resume must minimise the same one */
-    bp_lbfgs_point x, lo, hi; /* the iteration's start (alpha 0), the bracket's ends */
-    bp_real *x0, *g0;         /* the iteration's start and the objective's gradient there */
-    bp_real *d;               /* the search direction */
-    bp_real *g_lo;            /* the gradient at lo */
-    bp_real *s, *y;           /* history x nparams: x_{k+1} - x_k and g_{k+1} - g_k */
-    double *rho;              /* history: 1 / (y . s) of each pair */
-} bp_lbfgs_state;
+/* The kinds of an optimizer's state item, and where a checkpoint keeps each under
+ * /optimizer. */
+enum {
+    BP_STATE_PARAMS,  /* params-shaped: /optimizer/layer_<l>/<name>W and <name>b */
+    BP_STATE_VECTORS, /* count x nparams (count 0: one vector of nparams): dataset <name> */
+    BP_STATE_INTS,    /* count int32 values (count 0: a scalar): attribute, see below */
+    BP_STATE_REALS    /* count float64 values (count 0: a scalar): attribute */
+};
 
-/* An optimizer's state as a checkpoint stores it: params-shaped buffers, NULL for zeros. */
+/* One named part of an optimizer's state. Names are paths under /optimizer: "v" (sgd's
+ * velocity, stored as vW and vb), "lbfgs/x0" (a dataset), "lbfgs/pairs" (the attribute
+ * "pairs" of /optimizer/lbfgs). data is bp_real, int or double as the kind says; NULL
+ * stands for zeros (PARAMS and VECTORS only). */
 typedef struct {
-    const char *name;            /* "sgd" (also when NULL), "adam" or "lbfgs" */
-    const bp_real *velocity;     /* sgd: the momentum velocity; adam: the first moment */
-    const bp_real *moment2;      /* adam: the second moment; unused for sgd */
-    const bp_lbfgs_state *lbfgs; /* lbfgs: its whole state */
+    const char *name;
+    int kind;     /* BP_STATE_* */
+    size_t count; /* as the kind says */
+    void *data;
+} bp_state_item;
+
+/* An optimizer's state as a checkpoint stores it: its name ("sgd", "adam", "lbfgs",
+ * "nesterov") and its items, in the order they are written. */
+typedef struct {
+    const char *name;
+    size_t nitems;
+    const bp_state_item *items;
 } bp_optimizer_state;
 
 typedef struct {
     bp_net net;
-    char optimizer[8];    /* "sgd", "adam" or "lbfgs"; files without the name are sgd */
-    bp_real *velocity;    /* params-shaped: sgd's momentum buffer (zeros when momentum is off),
-                           * or adam's first moment */
-    bp_real *moment2;     /* adam's second moment; NULL for sgd */
-    bp_lbfgs_state lbfgs; /* lbfgs's state; its buffers NULL for the others */
+    char optimizer[16]; /* "sgd", "adam", "lbfgs" or "nesterov"; files without one are sgd */
+    size_t nopt_state;
+    bp_state_item *opt_state; /* the optimizer's items, each with its data (never NULL) */
     bp_train_state state;
     char *config_text; /* the effective config, INI */
     char scalar[8];    /* "float" or "double": the build that wrote it */
     int format_version;
 } bp_checkpoint;
 
+/* The item of ck's optimizer state called name, or NULL. */
+const bp_state_item *bp_checkpoint_item(const bp_checkpoint *ck, const char *name);
+
+/* One line on where ck's optimizer stands, into buf (e.g. "lbfgs (3 of 10 pairs held;
+ * between iterations; objective 0.25)"), cut short to fit len. */
+void bp_checkpoint_describe_optimizer(const bp_checkpoint *ck, char *buf, size_t len);
+
 /* Writes path atomically: the file is built in memory, written to a temporary file in the
  * same directory, fsync'ed, renamed over path, then the directory fsync'ed. opt NULL is
- * sgd with zero velocity; a NULL buffer stands for zeros (stored as datasets never
+ * sgd with zero velocity; opt's items must be those its optimizer keeps (BP_EINVAL
+ * otherwise), and a NULL buffer stands for zeros (stored as datasets never
  * written, which read as zeros and take no space). Weights are
  * chunked datasets with the Fletcher32 checksum filter. On error (a full disk among them)
  * returns BP_EIO with a reason in err, removes the temporary file, and leaves any existing

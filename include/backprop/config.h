@@ -19,8 +19,8 @@ typedef enum { BP_PROGRESS_AUTO, BP_PROGRESS_ON, BP_PROGRESS_OFF } bp_progress;
 /* How the learning rate moves over a run (bp_learning_rate in backprop.h says exactly). */
 typedef enum { BP_LR_CONSTANT, BP_LR_STEP, BP_LR_COSINE, BP_LR_INVERSE_SCALING } bp_lr_schedule;
 extern const char *const bp_lr_schedule_names[4]; /* "constant", ... as configs spell them */
-typedef enum { BP_OPT_SGD, BP_OPT_ADAM, BP_OPT_LBFGS } bp_optimizer;
-extern const char *const bp_optimizer_names[3]; /* "sgd", "adam", "lbfgs" */
+typedef enum { BP_OPT_SGD, BP_OPT_ADAM, BP_OPT_LBFGS, BP_OPT_NESTEROV } bp_optimizer;
+extern const char *const bp_optimizer_names[4]; /* "sgd", "adam", "lbfgs", "nesterov" */
 /* Where a rank's data lives: chosen by the trainer (auto), every rank its own copy, one copy
  * per node shared by its ranks, or rows read from the HDF5 file as each step needs them. */
 typedef enum { BP_PLACE_AUTO, BP_PLACE_REPLICATED, BP_PLACE_NODE, BP_PLACE_STREAM } bp_placement;
@@ -76,7 +76,8 @@ typedef struct {
  * checks. Unset optional keys get their defaults; checkpoint.dir defaults to
  * runs/<config file name without .ini>, log.metrics to <checkpoint.dir>/metrics.csv.
  * On error returns BP_EINVAL (BP_EIO if unreadable) with "FILE:LINE: what is wrong" (or
- * "--set KEY=VALUE: what is wrong") in err. */
+ * "override SECTION.KEY=VALUE: what is wrong", or "override: what is wrong" for a rule
+ * between keys that an override broke) in err. */
 int bp_config_load(bp_config *cfg, const char *path, const char *const *sets, int nsets, char *err,
                    size_t errlen);
 
@@ -87,6 +88,21 @@ int bp_config_parse(bp_config *cfg, const char *name, const char *text, const ch
 /* The effective config as INI text (every key, defaults included), written into buf.
  * Returns the length it needed (like snprintf). */
 size_t bp_config_format(const bp_config *cfg, char *buf, size_t len);
+
+/* One config key as --help and docs/config.md describe it. */
+typedef struct {
+    const char *section; /* "train" */
+    const char *key;     /* "momentum" */
+    char type[128];      /* the values it takes: "number ≥ 0, < 1", "sgd | adam | lbfgs | ..." */
+    char fallback[64];   /* its default: "0", "required", "runs/<config name>", "—" (none) */
+    const char *help;    /* what it does, in one line */
+} bp_config_key;
+
+/* The number of config keys, in the order the effective config lists them. */
+size_t bp_config_key_count(void);
+
+/* Describes key i (0 <= i < bp_config_key_count()); BP_EINVAL past the end. */
+int bp_config_describe(size_t i, bp_config_key *out);
 
 #ifdef __cplusplus
 }

@@ -49,11 +49,10 @@ void bp_dataset_limit(bp_dataset *ds, size_t n);
 
 void bp_dataset_free(bp_dataset *ds);
 
-/* How far a read has come: this process's loaders call fn with the file, how much of it is
- * done (pixels of IDX images, rows of an HDF5 /X) and the total; often (every 64 KiB of
- * pixels): throttle what it draws. NULL turns it off. Set it before loading, not during. */
+/* How far a read has come: the trainer's loads (bp_trainer_options.load_progress) call it
+ * with the file, how much of it is done (pixels of IDX images, rows of an HDF5 /X) and the
+ * total; often (every 64 KiB of pixels): throttle what it draws. */
 typedef void (*bp_load_progress_fn)(void *ctx, const char *path, double done, double total);
-void bp_set_load_progress(bp_load_progress_fn fn, void *ctx);
 
 /* bp_dataset_write_h5's flags. */
 enum {

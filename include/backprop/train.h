@@ -13,8 +13,13 @@
  *         rc = bp_trainer_run(t, &callbacks, err, sizeof(err));
  *     if (rc < 0 && err[0])               // one rank holds the reason
  *         fprintf(stderr, "%s\n", err);
+ *     else                                // the trained network, on every rank
+ *         use(bp_trainer_net(t));
  *     bp_trainer_free(t);
- *     bp_comm_finalize();
+ *     bp_comm_finalize(&comm);
+ *
+ * Data from memory instead of the config's files: bp_trainer_create_with with
+ * bp_trainer_options.train (and validation, test) set.
  *
  * Every function taking a trainer is collective: all ranks call it, in the same order, and
  * all return the same status. When it is an error, err holds the reason on exactly one rank
@@ -27,39 +32,13 @@
 
 #include "backprop/backprop.h"
 #include "backprop/checkpoint.h"
+#include "backprop/comm.h"
 #include "backprop/config.h"
+#include "backprop/data.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* This process's place in the job. */
-typedef struct {
-    int rank, size; /* in the job */
-    int local_size; /* ranks on this node */
-} bp_comm;
-
-/* MPI_Init (or nothing when the program already initialised MPI); a lone process started
- * without mpirun is a job of one. The library then works on its own duplicate of
- * MPI_COMM_WORLD, whose errors return as codes; the program's communicators are untouched.
- * Errors return instead of aborting. */
-int bp_comm_init(int *argc, char ***argv, bp_comm *comm);
-
-/* Frees the duplicate, and calls MPI_Finalize when bp_comm_init called MPI_Init. */
-void bp_comm_finalize(void);
-
-/* When a collective has waited longer than [comm] timeout (the watchdog; see
- * bp_trainer_create), this is called from the watchdog's own thread with this rank and a
- * one-line reason ("timed out after 10 s in the gradient allreduce at step 1234: rank 1 did
- * not arrive ..."); then the process ends with exit status 1, and mpirun ends the job. */
-typedef void (*bp_timeout_fn)(void *ctx, int rank, const char *reason);
-
-/* The watchdog: from now on no collective of this process waits more than seconds. When
- * one does, expired (if not NULL; otherwise the one set before) is called as above and
- * the process ends with exit status 1. seconds <= 0 turns it off; a job of one rank needs
- * none. bp_trainer_create sets seconds from [comm] timeout. Returns 0, or BP_ENOMEM when
- * its thread cannot be started. */
-int bp_comm_watch(const bp_comm *comm, double seconds, bp_timeout_fn expired, void *ctx);
 
 typedef struct bp_trainer bp_trainer;
 
@@ -118,11 +97,43 @@ typedef struct {
  * not overwrite another run. Then every rank loads the data and builds the network:
  * initialised from cfg->seed, or with resume ("latest" = DIR/latest.h5, or a checkpoint
  * path) loaded from the checkpoint. config_text is stored in checkpoints (NULL: the
- * effective config, formatted from cfg). cfg must outlive the trainer.
+ * effective config, formatted from cfg). cfg must outlive the trainer, and so must comm's
+ * communicators (the trainer keeps a copy of comm; free the comm after the trainer).
  * Returns 0, or the agreed BP_E* code with *t NULL: BP_EINVAL/BP_EFORMAT/BP_EMISMATCH/BP_EIO
- * for bad input found before any work, BP_ENOMEM or BP_ECOMM otherwise. */
+ * for bad input found before any work (BP_EEXIST: the directory already holds a run, which
+ * a fresh run would overwrite; BP_ENOENT: resume "latest" and it holds no checkpoint),
+ * BP_ENOMEM or BP_ECOMM otherwise. */
 int bp_trainer_create(bp_trainer **t, const bp_config *cfg, const char *config_text,
                       const bp_comm *comm, const char *resume, char *err, size_t errlen);
+
+/* What bp_trainer_create_with takes besides the config; zeros mean bp_trainer_create's
+ * defaults. */
+typedef struct {
+    const char *config_text; /* stored in checkpoints; NULL: the effective config */
+    const char *resume;      /* NULL: a fresh start; "latest" or a checkpoint path */
+    /* Data from memory instead of the config's files: when train is not NULL, the trainer
+     * reads no [data] file (train, validation, test and their labels are not read) and
+     * copies these sets (NULL: none) during bp_trainer_create_with; the caller keeps its own.
+     * [data] limit and validation_split apply to train as to a file's rows; placement =
+     * stream is refused (there is no file to read rows from). Every rank passes its copy,
+     * and they must agree, as files must: setup compares their contents. A set's Y holds
+     * its targets (one-hot rows where labels, 0..k-1, are given). */
+    const bp_dataset *train, *validation, *test;
+    /* Told how far each file's read has come (rank by rank; may be NULL). */
+    bp_load_progress_fn load_progress;
+    void *load_ctx;
+} bp_trainer_options;
+
+/* bp_trainer_create with options (NULL: all zeros): data from memory, a load progress
+ * callback. The same rules and returns. */
+int bp_trainer_create_with(bp_trainer **t, const bp_config *cfg, const bp_comm *comm,
+                           const bp_trainer_options *opts, char *err, size_t errlen);
+
+/* The network the trainer holds, on every rank: after bp_trainer_run, the trained one (with
+ * [train] early_stopping, the best epoch's weights, as the last checkpoint holds them). The
+ * trainer's, valid until bp_trainer_free (copy its params into a bp_net_create of the same
+ * shape to keep it). Local. */
+const bp_net *bp_trainer_net(const bp_trainer *t);
 
 /* Trains to cfg->epochs from where the trainer stands: evaluates after each epoch, appends
  * the metrics row, checkpoints as configured and at the end. Checkpoints are written by a

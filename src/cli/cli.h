@@ -6,7 +6,8 @@
 #include <stdio.h>
 
 #include "backprop/checkpoint.h"
-#include "comm.h"
+#include "backprop/comm.h"
+#include "backprop/config.h"
 
 enum { EXIT_OK = 0, EXIT_FAILURE_DURING_WORK = 1, EXIT_BAD_INPUT = 2, EXIT_STOPPED = 3 };
 
@@ -52,6 +53,20 @@ int bp_cli_report(const bp_comm *comm, int status, const char *err);
 
 /* "  train_cost 0.4563  train_acc 83.62%  val_cost ..." for the values a row has. */
 void bp_cli_print_metrics(FILE *f, const bp_metrics_row *r);
+
+/* The library says an output exists (BP_EEXIST); which option replaces it is ours: appends
+ * "; add --force to replace it" to err (empty err, or another rc: untouched). */
+void bp_cli_force_hint(int rc, char *err, size_t errlen);
+
+/* Writes a formatted message into err and returns code: the library's way of failing, for
+ * the CLI's own checks. */
+int bp_cli_fail(char *err, size_t errlen, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* bp_config_load, with the overrides' errors named by the flag that gave them ("--set
+ * train.epochs=0: ..." where the library says "override train.epochs=0: ..."). */
+int bp_cli_config_load(bp_config *cfg, const char *path, const char *const *sets, int nsets,
+                       char *err, size_t errlen);
 
 /* Exit status for a library error met before work started. */
 int bp_cli_setup_status(int code);

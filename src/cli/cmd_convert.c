@@ -4,8 +4,8 @@
 
 #include "args.h"
 #include "backprop/data.h"
+#include "backprop/files.h"
 #include "cli.h"
-#include "fileio.h"
 
 static const char convert_usage[] =
     "usage: backprop convert --idx-images F --idx-labels F --out FILE.h5 [--contiguous] "
@@ -83,14 +83,17 @@ int bp_cmd_convert(int argc, char **argv)
         return EXIT_BAD_INPUT;
     }
     /* Where the output goes is settled before the input is read. */
+    int rc;
     const char *inputs[] = {a.csv ? a.csv : a.images, a.csv ? NULL : a.labels, NULL};
-    if (bp__output_check(a.out, a.force ? BP__OUT_REPLACE : 0, inputs, err, sizeof(err)) < 0) {
+    rc = bp_output_check(a.out, a.force ? BP_OUT_REPLACE : 0, inputs, err, sizeof(err));
+    if (rc < 0) {
+        bp_cli_force_hint(rc, err, sizeof(err));
         bp_cli_error(0, "%s", err);
         return EXIT_BAD_INPUT;
     }
     bp_dataset ds;
-    int rc = a.csv ? bp_dataset_load_csv(&ds, a.csv, (int)a.targets, err, sizeof(err))
-                   : bp_dataset_load(&ds, a.images, a.labels, 0, 0, err, sizeof(err));
+    rc = a.csv ? bp_dataset_load_csv(&ds, a.csv, (int)a.targets, err, sizeof(err))
+               : bp_dataset_load(&ds, a.images, a.labels, 0, 0, err, sizeof(err));
     if (rc < 0) {
         bp_cli_error(0, "%s", err);
         return bp_cli_setup_status(rc);
@@ -98,6 +101,7 @@ int bp_cmd_convert(int argc, char **argv)
     rc = bp_dataset_write_h5(
         &ds, a.out, (a.force ? BP_WRITE_REPLACE : 0) | (a.contiguous ? BP_WRITE_CONTIGUOUS : 0),
         err, sizeof(err));
+    bp_cli_force_hint(rc, err, sizeof(err));
     if (rc < 0)
         bp_cli_error(0, "%s", err);
     else

@@ -6,12 +6,9 @@
 #include <string.h>
 
 #include "args.h"
-#include "blas.h"
 #include "backprop/config.h"
-#include "backprop/data.h"
+#include "backprop/gradcheck.h"
 #include "cli.h"
-#include "internal.h"
-#include "train.h"
 
 #define MAX_SETS 64
 #define MAX_EXAMPLES 1000000
@@ -77,42 +74,16 @@ static int parse_args(int argc, char **argv, gc_args *a, char *err, size_t len)
     return 0;
 }
 
-/* The analytic gradient of J, as training computes it: each rank backpropagates its shard
- * of the m examples, one allreduce sums them, then / m and the L2 term. */
-static int distributed_gradient(const bp_comm *comm, bp_net *net, const bp_dataset *ds, size_t m,
-                                double lambda, double n, bp_real *grad)
+static void print_results(const bp_gradcheck_report *rep, double *worst)
 {
-    bp_workspace ws;
-    size_t lo, hi;
-    bp__shard(m, comm->rank, comm->size, &lo, &hi);
-    if (bp_workspace_create(&ws, net, hi - lo) < 0)
-        return BP_ENOMEM;
-    memset(grad, 0, net->nparams * sizeof(bp_real));
-    if (hi > lo) {
-        bp_forward(net, &ws, ds->X + lo * ds->d, hi - lo);
-        bp_backward(net, &ws, ds->Y + lo * ds->k, hi - lo, grad, 0);
-    }
-    bp_workspace_free(&ws);
-    if (bp__comm_allreduce_sum(comm, grad, net->nparams) < 0)
-        return BP_ECOMM;
-    for (size_t i = 0; i < net->nparams; i++)
-        grad[i] /= (bp_real)m;
-    for (int l = 0; l < net->nlayers; l++) {
-        size_t o = bp_net_offset_W(net, l), count = (size_t)net->sizes[l] * net->sizes[l + 1];
-        for (size_t i = 0; i < count; i++)
-            grad[o + i] += (bp_real)(lambda / n) * net->params[o + i];
-    }
-    return 0;
-}
-
-static void print_results(const bp_net *net, const bp_gradcheck_layer *res, double *worst)
-{
+    const bp_gradcheck_layer *res = rep->layers;
+    const int *sizes = rep->sizes;
     *worst = 0;
-    for (int l = 0; l < net->nlayers; l++) {
+    for (int l = 0; l < rep->nlayers; l++) {
         printf("layer %d (%dx%d): %zu checked, relative error %.3e, worst entry %.3e, "
                "largest gradient %.3e",
-               l, net->sizes[l + 1], net->sizes[l], res[l].checked, res[l].rel_error,
-               res[l].max_rel_error, res[l].max_abs_grad);
+               l, sizes[l + 1], sizes[l], res[l].checked, res[l].rel_error, res[l].max_rel_error,
+               res[l].max_abs_grad);
         if (res[l].kinks)
             printf(", %zu skipped at relu kinks", res[l].kinks);
         printf("\n");
@@ -146,68 +117,34 @@ static void options_text(const gc_args *a, char *buf, size_t len)
 static int check(const bp_comm *comm, const gc_args *a, char *err, size_t len)
 {
     static bp_config cfg;
-    bp_net net = {0};
-    bp_dataset ds = {0};
-    bp_real *grad = NULL;
-    bp_gradcheck_layer *res = NULL;
-    int rc = bp_config_load(&cfg, a->config, a->sets, a->nsets, err, len);
+    int rc = bp_cli_config_load(&cfg, a->config, a->sets, a->nsets, err, len);
     if (rc == 0)
         bp_comm_watch(comm, cfg.comm_timeout, NULL, NULL); /* a thread already runs: no error */
-    if (rc == 0) {                                         /* [train] threads, as train takes it */
-        int threads = cfg.threads ? cfg.threads : bp_auto_threads(comm);
-        rc = bp_blas_setup(&threads, err, len);
-    }
-    if (rc == 0 &&
-        (rc = bp_net_create(&net, cfg.nsizes, cfg.sizes, cfg.hidden, cfg.output, cfg.cost)) == 0)
-        rc = bp_dataset_load(&ds, cfg.train, cfg.train_labels[0] ? cfg.train_labels : NULL,
-                             cfg.sizes[cfg.nsizes - 1], cfg.seed, err, len);
-    if (rc == 0)
-        rc = bp_dataset_check(&ds, cfg.sizes[0], cfg.sizes[cfg.nsizes - 1], cfg.train, err, len);
     int status = bp_cli_agree(comm, rc < 0 ? bp_cli_setup_status(rc) : 0, err);
     if (status)
-        goto cleanup;
+        return status;
     /* The ranks sum one gradient: of one config, one data set (by contents) and one set of
      * options. */
     char options[128];
     options_text(a, options, sizeof(options));
-    rc = bp__config_agree(comm, &cfg, err, len);
-    if (rc == 0)
-        rc = bp__lines_agree(comm, options, "command line", "check each rank's options", err, len);
-    if (rc == 0)
-        rc = bp__data_agree(comm, &ds, NULL, NULL, "[data] train", cfg.train, err, len);
-    if (rc < 0) {
-        status = bp_cli_report(comm, bp_cli_setup_status(rc), err);
-        goto cleanup;
-    }
-    bp_rng rng;
-    bp_rng_seed(&rng, cfg.seed);
-    bp_net_init(&net, cfg.init, cfg.init_epsilon, &rng);
-    size_t m = (size_t)a->examples < ds.n ? (size_t)a->examples : ds.n;
-    /* n in lambda/n is the training set's size, as in training. */
-    size_t n_train = cfg.limit && (size_t)cfg.limit < ds.n ? (size_t)cfg.limit : ds.n;
-    if ((size_t)cfg.validation_split < n_train)
-        n_train -= (size_t)cfg.validation_split;
-    double n = (double)n_train;
-    grad = bp__calloc(net.nparams, sizeof(bp_real));
-    res = bp__calloc((size_t)net.nlayers, sizeof(*res));
-    rc = grad && res ? distributed_gradient(comm, &net, &ds, m, cfg.lambda, n, grad) : BP_ENOMEM;
-    if (rc == 0)
-        rc = bp_gradcheck(&net, ds.X, ds.Y, m, cfg.lambda, n, a->epsilon, 5000, grad, res);
-    status = bp_cli_agree(comm, rc < 0 ? EXIT_FAILURE_DURING_WORK : 0, bp_strerror(rc));
-    if (status == 0) {
-        double worst;
-        if (comm->rank == 0)
-            print_results(&net, res, &worst);
-        /* Every rank computed the same numbers; each decides the same way. */
-        for (int l = 0; l < net.nlayers; l++)
-            if (!(res[l].rel_error <= a->tolerance))
-                status = EXIT_FAILURE_DURING_WORK;
-    }
-cleanup:
-    bp__free(grad);
-    bp__free(res);
-    bp_dataset_free(&ds);
-    bp_net_free(&net);
+    bp_gradcheck_run_opts opts = {.epsilon = a->epsilon,
+                                  .examples = a->examples,
+                                  .options = options,
+                                  .options_what = "command line",
+                                  .options_hint = "check each rank's options"};
+    bp_gradcheck_report rep;
+    rc = bp_gradcheck_run(comm, &cfg, &opts, &rep, err, len);
+    if (rc < 0)
+        return bp_cli_report(
+            comm, rep.during_work ? EXIT_FAILURE_DURING_WORK : bp_cli_setup_status(rc), err);
+    double worst;
+    if (comm->rank == 0)
+        print_results(&rep, &worst);
+    /* Every rank computed the same numbers; each decides the same way. */
+    for (int l = 0; l < rep.nlayers; l++)
+        if (!(rep.layers[l].rel_error <= a->tolerance))
+            status = EXIT_FAILURE_DURING_WORK;
+    bp_gradcheck_report_free(&rep);
     return status;
 }
 
@@ -228,6 +165,6 @@ int bp_cmd_gradcheck(int argc, char **argv)
     } else {
         status = check(&comm, &a, err, sizeof(err));
     }
-    bp_comm_finalize();
+    bp_comm_finalize(&comm);
     return status;
 }

@@ -26,15 +26,9 @@ static void print_summary(const char *path, const bp_checkpoint *ck)
     for (int l = 0; l < net->nlayers; l++)
         printf("  layer_%d: W %dx%d, b %d\n", l, net->sizes[l + 1], net->sizes[l],
                net->sizes[l + 1]);
-    const bp_lbfgs_state *l = &ck->lbfgs;
-    printf("optimizer: %s", ck->optimizer);
-    if (l->history && (l->phase == BP_LBFGS_BRACKET || l->phase == BP_LBFGS_ZOOM))
-        printf(" (%d of %d pairs held; in a line search, %s, after %d evaluations)", l->pairs,
-               l->history, l->phase == BP_LBFGS_ZOOM ? "zooming" : "bracketing", l->evals);
-    else if (l->history)
-        printf(" (%d of %d pairs held; %s; objective %.6g)", l->pairs, l->history,
-               l->converged ? "converged" : "between iterations", l->x.f);
-    printf("\n");
+    char opt[256];
+    bp_checkpoint_describe_optimizer(ck, opt, sizeof(opt));
+    printf("optimizer: %s\n", opt);
     /* The effective config has every key: a run in bf16 says so there. */
     int bf16 = ck->config_text && strstr(ck->config_text, "\nprecision = bf16\n");
     printf("precision: %s\n",

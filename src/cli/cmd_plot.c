@@ -26,15 +26,11 @@
 #include <unistd.h>
 
 #include "args.h"
-#include "blas.h"
 #include "backprop/checkpoint.h"
 #include "backprop/config.h"
-#include "backprop/data.h"
+#include "backprop/eval.h"
+#include "backprop/files.h"
 #include "cli.h"
-#include "fileio.h"
-#include "internal.h"
-#include "source.h"
-#include "train.h"
 
 static const char plot_usage[] =
     "usage: backprop plot RUN_DIR [RUN_DIR ...] [--out FILE.png] [--script FILE] [--force]\n"
@@ -129,14 +125,14 @@ static void read_config(run_data *r)
     bp_checkpoint ck;
     if (bp_checkpoint_read(path, &ck, r->cfg_err, sizeof(r->cfg_err)) < 0)
         return;
-    r->cfg = bp__calloc(1, sizeof(*r->cfg));
+    r->cfg = calloc(1, sizeof(*r->cfg));
     if (!r->cfg)
         snprintf(r->cfg_err, sizeof(r->cfg_err), "out of memory");
     else if (!ck.config_text)
         snprintf(r->cfg_err, sizeof(r->cfg_err), "%s: stores no config", path);
     if (r->cfg && (!ck.config_text || bp_config_parse(r->cfg, path, ck.config_text, NULL, 0,
                                                       r->cfg_err, sizeof(r->cfg_err)) != 0)) {
-        bp__free(r->cfg);
+        free(r->cfg);
         r->cfg = NULL;
     }
     bp_checkpoint_free(&ck);
@@ -188,16 +184,16 @@ static int read_metrics(run_data *r, char *err, size_t len)
     char line[1024], why[BP_PATH_MAX + 512], open_err[BP_PATH_MAX + 128];
     const char *path = r->metrics;
     find_metrics(r, why, sizeof(why));
-    int fd = bp__input_open(path, NULL, open_err, sizeof(open_err));
+    int fd = bp_input_open(path, open_err, sizeof(open_err));
     FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
     if (fd >= 0 && !f)
         close(fd);
     if (fd < 0 && access(path, F_OK) != 0) /* where plot looked, and why there */
-        return bp__fail(err, len, BP_EINVAL, "%s (%s)", open_err, why);
+        return bp_cli_fail(err, len, BP_EINVAL, "%s (%s)", open_err, why);
     if (fd < 0)
-        return bp__fail(err, len, BP_EINVAL, "%s", open_err);
+        return bp_cli_fail(err, len, BP_EINVAL, "%s", open_err);
     if (!f)
-        return bp__fail(err, len, BP_ENOMEM, "%s: %s", path, strerror(errno));
+        return bp_cli_fail(err, len, BP_ENOMEM, "%s: %s", path, strerror(errno));
     int at[NCOLS], rc = 0, got;
     size_t lineno = 1;
     for (int c = 0; c < NCOLS; c++)
@@ -210,24 +206,24 @@ static int read_metrics(run_data *r, char *err, size_t len)
             if (strcmp(fields[i], columns[c]) == 0)
                 at[c] = i;
     if (got < 0 || at[0] < 0 || at[1] < 0)
-        rc = bp__fail(err, len, BP_EFORMAT,
-                      "%s: not a backprop metrics file (no epoch and train_cost columns)", path);
+        rc = bp_cli_fail(err, len, BP_EFORMAT,
+                         "%s: not a backprop metrics file (no epoch and train_cost columns)", path);
     while (rc == 0 && (got = next_line(f, line, sizeof(line))) != 0) {
         if (++lineno > MAX_LINES) {
-            rc = bp__fail(err, len, BP_EFORMAT, "%s: more than %d lines", path, MAX_LINES);
+            rc = bp_cli_fail(err, len, BP_EFORMAT, "%s: more than %d lines", path, MAX_LINES);
             break;
         }
         if (got < 0) {
-            rc = bp__fail(err, len, BP_EFORMAT, "%s: line %zu is longer than %zu bytes", path,
-                          lineno, sizeof(line) - 2);
+            rc = bp_cli_fail(err, len, BP_EFORMAT, "%s: line %zu is longer than %zu bytes", path,
+                             lineno, sizeof(line) - 2);
             break;
         }
         nf = split_csv(line, fields, 32);
         if (nf < 2)
             continue;
-        void *grown = bp__realloc(r->rows, r->nrows + 1, sizeof(*r->rows));
+        void *grown = realloc(r->rows, (r->nrows + 1) * sizeof(*r->rows));
         if (!grown) {
-            rc = bp__fail(err, len, BP_ENOMEM, "out of memory");
+            rc = bp_cli_fail(err, len, BP_ENOMEM, "out of memory");
             break;
         }
         r->rows = grown;
@@ -236,8 +232,8 @@ static int read_metrics(run_data *r, char *err, size_t len)
             char *end;
             double x = strtod(v, &end);
             if (*v && *end) {
-                rc = bp__fail(err, len, BP_EFORMAT, "%s: row %zu: '%.40s' is not a number", path,
-                              r->nrows + 2, v);
+                rc = bp_cli_fail(err, len, BP_EFORMAT, "%s: row %zu: '%.40s' is not a number", path,
+                                 r->nrows + 2, v);
                 break;
             }
             /* A diverged run's inf is drawn as missing, as an empty field is. */
@@ -247,10 +243,10 @@ static int read_metrics(run_data *r, char *err, size_t len)
         r->nrows++;
     }
     if (rc == 0 && ferror(f))
-        rc = bp__fail(err, len, BP_EIO, "%s: read error", path);
+        rc = bp_cli_fail(err, len, BP_EIO, "%s: read error", path);
     fclose(f);
     if (rc == 0 && r->nrows == 0)
-        rc = bp__fail(err, len, BP_EFORMAT, "%s: no epochs yet", path);
+        rc = bp_cli_fail(err, len, BP_EFORMAT, "%s: no epochs yet", path);
     return rc;
 }
 
@@ -264,7 +260,7 @@ static void read_step_times(run_data *r)
     snprintf(path, sizeof(path), "%s/step_times.csv", r->dir);
     if (access(path, F_OK) != 0 && errno == ENOENT)
         return;
-    int fd = bp__input_open(path, NULL, err, sizeof(err));
+    int fd = bp_input_open(path, err, sizeof(err));
     FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
     if (fd >= 0 && !f) {
         snprintf(err, sizeof(err), "%s: %s", path, strerror(errno));
@@ -313,14 +309,10 @@ static void read_step_times(run_data *r)
  * be read is a warning: the rest of the picture does not need it. */
 static void read_confusion(run_data *r)
 {
-    const bp_comm alone = {.rank = 0, .size = 1, .local_size = 1}; /* no MPI: plot runs alone */
-    enum { ROWS = 256 };
     char path[BP_PATH_MAX + 32], err[2048] = "";
     snprintf(path, sizeof(path), "%s/latest.h5", r->dir);
     bp_checkpoint ck;
     const bp_config *cfg = r->cfg; /* read_config's: the data plot() checked as an input */
-    bp__source src = {0};
-    bp_workspace ws = {0};
     if (!cfg) {
         bp_cli_warning("no confusion matrix for %s: %s", r->dir, r->cfg_err);
         return;
@@ -330,47 +322,35 @@ static void read_confusion(run_data *r)
         bp_cli_warning("no confusion matrix for %s: %s", r->dir, err);
         return;
     }
-    int k = ck.net.sizes[ck.net.nlayers];
-    const char *data = NULL, *labels = NULL;
+    bp_eval_set set = {.seed = cfg->seed, .classes_only = 1};
     if (cfg->test[0])
-        data = cfg->test, labels = cfg->test_labels, r->confusion_of = "test";
+        set.data = cfg->test, set.labels = cfg->test_labels, r->confusion_of = "test";
     else if (cfg->validation[0])
-        data = cfg->validation, labels = cfg->validation_labels, r->confusion_of = "validation";
-    else if (cfg->validation_split)
-        data = cfg->train, labels = cfg->train_labels, r->confusion_of = "validation";
-    if (data)
-        rc = bp__source_open(&src, data, labels[0] ? labels : NULL, ck.net.sizes[0], k, cfg->seed,
-                             ROWS, err, sizeof(err));
-    if (data && rc == 0 && !cfg->test[0] && !cfg->validation[0]) /* the split's tail */
-        rc = bp__source_tail(&src, (size_t)cfg->limit, (size_t)cfg->validation_split, err,
-                             sizeof(err));
-    if (data && rc == 0 && src.ds.labels && k > 1) {
-        double *out = bp__calloc(BP_EVAL_OUT + (size_t)k * (size_t)k, sizeof(double));
-        int threads = bp_auto_threads(&alone);
-        rc = out && bp_workspace_create(&ws, &ck.net, ROWS) == 0
-                 ? bp_blas_setup(&threads, err, sizeof(err))
-                 : bp__fail(err, sizeof(err), BP_ENOMEM, "out of memory");
-        if (rc == 0)
-            rc = bp_evaluate(&ck.net, &ws, &src.ds, bp__source_rows, &src, &alone, 1, out, err,
-                             sizeof(err));
-        /* Non-finite outputs have no class: their argmax would count them all as class 0. */
-        if (rc == 0 && !isfinite(out[0]))
-            rc = bp__fail(err, sizeof(err), BP_EDIVERGED,
-                          "%s: the network's outputs are not finite on this data (its values "
-                          "overflow the model)",
-                          data);
-        if (rc == 0) {
-            r->k = (size_t)k;
-            r->confusion = bp__calloc(r->k * r->k, sizeof(double));
-            if (r->confusion)
-                memcpy(r->confusion, out + BP_EVAL_OUT, r->k * r->k * sizeof(double));
-        }
-        bp__free(out);
-        bp_workspace_free(&ws);
+        set.data = cfg->validation, set.labels = cfg->validation_labels,
+        r->confusion_of = "validation";
+    else if (cfg->validation_split) /* the split's tail */
+        set.data = cfg->train, set.labels = cfg->train_labels, r->confusion_of = "validation",
+        set.limit = (size_t)cfg->limit, set.tail = (size_t)cfg->validation_split;
+    bp_eval_result res = {0};
+    if (set.data) {
+        set.labels = set.labels[0] ? set.labels : NULL;
+        rc = bp_eval_net(NULL, &ck.net, &set, &res, err, sizeof(err)); /* plot runs alone */
+    }
+    /* Non-finite outputs have no class: their argmax would count them all as class 0. */
+    if (rc == 0 && res.confusion && !isfinite(res.cost_sum))
+        rc = bp_cli_fail(err, sizeof(err), BP_EDIVERGED,
+                         "%s: the network's outputs are not finite on this data (its values "
+                         "overflow the model)",
+                         set.data);
+    if (rc == 0 && res.confusion) {
+        r->k = res.k;
+        r->confusion = calloc(r->k * r->k, sizeof(double));
+        if (r->confusion)
+            memcpy(r->confusion, res.confusion, r->k * r->k * sizeof(double));
     }
     if (rc < 0)
         bp_cli_warning("no confusion matrix for %s: %s", r->dir, err[0] ? err : bp_strerror(rc));
-    bp__source_close(&src);
+    bp_eval_result_free(&res);
     bp_checkpoint_free(&ck);
 }
 
@@ -564,15 +544,15 @@ static int run_gnuplot(const char *script_path, const char *png, char *err, size
 {
     int fd[2], in = open(script_path, O_RDONLY | O_CLOEXEC);
     if (in < 0)
-        return bp__fail(err, len, BP_EIO, "%s: cannot read: %s", script_path, strerror(errno));
+        return bp_cli_fail(err, len, BP_EIO, "%s: cannot read: %s", script_path, strerror(errno));
     int out = open(png, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (out < 0) {
         close(in);
-        return bp__fail(err, len, BP_EIO, "%s: cannot write: %s", png, strerror(errno));
+        return bp_cli_fail(err, len, BP_EIO, "%s: cannot write: %s", png, strerror(errno));
     }
     if (pipe(fd) != 0) {
         close(in), close(out);
-        return bp__fail(err, len, BP_EIO, "cannot start gnuplot: %s", strerror(errno));
+        return bp_cli_fail(err, len, BP_EIO, "cannot start gnuplot: %s", strerror(errno));
     }
     pid_t pid = fork();
     if (pid == 0) {
@@ -601,7 +581,7 @@ static int run_gnuplot(const char *script_path, const char *png, char *err, size
         ;
     said[strcspn(said, "\n")] = 0;
     if (pid < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        return bp__fail(err, len, BP_EIO, "gnuplot failed%s%s", said[0] ? ": " : "", said);
+        return bp_cli_fail(err, len, BP_EIO, "gnuplot failed%s%s", said[0] ? ": " : "", said);
     return 0;
 }
 
@@ -615,32 +595,40 @@ static int have_gnuplot(char *err, size_t len)
     if (p)
         pclose(p);
     if (strstr(all, "rc=127") || strstr(all, "not found"))
-        return bp__fail(err, len, BP_EINVAL,
-                        "plot needs gnuplot, which is not installed (Debian: apt-get install "
-                        "gnuplot-nox)");
+        return bp_cli_fail(err, len, BP_EINVAL,
+                           "plot needs gnuplot, which is not installed (Debian: apt-get install "
+                           "gnuplot-nox)");
     if (!strstr(all, "rc=0") || strstr(all, "unknown"))
-        return bp__fail(err, len, BP_EINVAL,
-                        "plot needs gnuplot's pngcairo terminal, which this gnuplot lacks "
-                        "(Debian: apt-get install gnuplot-nox)");
+        return bp_cli_fail(err, len, BP_EINVAL,
+                           "plot needs gnuplot's pngcairo terminal, which this gnuplot lacks "
+                           "(Debian: apt-get install gnuplot-nox)");
     return 0;
 }
 
+/* The directory part of path ("." when there is none, "/" for "/x"), into out. */
+static void dir_of(const char *path, char *out, size_t len)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(out, len, ".");
+    else
+        snprintf(out, len, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+}
+
 /* Whether two output paths name one file: the same file when both exist, else the same
- * name in the same directory (bp__output_check has seen both directories exist, and that
+ * name in the same directory (bp_output_check has seen both directories exist, and that
  * neither path is a symbolic link). */
 static int same_output(const char *a, const char *b)
 {
-    struct stat sa, sb;
-    if (stat(a, &sa) == 0 && stat(b, &sb) == 0)
-        return bp__same_file(&sa, &sb);
+    if (access(a, F_OK) == 0 && access(b, F_OK) == 0)
+        return bp_same_file(a, b);
     char dir_a[BP_PATH_MAX + 32], dir_b[BP_PATH_MAX + 32];
-    bp__dir_of(a, dir_a, sizeof(dir_a));
-    bp__dir_of(b, dir_b, sizeof(dir_b));
+    dir_of(a, dir_a, sizeof(dir_a));
+    dir_of(b, dir_b, sizeof(dir_b));
     const char *name_a = strrchr(a, '/'), *name_b = strrchr(b, '/');
     name_a = name_a ? name_a + 1 : a;
     name_b = name_b ? name_b + 1 : b;
-    return strcmp(name_a, name_b) == 0 && stat(dir_a, &sa) == 0 && stat(dir_b, &sb) == 0 &&
-           bp__same_file(&sa, &sb);
+    return strcmp(name_a, name_b) == 0 && bp_same_file(dir_a, dir_b);
 }
 
 /* "wrote OUT: RUN (N epochs, ...); ..." on stdout. Its paths come from the command line and
@@ -658,13 +646,13 @@ static void print_wrote(const char *out, const run_data *runs, int n)
         fprintf(mem, "%s %s (%zu epochs%s%s)", i ? ";" : "", runs[i].dir, runs[i].nrows,
                 runs[i].has_steps ? ", step times" : "",
                 runs[i].confusion ? ", confusion matrix" : "");
-    char *shown = fclose(mem) == 0 ? bp__calloc(4 * size + 1, 1) : NULL;
+    char *shown = fclose(mem) == 0 ? calloc(4 * size + 1, 1) : NULL;
     if (shown) {
         bp_cli_printable(shown, text);
         printf("%s\n", shown);
         fflush(stdout);
     }
-    bp__free(shown);
+    free(shown);
     free(text); /* open_memstream's */
 }
 
@@ -708,14 +696,15 @@ static int plot(const plot_args *a, char *err, size_t len)
     }
     inputs[ninputs] = NULL;
     if (rc == 0)
-        rc = bp__output_check(out, replace ? BP__OUT_REPLACE : 0, inputs, err, len);
+        rc = bp_output_check(out, replace ? BP_OUT_REPLACE : 0, inputs, err, len);
     if (rc == 0 && a->script)
-        rc = bp__output_check(a->script, a->force ? BP__OUT_REPLACE : 0, inputs, err, len);
+        rc = bp_output_check(a->script, a->force ? BP_OUT_REPLACE : 0, inputs, err, len);
+    bp_cli_force_hint(rc, err, len);
     if (rc == 0 && a->script && same_output(out, a->script))
-        rc = bp__fail(err, len, BP_EINVAL,
-                      "%s: is also the picture's output; the script and the picture need a "
-                      "file each",
-                      a->script);
+        rc = bp_cli_fail(err, len, BP_EINVAL,
+                         "%s: is also the picture's output; the script and the picture need a "
+                         "file each",
+                         a->script);
     if (rc == 0)
         rc = have_gnuplot(err, len);
     for (int i = 0; i < a->ndirs && rc == 0; i++) {
@@ -726,20 +715,20 @@ static int plot(const plot_args *a, char *err, size_t len)
      * too; the picture is then renamed into place. --script gets the same script, with a
      * line that draws to the final name. */
     char script[BP_PATH_MAX + 64] = "", tmp_png[BP_PATH_MAX + 64] = "";
-    if (rc == 0 && (bp__temp_name(out, tmp_png, sizeof(tmp_png)) < 0 ||
+    if (rc == 0 && (bp_temp_name(out, tmp_png, sizeof(tmp_png)) < 0 ||
                     snprintf(script, sizeof(script), "%s.gp", tmp_png) >= (int)sizeof(script)))
-        rc = bp__fail(err, len, BP_EINVAL, "%s: name too long", out);
+        rc = bp_cli_fail(err, len, BP_EINVAL, "%s: name too long", out);
     FILE *f = rc == 0 ? fopen(script, "wx") : NULL;
     if (rc == 0 && !f)
-        rc = bp__fail(err, len, BP_EIO, "%s: cannot write: %s", script, strerror(errno));
+        rc = bp_cli_fail(err, len, BP_EIO, "%s: cannot write: %s", script, strerror(errno));
     if (f) {
         write_script(f, runs, a->ndirs, NULL);
         if (fclose(f) != 0)
-            rc = bp__fail(err, len, BP_EIO, "%s: cannot write: %s", script, strerror(errno));
+            rc = bp_cli_fail(err, len, BP_EIO, "%s: cannot write: %s", script, strerror(errno));
         if (rc == 0)
             rc = run_gnuplot(script, tmp_png, err, len);
         if (rc == 0 && rename(tmp_png, out) != 0)
-            rc = bp__fail(err, len, BP_EIO, "%s: cannot write: %s", out, strerror(errno));
+            rc = bp_cli_fail(err, len, BP_EIO, "%s: cannot write: %s", out, strerror(errno));
         unlink(script);
         unlink(tmp_png);
     }
@@ -749,15 +738,16 @@ static int plot(const plot_args *a, char *err, size_t len)
     if (mem) {
         write_script(mem, runs, a->ndirs, out);
         fclose(mem);
-        rc = bp__publish(a->script, text, size, a->force ? BP__OUT_REPLACE : 0, err, len);
+        rc = bp_publish(a->script, text, size, a->force ? BP_OUT_REPLACE : 0, err, len);
+        bp_cli_force_hint(rc, err, len);
         free(text);
     }
     if (rc == 0)
         print_wrote(out, runs, a->ndirs);
     for (int i = 0; i < a->ndirs; i++) {
-        bp__free(runs[i].rows);
-        bp__free(runs[i].confusion);
-        bp__free(runs[i].cfg);
+        free(runs[i].rows);
+        free(runs[i].confusion);
+        free(runs[i].cfg);
     }
     return rc;
 }

@@ -3,7 +3,6 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <stdlib.h>
@@ -11,11 +10,10 @@
 
 #include "args.h"
 #include "backprop/data.h"
-#include "blas.h"
-#include "cli.h"
-#include "fileio.h"
-#include "rundir.h"
+#include "backprop/files.h"
+#include "backprop/runtime.h"
 #include "backprop/train.h"
+#include "cli.h"
 
 #define MAX_SETS 64
 
@@ -30,6 +28,15 @@ static const char train_usage[] =
     "\n"
     "SIGTERM, SIGINT or SIGUSR1 to any rank (mpirun forwards SIGUSR1 to all) stops the run\n"
     "at the end of the step: a checkpoint is written and train exits with status 3.\n";
+
+/* The config keys, from the library's own table (docs/config.md explains each). */
+static void print_config_keys(void)
+{
+    fputs("\nConfig keys ([section] key (values; default): what it does):\n", stdout);
+    bp_config_key k;
+    for (size_t i = 0; bp_config_describe(i, &k) == 0; i++)
+        printf("  [%s] %s (%s; default %s): %s\n", k.section, k.key, k.type, k.fallback, k.help);
+}
 
 typedef struct {
     const char *config, *resume;
@@ -85,17 +92,18 @@ static void print_banner(const bp_config *c, const bp_trainer *t)
            "over %d rank%s x %d BLAS thread%s\n",
            in.n_train, in.n_val, in.n_test, in.load_s, in.placement, c->batch_size, in.ranks,
            in.ranks > 1 ? "s" : "", in.threads, in.threads > 1 ? "s" : "");
-    const char *replaced = bp_blas_replaced_kernel();
-    if (replaced)
+    bp_runtime_info rt;
+    bp_runtime_get_info(&rt);
+    if (rt.blas_replaced_kernel)
         printf("BLAS: %s; OpenBLAS %s kernel (chosen by backprop for this AVX-512 CPU over "
                "%s; BACKPROP_BLAS_KERNEL=keep to keep it)\n",
-               bp_gemm_libraries(), bp_blas_kernel(), replaced);
+               rt.gemm_libraries, rt.blas_kernel, rt.blas_replaced_kernel);
     else
-        printf("BLAS: %s; OpenBLAS %s kernel\n", bp_gemm_libraries(), bp_blas_kernel());
+        printf("BLAS: %s; OpenBLAS %s kernel\n", rt.gemm_libraries, rt.blas_kernel);
     if (in.bf16)
         printf("precision: bf16 products with float sums (%s); weights, update and checkpoints "
                "in float\n",
-               bp__bf16_isa());
+               rt.bf16_isa);
     if (in.ranks > 1)
         printf("exchange: %s\n", in.exchange);
     if (in.resumed)
@@ -165,7 +173,7 @@ static void save_step_times(const bp_config *cfg, const bp_trainer *t, const bp_
     FILE *mem = open_memstream(&text, &size);
     if (!mem)
         return;
-    int fd = in.resumed ? bp__input_open(path, NULL, NULL, 0) : -1; /* never waits on a FIFO */
+    int fd = in.resumed ? bp_input_open(path, NULL, 0) : -1; /* never waits on a FIFO */
     FILE *old = fd >= 0 ? fdopen(fd, "r") : NULL;
     if (fd >= 0 && !old)
         close(fd);
@@ -182,7 +190,7 @@ static void save_step_times(const bp_config *cfg, const bp_trainer *t, const bp_
              st->steps, st->data_ms, st->compute_ms, st->exchange_ms, st->update_ms, in.ranks);
     fputs(row, mem);
     fclose(mem);
-    if (bp__publish(path, text, size, BP__OUT_REPLACE, err, sizeof(err)) < 0)
+    if (bp_publish(path, text, size, BP_OUT_REPLACE, err, sizeof(err)) < 0)
         bp_cli_warning("%s", err);
     free(text);
 }
@@ -209,7 +217,9 @@ static void print_step_time(const bp_comm *comm, const bp_config *cfg, const bp_
         printf("; the exchange took %.3f in all, %.3f of it hidden behind the backward pass",
                st.exchange_ms + st.hidden_ms, st.hidden_ms);
     printf("]\n");
-    long declined = bp__bf16_declined();
+    bp_runtime_info rt;
+    bp_runtime_get_info(&rt);
+    long declined = rt.bf16_declined;
     if (declined > 0) /* a bf16 run whose shapes oneDNN would not take, or too many */
         printf("warning: %ld bf16 products on rank 0 ran in float: oneDNN declined their "
                "shapes or its cache of shapes was full\n",
@@ -337,10 +347,7 @@ static void on_load(void *ctx, const char *path, double done, double total)
  * library's check of the data files; it never sees the config's path). */
 static int config_not_written(const bp_config *cfg, const char *config, char *err, size_t errlen)
 {
-    struct stat in, out;
-    if (stat(config, &in) != 0)
-        return 0;
-    if (stat(cfg->metrics, &out) == 0 && bp__same_file(&out, &in))
+    if (bp_same_file(cfg->metrics, config))
         return snprintf(err, errlen,
                         "[log] metrics = %.900s is the config %.900s, which the run would "
                         "replace; name another file",
@@ -348,14 +355,30 @@ static int config_not_written(const bp_config *cfg, const char *config, char *er
                -1;
     char what[BP_PATH_MAX + 16];
     snprintf(what, sizeof(what), "the config %s", config);
-    return bp_rundir_check_input(cfg, config, what, err, errlen) < 0 ? -1 : 0;
+    return bp_run_input_check(cfg, config, what, err, errlen) < 0 ? -1 : 0;
+}
+
+/* The library says what is wrong with the run directory; which option fixes it is ours.
+ * err is empty on the ranks that do not report. */
+static void flag_hint(int rc, char *err, size_t errlen)
+{
+    char what[2048];
+    if (!err[0] || (rc != BP_ENOENT && rc != BP_EEXIST))
+        return;
+    snprintf(what, sizeof(what), "%s", err);
+    if (rc == BP_ENOENT)
+        snprintf(err, errlen, "--resume latest: %.1900s", what);
+    else
+        snprintf(err, errlen,
+                 "%.1900s; continue it with --resume latest, or set another [checkpoint] dir",
+                 what);
 }
 
 static int train_main(const bp_comm *comm, const train_args *a)
 {
     static char err[2048];
     static bp_config cfg;
-    int rc = bp_config_load(&cfg, a->config, a->sets, a->nsets, err, sizeof(err));
+    int rc = bp_cli_config_load(&cfg, a->config, a->sets, a->nsets, err, sizeof(err));
     if (rc == 0 && comm->rank == 0)
         rc = config_not_written(&cfg, a->config, err, sizeof(err));
     int status = bp_cli_agree(comm, rc < 0 ? EXIT_BAD_INPUT : 0, err);
@@ -380,14 +403,14 @@ static int train_main(const bp_comm *comm, const train_args *a)
     int drawing = comm->rank == 0 && (cfg.progress == BP_PROGRESS_ON ||
                                       (cfg.progress == BP_PROGRESS_AUTO && isatty(2)));
     load_view loading = {0};
-    if (drawing)
-        bp_set_load_progress(on_load, &loading);
-    rc = bp_trainer_create(&t, &cfg, NULL, comm, resume, err, sizeof(err));
-    bp_set_load_progress(NULL, NULL);
+    bp_trainer_options opts = {
+        .resume = resume, .load_progress = drawing ? on_load : NULL, .load_ctx = &loading};
+    rc = bp_trainer_create_with(&t, &cfg, comm, &opts, err, sizeof(err));
     if (loading.drawn) {
         fprintf(stderr, "\r\033[K");
         fflush(stderr);
     }
+    flag_hint(rc, err, sizeof(err));
     status = rc < 0 ? bp_cli_report(comm, bp_cli_setup_status(rc), err) : 0;
     if (status == 0) {
         train_view view = {0};
@@ -432,8 +455,10 @@ int bp_cmd_train(int argc, char **argv)
     char err[512];
     train_args a;
     if (bp_cli_wants_help(argc, argv)) {
-        if (comm.rank == 0)
+        if (comm.rank == 0) {
             fputs(train_usage, stdout);
+            print_config_keys();
+        }
         status = EXIT_OK;
     } else if (parse_args(argc, argv, &a, err, sizeof(err)) < 0) {
         if (comm.rank == 0)
@@ -442,6 +467,6 @@ int bp_cmd_train(int argc, char **argv)
     } else {
         status = train_main(&comm, &a);
     }
-    bp_comm_finalize();
+    bp_comm_finalize(&comm);
     return status;
 }

@@ -1,12 +1,14 @@
 /* backprop: train, evaluate, inspect, convert and plot. */
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
-#include "blas.h"
+#include "backprop/runtime.h"
 #include "cli.h"
-#include "internal.h"
 
 static const char usage[] =
     "usage: backprop COMMAND [ARGS]\n"
@@ -91,8 +93,8 @@ void bp_cli_line(const char *fmt, ...)
     va_copy(again, ap);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    char *msg = n >= 0 ? bp__calloc((size_t)n + 1, 1) : NULL;
-    char *shown = msg ? bp__calloc(4 * (size_t)n + 1, 1) : NULL;
+    char *msg = n >= 0 ? calloc((size_t)n + 1, 1) : NULL;
+    char *shown = msg ? calloc(4 * (size_t)n + 1, 1) : NULL;
     if (shown) {
         vsnprintf(msg, (size_t)n + 1, fmt, again);
         bp_cli_printable(shown, msg);
@@ -100,8 +102,8 @@ void bp_cli_line(const char *fmt, ...)
         fflush(stdout);
     }
     va_end(again);
-    bp__free(msg);
-    bp__free(shown);
+    free(msg);
+    free(shown);
 }
 
 void bp_cli_error(int rank, const char *fmt, ...)
@@ -133,9 +135,22 @@ int bp_cli_agree(const bp_comm *comm, int status, const char *msg)
     return agreed;
 }
 
+/* FNV-1a of a NUL-terminated string: what the ranks compare of their commands. */
+static uint64_t text_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603u;
+    do
+        h = (h ^ (unsigned char)*s) * 1099511628211u;
+    while (*s++);
+    return h;
+}
+
+/* The watchdog's callback: a collective hung, so this process ends here (exit status 1, and
+ * mpirun ends the job); nothing may wait for the collective to return. */
 static void timed_out(void *ctx, int rank, const char *reason)
 {
     bp_cli_error(rank, "%s", reason);
+    _exit(1);
 }
 
 int bp_cli_init(int *argc, char ***argv, bp_comm *comm)
@@ -146,13 +161,13 @@ int bp_cli_init(int *argc, char ***argv, bp_comm *comm)
     }
     if (bp_comm_watch(comm, BP_CLI_TIMEOUT, timed_out, NULL) < 0) {
         bp_cli_error(comm->rank, "cannot start the watchdog thread");
-        bp_comm_finalize();
+        bp_comm_finalize(comm);
         return EXIT_FAILURE_DURING_WORK;
     }
     /* Ranks started with other commands (mpirun's MPMD form) would call other collectives
      * and wait for each other: the command is the first thing they agree on. */
     const char *command = (*argv)[0];
-    int same = bp_comm_same(comm, bp__hash_words(command, strlen(command) + 1, 0));
+    int same = bp_comm_same(comm, text_hash(command));
     if (same != 1) {
         if (same < 0)
             bp_cli_error(comm->rank, "the ranks could not compare their commands");
@@ -161,7 +176,7 @@ int bp_cli_init(int *argc, char ***argv, bp_comm *comm)
                          "the ranks of this job run different commands (rank 0 runs '%s'): "
                          "start every rank with the same one",
                          command);
-        bp_comm_finalize();
+        bp_comm_finalize(comm);
         return same < 0 ? EXIT_FAILURE_DURING_WORK : EXIT_BAD_INPUT;
     }
     return 0;
@@ -189,6 +204,35 @@ void bp_cli_print_metrics(FILE *f, const bp_metrics_row *r)
                     m[i].percent ? 100 * m[i].v : m[i].v);
 }
 
+int bp_cli_fail(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+void bp_cli_force_hint(int rc, char *err, size_t errlen)
+{
+    size_t n = strlen(err);
+    if (rc == BP_EEXIST && n > 0 && n < errlen)
+        snprintf(err + n, errlen - n, "; add --force to replace it");
+}
+
+int bp_cli_config_load(bp_config *cfg, const char *path, const char *const *sets, int nsets,
+                       char *err, size_t errlen)
+{
+    int rc = bp_config_load(cfg, path, sets, nsets, err, errlen);
+    static const char lib[] = "override", cli[] = "--set";
+    size_t n = strlen(err), was = sizeof(lib) - 1, now = sizeof(cli) - 1;
+    if (rc < 0 && strncmp(err, lib, was) == 0 && (err[was] == ' ' || err[was] == ':')) {
+        memmove(err + now, err + was, n - was + 1); /* shorter: it fits */
+        memcpy(err, cli, now);
+    }
+    return rc;
+}
+
 int bp_cli_setup_status(int code)
 {
     return code == BP_ENOMEM || code == BP_ECOMM ? EXIT_FAILURE_DURING_WORK : EXIT_BAD_INPUT;
@@ -202,6 +246,31 @@ int bp_cli_wants_help(int argc, char **argv)
     return 0;
 }
 
+/* Re-executes the program with the environment its matrix products want
+ * (bp_runtime_start_env: OpenBLAS picks its kernel and threads only when it loads); does
+ * not return then. Where it cannot, the environment is put back and the program carries on
+ * as it is. */
+static void start_with_blas_env(char **argv)
+{
+    bp_env_var env[BP_START_ENV_MAX];
+    int n = bp_runtime_start_env(env), ok = 1;
+    char *saved[BP_START_ENV_MAX] = {NULL};
+    for (int i = 0; i < n; i++) {
+        const char *was = getenv(env[i].name);
+        saved[i] = was ? strdup(was) : NULL;
+        ok = ok && setenv(env[i].name, env[i].value, 1) == 0;
+    }
+    if (n > 0 && ok)
+        execv("/proc/self/exe", argv);
+    for (int i = 0; i < n; i++) {
+        if (saved[i])
+            setenv(env[i].name, saved[i], 1);
+        else
+            unsetenv(env[i].name);
+        free(saved[i]);
+    }
+}
+
 int main(int argc, char **argv)
 {
     static const struct {
@@ -212,7 +281,7 @@ int main(int argc, char **argv)
         {"gradcheck", bp_cmd_gradcheck}, {"inspect", bp_cmd_inspect}, {"convert", bp_cmd_convert},
         {"plot", bp_cmd_plot},
     };
-    bp_blas_choose_kernel(argv);
+    start_with_blas_env(argv);
     /* A damaged checkpoint must not take a rank down with it (checkpoint.h says why). */
     bp_checkpoint_isolate_reads(1);
     if (argc < 2) {

@@ -89,7 +89,7 @@ expect "replicated beyond max_memory_mb" 2 "placement = replicated: $T/good.h5: 
     mpi 2 train p.ini --set data.placement=replicated --set data.max_memory_mb=0.004 --set checkpoint.dir=e1
 expect "node beyond max_memory_mb" 2 "placement = node: .*good.h5: 200 examples of 4 features need [0-9.]+ KiB of memory on the node's rank 0 \\(it decodes the data into memory the node's ranks share\\), but only 4\\.1 KiB is available" \
     mpi 2 train p.ini --set data.placement=node --set data.max_memory_mb=0.004 --set checkpoint.dir=e2
-expect "stream from a chunked file" 2 'chunked.h5: \[data\] placement = stream reads rows of /X in place, so /X must be stored contiguous and uncompressed .*backprop convert --contiguous' \
+expect "stream from a chunked file" 2 'chunked.h5: \[data\] placement = stream reads rows of /X in place, so /X must be stored contiguous and uncompressed .*write it contiguous, as backprop convert can' \
     mpi 2 train p.ini --set data.placement=stream --set data.train=$T/chunked.h5 --set checkpoint.dir=e3
 expect "stream from a built-in set" 2 'placement = stream reads rows from HDF5 files, and builtin:xor is not one' \
     mpi 2 train p.ini --set data.placement=stream --set data.train=builtin:xor --set data.validation_split=0 --set data.test= --set network.layers=2,3,1 --set checkpoint.dir=e4
@@ -207,24 +207,10 @@ expect "loaded whole beyond ulimit -d: refused, exit 2" 2 "declared\.h5: 200000 
 
 # The file cut short while the run reads it: the rank that finds out says so, and the job
 # ends (exit 1) instead of waiting for it.
-cat >long.ini <<INI
-[data]
-train = $T/cut.h5
-placement = stream
-[network]
-layers = 64, 32, 10
-hidden = relu
-output = softmax
-[train]
-epochs = 100000
-batch_size = 30
-learning_rate = 0.05
-[checkpoint]
-dir = $T/cut
-every_epochs = 0
-[log]
-progress = off
-INI
+write_config long.ini '[data]' "train=$T/cut.h5" placement=stream \
+    '[network]' 'layers=64, 32, 10' hidden=relu output=softmax \
+    '[train]' epochs=100000 batch_size=30 learning_rate=0.05 \
+    '[checkpoint]' "dir=$T/cut" every_epochs=0 '[log]' progress=off
 cp big.h5 cut.h5
 mpi 2 train long.ini >cut.out 2>cut.err &
 job=$!

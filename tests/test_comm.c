@@ -1,0 +1,221 @@
+/* Two trainers in one process, through the public API, at 1 rank and under mpirun at 2: one
+ * after the other on the same and on another communicator, two alive at once on duplicates
+ * of the world, and the world split so that each half trains on its own. Each run gives the
+ * bits of a lone run of its config: a trainer keeps nothing in the process that another
+ * one sees. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "backprop/checkpoint.h"
+#include "backprop/comm.h"
+#include "backprop/config.h"
+#include "backprop/train.h"
+
+static bp_comm world;
+static char dir[64];
+
+static int make_dir(void **state)
+{
+    (void)state;
+    strcpy(dir, "/tmp/test_comm.XXXXXX");
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+static int remove_dir(void **state)
+{
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    return system(cmd);
+}
+
+/* A regression on builtin:line (1000 examples): batches of 50 split over the ranks, the data
+ * shared on the node at 2 ranks (placement auto), momentum to carry state between steps. */
+static void line_config(bp_config *cfg, const char *run)
+{
+    char ini[1024], err[512] = "";
+    snprintf(ini, sizeof(ini),
+             "[data]\ntrain = builtin:line\nvalidation_split = 10\n"
+             "[network]\nlayers = 1, 16, 1\nhidden = tanh\noutput = linear\ncost = quadratic\n"
+             "[train]\nepochs = 3\nbatch_size = 50\nlearning_rate = 0.01\nmomentum = 0.9\n"
+             "seed = 7\nthreads = 1\n"
+             "[checkpoint]\ndir = %s/%s\nevery_epochs = 0\n",
+             dir, run);
+    assert_int_equal(bp_config_parse(cfg, "test", ini, NULL, 0, err, sizeof(err)), 0);
+}
+
+/* A trainer made on comm runs cfg (run) to its end. */
+static bp_trainer *create(const bp_comm *comm, const bp_config *cfg)
+{
+    bp_trainer *t = NULL;
+    char err[512] = "";
+    int rc = bp_trainer_create(&t, cfg, NULL, comm, NULL, err, sizeof(err));
+    if (rc != 0)
+        fail_msg("bp_trainer_create: %s", err);
+    return t;
+}
+
+static void run(bp_trainer *t)
+{
+    char err[512] = "";
+    if (bp_trainer_run(t, NULL, err, sizeof(err)) != 0)
+        fail_msg("bp_trainer_run: %s", err);
+}
+
+/* The weights, velocity and metrics of run's latest checkpoint, which comm's rank 0 wrote. */
+static void read_latest(const char *run, bp_checkpoint *ck)
+{
+    char path[256], err[512] = "";
+    snprintf(path, sizeof(path), "%s/%s/latest.h5", dir, run);
+    if (bp_checkpoint_read(path, ck, err, sizeof(err)) != 0)
+        fail_msg("%s", err);
+}
+
+static void assert_same_run(const char *a_run, const char *b_run)
+{
+    bp_checkpoint a, b;
+    read_latest(a_run, &a);
+    read_latest(b_run, &b);
+    assert_int_equal(a.net.nparams, b.net.nparams);
+    assert_memory_equal(a.net.params, b.net.params, a.net.nparams * sizeof(bp_real));
+    assert_memory_equal(bp_checkpoint_item(&a, "v")->data, bp_checkpoint_item(&b, "v")->data,
+                        a.net.nparams * sizeof(bp_real));
+    assert_int_equal(a.state.global_step, b.state.global_step);
+    assert_int_equal(a.state.nmetrics, b.state.nmetrics);
+    for (size_t i = 0; i < a.state.nmetrics; i++) {
+        assert_true(a.state.metrics[i].train_cost == b.state.metrics[i].train_cost);
+        assert_true(a.state.metrics[i].val_cost == b.state.metrics[i].val_cost);
+    }
+    bp_checkpoint_free(&a);
+    bp_checkpoint_free(&b);
+}
+
+/* One config run alone on comm, written under run. */
+static void lone_run(const bp_comm *comm, const char *name)
+{
+    bp_config cfg;
+    line_config(&cfg, name);
+    bp_trainer *t = create(comm, &cfg);
+    run(t);
+    bp_trainer_free(t);
+}
+
+/* One after the other: on the world, on a duplicate of it (freed), on the world again. */
+static void test_one_after_another(void **state)
+{
+    (void)state;
+    lone_run(&world, "first");
+    bp_comm dup;
+    assert_int_equal(bp_comm_dup(&world, &dup), 0);
+    assert_int_equal(dup.rank, world.rank);
+    assert_int_equal(dup.size, world.size);
+    assert_int_equal(dup.local_size, world.local_size);
+    lone_run(&dup, "on_dup");
+    bp_comm_free(&dup);
+    assert_null(dup.mpi);
+    lone_run(&world, "again");
+    if (world.rank == 0) {
+        assert_same_run("first", "on_dup");
+        assert_same_run("first", "again");
+    }
+}
+
+/* Side by side: two trainers set up at once on two duplicates (two exchanges, two node
+ * segments, two watchdogs alive together), run in turn, freed together. */
+static void test_two_alive_at_once(void **state)
+{
+    (void)state;
+    lone_run(&world, "lone");
+    bp_comm a, b;
+    assert_int_equal(bp_comm_dup(&world, &a), 0);
+    assert_int_equal(bp_comm_dup(&world, &b), 0);
+    bp_config ca, cb;
+    line_config(&ca, "a");
+    line_config(&cb, "b");
+    bp_trainer *ta = create(&a, &ca);
+    bp_trainer *tb = create(&b, &cb);
+    run(tb);
+    run(ta);
+    bp_trainer_free(ta);
+    bp_trainer_free(tb);
+    bp_comm_free(&a);
+    bp_comm_free(&b);
+    if (world.rank == 0) {
+        assert_same_run("lone", "a");
+        assert_same_run("lone", "b");
+    }
+}
+
+/* The world split in halves by rank parity: at 2 ranks each rank trains alone on its own
+ * communicator while the other does too, and each gets the bits of a run without MPI at
+ * all (a bp_comm of one rank that no bp_comm_* call made). */
+static void test_split_in_halves(void **state)
+{
+    (void)state;
+    const bp_comm none = {.rank = 0, .size = 1, .local_size = 1, .mpi = NULL};
+    lone_run(&none, "no_mpi");
+    bp_comm half;
+    assert_int_equal(bp_comm_split(&world, world.rank % 2, &half), 0);
+    assert_int_equal(half.size, (world.size + 1 - world.rank % 2) / 2);
+    assert_int_equal(half.rank, world.rank / 2);
+    if (half.size == 1) { /* at 1 and 2 ranks; each rank 0 of its half writes its own run */
+        lone_run(&half, "half");
+        assert_same_run("no_mpi", "half");
+    }
+    bp_comm_free(&half);
+    bp_comm bad;
+    assert_int_equal(bp_comm_split(&world, -1, &bad), BP_EINVAL);
+    assert_null(bad.mpi);
+    assert_int_equal(bad.size, 1);
+}
+
+/* The watchdog's callback for --hang: says so, and returns (the library must then end the
+ * job itself). */
+static void expired(void *ctx, int rank, const char *reason)
+{
+    (void)ctx;
+    fprintf(stderr, "expired on rank %d: %s\n", rank, reason);
+    fflush(stderr);
+}
+
+/* --hang, at 2 ranks: rank 1 comes 4 s late to a collective on a duplicate whose watchdog
+ * allows 1 s. Rank 0's watchdog names the collective and the late rank through the
+ * callback, which returns: the library ends the job (MPI_Abort) before rank 1 arrives, so
+ * "not ended" is never printed. */
+static int hang(void)
+{
+    bp_comm d;
+    int max, who;
+    if (bp_comm_dup(&world, &d) < 0 || bp_comm_watch(&d, 1, expired, NULL) < 0)
+        return 1;
+    if (world.rank == 1)
+        sleep(4);
+    bp_comm_agree(&d, 1, &max, &who);
+    printf("not ended\n");
+    bp_comm_free(&d);
+    bp_comm_finalize(&world);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (bp_comm_init(&argc, &argv, &world) < 0)
+        return 1;
+    if (argc > 1 && strcmp(argv[1], "--hang") == 0)
+        return hang();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_one_after_another, make_dir, remove_dir),
+        cmocka_unit_test_setup_teardown(test_two_alive_at_once, make_dir, remove_dir),
+        cmocka_unit_test_setup_teardown(test_split_in_halves, make_dir, remove_dir),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    bp_comm_finalize(&world);
+    return failed;
+}
