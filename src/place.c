@@ -185,6 +185,23 @@ bp_placement bp__place_auto(const bp__place_room *r, char *why, size_t len)
     return r->node_size > 1 ? BP_PLACE_NODE : BP_PLACE_REPLICATED;
 }
 
+/* What the placement choice and its check weigh: the sets' sizes (p's, measured), the
+ * room this node and process have, and this rank's place on its node. */
+static bp__place_room room_of(const bp__place *p, const bp_config *cfg)
+{
+    int node_rank, node_size;
+    bp__comm_node_ranks(&p->comm, &node_rank, &node_size);
+    return (bp__place_room){.bytes = p->bytes,
+                            .held = p->held,
+                            .streamable = p->streamable,
+                            .avail = bp__memory_available(p->ceiling),
+                            .shm = shm_room(),
+                            .own = bp__rlimit_room_at(""),
+                            .node_size = node_size,
+                            .node_rank = node_rank,
+                            .per_rank = cfg->max_memory_mb > 0};
+}
+
 int bp__place_choose(bp__place *p, const bp_config *cfg, int classes,
                      const bp_dataset *const given[BP__SETS], const bp_comm *comm, char *err,
                      size_t errlen)
@@ -209,21 +226,9 @@ int bp__place_choose(bp__place *p, const bp_config *cfg, int classes,
         memcpy(p->file_n, ds.n, sizeof(ds.n));
         memcpy(p->file_d, ds.d, sizeof(ds.d));
     }
-    int node_rank, node_size;
-    bp__comm_node_ranks(&p->comm, &node_rank, &node_size);
-    if (comm->size == 1)
-        node_size = 1;
     bp_placement kind = cfg->placement;
     if (kind == BP_PLACE_AUTO) {
-        bp__place_room r = {.bytes = ds.bytes,
-                            .held = ds.held,
-                            .streamable = ds.streamable,
-                            .avail = bp__memory_available(p->ceiling),
-                            .shm = shm_room(),
-                            .own = bp__rlimit_room_at(""),
-                            .node_size = node_size,
-                            .node_rank = node_rank,
-                            .per_rank = cfg->max_memory_mb > 0};
+        bp__place_room r = room_of(p, cfg);
         kind = bp__place_auto(&r, p->why, sizeof(p->why));
     }
     p->kind = kind;
@@ -284,22 +289,12 @@ int bp__place_set(bp__place *p, bp_placement kind, const bp_config *cfg, char *e
     if (kind != p->kind)
         p->why[0] = 0;
     p->kind = kind;
-    int node_rank, node_size;
-    bp__comm_node_ranks(&p->comm, &node_rank, &node_size);
     if (kind == BP_PLACE_STREAM && !p->streamable) {
         int rc = refuse_stream(p, cfg, err, errlen);
         if (rc < 0)
             return rc;
     }
-    bp__place_room r = {.bytes = p->bytes,
-                        .held = p->held,
-                        .streamable = p->streamable,
-                        .avail = bp__memory_available(p->ceiling),
-                        .shm = shm_room(),
-                        .own = bp__rlimit_room_at(""),
-                        .node_size = node_size,
-                        .node_rank = node_rank,
-                        .per_rank = cfg->max_memory_mb > 0};
+    bp__place_room r = room_of(p, cfg);
     return bp__place_fits(kind, &r, p->what, err, errlen);
 }
 
