@@ -123,6 +123,10 @@ int bp_eval_net(const bp_comm *comm, const bp_net *net, const bp_eval_set *set, 
 static int load(const bp_eval_job *job, bp_checkpoint *ck, bp__source *src, bp_eval_result *res,
                 char *err, size_t errlen)
 {
+    if (!job->checkpoint || !job->data)
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "an evaluation needs a checkpoint and a data set (%s is missing)",
+                        job->checkpoint ? "the data set" : "the checkpoint");
     int rc = bp_checkpoint_read(job->checkpoint, ck, err, errlen);
     if (rc < 0)
         return rc;
@@ -189,7 +193,8 @@ int bp_eval_run(const bp_comm *comm, const bp_eval_job *job, bp_eval_result *res
     if (rc == 0)
         rc = bp__weights_agree(comm, &ck.net, job->checkpoint, err, errlen);
     if (rc == 0)
-        rc = bp__data_agree(comm, &src.ds, bp__source_rows, &src, job->data_name, job->data, err,
+        rc = bp__data_agree(comm, &src.ds, bp__source_rows, &src,
+                            job->data_name ? job->data_name : "the data set", job->data, err,
                             errlen);
     if (rc == 0) {
         res->during_work = 1;

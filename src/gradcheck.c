@@ -309,6 +309,23 @@ static int distributed_gradient(const bp_comm *comm, bp_net *net, const bp_datas
     return 0;
 }
 
+/* What the caller asked for, before any work: a step of zero (or NaN) divides by zero and
+ * no examples averages over none, and either would report NaN errors that no tolerance
+ * refuses. */
+static int check_opts(const bp_gradcheck_run_opts *o, char *err, size_t errlen)
+{
+    if (!o)
+        return bp__fail(err, errlen, BP_EINVAL, "a gradient check needs its options (none given)");
+    if (!(o->epsilon > 0) || !isfinite(o->epsilon))
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "a gradient check's step epsilon must be a finite number > 0, not %g",
+                        o->epsilon);
+    if (o->examples < 1)
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "a gradient check needs at least one example, not %ld", o->examples);
+    return 0;
+}
+
 /* The network and the training set, as train builds and loads them; then the ranks agree
  * that they run one config, one set of options and one data set (by contents). */
 static int gradcheck_setup(const bp_comm *comm, const bp_config *cfg,
@@ -316,7 +333,9 @@ static int gradcheck_setup(const bp_comm *comm, const bp_config *cfg,
                            size_t errlen)
 {
     int threads = cfg->threads ? cfg->threads : bp__auto_threads(comm); /* as train takes it */
-    int rc = bp__blas_setup(&threads, err, errlen);
+    int rc = check_opts(o, err, errlen);
+    if (rc == 0)
+        rc = bp__blas_setup(&threads, err, errlen);
     if (rc == 0 && (rc = bp_net_create(net, cfg->nsizes, cfg->sizes, cfg->hidden, cfg->output,
                                        cfg->cost)) == 0)
         rc = bp_dataset_load(ds, cfg->train, cfg->train_labels[0] ? cfg->train_labels : NULL,

@@ -212,6 +212,13 @@ int bp__place_choose(bp__place *p, const bp_config *cfg, int classes,
     p->ceiling = cfg->max_memory_mb > 0 ? cfg->max_memory_mb * 1024 * 1024 : 0;
     data_size ds;
     int rc = 0;
+    /* Sets in memory replace the [data] files as a whole: a validation or test set given
+     * alone would be dropped without a word while the files are read. */
+    if (given && !given[BP__SET_TRAIN] && (given[BP__SET_VAL] || given[BP__SET_TEST]))
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "the %s set was given in memory without a training set: give the "
+                        "training set in memory too, or no set at all (the config's files)",
+                        given[BP__SET_VAL] ? "validation" : "test");
     if (given && given[BP__SET_TRAIN]) {
         memcpy(p->given, given, sizeof(p->given));
         measure_given(cfg, given, &ds);
@@ -455,6 +462,13 @@ static int copy_given(const bp__place *p, bp_dataset *ds, const bp_dataset *from
             return bp__fail(err, errlen, BP_EINVAL, "%s: label %d at row %zu is outside 0..%zu",
                             name, from->labels[i], i, from->k - 1);
         ds->labels[i] = from->labels[i];
+        /* The cost reads Y and the accuracy the labels: a file's loader makes one from the
+         * other, and two that disagree would be trained on one and scored on the other. */
+        for (size_t j = 0; j < from->k; j++)
+            if (from->Y[i * from->k + j] != (j == (size_t)from->labels[i]))
+                return bp__fail(err, errlen, BP_EINVAL,
+                                "%s: Y row %zu is not the one-hot row of its label %d", name, i,
+                                from->labels[i]);
     }
     rc = bp__check_finite(ds->X, ds->n, ds->d, name, "X", err, errlen);
     if (rc == 0)

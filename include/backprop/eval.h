@@ -45,9 +45,9 @@ typedef struct {
 /* Collective over comm: reads job's checkpoint and data on every rank, checks that every
  * rank has the same network and the same set (by contents, whatever the files are called),
  * then evaluates the set into *res (job->predictions NULL) or writes the predictions file
- * from rank 0 (res gets n and k). A network whose cost overflows on finite data
- * (BP_EDIVERGED) has no result. Every rank returns the same code; err holds the reason on
- * one rank and is empty on the others. */
+ * from rank 0 (res gets n and k); BP_EINVAL without a checkpoint or data. A network whose
+ * cost overflows on finite data (BP_EDIVERGED) has no result. Every rank returns the same
+ * code; err holds the reason on one rank and is empty on the others. */
 int bp_eval_run(const bp_comm *comm, const bp_eval_job *job, bp_eval_result *res, char *err,
                 size_t errlen);
 

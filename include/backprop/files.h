@@ -1,7 +1,8 @@
 /* Files as a program around the library reads and writes them, the way the library does
  * (docs/robustness.md says what each promises): an input is a readable regular file, never
- * a FIFO waited on; an output is checked before any work, never replaces an input or a
- * checkpoint, and is published whole (a temporary, fsync, rename), never in part. */
+ * a FIFO waited on; an output is checked before any work (bp_output_check: never an input
+ * or a checkpoint), and is published whole (a temporary, fsync, rename), never in part.
+ * bp_publish writes where it is told: call bp_output_check on the path first. */
 #ifndef BACKPROP_FILES_H
 #define BACKPROP_FILES_H
 
@@ -29,8 +30,9 @@ int bp_input_open(const char *path, char *err, size_t errlen);
 int bp_output_check(const char *path, int flags, const char *const *inputs, char *err,
                     size_t errlen);
 
-/* Publishes len bytes as path: written to a temporary beside it, fsync'ed, renamed into
- * place, the directory fsync'ed. Without BP_OUT_REPLACE an existing path is never replaced
+/* Publishes len bytes as path (checked by bp_output_check before the work that made
+ * them): written to a temporary beside it, fsync'ed, renamed into place, the directory
+ * fsync'ed. Without BP_OUT_REPLACE an existing path is never replaced
  * (BP_EEXIST); BP_EIO with "PATH: WHAT (WHY)" when the write fails, path left as it was. */
 int bp_publish(const char *path, const void *data, size_t len, int flags, char *err, size_t errlen);
 

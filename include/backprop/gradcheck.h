@@ -36,7 +36,8 @@ typedef struct {
  * set on every rank (by contents), as cfg and opts's options are; cfg's network built and
  * initialised from its seed; its gradient summed over the ranks' shards and compared with
  * centred differences, every rank computing the same report. BLAS threads are [train]
- * threads (0: the node's cores shared among its ranks). Every rank returns the same code;
+ * threads (0: the node's cores shared among its ranks). opts is required: BP_EINVAL unless
+ * epsilon is finite and > 0 and examples >= 1. Every rank returns the same code;
  * err holds the reason on one rank and is empty on the others. */
 int bp_gradcheck_run(const bp_comm *comm, const bp_config *cfg, const bp_gradcheck_run_opts *opts,
                      bp_gradcheck_report *report, char *err, size_t errlen);
