@@ -59,10 +59,11 @@ static int split_levels(bp__mpi *m, MPI_Comm node)
     return 0;
 }
 
-/* Frees what m holds (its watchdog stopped first) and m. */
+/* Drops a reference to m; the last frees what m holds (its watchdog stopped first) and
+ * m. */
 static void release(bp__mpi *m)
 {
-    if (!m)
+    if (!m || atomic_fetch_sub(&m->refs, 1) > 1)
         return;
     bp__watchdog *w = &m->wd;
     pthread_mutex_lock(&w->mu);
@@ -97,6 +98,7 @@ static int build(MPI_Comm world, const bp__mpi *parent, bp_comm *out)
         return ok ? BP_ECOMM : BP_ENOMEM;
     }
     m->world = world;
+    atomic_init(&m->refs, 1);
     m->node = m->cross = m->flat = m->shm = MPI_COMM_NULL;
     MPI_Comm_rank(world, &m->rank);
     MPI_Comm_size(world, &m->size);
@@ -193,6 +195,18 @@ int bp_comm_split(const bp_comm *comm, int color, bp_comm *out)
     if (rc != MPI_SUCCESS)
         return BP_ECOMM;
     return color < 0 ? BP_EINVAL : build(world, comm->mpi, out);
+}
+
+void bp__comm_retain(const bp_comm *comm)
+{
+    if (comm->mpi)
+        atomic_fetch_add(&comm->mpi->refs, 1);
+}
+
+void bp__comm_release(bp_comm *comm)
+{
+    release(comm->mpi);
+    comm->mpi = NULL;
 }
 
 void bp_comm_free(bp_comm *comm)

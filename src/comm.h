@@ -8,6 +8,11 @@
 
 #include "backprop/comm.h"
 
+/* A trainer's reference to comm's communicators, taken at create and dropped at free:
+ * the program may free its comm first. */
+void bp__comm_retain(const bp_comm *comm);
+void bp__comm_release(bp_comm *comm);
+
 /* The step comm's watchdog names in its reason (the trainer's global step); -1 for none. */
 void bp__comm_set_step(const bp_comm *comm, long step);
 

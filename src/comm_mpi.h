@@ -45,6 +45,7 @@ struct bp_comm_mpi {
     int rank, size, node_rank, node_size, cross_rank, cross_size;
     int threads_ok; /* MPI lets a second thread call it (MPI_THREAD_SERIALIZED or more) */
     bp__watchdog wd;
+    atomic_int refs; /* the program's bp_comm and every trainer built on it */
 };
 typedef struct bp_comm_mpi bp__mpi;
 

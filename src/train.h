@@ -12,24 +12,12 @@
 #include "fileio.h"
 #include "internal.h"
 #include "optimizer.h"
+#include "ckpt_plan.h"
 #include "place.h"
+#include "resume.h"
 #include "saver.h"
 #include "source.h"
-
-/* The slots after the gradients in the exchange's buffer: summed like them, so what every
- * rank must know about a step arrives with its gradient sum and costs no collective. */
-enum {
-    BP__SLOT_COST,    /* cost sum of the rank's shard */
-    BP__SLOT_CORRECT, /* correctly classified examples in it */
-    BP__SLOT_STOP,    /* 1 when this rank was asked to stop (bp_request_stop) */
-    BP__SLOT_ORDERS,  /* rank 0's orders, BP__ORDER_* bits; 0 on the others */
-    BP__SLOT_FAILED,  /* 1 when this rank could not read its rows (stream) */
-    BP__EXTRAS
-};
-enum {
-    BP__ORDER_CHECKPOINT = 1,  /* rank 0 took a checkpoint before the step (every_seconds) */
-    BP__ORDER_WRITE_FAILED = 2 /* the background checkpoint write failed: stop */
-};
+#include "step.h"
 
 /* What [train] batch_size means for a run's data and ranks (derive_batches). */
 typedef struct {
@@ -51,47 +39,49 @@ struct bp_trainer {
     bp_net net;
     bp_workspace ws;
     bp__exchange *exchange;
-    bp_real *grad; /* the exchange's buffer, nparams + BP__EXTRAS: all dW, db, then the slots
-                    * below */
-    double step_cost, step_correct; /* the last step's, summed over the ranks */
-    int step_stop;                  /* the last step: ranks that were asked to stop */
-    int step_orders;                /* the last step: rank 0's BP__ORDER_* bits */
-    int step_failed;                /* the last step: some rank could not read its rows */
-    int step_nonfinite;             /* the last step left weights that are not finite */
-    int read_failed;                /* this rank could not read its rows of the last step */
+    bp_real *grad;        /* the exchange's buffer, nparams + BP__EXTRAS: all dW, db, then the slots
+                           * (src/step.h) */
+    bp__step_result step; /* what the last step said */
     bp__optimizer *opt;
-    int outcome;         /* the last step's BP__OPT_* */
     bp__batches batches; /* what batch_size means for the data, once it is in */
-    bp_real *Xb, *Yb;    /* this rank's shard of the batch, gathered */
-    int *Lb;
+    struct {
+        bp_real *X, *Y;
+        int *labels;
+    } shard; /* this rank's shard of the batch, gathered */
     size_t *perm;
     bp_train_state st;
-    int threads;         /* BLAS threads per rank in effect */
-    long last_ckpt_step; /* global step of the newest checkpoint written, -1 if none */
-    bp__saver *saver;    /* rank 0's background writer */
-    double last_ckpt_at; /* rank 0: when the newest snapshot was taken, or the run began */
-    int told_checkpoint; /* rank 0 took one for every_seconds: the next step tells */
-    int write_failed;    /* rank 0: starting a write found the previous one failed */
-    int stopping;        /* a step said some rank was asked to stop */
-    int stop_signal;     /* after a stop: the signal that asked for it, agreed */
-    /* Rank 0: checkpoints taken this run, and the training time they cost (the replica
-     * check, the copy, waits for a write still in flight) */
-    long ckpts;
-    double ckpt_pause_s;
-    int resumed;
-    /* resumed mid-epoch: the first data key that changed since the checkpoint, or "" */
-    char resume_changed[160];
-    double load_s; /* this rank's time reading and decoding the data sets */
+    int threads;        /* BLAS threads per rank in effect */
+    bp__ckpt_plan ckpt; /* the checkpoint schedule and rank 0's writer */
+    struct {
+        int asked;  /* a step said some rank was asked to stop */
+        int signal; /* after a stop: the signal that asked for it, agreed */
+    } stop;
+    bp__resume resume; /* whether the run resumed, and what changed since */
+    double load_s;     /* this rank's time reading and decoding the data sets */
     /* Rank 0: the run directory's owner lock and the metrics file's; held from setup to
      * bp_trainer_free. */
     bp__lock dir_lock, metrics_lock;
-    /* This process's seconds in the steps of this run, by phase: gather + forward + backward,
-     * the exchange that was not hidden (waiting for slower ranks included), the update; and
-     * the time the exchange took in all, hidden behind the backward pass or not. */
-    double compute_s, exchange_s, update_s, exchange_busy_s;
-    double data_s; /* the steps' rows: copied into the batch, or read from the file */
-    long timed_steps;
+    bp__step_clock clock;             /* this process's seconds in the steps, by phase */
     double run_started, elapsed_base; /* wall clock of this process, and before it */
 };
+
+/* Setup on every rank, from bp_trainer_create: everything a run needs before its first
+ * step, ending in agreements (src/setup.c). resume: what --resume names, or NULL. */
+int bp__trainer_setup(bp_trainer *t, const char *resume, char *err, size_t errlen);
+
+/* stream: a workspace of set s's rows, read into the trainer's buffers (bp_rows_fn). */
+typedef struct {
+    bp_trainer *t;
+    int s;
+    bp_real *X, *Y;
+    int *labels;
+} bp__trainer_rows;
+
+int bp__trainer_read_rows(void *ctx, size_t first, size_t count, const bp_real **X,
+                          const bp_real **Y, const int **labels, char *err, size_t errlen);
+
+/* The first non-finite value of everything the run goes on from and a checkpoint holds
+ * (the weights and the optimizer's state), described into msg; 0 when all are finite. */
+int bp__trainer_nonfinite(const bp_trainer *t, char *msg, size_t len);
 
 #endif

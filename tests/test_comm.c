@@ -204,6 +204,28 @@ static int hang(void)
     return 0;
 }
 
+/* The program frees its comm right after create: the trainer's own reference keeps the
+ * communicators (and their watchdog) alive until bp_trainer_free, and the run is the
+ * lone run's. */
+static void test_comm_freed_first(void **state)
+{
+    (void)state;
+    lone_run(&world, "lone");
+    bp_comm d;
+    assert_int_equal(bp_comm_dup(&world, &d), 0);
+    assert_int_equal(bp_comm_watch(&d, 60, expired, NULL), 0);
+    bp_config cfg;
+    line_config(&cfg, "orphan");
+    bp_trainer *t = create(&d, &cfg);
+    bp_comm_free(&d);
+    assert_null(d.mpi);
+    run(t);
+    bp_trainer_free(t);
+    assert_null(bp_trainer_net(NULL));
+    if (world.rank == 0)
+        assert_same_run("lone", "orphan");
+}
+
 int main(int argc, char **argv)
 {
     if (bp_comm_init(&argc, &argv, &world) < 0)
@@ -214,6 +236,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_one_after_another, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_two_alive_at_once, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_split_in_halves, make_dir, remove_dir),
+        cmocka_unit_test_setup_teardown(test_comm_freed_first, make_dir, remove_dir),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     bp_comm_finalize(&world);

@@ -11,7 +11,8 @@
  * trainers may live at once on two bp_comms (bp_comm_dup, bp_comm_split); trainers on one
  * bp_comm take turns (each collective of one is over all of the comm's ranks). A bp_comm
  * may be copied; the copies share its communicators, which bp_comm_free (or
- * bp_comm_finalize) releases once, after every trainer on it was freed. A bp_comm of
+ * bp_comm_finalize) releases once, on one of the copies. A trainer holds a reference of its
+ * own: they end with the comm's free or the last trainer's, whichever comes later. A bp_comm of
  * {rank 0, size 1, local_size 1} and no mpi is a job of one that never calls MPI.
  *
  * Every function here but bp_comm_watch is collective over the comm's ranks. */
@@ -59,7 +60,8 @@ int bp_comm_dup(const bp_comm *comm, bp_comm *out);
  * color. */
 int bp_comm_split(const bp_comm *comm, int color, bp_comm *out);
 
-/* Local: stops comm's watchdog and frees its communicators; comm becomes a job of one.
+/* Local: stops comm's watchdog and frees its communicators (when no trainer still holds
+ * them; the last trainer's bp_trainer_free does it then); comm becomes a job of one.
  * Collective in MPI's sense (MPI_Comm_free): every rank of comm frees it. */
 void bp_comm_free(bp_comm *comm);
 

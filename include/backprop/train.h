@@ -13,7 +13,7 @@
  *         rc = bp_trainer_run(t, &callbacks, err, sizeof(err));
  *     if (rc < 0 && err[0])               // one rank holds the reason
  *         fprintf(stderr, "%s\n", err);
- *     else                                // the trained network, on every rank
+ *     else if (rc == 0)                   // the trained network, on every rank
  *         use(bp_trainer_net(t));
  *     bp_trainer_free(t);
  *     bp_comm_finalize(&comm);
@@ -97,8 +97,8 @@ typedef struct {
  * not overwrite another run. Then every rank loads the data and builds the network:
  * initialised from cfg->seed, or with resume ("latest" = DIR/latest.h5, or a checkpoint
  * path) loaded from the checkpoint. config_text is stored in checkpoints (NULL: the
- * effective config, formatted from cfg). cfg must outlive the trainer, and so must comm's
- * communicators (the trainer keeps a copy of comm; free the comm after the trainer).
+ * effective config, formatted from cfg). cfg must outlive the trainer; comm need not (the trainer
+ * holds its own reference to comm's communicators).
  * Returns 0, or the agreed BP_E* code with *t NULL: BP_EINVAL/BP_EFORMAT/BP_EMISMATCH/BP_EIO
  * for bad input found before any work (BP_EEXIST: the directory already holds a run, which
  * a fresh run would overwrite; BP_ENOENT: resume "latest" and it holds no checkpoint),
@@ -125,7 +125,8 @@ typedef struct {
 } bp_trainer_options;
 
 /* bp_trainer_create with options (NULL: all zeros): data from memory, a load progress
- * callback. The same rules and returns. */
+ * callback. The same rules and returns; BP_EINVAL for a validation or test set given
+ * without a training set. */
 int bp_trainer_create_with(bp_trainer **t, const bp_config *cfg, const bp_comm *comm,
                            const bp_trainer_options *opts, char *err, size_t errlen);
 
