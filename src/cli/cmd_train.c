@@ -30,12 +30,44 @@ static const char train_usage[] =
     "at the end of the step: a checkpoint is written and train exits with status 3.\n";
 
 /* The config keys, from the library's own table (docs/config.md explains each). */
+/* text from column `at`, words wrapped before column 80, continued at column `at`. */
+static void print_wrapped(const char *text, int at)
+{
+    int col = at;
+    printf("%*s", at, "");
+    while (*text) {
+        int word = (int)strcspn(text, " ");
+        if (col > at && col + 1 + word > 80) {
+            printf("\n%*s", at, "");
+            col = at;
+        } else if (col > at) {
+            putchar(' ');
+            col++;
+        }
+        printf("%.*s", word, text);
+        col += word;
+        text += word;
+        text += strspn(text, " ");
+    }
+    putchar('\n');
+}
+
+/* Every config key, by section: its values and default, then what it does. */
 static void print_config_keys(void)
 {
-    fputs("\nConfig keys ([section] key (values; default): what it does):\n", stdout);
+    fputs("\nConfig keys (docs/config.md says more):\n", stdout);
     bp_config_key k;
-    for (size_t i = 0; bp_config_describe(i, &k) == 0; i++)
-        printf("  [%s] %s (%s; default %s): %s\n", k.section, k.key, k.type, k.fallback, k.help);
+    const char *section = "";
+    for (size_t i = 0; bp_config_describe(i, &k) == 0; i++) {
+        if (strcmp(k.section, section) != 0)
+            printf("[%s]\n", section = k.section);
+        if (strcmp(k.fallback, "—") == 0) /* optional, and nothing in its place */
+            printf("  %s = %s\n", k.key, k.type);
+        else
+            printf("  %s = %s; %s%s\n", k.key, k.type,
+                   strncmp(k.fallback, "required", 8) == 0 ? "" : "default ", k.fallback);
+        print_wrapped(k.help, 6);
+    }
 }
 
 typedef struct {

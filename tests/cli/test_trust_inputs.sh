@@ -303,6 +303,15 @@ for cmd in train eval predict gradcheck inspect convert plot; do
     missing=$(comm -23 long.txt listed.txt | tr '\n' ' ')
     [ -z "$missing" ] && ok || bad "backprop --help: $cmd lacks $missing"
 done
+# train --help lists every config key docs/config.md does, under its section, and fits 80
+# columns (the table that drives both is checked against the docs by test_config).
+"$BP" train --help >train-help.txt
+awk '/^## \[/ { s = $2 } /^\| `/ { split($0, c, "`"); print s, c[2] }' "$SRC/docs/config.md" | sort >documented.txt
+awk '/^\[/ { s = $1 } /^  [a-z_0-9]+ = / { print s, $1 }' train-help.txt | sort >helped.txt
+[ -s documented.txt ] && cmp -s documented.txt helped.txt && ok ||
+    bad "train --help and docs/config.md list other keys: $(diff documented.txt helped.txt | head -3 | tr '\n' ' ')"
+sed '1,/^Config keys/d' train-help.txt | awk 'length($0) > 80 { print; exit 1 }' && ok ||
+    bad "train --help: a config key's line is over 80 columns"
 
 # ---- 6. stdout quotes paths and stored text as error lines do ----
 # A directory, an output and a config value with an escape sequence: train's "done" line,
