@@ -255,6 +255,7 @@ static const char *const every_key_sets[] = {"data.train_labels=tl",
                                              "train.early_stopping=4",
                                              "train.seed=18446744073709551615",
                                              "train.threads=3",
+                                             "train.micro_batch=32",
                                              "checkpoint.dir=out",
                                              "checkpoint.every_epochs=2",
                                              "checkpoint.every_steps=10",
@@ -309,6 +310,8 @@ static const char every_key_text[] = "[data]\n"
                                      "early_stopping = 4\n"
                                      "seed = 18446744073709551615\n"
                                      "threads = 3\n"
+                                     "reproducible = same_ranks\n"
+                                     "micro_batch = 32\n"
                                      "\n"
                                      "[checkpoint]\n"
                                      "dir = out\n"
@@ -404,7 +407,7 @@ static void test_enum_errors_list_every_name(void **state)
             assert_null(strstr(err, "expected"));
         }
     }
-    assert_int_equal(enums, 12);
+    assert_int_equal(enums, 13);
     /* The activations' own names say which value each spelling stores. */
     static const char *const acts[] = {"sigmoid", "relu", "tanh", "linear", "softmax"};
     for (int j = 0; j < 5; j++) {
@@ -453,6 +456,7 @@ static void test_numeric_ranges_refused_at_both_ends(void **state)
         {"train.lr_power", 0, 10, REAL},
         {"train.early_stopping", 0, 1e9, INT},
         {"train.threads", 1, 4096, INT},
+        {"train.micro_batch", 1, 1e8, INT},
         {"checkpoint.every_epochs", 0, 1e9, INT},
         {"checkpoint.every_steps", 0, 1e15, INT},
         {"checkpoint.every_seconds", 0, 1e9, REAL},

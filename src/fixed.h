@@ -1,0 +1,54 @@
+/* reproducible = any_scale (docs/reproducibility.md): a batch cut into micro-shards of a
+ * fixed number of rows, each micro-shard's products of a shape fixed by the config, and
+ * their gradients summed exactly, in int64 fixed point with one exponent per tensor that
+ * every rank agrees on. Integer sums do not depend on who holds which micro-shard, nor on
+ * the order of the exchange: the result is the same bits at any rank count. */
+#ifndef BACKPROP_FIXED_H
+#define BACKPROP_FIXED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backprop/backprop.h"
+#include "internal.h"
+
+/* Tensors of a net in fixed point: 2l is W_l, 2l + 1 is b_l. */
+#define BP__TENSORS(net) (2 * (size_t)(net)->nlayers)
+
+/* The forward pass over rows in micro-shards of u rows, each its own products. */
+void bp__forward_micro(const bp_net *net, bp_workspace *ws, const bp_real *X, size_t rows,
+                       size_t u);
+
+/* After bp__forward_micro: the deltas of every layer, micro-shard by micro-shard, and
+ * bound[t], for each tensor t, a bound on any entry of any of these micro-shards'
+ * gradients of t (infinite when an activation or delta is not finite). */
+void bp__deltas_micro(const bp_net *net, bp_workspace *ws, const bp_real *Y, size_t rows, size_t u,
+                      double *bound);
+
+/* After bp__deltas_micro: acc (nparams, zeroed by the caller) += trunc(g * scale[t]) of
+ * every micro-shard's gradient g, each product one micro-shard's, from the last layer
+ * back; ready(ctx, from) once acc[from ..] is final. block: bp__fixed_block_reals(net). */
+void bp__grad_fixed(const bp_net *net, const bp_workspace *ws, size_t rows, size_t u,
+                    const double *scale, int64_t *acc, bp_real *block, bp__ready_fn ready,
+                    void *ctx);
+size_t bp__fixed_block_reals(const bp_net *net);
+
+/* The data cost of rows [r0, r0 + n) of the last forward pass, summed in row order. */
+double bp__cost_part(const bp_net *net, const bp_workspace *ws, const bp_real *Y, size_t r0,
+                     size_t n);
+
+/* scale[t] = 2^s[t] from the bounds agreed by every rank, s the largest with
+ * micro_shards * bound * 2^s < 2^61 (a factor 2 of margin for the products' own
+ * rounding). 0 when every bound is finite, else -1. */
+int bp__fixed_scales(const double *bound, size_t tensors, size_t micro_shards, double *scale);
+
+/* acc[i] += trunc(g[i] * scale). */
+void bp__fixed_add(int64_t *acc, const bp_real *g, size_t n, double scale);
+
+/* out = acc / scale per tensor: each sum rounded once to bp_real. */
+void bp__fixed_to_real(const bp_net *net, const int64_t *acc, const double *scale, bp_real *out);
+
+/* A cost in fixed point: 2^-32 resolution (a batch's cost sum below 2^29 fits). */
+#define BP__COST_SCALE 0x1p32
+
+#endif
