@@ -11,6 +11,7 @@
 #include "agree.h"
 #include "blas.h"
 #include "exchange.h"
+#include "fixed.h"
 #include "internal.h"
 #include "rundir.h"
 #include "train.h"
@@ -108,6 +109,10 @@ void bp_trainer_free(bp_trainer *t)
     bp__exchange_free(t->exchange); /* its thread's MPI calls end before the windows go */
     bp__place_free(&t->place, t->sets);
     bp__optimizer_free(t->opt);
+    bp__free(t->fixed.sum);
+    bp__free(t->fixed.block);
+    bp__free(t->fixed.bound);
+    bp__free(t->fixed.scale);
     bp__free(t->shard.X);
     bp__free(t->shard.Y);
     bp__free(t->shard.labels);
@@ -159,7 +164,7 @@ static void ask_ahead(bp_trainer *t, size_t first)
     if (first >= n)
         return;
     size_t m = n - first < B ? n - first : B;
-    bp__shard(m, t->comm.rank, t->comm.size, &lo, &hi);
+    bp__step_rows(t->cfg, m, t->comm.rank, t->comm.size, &lo, &hi);
     bp__place_ahead(&t->place, t->sets, t->perm + first + lo, hi - lo);
 }
 
@@ -169,7 +174,7 @@ static int gather_shard(bp_trainer *t, size_t first, size_t m, size_t *rows, cha
                         size_t errlen)
 {
     size_t lo, hi;
-    bp__shard(m, t->comm.rank, t->comm.size, &lo, &hi);
+    bp__step_rows(t->cfg, m, t->comm.rank, t->comm.size, &lo, &hi);
     *rows = hi - lo;
     int rc = 0;
     if (!bp__place_take_ahead(&t->place, t->perm + first + lo, hi - lo, &t->shard.X, &t->shard.Y,
@@ -204,12 +209,101 @@ static void post_extras(bp_trainer *t, bp_real *extra)
     extra[BP__SLOT_FAILED] = t->step.read_failed;
 }
 
+/* reproducible = any_scale, before the exchange: this rank's micro-shards through the
+ * forward pass and the deltas, their costs in fixed point (every micro-shard's rounded on
+ * its own), and the bounds every rank then agrees on. */
+static void fixed_compute(bp_trainer *t, size_t rows)
+{
+    size_t u = (size_t)t->cfg->micro_batch, T = BP__TENSORS(&t->net);
+    int64_t *slot = t->fixed.sum + t->net.nparams;
+    for (size_t i = 0; i <= T; i++)
+        t->fixed.bound[i] = 0;
+    if (rows == 0)
+        return;
+    bp__forward_micro(&t->net, &t->ws, t->shard.X, rows, u);
+    for (size_t r0 = 0; r0 < rows; r0 += u) {
+        double c = bp__cost_part(&t->net, &t->ws, t->shard.Y, r0, rows - r0 < u ? rows - r0 : u);
+        if (fabs(c) < 0x1p28) /* and not NaN */
+            slot[BP__SLOT_COST] += (int64_t)llrint(c * BP__COST_SCALE);
+        else
+            t->fixed.bound[T] = 1; /* the step diverged */
+    }
+    if (t->train.labels)
+        slot[BP__SLOT_CORRECT] = (int64_t)bp_count_correct(&t->net, &t->ws, t->shard.labels, rows);
+    bp__deltas_micro(&t->net, &t->ws, t->shard.Y, rows, u, t->fixed.bound);
+}
+
+/* One step under reproducible = any_scale (src/fixed.h): this rank's micro-shards, the
+ * bounds' maximum over the ranks (a few doubles), every micro-shard's gradient added in
+ * int64 fixed point, one exact int64 sum over the ranks with the slots, and the same
+ * update as train_step's from its one rounding back to bp_real. No bucket, no overlap:
+ * nothing in the sum depends on the exchange. Returns 0, BP_ECOMM, BP_EIO or
+ * BP_EDIVERGED. */
+static int fixed_step(bp_trainer *t, size_t first, size_t m, char *err, size_t errlen)
+{
+    size_t np = t->net.nparams, u = (size_t)t->cfg->micro_batch, T = BP__TENSORS(&t->net);
+    int64_t *slot = t->fixed.sum + np;
+    double started = bp__now_s();
+    bp__optimizer_begin(t->opt, &t->net);
+    size_t rows;
+    t->step.read_failed = gather_shard(t, first, m, &rows, err, errlen) < 0;
+    if (t->step.read_failed)
+        rows = 0;
+    double gathered = bp__now_s();
+    memset(t->fixed.sum, 0, (np + BP__EXTRAS) * sizeof(int64_t));
+    fixed_compute(t, rows);
+    int rc = bp__comm_max_doubles(&t->comm, t->fixed.bound, T + 1);
+    int finite = rc == 0 && t->fixed.bound[T] == 0 &&
+                 bp__fixed_scales(t->fixed.bound, T, (m + u - 1) / u, t->fixed.scale) == 0;
+    if (finite && rows > 0)
+        bp__grad_fixed(&t->net, &t->ws, rows, u, t->fixed.scale, t->fixed.sum, t->fixed.block, NULL,
+                       NULL);
+    slot[BP__SLOT_STOP] = atomic_load_explicit(&stop_requested, memory_order_relaxed) != 0;
+    slot[BP__SLOT_ORDERS] = t->comm.rank == 0 ? bp__ckpt_orders(&t->ckpt) : 0;
+    slot[BP__SLOT_FAILED] = t->step.read_failed;
+    double computed = bp__now_s();
+    if (rc == 0)
+        rc = bp__comm_sum_i64(&t->comm, t->fixed.sum, np + BP__EXTRAS);
+    if (rc < 0)
+        return BP_ECOMM;
+    double exchanged = bp__now_s();
+    bp__step_result_read_fixed(&t->step, slot, BP__COST_SCALE);
+    if (!finite)
+        t->step.cost = NAN;
+    bp__comm_set_step(&t->comm, t->st.global_step + 1);
+    bp__optimizer_set_step(t->opt,
+                           bp__learning_rate(t->cfg, t->st.epoch, t->st.global_step,
+                                             t->batches.total_steps, (double)t->train.n),
+                           t->st.global_step + 1);
+    int diverged = !isfinite(t->step.cost), nonfinite = 0;
+    if (!diverged) {
+        bp__fixed_to_real(&t->net, t->fixed.sum, t->fixed.scale, t->grad);
+        nonfinite = bp__optimizer_apply(t->opt, &t->net, t->grad, (double)m, 0, np);
+        t->step.outcome =
+            bp__optimizer_evaluated(t->opt, &t->net, t->grad, t->step.cost, t->step.correct);
+    }
+    double ended = bp__now_s();
+    if (t->step.failed)
+        return BP_EIO;
+    t->step.nonfinite = nonfinite;
+    if (diverged || nonfinite)
+        return BP_EDIVERGED;
+    bp__step_clock_add(&t->clock, gathered - started, computed - gathered, exchanged - computed,
+                       exchanged - computed, ended - exchanged);
+    t->st.epoch_cost_sum += t->step.cost;
+    t->st.epoch_correct += t->step.correct;
+    t->st.epoch_seen += (double)m;
+    return 0;
+}
+
 /* One step: this rank's gradient sums, summed over the ranks bucket by bucket from the
  * last layer back while the backward pass goes on (the extra slots ride in the first
  * bucket), and the same update on every rank, applied to each bucket as its sum arrives.
  * Returns 0, BP_ECOMM or BP_EDIVERGED. */
 static int train_step(bp_trainer *t, size_t first, size_t m, char *err, size_t errlen)
 {
+    if (t->cfg->any_scale)
+        return fixed_step(t, first, m, err, errlen);
     size_t np = t->net.nparams;
     bp_real *extra = t->grad + np;
     double exposed0, busy0;
