@@ -11,6 +11,7 @@
 #include "data_idx.h"
 #include "eval.h"
 #include "fileio.h"
+#include "fixed.h"
 #include "internal.h"
 #include "predict.h"
 
@@ -48,6 +49,44 @@ int bp__evaluate(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, bp_r
     out[2] = (double)(hi - lo);
     if (bp__comm_allreduce_sum_double(comm, out, nout) < 0)
         return bp__fail(err, errlen, BP_ECOMM, "evaluation: %s", bp_strerror(BP_ECOMM));
+    return rc;
+}
+
+int bp__evaluate_exact(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, bp_rows_fn read,
+                       void *ctx, const bp_comm *comm, double *out, char *err, size_t errlen)
+{
+    size_t k = ds->k, chunk = BP__EVAL_ROWS, first, end;
+    int64_t sum[5] = {0}; /* cost, correct, examples, failed reads, a cost out of range */
+    int rc = 0;
+    bp__shard((ds->n + chunk - 1) / chunk, comm->rank, comm->size, &first, &end);
+    for (size_t r = first * chunk; r < end * chunk && r < ds->n; r += chunk) {
+        size_t rows = ds->n - r < chunk ? ds->n - r : chunk;
+        const bp_real *X, *Y;
+        const int *labels;
+        if (read) {
+            rc = read(ctx, r, rows, &X, &Y, &labels, err, errlen);
+            if (rc < 0) {
+                sum[3] = 1;
+                break;
+            }
+        } else {
+            X = ds->X + r * ds->d, Y = ds->Y + r * k;
+            labels = ds->labels ? ds->labels + r : NULL;
+        }
+        bp_forward(net, ws, X, rows);
+        double cost = bp_cost_sum(net, ws, Y, rows);
+        if (fabs(cost) < 0x1p28) /* and not NaN */
+            sum[0] += (int64_t)llrint(cost * BP__COST_SCALE);
+        else
+            sum[4] = 1;
+        if (labels)
+            sum[1] += (int64_t)bp_count_correct(net, ws, labels, rows);
+        sum[2] += (int64_t)rows;
+    }
+    if (bp__comm_sum_i64(comm, sum, 5) < 0)
+        return bp__fail(err, errlen, BP_ECOMM, "evaluation: %s", bp_strerror(BP_ECOMM));
+    out[0] = sum[4] ? NAN : (double)sum[0] / BP__COST_SCALE;
+    out[1] = (double)sum[1], out[2] = (double)sum[2], out[3] = (double)sum[3];
     return rc;
 }
 

@@ -406,8 +406,11 @@ static int evaluate(bp_trainer *t, int s, double *out, char *err, size_t errlen)
                           .Y = t->place.Xe ? t->place.Ye : t->shard.Y,
                           .labels = t->place.Xe ? t->place.Le : t->shard.labels};
     int stream = t->place.kind == BP_PLACE_STREAM;
-    int rc = bp__evaluate(&t->net, &t->ws, t->sets[s], stream ? bp__trainer_read_rows : NULL, &p,
-                          &t->comm, 0, out, err, errlen);
+    bp_rows_fn read = stream ? bp__trainer_read_rows : NULL;
+    int rc =
+        t->cfg->any_scale
+            ? bp__evaluate_exact(&t->net, &t->ws, t->sets[s], read, &p, &t->comm, out, err, errlen)
+            : bp__evaluate(&t->net, &t->ws, t->sets[s], read, &p, &t->comm, 0, out, err, errlen);
     return rc < 0 ? rc : out[3] > 0 ? BP_EIO : 0; /* the rank that could not read says why */
 }
 
