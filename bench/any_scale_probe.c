@@ -29,7 +29,7 @@ static double now(void)
 /* acc += trunc(g * 2^s), per element: the trainer's own loop; s per tensor there. */
 static void quantize_add(int64_t *acc, const float *g, size_t n, double scale)
 {
-    bp__fixed_add(acc, g, n, scale);
+    bp__fixed_add(acc, g, n, scale, 0);
 }
 
 typedef struct {
@@ -47,9 +47,8 @@ static void fixed_step(rig *r, size_t rows, size_t u)
     bp__forward_micro(&r->net, &r->ws, r->X, rows, u);
     bp__deltas_micro(&r->net, &r->ws, r->Y, rows, u, bound);
     bp__fixed_scales(bound, T, (rows + u - 1) / u, scale);
-    memset(r->acc, 0, r->net.nparams * sizeof(int64_t));
     bp__grad_fixed(&r->net, &r->ws, rows, u, scale, r->acc, r->block, NULL, NULL);
-    bp__fixed_to_real(&r->net, r->acc, scale, r->grad);
+    bp__fixed_to_real(&r->net, r->acc, scale, 0, r->net.nparams, r->grad);
 }
 
 /* One rank's step over `rows` rows in pieces of u rows (u = rows: today's whole shard);
@@ -66,10 +65,9 @@ static void phases(rig *r, size_t rows, size_t u)
         bp__deltas_micro(&r->net, &r->ws, r->Y, rows, u, bound);
         bp__fixed_scales(bound, T, (rows + u - 1) / u, scale);
         double t2 = now();
-        memset(r->acc, 0, r->net.nparams * sizeof(int64_t));
         bp__grad_fixed(&r->net, &r->ws, rows, u, scale, r->acc, r->block, NULL, NULL);
         double t3 = now();
-        bp__fixed_to_real(&r->net, r->acc, scale, r->grad);
+        bp__fixed_to_real(&r->net, r->acc, scale, 0, r->net.nparams, r->grad);
         double t4 = now(), d[4] = {t1 - t0, t2 - t1, t3 - t2, t4 - t3};
         for (int i = 0; i < 4; i++)
             best[i] = d[i] < best[i] ? d[i] : best[i];

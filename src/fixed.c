@@ -56,14 +56,28 @@ FIXED_DQ static void add_dq(int64_t *restrict acc, const bp_real *restrict g, si
 {
     ADD_BODY
 }
-static void add_plain(int64_t *restrict acc, const bp_real *restrict g, size_t n, double scale)
+static void add_plain(int64_t *restrict acc, const bp_real *restrict g, size_t n,
+                      double scale){ADD_BODY}
+
+#define SET_BODY                                                                                   \
+    for (size_t i = 0; i < n; i++)                                                                 \
+        acc[i] = (int64_t)((double)g[i] * scale);
+FIXED_DQ
+    static void set_dq(int64_t *restrict acc, const bp_real *restrict g, size_t n, double scale)
 {
-    ADD_BODY
+    SET_BODY
+}
+static void set_plain(int64_t *restrict acc, const bp_real *restrict g, size_t n, double scale)
+{
+    SET_BODY
 }
 
-void bp__fixed_add(int64_t *acc, const bp_real *g, size_t n, double scale)
+void bp__fixed_add(int64_t *acc, const bp_real *g, size_t n, double scale, int first)
 {
-    (has_dq() ? add_dq : add_plain)(acc, g, n, scale);
+    if (first)
+        (has_dq() ? set_dq : set_plain)(acc, g, n, scale);
+    else
+        (has_dq() ? add_dq : add_plain)(acc, g, n, scale);
 }
 
 /* (bp_real)acc rounds once; the power of two then scales it exactly (bar subnormals). */
@@ -85,12 +99,21 @@ static void to_real(bp_real *out, const int64_t *acc, size_t n, double inverse)
     (has_dq() ? real_dq : real_plain)(out, acc, n, inverse);
 }
 
-void bp__fixed_to_real(const bp_net *net, const int64_t *acc, const double *scale, bp_real *out)
+/* [lo, hi) of tensor [a, b) at scale */
+static void convert(const int64_t *acc, double scale, size_t a, size_t b, size_t lo, size_t hi,
+                    bp_real *out)
+{
+    a = a > lo ? a : lo, b = b < hi ? b : hi;
+    if (a < b)
+        to_real(out + a, acc + a, b - a, 1 / scale);
+}
+
+void bp__fixed_to_real(const bp_net *net, const int64_t *acc, const double *scale, size_t lo,
+                       size_t hi, bp_real *out)
 {
     for (int l = 0; l < net->nlayers; l++) {
         size_t w = bp_net_offset_W(net, l), b = bp_net_offset_b(net, l);
-        size_t n_out = (size_t)net->sizes[l + 1];
-        to_real(out + w, acc + w, b - w, 1 / scale[2 * l]);
-        to_real(out + b, acc + b, n_out, 1 / scale[2 * l + 1]);
+        convert(acc, scale[2 * l], w, b, lo, hi, out);
+        convert(acc, scale[2 * l + 1], b, b + (size_t)net->sizes[l + 1], lo, hi, out);
     }
 }

@@ -25,7 +25,7 @@ void bp__forward_micro(const bp_net *net, bp_workspace *ws, const bp_real *X, si
 void bp__deltas_micro(const bp_net *net, bp_workspace *ws, const bp_real *Y, size_t rows, size_t u,
                       double *bound);
 
-/* After bp__deltas_micro: acc (nparams, zeroed by the caller) += trunc(g * scale[t]) of
+/* After bp__deltas_micro (rows > 0): acc (nparams) = the sum of trunc(g * scale[t]) over
  * every micro-shard's gradient g, each product one micro-shard's, from the last layer
  * back; ready(ctx, from) once acc[from ..] is final. block: bp__fixed_block_reals(net). */
 void bp__grad_fixed(const bp_net *net, const bp_workspace *ws, size_t rows, size_t u,
@@ -42,11 +42,12 @@ double bp__cost_part(const bp_net *net, const bp_workspace *ws, const bp_real *Y
  * rounding). 0 when every bound is finite, else -1. */
 int bp__fixed_scales(const double *bound, size_t tensors, size_t micro_shards, double *scale);
 
-/* acc[i] += trunc(g[i] * scale). */
-void bp__fixed_add(int64_t *acc, const bp_real *g, size_t n, double scale);
+/* acc[i] += trunc(g[i] * scale), or = when first. */
+void bp__fixed_add(int64_t *acc, const bp_real *g, size_t n, double scale, int first);
 
-/* out = acc / scale per tensor: each sum rounded once to bp_real. */
-void bp__fixed_to_real(const bp_net *net, const int64_t *acc, const double *scale, bp_real *out);
+/* out[lo .. hi) = acc / scale per tensor: each sum rounded once to bp_real. */
+void bp__fixed_to_real(const bp_net *net, const int64_t *acc, const double *scale, size_t lo,
+                       size_t hi, bp_real *out);
 
 /* A cost in fixed point: 2^-32 resolution (a batch's cost sum below 2^29 fits). */
 #define BP__COST_SCALE 0x1p32

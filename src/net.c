@@ -466,7 +466,7 @@ void bp__grad_fixed(const bp_net *net, const bp_workspace *ws, size_t rows, size
             size_t n = rows - r0 < u ? rows - r0 : u;
             bp__gemv(CblasRowMajor, CblasTrans, (int)n, (int)n_out, 1, ws->D[l] + r0 * n_out,
                      (int)n_out, ws->ones, 1, 0, block, 1);
-            bp__fixed_add(acc + bp_net_offset_b(net, l), block, n_out, scale[2 * l + 1]);
+            bp__fixed_add(acc + bp_net_offset_b(net, l), block, n_out, scale[2 * l + 1], r0 == 0);
         }
         for (size_t hi = n_out; hi > 0;) {
             size_t lo = (hi - 1) / step * step;
@@ -475,7 +475,8 @@ void bp__grad_fixed(const bp_net *net, const bp_workspace *ws, size_t rows, size
                 bp__gemm(CblasTrans, CblasNoTrans, (int)(hi - lo), (int)n_in, (int)n, 1,
                          ws->D[l] + r0 * n_out + lo, (int)n_out, ws->A[l] + r0 * n_in, (int)n_in, 0,
                          block, (int)n_in);
-                bp__fixed_add(acc + off + lo * n_in, block, (hi - lo) * n_in, scale[2 * l]);
+                bp__fixed_add(acc + off + lo * n_in, block, (hi - lo) * n_in, scale[2 * l],
+                              r0 == 0);
             }
             if (ready)
                 ready(ctx, off + lo * n_in);

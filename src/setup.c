@@ -182,11 +182,11 @@ static int prepare_early_stopping(bp_trainer *t, char *err, size_t errlen)
 static int prepare_fixed(bp_trainer *t, char *err, size_t errlen)
 {
     size_t T = BP__TENSORS(&t->net);
-    t->fixed.sum = bp__calloc(t->net.nparams + BP__EXTRAS, sizeof(int64_t));
+    t->grad = bp__calloc(t->net.nparams + BP__EXTRAS, sizeof(bp_real));
     t->fixed.block = bp__calloc(bp__fixed_block_reals(&t->net), sizeof(bp_real));
     t->fixed.bound = bp__calloc(T + 1, sizeof(double));
     t->fixed.scale = bp__calloc(T, sizeof(double));
-    if (!t->fixed.sum || !t->fixed.block || !t->fixed.bound || !t->fixed.scale)
+    if (!t->grad || !t->fixed.block || !t->fixed.bound || !t->fixed.scale)
         return bp__fail(err, errlen, BP_ENOMEM, "out of memory for the fixed-point sums");
     return 0;
 }
@@ -351,9 +351,11 @@ int bp__trainer_setup(bp_trainer *t, const char *resume, char *err, size_t errle
     if (rc < 0)
         return rc;
     rc = bp__exchange_create(&t->exchange, &t->comm, &t->net, t->net.nparams + BP__EXTRAS,
-                             cfg->bucket_mb, cfg->overlap, t->net.nparams, cfg->comm_bf16, err,
-                             errlen);
-    if (rc == 0)
+                             cfg->bucket_mb, cfg->overlap, t->net.nparams, cfg->comm_bf16,
+                             cfg->any_scale, err, errlen);
+    if (rc == 0 && cfg->any_scale)
+        t->fixed.sum = bp__exchange_buffer_i64(t->exchange);
+    else if (rc == 0)
         t->grad = bp__exchange_buffer(t->exchange);
     return bp__agree(&t->comm, rc, err, errlen);
 }

@@ -109,7 +109,8 @@ void bp_trainer_free(bp_trainer *t)
     bp__exchange_free(t->exchange); /* its thread's MPI calls end before the windows go */
     bp__place_free(&t->place, t->sets);
     bp__optimizer_free(t->opt);
-    bp__free(t->fixed.sum);
+    if (t->cfg->any_scale) /* else the exchange's */
+        bp__free(t->grad);
     bp__free(t->fixed.block);
     bp__free(t->fixed.bound);
     bp__free(t->fixed.scale);
@@ -233,16 +234,26 @@ static void fixed_compute(bp_trainer *t, size_t rows)
     bp__deltas_micro(&t->net, &t->ws, t->shard.Y, rows, u, t->fixed.bound);
 }
 
+/* The slots every rank fills (src/step.h), in fixed point. */
+static void fixed_slots(bp_trainer *t, int64_t *slot)
+{
+    slot[BP__SLOT_STOP] = atomic_load_explicit(&stop_requested, memory_order_relaxed) != 0;
+    slot[BP__SLOT_ORDERS] = t->comm.rank == 0 ? bp__ckpt_orders(&t->ckpt) : 0;
+    slot[BP__SLOT_FAILED] = t->step.read_failed;
+}
+
 /* One step under reproducible = any_scale (src/fixed.h): this rank's micro-shards, the
- * bounds' maximum over the ranks (a few doubles), every micro-shard's gradient added in
- * int64 fixed point, one exact int64 sum over the ranks with the slots, and the same
- * update as train_step's from its one rounding back to bp_real. No bucket, no overlap:
- * nothing in the sum depends on the exchange. Returns 0, BP_ECOMM, BP_EIO or
- * BP_EDIVERGED. */
+ * bounds' maximum over the ranks (a few doubles), every micro-shard's gradient summed in
+ * int64 fixed point into the exchange's buffer, whose buckets are summed exactly over the
+ * ranks while the rest is computed, then each bucket converted back (one rounding) and
+ * updated as train_step does. Integer sums: neither the buckets, nor overlap, nor the
+ * nodes change a bit. Returns 0, BP_ECOMM, BP_EIO or BP_EDIVERGED. */
 static int fixed_step(bp_trainer *t, size_t first, size_t m, char *err, size_t errlen)
 {
     size_t np = t->net.nparams, u = (size_t)t->cfg->micro_batch, T = BP__TENSORS(&t->net);
     int64_t *slot = t->fixed.sum + np;
+    double exposed0, busy0;
+    bp__exchange_times(t->exchange, &exposed0, &busy0);
     double started = bp__now_s();
     bp__optimizer_begin(t->opt, &t->net);
     size_t rows;
@@ -250,46 +261,62 @@ static int fixed_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
     if (t->step.read_failed)
         rows = 0;
     double gathered = bp__now_s();
-    memset(t->fixed.sum, 0, (np + BP__EXTRAS) * sizeof(int64_t));
+    memset(slot, 0, BP__EXTRAS * sizeof(int64_t));
     fixed_compute(t, rows);
-    int rc = bp__comm_max_doubles(&t->comm, t->fixed.bound, T + 1);
-    int finite = rc == 0 && t->fixed.bound[T] == 0 &&
-                 bp__fixed_scales(t->fixed.bound, T, (m + u - 1) / u, t->fixed.scale) == 0;
-    if (finite && rows > 0)
-        bp__grad_fixed(&t->net, &t->ws, rows, u, t->fixed.scale, t->fixed.sum, t->fixed.block, NULL,
-                       NULL);
-    slot[BP__SLOT_STOP] = atomic_load_explicit(&stop_requested, memory_order_relaxed) != 0;
-    slot[BP__SLOT_ORDERS] = t->comm.rank == 0 ? bp__ckpt_orders(&t->ckpt) : 0;
-    slot[BP__SLOT_FAILED] = t->step.read_failed;
-    double computed = bp__now_s();
-    if (rc == 0)
-        rc = bp__comm_sum_i64(&t->comm, t->fixed.sum, np + BP__EXTRAS);
-    if (rc < 0)
+    /* before the exchange begins: no bucket is in flight */
+    if (bp__comm_max_doubles(&t->comm, t->fixed.bound, T + 1) < 0)
         return BP_ECOMM;
-    double exchanged = bp__now_s();
-    bp__step_result_read_fixed(&t->step, slot, BP__COST_SCALE);
-    if (!finite)
-        t->step.cost = NAN;
+    int finite = t->fixed.bound[T] == 0 &&
+                 bp__fixed_scales(t->fixed.bound, T, (m + u - 1) / u, t->fixed.scale) == 0;
+    fixed_slots(t, slot);
+    bp__exchange_begin(t->exchange);
+    if (finite && rows > 0) {
+        bp__grad_fixed(&t->net, &t->ws, rows, u, t->fixed.scale, t->fixed.sum, t->fixed.block,
+                       bp__exchange_ready, t->exchange);
+    } else { /* an idle rank, or a step every rank knows diverged: zeros */
+        memset(t->fixed.sum, 0, np * sizeof(int64_t));
+        bp__exchange_ready(t->exchange, 0);
+    }
+    double computed = bp__now_s(), updating = 0, exposed_backward, busy;
+    bp__exchange_times(t->exchange, &exposed_backward, &busy);
     bp__comm_set_step(&t->comm, t->st.global_step + 1);
     bp__optimizer_set_step(t->opt,
                            bp__learning_rate(t->cfg, t->st.epoch, t->st.global_step,
                                              t->batches.total_steps, (double)t->train.n),
                            t->st.global_step + 1);
-    int diverged = !isfinite(t->step.cost), nonfinite = 0;
-    if (!diverged) {
-        bp__fixed_to_real(&t->net, t->fixed.sum, t->fixed.scale, t->grad);
-        nonfinite = bp__optimizer_apply(t->opt, &t->net, t->grad, (double)m, 0, np);
+    size_t lo, hi;
+    const int64_t *sum;
+    int rc, diverged = 0, nonfinite = 0;
+    while ((rc = bp__exchange_next_i64(t->exchange, &lo, &hi, &sum)) == 1) {
+        double at = bp__now_s();
+        if (hi == np + BP__EXTRAS) { /* the first bucket: check the cost before any update */
+            bp__step_result_read_fixed(&t->step, sum + np, BP__COST_SCALE);
+            if (!finite)
+                t->step.cost = NAN;
+            diverged = !isfinite(t->step.cost);
+        }
+        hi = hi < np ? hi : np;
+        if (!diverged) {
+            bp__fixed_to_real(&t->net, sum, t->fixed.scale, lo, hi, t->grad);
+            nonfinite |= bp__optimizer_apply(t->opt, &t->net, t->grad, (double)m, lo, hi);
+        }
+        updating += bp__now_s() - at;
+    }
+    if (rc == 0 && !diverged)
         t->step.outcome =
             bp__optimizer_evaluated(t->opt, &t->net, t->grad, t->step.cost, t->step.correct);
-    }
     double ended = bp__now_s();
+    if (rc < 0)
+        return BP_ECOMM;
     if (t->step.failed)
         return BP_EIO;
     t->step.nonfinite = nonfinite;
     if (diverged || nonfinite)
         return BP_EDIVERGED;
-    bp__step_clock_add(&t->clock, gathered - started, computed - gathered, exchanged - computed,
-                       exchanged - computed, ended - exchanged);
+    bp__exchange_times(t->exchange, NULL, &busy);
+    double in_backward = exposed_backward - exposed0;
+    bp__step_clock_add(&t->clock, gathered - started, computed - gathered - in_backward,
+                       in_backward + (ended - computed - updating), busy - busy0, updating);
     t->st.epoch_cost_sum += t->step.cost;
     t->st.epoch_correct += t->step.correct;
     t->st.epoch_seen += (double)m;

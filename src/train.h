@@ -43,10 +43,12 @@ struct bp_trainer {
                            * (src/step.h) */
     bp__step_result step; /* what the last step said */
     struct {
-        int64_t *sum;          /* nparams + BP__EXTRAS: the gradients' and slots' fixed point */
+        int64_t *sum;          /* the exchange's buffer (nparams + BP__EXTRAS): the gradients'
+                                * and slots' fixed point */
         bp_real *block;        /* one row block of a weight gradient (bp__fixed_block_reals) */
         double *bound, *scale; /* per tensor; bound has one more: a cost that cannot be summed */
-    } fixed;                   /* reproducible = any_scale (src/fixed.h); NULLs otherwise */
+    } fixed; /* reproducible = any_scale (src/fixed.h), where grad is the trainer's own: the
+              * sums converted back; NULLs otherwise */
     bp__optimizer *opt;
     bp__batches batches; /* what batch_size means for the data, once it is in */
     struct {
