@@ -60,6 +60,9 @@ check "adam np3" mpi 3 train a.ini --set checkpoint.dir=a3 --set train.optimizer
     --set train.momentum=0 --set train.learning_rate=0.001
 same "adam" a1 a3
 
+check "inspect says any_scale" sh -c \
+    "'$BP' inspect np3/latest.h5 | grep -qx 'reproducible: any_scale, micro-shards of 32 rows (the same bits at any rank count)'"
+
 # Not covered yet: refused by name.
 expect "lbfgs refused" 2 "reproducible = any_scale does not take optimizer = lbfgs" \
     "$BP" train a.ini --set train.optimizer=lbfgs --set train.momentum=0
