@@ -2,6 +2,7 @@
  * backward passes, and the L2 term. */
 #include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -384,18 +385,40 @@ double bp__cost_part(const bp_net *net, const bp_workspace *ws, const bp_real *Y
                          n, k);
 }
 
-/* max |x[i]| over n entries; *bad set when one is not finite. */
-static double abs_max(const bp_real *x, size_t n, int *bad)
+/* max |x[i]| over n entries; *bad set when one is not finite. On the bits: for values
+ * without their sign the integer order is the float order, and NaN and infinity are the
+ * largest (an integer max the compiler vectorises; a float one it may not). */
+#ifdef BACKPROP_DOUBLE
+typedef uint64_t real_bits;
+#define REAL_ABS ((real_bits)0x7fffffffffffffff)
+#define REAL_INF ((real_bits)0x7ff0000000000000)
+#else
+typedef uint32_t real_bits;
+#define REAL_ABS ((real_bits)0x7fffffff)
+#define REAL_INF ((real_bits)0x7f800000)
+#endif
+BP__VECTORIZE static real_bits abs_max_bits(const bp_real *restrict x, size_t n)
 {
-    double m = 0;
+    real_bits m = 0;
     for (size_t i = 0; i < n; i++) {
-        double a = fabs((double)x[i]);
-        if (!(a <= DBL_MAX))
-            *bad = 1;
-        else if (a > m)
-            m = a;
+        real_bits b;
+        memcpy(&b, &x[i], sizeof(b));
+        b &= REAL_ABS;
+        m = b > m ? b : m;
     }
     return m;
+}
+
+static double abs_max(const bp_real *x, size_t n, int *bad)
+{
+    real_bits m = abs_max_bits(x, n);
+    if (m >= REAL_INF) {
+        *bad = 1;
+        return 0;
+    }
+    bp_real v;
+    memcpy(&v, &m, sizeof(v));
+    return (double)v;
 }
 
 /* Bounds on layer l's micro-shard gradients: |dW_ab| <= sum_r max|D_r| max|A_r| and

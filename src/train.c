@@ -234,6 +234,9 @@ static void fixed_compute(bp_trainer *t, size_t rows)
     bp__deltas_micro(&t->net, &t->ws, t->shard.Y, rows, u, t->fixed.bound);
 }
 
+/* Parameters converted back to bp_real and updated at a time (64 KB of floats). */
+#define FIXED_APPLY_CHUNK ((size_t)16384)
+
 /* The slots every rank fills (src/step.h), in fixed point. */
 static void fixed_slots(bp_trainer *t, int64_t *slot)
 {
@@ -296,9 +299,11 @@ static int fixed_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
             diverged = !isfinite(t->step.cost);
         }
         hi = hi < np ? hi : np;
-        if (!diverged) {
-            bp__fixed_to_real(&t->net, sum, t->fixed.scale, lo, hi, t->grad);
-            nonfinite |= bp__optimizer_apply(t->opt, &t->net, t->grad, (double)m, lo, hi);
+        /* a chunk at a time: the update reads the converted sums back from the cache */
+        for (size_t a = lo; a < hi && !diverged; a += FIXED_APPLY_CHUNK) {
+            size_t b = hi - a < FIXED_APPLY_CHUNK ? hi : a + FIXED_APPLY_CHUNK;
+            bp__fixed_to_real(&t->net, sum, t->fixed.scale, a, b, t->grad);
+            nonfinite |= bp__optimizer_apply(t->opt, &t->net, t->grad, (double)m, a, b);
         }
         updating += bp__now_s() - at;
     }
