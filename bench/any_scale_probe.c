@@ -27,7 +27,7 @@ static double now(void)
 }
 
 /* acc += trunc(g * 2^s), per element: the trainer's own loop; s per tensor there. */
-static void quantize_add(int64_t *acc, const float *g, size_t n, double scale)
+static void quantize_add(int64_t *acc, const bp_real *g, size_t n, double scale)
 {
     bp__fixed_add(acc, g, n, scale, 0);
 }
@@ -35,7 +35,7 @@ static void quantize_add(int64_t *acc, const float *g, size_t n, double scale)
 typedef struct {
     bp_net net;
     bp_workspace ws;
-    float *X, *Y, *grad;
+    bp_real *X, *Y, *grad;
     int64_t *acc;
     bp_real *block;
 } rig;
@@ -119,13 +119,13 @@ static void workload(const char *name, const int *sizes, int nsizes, size_t B, d
         exit(1);
     bp_net_init(&r.net, BP_INIT_GAUSSIAN_SCALED, 0, &rng);
     size_t d = (size_t)sizes[0], k = (size_t)sizes[nsizes - 1];
-    r.X = calloc(B * d, sizeof(float));
-    r.Y = calloc(B * k, sizeof(float));
-    r.grad = calloc(r.net.nparams, sizeof(float));
+    r.X = calloc(B * d, sizeof(bp_real));
+    r.Y = calloc(B * k, sizeof(bp_real));
+    r.grad = calloc(r.net.nparams, sizeof(bp_real));
     r.acc = calloc(r.net.nparams, sizeof(int64_t));
     r.block = calloc(bp__fixed_block_reals(&r.net), sizeof(bp_real));
     for (size_t i = 0; i < B * d; i++)
-        r.X[i] = (float)bp_rng_uniform(&rng);
+        r.X[i] = (bp_real)bp_rng_uniform(&rng);
     for (size_t i = 0; i < B; i++)
         r.Y[i * k + i % k] = 1;
     double q0 = now();
