@@ -245,6 +245,64 @@ static void fixed_slots(bp_trainer *t, int64_t *slot)
     slot[BP__SLOT_FAILED] = t->step.read_failed;
 }
 
+/* This rank's part of an any_scale step up to the exchange: its micro-shards computed, the
+ * bounds agreed (before the exchange begins: no bucket in flight then), the scales, the
+ * slots, and its fixed-point gradient handed to the exchange bucket by bucket. Returns 1
+ * when the scales are finite (the same on every rank), 0 when the step diverged, or
+ * BP_ECOMM. */
+static int fixed_send(bp_trainer *t, size_t rows, size_t m)
+{
+    size_t np = t->net.nparams, u = (size_t)t->cfg->micro_batch, T = BP__TENSORS(&t->net);
+    memset(t->fixed.sum + np, 0, BP__EXTRAS * sizeof(int64_t));
+    fixed_compute(t, rows);
+    if (bp__comm_max_doubles(&t->comm, t->fixed.bound, T + 1) < 0)
+        return BP_ECOMM;
+    int finite = t->fixed.bound[T] == 0 &&
+                 bp__fixed_scales(t->fixed.bound, T, (m + u - 1) / u, t->fixed.scale) == 0;
+    fixed_slots(t, t->fixed.sum + np);
+    bp__exchange_begin(t->exchange);
+    if (finite && rows > 0) {
+        bp__grad_fixed(&t->net, &t->ws, rows, u, t->fixed.scale, t->fixed.sum, t->fixed.block,
+                       bp__exchange_ready, t->exchange);
+    } else { /* an idle rank, or a step every rank knows diverged: zeros */
+        memset(t->fixed.sum, 0, np * sizeof(int64_t));
+        bp__exchange_ready(t->exchange, 0);
+    }
+    return finite;
+}
+
+/* The summed buckets as they arrive: the slots from the first (its cost checked before
+ * any update), each converted back and updated a chunk at a time (the update reads the
+ * converted sums back from the cache). Returns 0 or BP_ECOMM; *diverged, *nonfinite as in
+ * train_step, *updating its seconds. */
+static int fixed_apply(bp_trainer *t, size_t m, int finite, int *diverged, int *nonfinite,
+                       double *updating)
+{
+    size_t np = t->net.nparams, lo, hi;
+    const int64_t *sum;
+    int rc;
+    while ((rc = bp__exchange_next_i64(t->exchange, &lo, &hi, &sum)) == 1) {
+        double at = bp__now_s();
+        if (hi == np + BP__EXTRAS) {
+            bp__step_result_read_fixed(&t->step, sum + np, BP__COST_SCALE);
+            if (!finite)
+                t->step.cost = NAN;
+            *diverged = !isfinite(t->step.cost);
+        }
+        hi = hi < np ? hi : np;
+        for (size_t a = lo; a < hi && !*diverged; a += FIXED_APPLY_CHUNK) {
+            size_t b = hi - a < FIXED_APPLY_CHUNK ? hi : a + FIXED_APPLY_CHUNK;
+            bp__fixed_to_real(&t->net, sum, t->fixed.scale, a, b, t->grad);
+            *nonfinite |= bp__optimizer_apply(t->opt, &t->net, t->grad, (double)m, a, b);
+        }
+        *updating += bp__now_s() - at;
+    }
+    if (rc == 0 && !*diverged)
+        t->step.outcome =
+            bp__optimizer_evaluated(t->opt, &t->net, t->grad, t->step.cost, t->step.correct);
+    return rc < 0 ? BP_ECOMM : 0;
+}
+
 /* One step under reproducible = any_scale (src/fixed.h): this rank's micro-shards, the
  * bounds' maximum over the ranks (a few doubles), every micro-shard's gradient summed in
  * int64 fixed point into the exchange's buffer, whose buckets are summed exactly over the
@@ -253,8 +311,6 @@ static void fixed_slots(bp_trainer *t, int64_t *slot)
  * nodes change a bit. Returns 0, BP_ECOMM, BP_EIO or BP_EDIVERGED. */
 static int fixed_step(bp_trainer *t, size_t first, size_t m, char *err, size_t errlen)
 {
-    size_t np = t->net.nparams, u = (size_t)t->cfg->micro_batch, T = BP__TENSORS(&t->net);
-    int64_t *slot = t->fixed.sum + np;
     double exposed0, busy0;
     bp__exchange_times(t->exchange, &exposed0, &busy0);
     double started = bp__now_s();
@@ -264,22 +320,9 @@ static int fixed_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
     if (t->step.read_failed)
         rows = 0;
     double gathered = bp__now_s();
-    memset(slot, 0, BP__EXTRAS * sizeof(int64_t));
-    fixed_compute(t, rows);
-    /* before the exchange begins: no bucket is in flight */
-    if (bp__comm_max_doubles(&t->comm, t->fixed.bound, T + 1) < 0)
+    int finite = fixed_send(t, rows, m);
+    if (finite < 0)
         return BP_ECOMM;
-    int finite = t->fixed.bound[T] == 0 &&
-                 bp__fixed_scales(t->fixed.bound, T, (m + u - 1) / u, t->fixed.scale) == 0;
-    fixed_slots(t, slot);
-    bp__exchange_begin(t->exchange);
-    if (finite && rows > 0) {
-        bp__grad_fixed(&t->net, &t->ws, rows, u, t->fixed.scale, t->fixed.sum, t->fixed.block,
-                       bp__exchange_ready, t->exchange);
-    } else { /* an idle rank, or a step every rank knows diverged: zeros */
-        memset(t->fixed.sum, 0, np * sizeof(int64_t));
-        bp__exchange_ready(t->exchange, 0);
-    }
     double computed = bp__now_s(), updating = 0, exposed_backward, busy;
     bp__exchange_times(t->exchange, &exposed_backward, &busy);
     bp__comm_set_step(&t->comm, t->st.global_step + 1);
@@ -287,32 +330,11 @@ static int fixed_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
                            bp__learning_rate(t->cfg, t->st.epoch, t->st.global_step,
                                              t->batches.total_steps, (double)t->train.n),
                            t->st.global_step + 1);
-    size_t lo, hi;
-    const int64_t *sum;
-    int rc, diverged = 0, nonfinite = 0;
-    while ((rc = bp__exchange_next_i64(t->exchange, &lo, &hi, &sum)) == 1) {
-        double at = bp__now_s();
-        if (hi == np + BP__EXTRAS) { /* the first bucket: check the cost before any update */
-            bp__step_result_read_fixed(&t->step, sum + np, BP__COST_SCALE);
-            if (!finite)
-                t->step.cost = NAN;
-            diverged = !isfinite(t->step.cost);
-        }
-        hi = hi < np ? hi : np;
-        /* a chunk at a time: the update reads the converted sums back from the cache */
-        for (size_t a = lo; a < hi && !diverged; a += FIXED_APPLY_CHUNK) {
-            size_t b = hi - a < FIXED_APPLY_CHUNK ? hi : a + FIXED_APPLY_CHUNK;
-            bp__fixed_to_real(&t->net, sum, t->fixed.scale, a, b, t->grad);
-            nonfinite |= bp__optimizer_apply(t->opt, &t->net, t->grad, (double)m, a, b);
-        }
-        updating += bp__now_s() - at;
-    }
-    if (rc == 0 && !diverged)
-        t->step.outcome =
-            bp__optimizer_evaluated(t->opt, &t->net, t->grad, t->step.cost, t->step.correct);
+    int diverged = 0, nonfinite = 0;
+    int rc = fixed_apply(t, m, finite, &diverged, &nonfinite, &updating);
     double ended = bp__now_s();
     if (rc < 0)
-        return BP_ECOMM;
+        return rc;
     if (t->step.failed)
         return BP_EIO;
     t->step.nonfinite = nonfinite;
