@@ -63,6 +63,10 @@ same "adam" a1 a3
 check "inspect says any_scale" sh -c \
     "'$BP' inspect np3/latest.h5 | grep -qx 'reproducible: any_scale, micro-shards of 32 rows (the same bits at any rank count)'"
 
+# A step that diverges ends the job as in same_ranks: exit 1, one line.
+expect "divergence np2" 1 "training diverged at epoch 1, step 2: the cost is nan" \
+    mpi 2 train a.ini --set checkpoint.dir=dv --set train.learning_rate=1e8
+
 # Not covered yet: refused by name.
 expect "lbfgs refused" 2 "reproducible = any_scale does not take optimizer = lbfgs" \
     "$BP" train a.ini --set train.optimizer=lbfgs --set train.momentum=0
