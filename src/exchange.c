@@ -50,6 +50,10 @@ struct bp__exchange {
     size_t n;
     int i64;      /* the buffer holds int64, not bp_real */
     size_t esize; /* bytes of an element */
+    /* i64: the sums converted to bp_real where they are summed (bp__exchange_begin_i64) */
+    bp_real *real; /* n reals: in the segment after the node's sum, or this rank's own */
+    bp__exchange_convert_fn convert;
+    void *convert_ctx;
     int nb;       /* buckets; bucket 0 ends the buffer, the last starts it */
     span *bucket; /* in the order the backward pass completes them */
     int posted;   /* buckets this rank has made final this step */
@@ -103,6 +107,17 @@ static span slice(const bp__exchange *x, int b, int r)
     size_t per = ((len + (size_t)x->p - 1) / (size_t)x->p + line - 1) / line * line;
     return (span){s.lo + min_size(len, per * (size_t)r),
                   s.lo + min_size(len, per * (size_t)r + per)};
+}
+
+/* i64: this rank's slice of bucket b, summed over the job, converted to bp_real for every
+ * rank of the node to read. */
+static void convert_slice(bp__exchange *x, int b)
+{
+    if (!x->i64 || !x->convert)
+        return;
+    span s = slice(x, b, x->me);
+    if (s.lo < s.hi)
+        x->convert(x->convert_ctx, x->sum, x->real, s.lo, s.hi);
 }
 
 BP__VECTORIZE static void add2(bp_real *restrict out, const bp_real *restrict a,
@@ -185,7 +200,8 @@ static int map_segment(bp__exchange *x, MPI_Comm node)
 {
     size_t page = 4096, reals = (x->n * x->esize + page - 1) / page * page;
     size_t header = (2 * (size_t)x->nb * sizeof(long) + page - 1) / page * page;
-    x->segment_bytes = header + ((size_t)x->p + 1) * reals;
+    size_t real_bytes = x->i64 ? (x->n * sizeof(bp_real) + page - 1) / page * page : 0;
+    x->segment_bytes = header + ((size_t)x->p + 1) * reals + real_bytes;
     char name[64] = "";
     int fd = -1, ok = 1;
     if (x->me == 0) {
@@ -222,6 +238,8 @@ static int map_segment(bp__exchange *x, MPI_Comm node)
         x->peer[r] = (char *)m + header + (size_t)r * reals;
     x->own = x->peer[x->me];
     x->sum = x->peer[x->p];
+    if (x->i64)
+        x->real = (bp_real *)((char *)m + header + ((size_t)x->p + 1) * reals);
     return 1;
 }
 
@@ -352,6 +370,8 @@ static void *exchange_thread(void *arg)
         pthread_mutex_unlock(&x->mu);
         double t0 = bp__now_s();
         int rc = cross_sum(x, slice(x, b, x->me), 1);
+        if (rc == 0)
+            convert_slice(x, b);
         double t = bp__now_s() - t0;
         pthread_mutex_lock(&x->mu);
         x->failed |= rc < 0;
@@ -447,7 +467,8 @@ int bp__exchange_create(bp__exchange **out, const bp_comm *comm, const bp_net *n
     }
     if (!x->segment) {
         x->own = x->sum = bp__calloc(n, x->esize);
-        if (!x->own)
+        x->real = i64 ? bp__calloc(n, sizeof(bp_real)) : NULL;
+        if (!x->own || (i64 && !x->real))
             rc = BP_ENOMEM;
     }
     if (rc == 0 && x->nodes > 1) {
@@ -527,6 +548,8 @@ static void post(bp__exchange *x, int b)
             v[r] = at(x, x->peer[r], s.lo);
         sum_in_order(x->i64, at(x, x->sum, s.lo), v, x->p, s.hi - s.lo);
     }
+    if (x->nodes == 1) /* the node's sum is the job's */
+        convert_slice(x, b);
     if (x->threaded) {
         pthread_mutex_lock(&x->mu);
         x->queued = b + 1;
@@ -564,6 +587,8 @@ static int next(bp__exchange *x, size_t *lo, size_t *hi)
         pthread_mutex_unlock(&x->mu);
     } else if (x->nodes > 1) {
         rc = cross_sum(x, slice(x, b, x->me), 0);
+        if (rc == 0)
+            convert_slice(x, b);
     }
     double t1 = bp__now_s();
     if (x->p > 1) {
@@ -584,10 +609,18 @@ int bp__exchange_next(bp__exchange *x, size_t *lo, size_t *hi, const bp_real **s
     return next(x, lo, hi);
 }
 
-int bp__exchange_next_i64(bp__exchange *x, size_t *lo, size_t *hi, const int64_t **sum)
+int bp__exchange_next_i64(bp__exchange *x, size_t *lo, size_t *hi, const int64_t **sum,
+                          const bp_real **real)
 {
     *sum = x->i64 ? x->sum : NULL;
+    *real = x->i64 ? x->real : NULL;
     return next(x, lo, hi);
+}
+
+void bp__exchange_begin_i64(bp__exchange *x, bp__exchange_convert_fn convert, void *ctx)
+{
+    x->convert = convert, x->convert_ctx = ctx;
+    bp__exchange_begin(x);
 }
 
 void bp__exchange_times(const bp__exchange *x, double *exposed, double *busy)
@@ -635,10 +668,12 @@ void bp__exchange_free(bp__exchange *x)
         pthread_mutex_destroy(&x->mu);
         pthread_cond_destroy(&x->cv);
     }
-    if (x->segment)
+    if (x->segment) {
         munmap(x->segment, x->segment_bytes);
-    else
+    } else {
         bp__free(x->own);
+        bp__free(x->real);
+    }
     bp__free(x->peer);
     bp__free(x->bucket);
     bp__free(x->scratch);

@@ -38,7 +38,17 @@ void bp__exchange_ready(void *x, size_t from);
  * all ranks in (*sum)[*lo .. *hi), valid until the next step's begin. Returns 1, 0 when
  * every bucket of the step was returned, or BP_ECOMM. */
 int bp__exchange_next(bp__exchange *x, size_t *lo, size_t *hi, const bp_real **sum);
-int bp__exchange_next_i64(bp__exchange *x, size_t *lo, size_t *hi, const int64_t **sum);
+
+/* With i64: a step begins, and convert(ctx, sum, real, lo, hi) will turn the job's int64
+ * sums sum[lo .. hi) into reals real[lo .. hi), for each slice where it is summed (the rank
+ * that sums a slice converts it, once, for every rank of its node). */
+typedef void (*bp__exchange_convert_fn)(void *ctx, const int64_t *sum, bp_real *real, size_t lo,
+                                        size_t hi);
+void bp__exchange_begin_i64(bp__exchange *x, bp__exchange_convert_fn convert, void *ctx);
+
+/* bp__exchange_next with i64: the int64 sums, and the reals they converted to. */
+int bp__exchange_next_i64(bp__exchange *x, size_t *lo, size_t *hi, const int64_t **sum,
+                          const bp_real **real);
 
 /* Seconds this rank spent so far: *exposed with the trainer's thread waiting (in ready and
  * next; exposed may be NULL), *busy with the exchange doing work or waiting on the network,

@@ -109,8 +109,6 @@ void bp_trainer_free(bp_trainer *t)
     bp__exchange_free(t->exchange); /* its thread's MPI calls end before the windows go */
     bp__place_free(&t->place, t->sets);
     bp__optimizer_free(t->opt);
-    if (t->cfg->any_scale) /* else the exchange's */
-        bp__free(t->grad);
     bp__free(t->fixed.block);
     bp__free(t->fixed.bound);
     bp__free(t->fixed.scale);
@@ -234,8 +232,15 @@ static void fixed_compute(bp_trainer *t, size_t rows)
     bp__deltas_micro(&t->net, &t->ws, t->shard.Y, rows, u, t->fixed.bound);
 }
 
-/* Parameters converted back to bp_real and updated at a time (64 KB of floats). */
-#define FIXED_APPLY_CHUNK ((size_t)16384)
+/* bp__exchange_convert_fn: the parameters of [lo, hi) back to bp_real at their tensors'
+ * scales (the slots after them are read as integers). */
+static void fixed_convert(void *ctx, const int64_t *sum, bp_real *real, size_t lo, size_t hi)
+{
+    bp_trainer *t = ctx;
+    size_t np = t->net.nparams;
+    if (lo < np)
+        bp__fixed_to_real(&t->net, sum, t->fixed.scale, lo, hi < np ? hi : np, real);
+}
 
 /* The slots every rank fills (src/step.h), in fixed point. */
 static void fixed_slots(bp_trainer *t, int64_t *slot)
@@ -260,7 +265,7 @@ static int fixed_send(bp_trainer *t, size_t rows, size_t m)
     int finite = t->fixed.bound[T] == 0 &&
                  bp__fixed_scales(t->fixed.bound, T, (m + u - 1) / u, t->fixed.scale) == 0;
     fixed_slots(t, t->fixed.sum + np);
-    bp__exchange_begin(t->exchange);
+    bp__exchange_begin_i64(t->exchange, finite ? fixed_convert : NULL, t);
     if (finite && rows > 0) {
         bp__grad_fixed(&t->net, &t->ws, rows, u, t->fixed.scale, t->fixed.sum, t->fixed.block,
                        bp__exchange_ready, t->exchange);
@@ -271,17 +276,17 @@ static int fixed_send(bp_trainer *t, size_t rows, size_t m)
     return finite;
 }
 
-/* The summed buckets as they arrive: the slots from the first (its cost checked before
- * any update), each converted back and updated a chunk at a time (the update reads the
- * converted sums back from the cache). Returns 0 or BP_ECOMM; *diverged, *nonfinite as in
- * train_step, *updating its seconds. */
+/* The summed buckets as they arrive, already converted back to bp_real where they were
+ * summed: the slots from the first (its cost checked before any update), then the update.
+ * Returns 0 or BP_ECOMM; *diverged, *nonfinite as in train_step, *updating its seconds. */
 static int fixed_apply(bp_trainer *t, size_t m, int finite, int *diverged, int *nonfinite,
                        double *updating)
 {
     size_t np = t->net.nparams, lo, hi;
     const int64_t *sum;
+    const bp_real *real = NULL;
     int rc;
-    while ((rc = bp__exchange_next_i64(t->exchange, &lo, &hi, &sum)) == 1) {
+    while ((rc = bp__exchange_next_i64(t->exchange, &lo, &hi, &sum, &real)) == 1) {
         double at = bp__now_s();
         if (hi == np + BP__EXTRAS) {
             bp__step_result_read_fixed(&t->step, sum + np, BP__COST_SCALE);
@@ -289,17 +294,14 @@ static int fixed_apply(bp_trainer *t, size_t m, int finite, int *diverged, int *
                 t->step.cost = NAN;
             *diverged = !isfinite(t->step.cost);
         }
-        hi = hi < np ? hi : np;
-        for (size_t a = lo; a < hi && !*diverged; a += FIXED_APPLY_CHUNK) {
-            size_t b = hi - a < FIXED_APPLY_CHUNK ? hi : a + FIXED_APPLY_CHUNK;
-            bp__fixed_to_real(&t->net, sum, t->fixed.scale, a, b, t->grad);
-            *nonfinite |= bp__optimizer_apply(t->opt, &t->net, t->grad, (double)m, a, b);
-        }
+        if (!*diverged)
+            *nonfinite |=
+                bp__optimizer_apply(t->opt, &t->net, real, (double)m, lo, hi < np ? hi : np);
         *updating += bp__now_s() - at;
     }
     if (rc == 0 && !*diverged)
         t->step.outcome =
-            bp__optimizer_evaluated(t->opt, &t->net, t->grad, t->step.cost, t->step.correct);
+            bp__optimizer_evaluated(t->opt, &t->net, real, t->step.cost, t->step.correct);
     return rc < 0 ? BP_ECOMM : 0;
 }
 

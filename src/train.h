@@ -47,8 +47,8 @@ struct bp_trainer {
                                 * and slots' fixed point */
         bp_real *block;        /* one row block of a weight gradient (bp__fixed_block_reals) */
         double *bound, *scale; /* per tensor; bound has one more: a cost that cannot be summed */
-    } fixed; /* reproducible = any_scale (src/fixed.h), where grad is the trainer's own: the
-              * sums converted back; NULLs otherwise */
+    } fixed; /* reproducible = any_scale (src/fixed.h), where grad is NULL (the exchange
+              * hands back the sums converted); NULLs otherwise */
     bp__optimizer *opt;
     bp__batches batches; /* what batch_size means for the data, once it is in */
     struct {
