@@ -42,6 +42,8 @@ static void test_parses_values_and_defaults(void **state)
     assert_float_equal(c.momentum, 0.9, 0);
     assert_int_equal(c.threads, 3);
     /* defaults */
+    assert_int_equal(c.any_scale, 0); /* reproducible = same_ranks */
+    assert_int_equal(c.micro_batch, 64);
     assert_int_equal(c.init, BP_INIT_GAUSSIAN_SCALED);
     assert_float_equal(c.lambda, 0, 0);
     assert_int_equal((int)c.seed, 1);
@@ -163,6 +165,13 @@ static void test_errors_name_file_and_line(void **state)
         {"threads = 3", "threads = 3\n[comm]\ntimeout = 1e-9", "x.ini:15: [comm] timeout: 1e-09 s"},
         {"threads = 3", "threads = 3\n[comm]\ntimeout = -1",
          "x.ini:15: [comm] timeout: -1 is out of range (0 (off), or 1 to 1e9 seconds)"},
+        /* What any_scale does not cover yet, refused at the key that asks for it. */
+        {"threads = 3", "threads = 3\nreproducible = any_scale\nprecision = bf16",
+         "x.ini:15: [train] reproducible = any_scale does not take precision = bf16 yet"},
+        {"threads = 3", "threads = 3\nreproducible = any_scale\n[comm]\ndtype = bf16",
+         "x.ini:16: [train] reproducible = any_scale does not take [comm] dtype = bf16 yet"},
+        {"threads = 3", "threads = 3\nmicro_batch = 0",
+         "x.ini:14: [train] micro_batch: 0 is out of range"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char text[2048], err[512] = "";
