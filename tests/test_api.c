@@ -15,18 +15,16 @@
 #include "backprop/eval.h"
 #include "backprop/gradcheck.h"
 #include "backprop/train.h"
+#include "test_dir.h"
 
 static bp_comm comm;
-static char dir[64];
 
-static int make_dir(void **state)
+static int make_job_dir(void **state)
 {
     (void)state;
     int ok = 1;
-    if (comm.rank == 0) { /* one directory for the job: rank 0 names it, the others learn it */
-        strcpy(dir, "/tmp/test_api.XXXXXX");
-        ok = mkdtemp(dir) != NULL;
-    }
+    if (comm.rank == 0) /* one directory for the job: rank 0 names it, the others learn it */
+        ok = make_dir(state) == 0;
     int max, who;
     for (size_t i = 0; i < sizeof(dir); i++) { /* a byte at a time: only agree is public */
         assert_int_equal(
@@ -36,14 +34,12 @@ static int make_dir(void **state)
     return ok ? 0 : -1;
 }
 
-static int remove_dir(void **state)
+static int remove_job_dir(void **state)
 {
     (void)state;
     int max, who;
     bp_comm_agree(&comm, 0, &max, &who); /* every rank is done with it */
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    return comm.rank == 0 ? system(cmd) : 0;
+    return comm.rank == 0 ? remove_dir(state) : 0;
 }
 
 /* The reason is on exactly one rank (the lowest that failed: here every rank fails alike,
@@ -190,10 +186,10 @@ int main(int argc, char **argv)
     if (bp_comm_init(&argc, &argv, &comm) < 0)
         return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_given_set_without_train, make_dir, remove_dir),
-        cmocka_unit_test_setup_teardown(test_given_labels_disagree, make_dir, remove_dir),
-        cmocka_unit_test_setup_teardown(test_gradcheck_options, make_dir, remove_dir),
-        cmocka_unit_test_setup_teardown(test_eval_job_incomplete, make_dir, remove_dir),
+        cmocka_unit_test_setup_teardown(test_given_set_without_train, make_job_dir, remove_job_dir),
+        cmocka_unit_test_setup_teardown(test_given_labels_disagree, make_job_dir, remove_job_dir),
+        cmocka_unit_test_setup_teardown(test_gradcheck_options, make_job_dir, remove_job_dir),
+        cmocka_unit_test_setup_teardown(test_eval_job_incomplete, make_job_dir, remove_job_dir),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     bp_comm_finalize(&comm);

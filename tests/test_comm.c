@@ -17,24 +17,9 @@
 #include "backprop/comm.h"
 #include "backprop/config.h"
 #include "backprop/train.h"
+#include "test_dir.h"
 
 static bp_comm world;
-static char dir[64];
-
-static int make_dir(void **state)
-{
-    (void)state;
-    strcpy(dir, "/tmp/test_comm.XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
-}
-
-static int remove_dir(void **state)
-{
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    return system(cmd);
-}
 
 /* A regression on builtin:line (1000 examples): batches of 50 split over the ranks, the data
  * shared on the node at 2 ranks (placement auto), momentum to carry state between steps. */

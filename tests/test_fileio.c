@@ -20,21 +20,7 @@
 
 #include "fileio.h"
 #include "internal.h"
-
-static char dir[64];
-
-static int make_dir(void **state)
-{
-    strcpy(dir, "/tmp/test_fileio.XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
-}
-
-static int remove_dir(void **state)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    return system(cmd);
-}
+#include "test_dir.h"
 
 static const char *at(const char *name)
 {

@@ -17,23 +17,7 @@
 #include "backprop/checkpoint.h"
 #include "optimizer.h"
 #include "saver.h"
-
-static char dir[64];
-
-static int make_dir(void **state)
-{
-    (void)state;
-    snprintf(dir, sizeof(dir), "/tmp/bp-test-optimizer-XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
-}
-
-static int remove_dir(void **state)
-{
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
+#include "test_dir.h"
 
 /* A network of two inputs and one output: W (1x2) then b, 3 parameters. */
 static void tiny_net(bp_net *net)

@@ -17,23 +17,10 @@
 #include "backprop/checkpoint.h"
 #include "backprop/config.h"
 #include "backprop/train.h"
+#include "test_dir.h"
 #include "train.h" /* src/train.h: the trainer's fields, to spoil a weight by hand */
 
 static bp_comm comm;
-static char dir[64];
-
-static int make_dir(void **state)
-{
-    strcpy(dir, "/tmp/test_train.XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
-}
-
-static int remove_dir(void **state)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    return system(cmd);
-}
 
 /* XOR with [2,3,1] sigmoid units, full batch, momentum: small, and every part of the state
  * (velocity, rng, metrics) matters to a resume. */

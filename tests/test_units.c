@@ -22,24 +22,9 @@
 #include "place.h"
 #include "rundir.h"
 #include "source.h"
+#include "test_dir.h"
 
 static bp_comm comm;
-static char dir[64];
-
-static int make_dir(void **state)
-{
-    (void)state;
-    strcpy(dir, "/tmp/test_units.XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
-}
-
-static int remove_dir(void **state)
-{
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    return system(cmd);
-}
 
 static const char *in_dir(const char *name)
 {
