@@ -19,10 +19,11 @@ write_config a.ini '[data]' "train=$T/fm.h5" limit=1500 validation_split=276 \
     reproducible=any_scale micro_batch=32 \
     '[checkpoint]' every_epochs=1 every_steps=5 keep=0 '[log]' progress=off
 
-# same NAME A B: the final checkpoints' weights and optimizer state, and the metrics rows
-# but their timing columns, bit for bit.
+# same NAME A B [CHECKPOINT]: the final checkpoints' (ckpt-20.h5 unless named) weights and
+# optimizer state, and the metrics rows but their timing columns, bit for bit.
 same() {
-    if $PY "$SRC/tests/cli/compare_weights.py" "$2/ckpt-20.h5" "$3/ckpt-20.h5" 0 optimizer \
+    local c=${4:-ckpt-20.h5}
+    if $PY "$SRC/tests/cli/compare_weights.py" "$2/$c" "$3/$c" 0 optimizer \
         >/dev/null && cmp -s <(cut -d, -f1-8 "$2/metrics.csv") <(cut -d, -f1-8 "$3/metrics.csv"); then
         ok
     else
@@ -59,6 +60,43 @@ check "adam np1" mpi 1 train a.ini --set checkpoint.dir=a1 --set train.optimizer
 check "adam np3" mpi 3 train a.ini --set checkpoint.dir=a3 --set train.optimizer=adam \
     --set train.momentum=0 --set train.learning_rate=0.001
 same "adam" a1 a3
+
+# Nesterov, a cosine schedule with early stopping (patience 1 ends it after the second epoch
+# of 8: the stop, decided from val_cost summed exactly, at the same step everywhere), and
+# checkpoints every_seconds on rank 0's clock.
+check "nesterov np1" mpi 1 train a.ini --set checkpoint.dir=n1 --set train.optimizer=nesterov
+check "nesterov np2" mpi 2 train a.ini --set checkpoint.dir=n2 --set train.optimizer=nesterov
+same "nesterov" n1 n2
+early=(--set train.epochs=8 --set train.lr_schedule=cosine --set train.early_stopping=1
+       --set train.learning_rate=0.3)
+check "early stop np1" mpi 1 train a.ini --set checkpoint.dir=e1 "${early[@]}"
+check "early stop np4" mpi 4 train a.ini --set checkpoint.dir=e4 "${early[@]}" \
+    --set checkpoint.every_seconds=0.001
+same "early stop" e1 e4 latest.h5
+if [ "$(wc -l <e1/metrics.csv)" -lt 9 ]; then ok; else bad "early stop: it ran all 8 epochs"; fi
+n1=$(find e1 -name 'ckpt-*.h5' | wc -l) n4=$(find e4 -name 'ckpt-*.h5' | wc -l)
+if [ "$n4" -gt "$n1" ]; then ok; else bad "every_seconds: $n4 checkpoints, not more than $n1"; fi
+
+# Stopped by SIGUSR1 (mpirun forwards it to every rank) in an early epoch of 30 at 2
+# ranks, resumed at 3 from the checkpoint the stop wrote: the same bits as 1 rank throughout.
+long=(--set train.epochs=30 --set checkpoint.every_epochs=0 --set checkpoint.every_steps=0)
+check "long np1" mpi 1 train a.ini --set checkpoint.dir=l1 "${long[@]}"
+mpi 2 train a.ini --set checkpoint.dir=ls "${long[@]}" >ls.out 2>ls.err &
+job=$!
+for i in $(seq 600); do
+    [ "$(cat ls/metrics.csv 2>/dev/null | wc -l)" -gt 1 ] && break
+    sleep 0.02
+done
+pkill -USR1 -f "^mpirun .*checkpoint.dir=ls" || true # not timeout(1)
+wait "$job"
+status=$?
+if [ "$status" -eq 3 ] && [ "$(cat ls/metrics.csv | wc -l)" -lt 31 ]; then ok; else
+    bad "signal: exit $status (want 3), $(cat ls/metrics.csv | wc -l) metrics lines"
+    sed 's/^/    /' ls.err | head -5
+fi
+check "resume after the signal np3" mpi 3 train a.ini --set checkpoint.dir=ls "${long[@]}" \
+    --resume ls/latest.h5
+same "signal, resume np3" l1 ls latest.h5
 
 check "inspect says any_scale" sh -c \
     "'$BP' inspect np3/latest.h5 | grep -qx 'reproducible: any_scale, micro-shards of 32 rows (the same bits at any rank count)'"
