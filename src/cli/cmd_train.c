@@ -124,6 +124,13 @@ static void print_banner(const bp_config *c, const bp_trainer *t)
            "over %d rank%s x %d BLAS thread%s\n",
            in.n_train, in.n_val, in.n_test, in.load_s, in.placement, c->batch_size, in.ranks,
            in.ranks > 1 ? "s" : "", in.threads, in.threads > 1 ? "s" : "");
+    if (c->any_scale) {
+        long shards = (c->batch_size + c->micro_batch - 1) / c->micro_batch;
+        printf("reproducible: any_scale, a batch in %ld micro-shard%s of %ld rows, every product "
+               "on 1 thread: the same bits at any rank or thread count%s\n",
+               shards, shards > 1 ? "s" : "", c->micro_batch,
+               in.ranks > shards ? " (ranks past the micro-shards idle)" : "");
+    }
     bp_runtime_info rt;
     bp_runtime_get_info(&rt);
     if (rt.blas_replaced_kernel)

@@ -36,6 +36,11 @@ for np in 2 3 4 6; do
     check "np$np" mpi "$np" train a.ini --set checkpoint.dir=np$np
     same "np$np" np1 np$np
 done
+# The 6-rank run's banner says how the batch is cut, and that two of its ranks idle.
+cp "$T/check.out" np6.out
+check "banner" grep -qxF "reproducible: any_scale, a batch in 4 micro-shards of 32 rows, every \
+product on 1 thread: the same bits at any rank or thread count (ranks past the micro-shards idle)" \
+    np6.out
 check "alone, 2 threads" "$BP" train a.ini --set checkpoint.dir=alone --set train.threads=2
 same "alone" np1 alone
 check "np2 no overlap, small buckets" mpi 2 train a.ini --set checkpoint.dir=nover \
