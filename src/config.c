@@ -689,8 +689,7 @@ static int any_scale_check(parse_ctx *ctx, const bp_config *cfg)
     if (!key)
         return 0;
     fail_at(ctx, line_of(ctx, section, key),
-            "[train] reproducible = any_scale does not take %s yet (docs/reproducibility.md)",
-            what);
+            "[train] reproducible = any_scale does not take %s (docs/reproducibility.md)", what);
     return BP_EINVAL;
 }
 

@@ -103,7 +103,7 @@ static void test_errors_name_file_and_line(void **state)
     (void)state;
     static const struct {
         const char *replace, *with;
-        char message[96]; /* an array: never null (GCC's format check cannot tell a pointer) */
+        char message[128]; /* an array: never null (GCC's format check cannot tell a pointer) */
     } cases[] = {
         {"[train]", "[training]", "x.ini:8: unknown section [training]"},
         {"threads = 3", "thread = 3", "x.ini:13: unknown key 'thread' in [train]"},
@@ -165,11 +165,13 @@ static void test_errors_name_file_and_line(void **state)
         {"threads = 3", "threads = 3\n[comm]\ntimeout = 1e-9", "x.ini:15: [comm] timeout: 1e-09 s"},
         {"threads = 3", "threads = 3\n[comm]\ntimeout = -1",
          "x.ini:15: [comm] timeout: -1 is out of range (0 (off), or 1 to 1e9 seconds)"},
-        /* What any_scale does not cover yet, refused at the key that asks for it. */
+        /* What any_scale refuses, at the key that asks for it. */
         {"threads = 3", "threads = 3\nreproducible = any_scale\nprecision = bf16",
-         "x.ini:15: [train] reproducible = any_scale does not take precision = bf16 yet"},
+         "x.ini:15: [train] reproducible = any_scale does not take precision = bf16 "
+         "(docs/reproducibility.md)"},
         {"threads = 3", "threads = 3\nreproducible = any_scale\n[comm]\ndtype = bf16",
-         "x.ini:16: [train] reproducible = any_scale does not take [comm] dtype = bf16 yet"},
+         "x.ini:16: [train] reproducible = any_scale does not take [comm] dtype = bf16 "
+         "(docs/reproducibility.md)"},
         {"threads = 3", "threads = 3\nmicro_batch = 0",
          "x.ini:14: [train] micro_batch: 0 is out of range"},
     };
