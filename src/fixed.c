@@ -8,7 +8,8 @@
  * which BP__VECTORIZE's clones lack (target_clones takes no avx512dq, and its arch= clones
  * match CPU models, not features): without it they ran one at a time, three times slower
  * (bench/any_scale_probe.c). Each loop is compiled twice and chosen by cpuid; every
- * version computes the same bits (exact products, truncation, one rounding). */
+ * version computes the same bits (exact products, rint in the current rounding mode, one
+ * rounding back). */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(BACKPROP_SANITIZE_BUILD)
 #define FIXED_DQ __attribute__((target("avx512f,avx512dq,avx512vl")))
 static int has_dq(void)
@@ -46,11 +47,12 @@ int bp__fixed_scales(const double *bound, size_t tensors, size_t micro_shards, d
     return 0;
 }
 
-/* Exact: g * 2^s is a double product by a power of two. Truncated toward zero: only the
- * bits below 2^-s go, the same wherever the micro-shard was computed. */
+/* Exact: g * 2^s is a double product by a power of two. Rounded to the nearest integer
+ * (rint, the current mode: to nearest even, as all the arithmetic assumes): the same
+ * wherever the micro-shard was computed, and without truncation's bias toward zero. */
 #define ADD_BODY                                                                                   \
     for (size_t i = 0; i < n; i++)                                                                 \
-        acc[i] += (int64_t)((double)g[i] * scale);
+        acc[i] += (int64_t)rint((double)g[i] * scale);
 FIXED_DQ static void add_dq(int64_t *restrict acc, const bp_real *restrict g, size_t n,
                             double scale)
 {
@@ -61,7 +63,7 @@ static void add_plain(int64_t *restrict acc, const bp_real *restrict g, size_t n
 
 #define SET_BODY                                                                                   \
     for (size_t i = 0; i < n; i++)                                                                 \
-        acc[i] = (int64_t)((double)g[i] * scale);
+        acc[i] = (int64_t)rint((double)g[i] * scale);
 FIXED_DQ
     static void set_dq(int64_t *restrict acc, const bp_real *restrict g, size_t n, double scale)
 {

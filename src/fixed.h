@@ -45,11 +45,28 @@ int bp__fixed_scales(const double *bound, size_t tensors, size_t micro_shards, d
 /* acc[i] += trunc(g[i] * scale), or = when first. */
 void bp__fixed_add(int64_t *acc, const bp_real *g, size_t n, double scale, int first);
 
+/* The weight gradient's row block in one pass, for a rank's rows in micro-shards of u:
+ * acc (m x n) (+)= the sum over micro-shards of trunc(s * scale), s[a][b] the float sum over
+ * the micro-shard's rows r in order, s = fmaf(D[r][a], A[r][b], s) from s = 0; the first
+ * micro-shard stores. Every path gives these bits (whatever the BLAS and the CPU); scale
+ * keeps |s * scale| < 2^62 (bp__fixed_scales). */
+typedef struct {
+    const float *D, *A; /* rows x m (row stride ldd), rows x n (lda) */
+    size_t ldd, lda, rows, u, m, n;
+    double scale;
+    int64_t *acc;
+    float *carry; /* m x n floats of scratch, used when u > 256 (sums between pieces) */
+    int stream;   /* acc is larger than the caches: stored without reading it first */
+} bp__dw_job;
+void bp__dw_fixed(const bp__dw_job *job);
+
+/* The paths of bp__dw_fixed, for the tests: whether the CPU has one, and one forced. */
+enum { BP__DW_PLAIN, BP__DW_AVX2, BP__DW_AVX512, BP__DW_PATHS };
+int bp__dw_fixed_has(int path);
+void bp__dw_fixed_on(int path, const bp__dw_job *job);
+
 /* out[lo .. hi) = acc / scale per tensor: each sum rounded once to bp_real. */
 void bp__fixed_to_real(const bp_net *net, const int64_t *acc, const double *scale, size_t lo,
                        size_t hi, bp_real *out);
-
-/* A cost in fixed point: 2^-32 resolution (a batch's cost sum below 2^29 fits). */
-#define BP__COST_SCALE 0x1p32
 
 #endif

@@ -476,12 +476,22 @@ size_t bp__fixed_block_reals(const bp_net *net)
     return most;
 }
 
+/* An int64 sum larger than this is streamed to memory by bp__dw_fixed: left in the cache
+ * it is converted back faster (W2's 2 MB: 0.09 ms against 0.22 streamed), but stored
+ * without reading its lines first it is written faster (W3's 46 MB: dW 14 ms against 22),
+ * bench/any_scale_probe.c. */
+#define BP__FIXED_CACHED ((size_t)8 << 20)
+
 /* Row blocks outside, micro-shards inside: a block's int64 sum stays in the cache while
- * every micro-shard adds its product to it. */
+ * every micro-shard adds its product to it. The float build sums each product in a fixed
+ * order of its own (bp__dw_fixed), whatever the BLAS; the double build keeps the BLAS's. */
 void bp__grad_fixed(const bp_net *net, const bp_workspace *ws, size_t rows, size_t u,
                     const double *scale, int64_t *acc, bp_real *block, bp__ready_fn ready,
                     void *ctx)
 {
+#ifndef BACKPROP_DOUBLE
+    int stream = net->nparams * sizeof(int64_t) > BP__FIXED_CACHED;
+#endif
     for (int l = net->nlayers - 1; l >= 0; l--) {
         size_t n_in = (size_t)net->sizes[l], n_out = (size_t)net->sizes[l + 1];
         size_t off = bp_net_offset_W(net, l), step = bp__grad_block_rows(net, l);
@@ -493,6 +503,7 @@ void bp__grad_fixed(const bp_net *net, const bp_workspace *ws, size_t rows, size
         }
         for (size_t hi = n_out; hi > 0;) {
             size_t lo = (hi - 1) / step * step;
+#ifdef BACKPROP_DOUBLE
             for (size_t r0 = 0; r0 < rows; r0 += u) {
                 size_t n = rows - r0 < u ? rows - r0 : u;
                 bp__gemm(CblasTrans, CblasNoTrans, (int)(hi - lo), (int)n_in, (int)n, 1,
@@ -501,6 +512,21 @@ void bp__grad_fixed(const bp_net *net, const bp_workspace *ws, size_t rows, size
                 bp__fixed_add(acc + off + lo * n_in, block, (hi - lo) * n_in, scale[2 * l],
                               r0 == 0);
             }
+#else
+            bp__dw_job job = {.D = ws->D[l] + lo,
+                              .A = ws->A[l],
+                              .ldd = n_out,
+                              .lda = n_in,
+                              .rows = rows,
+                              .u = u,
+                              .m = hi - lo,
+                              .n = n_in,
+                              .scale = scale[2 * l],
+                              .acc = acc + off + lo * n_in,
+                              .carry = block,
+                              .stream = stream};
+            bp__dw_fixed(&job);
+#endif
             if (ready)
                 ready(ctx, off + lo * n_in);
             hi = lo;

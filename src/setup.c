@@ -184,7 +184,7 @@ static int prepare_fixed(bp_trainer *t, char *err, size_t errlen)
     size_t T = BP__TENSORS(&t->net);
     t->fixed.block = bp__calloc(bp__fixed_block_reals(&t->net), sizeof(bp_real));
     t->fixed.bound = bp__calloc(T + 1, sizeof(double));
-    t->fixed.scale = bp__calloc(T, sizeof(double));
+    t->fixed.scale = bp__calloc(T + 1, sizeof(double));
     if (!t->fixed.block || !t->fixed.bound || !t->fixed.scale)
         return bp__fail(err, errlen, BP_ENOMEM, "out of memory for the fixed-point sums");
     return 0;

@@ -143,6 +143,7 @@ void bp_trainer_get_info(const bp_trainer *t, bp_trainer_info *info)
                               .converged = t->opt ? bp__optimizer_converged(t->opt) : 0,
                               .bf16 = t->ws.bf16 != NULL};
     bp__exchange_describe(t->exchange, info->exchange, sizeof(info->exchange));
+    snprintf(info->resume_note, sizeof(info->resume_note), "%s", t->resume.note);
     const bp__place *p = &t->place;
     snprintf(info->placement, sizeof(info->placement), "%s%s%s%s", bp_placement_names[p->kind],
              p->why[0] ? " (auto: " : "", p->why, p->why[0] ? ")" : "");
@@ -209,27 +210,40 @@ static void post_extras(bp_trainer *t, bp_real *extra)
 }
 
 /* reproducible = any_scale, before the exchange: this rank's micro-shards through the
- * forward pass and the deltas, their costs in fixed point (every micro-shard's rounded on
- * its own), and the bounds every rank then agrees on. */
+ * forward pass and the deltas, and the bounds every rank then agrees on: the gradients',
+ * and bound[T], the largest of the micro-shards' costs (infinite when one is not finite:
+ * the step diverged). */
 static void fixed_compute(bp_trainer *t, size_t rows)
 {
     size_t u = (size_t)t->cfg->micro_batch, T = BP__TENSORS(&t->net);
-    int64_t *slot = t->fixed.sum + t->net.nparams;
     for (size_t i = 0; i <= T; i++)
         t->fixed.bound[i] = 0;
     if (rows == 0)
         return;
     bp__forward_micro(&t->net, &t->ws, t->shard.X, rows, u);
     for (size_t r0 = 0; r0 < rows; r0 += u) {
-        double c = bp__cost_part(&t->net, &t->ws, t->shard.Y, r0, rows - r0 < u ? rows - r0 : u);
-        if (fabs(c) < 0x1p28) /* and not NaN */
-            slot[BP__SLOT_COST] += (int64_t)llrint(c * BP__COST_SCALE);
-        else
-            t->fixed.bound[T] = 1; /* the step diverged */
+        double c =
+            fabs(bp__cost_part(&t->net, &t->ws, t->shard.Y, r0, rows - r0 < u ? rows - r0 : u));
+        c = isnan(c) ? INFINITY : c;
+        t->fixed.bound[T] = c > t->fixed.bound[T] ? c : t->fixed.bound[T];
     }
     if (t->train.labels)
-        slot[BP__SLOT_CORRECT] = (int64_t)bp_count_correct(&t->net, &t->ws, t->shard.labels, rows);
+        t->fixed.sum[t->net.nparams + BP__SLOT_CORRECT] =
+            (int64_t)bp_count_correct(&t->net, &t->ws, t->shard.labels, rows);
     bp__deltas_micro(&t->net, &t->ws, t->shard.Y, rows, u, t->fixed.bound);
+}
+
+/* The micro-shards' costs in fixed point at the scale agreed for them (each rounded to it
+ * on its own, then summed exactly): computed again from the forward pass's outputs, the
+ * same bits as in fixed_compute, rather than kept for every micro-shard. */
+static int64_t fixed_cost(bp_trainer *t, size_t rows, double scale)
+{
+    size_t u = (size_t)t->cfg->micro_batch;
+    int64_t sum = 0;
+    for (size_t r0 = 0; r0 < rows; r0 += u)
+        sum += (int64_t)llrint(
+            bp__cost_part(&t->net, &t->ws, t->shard.Y, r0, rows - r0 < u ? rows - r0 : u) * scale);
+    return sum;
 }
 
 /* bp__exchange_convert_fn: the parameters of [lo, hi) back to bp_real at their tensors'
@@ -262,9 +276,10 @@ static int fixed_send(bp_trainer *t, size_t rows, size_t m)
     fixed_compute(t, rows);
     if (bp__comm_max_doubles(&t->comm, t->fixed.bound, T + 1) < 0)
         return BP_ECOMM;
-    int finite = t->fixed.bound[T] == 0 &&
-                 bp__fixed_scales(t->fixed.bound, T, (m + u - 1) / u, t->fixed.scale) == 0;
+    int finite = bp__fixed_scales(t->fixed.bound, T + 1, (m + u - 1) / u, t->fixed.scale) == 0;
     fixed_slots(t, t->fixed.sum + np);
+    if (finite)
+        t->fixed.sum[np + BP__SLOT_COST] = fixed_cost(t, rows, t->fixed.scale[T]);
     bp__exchange_begin_i64(t->exchange, finite ? fixed_convert : NULL, t);
     if (finite && rows > 0) {
         bp__grad_fixed(&t->net, &t->ws, rows, u, t->fixed.scale, t->fixed.sum, t->fixed.block,
@@ -289,7 +304,8 @@ static int fixed_apply(bp_trainer *t, size_t m, int finite, int *diverged, int *
     while ((rc = bp__exchange_next_i64(t->exchange, &lo, &hi, &sum, &real)) == 1) {
         double at = bp__now_s();
         if (hi == np + BP__EXTRAS) {
-            bp__step_result_read_fixed(&t->step, sum + np, BP__COST_SCALE);
+            bp__step_result_read_fixed(&t->step, sum + np,
+                                       finite ? t->fixed.scale[BP__TENSORS(&t->net)] : 1);
             if (!finite)
                 t->step.cost = NAN;
             *diverged = !isfinite(t->step.cost);

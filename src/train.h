@@ -46,7 +46,7 @@ struct bp_trainer {
         int64_t *sum;          /* the exchange's buffer (nparams + BP__EXTRAS): the gradients'
                                 * and slots' fixed point */
         bp_real *block;        /* one row block of a weight gradient (bp__fixed_block_reals) */
-        double *bound, *scale; /* per tensor; bound has one more: a cost that cannot be summed */
+        double *bound, *scale; /* per tensor, and one more for the micro-shards' costs */
     } fixed; /* reproducible = any_scale (src/fixed.h), where grad is NULL (the exchange
               * hands back the sums converted); NULLs otherwise */
     bp__optimizer *opt;

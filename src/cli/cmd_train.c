@@ -149,6 +149,8 @@ static void print_banner(const bp_config *c, const bp_trainer *t)
     if (in.resumed)
         printf("resumed at epoch %ld, step %ld of the epoch (global step %ld)\n", in.epoch + 1,
                in.batch_in_epoch, in.global_step);
+    if (in.resume_note[0])
+        printf("note: %s\n", in.resume_note);
     fflush(stdout);
 }
 
