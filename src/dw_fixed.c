@@ -332,10 +332,15 @@ static void chunk_tiles(const path_def *p, const bp__dw_job *job, const float *D
     }
 }
 
+size_t bp__dw_pack_floats(void)
+{
+    return CHUNK * MC + CHUNK * NR_MAX; /* 219 KB: the caller's, not the stack's */
+}
+
 void bp__dw_fixed_on(int path, const bp__dw_job *job)
 {
     const path_def *p = &paths[path];
-    float Dp[CHUNK * MC], Ap[CHUNK * NR_MAX];
+    float *Dp = job->pack, *Ap = job->pack + CHUNK * MC;
     size_t m = job->m, n = job->n;
     for (size_t c0 = 0, c1; c0 < job->rows; c0 = c1) {
         c1 = chunk_end(c0, job->rows, job->u);

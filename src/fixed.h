@@ -38,15 +38,15 @@ double bp__cost_part(const bp_net *net, const bp_workspace *ws, const bp_real *Y
                      size_t n);
 
 /* scale[t] = 2^s[t] from the bounds agreed by every rank, s the largest with
- * micro_shards * bound * 2^s < 2^61 (a factor 2 of margin for the products' own
- * rounding). 0 when every bound is finite, else -1. */
+ * micro_shards * bound * 2^s < 2^61 (a factor 4 of margin below int64's 2^63, for the
+ * products' own rounding). 0 when every bound is finite, else -1. */
 int bp__fixed_scales(const double *bound, size_t tensors, size_t micro_shards, double *scale);
 
-/* acc[i] += trunc(g[i] * scale), or = when first. */
+/* acc[i] += rint(g[i] * scale), or = when first. */
 void bp__fixed_add(int64_t *acc, const bp_real *g, size_t n, double scale, int first);
 
 /* The weight gradient's row block in one pass, for a rank's rows in micro-shards of u:
- * acc (m x n) (+)= the sum over micro-shards of trunc(s * scale), s[a][b] the float sum over
+ * acc (m x n) (+)= the sum over micro-shards of rint(s * scale), s[a][b] the float sum over
  * the micro-shard's rows r in order, s = fmaf(D[r][a], A[r][b], s) from s = 0; the first
  * micro-shard stores. Every path gives these bits (whatever the BLAS and the CPU); scale
  * keeps |s * scale| < 2^62 (bp__fixed_scales). */
@@ -57,7 +57,9 @@ typedef struct {
     int64_t *acc;
     float *carry; /* m x n floats of scratch, used when u > 256 (sums between pieces) */
     int stream;   /* acc is larger than the caches: stored without reading it first */
+    float *pack;  /* bp__dw_pack_floats() floats of scratch: the packed panels */
 } bp__dw_job;
+size_t bp__dw_pack_floats(void);
 void bp__dw_fixed(const bp__dw_job *job);
 
 /* The paths of bp__dw_fixed, for the tests: whether the CPU has one, and one forced. */

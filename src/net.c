@@ -464,7 +464,8 @@ void bp__deltas_micro(const bp_net *net, bp_workspace *ws, const bp_real *Y, siz
         layer_bounds(net, ws, l, rows, u, &bound[2 * l], &bound[2 * l + 1]);
 }
 
-size_t bp__fixed_block_reals(const bp_net *net)
+/* The largest row block of a weight gradient, or bias. */
+static size_t block_reals(const bp_net *net)
 {
     size_t most = 1;
     for (int l = 0; l < net->nlayers; l++) {
@@ -474,6 +475,15 @@ size_t bp__fixed_block_reals(const bp_net *net)
         most = n_out > most ? n_out : most;
     }
     return most;
+}
+
+size_t bp__fixed_block_reals(const bp_net *net)
+{
+#ifdef BACKPROP_DOUBLE
+    return block_reals(net);
+#else
+    return block_reals(net) + bp__dw_pack_floats(); /* then bp__dw_fixed's panels */
+#endif
 }
 
 /* An int64 sum larger than this is streamed to memory by bp__dw_fixed: left in the cache
@@ -524,7 +534,8 @@ void bp__grad_fixed(const bp_net *net, const bp_workspace *ws, size_t rows, size
                               .scale = scale[2 * l],
                               .acc = acc + off + lo * n_in,
                               .carry = block,
-                              .stream = stream};
+                              .stream = stream,
+                              .pack = block + block_reals(net)};
             bp__dw_fixed(&job);
 #endif
             if (ready)

@@ -86,9 +86,9 @@ static void check_shape(const shape *s, uint64_t seed)
 {
     size_t ldd = s->m + 3, lda = s->n + 5, mn = s->m * s->n;
     float *D = calloc(s->rows * ldd, sizeof(float)), *A = calloc(s->rows * lda, sizeof(float));
-    float *carry = calloc(mn, sizeof(float));
+    float *carry = calloc(mn, sizeof(float)), *pack = malloc(bp__dw_pack_floats() * sizeof(float));
     int64_t *want = calloc(mn, sizeof(int64_t)), *got = calloc(mn, sizeof(int64_t));
-    assert_true(D && A && carry && want && got);
+    assert_true(D && A && carry && pack && want && got);
     fill(D, s->rows * ldd, &seed);
     fill(A, s->rows * lda, &seed);
     /* the kernel sees columns 2 .. of D and 1 .. of A, strided */
@@ -99,7 +99,7 @@ static void check_shape(const shape *s, uint64_t seed)
     for (size_t i = 0; i < mn; i++)
         big = llabs(want[i]) > big ? llabs(want[i]) : big;
     assert_true(big > ((int64_t)1 << 52)); /* the int64's high half is in play */
-    bp__dw_job job = {Dv, Av, ldd, lda, s->rows, s->u, s->m, s->n, scale, got, carry, 0};
+    bp__dw_job job = {Dv, Av, ldd, lda, s->rows, s->u, s->m, s->n, scale, got, carry, 0, pack};
     for (int path = 0; path <= BP__DW_PATHS; path++) {
         if (path < BP__DW_PATHS && !bp__dw_fixed_has(path))
             continue;
@@ -116,7 +116,7 @@ static void check_shape(const shape *s, uint64_t seed)
                              (long long)want[i]);
         }
     }
-    free(D), free(A), free(carry), free(want), free(got);
+    free(D), free(A), free(carry), free(pack), free(want), free(got);
 }
 
 static void test_dw_fixed_matches_definition(void **state)
@@ -134,22 +134,24 @@ static void test_dw_fixed_order_and_fma(void **state)
     (void)state;
     const float D1[3] = {1, 1, 1}, A1[3] = {0x1p24f, 1, -0x1p24f};
     const float c = 1 + 0x1p-12f, D2[2] = {-1, c}, A2[2] = {1, c};
-    float carry[1];
+    float carry[1], *pack = malloc(bp__dw_pack_floats() * sizeof(float));
+    assert_non_null(pack);
     for (int path = 0; path < BP__DW_PATHS; path++) {
         if (!bp__dw_fixed_has(path))
             continue;
         int64_t acc = 7;
-        bp__dw_job order = {D1, A1, 1, 1, 3, 3, 1, 1, 0x1p30, &acc, carry, 0};
+        bp__dw_job order = {D1, A1, 1, 1, 3, 3, 1, 1, 0x1p30, &acc, carry, 0, pack};
         bp__dw_fixed_on(path, &order);
         assert_int_equal(acc, 0);
-        bp__dw_job fused = {D2, A2, 1, 1, 2, 2, 1, 1, 0x1p30, &acc, carry, 0};
+        bp__dw_job fused = {D2, A2, 1, 1, 2, 2, 1, 1, 0x1p30, &acc, carry, 0, pack};
         bp__dw_fixed_on(path, &fused);
         assert_int_equal(acc, ((int64_t)1 << 19) + 64);
         /* the same rows as three micro-shards of one: each sum alone, then added */
-        bp__dw_job apart = {D1, A1, 1, 1, 3, 1, 1, 1, 1, &acc, carry, 0};
+        bp__dw_job apart = {D1, A1, 1, 1, 3, 1, 1, 1, 1, &acc, carry, 0, pack};
         bp__dw_fixed_on(path, &apart);
         assert_int_equal(acc, 1);
     }
+    free(pack);
 }
 
 /* 2^s, s the largest with micro_shards * bound * 2^s < 2^61. */
