@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What [train] reproducible = any_scale costs the trainer (docs/reproducibility.md): W2
 # (784-256-256-10, batch 128) and W3 (784-2048-2048-10, batch 256) on Fashion-MNIST at
-# 1 rank and 2 ranks x 1 thread, same_ranks against any_scale at micro_batch 32, 64 and 128,
+# 1 rank and 2 ranks x 1 thread, and the main job at 2 ranks x 1 thread, same_ranks
+# against any_scale at micro_batch 32, 64 and 128,
 # the settings alternating run by run so that a slow spell of the host falls on all.
 # Prints each run's step time (the trainer's `step time` line) and the medians side by side.
 # Not part of the tests. Usage: scripts/bench-any-scale.sh [REPS]   (default 3)
@@ -48,9 +49,14 @@ mca=(--mca btl_vader_single_copy_mechanism none --mca btl_vader_max_send_size 13
      --mca btl_vader_eager_limit 32768)
 step_ms() { sed -n 's/^step time: \([0-9.]*\) ms.*/\1/p'; }
 median() { sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+# The main job (configs/fashion-mnist.ini: 784-256-10, batch 64), 2 epochs, as W2 and W3.
+sed -e 's/^epochs = .*/epochs = 2/' -e 's/^threads = .*/threads = 1/' \
+    -e 's/^every_epochs = .*/every_epochs = 0/' -e 's/^progress = .*/progress = off/' \
+    configs/fashion-mnist.ini >"$tmp/main.ini"
 modes=(same_ranks any_scale:32 any_scale:64 any_scale:128)
-for w in W2 W3; do
+for w in W2 W3 main; do
     for np in 1 2; do
+        [ "$w" = main ] && [ "$np" = 1 ] && continue # the main job runs at 2 ranks
         for m in "${modes[@]}"; do : >"$tmp/$m"; done
         for i in $(seq "$reps"); do
             for m in "${modes[@]}"; do
