@@ -68,17 +68,22 @@ progress = off
 """)
 
 
-def backprop(args, name, ranks, threads, tmp, precision="float", gemm=None):
+def backprop(args, name, ranks, threads, tmp, precision="float", gemm=None, any_scale=False):
     """samples/s over epochs 2.. (epoch 1 is the warm-up), peak RSS per rank, exchange %.
-    gemm: BACKPROP_GEMM for the run (openblas, onednn), else the build's own choice."""
+    gemm: BACKPROP_GEMM for the run (openblas, onednn), else the build's own choice.
+    any_scale: [train] reproducible = any_scale, micro_batch half the batch."""
+    sets = ["--set", f"train.threads={threads}", "--set", f"train.precision={precision}"]
+    if any_scale:
+        sets += ["--set", "train.reproducible=any_scale", "--set",
+                 f"train.micro_batch={max(1, WORKLOADS[name][3] // 2)}"]
+
     def train(epochs, tag):
-        tag = f"{tag}-{precision}-{gemm or 'auto'}"
+        tag = f"{tag}-{precision}-{gemm or 'auto'}{'-any' if any_scale else ''}"
         ini, rundir = f"{tmp}/{name}-{tag}.ini", f"{tmp}/{name}-{tag}"
         config(ini, name, rundir, epochs)
         bind = "core" if threads == 1 else "none"  # a rank's threads need cores of their own
         cmd = ["mpirun", "--oversubscribe", "--bind-to", bind, "-np", str(ranks)] + MCA + [
-               "/usr/bin/time", "-f", "maxrss_kb %M", args.backprop, "train", ini,
-               "--set", f"train.threads={threads}", "--set", f"train.precision={precision}"]
+               "/usr/bin/time", "-f", "maxrss_kb %M", args.backprop, "train", ini] + sets
         out = run(cmd, {"BACKPROP_GEMM": gemm} if gemm else None)
         with open(f"{rundir}/metrics.csv") as f:
             rows = list(csv.DictReader(f))
@@ -155,7 +160,7 @@ def main():
     else:
         args.bf16_skipped = False
     default_kernel = os.environ.get("OPENBLAS_CORETYPE", "")
-    results, torch, bf16, kernels = {}, {}, {}, {}
+    results, torch, bf16, kernels, anys = {}, {}, {}, {}, {}
     # The peak is the best sgemm seen in the run, measured after each workload: a slow spell
     # of this shared machine lowers a peak measured in it as much as the training in it, and
     # the best of several is the conservative denominator.
@@ -173,6 +178,8 @@ def main():
                     print(f"{name}: PyTorch {'DDP 2 x 1' if ddp else f'{threads} thread(s)'}, "
                           f"{label} kernel", flush=True)
                     torch[name, label, key] = torch_rate(args, name, 1 if ddp else threads, core, ddp)
+                print(f"{name}: backprop {ranks} rank(s) x {threads} thread(s), any_scale", flush=True)
+                anys[name, ranks, threads] = backprop(args, name, ranks, threads, tmp, any_scale=True)
             # The kernel choice (src/blas.c): the same 1 x 1 run with every large product
             # on each library, against the build's own choice measured above.
             if "oneDNN" in results[name, 1, 1]["libs"]:
@@ -192,7 +199,9 @@ def main():
         allreduce = {label: allreduce_us(args, mca) for label, mca in (("default", []), ("tuned", MCA))}
         same = same_seed(args, tmp, default_kernel) if args.same_seed else None
         main_job = main_job_accuracy(args, tmp) if args.bf16 else None
-    extra = bf16_lines(results, bf16, torch, main_job) if args.bf16 else []
+        main_any = main_job_any_scale(args, tmp)
+    extra = any_scale_lines(results, anys, main_any)
+    extra += bf16_lines(results, bf16, torch, main_job) if args.bf16 else []
     write_report(args, results, torch, peaks, kernel, default_kernel, allreduce, same, kernels,
                  extra)
 
@@ -213,6 +222,42 @@ def main_job_accuracy(args, tmp):
         out[precision] = (len(rows), float(rows[-1]["test_accuracy"]),
                           float(rows[-1]["samples_per_s"]))
     return out
+
+
+def main_job_any_scale(args, tmp):
+    """configs/fashion-mnist.ini at 2 ranks x 1 thread, 2 epochs, same_ranks and any_scale
+    (micro_batch 32: one micro-shard a rank) alternating, 3 runs each: the median ms a step."""
+    times = {"same_ranks": [], "any_scale": []}
+    for i in range(3):
+        for mode in times:
+            print(f"main job, {mode}, run {i + 1} of 3", flush=True)
+            rundir = f"{tmp}/main-{mode}-{i}"
+            out = run(["mpirun", "--oversubscribe", "--bind-to", "core", "-np", "2"] + MCA + [
+                args.backprop, "train", f"{HERE}/../configs/fashion-mnist.ini", "--set",
+                f"checkpoint.dir={rundir}", "--set", "train.epochs=2", "--set", "train.threads=1",
+                "--set", f"train.reproducible={mode}", "--set", "train.micro_batch=32", "--set",
+                "log.progress=off", "--set", "checkpoint.every_epochs=0"])
+            times[mode].append(step_time(out)["step_ms"])
+    return {mode: sorted(t)[1] for mode, t in times.items()}
+
+
+def any_scale_lines(results, anys, main_any):
+    """The any_scale section of the report."""
+    lines = ["", "## Same bits at any scale (`[train] reproducible = any_scale`)", "",
+             "Each run right after its same_ranks counterpart above, `micro_batch` half the "
+             "batch (W1 5, W2 64, W3 128: at most 2 ranks hold micro-shards); any_scale runs "
+             "every product on one thread, whatever `threads` says (docs/reproducibility.md).",
+             "", "| workload | ranks x threads | same_ranks samples/s | any_scale samples/s | "
+             "any_scale / same_ranks | step ms same_ranks / any_scale |", "|---|---|---|---|---|---|"]
+    for key, a in anys.items():
+        r = results[key]
+        lines.append(f"| {key[0]} | {key[1]} x {key[2]} | {r['rate']:,.0f} | {a['rate']:,.0f} | "
+                     f"{a['rate'] / r['rate']:.2f}x | {r['step_ms']:.3f} / {a['step_ms']:.3f} |")
+    s, a = main_any["same_ranks"], main_any["any_scale"]
+    lines += ["", f"Main job (`configs/fashion-mnist.ini`, 2 ranks x 1 thread, 2 epochs, "
+              f"`micro_batch = 32`), median of 3 alternating runs: {s:.3f} ms a step in "
+              f"same_ranks, {a:.3f} in any_scale ({s / a:.2f}x).", ""]
+    return lines
 
 
 def bf16_lines(results, bf16, torch, main_job):

@@ -2,7 +2,8 @@
 # Benchmarks backprop against PyTorch on the three workloads of docs/benchmarks.md and
 # rewrites that file, with a bf16 section ([train] precision = bf16 against float and
 # against PyTorch's bf16 autocast, where the CPU has bf16; skipped and said where not), and
-# the large products on each library against the build's choice. Takes about 25 minutes.
+# the large products on each library against the build's choice, and an any_scale section
+# ([train] reproducible = any_scale against same_ranks). Takes about 35 minutes.
 # Usage: scripts/bench.sh [SECONDS]   (measured training time per run, default 20)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -85,7 +85,7 @@ for ini in "$tmp"/*.ini; do
             fi
         done
         echo "== $name at $np ranks"
-        /usr/bin/python3 scripts/same-bits.py "$tmp/$name-$np-old" "$tmp/$name-$np-new" || fail=1
+        /usr/bin/python3 scripts/same-bits.py "$tmp/$name-$np-old" "$tmp/$name-$np-new" "$new" || fail=1
     done
 done
 [ "$fail" = 0 ] && echo "same bits" || { echo "DIFFERENT"; exit 1; }

@@ -381,6 +381,16 @@ int bp__comm_max_double(const bp_comm *comm, double *value)
     return allreduce(comm, value, 1, MPI_DOUBLE, MPI_MAX, "the step-time maximum");
 }
 
+int bp__comm_max_doubles(const bp_comm *comm, double *buf, size_t n)
+{
+    return allreduce(comm, buf, n, MPI_DOUBLE, MPI_MAX, "the any_scale exponent maximum");
+}
+
+int bp__comm_sum_i64(const bp_comm *comm, int64_t *buf, size_t n)
+{
+    return allreduce(comm, buf, n, MPI_INT64_T, MPI_SUM, "the any_scale fixed-point sum");
+}
+
 int bp_comm_agree(const bp_comm *comm, int value, int *max, int *who)
 {
     *max = value, *who = comm->rank;

@@ -22,6 +22,12 @@ int bp__comm_allreduce_sum_double(const bp_comm *comm, double *buf, size_t n);
 /* *value becomes its largest value over the ranks. */
 int bp__comm_max_double(const bp_comm *comm, double *value);
 
+/* reproducible = any_scale (src/train.c): the maxima of n doubles over the ranks, in place,
+ * and the exact sum of n int64 over the ranks, in place (integer sums do not depend on the
+ * order MPI takes). 0 or BP_ECOMM. */
+int bp__comm_max_doubles(const bp_comm *comm, double *buf, size_t n);
+int bp__comm_sum_i64(const bp_comm *comm, int64_t *buf, size_t n);
+
 /* Rank 0's bytes of buf, sent to every rank (the others' buf is overwritten): what a rank
  * compares with its own to find what differs. 0, or BP_ECOMM. */
 int bp__comm_bcast(const bp_comm *comm, void *buf, size_t bytes);

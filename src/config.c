@@ -85,6 +85,7 @@ static const char *const bool_names[] = {"true", "false"};
 static const int bool_values[] = {1, 0};
 static const char *const precision_names[] = {"float", "bf16"};
 static const char *const decay_names[] = {"coupled", "decoupled"};
+static const char *const reproducible_names[] = {"same_ranks", "any_scale"};
 
 static const key_choices hidden_choices = CHOICES(hidden_names);
 static const key_choices output_choices = CHOICES_AS(output_names, output_values);
@@ -94,6 +95,7 @@ static const key_choices progress_choices = CHOICES(progress_names);
 static const key_choices bool_choices = CHOICES_AS(bool_names, bool_values);
 static const key_choices precision_choices = CHOICES(precision_names);
 static const key_choices decay_choices = CHOICES(decay_names);
+static const key_choices reproducible_choices = CHOICES(reproducible_names);
 static const key_choices optimizer_choices = CHOICES(bp_optimizer_names);
 static const key_choices schedule_choices = CHOICES(bp_lr_schedule_names);
 static const key_choices placement_choices = CHOICES(bp_placement_names);
@@ -177,6 +179,10 @@ static const key_spec keys[] = {
      .help = "initial weights and each epoch's order"},
     {"train", "threads", K_THREADS, OFF(threads), .min = 1, .max = 4096, .fallback = "auto",
      .help = "BLAS threads per rank"},
+    ENUM("train", "reproducible", any_scale, reproducible_choices, "same_ranks",
+         "any_scale: the same bits whatever the rank count, threads and hosts"),
+    LONG("train", "micro_batch", micro_batch, 1, 1e8, "64",
+         "any_scale: rows of each micro-shard of a batch"),
     PATH("checkpoint", "dir", checkpoint_dir, "", "runs/<config name>",
          "where checkpoints and latest.h5 go"),
     LONG("checkpoint", "every_epochs", every_epochs, 0, 1e9, "1",
@@ -667,6 +673,26 @@ static void default_paths(bp_config *cfg, const char *file)
                  cfg->checkpoint_dir);
 }
 
+/* What reproducible = any_scale does not cover yet (docs/reproducibility.md): refused by
+ * name, rather than run with bits that would depend on the scale. */
+static int any_scale_check(parse_ctx *ctx, const bp_config *cfg)
+{
+    const char *key = NULL, *section = "train", *what = NULL;
+    if (!cfg->any_scale)
+        return 0;
+    if (cfg->optimizer == BP_OPT_LBFGS)
+        key = "optimizer", what = "optimizer = lbfgs";
+    else if (cfg->bf16)
+        key = "precision", what = "precision = bf16";
+    else if (cfg->comm_bf16)
+        section = "comm", key = "dtype", what = "[comm] dtype = bf16";
+    if (!key)
+        return 0;
+    fail_at(ctx, line_of(ctx, section, key),
+            "[train] reproducible = any_scale does not take %s (docs/reproducibility.md)", what);
+    return BP_EINVAL;
+}
+
 static int finish(parse_ctx *ctx, const char *file)
 {
     ctx->name = file;
@@ -725,6 +751,8 @@ static int finish(parse_ctx *ctx, const char *file)
                 "[data] set validation or validation_split, not both");
         return BP_EINVAL;
     }
+    if (any_scale_check(ctx, cfg) < 0)
+        return BP_EINVAL;
     default_paths(cfg, file);
     return 0;
 }

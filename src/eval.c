@@ -11,6 +11,7 @@
 #include "data_idx.h"
 #include "eval.h"
 #include "fileio.h"
+#include "fixed.h"
 #include "internal.h"
 #include "predict.h"
 
@@ -48,6 +49,71 @@ int bp__evaluate(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, bp_r
     out[2] = (double)(hi - lo);
     if (bp__comm_allreduce_sum_double(comm, out, nout) < 0)
         return bp__fail(err, errlen, BP_ECOMM, "evaluation: %s", bp_strerror(BP_ECOMM));
+    return rc;
+}
+
+/* Chunks [first, end) of BP__EVAL_ROWS rows through the forward pass: each chunk's cost in
+ * costs[], the correct count and the examples in sum[1], sum[2]; sum[3] set when a read (or
+ * the costs' memory) failed. Returns 0 or the failure. */
+static int exact_chunks(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, bp_rows_fn read,
+                        void *ctx, size_t first, size_t end, double *costs, int64_t *sum, char *err,
+                        size_t errlen)
+{
+    size_t k = ds->k, chunk = BP__EVAL_ROWS;
+    if (!costs) {
+        sum[3] = 1;
+        return bp__fail(err, errlen, BP_ENOMEM, "out of memory for the evaluation's costs");
+    }
+    for (size_t c = first; c < end; c++) {
+        size_t r = c * chunk, rows = ds->n - r < chunk ? ds->n - r : chunk;
+        const bp_real *X, *Y;
+        const int *labels;
+        if (read) {
+            int rc = read(ctx, r, rows, &X, &Y, &labels, err, errlen);
+            if (rc < 0) {
+                sum[3] = 1;
+                return rc;
+            }
+        } else {
+            X = ds->X + r * ds->d, Y = ds->Y + r * k;
+            labels = ds->labels ? ds->labels + r : NULL;
+        }
+        bp_forward(net, ws, X, rows);
+        costs[c - first] = bp_cost_sum(net, ws, Y, rows);
+        if (labels)
+            sum[1] += (int64_t)bp_count_correct(net, ws, labels, rows);
+        sum[2] += (int64_t)rows;
+    }
+    return 0;
+}
+
+int bp__evaluate_exact(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, bp_rows_fn read,
+                       void *ctx, const bp_comm *comm, double *out, char *err, size_t errlen)
+{
+    size_t chunks = (ds->n + BP__EVAL_ROWS - 1) / BP__EVAL_ROWS, first, end;
+    int64_t sum[4] = {0}; /* cost, correct, examples, failed reads */
+    bp__shard(chunks, comm->rank, comm->size, &first, &end);
+    double *costs = bp__calloc(end > first ? end - first : 1, sizeof(double));
+    int rc = exact_chunks(net, ws, ds, read, ctx, first, end, costs, sum, err, errlen);
+    /* The chunks' costs summed exactly, as a step's micro-shards' are: at a scale every rank
+     * agrees on from the largest (infinite when one is not finite), each rounded to it. */
+    double most = 0, scale = 0;
+    for (size_t c = 0; rc == 0 && c < end - first; c++) {
+        double v = isnan(costs[c]) ? INFINITY : fabs(costs[c]);
+        most = v > most ? v : most;
+    }
+    if (bp__comm_max_doubles(comm, &most, 1) < 0) {
+        bp__free(costs);
+        return bp__fail(err, errlen, BP_ECOMM, "evaluation: %s", bp_strerror(BP_ECOMM));
+    }
+    int finite = bp__fixed_scales(&most, 1, chunks, &scale) == 0;
+    for (size_t c = 0; rc == 0 && finite && c < end - first; c++)
+        sum[0] += (int64_t)llrint(costs[c] * scale);
+    bp__free(costs);
+    if (bp__comm_sum_i64(comm, sum, 4) < 0)
+        return bp__fail(err, errlen, BP_ECOMM, "evaluation: %s", bp_strerror(BP_ECOMM));
+    out[0] = finite ? (double)sum[0] / scale : NAN;
+    out[1] = (double)sum[1], out[2] = (double)sum[2], out[3] = (double)sum[3];
     return rc;
 }
 

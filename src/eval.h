@@ -24,4 +24,11 @@ int bp__evaluate(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, bp_r
                  void *ctx, const bp_comm *comm, int confusion, double *out, char *err,
                  size_t errlen);
 
+/* The same sums (no confusion) under reproducible = any_scale: the set cut into chunks of
+ * BP__EVAL_ROWS rows at fixed places, each one forward pass (ws->max_rows >= BP__EVAL_ROWS),
+ * ranks taking whole chunks, each chunk's cost rounded to fixed point (src/fixed.h) and
+ * every sum an exact int64 one: the same bits at any rank count. */
+int bp__evaluate_exact(const bp_net *net, bp_workspace *ws, const bp_dataset *ds, bp_rows_fn read,
+                       void *ctx, const bp_comm *comm, double *out, char *err, size_t errlen);
+
 #endif

@@ -14,6 +14,9 @@
  * ranks on the same nodes repeat a run to the bit, and N nodes of one rank give the bits of
  * N ranks on one node.
  *
+ * With integers (reproducible = any_scale, src/fixed.h) the buffer holds int64 and the same
+ * paths sum them: exact, so in no order at all.
+ *
  * Why not MPI_Allreduce per bucket: across nodes, Open MPI progresses a nonblocking
  * collective only inside MPI calls, its algorithms sum in orders that differ from one
  * another (it picks one by message size, so by bucket size), and for W3's buffer between
@@ -45,6 +48,12 @@ typedef struct {
 struct bp__exchange {
     bp__mpi *mpi; /* the comm's communicators and watchdog; NULL for a job of one */
     size_t n;
+    int i64;      /* the buffer holds int64, not bp_real */
+    size_t esize; /* bytes of an element */
+    /* i64: the sums converted to bp_real where they are summed (bp__exchange_begin_i64) */
+    bp_real *real; /* n reals: in the segment after the node's sum, or this rank's own */
+    bp__exchange_convert_fn convert;
+    void *convert_ctx;
     int nb;       /* buckets; bucket 0 ends the buffer, the last starts it */
     span *bucket; /* in the order the backward pass completes them */
     int posted;   /* buckets this rank has made final this step */
@@ -52,9 +61,9 @@ struct bp__exchange {
 
     /* The node: p ranks, this one at place me. */
     int p, me;
-    bp_real *own;           /* this rank's buffer */
-    bp_real **peer;         /* every node rank's buffer, in the segment */
-    bp_real *sum;           /* the node's sum: own when p == 1 */
+    void *own;              /* this rank's buffer */
+    void **peer;            /* every node rank's buffer, in the segment */
+    void *sum;              /* the node's sum: own when p == 1 */
     _Atomic long *arrived;  /* per bucket, in the segment: ranks that posted it, */
     _Atomic long *finished; /* and that finished it, counted over every step */
     long seq;               /* steps begun */
@@ -64,7 +73,7 @@ struct bp__exchange {
     /* Across nodes: this rank's slice travels on cross among `nodes` ranks. */
     MPI_Comm cross;
     int nodes, me_cross;
-    bp_real *scratch, *acc; /* chunks received, and the chunk being summed */
+    void *scratch, *acc; /* chunks received, and the chunk being summed */
     size_t chunk_max;
     int *counts, *displs;             /* chunk j of a slice: counts[j] reals from displs[j] */
     int *scounts, *rcounts, *rdispls; /* the chunks sent to and received from node j */
@@ -94,10 +103,21 @@ static size_t min_size(size_t a, size_t b)
 static span slice(const bp__exchange *x, int b, int r)
 {
     span s = x->bucket[b];
-    size_t len = s.hi - s.lo, line = 64 / sizeof(bp_real);
+    size_t len = s.hi - s.lo, line = 64 / x->esize;
     size_t per = ((len + (size_t)x->p - 1) / (size_t)x->p + line - 1) / line * line;
     return (span){s.lo + min_size(len, per * (size_t)r),
                   s.lo + min_size(len, per * (size_t)r + per)};
+}
+
+/* i64: this rank's slice of bucket b, summed over the job, converted to bp_real for every
+ * rank of the node to read. */
+static void convert_slice(bp__exchange *x, int b)
+{
+    if (!x->i64 || !x->convert)
+        return;
+    span s = slice(x, b, x->me);
+    if (s.lo < s.hi)
+        x->convert(x->convert_ctx, x->sum, x->real, s.lo, s.hi);
 }
 
 BP__VECTORIZE static void add2(bp_real *restrict out, const bp_real *restrict a,
@@ -113,16 +133,42 @@ BP__VECTORIZE static void add_to(bp_real *restrict out, const bp_real *restrict 
         out[i] += a[i];
 }
 
-/* out = v[0] + v[1] + ... + v[k-1], element by element, left to right; out is none of v. */
-static void sum_in_order(bp_real *out, bp_real *const *v, int k, size_t n)
+BP__VECTORIZE static void add2_i64(int64_t *restrict out, const int64_t *restrict a,
+                                   const int64_t *restrict b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = a[i] + b[i];
+}
+
+BP__VECTORIZE static void add_to_i64(int64_t *restrict out, const int64_t *restrict a, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] += a[i];
+}
+
+/* out = v[0] + v[1] + ... + v[k-1], element by element, left to right; out is none of v.
+ * Elements of bp_real, or int64 when i64. */
+static void sum_in_order(int i64, void *out, void *const *v, int k, size_t n)
 {
     if (k == 1) {
-        memcpy(out, v[0], n * sizeof(bp_real));
+        memcpy(out, v[0], n * (i64 ? sizeof(int64_t) : sizeof(bp_real)));
+        return;
+    }
+    if (i64) {
+        add2_i64(out, v[0], v[1], n);
+        for (int j = 2; j < k; j++)
+            add_to_i64(out, v[j], n);
         return;
     }
     add2(out, v[0], v[1], n);
     for (int j = 2; j < k; j++)
         add_to(out, v[j], n);
+}
+
+/* Element i of a buffer of the exchange's elements. */
+static void *at(const bp__exchange *x, void *buf, size_t i)
+{
+    return (char *)buf + i * x->esize;
 }
 
 /* ---- the node: a shared memory segment ---- */
@@ -152,9 +198,10 @@ static void wait_count(bp__exchange *x, _Atomic long *counter, long target, int 
  * SIGBUS later. Returns 1 when every rank of the node has it mapped. */
 static int map_segment(bp__exchange *x, MPI_Comm node)
 {
-    size_t page = 4096, reals = (x->n * sizeof(bp_real) + page - 1) / page * page;
+    size_t page = 4096, reals = (x->n * x->esize + page - 1) / page * page;
     size_t header = (2 * (size_t)x->nb * sizeof(long) + page - 1) / page * page;
-    x->segment_bytes = header + ((size_t)x->p + 1) * reals;
+    size_t real_bytes = x->i64 ? (x->n * sizeof(bp_real) + page - 1) / page * page : 0;
+    x->segment_bytes = header + ((size_t)x->p + 1) * reals + real_bytes;
     char name[64] = "";
     int fd = -1, ok = 1;
     if (x->me == 0) {
@@ -188,9 +235,11 @@ static int map_segment(bp__exchange *x, MPI_Comm node)
     x->arrived = (_Atomic long *)m;
     x->finished = x->arrived + x->nb;
     for (int r = 0; r <= x->p; r++)
-        x->peer[r] = (bp_real *)((char *)m + header + (size_t)r * reals);
+        x->peer[r] = (char *)m + header + (size_t)r * reals;
     x->own = x->peer[x->me];
     x->sum = x->peer[x->p];
+    if (x->i64)
+        x->real = (bp_real *)((char *)m + header + ((size_t)x->p + 1) * reals);
     return 1;
 }
 
@@ -249,7 +298,7 @@ static int chunks(bp__exchange *x, size_t len)
 static int cross_sum_bf16(bp__exchange *x, span s, int slot)
 {
     int me = x->me_cross, mine = chunks(x, s.hi - s.lo);
-    bp_real *X = x->sum + s.lo;
+    bp_real *X = (bp_real *)x->sum + s.lo;
     bp_bf16 *W = x->wire;
     bp__to_bf16(W, X, s.hi - s.lo);
     if (MPI_Ialltoallv(W, x->scounts, x->displs, MPI_UINT16_T, x->scratch16, x->rcounts, x->rdispls,
@@ -288,20 +337,22 @@ static int cross_sum(bp__exchange *x, span s, int slot)
             return rc;
         s.lo = x->exact_from;
     }
-    bp_real *X = x->sum + s.lo;
+    void *X = at(x, x->sum, s.lo);
+    MPI_Datatype type = x->i64 ? MPI_INT64_T : BP_MPI_REAL;
     int mine = chunks(x, s.hi - s.lo);
-    if (MPI_Ialltoallv(X, x->scounts, x->displs, BP_MPI_REAL, x->scratch, x->rcounts, x->rdispls,
-                       BP_MPI_REAL, x->cross, &x->req) != MPI_SUCCESS)
+    if (MPI_Ialltoallv(X, x->scounts, x->displs, type, x->scratch, x->rcounts, x->rdispls, type,
+                       x->cross, &x->req) != MPI_SUCCESS)
         return BP_ECOMM;
     if (wait_request(x, slot) < 0)
         return BP_ECOMM;
-    bp_real *v[n];
+    void *v[n];
     for (int j = 0; j < n; j++)
-        v[j] = j == me ? X + x->displs[me] : x->scratch + (size_t)j * x->chunk_max;
-    sum_in_order(x->acc, v, n, (size_t)mine);
-    memcpy(X + x->displs[me], x->acc, (size_t)mine * sizeof(bp_real));
-    if (MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, X, x->counts, x->displs, BP_MPI_REAL,
-                        x->cross, &x->req) != MPI_SUCCESS)
+        v[j] =
+            j == me ? at(x, X, (size_t)x->displs[me]) : at(x, x->scratch, (size_t)j * x->chunk_max);
+    sum_in_order(x->i64, x->acc, v, n, (size_t)mine);
+    memcpy(at(x, X, (size_t)x->displs[me]), x->acc, (size_t)mine * x->esize);
+    if (MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, X, x->counts, x->displs, type, x->cross,
+                        &x->req) != MPI_SUCCESS)
         return BP_ECOMM;
     return wait_request(x, slot);
 }
@@ -319,6 +370,8 @@ static void *exchange_thread(void *arg)
         pthread_mutex_unlock(&x->mu);
         double t0 = bp__now_s();
         int rc = cross_sum(x, slice(x, b, x->me), 1);
+        if (rc == 0)
+            convert_slice(x, b);
         double t = bp__now_s() - t0;
         pthread_mutex_lock(&x->mu);
         x->failed |= rc < 0;
@@ -347,14 +400,14 @@ static int cut_buckets(bp__exchange *x, const bp_net *net, double bucket_bytes, 
     if (!x->bucket)
         return BP_ENOMEM;
     size_t hi = x->n, lo = x->n; /* the bucket being filled: [lo, hi) */
-    if ((double)x->n * sizeof(bp_real) <= bucket_bytes)
+    if ((double)x->n * (double)x->esize <= bucket_bytes)
         overlap = 0; /* all in one bucket: nothing to overlap */
     for (int l = net->nlayers - 1; l >= 0 && overlap; l--) {
         size_t rows = bp__grad_block_rows(net, l), n_in = (size_t)net->sizes[l];
         for (size_t r = ((size_t)net->sizes[l + 1] - 1) / rows * rows;; r -= rows) {
             size_t at = bp_net_offset_W(net, l) + r * n_in;
             int last = at == 0; /* alone in the last bucket */
-            if (((double)(hi - at) * sizeof(bp_real) > bucket_bytes || last) && lo < hi) {
+            if (((double)(hi - at) * (double)x->esize > bucket_bytes || last) && lo < hi) {
                 x->bucket[x->nb++] = (span){lo, hi};
                 hi = lo;
             }
@@ -368,14 +421,17 @@ static int cut_buckets(bp__exchange *x, const bp_net *net, double bucket_bytes, 
 }
 
 int bp__exchange_create(bp__exchange **out, const bp_comm *comm, const bp_net *net, size_t n,
-                        double bucket_mb, int overlap, size_t exact_from, int bf16, char *err,
-                        size_t errlen)
+                        double bucket_mb, int overlap, size_t exact_from, int bf16, int i64,
+                        char *err, size_t errlen)
 {
     *out = NULL;
     bp__mpi *mpi = comm->mpi;
     bp__exchange *x = bp__calloc(1, sizeof(*x));
-    if (x)
-        x->n = n, x->mpi = mpi;
+    if (x) {
+        x->n = n, x->mpi = mpi, x->i64 = i64;
+        x->esize = i64 ? sizeof(int64_t) : sizeof(bp_real);
+        bf16 = bf16 && !i64; /* integers sum exactly: nothing to round */
+    }
     if (!x || cut_buckets(x, net, bucket_mb * 1e6, overlap) < 0) {
         bp__exchange_free(x);
         return bp__fail(err, errlen, BP_ENOMEM, "out of memory for the gradient exchange");
@@ -392,7 +448,7 @@ int bp__exchange_create(bp__exchange **out, const bp_comm *comm, const bp_net *n
          * everywhere; else every rank is a node of its own, on the flat communicator. */
         int levels = mpi->node_size > 1;
         x->p = mpi->node_size, x->me = mpi->node_rank;
-        x->peer = bp__calloc((size_t)x->p + 1, sizeof(bp_real *));
+        x->peer = bp__calloc((size_t)x->p + 1, sizeof(void *));
         if (!x->peer)
             rc = BP_ENOMEM;
         if (levels) /* collective on the node: every rank calls it */
@@ -410,8 +466,9 @@ int bp__exchange_create(bp__exchange **out, const bp_comm *comm, const bp_net *n
         }
     }
     if (!x->segment) {
-        x->own = x->sum = bp__calloc(n, sizeof(bp_real));
-        if (!x->own)
+        x->own = x->sum = bp__calloc(n, x->esize);
+        x->real = i64 ? bp__calloc(n, sizeof(bp_real)) : NULL;
+        if (!x->own || (i64 && !x->real))
             rc = BP_ENOMEM;
     }
     if (rc == 0 && x->nodes > 1) {
@@ -421,8 +478,8 @@ int bp__exchange_create(bp__exchange **out, const bp_comm *comm, const bp_net *n
             widest = s.hi - s.lo > widest ? s.hi - s.lo : widest;
         }
         x->chunk_max = widest / (size_t)x->nodes + 1;
-        x->scratch = bp__calloc(bp__mul((size_t)x->nodes, x->chunk_max), sizeof(bp_real));
-        x->acc = bp__calloc(x->chunk_max, sizeof(bp_real));
+        x->scratch = bp__calloc(bp__mul((size_t)x->nodes, x->chunk_max), x->esize);
+        x->acc = bp__calloc(x->chunk_max, x->esize);
         x->counts = bp__calloc((size_t)x->nodes, sizeof(int));
         x->displs = bp__calloc((size_t)x->nodes, sizeof(int));
         x->scounts = bp__calloc((size_t)x->nodes, sizeof(int));
@@ -460,7 +517,12 @@ int bp__exchange_create(bp__exchange **out, const bp_comm *comm, const bp_net *n
 
 bp_real *bp__exchange_buffer(bp__exchange *x)
 {
-    return x->own;
+    return x->i64 ? NULL : x->own;
+}
+
+int64_t *bp__exchange_buffer_i64(bp__exchange *x)
+{
+    return x->i64 ? x->own : NULL;
 }
 
 void bp__exchange_begin(bp__exchange *x)
@@ -481,11 +543,13 @@ static void post(bp__exchange *x, int b)
         atomic_fetch_add_explicit(&x->arrived[b], 1, memory_order_release);
         wait_count(x, &x->arrived[b], x->seq * x->p, 0);
         span s = slice(x, b, x->me);
-        bp_real *v[x->p];
+        void *v[x->p];
         for (int r = 0; r < x->p; r++)
-            v[r] = x->peer[r] + s.lo;
-        sum_in_order(x->sum + s.lo, v, x->p, s.hi - s.lo);
+            v[r] = at(x, x->peer[r], s.lo);
+        sum_in_order(x->i64, at(x, x->sum, s.lo), v, x->p, s.hi - s.lo);
     }
+    if (x->nodes == 1) /* the node's sum is the job's */
+        convert_slice(x, b);
     if (x->threaded) {
         pthread_mutex_lock(&x->mu);
         x->queued = b + 1;
@@ -506,7 +570,7 @@ void bp__exchange_ready(void *ctx, size_t from)
     x->exposed_s += t, x->busy_s += t;
 }
 
-int bp__exchange_next(bp__exchange *x, size_t *lo, size_t *hi, const bp_real **sum)
+static int next(bp__exchange *x, size_t *lo, size_t *hi)
 {
     if (x->taken == x->nb)
         return 0;
@@ -523,6 +587,8 @@ int bp__exchange_next(bp__exchange *x, size_t *lo, size_t *hi, const bp_real **s
         pthread_mutex_unlock(&x->mu);
     } else if (x->nodes > 1) {
         rc = cross_sum(x, slice(x, b, x->me), 0);
+        if (rc == 0)
+            convert_slice(x, b);
     }
     double t1 = bp__now_s();
     if (x->p > 1) {
@@ -533,8 +599,28 @@ int bp__exchange_next(bp__exchange *x, size_t *lo, size_t *hi, const bp_real **s
     x->exposed_s += t2 - t0;
     /* The thread counts its own work; waiting for it is not more of it. */
     x->busy_s += (x->threaded ? 0 : t1 - t0) + (t2 - t1);
-    *lo = x->bucket[b].lo, *hi = x->bucket[b].hi, *sum = x->sum;
+    *lo = x->bucket[b].lo, *hi = x->bucket[b].hi;
     return rc < 0 ? rc : 1;
+}
+
+int bp__exchange_next(bp__exchange *x, size_t *lo, size_t *hi, const bp_real **sum)
+{
+    *sum = x->i64 ? NULL : x->sum;
+    return next(x, lo, hi);
+}
+
+int bp__exchange_next_i64(bp__exchange *x, size_t *lo, size_t *hi, const int64_t **sum,
+                          const bp_real **real)
+{
+    *sum = x->i64 ? x->sum : NULL;
+    *real = x->i64 ? x->real : NULL;
+    return next(x, lo, hi);
+}
+
+void bp__exchange_begin_i64(bp__exchange *x, bp__exchange_convert_fn convert, void *ctx)
+{
+    x->convert = convert, x->convert_ctx = ctx;
+    bp__exchange_begin(x);
 }
 
 void bp__exchange_times(const bp__exchange *x, double *exposed, double *busy)
@@ -556,7 +642,7 @@ void bp__exchange_describe(const bp__exchange *x, char *buf, size_t len)
     for (int b = 0; b < x->nb; b++)
         widest =
             x->bucket[b].hi - x->bucket[b].lo > widest ? x->bucket[b].hi - x->bucket[b].lo : widest;
-    double mb = (double)(widest * sizeof(bp_real)) / 1e6;
+    double mb = (double)(widest * x->esize) / 1e6;
     snprintf(buf, len, "%d node%s x %d rank%s (%s), %d bucket%s of at most %.1f MB%s%s", x->nodes,
              x->nodes == 1 ? "" : "s", x->p, x->p == 1 ? "" : "s",
              x->segment ? "summed in shared memory on the node" : "no shared memory", x->nb,
@@ -582,10 +668,12 @@ void bp__exchange_free(bp__exchange *x)
         pthread_mutex_destroy(&x->mu);
         pthread_cond_destroy(&x->cv);
     }
-    if (x->segment)
+    if (x->segment) {
         munmap(x->segment, x->segment_bytes);
-    else
+    } else {
         bp__free(x->own);
+        bp__free(x->real);
+    }
     bp__free(x->peer);
     bp__free(x->bucket);
     bp__free(x->scratch);

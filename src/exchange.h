@@ -4,6 +4,7 @@
 #define BACKPROP_EXCHANGE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "backprop/backprop.h"
 #include "comm.h"
@@ -15,13 +16,16 @@ typedef struct bp__exchange bp__exchange;
  * bucket_mb megabytes cut at the row blocks of bp__backward_ready, or one bucket for the
  * whole buffer when overlap is 0. With bf16, the sums between nodes travel in bf16 ([comm]
  * dtype), except the slices reaching exact_from or beyond (the extra slots), which stay
- * exact. Returns 0 on this rank, or BP_ENOMEM/BP_ECOMM (the caller agrees on it). */
+ * exact. With i64 the buffer holds n int64 instead (reproducible = any_scale: src/fixed.h),
+ * summed exactly, and bf16 is ignored. Returns 0 on this rank, or BP_ENOMEM/BP_ECOMM (the
+ * caller agrees on it). */
 int bp__exchange_create(bp__exchange **x, const bp_comm *comm, const bp_net *net, size_t n,
-                        double bucket_mb, int overlap, size_t exact_from, int bf16, char *err,
-                        size_t errlen);
+                        double bucket_mb, int overlap, size_t exact_from, int bf16, int i64,
+                        char *err, size_t errlen);
 
-/* Where this rank writes its gradient: n reals. */
+/* Where this rank writes its gradient: n reals (NULL with i64), or n int64 (NULL without). */
 bp_real *bp__exchange_buffer(bp__exchange *x);
+int64_t *bp__exchange_buffer_i64(bp__exchange *x);
 
 /* A step begins: no part of the buffer is final yet. */
 void bp__exchange_begin(bp__exchange *x);
@@ -34,6 +38,17 @@ void bp__exchange_ready(void *x, size_t from);
  * all ranks in (*sum)[*lo .. *hi), valid until the next step's begin. Returns 1, 0 when
  * every bucket of the step was returned, or BP_ECOMM. */
 int bp__exchange_next(bp__exchange *x, size_t *lo, size_t *hi, const bp_real **sum);
+
+/* With i64: a step begins, and convert(ctx, sum, real, lo, hi) will turn the job's int64
+ * sums sum[lo .. hi) into reals real[lo .. hi), for each slice where it is summed (the rank
+ * that sums a slice converts it, once, for every rank of its node). */
+typedef void (*bp__exchange_convert_fn)(void *ctx, const int64_t *sum, bp_real *real, size_t lo,
+                                        size_t hi);
+void bp__exchange_begin_i64(bp__exchange *x, bp__exchange_convert_fn convert, void *ctx);
+
+/* bp__exchange_next with i64: the int64 sums, and the reals they converted to. */
+int bp__exchange_next_i64(bp__exchange *x, size_t *lo, size_t *hi, const int64_t **sum,
+                          const bp_real **real);
 
 /* Seconds this rank spent so far: *exposed with the trainer's thread waiting (in ready and
  * next; exposed may be NULL), *busy with the exchange doing work or waiting on the network,

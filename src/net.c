@@ -1,11 +1,14 @@
 /* The network: one parameter buffer with per-layer views, the batched forward and
  * backward passes, and the L2 term. */
+#include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "activation.h"
 #include "blas.h"
+#include "fixed.h"
 
 int bp_net_validate(int nsizes, const int *sizes, bp_activation hidden, bp_activation output,
                     bp_cost cost, char *why, size_t whylen)
@@ -237,27 +240,41 @@ void bp_workspace_free(bp_workspace *ws)
     memset(ws, 0, sizeof(*ws));
 }
 
-/* X is (rows, sizes[0]); each layer: Z = A W^T (one gemm), then bias and activation fused
- * in one pass. The output layer keeps Z for the cost's log terms. */
-const bp_real *bp_forward(const bp_net *net, bp_workspace *ws, const bp_real *X, size_t rows)
+/* Rows [r0, r0 + rows) of the forward pass, from the inputs at ws->A[0]: each layer,
+ * Z = A W^T (one gemm), then bias and activation fused in one pass. The output layer keeps
+ * Z for the cost's log terms. */
+static void forward_rows(const bp_net *net, bp_workspace *ws, size_t r0, size_t rows)
 {
     int L = net->nlayers;
-    const bp_real *in = X;
-    ws->A[0] = (bp_real *)X; /* the backward pass reads the inputs from here; never written */
     const bf16_ws *b = ws->bf16;
     for (int l = 0; l < L; l++) {
-        int n_in = net->sizes[l], n_out = net->sizes[l + 1];
+        size_t n_in = (size_t)net->sizes[l], n_out = (size_t)net->sizes[l + 1];
         int last = l == L - 1;
-        bp_real *Z = last ? ws->Z_out : ws->A[l + 1];
+        const bp_real *in = ws->A[l] + r0 * n_in;
+        bp_real *Z = (last ? ws->Z_out : ws->A[l + 1]) + r0 * n_out;
+        bp_bf16 *in_b = b ? b->A[l] + r0 * n_in : NULL;
         if (b)
-            bp__to_bf16(b->A[l], in, rows * (size_t)n_in);
-        product(b, 0, 1, (int)rows, n_out, n_in, in, b ? b->A[l] : NULL, n_in, net->W[l],
-                b ? b->W + bp_net_offset_W(net, l) : NULL, n_in, Z, n_out);
-        bp__bias_activate(last ? net->output : net->hidden, Z, net->b[l], ws->A[l + 1], rows,
-                          (size_t)n_out);
-        in = ws->A[l + 1];
+            bp__to_bf16(in_b, in, rows * n_in);
+        product(b, 0, 1, (int)rows, (int)n_out, (int)n_in, in, in_b, (int)n_in, net->W[l],
+                b ? b->W + bp_net_offset_W(net, l) : NULL, (int)n_in, Z, (int)n_out);
+        bp__bias_activate(last ? net->output : net->hidden, Z, net->b[l], ws->A[l + 1] + r0 * n_out,
+                          rows, n_out);
     }
-    return ws->A[L];
+}
+
+/* X is (rows, sizes[0]). */
+const bp_real *bp_forward(const bp_net *net, bp_workspace *ws, const bp_real *X, size_t rows)
+{
+    ws->A[0] = (bp_real *)X; /* the backward pass reads the inputs from here; never written */
+    forward_rows(net, ws, 0, rows);
+    return ws->A[net->nlayers];
+}
+
+void bp__forward_micro(const bp_net *net, bp_workspace *ws, const bp_real *X, size_t rows, size_t u)
+{
+    ws->A[0] = (bp_real *)X;
+    for (size_t r0 = 0; r0 < rows; r0 += u)
+        forward_rows(net, ws, r0, rows - r0 < u ? rows - r0 : u);
 }
 
 double bp_cost_sum(const bp_net *net, const bp_workspace *ws, const bp_real *Y, size_t rows)
@@ -355,4 +372,175 @@ double bp_l2_term(const bp_net *net, double lambda, double n)
             sum += (double)net->W[l][i] * (double)net->W[l][i];
     }
     return lambda / (2.0 * n) * sum;
+}
+
+/* ---- reproducible = any_scale: micro-shards (src/fixed.h) ---- */
+
+double bp__cost_part(const bp_net *net, const bp_workspace *ws, const bp_real *Y, size_t r0,
+                     size_t n)
+{
+    int L = net->nlayers;
+    size_t k = (size_t)net->sizes[L];
+    return bp__cost_rows(net->output, net->cost, ws->A[L] + r0 * k, ws->Z_out + r0 * k, Y + r0 * k,
+                         n, k);
+}
+
+/* max |x[i]| over n entries; *bad set when one is not finite. On the bits: for values
+ * without their sign the integer order is the float order, and NaN and infinity are the
+ * largest (an integer max the compiler vectorises; a float one it may not). */
+#ifdef BACKPROP_DOUBLE
+typedef uint64_t real_bits;
+#define REAL_ABS ((real_bits)0x7fffffffffffffff)
+#define REAL_INF ((real_bits)0x7ff0000000000000)
+#else
+typedef uint32_t real_bits;
+#define REAL_ABS ((real_bits)0x7fffffff)
+#define REAL_INF ((real_bits)0x7f800000)
+#endif
+BP__VECTORIZE static real_bits abs_max_bits(const bp_real *restrict x, size_t n)
+{
+    real_bits m = 0;
+    for (size_t i = 0; i < n; i++) {
+        real_bits b;
+        memcpy(&b, &x[i], sizeof(b));
+        b &= REAL_ABS;
+        m = b > m ? b : m;
+    }
+    return m;
+}
+
+static double abs_max(const bp_real *x, size_t n, int *bad)
+{
+    real_bits m = abs_max_bits(x, n);
+    if (m >= REAL_INF) {
+        *bad = 1;
+        return 0;
+    }
+    bp_real v;
+    memcpy(&v, &m, sizeof(v));
+    return (double)v;
+}
+
+/* Bounds on layer l's micro-shard gradients: |dW_ab| <= sum_r max|D_r| max|A_r| and
+ * |db_a| <= sum_r max|D_r| over a micro-shard's rows r; the largest over the micro-shards. */
+static void layer_bounds(const bp_net *net, const bp_workspace *ws, int l, size_t rows, size_t u,
+                         double *bW, double *bb)
+{
+    size_t n_in = (size_t)net->sizes[l], n_out = (size_t)net->sizes[l + 1];
+    int bad = 0;
+    *bW = *bb = 0;
+    for (size_t r0 = 0; r0 < rows; r0 += u) {
+        double w = 0, b = 0;
+        for (size_t r = r0; r < rows && r < r0 + u; r++) {
+            double d = abs_max(ws->D[l] + r * n_out, n_out, &bad);
+            w += d * abs_max(ws->A[l] + r * n_in, n_in, &bad);
+            b += d;
+        }
+        *bW = w > *bW ? w : *bW;
+        *bb = b > *bb ? b : *bb;
+    }
+    if (bad)
+        *bW = *bb = INFINITY;
+}
+
+void bp__deltas_micro(const bp_net *net, bp_workspace *ws, const bp_real *Y, size_t rows, size_t u,
+                      double *bound)
+{
+    int L = net->nlayers;
+    size_t k = (size_t)net->sizes[L];
+    for (size_t r0 = 0; r0 < rows; r0 += u) {
+        size_t n = rows - r0 < u ? rows - r0 : u;
+        bp__output_delta(net->output, net->cost, ws->A[L] + r0 * k, Y + r0 * k,
+                         ws->D[L - 1] + r0 * k, n, k);
+        for (int l = L - 1; l > 0; l--) {
+            size_t n_in = (size_t)net->sizes[l], n_out = (size_t)net->sizes[l + 1];
+            bp_real *prev = ws->D[l - 1] + r0 * n_in;
+            bp__gemm(CblasNoTrans, CblasNoTrans, (int)n, (int)n_in, (int)n_out, 1,
+                     ws->D[l] + r0 * n_out, (int)n_out, net->W[l], (int)n_in, 0, prev, (int)n_in);
+            bp__mul_derivative(net->hidden, ws->A[l] + r0 * n_in, prev, n * n_in);
+        }
+    }
+    for (int l = 0; l < L; l++)
+        layer_bounds(net, ws, l, rows, u, &bound[2 * l], &bound[2 * l + 1]);
+}
+
+/* The largest row block of a weight gradient, or bias. */
+static size_t block_reals(const bp_net *net)
+{
+    size_t most = 1;
+    for (int l = 0; l < net->nlayers; l++) {
+        size_t n_in = (size_t)net->sizes[l], n_out = (size_t)net->sizes[l + 1];
+        size_t w = bp__grad_block_rows(net, l) * n_in;
+        most = w > most ? w : most;
+        most = n_out > most ? n_out : most;
+    }
+    return most;
+}
+
+size_t bp__fixed_block_reals(const bp_net *net)
+{
+#ifdef BACKPROP_DOUBLE
+    return block_reals(net);
+#else
+    return block_reals(net) + bp__dw_pack_floats(); /* then bp__dw_fixed's panels */
+#endif
+}
+
+/* An int64 sum larger than this is streamed to memory by bp__dw_fixed: left in the cache
+ * it is converted back faster (W2's 2 MB: 0.09 ms against 0.22 streamed), but stored
+ * without reading its lines first it is written faster (W3's 46 MB: dW 14 ms against 22),
+ * bench/any_scale_probe.c. */
+#define BP__FIXED_CACHED ((size_t)8 << 20)
+
+/* Row blocks outside, micro-shards inside: a block's int64 sum stays in the cache while
+ * every micro-shard adds its product to it. The float build sums each product in a fixed
+ * order of its own (bp__dw_fixed), whatever the BLAS; the double build keeps the BLAS's. */
+void bp__grad_fixed(const bp_net *net, const bp_workspace *ws, size_t rows, size_t u,
+                    const double *scale, int64_t *acc, bp_real *block, bp__ready_fn ready,
+                    void *ctx)
+{
+#ifndef BACKPROP_DOUBLE
+    int stream = net->nparams * sizeof(int64_t) > BP__FIXED_CACHED;
+#endif
+    for (int l = net->nlayers - 1; l >= 0; l--) {
+        size_t n_in = (size_t)net->sizes[l], n_out = (size_t)net->sizes[l + 1];
+        size_t off = bp_net_offset_W(net, l), step = bp__grad_block_rows(net, l);
+        for (size_t r0 = 0; r0 < rows; r0 += u) {
+            size_t n = rows - r0 < u ? rows - r0 : u;
+            bp__gemv(CblasRowMajor, CblasTrans, (int)n, (int)n_out, 1, ws->D[l] + r0 * n_out,
+                     (int)n_out, ws->ones, 1, 0, block, 1);
+            bp__fixed_add(acc + bp_net_offset_b(net, l), block, n_out, scale[2 * l + 1], r0 == 0);
+        }
+        for (size_t hi = n_out; hi > 0;) {
+            size_t lo = (hi - 1) / step * step;
+#ifdef BACKPROP_DOUBLE
+            for (size_t r0 = 0; r0 < rows; r0 += u) {
+                size_t n = rows - r0 < u ? rows - r0 : u;
+                bp__gemm(CblasTrans, CblasNoTrans, (int)(hi - lo), (int)n_in, (int)n, 1,
+                         ws->D[l] + r0 * n_out + lo, (int)n_out, ws->A[l] + r0 * n_in, (int)n_in, 0,
+                         block, (int)n_in);
+                bp__fixed_add(acc + off + lo * n_in, block, (hi - lo) * n_in, scale[2 * l],
+                              r0 == 0);
+            }
+#else
+            bp__dw_job job = {.D = ws->D[l] + lo,
+                              .A = ws->A[l],
+                              .ldd = n_out,
+                              .lda = n_in,
+                              .rows = rows,
+                              .u = u,
+                              .m = hi - lo,
+                              .n = n_in,
+                              .scale = scale[2 * l],
+                              .acc = acc + off + lo * n_in,
+                              .carry = block,
+                              .stream = stream,
+                              .pack = block + block_reals(net)};
+            bp__dw_fixed(&job);
+#endif
+            if (ready)
+                ready(ctx, off + lo * n_in);
+            hi = lo;
+        }
+    }
 }

@@ -42,6 +42,27 @@ static int refuse_mid_epoch(const bp_trainer *t, const char *path, const char *w
                     path, t->st.batch_in_epoch, t->st.epoch + 1, what);
 }
 
+/* What decides the bits of a run but not which examples it visits: [train] reproducible
+ * and, under any_scale, micro_batch. A resume may change them (a run moving to any_scale
+ * before it moves to another cluster), but then the run as a whole repeats in neither
+ * setting: said in t->resume.note, in words. */
+static void note_bits_keys(bp_trainer *t, const bp_config *was)
+{
+    const bp_config *now = t->cfg;
+    static const char *const modes[2] = {"same_ranks", "any_scale"};
+    if (was->any_scale != now->any_scale)
+        snprintf(t->resume.note, sizeof(t->resume.note),
+                 "the checkpoint's run had [train] reproducible = %s, this one %s: from here on "
+                 "%s, but the run as a whole repeats in neither",
+                 modes[was->any_scale != 0], modes[now->any_scale != 0],
+                 modes[now->any_scale != 0]);
+    else if (now->any_scale && was->micro_batch != now->micro_batch)
+        snprintf(t->resume.note, sizeof(t->resume.note),
+                 "the checkpoint's run had [train] micro_batch = %ld, this one %ld: the run as a "
+                 "whole repeats with neither",
+                 was->micro_batch, now->micro_batch);
+}
+
 /* Every rank, from the checkpoint's own config: a mid-epoch resume needs its batch_size.
  * The data keys that changed are kept for bp__resume_check_examples, which counts the
  * examples once the data is in (a limit beyond the rows changes none). A config that no
@@ -49,14 +70,19 @@ static int refuse_mid_epoch(const bp_trainer *t, const char *path, const char *w
 static int check_resume_keys(bp_trainer *t, const char *path, const char *text, char *err,
                              size_t errlen)
 {
-    if (t->st.batch_in_epoch == 0 || bp__optimizer_whole_set(t->opt))
-        return 0;
     bp_config *was = bp__calloc(1, sizeof(*was));
     char why[256], what[160];
     const char *changed = NULL;
     if (!was)
         return bp__fail(err, errlen, BP_ENOMEM, "out of memory");
-    if (bp_config_parse(was, path, text, NULL, 0, why, sizeof(why)) == 0) {
+    int parsed = bp_config_parse(was, path, text, NULL, 0, why, sizeof(why)) == 0;
+    if (parsed)
+        note_bits_keys(t, was);
+    if (t->st.batch_in_epoch == 0 || bp__optimizer_whole_set(t->opt)) {
+        bp__free(was);
+        return 0;
+    }
+    if (parsed) {
         changed = changed_key(was, t->cfg, 0, what, sizeof(what));
         if (changed && was->batch_size == t->cfg->batch_size) { /* a data key: counted later */
             snprintf(t->resume.changed, sizeof(t->resume.changed), "%s", changed);

@@ -13,6 +13,7 @@ typedef struct {
     int resumed;
     /* resumed mid-epoch: the first data key that changed since the checkpoint, or "" */
     char changed[160];
+    char note[200]; /* what changed in the keys that decide the bits (bp_trainer_info) */
 } bp__resume;
 
 /* Every rank: loads the checkpoint at path into t (parameters, the optimizer's state, the

@@ -6,6 +6,7 @@
 
 #include "agree.h"
 #include "blas.h"
+#include "fixed.h"
 #include "exchange.h"
 #include "internal.h"
 #include "optimizer.h"
@@ -90,6 +91,11 @@ static void derive_batches(bp_trainer *t)
     size_t n = t->train.n, B = (size_t)t->cfg->batch_size, rows = B < n ? B : n;
     t->batches.rows = rows;
     t->batches.shard = (rows + (size_t)t->comm.size - 1) / (size_t)t->comm.size;
+    if (t->cfg->any_scale) { /* whole micro-shards: rank 0 takes the most */
+        size_t lo, hi;
+        bp__step_rows(t->cfg, rows, 0, t->comm.size, &lo, &hi);
+        t->batches.shard = hi - lo;
+    }
     t->batches.epoch_steps = (n + B - 1) / B;
     t->batches.total_steps = t->cfg->epochs * (long)t->batches.epoch_steps;
 }
@@ -172,6 +178,18 @@ static int prepare_early_stopping(bp_trainer *t, char *err, size_t errlen)
 
 /* [train] precision = bf16: the float build on a CPU with bf16 instructions (every rank
  * checks its own: a cluster may mix CPUs), and bf16 operands in the workspace. */
+/* reproducible = any_scale: the fixed-point sum and what fills it (src/fixed.h). */
+static int prepare_fixed(bp_trainer *t, char *err, size_t errlen)
+{
+    size_t T = BP__TENSORS(&t->net);
+    t->fixed.block = bp__calloc(bp__fixed_block_reals(&t->net), sizeof(bp_real));
+    t->fixed.bound = bp__calloc(T + 1, sizeof(double));
+    t->fixed.scale = bp__calloc(T + 1, sizeof(double));
+    if (!t->fixed.block || !t->fixed.bound || !t->fixed.scale)
+        return bp__fail(err, errlen, BP_ENOMEM, "out of memory for the fixed-point sums");
+    return 0;
+}
+
 static int prepare_bf16(bp_trainer *t, char *err, size_t errlen)
 {
 #ifdef BACKPROP_DOUBLE
@@ -279,6 +297,10 @@ static int run_agree(bp_trainer *t, char *err, size_t errlen)
 int bp__trainer_setup(bp_trainer *t, const char *resume, char *err, size_t errlen)
 {
     const bp_config *cfg = t->cfg;
+    /* any_scale: every product one micro-shard's, on one thread, so that no BLAS splits a
+     * sum differently with another thread count (docs/reproducibility.md) */
+    if (cfg->any_scale)
+        t->threads = 1;
     int rc = bp_comm_watch(&t->comm, cfg->comm_timeout, NULL, NULL) < 0
                  ? bp__fail(err, errlen, BP_ENOMEM, "cannot start the watchdog")
                  : bp__blas_setup(&t->threads, err, errlen);
@@ -309,6 +331,8 @@ int bp__trainer_setup(bp_trainer *t, const char *resume, char *err, size_t errle
         rc = prepare_early_stopping(t, err, errlen);
     if (rc == 0 && cfg->bf16)
         rc = prepare_bf16(t, err, errlen);
+    if (rc == 0 && cfg->any_scale)
+        rc = prepare_fixed(t, err, errlen);
 #ifdef BACKPROP_DOUBLE
     if (rc == 0 && cfg->comm_bf16)
         rc = bp__fail(err, errlen, BP_EINVAL,
@@ -326,9 +350,11 @@ int bp__trainer_setup(bp_trainer *t, const char *resume, char *err, size_t errle
     if (rc < 0)
         return rc;
     rc = bp__exchange_create(&t->exchange, &t->comm, &t->net, t->net.nparams + BP__EXTRAS,
-                             cfg->bucket_mb, cfg->overlap, t->net.nparams, cfg->comm_bf16, err,
-                             errlen);
-    if (rc == 0)
+                             cfg->bucket_mb, cfg->overlap, t->net.nparams, cfg->comm_bf16,
+                             cfg->any_scale, err, errlen);
+    if (rc == 0 && cfg->any_scale)
+        t->fixed.sum = bp__exchange_buffer_i64(t->exchange);
+    else if (rc == 0)
         t->grad = bp__exchange_buffer(t->exchange);
     return bp__agree(&t->comm, rc, err, errlen);
 }

@@ -10,6 +10,27 @@ void bp__step_result_read(bp__step_result *s, const bp_real *extras)
     s->failed = extras[BP__SLOT_FAILED] > 0;
 }
 
+void bp__step_result_read_fixed(bp__step_result *s, const int64_t *extras, double cost_scale)
+{
+    s->cost = (double)extras[BP__SLOT_COST] / cost_scale;
+    s->correct = (double)extras[BP__SLOT_CORRECT];
+    s->stop = extras[BP__SLOT_STOP] > 0;
+    s->orders = (int)extras[BP__SLOT_ORDERS];
+    s->failed = extras[BP__SLOT_FAILED] > 0;
+}
+
+void bp__step_rows(const bp_config *cfg, size_t m, int rank, int size, size_t *lo, size_t *hi)
+{
+    if (!cfg->any_scale) {
+        bp__shard(m, rank, size, lo, hi);
+        return;
+    }
+    size_t u = (size_t)cfg->micro_batch, a, b;
+    bp__shard((m + u - 1) / u, rank, size, &a, &b);
+    *lo = a * u < m ? a * u : m;
+    *hi = b * u < m ? b * u : m;
+}
+
 void bp__step_clock_add(bp__step_clock *c, double data_s, double compute_s, double exchange_s,
                         double busy_s, double update_s)
 {

@@ -4,7 +4,10 @@
 #ifndef BACKPROP_STEP_H
 #define BACKPROP_STEP_H
 
+#include <stdint.h>
+
 #include "backprop/backprop.h"
+#include "backprop/config.h"
 #include "backprop/train.h"
 #include "comm.h"
 
@@ -37,6 +40,15 @@ typedef struct {
 /* Fills cost to failed from the summed slots, extras[BP__SLOT_*]; the rest is the step's to
  * set. */
 void bp__step_result_read(bp__step_result *s, const bp_real *extras);
+
+/* reproducible = any_scale: the same from the slots summed in fixed point, the cost's at
+ * cost_scale (src/fixed.h). */
+void bp__step_result_read_fixed(bp__step_result *s, const int64_t *extras, double cost_scale);
+
+/* The rows [*lo, *hi) of a global batch of m rows that rank `rank` of `size` takes: a
+ * contiguous shard (bp__shard), or under reproducible = any_scale, whole micro-shards of
+ * cfg->micro_batch rows (a rank past the micro-shards takes none). */
+void bp__step_rows(const bp_config *cfg, size_t m, int rank, int size, size_t *lo, size_t *hi);
 
 /* This process's seconds in the steps of a run, by phase: gather + forward + backward, the
  * exchange that was not hidden (waiting for slower ranks included), the update; and the

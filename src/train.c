@@ -11,6 +11,7 @@
 #include "agree.h"
 #include "blas.h"
 #include "exchange.h"
+#include "fixed.h"
 #include "internal.h"
 #include "rundir.h"
 #include "train.h"
@@ -108,6 +109,9 @@ void bp_trainer_free(bp_trainer *t)
     bp__exchange_free(t->exchange); /* its thread's MPI calls end before the windows go */
     bp__place_free(&t->place, t->sets);
     bp__optimizer_free(t->opt);
+    bp__free(t->fixed.block);
+    bp__free(t->fixed.bound);
+    bp__free(t->fixed.scale);
     bp__free(t->shard.X);
     bp__free(t->shard.Y);
     bp__free(t->shard.labels);
@@ -139,6 +143,7 @@ void bp_trainer_get_info(const bp_trainer *t, bp_trainer_info *info)
                               .converged = t->opt ? bp__optimizer_converged(t->opt) : 0,
                               .bf16 = t->ws.bf16 != NULL};
     bp__exchange_describe(t->exchange, info->exchange, sizeof(info->exchange));
+    snprintf(info->resume_note, sizeof(info->resume_note), "%s", t->resume.note);
     const bp__place *p = &t->place;
     snprintf(info->placement, sizeof(info->placement), "%s%s%s%s", bp_placement_names[p->kind],
              p->why[0] ? " (auto: " : "", p->why, p->why[0] ? ")" : "");
@@ -159,7 +164,7 @@ static void ask_ahead(bp_trainer *t, size_t first)
     if (first >= n)
         return;
     size_t m = n - first < B ? n - first : B;
-    bp__shard(m, t->comm.rank, t->comm.size, &lo, &hi);
+    bp__step_rows(t->cfg, m, t->comm.rank, t->comm.size, &lo, &hi);
     bp__place_ahead(&t->place, t->sets, t->perm + first + lo, hi - lo);
 }
 
@@ -169,7 +174,7 @@ static int gather_shard(bp_trainer *t, size_t first, size_t m, size_t *rows, cha
                         size_t errlen)
 {
     size_t lo, hi;
-    bp__shard(m, t->comm.rank, t->comm.size, &lo, &hi);
+    bp__step_rows(t->cfg, m, t->comm.rank, t->comm.size, &lo, &hi);
     *rows = hi - lo;
     int rc = 0;
     if (!bp__place_take_ahead(&t->place, t->perm + first + lo, hi - lo, &t->shard.X, &t->shard.Y,
@@ -204,12 +209,173 @@ static void post_extras(bp_trainer *t, bp_real *extra)
     extra[BP__SLOT_FAILED] = t->step.read_failed;
 }
 
+/* reproducible = any_scale, before the exchange: this rank's micro-shards through the
+ * forward pass and the deltas, and the bounds every rank then agrees on: the gradients',
+ * and bound[T], the largest of the micro-shards' costs (infinite when one is not finite:
+ * the step diverged). */
+static void fixed_compute(bp_trainer *t, size_t rows)
+{
+    size_t u = (size_t)t->cfg->micro_batch, T = BP__TENSORS(&t->net);
+    for (size_t i = 0; i <= T; i++)
+        t->fixed.bound[i] = 0;
+    if (rows == 0)
+        return;
+    bp__forward_micro(&t->net, &t->ws, t->shard.X, rows, u);
+    for (size_t r0 = 0; r0 < rows; r0 += u) {
+        double c =
+            fabs(bp__cost_part(&t->net, &t->ws, t->shard.Y, r0, rows - r0 < u ? rows - r0 : u));
+        c = isnan(c) ? INFINITY : c;
+        t->fixed.bound[T] = c > t->fixed.bound[T] ? c : t->fixed.bound[T];
+    }
+    if (t->train.labels)
+        t->fixed.sum[t->net.nparams + BP__SLOT_CORRECT] =
+            (int64_t)bp_count_correct(&t->net, &t->ws, t->shard.labels, rows);
+    bp__deltas_micro(&t->net, &t->ws, t->shard.Y, rows, u, t->fixed.bound);
+}
+
+/* The micro-shards' costs in fixed point at the scale agreed for them (each rounded to it
+ * on its own, then summed exactly): computed again from the forward pass's outputs, the
+ * same bits as in fixed_compute, rather than kept for every micro-shard. */
+static int64_t fixed_cost(bp_trainer *t, size_t rows, double scale)
+{
+    size_t u = (size_t)t->cfg->micro_batch;
+    int64_t sum = 0;
+    for (size_t r0 = 0; r0 < rows; r0 += u)
+        sum += (int64_t)llrint(
+            bp__cost_part(&t->net, &t->ws, t->shard.Y, r0, rows - r0 < u ? rows - r0 : u) * scale);
+    return sum;
+}
+
+/* bp__exchange_convert_fn: the parameters of [lo, hi) back to bp_real at their tensors'
+ * scales (the slots after them are read as integers). */
+static void fixed_convert(void *ctx, const int64_t *sum, bp_real *real, size_t lo, size_t hi)
+{
+    bp_trainer *t = ctx;
+    size_t np = t->net.nparams;
+    if (lo < np)
+        bp__fixed_to_real(&t->net, sum, t->fixed.scale, lo, hi < np ? hi : np, real);
+}
+
+/* The slots every rank fills (src/step.h), in fixed point. */
+static void fixed_slots(bp_trainer *t, int64_t *slot)
+{
+    slot[BP__SLOT_STOP] = atomic_load_explicit(&stop_requested, memory_order_relaxed) != 0;
+    slot[BP__SLOT_ORDERS] = t->comm.rank == 0 ? bp__ckpt_orders(&t->ckpt) : 0;
+    slot[BP__SLOT_FAILED] = t->step.read_failed;
+}
+
+/* This rank's part of an any_scale step up to the exchange: its micro-shards computed, the
+ * bounds agreed (before the exchange begins: no bucket in flight then), the scales, the
+ * slots, and its fixed-point gradient handed to the exchange bucket by bucket. Returns 1
+ * when the scales are finite (the same on every rank), 0 when the step diverged, or
+ * BP_ECOMM. */
+static int fixed_send(bp_trainer *t, size_t rows, size_t m)
+{
+    size_t np = t->net.nparams, u = (size_t)t->cfg->micro_batch, T = BP__TENSORS(&t->net);
+    memset(t->fixed.sum + np, 0, BP__EXTRAS * sizeof(int64_t));
+    fixed_compute(t, rows);
+    if (bp__comm_max_doubles(&t->comm, t->fixed.bound, T + 1) < 0)
+        return BP_ECOMM;
+    int finite = bp__fixed_scales(t->fixed.bound, T + 1, (m + u - 1) / u, t->fixed.scale) == 0;
+    fixed_slots(t, t->fixed.sum + np);
+    if (finite)
+        t->fixed.sum[np + BP__SLOT_COST] = fixed_cost(t, rows, t->fixed.scale[T]);
+    bp__exchange_begin_i64(t->exchange, finite ? fixed_convert : NULL, t);
+    if (finite && rows > 0) {
+        bp__grad_fixed(&t->net, &t->ws, rows, u, t->fixed.scale, t->fixed.sum, t->fixed.block,
+                       bp__exchange_ready, t->exchange);
+    } else { /* an idle rank, or a step every rank knows diverged: zeros */
+        memset(t->fixed.sum, 0, np * sizeof(int64_t));
+        bp__exchange_ready(t->exchange, 0);
+    }
+    return finite;
+}
+
+/* The summed buckets as they arrive, already converted back to bp_real where they were
+ * summed: the slots from the first (its cost checked before any update), then the update.
+ * Returns 0 or BP_ECOMM; *diverged, *nonfinite as in train_step, *updating its seconds. */
+static int fixed_apply(bp_trainer *t, size_t m, int finite, int *diverged, int *nonfinite,
+                       double *updating)
+{
+    size_t np = t->net.nparams, lo, hi;
+    const int64_t *sum;
+    const bp_real *real = NULL;
+    int rc;
+    while ((rc = bp__exchange_next_i64(t->exchange, &lo, &hi, &sum, &real)) == 1) {
+        double at = bp__now_s();
+        if (hi == np + BP__EXTRAS) {
+            bp__step_result_read_fixed(&t->step, sum + np,
+                                       finite ? t->fixed.scale[BP__TENSORS(&t->net)] : 1);
+            if (!finite)
+                t->step.cost = NAN;
+            *diverged = !isfinite(t->step.cost);
+        }
+        if (!*diverged)
+            *nonfinite |=
+                bp__optimizer_apply(t->opt, &t->net, real, (double)m, lo, hi < np ? hi : np);
+        *updating += bp__now_s() - at;
+    }
+    if (rc == 0 && !*diverged)
+        t->step.outcome =
+            bp__optimizer_evaluated(t->opt, &t->net, real, t->step.cost, t->step.correct);
+    return rc < 0 ? BP_ECOMM : 0;
+}
+
+/* One step under reproducible = any_scale (src/fixed.h): this rank's micro-shards, the
+ * bounds' maximum over the ranks (a few doubles), every micro-shard's gradient summed in
+ * int64 fixed point into the exchange's buffer, whose buckets are summed exactly over the
+ * ranks while the rest is computed, then each bucket converted back (one rounding) and
+ * updated as train_step does. Integer sums: neither the buckets, nor overlap, nor the
+ * nodes change a bit. Returns 0, BP_ECOMM, BP_EIO or BP_EDIVERGED. */
+static int fixed_step(bp_trainer *t, size_t first, size_t m, char *err, size_t errlen)
+{
+    double exposed0, busy0;
+    bp__exchange_times(t->exchange, &exposed0, &busy0);
+    double started = bp__now_s();
+    bp__optimizer_begin(t->opt, &t->net);
+    size_t rows;
+    t->step.read_failed = gather_shard(t, first, m, &rows, err, errlen) < 0;
+    if (t->step.read_failed)
+        rows = 0;
+    double gathered = bp__now_s();
+    int finite = fixed_send(t, rows, m);
+    if (finite < 0)
+        return BP_ECOMM;
+    double computed = bp__now_s(), updating = 0, exposed_backward, busy;
+    bp__exchange_times(t->exchange, &exposed_backward, &busy);
+    bp__comm_set_step(&t->comm, t->st.global_step + 1);
+    bp__optimizer_set_step(t->opt,
+                           bp__learning_rate(t->cfg, t->st.epoch, t->st.global_step,
+                                             t->batches.total_steps, (double)t->train.n),
+                           t->st.global_step + 1);
+    int diverged = 0, nonfinite = 0;
+    int rc = fixed_apply(t, m, finite, &diverged, &nonfinite, &updating);
+    double ended = bp__now_s();
+    if (rc < 0)
+        return rc;
+    if (t->step.failed)
+        return BP_EIO;
+    t->step.nonfinite = nonfinite;
+    if (diverged || nonfinite)
+        return BP_EDIVERGED;
+    bp__exchange_times(t->exchange, NULL, &busy);
+    double in_backward = exposed_backward - exposed0;
+    bp__step_clock_add(&t->clock, gathered - started, computed - gathered - in_backward,
+                       in_backward + (ended - computed - updating), busy - busy0, updating);
+    t->st.epoch_cost_sum += t->step.cost;
+    t->st.epoch_correct += t->step.correct;
+    t->st.epoch_seen += (double)m;
+    return 0;
+}
+
 /* One step: this rank's gradient sums, summed over the ranks bucket by bucket from the
  * last layer back while the backward pass goes on (the extra slots ride in the first
  * bucket), and the same update on every rank, applied to each bucket as its sum arrives.
  * Returns 0, BP_ECOMM or BP_EDIVERGED. */
 static int train_step(bp_trainer *t, size_t first, size_t m, char *err, size_t errlen)
 {
+    if (t->cfg->any_scale)
+        return fixed_step(t, first, m, err, errlen);
     size_t np = t->net.nparams;
     bp_real *extra = t->grad + np;
     double exposed0, busy0;
@@ -312,8 +478,11 @@ static int evaluate(bp_trainer *t, int s, double *out, char *err, size_t errlen)
                           .Y = t->place.Xe ? t->place.Ye : t->shard.Y,
                           .labels = t->place.Xe ? t->place.Le : t->shard.labels};
     int stream = t->place.kind == BP_PLACE_STREAM;
-    int rc = bp__evaluate(&t->net, &t->ws, t->sets[s], stream ? bp__trainer_read_rows : NULL, &p,
-                          &t->comm, 0, out, err, errlen);
+    bp_rows_fn read = stream ? bp__trainer_read_rows : NULL;
+    int rc =
+        t->cfg->any_scale
+            ? bp__evaluate_exact(&t->net, &t->ws, t->sets[s], read, &p, &t->comm, out, err, errlen)
+            : bp__evaluate(&t->net, &t->ws, t->sets[s], read, &p, &t->comm, 0, out, err, errlen);
     return rc < 0 ? rc : out[3] > 0 ? BP_EIO : 0; /* the rank that could not read says why */
 }
 

@@ -42,6 +42,13 @@ struct bp_trainer {
     bp_real *grad;        /* the exchange's buffer, nparams + BP__EXTRAS: all dW, db, then the slots
                            * (src/step.h) */
     bp__step_result step; /* what the last step said */
+    struct {
+        int64_t *sum;          /* the exchange's buffer (nparams + BP__EXTRAS): the gradients'
+                                * and slots' fixed point */
+        bp_real *block;        /* one row block of a weight gradient (bp__fixed_block_reals) */
+        double *bound, *scale; /* per tensor, and one more for the micro-shards' costs */
+    } fixed; /* reproducible = any_scale (src/fixed.h), where grad is NULL (the exchange
+              * hands back the sums converted); NULLs otherwise */
     bp__optimizer *opt;
     bp__batches batches; /* what batch_size means for the data, once it is in */
     struct {

@@ -42,6 +42,8 @@ static void test_parses_values_and_defaults(void **state)
     assert_float_equal(c.momentum, 0.9, 0);
     assert_int_equal(c.threads, 3);
     /* defaults */
+    assert_int_equal(c.any_scale, 0); /* reproducible = same_ranks */
+    assert_int_equal(c.micro_batch, 64);
     assert_int_equal(c.init, BP_INIT_GAUSSIAN_SCALED);
     assert_float_equal(c.lambda, 0, 0);
     assert_int_equal((int)c.seed, 1);
@@ -101,7 +103,7 @@ static void test_errors_name_file_and_line(void **state)
     (void)state;
     static const struct {
         const char *replace, *with;
-        char message[96]; /* an array: never null (GCC's format check cannot tell a pointer) */
+        char message[128]; /* an array: never null (GCC's format check cannot tell a pointer) */
     } cases[] = {
         {"[train]", "[training]", "x.ini:8: unknown section [training]"},
         {"threads = 3", "thread = 3", "x.ini:13: unknown key 'thread' in [train]"},
@@ -163,6 +165,15 @@ static void test_errors_name_file_and_line(void **state)
         {"threads = 3", "threads = 3\n[comm]\ntimeout = 1e-9", "x.ini:15: [comm] timeout: 1e-09 s"},
         {"threads = 3", "threads = 3\n[comm]\ntimeout = -1",
          "x.ini:15: [comm] timeout: -1 is out of range (0 (off), or 1 to 1e9 seconds)"},
+        /* What any_scale refuses, at the key that asks for it. */
+        {"threads = 3", "threads = 3\nreproducible = any_scale\nprecision = bf16",
+         "x.ini:15: [train] reproducible = any_scale does not take precision = bf16 "
+         "(docs/reproducibility.md)"},
+        {"threads = 3", "threads = 3\nreproducible = any_scale\n[comm]\ndtype = bf16",
+         "x.ini:16: [train] reproducible = any_scale does not take [comm] dtype = bf16 "
+         "(docs/reproducibility.md)"},
+        {"threads = 3", "threads = 3\nmicro_batch = 0",
+         "x.ini:14: [train] micro_batch: 0 is out of range"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char text[2048], err[512] = "";
@@ -255,6 +266,7 @@ static const char *const every_key_sets[] = {"data.train_labels=tl",
                                              "train.early_stopping=4",
                                              "train.seed=18446744073709551615",
                                              "train.threads=3",
+                                             "train.micro_batch=32",
                                              "checkpoint.dir=out",
                                              "checkpoint.every_epochs=2",
                                              "checkpoint.every_steps=10",
@@ -309,6 +321,8 @@ static const char every_key_text[] = "[data]\n"
                                      "early_stopping = 4\n"
                                      "seed = 18446744073709551615\n"
                                      "threads = 3\n"
+                                     "reproducible = same_ranks\n"
+                                     "micro_batch = 32\n"
                                      "\n"
                                      "[checkpoint]\n"
                                      "dir = out\n"
@@ -404,7 +418,7 @@ static void test_enum_errors_list_every_name(void **state)
             assert_null(strstr(err, "expected"));
         }
     }
-    assert_int_equal(enums, 12);
+    assert_int_equal(enums, 13);
     /* The activations' own names say which value each spelling stores. */
     static const char *const acts[] = {"sigmoid", "relu", "tanh", "linear", "softmax"};
     for (int j = 0; j < 5; j++) {
@@ -453,6 +467,7 @@ static void test_numeric_ranges_refused_at_both_ends(void **state)
         {"train.lr_power", 0, 10, REAL},
         {"train.early_stopping", 0, 1e9, INT},
         {"train.threads", 1, 4096, INT},
+        {"train.micro_batch", 1, 1e8, INT},
         {"checkpoint.every_epochs", 0, 1e9, INT},
         {"checkpoint.every_steps", 0, 1e15, INT},
         {"checkpoint.every_seconds", 0, 1e9, REAL},

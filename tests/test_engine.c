@@ -893,7 +893,8 @@ static void test_exchange_buckets(void **state)
         char err[256] = "";
         double size = overlap == 2 ? (double)(n * sizeof(bp_real)) / 1e6 : mb; /* all fits */
         assert_int_equal(
-            bp__exchange_create(&x, &one, &net, n, size, overlap > 0, n, 0, err, sizeof(err)), 0);
+            bp__exchange_create(&x, &one, &net, n, size, overlap > 0, n, 0, 0, err, sizeof(err)),
+            0);
         bp_real *buf = bp__exchange_buffer(x);
         for (size_t i = 0; i < n; i++)
             buf[i] = (bp_real)i;

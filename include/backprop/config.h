@@ -58,6 +58,8 @@ typedef struct {
     long early_stopping; /* patience in epochs without a better validation cost; 0 = off */
     uint64_t seed;
     int threads; /* 0 = auto */
+    int any_scale;    /* reproducible = any_scale: same bits for any ranks, threads, hosts */
+    long micro_batch; /* any_scale: rows of each micro-shard (docs/reproducibility.md) */
     /* [checkpoint] */
     char checkpoint_dir[BP_PATH_MAX];
     long every_epochs, every_steps, keep;

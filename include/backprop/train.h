@@ -73,6 +73,8 @@ typedef struct {
     int bf16;                      /* [train] precision = bf16 in effect */
     int converged;                 /* optimizer = lbfgs converged: BP_LBFGS_CONVERGED_* (why),
                                     * the run ends there; else 0 */
+    char resume_note[200];         /* resumed with another [train] reproducible, or another
+                                    * micro_batch under any_scale: that, in words; else "" */
 } bp_trainer_info;
 
 /* Where a step's time went, means over the steps this process ran, in milliseconds. */

@@ -1,6 +1,7 @@
 /* backprop inspect CKPT: a human summary of a checkpoint. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backprop/checkpoint.h"
@@ -33,6 +34,14 @@ static void print_summary(const char *path, const bp_checkpoint *ck)
     int bf16 = ck->config_text && strstr(ck->config_text, "\nprecision = bf16\n");
     printf("precision: %s\n",
            bf16 ? "bf16 products with float sums (the weights here are float)" : "float");
+    /* A checkpoint from before the key has no line: same_ranks, as it ran. */
+    const char *mb = ck->config_text ? strstr(ck->config_text, "\nmicro_batch = ") : NULL;
+    if (ck->config_text && strstr(ck->config_text, "\nreproducible = any_scale\n") && mb)
+        printf("reproducible: any_scale, micro-shards of %ld rows (the same bits at any rank "
+               "count)\n",
+               strtol(mb + strlen("\nmicro_batch = "), NULL, 10));
+    else
+        printf("reproducible: same_ranks\n");
     printf("progress: %ld epochs done, %ld steps into the next; global step %ld\n", st->epoch,
            st->batch_in_epoch, st->global_step);
     if (st->n_train > 0) /* what a resume mid-epoch must keep */

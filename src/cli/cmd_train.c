@@ -1,5 +1,6 @@
 /* backprop train CONFIG [--set SECTION.KEY=VALUE]... [--resume CKPT|latest|auto] */
 #define _GNU_SOURCE /* sigabbrev_np */
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -124,6 +125,13 @@ static void print_banner(const bp_config *c, const bp_trainer *t)
            "over %d rank%s x %d BLAS thread%s\n",
            in.n_train, in.n_val, in.n_test, in.load_s, in.placement, c->batch_size, in.ranks,
            in.ranks > 1 ? "s" : "", in.threads, in.threads > 1 ? "s" : "");
+    if (c->any_scale) {
+        long shards = (c->batch_size + c->micro_batch - 1) / c->micro_batch;
+        printf("reproducible: any_scale, a batch in %ld micro-shard%s of %ld rows, every product "
+               "on 1 thread: the same bits at any rank or thread count%s\n",
+               shards, shards > 1 ? "s" : "", c->micro_batch,
+               in.ranks > shards ? " (ranks past the micro-shards idle)" : "");
+    }
     bp_runtime_info rt;
     bp_runtime_get_info(&rt);
     if (rt.blas_replaced_kernel)
@@ -141,6 +149,8 @@ static void print_banner(const bp_config *c, const bp_trainer *t)
     if (in.resumed)
         printf("resumed at epoch %ld, step %ld of the epoch (global step %ld)\n", in.epoch + 1,
                in.batch_in_epoch, in.global_step);
+    if (in.resume_note[0])
+        printf("note: %s\n", in.resume_note);
     fflush(stdout);
 }
 
@@ -263,10 +273,11 @@ static void print_step_time(const bp_comm *comm, const bp_config *cfg, const bp_
 }
 
 /* A stop on request: training ends at the next step, after a checkpoint (the library's
- * part). The signals are blocked in every thread (the mask is set before MPI, BLAS or the
- * trainer start theirs, and they inherit it), and one thread of ours takes them with
- * sigwait: no thread is ever interrupted by a handler, so no MPI or BLAS call sees EINTR
- * or runs a handler on its stack. (With a plain handler, 4 of 6 runs of mpirun -np 1
+ * part). The signals are blocked in every thread started after main's first steps (the
+ * mask is set before MPI, oneDNN or the trainer start theirs, and they inherit it), and one
+ * thread of ours takes them with sigwait: no such thread is ever interrupted by a handler,
+ * so no MPI or BLAS call sees EINTR or runs a handler on its stack (pass_on, below, is for
+ * the threads started before main). (With a plain handler, 4 of 6 runs of mpirun -np 1
  * stopped by SIGTERM died of heap corruption inside oneDNN's sgemm; with sigwait, none
  * of 6, nor any run of tests/cli/test_signals.sh since.) */
 static void *wait_for_stop(void *set)
@@ -290,24 +301,43 @@ static void *wait_for_stop(void *set)
     return NULL;
 }
 
+static pthread_t stop_thread;
+
+/* Threads started before main keep the signals unblocked: OpenBLAS's workers, created by
+ * its constructor when the process sees more than one core. A signal the kernel hands to
+ * one of them would end the process by its default action; this handler, run only there,
+ * passes it on to the thread that takes it (pthread_kill is async-signal-safe). */
+static void pass_on(int signo)
+{
+    int saved = errno;
+    pthread_kill(stop_thread, signo);
+    errno = saved;
+}
+
 static int catch_stop_signals(void)
 {
     static sigset_t set;
+    static const int signals[] = {SIGTERM, SIGINT, SIGUSR1};
     sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGUSR1);
-    pthread_t thread;
+    for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
+        sigaddset(&set, signals[i]);
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     int rc = pthread_sigmask(SIG_BLOCK, &set, NULL);
     if (rc == 0)
-        rc = pthread_create(&thread, &attr, wait_for_stop, &set);
+        rc = pthread_create(&stop_thread, &attr, wait_for_stop, &set);
     pthread_attr_destroy(&attr);
-    if (rc != 0)
+    if (rc != 0) {
         pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-    return rc;
+        return rc;
+    }
+    struct sigaction sa = {.sa_handler = pass_on, .sa_flags = SA_RESTART};
+    sigfillset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
+        if (sigaction(signals[i], &sa, NULL) != 0)
+            return errno;
+    return 0;
 }
 
 /* Rank 0, after a run that ended before its last epoch: early stopping (which weights it

@@ -36,6 +36,41 @@ check "2 hosts x 2 ranks: two levels" grep -q "^exchange: 2 nodes x 2 ranks (sum
 check "4 ranks on one node" mpi 4 train c.ini --set checkpoint.dir=node4
 check "2 hosts x 2 ranks: near 4 ranks on one node" $PY "$SRC/tests/cli/compare_weights.py" node4/latest.h5 hosts2x2/latest.h5 1e-5
 
+# reproducible = any_scale across hosts: the int64 fixed-point sums cross between the hosts
+# (cross_sum with MPI_INT64_T) after each host's shared-memory sum. Batches of 16 in
+# micro-shards of 4 (each of 4 ranks gets one): 2 hosts x 2 ranks, 2 hosts x 1 rank, 3 ranks
+# on 2 hosts, 1 rank and 4 ranks on one node end byte-identical: the weights, the optimizer state and the
+# metrics rows but their timings. A wide net (4-512-512-3) in buckets of 0.1 MB sends
+# several buckets a step from the exchange's thread, overlapped with the backward pass.
+AS="--set train.reproducible=any_scale --set train.batch_size=16 --set train.micro_batch=4"
+WIDE="--set network.layers=4,512,512,3 --set comm.bucket_mb=0.1"
+same_bits() { # NAME A B: A/latest.h5 and B/latest.h5, and their metrics
+    if $PY "$SRC/tests/cli/compare_weights.py" "$2/latest.h5" "$3/latest.h5" 0 optimizer >/dev/null &&
+        test "$(strip_time "$2/metrics.csv")" = "$(strip_time "$3/metrics.csv")"; then
+        ok
+    else
+        bad "$1: $2 and $3 differ"
+        $PY "$SRC/tests/cli/compare_weights.py" "$2/latest.h5" "$3/latest.h5" 0 optimizer
+    fi
+}
+check "any_scale 1 rank" mpi 1 train c.ini $AS --set checkpoint.dir=as1
+check "any_scale 4 ranks on one node" mpi 4 train c.ini $AS --set checkpoint.dir=as4
+same_bits "any_scale 4 ranks on one node" as1 as4
+check "any_scale 2 hosts x 2 ranks" timeout -k 5 120 "$CLUSTER" run -np 4 -- "$BP" train "$T/c.ini" $AS --set checkpoint.dir=$T/as2x2
+cp "$T/check.out" as2x2.log
+check "any_scale 2 x 2: two levels" grep -q "^exchange: 2 nodes x 2 ranks" as2x2.log
+same_bits "any_scale 2 hosts x 2 ranks" as1 as2x2
+check "any_scale 2 hosts x 1 rank" timeout -k 5 120 "$CLUSTER" run -- "$BP" train "$T/c.ini" $AS --set checkpoint.dir=$T/as2
+same_bits "any_scale 2 hosts x 1 rank" as1 as2
+# 3 ranks on 2 hosts (2 + 1): unequal nodes, every rank a node of its own.
+check "any_scale 2 hosts, 3 ranks" timeout -k 5 120 "$CLUSTER" run -np 3 -- "$BP" train "$T/c.ini" $AS --set checkpoint.dir=$T/as3
+same_bits "any_scale 2 hosts, 3 ranks" as1 as3
+check "any_scale wide 1 rank" mpi 1 train c.ini $AS $WIDE --set checkpoint.dir=asw1
+check "any_scale wide 4 ranks on one node" mpi 4 train c.ini $AS $WIDE --set checkpoint.dir=asw4
+same_bits "any_scale wide 4 ranks on one node" asw1 asw4
+check "any_scale wide 2 hosts x 2 ranks" timeout -k 5 120 "$CLUSTER" run -np 4 -- "$BP" train "$T/c.ini" $AS $WIDE --set checkpoint.dir=$T/asw2x2
+same_bits "any_scale wide 2 hosts x 2 ranks" asw1 asw2x2
+
 # [comm] dtype = bf16: between hosts the gradient sums travel in bf16 (the cost and count
 # slots exactly). The same run twice gives the same bits; it differs from float, within
 # bf16's rounding of the gradients after 3 epochs (measured: 0.0058, and 0.0113 at 2 x 2); 2

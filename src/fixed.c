@@ -1,0 +1,121 @@
+/* The fixed-point arithmetic of reproducible = any_scale (src/fixed.h). */
+#include <math.h>
+#include <string.h>
+
+#include "fixed.h"
+
+/* The conversions between double and int64 vectorise with AVX512DQ (VCVTTPD2QQ, VCVTQQ2PD),
+ * which BP__VECTORIZE's clones lack (target_clones takes no avx512dq, and its arch= clones
+ * match CPU models, not features): without it they ran one at a time, three times slower
+ * (bench/any_scale_probe.c). Each loop is compiled twice and chosen by cpuid; every
+ * version computes the same bits (exact products, rint in the current rounding mode, one
+ * rounding back). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(BACKPROP_SANITIZE_BUILD)
+#define FIXED_DQ __attribute__((target("avx512f,avx512dq,avx512vl")))
+static int has_dq(void)
+{
+    static int dq = -1; /* the CPU's answer, the same every time */
+    if (dq < 0) {
+        __builtin_cpu_init();
+        dq = __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    }
+    return dq;
+}
+#else
+#define FIXED_DQ
+static int has_dq(void)
+{
+    return 0;
+}
+#endif
+
+int bp__fixed_scales(const double *bound, size_t tensors, size_t micro_shards, double *scale)
+{
+    int v = 0; /* ceil(log2(micro_shards)) */
+    while (((size_t)1 << v) < micro_shards)
+        v++;
+    for (size_t t = 0; t < tensors; t++) {
+        if (!isfinite(bound[t]))
+            return -1;
+        int e = 0;
+        if (bound[t] > 0)
+            frexp(bound[t], &e); /* bound < 2^e */
+        int s = 61 - v - e;
+        s = s > 1000 ? 1000 : s < -1000 ? -1000 : s; /* 2^s and 2^-s stay doubles */
+        scale[t] = ldexp(1, s);
+    }
+    return 0;
+}
+
+/* Exact: g * 2^s is a double product by a power of two. Rounded to the nearest integer
+ * (rint, the current mode: to nearest even, as all the arithmetic assumes): the same
+ * wherever the micro-shard was computed, and without truncation's bias toward zero. */
+#define ADD_BODY                                                                                   \
+    for (size_t i = 0; i < n; i++)                                                                 \
+        acc[i] += (int64_t)rint((double)g[i] * scale);
+FIXED_DQ static void add_dq(int64_t *restrict acc, const bp_real *restrict g, size_t n,
+                            double scale)
+{
+    ADD_BODY
+}
+static void add_plain(int64_t *restrict acc, const bp_real *restrict g, size_t n,
+                      double scale){ADD_BODY}
+
+#define SET_BODY                                                                                   \
+    for (size_t i = 0; i < n; i++)                                                                 \
+        acc[i] = (int64_t)rint((double)g[i] * scale);
+FIXED_DQ
+    static void set_dq(int64_t *restrict acc, const bp_real *restrict g, size_t n, double scale)
+{
+    SET_BODY
+}
+static void set_plain(int64_t *restrict acc, const bp_real *restrict g, size_t n, double scale)
+{
+    SET_BODY
+}
+
+void bp__fixed_add(int64_t *acc, const bp_real *g, size_t n, double scale, int first)
+{
+    if (first)
+        (has_dq() ? set_dq : set_plain)(acc, g, n, scale);
+    else
+        (has_dq() ? add_dq : add_plain)(acc, g, n, scale);
+}
+
+/* (bp_real)acc rounds once; the power of two then scales it exactly (bar subnormals). */
+#define REAL_BODY                                                                                  \
+    for (size_t i = 0; i < n; i++)                                                                 \
+        out[i] = (bp_real)((double)(bp_real)acc[i] * inverse);
+FIXED_DQ static void real_dq(bp_real *restrict out, const int64_t *restrict acc, size_t n,
+                             double inverse)
+{
+    REAL_BODY
+}
+static void real_plain(bp_real *restrict out, const int64_t *restrict acc, size_t n, double inverse)
+{
+    REAL_BODY
+}
+
+static void to_real(bp_real *out, const int64_t *acc, size_t n, double inverse)
+{
+    (has_dq() ? real_dq : real_plain)(out, acc, n, inverse);
+}
+
+/* [lo, hi) of tensor [a, b) at scale */
+static void convert(const int64_t *acc, double scale, size_t a, size_t b, size_t lo, size_t hi,
+                    bp_real *out)
+{
+    a = a > lo ? a : lo, b = b < hi ? b : hi;
+    if (a < b)
+        to_real(out + a, acc + a, b - a, 1 / scale);
+}
+
+void bp__fixed_to_real(const bp_net *net, const int64_t *acc, const double *scale, size_t lo,
+                       size_t hi, bp_real *out)
+{
+    for (int l = 0; l < net->nlayers; l++) {
+        size_t w = bp_net_offset_W(net, l), b = bp_net_offset_b(net, l);
+        convert(acc, scale[2 * l], w, b, lo, hi, out);
+        convert(acc, scale[2 * l + 1], b, b + (size_t)net->sizes[l + 1], lo, hi, out);
+    }
+}

@@ -1,0 +1,230 @@
+/* The fixed-point arithmetic of reproducible = any_scale (src/fixed.h): the fused weight
+ * gradient against its definition written out as a loop, on every path the CPU has; the
+ * scales; the conversions to and from int64. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "fixed.h"
+
+/* The definition (src/fixed.h): per micro-shard, per entry, one fmaf per row in row order
+ * from 0, then rint(s * scale), stored by the first micro-shard and added by the others. */
+static void reference(int64_t *acc, const float *D, size_t ldd, const float *A, size_t lda,
+                      size_t rows, size_t u, size_t m, size_t n, double scale)
+{
+    for (size_t r0 = 0; r0 < rows; r0 += u)
+        for (size_t a = 0; a < m; a++)
+            for (size_t b = 0; b < n; b++) {
+                float s = 0;
+                for (size_t r = r0; r < rows && r < r0 + u; r++)
+                    s = fmaf(D[r * ldd + a], A[r * lda + b], s);
+                int64_t q = (int64_t)rint((double)s * scale);
+                acc[a * n + b] = (r0 == 0 ? 0 : acc[a * n + b]) + q;
+            }
+}
+
+static uint64_t next(uint64_t *x)
+{
+    *x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
+    return *x;
+}
+
+/* Signed values with exponents over 2^-20 .. 2^20, one in eight zero. */
+static void fill(float *v, size_t count, uint64_t *x)
+{
+    for (size_t i = 0; i < count; i++) {
+        uint64_t r = next(x);
+        float mant = (float)(r >> 40) * 0x1p-24f; /* [0, 1) */
+        int e = (int)((r >> 8) % 41) - 20;
+        v[i] = r % 8 == 0 ? 0 : ldexpf((r & 16) ? -mant : mant, e);
+    }
+}
+
+static double abs_max(const float *v, size_t count, size_t stride)
+{
+    double m = 0;
+    for (size_t i = 0; i < count; i++)
+        m = fabs((double)v[i * stride]) > m ? fabs((double)v[i * stride]) : m;
+    return m;
+}
+
+/* The trainer's scale for these rows: its bound on any micro-shard's entry. */
+static double scale_for(const float *D, size_t ldd, const float *A, size_t lda, size_t rows,
+                        size_t u, size_t m, size_t n)
+{
+    double bound = 0, scale;
+    for (size_t r0 = 0; r0 < rows; r0 += u) {
+        double b = 0;
+        for (size_t r = r0; r < rows && r < r0 + u; r++)
+            b += abs_max(D + r * ldd, m, 1) * abs_max(A + r * lda, n, 1);
+        bound = b > bound ? b : bound;
+    }
+    assert_int_equal(bp__fixed_scales(&bound, 1, (rows + u - 1) / u, &scale), 0);
+    return scale;
+}
+
+typedef struct {
+    size_t m, n, rows, u;
+} shape;
+
+/* Tiles cut at every edge; micro-shards of one row, of odd lengths, with a short last one,
+ * longer than the kernel's chunk of rows (split, 300 and 700 rows), one shard only. */
+static const shape shapes[] = {
+    {1, 1, 1, 1},   {13, 37, 50, 7},    {6, 64, 128, 64},   {25, 129, 64, 64},   {100, 17, 33, 5},
+    {7, 200, 9, 1}, {11, 70, 700, 300}, {50, 33, 257, 257}, {97, 150, 130, 128},
+};
+
+/* Every path the CPU has, and the dispatch, against the reference: the same int64s. The
+ * accumulator starts as garbage (the first micro-shard stores). */
+static void check_shape(const shape *s, uint64_t seed)
+{
+    size_t ldd = s->m + 3, lda = s->n + 5, mn = s->m * s->n;
+    float *D = calloc(s->rows * ldd, sizeof(float)), *A = calloc(s->rows * lda, sizeof(float));
+    float *carry = calloc(mn, sizeof(float)), *pack = malloc(bp__dw_pack_floats() * sizeof(float));
+    int64_t *want = calloc(mn, sizeof(int64_t)), *got = calloc(mn, sizeof(int64_t));
+    assert_true(D && A && carry && pack && want && got);
+    fill(D, s->rows * ldd, &seed);
+    fill(A, s->rows * lda, &seed);
+    /* the kernel sees columns 2 .. of D and 1 .. of A, strided */
+    const float *Dv = D + 2, *Av = A + 1;
+    double scale = scale_for(Dv, ldd, Av, lda, s->rows, s->u, s->m, s->n);
+    reference(want, Dv, ldd, Av, lda, s->rows, s->u, s->m, s->n, scale);
+    int64_t big = 0;
+    for (size_t i = 0; i < mn; i++)
+        big = llabs(want[i]) > big ? llabs(want[i]) : big;
+    assert_true(big > ((int64_t)1 << 52)); /* the int64's high half is in play */
+    bp__dw_job job = {Dv, Av, ldd, lda, s->rows, s->u, s->m, s->n, scale, got, carry, 0, pack};
+    for (int path = 0; path <= BP__DW_PATHS; path++) {
+        if (path < BP__DW_PATHS && !bp__dw_fixed_has(path))
+            continue;
+        for (job.stream = 0; job.stream < 2; job.stream++) {
+            memset(got, 0x55, mn * sizeof(int64_t));
+            if (path == BP__DW_PATHS)
+                bp__dw_fixed(&job);
+            else
+                bp__dw_fixed_on(path, &job);
+            for (size_t i = 0; i < mn; i++)
+                if (got[i] != want[i])
+                    fail_msg("path %d stream %d, %zux%zu rows %zu u %zu: [%zu] %lld, want %lld",
+                             path, job.stream, s->m, s->n, s->rows, s->u, i, (long long)got[i],
+                             (long long)want[i]);
+        }
+    }
+    free(D), free(A), free(carry), free(pack), free(want), free(got);
+}
+
+static void test_dw_fixed_matches_definition(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
+        check_shape(&shapes[i], 0x9e3779b97f4a7c15ull + i);
+}
+
+/* One entry over three rows where the order and the fused product each change the sum:
+ * in order 2^24 + 1 rounds to 2^24 (ties to even) and the sum ends at 0, backwards it ends
+ * at 1; and -1 + (1 + 2^-12)^2 is 2^-11 + 2^-24 fused, 2^-11 with the product rounded. */
+static void test_dw_fixed_order_and_fma(void **state)
+{
+    (void)state;
+    const float D1[3] = {1, 1, 1}, A1[3] = {0x1p24f, 1, -0x1p24f};
+    const float c = 1 + 0x1p-12f, D2[2] = {-1, c}, A2[2] = {1, c};
+    float carry[1], *pack = malloc(bp__dw_pack_floats() * sizeof(float));
+    assert_non_null(pack);
+    for (int path = 0; path < BP__DW_PATHS; path++) {
+        if (!bp__dw_fixed_has(path))
+            continue;
+        int64_t acc = 7;
+        bp__dw_job order = {D1, A1, 1, 1, 3, 3, 1, 1, 0x1p30, &acc, carry, 0, pack};
+        bp__dw_fixed_on(path, &order);
+        assert_int_equal(acc, 0);
+        bp__dw_job fused = {D2, A2, 1, 1, 2, 2, 1, 1, 0x1p30, &acc, carry, 0, pack};
+        bp__dw_fixed_on(path, &fused);
+        assert_int_equal(acc, ((int64_t)1 << 19) + 64);
+        /* the same rows as three micro-shards of one: each sum alone, then added */
+        bp__dw_job apart = {D1, A1, 1, 1, 3, 1, 1, 1, 1, &acc, carry, 0, pack};
+        bp__dw_fixed_on(path, &apart);
+        assert_int_equal(acc, 1);
+    }
+    free(pack);
+}
+
+/* 2^s, s the largest with micro_shards * bound * 2^s < 2^61. */
+static void test_fixed_scales(void **state)
+{
+    (void)state;
+    double bound[3] = {3, 0, 4}, scale[3];
+    assert_int_equal(bp__fixed_scales(bound, 3, 4, scale), 0);
+    assert_true(scale[0] == 0x1p57); /* 4 * 3 * 2^57 = 1.5 * 2^60 */
+    assert_true(scale[1] == 0x1p59);
+    assert_true(scale[2] == 0x1p56); /* 4 * 4 * 2^56 = 2^60; 2^57 would reach 2^61 */
+    assert_int_equal(bp__fixed_scales(bound, 3, 5, scale), 0);
+    assert_true(scale[0] == 0x1p56);
+    bound[1] = INFINITY;
+    assert_int_equal(bp__fixed_scales(bound, 3, 4, scale), -1);
+    bound[1] = NAN;
+    assert_int_equal(bp__fixed_scales(bound, 3, 4, scale), -1);
+}
+
+/* Rounding to nearest, ties to even, negatives alike (no bias toward zero); the first call
+ * stores; long enough for the vector loops. */
+static void test_fixed_add(void **state)
+{
+    (void)state;
+    enum { N = 100 };
+    bp_real g[N];
+    int64_t acc[N];
+    for (int i = 0; i < N; i++)
+        g[i] = (bp_real)((i % 2 ? -1 : 1) * (i + 0.75));
+    memset(acc, 0x55, sizeof(acc));
+    bp__fixed_add(acc, g, N, 2, 1);
+    for (int i = 0; i < N; i++) /* rint(+-(2i + 1.5)) = +-(2i + 2), the even one */
+        assert_int_equal(acc[i], (i % 2 ? -1 : 1) * (2 * i + 2));
+    bp__fixed_add(acc, g, N, 1, 0);
+    for (int i = 0; i < N; i++) /* + rint(+-(i + 0.75)) = +-(i + 1) */
+        assert_int_equal(acc[i], (i % 2 ? -1 : 1) * (3 * i + 3));
+    bp_real ties[4] = {(bp_real)0.5, (bp_real)-0.5, (bp_real)2.5, (bp_real)-0.25};
+    int64_t got[4], want[4] = {0, 0, 2, 0};
+    bp__fixed_add(got, ties, 4, 1, 1);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(got[i], want[i]);
+    bp_real most = (bp_real)-0.75;
+    int64_t one = 5;
+    bp__fixed_add(&one, &most, 1, 1, 1);
+    assert_int_equal(one, -1);
+}
+
+/* acc / scale per tensor, only [lo, hi) written. */
+static void test_fixed_to_real(void **state)
+{
+    (void)state;
+    bp_net net;
+    int sizes[2] = {2, 1};
+    assert_int_equal(bp_net_create(&net, 2, sizes, BP_SIGMOID, BP_SIGMOID, BP_QUADRATIC), 0);
+    assert_int_equal(net.nparams, 3);
+    const int64_t acc[3] = {-6, 5, 3};
+    const double scale[2] = {4, 2}; /* W, then b */
+    bp_real out[3] = {9, 9, 9};
+    bp__fixed_to_real(&net, acc, scale, 1, 3, out);
+    assert_true(out[0] == 9 && out[1] == (bp_real)1.25 && out[2] == (bp_real)1.5);
+    bp__fixed_to_real(&net, acc, scale, 0, 3, out);
+    assert_true(out[0] == (bp_real)-1.5);
+    bp_net_free(&net);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dw_fixed_matches_definition),
+        cmocka_unit_test(test_dw_fixed_order_and_fma),
+        cmocka_unit_test(test_fixed_scales),
+        cmocka_unit_test(test_fixed_add),
+        cmocka_unit_test(test_fixed_to_real),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
