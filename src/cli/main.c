@@ -21,9 +21,11 @@ static const char usage[] =
     "  convert (--idx-images F --idx-labels F | --csv F [--targets K]) --out FILE.h5\n"
     "          [--contiguous] [--force]\n"
     "  plot RUN_DIR [RUN_DIR ...] [--out FILE.png] [--script FILE] [--force]\n"
+    "  launch --hostfile FILE [--min-hosts N] [--mpirun-arg ARG]... -- CONFIG [--set ...]\n"
     "  --help | --version | COMMAND --help\n"
     "\n"
-    "train, eval, predict and gradcheck run alone or under mpirun -np N.\n"
+    "train, eval, predict and gradcheck run alone or under mpirun -np N; launch runs train\n"
+    "under mpirun over a hostfile's hosts, and again on the rest when hosts are lost.\n"
     "Exit status: 0 success, 2 bad usage or input, 1 failure during work, 3 train stopped\n"
     "by SIGTERM, SIGINT or SIGUSR1 after a checkpoint (continue with --resume latest).\n";
 
@@ -279,7 +281,7 @@ int main(int argc, char **argv)
     } commands[] = {
         {"train", bp_cmd_train},         {"eval", bp_cmd_eval},       {"predict", bp_cmd_predict},
         {"gradcheck", bp_cmd_gradcheck}, {"inspect", bp_cmd_inspect}, {"convert", bp_cmd_convert},
-        {"plot", bp_cmd_plot},
+        {"plot", bp_cmd_plot},           {"launch", bp_cmd_launch},
     };
     start_with_blas_env(argv);
     /* A damaged checkpoint must not take a rank down with it (checkpoint.h says why). */
