@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -46,8 +47,9 @@ static const char launch_usage[] =
     "  --probe-every SECONDS  how often dropped hosts are probed while the job runs; default 30\n"
     "  --probe-timeout SECONDS  a host that has not answered by then is lost; default 15\n"
     "\n"
-    "mpirun is `mpirun` from PATH, or BACKPROP_MPIRUN. SIGUSR1, SIGTERM or SIGINT stop the\n"
-    "job with a checkpoint (SIGUSR1 to mpirun) and the launcher exits with its status, 3.\n"
+    "mpirun is `mpirun` from PATH, or BACKPROP_MPIRUN. SIGUSR1, SIGTERM, SIGINT, SIGHUP or\n"
+    "SIGQUIT stop the job with a checkpoint (SIGUSR1 to mpirun, once its ranks have started)\n"
+    "and the launcher exits with its status, 3.\n"
     "Exit status: the job's (0 done, 1 failed, 2 bad config or input, 3 stopped).\n";
 
 #define MAX_SETS 64
@@ -102,6 +104,8 @@ typedef struct {
     int killed;                  /* the launcher ended the job */
     int stop_signal, stop_count; /* a signal to the launcher: no restart */
     int taking_back;             /* the launcher stopped the job for a host */
+    int started;                 /* the job's ranks take stop signals (its "started" record) */
+    int stop_pending;            /* a stop asked for before that: sent when it comes */
     double next_takeback;
     int attempt;
 } launcher;
@@ -201,14 +205,34 @@ static int parse_job(int argc, char **argv, int i, launch_args *a, char *err, si
  * contradict them. */
 static int mpirun_arg_allowed(const char *arg)
 {
-    static const char *const own[] = {"--hostfile",   "-hostfile", "--machinefile",
-                                      "-machinefile", "--host",    "-host",
-                                      "-H",           "-np",       "-n",
-                                      "--np",         "-c"};
+    /* Open MPI 4.1's spellings of the hosts, the rank count and the ranks per resource
+     * (--map-by ppr:N:... sets a count too), and an app file, which replaces the command. */
+    static const char *const own[] = {"--hostfile",
+                                      "-hostfile",
+                                      "--machinefile",
+                                      "-machinefile",
+                                      "--default-hostfile",
+                                      "--host",
+                                      "-host",
+                                      "-H",
+                                      "-np",
+                                      "-n",
+                                      "--np",
+                                      "--n",
+                                      "-c",
+                                      "-N",
+                                      "-npernode",
+                                      "--npernode",
+                                      "-npersocket",
+                                      "--npersocket",
+                                      "--app",
+                                      "-app",
+                                      "--add-host",
+                                      "--add-hostfile"};
     for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
         if (strcmp(arg, own[i]) == 0)
             return 0;
-    return 1;
+    return strncmp(arg, "ppr:", 4) != 0;
 }
 
 static int parse_args(int argc, char **argv, launch_args *a, char *err, size_t len)
@@ -289,6 +313,27 @@ static int parse_host_line(char *text, host *h, char *err, size_t len)
     return h->name ? 0 : (snprintf(err, len, "out of memory"), -1);
 }
 
+/* The next line of f into text (without its newline): 1, 0 at the end, or -1 with why
+ * for a line too long for text or one holding a NUL byte. Reads at most `budget` bytes of
+ * the file in all (a hostfile is small; /dev/zero is not). */
+static int next_line(FILE *f, char *text, size_t size, size_t *budget, char *why, size_t len)
+{
+    size_t n = 0;
+    int c;
+    while ((c = getc(f)) != EOF && c != '\n') {
+        if (*budget == 0)
+            return snprintf(why, len, "more than 1 MB: not a hostfile"), -1;
+        --*budget;
+        if (c == 0)
+            return snprintf(why, len, "a NUL byte: not a text file"), -1;
+        if (n + 1 >= size)
+            return snprintf(why, len, "a line longer than %zu bytes", size - 1), -1;
+        text[n++] = (char)c;
+    }
+    text[n] = 0;
+    return n > 0 || c == '\n';
+}
+
 static int read_hostfile(launcher *L, char *err, size_t len)
 {
     const char *path = L->a.hostfile;
@@ -296,11 +341,12 @@ static int read_hostfile(launcher *L, char *err, size_t len)
     if (!f)
         return snprintf(err, len, "--hostfile %s: %s", path, strerror(errno)), -1;
     char text[4096], why[512];
-    int lineno = 0, rc = 0;
-    while (rc == 0 && fgets(text, sizeof(text), f)) {
+    size_t budget = 1 << 20;
+    int lineno = 0, rc = 0, more;
+    while (rc == 0 && (more = next_line(f, text, sizeof(text), &budget, why, sizeof(why))) != 0) {
         lineno++;
         host h;
-        int got = parse_host_line(text, &h, why, sizeof(why));
+        int got = more < 0 ? -1 : parse_host_line(text, &h, why, sizeof(why));
         for (int i = 0; got == 0 && i < L->nhosts; i++)
             if (strcmp(L->hosts[i].name, h.name) == 0) {
                 snprintf(why, sizeof(why), "host %s is listed twice", h.name);
@@ -342,6 +388,9 @@ static pid_t spawn(char *const argv[], int err_fd)
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         signal(SIGPIPE, SIG_DFL);
+        /* The launcher killed (SIGKILL: nothing else to do) leaves no job running
+         * unwatched: mpirun gets SIGUSR1, the job stops with a checkpoint. */
+        prctl(PR_SET_PDEATHSIG, SIGUSR1);
         setpgid(0, 0);
         int null = open("/dev/null", O_RDWR);
         if (null < 0 || dup2(null, 0) < 0 || (err_fd < 0 && dup2(null, 1) < 0) ||
@@ -495,15 +544,28 @@ static int count_usable(const launcher *L)
     return n;
 }
 
-/* A dropped host answered while the job runs: stop the job with a checkpoint (mpirun
- * forwards SIGUSR1 to every rank) and start it again with the host. */
+/* Stops the job at its next step with a checkpoint: SIGUSR1 to mpirun, which forwards it
+ * to every rank. Not before the ranks take it (before main blocks it, SIGUSR1 ends a
+ * process): until the job's "started" record, the stop waits. */
+static void request_stop(launcher *L)
+{
+    if (L->job <= 0)
+        return;
+    if (L->started)
+        kill(L->job, SIGUSR1);
+    else
+        L->stop_pending = 1;
+}
+
+/* A dropped host answered while the job runs: stop the job with a checkpoint and start it
+ * again with the host. */
 static void take_back(launcher *L, host *h)
 {
     if (L->job <= 0 || L->stop_signal)
         return;
     h->dropped = 0;
     if (!L->taking_back)
-        kill(L->job, SIGUSR1);
+        request_stop(L);
     L->taking_back = 1;
     say("host %s answers again: stopping the job at its next step (with a checkpoint) to "
         "continue on %d hosts",
@@ -545,7 +607,15 @@ static const char *json_value(const char *rec, const char *key)
 static void on_record(launcher *L, const char *rec)
 {
     char what[256], hosts[200] = "", name[64];
-    const char *v = json_value(rec, "what"), *step = json_value(rec, "step");
+    const char *v = json_value(rec, "event"), *step = json_value(rec, "step");
+    if (v && strncmp(v, "\"started\"", 9) == 0) {
+        L->started = 1;
+        if (L->stop_pending && L->job > 0)
+            kill(L->job, SIGUSR1);
+        L->stop_pending = 0;
+        return;
+    }
+    v = json_value(rec, "what");
     if (L->have_record || !v || *v != '"' || !json_text(v, what, sizeof(what)))
         return;
     long at = step ? strtol(step, NULL, 10) : -1;
@@ -572,9 +642,10 @@ static void on_kept_line(launcher *L)
     L->line[L->nline] = 0;
     if (strncmp(L->line, EVENT_PREFIX, strlen(EVENT_PREFIX)) == 0) {
         on_record(L, L->line + strlen(EVENT_PREFIX));
-        if (!L->early && L->job > 0)
+        if (L->have_record && !L->early && L->job > 0) { /* a timeout's, not "started" */
             probe_hosts(L, 0);
-        L->early = 1;
+            L->early = 1;
+        }
         return;
     }
     (void)!write(2, L->line, L->nline);
@@ -753,22 +824,25 @@ static int start_job(launcher *L)
     L->err_fd = p[0];
     L->mode = LINE_UNDECIDED, L->nline = 0;
     L->reason[0] = 0, L->have_record = 0, L->taking_back = 0, L->early = 0, L->killed = 0;
+    L->started = 0, L->stop_pending = 0;
     L->next_takeback = now_s() + L->a.probe_every;
     say_start(L);
     return 0;
 }
 
-/* SIGUSR1, SIGTERM or SIGINT: the job stops with a checkpoint; a third asks mpirun to abort
- * it (a job that cannot reach a step), as a third signal ends `train` at once. */
+/* SIGUSR1, SIGTERM, SIGINT, SIGHUP or SIGQUIT: the job stops with a checkpoint. A third
+ * passes two more SIGUSR1 on, so that the ranks see three and end at once, as a third
+ * signal ends `train` (a job that cannot reach a step); not SIGTERM to mpirun, which
+ * crashes Open MPI 4.1's mpirun in PMIx_Finalize when the ranks are already ending. */
 static void on_signal(launcher *L, int signo)
 {
     if (!L->stop_signal)
         L->stop_signal = signo;
     L->stop_count++;
     if (L->job > 0 && L->stop_count == 1 && !L->taking_back)
-        kill(L->job, SIGUSR1);
-    else if (L->job > 0 && L->stop_count == 3)
-        kill(L->job, SIGTERM);
+        request_stop(L);
+    else if (L->job > 0 && L->stop_count == 3 && L->started)
+        kill(L->job, SIGUSR1), kill(L->job, SIGUSR1);
 }
 
 static void on_children(launcher *L)
@@ -940,9 +1014,17 @@ static int supervise(launcher *L)
         int dropped = drop_lost(L);
         if (dropped < 0)
             break;
-        if (dropped == 0)
+        if (dropped == 0 && !L->have_record)
             return EXIT_FAILURE_DURING_WORK; /* every host answers: not a lost host */
         int left = count_usable(L);
+        if (left == 0) {
+            bp_cli_error(0, "launch: no host answers a probe: mpirun itself may be what fails "
+                            "(check --mpirun-arg and BACKPROP_MPIRUN)");
+            return EXIT_FAILURE_DURING_WORK;
+        }
+        if (dropped == 0) /* a collective timed out, yet every host answers: a link that
+                           * flapped, a host that stalled; a retry can fix it */
+            say("%s, and every host answers now: starting it again on all %d", L->reason, left);
         if (left < L->a.min_hosts) {
             bp_cli_error(0, "launch: %d host%s left, fewer than --min-hosts %ld", left,
                          left == 1 ? "" : "s", L->a.min_hosts);
@@ -966,6 +1048,16 @@ static int supervise(launcher *L)
 
 /* ---- the command ---- */
 
+/* The signals the launcher takes through its signalfd: blocked first thing, so that none
+ * ends it by its default action while it reads its arguments. */
+static void launcher_signals(sigset_t *set)
+{
+    static const int signals[] = {SIGCHLD, SIGUSR1, SIGTERM, SIGINT, SIGHUP, SIGQUIT};
+    sigemptyset(set);
+    for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
+        sigaddset(set, signals[i]);
+}
+
 static int setup(launcher *L, char *err, size_t len)
 {
     ssize_t n = readlink("/proc/self/exe", L->exe, sizeof(L->exe) - 1);
@@ -982,12 +1074,9 @@ static int setup(launcher *L, char *err, size_t len)
         return -1;
     }
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGCHLD), sigaddset(&set, SIGUSR1);
-    sigaddset(&set, SIGTERM), sigaddset(&set, SIGINT);
+    launcher_signals(&set);
     signal(SIGPIPE, SIG_IGN);
-    if (sigprocmask(SIG_BLOCK, &set, NULL) < 0 ||
-        (L->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK)) < 0)
+    if ((L->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK)) < 0)
         return snprintf(err, len, "launch: cannot take signals: %s", strerror(errno)), -1;
     return 0;
 }
@@ -1013,6 +1102,9 @@ static void cleanup(launcher *L)
 
 int bp_cmd_launch(int argc, char **argv)
 {
+    sigset_t set;
+    launcher_signals(&set);
+    sigprocmask(SIG_BLOCK, &set, NULL);
     for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             fputs(launch_usage, stdout);

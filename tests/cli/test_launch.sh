@@ -108,6 +108,48 @@ lossy "--max-restarts" 1 "hosts were lost 2 times \(--max-restarts 1\): giving u
 check "then c" grep -q "launch: host c dropped .*; continuing on 1 host$" err
 check "2 jobs" test "$(cat jobs)" -eq 2
 
+# A collective timed out (the record says so), yet every host answers the probes (a link
+# that flapped, a host that stalled): a retry can fix that, so the job starts again.
+cat >flap-mpirun <<SH
+#!/bin/sh
+case "\$*" in *--version) exit 0 ;; esac
+n=\$(cat "$T/jobs" 2>/dev/null || echo 0)
+echo \$((n + 1)) >"$T/jobs"
+[ "\$n" -ge 1 ] && exit 0
+printf 'backprop-event: {"event":"timeout","rank":0,"host":"a","step":9,"what":"the gradient exchange","missing":[],"suspect_hosts":["b"]}\n' >&2
+exit 1
+SH
+chmod +x flap-mpirun
+rm -f jobs
+check "a timeout with every host answering: retried" sh -c "BACKPROP_MPIRUN='$T/flap-mpirun' \
+    '$BP' launch --hostfile abc.hosts --backoff 0.1 -- fm.ini 2>flap.err"
+check "two jobs" test "$(cat jobs)" -eq 2
+check "says why" grep -qxF "backprop: launch: the job timed out in the gradient exchange at step \
+9, suspecting b, and every host answers now: starting it again on all 3" flap.err
+
+# A stop asked for before the ranks take signals waits for the job's "started" record
+# (SIGUSR1 would end a rank that has not blocked it yet).
+cat >slow-start <<SH
+#!/bin/sh
+trap 'echo usr1 >>"$T/order"; exit 3' USR1
+sleep 1
+echo started >>"$T/order"
+printf 'backprop-event: {"event":"started"}\n' >&2
+sleep 5 & wait
+exit 0
+SH
+chmod +x slow-start
+rm -f order
+BACKPROP_MPIRUN="$T/slow-start" "$BP" launch --hostfile local.hosts -- fm.ini 2>early.err &
+job=$!
+sleep 0.3
+kill -TERM "$job"
+wait "$job"
+status=$?
+if [ "$status" -eq 3 ] && [ "$(cat order 2>/dev/null | tr '\n' ' ')" = "started usr1 " ]; then ok; else
+    bad "an early stop: exit $status (want 3), order: $(cat order 2>/dev/null | tr '\n' ' ')"
+fi
+
 # A bad config: the job's exit 2 at once, one mpirun (no probe, no retry).
 expect "bad config" 2 "epochs: 0 is out of range" \
     "$BP" launch --hostfile local.hosts -- fm.ini --set train.epochs=0 --set checkpoint.dir=$T/bad
@@ -115,7 +157,7 @@ test "$(calls)" -eq 1 && ok || bad "bad config: $(calls) mpirun calls (want 1)"
 # A failure with every host answering (divergence): exit 1 after one probe round, no retry.
 rm -f calls
 expect "divergence" 1 "training diverged" "$BP" launch --hostfile local.hosts -- fm.ini \
-    --set train.learning_rate=1e8 --set checkpoint.dir=$T/dv
+    --set train.learning_rate=1e20 --set checkpoint.dir=$T/dv
 test "$(calls)" -eq 2 && test "$(probes)" -eq 1 && ok || bad "divergence: calls $(cat calls)"
 # SIGTERM to the launcher: SIGUSR1 to mpirun, the job's checkpoint, exit 3; nothing left.
 "$BP" launch --hostfile local.hosts -- fm.ini --set checkpoint.dir=$T/term \
