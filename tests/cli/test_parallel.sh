@@ -168,7 +168,8 @@ wait "$job"
 status=$?
 took=$(($(date +%s) - start))
 host=$(hostname)
-record() { sed -n 's/^backprop-event: //p' hung4.err; }
+# the timeout's record (rank 0's "started" record comes first)
+record() { sed -n 's/^backprop-event: \(.*"event":"timeout".*\)/\1/p' hung4.err; }
 record_ok() {
     $PY -c 'import json, sys
 r = json.loads(sys.stdin.read())
@@ -180,7 +181,8 @@ sys.exit(0 if ok else 1)' "$host" "$(grep 'backprop: error' hung4.err)"
 if [ "$status" -eq 1 ] && [ "$took" -le 20 ] && [ "$(grep -c 'backprop: error' hung4.err)" -eq 1 ] &&
     grep -qE '^backprop: error: timed out after 5 s in [a-z ]+ at step [0-9]+: ' hung4.err &&
     grep -qF ": rank 2 (host $host) did not arrive (stopped, hung, or cut off" hung4.err &&
-    [ "$(grep -c '^backprop-event: ' hung4.err)" -eq 1 ] && record | record_ok; then
+    [ "$(grep -c '^backprop-event: {"event":"timeout"' hung4.err)" -eq 1 ] &&
+    [ "$(grep -c '^backprop-event: {"event":"started"}$' hung4.err)" -eq 1 ] && record | record_ok; then
     ok
 else
     bad "stopped rank 2 of 4: mpirun exit $status after ${took}s"
@@ -199,4 +201,21 @@ expect "MPMD: eval and predict" 2 "the ranks of this job run different commands 
     mpmd eval --checkpoint np2/latest.h5 --data good.h5 : -np 1 "$BP" predict \
     --checkpoint np2/latest.h5 --data good.h5 --out mpmd.h5
 check "MPMD: predict wrote nothing" test ! -e mpmd.h5
+# A process of the job that never starts MPI (here `sleep`, beside 2 ranks): MPI_Init waits
+# for it, before any watchdog; the start-up's own limit ends the job, one line, exit 1.
+start=$(date +%s)
+timeout -k 5 60 mpirun --oversubscribe -x BACKPROP_START_TIMEOUT=3 -np 2 "$BP" train p.ini \
+    --set checkpoint.dir=nostart : -np 1 sleep 60 >nostart.out 2>nostart.err
+status=$?
+if [ "$status" -eq 1 ] && [ $(($(date +%s) - start)) -lt 30 ] &&
+    [ "$(grep -c '^backprop: error: ' nostart.err)" -eq 1 ] &&
+    grep -q "MPI's start-up has not finished after 3 s" nostart.err; then
+    ok
+else
+    bad "a rank that never starts: exit $status (want 1) after $(($(date +%s) - start)) s"
+    sed 's/^/    /' nostart.err | head -5
+fi
+expect "BACKPROP_START_TIMEOUT checked" 2 "BACKPROP_START_TIMEOUT=soon: not a number" \
+    env BACKPROP_START_TIMEOUT=soon "$BP" train p.ini --set checkpoint.dir=badstart
+
 finish
