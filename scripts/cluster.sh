@@ -8,6 +8,9 @@
 #                                           e.g. 1gbit (tc's tbf); default unlimited
 #   scripts/cluster.sh run [-np N] -- CMD...  mpirun across the hosts, one rank per host
 #                                           by default; CMD runs as under any mpirun
+#   scripts/cluster.sh launch BACKPROP [OPTION...] -- CONFIG [--set ...]
+#                                           backprop launch (elastic) from host 1 over all
+#                                           the hosts, one rank each, with run's options
 #   scripts/cluster.sh link HOST up|down    takes a host's link down (a partition) or up
 #   scripts/cluster.sh pids                 processes left in the hosts' namespaces
 #   scripts/cluster.sh down                 ends every process in them and removes it all
@@ -85,6 +88,30 @@ up() {
     echo "up: $n hosts ($NET.1..$NET.$n)${rate:+, each link $rate}"
 }
 
+# What mpirun needs here, for run and launch.
+# TCP between hosts, on the switch's subnet; shared memory between the ranks of one
+# host, as on a real node (TCP alone between two ranks of one host crashes Open MPI
+# 4.1 here). mpi_yield_when_idle: ranks that wait yield the core,
+# so the kernel's network processing is not starved when ranks use every core (docs/running.md
+# has the figures). Keepalives on Open MPI's own connections (idle 5 s, then 3 probes
+# 2 s apart; its default is 480 s): when a host is cut off, mpirun and the far daemon
+# notice within seconds and end the job, after backprop's [comm] timeout has ended
+# the ranks.
+MPIRUN_OPTIONS=(--map-by node --mca plm_rsh_agent "$here/cluster-rsh"
+    --mca oob_tcp_if_include "$NET.0/24" --mca btl_tcp_if_include "$NET.0/24"
+    --mca btl tcp,vader,self --mca mpi_yield_when_idle 1
+    --mca oob_tcp_keepalive_time 5 --mca oob_tcp_keepalive_intvl 3
+    --mca oob_tcp_keepalive_probes 5)
+
+# Runs CMD... as host 1 (its namespace and hostname), with its directory for Open MPI's
+# files: mpirun is host 1's daemon, and its ranks there get host 1's directory.
+as_host1() {
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+    mkdir -p "$SCRATCH/${PREFIX}1"
+    export TMPDIR=$SCRATCH/${PREFIX}1 OMPI_MCA_btl_vader_backing_directory=$SCRATCH/${PREFIX}1
+    exec ip netns exec ${PREFIX}1 unshare --uts sh -c 'hostname "$0" && exec "$@"' ${PREFIX}1 "$@"
+}
+
 run() {
     local np="" list=()
     while [ $# -gt 0 ] && [ "$1" != "--" ]; do
@@ -102,25 +129,20 @@ run() {
     count=$(echo "$all" | wc -l)
     local slots=$(((${np:-$count} + count - 1) / count))
     for i in $(seq "$count"); do list+=("$NET.$i:$slots"); done
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-    # mpirun is host 1's daemon: its ranks there get host 1's directory.
-    mkdir -p "$SCRATCH/${PREFIX}1"
-    export TMPDIR=$SCRATCH/${PREFIX}1 OMPI_MCA_btl_vader_backing_directory=$SCRATCH/${PREFIX}1
-    # TCP between hosts, on the switch's subnet; shared memory between the ranks of one
-    # host, as on a real node (TCP alone between two ranks of one host crashes Open MPI
-    # 4.1 here). mpi_yield_when_idle: ranks that wait yield the core,
-    # so the kernel's network processing is not starved when ranks use every core (docs/running.md
-    # has the figures). Keepalives on Open MPI's own connections (idle 5 s, then 3 probes
-    # 2 s apart; its default is 480 s): when a host is cut off, mpirun and the far daemon
-    # notice within seconds and end the job, after backprop's [comm] timeout has ended
-    # the ranks.
-    exec ip netns exec ${PREFIX}1 unshare --uts sh -c 'hostname "$0" && exec "$@"' ${PREFIX}1 \
-        mpirun --host "$(IFS=,; echo "${list[*]}")" -np "${np:-$count}" \
-        --map-by node --mca plm_rsh_agent "$here/cluster-rsh" \
-        --mca oob_tcp_if_include "$NET.0/24" --mca btl_tcp_if_include "$NET.0/24" \
-        --mca btl tcp,vader,self --mca mpi_yield_when_idle 1 \
-        --mca oob_tcp_keepalive_time 5 --mca oob_tcp_keepalive_intvl 3 \
-        --mca oob_tcp_keepalive_probes 5 "$@"
+    as_host1 mpirun --host "$(IFS=,; echo "${list[*]}")" -np "${np:-$count}" "${MPIRUN_OPTIONS[@]}" "$@"
+}
+
+# backprop launch over every host (slots=1 each, in $SCRATCH/hosts), run's mpirun options
+# given to it as --mpirun-arg values; OPTION... and what follows -- are launch's.
+launch() {
+    local bp=${1:?launch BACKPROP [OPTION...] -- CONFIG [--set ...]} args=() count
+    shift
+    count=$(hosts | wc -l)
+    [ "$count" -gt 0 ] || die "launch: no hosts (scripts/cluster.sh up N first)"
+    mkdir -p "$SCRATCH"
+    for i in $(seq "$count"); do echo "$NET.$i slots=1"; done >"$SCRATCH/hosts"
+    for a in "${MPIRUN_OPTIONS[@]}"; do args+=(--mpirun-arg "$a"); done
+    as_host1 "$bp" launch --hostfile "$SCRATCH/hosts" "${args[@]}" "$@"
 }
 
 link() {
@@ -133,8 +155,9 @@ need_root
 case ${1:-} in
 up) shift; up "$@" ;;
 run) shift; run "$@" ;;
+launch) shift; launch "$@" ;;
 link) shift; link "$@" ;;
 pids) for ns in $(hosts); do ip netns pids "$ns"; done ;;
 down) down ;;
-*) die "usage: scripts/cluster.sh up N [--rate R] | run [-np N] -- CMD... | link HOST up|down | pids | down" ;;
+*) die "usage: scripts/cluster.sh up N [--rate R] | run [-np N] -- CMD... | launch BACKPROP [OPTION...] -- CONFIG... | link HOST up|down | pids | down" ;;
 esac

@@ -2,12 +2,15 @@
  * bp_comm_split, each with communicators of its own), its watchdog, and the few collectives
  * the library calls, each over the comm it is given. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <mpi.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -80,7 +83,88 @@ static void release(bp__mpi *m)
     for (int i = 0; i < 5 && !finalized; i++)
         if (*all[i] != MPI_COMM_NULL)
             MPI_Comm_free(all[i]);
+    if (m->board)
+        munmap(m->board, m->board_bytes);
+    free(m->hosts);
+    free(m->world_rank);
+    free(m->board_rank);
     free(m);
+}
+
+/* to[i]: the number in comm `into` of rank i of comm `from`, for its n ranks. Local. */
+static void translate(MPI_Comm from, MPI_Comm into, int n, int *to)
+{
+    MPI_Group a, b;
+    MPI_Comm_group(from, &a);
+    MPI_Comm_group(into, &b);
+    for (int i = 0; i < n; i++)
+        MPI_Group_translate_ranks(a, 1, &i, b, &to[i]);
+    MPI_Group_free(&a);
+    MPI_Group_free(&b);
+}
+
+_Static_assert(sizeof(bp__arrival) == 64, "a board line is one cache line");
+
+/* Every rank's host and MPI_COMM_WORLD number, for the watchdog to name ranks by. */
+static int name_ranks(bp__mpi *m)
+{
+    char host[BP__HOST_CHARS] = "";
+    if (gethostname(host, sizeof(host) - 1) != 0)
+        snprintf(host, sizeof(host), "unknown");
+    if (MPI_Allgather(host, BP__HOST_CHARS, MPI_CHAR, m->hosts, BP__HOST_CHARS, MPI_CHAR,
+                      m->world) != MPI_SUCCESS)
+        return BP_ECOMM;
+    translate(m->world, MPI_COMM_WORLD, m->size, m->world_rank);
+    for (int r = 0; r < m->size; r++)
+        m->renumbered |= m->world_rank[r] != r;
+    return 0;
+}
+
+/* The node's arrival board: a line per rank of the node (of m->shm), made as the exchange
+ * makes its segment (src/exchange.c, map_segment): the node's rank 0 creates it under a
+ * name of its pid and m's address (no other comm or job has it), the others open it, and it
+ * is unlinked as soon as all have it mapped. Without it (no room in /dev/shm) the watchdog
+ * can only say that one of the other ranks did not arrive. 0, or BP_ECOMM when a
+ * collective failed. */
+static int map_board(bp__mpi *m)
+{
+    int me, n;
+    MPI_Comm_rank(m->shm, &me);
+    MPI_Comm_size(m->shm, &n);
+    m->board_rank = malloc((size_t)n * sizeof(int));
+    size_t page = 4096;
+    size_t bytes = ((size_t)n * sizeof(bp__arrival) + page - 1) / page * page;
+    char name[64] = "";
+    int fd = -1, ok = 1;
+    if (me == 0) {
+        snprintf(name, sizeof(name), "/backprop-board-%ld-%p", (long)getpid(), (void *)m);
+        fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+        ok = fd >= 0 && posix_fallocate(fd, 0, (off_t)bytes) == 0;
+        if (!ok)
+            name[0] = 0;
+    }
+    if (MPI_Bcast(name, sizeof(name), MPI_CHAR, 0, m->shm) != MPI_SUCCESS)
+        return BP_ECOMM;
+    if (me != 0 && name[0])
+        fd = shm_open(name, O_RDWR, 0);
+    void *at = MAP_FAILED;
+    if (fd >= 0 && name[0])
+        at = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (fd >= 0)
+        close(fd);
+    ok = at != MAP_FAILED && m->board_rank;
+    int rc = MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, m->shm);
+    if (me == 0 && name[0])
+        shm_unlink(name);
+    if (at != MAP_FAILED && (!ok || rc != MPI_SUCCESS))
+        munmap(at, bytes);
+    if (rc != MPI_SUCCESS)
+        return BP_ECOMM;
+    if (!ok)
+        return 0;
+    translate(m->shm, m->world, n, m->board_rank);
+    m->board = at, m->board_bytes = bytes, m->board_n = n, m->mine = m->board + me;
+    return 0;
 }
 
 /* A bp_comm over world (a fresh duplicate or split, which it takes): its node and
@@ -89,10 +173,19 @@ static int build(MPI_Comm world, const bp__mpi *parent, bp_comm *out)
 {
     *out = alone;
     MPI_Comm_set_errhandler(world, MPI_ERRORS_RETURN);
+    int size;
+    MPI_Comm_size(world, &size);
     bp__mpi *m = calloc(1, sizeof(*m));
-    int ok = m != NULL, all_ok = 0;
+    if (m) {
+        m->hosts = calloc((size_t)size, sizeof(*m->hosts));
+        m->world_rank = calloc((size_t)size, sizeof(int));
+        m->mine = &m->own;
+    }
+    int ok = m && m->hosts && m->world_rank, all_ok = 0;
     /* Every rank goes on to the collectives below, or none. */
     if (MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, world) != MPI_SUCCESS || !all_ok) {
+        if (m)
+            free(m->hosts), free(m->world_rank);
         free(m);
         MPI_Comm_free(&world);
         return ok ? BP_ECOMM : BP_ENOMEM;
@@ -123,7 +216,7 @@ static int build(MPI_Comm world, const bp__mpi *parent, bp_comm *out)
         return BP_ECOMM;
     }
     MPI_Comm_size(node, &local_size);
-    if (split_levels(m, node) < 0) {
+    if (split_levels(m, node) < 0 || name_ranks(m) < 0 || map_board(m) < 0) {
         release(m);
         return BP_ECOMM;
     }
@@ -258,23 +351,215 @@ static int overdue(bp__watchdog *w, long long *since)
     return -1;
 }
 
+/* ---- naming the ranks that did not arrive ---- */
+
+static int same_host(const bp__rank_host *a, const bp__rank_host *b)
+{
+    return strcmp(a->host, b->host) == 0;
+}
+
+/* The ranks of r[from..n) on r[from]'s host, runs of three or more as "a-b". */
+static void print_host_ranks(FILE *f, const bp__rank_host *r, int from, int n, int *first)
+{
+    for (int i = from; i < n; i++) {
+        if (!same_host(&r[i], &r[from]))
+            continue;
+        int last = i; /* the run r[i].rank, r[i].rank + 1, ... on this host */
+        while (last + 1 < n && r[last + 1].rank == r[last].rank + 1 &&
+               same_host(&r[last + 1], &r[from]))
+            last++;
+        if (last - i < 2)
+            last = i;
+        fprintf(f, "%s%d", *first ? "" : ", ", r[i].rank);
+        if (last > i)
+            fprintf(f, "-%d", r[last].rank);
+        *first = 0;
+        i = last;
+    }
+    fprintf(f, " (host %s)", r[from].host);
+}
+
+void bp__print_ranks(FILE *f, const bp__rank_host *r, int n)
+{
+    fputs(n == 1 ? "rank " : "ranks ", f);
+    for (int i = 0; i < n; i++) {
+        int seen = 0; /* i's host was printed with a lower rank of it */
+        for (int j = 0; j < i && !seen; j++)
+            seen = same_host(&r[j], &r[i]);
+        if (seen)
+            continue;
+        if (i > 0)
+            fputs(", ", f);
+        int first = 1;
+        print_host_ranks(f, r, i, n, &first);
+    }
+}
+
+void bp__print_json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        if (*c == '"' || *c == '\\')
+            fprintf(f, "\\%c", *c);
+        else if (*c < 0x20 || *c == 0x7f)
+            fprintf(f, "\\u%04x", *c);
+        else
+            fputc(*c, f);
+    }
+    fputc('"', f);
+}
+
+/* What the watchdog of comm m knows, on expiry, of who did not arrive. */
+typedef struct {
+    bp__rank_host *missing; /* ranks known not to have arrived */
+    int n_missing;
+    bp__rank_host *others; /* when none is known: the ranks it may be, all on other hosts */
+    int n_others;
+    int whole_node; /* others holds no rank of this node: the board showed all arrived */
+} who_is_missing;
+
+static bp__rank_host named(const bp__mpi *m, int r)
+{
+    return (bp__rank_host){m->world_rank[r], m->hosts[r]};
+}
+
+/* A rank of this node that did not arrive: its line shows it has not reached a point this
+ * rank has (a lower count in any slot) and it is not waiting itself (then it waits for
+ * another: an allreduce may end on some ranks before others); or its process stands
+ * still (its watchdog has not looked for longer than a healthy one ever waits: a rank
+ * stopped inside the collective). */
+static int behind(const bp__mpi *m, const bp__arrival *peer, long long now)
+{
+    int later = 0, waiting = 0;
+    for (int k = 0; k < BP__WATCH_SLOTS; k++) {
+        later |= atomic_load_explicit(&peer->count[k], memory_order_relaxed) <
+                 atomic_load_explicit(&m->mine->count[k], memory_order_relaxed);
+        waiting |= atomic_load_explicit(&peer->inside[k], memory_order_relaxed);
+    }
+    long long beat = atomic_load_explicit(&peer->beat_ns, memory_order_relaxed);
+    long long limit = atomic_load_explicit(&m->wd.timeout_ns, memory_order_relaxed) / 2;
+    return (later && !waiting) ||
+           (beat && now - beat > (limit > 1000000000LL ? limit : 1000000000LL));
+}
+
+/* Who did not arrive: this node's ranks that the board shows behind; else, where every
+ * rank of the node has arrived (or there is no board), the ranks elsewhere. */
+static void find_missing(const bp__mpi *m, who_is_missing *w)
+{
+    *w = (who_is_missing){calloc((size_t)m->size, sizeof(bp__rank_host)), 0,
+                          calloc((size_t)m->size, sizeof(bp__rank_host)), 0, 0};
+    if (!w->missing || !w->others)
+        return;
+    char *here = calloc((size_t)m->size, 1); /* ranks on the board */
+    w->whole_node = here && m->board;
+    long long now = now_ns();
+    for (int i = 0; i < m->board_n; i++) {
+        int r = m->board_rank[i];
+        if (here)
+            here[r] = 1;
+        if (r != m->rank && behind(m, &m->board[i], now))
+            w->missing[w->n_missing++] = named(m, r);
+    }
+    for (int r = 0; r < m->size; r++)
+        if (r != m->rank && !(here && here[r]))
+            w->others[w->n_others++] = named(m, r);
+    free(here);
+    if (w->n_missing == 0 && w->n_others == 1) /* then it can only be that one */
+        w->missing[w->n_missing++] = w->others[0];
+}
+
+/* "rank 2 (host b) did not arrive", or what the board allows: into f. */
+static void print_who(FILE *f, const bp__mpi *m, const who_is_missing *w)
+{
+    const char *world = m->renumbered ? "world " : "";
+    if (w->n_missing > 0) {
+        fputs(world, f);
+        bp__print_ranks(f, w->missing, w->n_missing);
+    } else if (w->n_others > 0) {
+        fprintf(f, "%sone of %s", w->whole_node ? "no rank on this host is missing: " : "", world);
+        bp__print_ranks(f, w->others, w->n_others);
+    } else {
+        fputs("a rank", f);
+    }
+    fputs(" did not arrive", f);
+}
+
+/* BACKPROP_EVENTS=1: the expiry as one line of JSON on stderr, for a launcher to read
+ * (docs/running.md has its fields). One write: ranks' lines do not mix. */
+static void print_event(const bp__mpi *m, const who_is_missing *w, const char *what, long step)
+{
+    const char *events = getenv("BACKPROP_EVENTS");
+    char *line = NULL;
+    size_t bytes = 0;
+    FILE *f = events && strcmp(events, "1") == 0 ? open_memstream(&line, &bytes) : NULL;
+    if (!f)
+        return;
+    fprintf(f,
+            "backprop-event: {\"event\":\"timeout\",\"rank\":%d,\"host\":", m->world_rank[m->rank]);
+    bp__print_json_string(f, m->hosts[m->rank]);
+    if (step >= 0)
+        fprintf(f, ",\"step\":%ld,\"what\":", step);
+    else
+        fputs(",\"step\":null,\"what\":", f);
+    bp__print_json_string(f, what);
+    fputs(",\"missing\":[", f);
+    for (int i = 0; i < w->n_missing; i++) {
+        fprintf(f, "%s{\"rank\":%d,\"host\":", i ? "," : "", w->missing[i].rank);
+        bp__print_json_string(f, w->missing[i].host);
+        fputc('}', f);
+    }
+    fputs("],\"suspect_hosts\":[", f);
+    const bp__rank_host *s = w->n_missing ? w->missing : w->others;
+    int n = w->n_missing ? w->n_missing : w->n_others, listed = 0;
+    for (int i = 0; i < n; i++) {
+        int seen = 0;
+        for (int j = 0; j < i && !seen; j++)
+            seen = same_host(&s[j], &s[i]);
+        if (seen)
+            continue;
+        fputs(listed++ ? "," : "", f);
+        bp__print_json_string(f, s[i].host);
+    }
+    fputs("]}\n", f);
+    if (fclose(f) == 0) {
+        fwrite(line, 1, bytes, stderr);
+        fflush(stderr);
+    }
+    free(line);
+}
+
 /* Slot s's collective hung: the program's callback ends the process. */
 static void expire(bp__mpi *m, int s)
 {
     bp__watchdog *w = &m->wd;
-    char msg[512], who[96], at[32] = "";
-    if (m->size == 2)
-        snprintf(who, sizeof(who), "rank %d did not arrive", 1 - m->rank);
-    else
-        snprintf(who, sizeof(who), "a rank did not arrive");
+    char msg[1024], at[32] = "", *who = NULL;
+    size_t who_bytes = 0;
+    who_is_missing missing;
+    find_missing(m, &missing);
+    FILE *f = open_memstream(&who, &who_bytes);
+    if (f) {
+        print_who(f, m, &missing);
+        if (fclose(f) != 0)
+            free(who), who = NULL;
+    }
     long step = atomic_load_explicit(&w->step, memory_order_relaxed);
     if (step >= 0)
         snprintf(at, sizeof(at), " at step %ld", step);
-    snprintf(msg, sizeof(msg),
-             "timed out after %.0f s in %s%s: %s (stopped, hung, or cut off from the "
-             "network); [comm] timeout sets the limit",
-             (double)atomic_load_explicit(&w->timeout_ns, memory_order_relaxed) / 1e9,
-             atomic_load_explicit(&w->slot[s].what, memory_order_relaxed), at, who);
+    const char *what = atomic_load_explicit(&w->slot[s].what, memory_order_relaxed);
+    int n = snprintf(msg, sizeof(msg), "timed out after %.0f s in %s%s: %s",
+                     (double)atomic_load_explicit(&w->timeout_ns, memory_order_relaxed) / 1e9, what,
+                     at, who ? who : "a rank did not arrive");
+    const char *tail = " (stopped, hung, or cut off from the network); [comm] timeout sets the "
+                       "limit";
+    /* A list of thousands of ranks is cut short; the reason's end is kept. */
+    size_t room = sizeof(msg) - strlen(tail) - 4;
+    if (n > 0 && (size_t)n > room)
+        strcpy(msg + room, "...");
+    strcat(msg, tail);
+    free(who);
+    print_event(m, &missing, what, step);
+    free(missing.missing);
+    free(missing.others);
     if (w->expired)
         w->expired(w->ctx, m->rank, msg);
     /* The callback did not end the process (or there is none). The collective that hung
@@ -285,11 +570,30 @@ static void expire(bp__mpi *m, int s)
     MPI_Abort(m->world, 1);
 }
 
+/* Another rank of this node reported a hung collective in the last 5 s: its process is
+ * ending, and mpirun ends the job; a second line would only repeat it (with a rank that
+ * was stopped and is woken by mpirun's SIGCONT, a wrong one). After 5 s this one reports
+ * too: nothing waits forever. */
+static int reported_on_node(const bp__mpi *m)
+{
+    long long now = now_ns();
+    for (int i = 0; m->board && i < m->board_n; i++) {
+        long long fired = atomic_load_explicit(&m->board[i].fired_ns, memory_order_relaxed);
+        if (&m->board[i] != m->mine && fired && now - fired < 5000000000LL)
+            return 1;
+    }
+    return 0;
+}
+
 static void *watch(void *arg)
 {
     bp__mpi *m = arg;
     bp__watchdog *w = &m->wd;
-    while (!wd_sleep(w, 100 * 1000 * 1000LL)) {
+    for (;;) {
+        /* First thing: a rank stopped right after this starts is seen standing still. */
+        atomic_store_explicit(&m->mine->beat_ns, now_ns(), memory_order_relaxed);
+        if (wd_sleep(w, 100 * 1000 * 1000LL))
+            break;
         long long since = 0;
         int s = overdue(w, &since);
         if (s < 0)
@@ -300,6 +604,9 @@ static void *watch(void *arg)
             break;
         if (atomic_load_explicit(&w->slot[s].since_ns, memory_order_relaxed) != since)
             continue; /* it arrived meanwhile */
+        if (reported_on_node(m))
+            continue; /* the job is ending: its line is said */
+        atomic_store_explicit(&m->mine->fired_ns, now_ns(), memory_order_relaxed);
         expire(m, s);
     }
     return NULL;
@@ -333,15 +640,26 @@ void bp__watch_enter(bp__mpi *m, int slot, const char *what)
     atomic_store_explicit(&m->wd.slot[slot].what, what, memory_order_relaxed);
     /* release: a watchdog that sees this time also sees the name stored before it */
     atomic_store_explicit(&m->wd.slot[slot].since_ns, now_ns(), memory_order_release);
+    atomic_store_explicit(&m->mine->inside[slot], 1, memory_order_relaxed);
 }
 
 void bp__watch_leave(bp__mpi *m, int slot)
 {
     atomic_store_explicit(&m->wd.slot[slot].since_ns, 0, memory_order_relaxed);
+    atomic_store_explicit(&m->mine->inside[slot], 0, memory_order_relaxed);
+}
+
+void bp__watch_count(bp__mpi *m, int slot)
+{
+    /* This thread alone writes its count: a load and a store, no locked add. */
+    _Atomic long *count = &m->mine->count[slot];
+    atomic_store_explicit(count, atomic_load_explicit(count, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
 }
 
 static void enter(bp__mpi *m, const char *what)
 {
+    bp__watch_count(m, 0);
     bp__watch_enter(m, 0, what);
 }
 

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "backprop/comm.h"
 
@@ -49,6 +50,22 @@ int bp__comm_node_bcast(const bp_comm *comm, void *buf, size_t bytes);
 int bp__comm_share(const bp_comm *comm, size_t bytes, bp_shared **out, void **base);
 int bp__comm_share_ready(bp_shared *s);
 void bp__comm_share_free(bp_shared *s); /* collective over the node's ranks */
+
+/* The watchdog's words for ranks (src/comm.c): a rank and its host. */
+typedef struct {
+    int rank;
+    const char *host;
+} bp__rank_host;
+
+/* The n ranks of r (sorted by rank) as the watchdog's message names them: "rank 2 (host a)",
+ * "ranks 2, 5 (host a), 7 (host b)", "ranks 4-7 (host b), 8-11 (host c)". Each host once,
+ * after its ranks, in the order of its lowest rank; three or more ranks in a row as a
+ * range. */
+void bp__print_ranks(FILE *f, const bp__rank_host *r, int n);
+
+/* s as a JSON string, quotes included: quotes, backslashes and control characters escaped
+ * (host names come from the system). */
+void bp__print_json_string(FILE *f, const char *s);
 
 /* Rank `start` .. `end` of this rank's contiguous shard of m examples: sizes differ by at
  * most one, the first m % size ranks take one more; a rank may get none. */

@@ -177,6 +177,7 @@ static void *at(const bp__exchange *x, void *buf, size_t i)
  * it yields the core first and sleeps after, for nodes with more ranks than cores. */
 static void wait_count(bp__exchange *x, _Atomic long *counter, long target, int slot)
 {
+    bp__watch_count(x->mpi, slot); /* a node-wide point, waited at or not */
     if (atomic_load_explicit(counter, memory_order_acquire) >= target)
         return;
     bp__watch_enter(x->mpi, slot, "the gradient exchange on this node");

@@ -17,6 +17,7 @@
 #include "backprop/comm.h"
 #include "backprop/config.h"
 #include "backprop/train.h"
+#include "comm.h"
 #include "test_dir.h"
 
 static bp_comm world;
@@ -211,6 +212,58 @@ static void test_comm_freed_first(void **state)
         assert_same_run("lone", "orphan");
 }
 
+/* What bp__print_ranks writes for r, in a buffer the caller frees. */
+static char *printed_ranks(const bp__rank_host *r, int n)
+{
+    char *text = NULL;
+    size_t bytes = 0;
+    FILE *f = open_memstream(&text, &bytes);
+    assert_non_null(f);
+    bp__print_ranks(f, r, n);
+    assert_int_equal(fclose(f), 0);
+    return text;
+}
+
+static void assert_ranks(const char *want, const bp__rank_host *r, int n)
+{
+    char *text = printed_ranks(r, n);
+    assert_string_equal(text, want);
+    free(text);
+}
+
+/* The watchdog's message names ranks with their hosts: each host once, after its ranks, in
+ * the order of their lowest rank; three ranks or more in a row as a range. */
+static void test_watchdog_names_ranks(void **state)
+{
+    (void)state;
+    bp__rank_host one[] = {{2, "bp-host3"}};
+    assert_ranks("rank 2 (host bp-host3)", one, 1);
+    bp__rank_host some[] = {{2, "x"}, {5, "x"}, {7, "y"}};
+    assert_ranks("ranks 2, 5 (host x), 7 (host y)", some, 3);
+    bp__rank_host runs[] = {{4, "b"}, {5, "b"}, {6, "b"},  {7, "b"},
+                            {8, "c"}, {9, "c"}, {10, "c"}, {11, "c"}};
+    assert_ranks("ranks 4-7 (host b), 8-11 (host c)", runs, 8);
+    bp__rank_host pair[] = {{4, "b"}, {5, "b"}, {9, "b"}, {10, "b"}, {11, "b"}};
+    assert_ranks("ranks 4, 5, 9-11 (host b)", pair, 5);
+    /* ranks placed round-robin: each host still once */
+    bp__rank_host mixed[] = {{1, "a"}, {2, "b"}, {3, "a"}, {4, "b"}, {5, "a"}};
+    assert_ranks("ranks 1, 3, 5 (host a), 2, 4 (host b)", mixed, 5);
+}
+
+/* Host names come from the system: the event record escapes what JSON requires. */
+static void test_watchdog_escapes_json(void **state)
+{
+    (void)state;
+    char *text = NULL;
+    size_t bytes = 0;
+    FILE *f = open_memstream(&text, &bytes);
+    assert_non_null(f);
+    bp__print_json_string(f, "a\"b\\c\n\t\x01\x7f\xc3\xa9z");
+    assert_int_equal(fclose(f), 0);
+    assert_string_equal(text, "\"a\\\"b\\\\c\\u000a\\u0009\\u0001\\u007f\xc3\xa9z\"");
+    free(text);
+}
+
 int main(int argc, char **argv)
 {
     if (bp_comm_init(&argc, &argv, &world) < 0)
@@ -222,6 +275,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_two_alive_at_once, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_split_in_halves, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_comm_freed_first, make_dir, remove_dir),
+        cmocka_unit_test(test_watchdog_names_ranks),
+        cmocka_unit_test(test_watchdog_escapes_json),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     bp_comm_finalize(&world);

@@ -67,7 +67,10 @@ void bp_comm_free(bp_comm *comm);
 
 /* Called from the watchdog's thread when a collective on a comm has waited longer than its
  * limit, with this rank and a one-line reason ("timed out after 10 s in the gradient
- * exchange across nodes at step 1234: rank 1 did not arrive ..."). It must end the process
+ * exchange across nodes at step 1234: rank 1 (host h2) did not arrive ..."; with the
+ * environment's BACKPROP_EVENTS=1 a JSON record on stderr before it, docs/running.md). On a
+ * node only the first rank to time out is called while the job ends (the others wait 5 s
+ * more, then are called too). It must end the process
  * (the collective that waits cannot be returned from); the CLI prints the reason and exits
  * with status 1, and mpirun then ends the job. If it returns, the library calls MPI_Abort
  * on the comm. */

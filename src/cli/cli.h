@@ -18,6 +18,7 @@ int bp_cmd_gradcheck(int argc, char **argv);
 int bp_cmd_inspect(int argc, char **argv);
 int bp_cmd_convert(int argc, char **argv);
 int bp_cmd_plot(int argc, char **argv);
+int bp_cmd_launch(int argc, char **argv);
 
 /* "backprop: error: WHAT" on stderr, with "[rank R] " for ranks other than 0. WHAT may
  * quote file contents and paths: control characters and bytes that are not UTF-8 are

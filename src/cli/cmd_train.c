@@ -404,6 +404,18 @@ static void on_load(void *ctx, const char *path, double done, double total)
     fflush(stderr);
 }
 
+/* Under `backprop launch` (BACKPROP_EVENTS=1), rank 0's record that every rank has set
+ * up, and so takes stop signals: each blocked them before MPI started, and the trainer's
+ * setup agreed across all of them. The launcher holds a stop until it reads this. */
+static void say_started(void)
+{
+    const char *events = getenv("BACKPROP_EVENTS");
+    if (events && strcmp(events, "1") == 0) {
+        fputs("backprop-event: {\"event\":\"started\"}\n", stderr);
+        fflush(stderr);
+    }
+}
+
 /* Rank 0: the config is an input too, so no file the run writes may be it, under any
  * name: not the metrics, nor a name the run writes or sweeps in [checkpoint] dir (the
  * library's check of the data files; it never sees the config's path). */
@@ -481,8 +493,10 @@ static int train_main(const bp_comm *comm, const train_args *a)
         bp_trainer_info before;
         bp_trainer_get_info(t, &before);
         already = before.stopped_early || before.converged;
-        if (comm->rank == 0)
+        if (comm->rank == 0) {
             print_banner(&cfg, t);
+            say_started();
+        }
         rc = bp_trainer_run(t, comm->rank == 0 ? &cb : NULL, err, sizeof(err));
         if (rc == BP_ESTOPPED) {
             print_step_time(comm, &cfg, t);

@@ -1,10 +1,13 @@
 /* backprop: train, evaluate, inspect, convert and plot. */
+#include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "backprop/runtime.h"
@@ -21,9 +24,11 @@ static const char usage[] =
     "  convert (--idx-images F --idx-labels F | --csv F [--targets K]) --out FILE.h5\n"
     "          [--contiguous] [--force]\n"
     "  plot RUN_DIR [RUN_DIR ...] [--out FILE.png] [--script FILE] [--force]\n"
+    "  launch --hostfile FILE [--min-hosts N] [--mpirun-arg ARG]... -- CONFIG [--set ...]\n"
     "  --help | --version | COMMAND --help\n"
     "\n"
-    "train, eval, predict and gradcheck run alone or under mpirun -np N.\n"
+    "train, eval, predict and gradcheck run alone or under mpirun -np N; launch runs train\n"
+    "under mpirun over a hostfile's hosts, and again on the rest when hosts are lost.\n"
     "Exit status: 0 success, 2 bad usage or input, 1 failure during work, 3 train stopped\n"
     "by SIGTERM, SIGINT or SIGUSR1 after a checkpoint (continue with --resume latest).\n";
 
@@ -153,9 +158,80 @@ static void timed_out(void *ctx, int rank, const char *reason)
     _exit(1);
 }
 
+/* MPI's start-up (MPI_Init waits for every process of the job) comes before any watchdog:
+ * a rank stopped, hung or cut off before it began would keep the others in it for good.
+ * A thread of its own ends the process if the start-up has not finished in time:
+ * BACKPROP_START_TIMEOUT seconds (default BP_CLI_TIMEOUT; 0 = no limit). */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    double seconds;
+} start = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+
+static void *watch_start(void *arg)
+{
+    (void)arg;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)start.seconds;
+    pthread_mutex_lock(&start.mu);
+    int rc = 0;
+    while (!start.done && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&start.cv, &start.mu, &until);
+    int done = start.done;
+    pthread_mutex_unlock(&start.mu);
+    if (done)
+        return NULL;
+    /* No rank number before MPI: Open MPI's own says who speaks first (the others later,
+     * if mpirun has not ended them by then). */
+    const char *r = getenv("OMPI_COMM_WORLD_RANK");
+    long rank = r ? strtol(r, NULL, 10) : 0;
+    if (rank > 0) /* mpirun ends the job once rank 0 has exited: about 2 s here */
+        sleep(10);
+    bp_cli_error((int)rank,
+                 "MPI's start-up has not finished after %.0f s: a rank of the job was stopped, "
+                 "hung or cut off before it began (BACKPROP_START_TIMEOUT sets the limit)",
+                 start.seconds);
+    _exit(EXIT_FAILURE_DURING_WORK);
+}
+
+/* Starts the start-up's watch; *thread is left unset (and 0 returned) when there is none. */
+static int start_watch(pthread_t *thread, int *started)
+{
+    const char *v = getenv("BACKPROP_START_TIMEOUT");
+    start.seconds = BP_CLI_TIMEOUT;
+    if (v && *v) {
+        char *end;
+        double s = strtod(v, &end);
+        if (*end || !(s >= 0) || s > 1e9)
+            return bp_cli_error(0, "BACKPROP_START_TIMEOUT=%s: not a number of seconds", v), -1;
+        start.seconds = s;
+    }
+    *started = start.seconds > 0 && pthread_create(thread, NULL, watch_start, NULL) == 0;
+    return 0;
+}
+
+static void end_watch(pthread_t thread, int started)
+{
+    if (!started)
+        return;
+    pthread_mutex_lock(&start.mu);
+    start.done = 1;
+    pthread_cond_signal(&start.cv);
+    pthread_mutex_unlock(&start.mu);
+    pthread_join(thread, NULL);
+}
+
 int bp_cli_init(int *argc, char ***argv, bp_comm *comm)
 {
-    if (bp_comm_init(argc, argv, comm) < 0) {
+    pthread_t watcher;
+    int watching = 0;
+    if (start_watch(&watcher, &watching) < 0)
+        return EXIT_BAD_INPUT;
+    int rc = bp_comm_init(argc, argv, comm);
+    end_watch(watcher, watching);
+    if (rc < 0) {
         bp_cli_error(0, "MPI initialisation failed");
         return EXIT_FAILURE_DURING_WORK;
     }
@@ -279,7 +355,7 @@ int main(int argc, char **argv)
     } commands[] = {
         {"train", bp_cmd_train},         {"eval", bp_cmd_eval},       {"predict", bp_cmd_predict},
         {"gradcheck", bp_cmd_gradcheck}, {"inspect", bp_cmd_inspect}, {"convert", bp_cmd_convert},
-        {"plot", bp_cmd_plot},
+        {"plot", bp_cmd_plot},           {"launch", bp_cmd_launch},
     };
     start_with_blas_env(argv);
     /* A damaged checkpoint must not take a rank down with it (checkpoint.h says why). */

@@ -109,7 +109,7 @@ kill -KILL "$job" 2>/dev/null
 wait "$job"
 status=$?
 if [ "$status" -eq 1 ] && [ "$took" -le 40 ] && [ "$(grep -c 'backprop: error' cut.err)" -eq 1 ] &&
-    grep -qE 'timed out after 10 s in [a-z ]+ at step [0-9]+: rank 1 did not arrive' cut.err; then
+    grep -qE 'timed out after 10 s in [a-z ]+ at step [0-9]+: rank 1 \(host bp-host2\) did not arrive' cut.err; then
     ok
 else
     bad "partition: exit $status after ${took}s"

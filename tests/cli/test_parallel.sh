@@ -137,7 +137,8 @@ wait "$job"
 status=$?
 took=$(($(date +%s) - start))
 if [ "$status" -eq 1 ] && [ "$took" -le 20 ] && [ "$(grep -c 'backprop: error' hung.err)" -eq 1 ] &&
-    grep -qE '^backprop: error: timed out after 5 s in [a-z ]+ at step [0-9]+: rank 1 did not arrive' hung.err; then
+    grep -qE '^backprop: error: timed out after 5 s in [a-z ]+ at step [0-9]+: rank 1 \(host [^)]+\) did not arrive' hung.err &&
+    ! grep -q 'backprop-event' hung.err; then # the record only with BACKPROP_EVENTS=1
     ok
 else
     bad "stopped rank: mpirun exit $status after ${took}s"
@@ -148,6 +149,49 @@ pkill -KILL -f "$T/hung.ini" 2>/dev/null
 check "resume after the watchdog" mpi 2 train hung.ini --resume latest --set checkpoint.dir=$T/hung \
     --set log.metrics=$T/hung/metrics.csv --set train.epochs=$(($($PY -c "import h5py; print(h5py.File('$T/hung/latest.h5')['train'].attrs['epoch'])") + 1))
 
+# At any rank count the line names the rank that did not arrive and its host: 4 ranks on
+# this node, rank 2 stopped (the watchdog reads the node's arrival board, src/comm.c). With
+# BACKPROP_EVENTS=1 the rank that reports also writes one machine-readable record before
+# it (docs/running.md, "Who did not arrive, and the watchdog's record"). A trap wakes and
+# ends what a failed check leaves.
+sed -e 's/^every_epochs = .*/every_epochs = 5/' hung.ini >hung4.ini
+victim=
+trap 'kill -CONT $victim 2>/dev/null; pkill -KILL -f "$T/hung4.ini"; rm -rf "$T"' EXIT
+timeout -k 5 60 mpirun --oversubscribe -np 4 -x BACKPROP_EVENTS=1 "$BP" train "$T/hung4.ini" \
+    --set checkpoint.dir=$T/hung4 >hung4.out 2>hung4.err &
+job=$!
+for _ in $(seq 300); do [ -e hung4/latest.h5 ] && break; sleep 0.1; done
+victim=$(rank_pid "$BP train $T/hung4.ini" 2)
+start=$(date +%s)
+kill -STOP "$victim"
+wait "$job"
+status=$?
+took=$(($(date +%s) - start))
+host=$(hostname)
+# the timeout's record (rank 0's "started" record comes first)
+record() { sed -n 's/^backprop-event: \(.*"event":"timeout".*\)/\1/p' hung4.err; }
+record_ok() {
+    $PY -c 'import json, sys
+r = json.loads(sys.stdin.read())
+ok = (r["event"] == "timeout" and r["rank"] in (0, 1, 3) and r["host"] == sys.argv[1]
+      and isinstance(r["step"], int) and r["what"] and " in %s at step %d: " % (r["what"], r["step"]) in sys.argv[2]
+      and r["missing"] == [{"rank": 2, "host": sys.argv[1]}] and r["suspect_hosts"] == [sys.argv[1]])
+sys.exit(0 if ok else 1)' "$host" "$(grep 'backprop: error' hung4.err)"
+}
+if [ "$status" -eq 1 ] && [ "$took" -le 20 ] && [ "$(grep -c 'backprop: error' hung4.err)" -eq 1 ] &&
+    grep -qE '^backprop: error: timed out after 5 s in [a-z ]+ at step [0-9]+: ' hung4.err &&
+    grep -qF ": rank 2 (host $host) did not arrive (stopped, hung, or cut off" hung4.err &&
+    [ "$(grep -c '^backprop-event: {"event":"timeout"' hung4.err)" -eq 1 ] &&
+    [ "$(grep -c '^backprop-event: {"event":"started"}$' hung4.err)" -eq 1 ] && record | record_ok; then
+    ok
+else
+    bad "stopped rank 2 of 4: mpirun exit $status after ${took}s"
+    grep backprop hung4.err
+fi
+kill -CONT "$victim" 2>/dev/null
+pkill -KILL -f "$T/hung4.ini" 2>/dev/null
+trap 'rm -rf "$T"' EXIT
+
 # Ranks started with other commands (mpirun's MPMD form) would wait in other collectives:
 # the command is agreed first, one line and exit 2, long before any watchdog.
 mpmd() { timeout -k 5 60 mpirun --oversubscribe -np 1 "$BP" "$@"; }
@@ -157,4 +201,21 @@ expect "MPMD: eval and predict" 2 "the ranks of this job run different commands 
     mpmd eval --checkpoint np2/latest.h5 --data good.h5 : -np 1 "$BP" predict \
     --checkpoint np2/latest.h5 --data good.h5 --out mpmd.h5
 check "MPMD: predict wrote nothing" test ! -e mpmd.h5
+# A process of the job that never starts MPI (here `sleep`, beside 2 ranks): MPI_Init waits
+# for it, before any watchdog; the start-up's own limit ends the job, one line, exit 1.
+start=$(date +%s)
+timeout -k 5 60 mpirun --oversubscribe -x BACKPROP_START_TIMEOUT=3 -np 2 "$BP" train p.ini \
+    --set checkpoint.dir=nostart : -np 1 sleep 60 >nostart.out 2>nostart.err
+status=$?
+if [ "$status" -eq 1 ] && [ $(($(date +%s) - start)) -lt 30 ] &&
+    [ "$(grep -c '^backprop: error: ' nostart.err)" -eq 1 ] &&
+    grep -q "MPI's start-up has not finished after 3 s" nostart.err; then
+    ok
+else
+    bad "a rank that never starts: exit $status (want 1) after $(($(date +%s) - start)) s"
+    sed 's/^/    /' nostart.err | head -5
+fi
+expect "BACKPROP_START_TIMEOUT checked" 2 "BACKPROP_START_TIMEOUT=soon: not a number" \
+    env BACKPROP_START_TIMEOUT=soon "$BP" train p.ini --set checkpoint.dir=badstart
+
 finish

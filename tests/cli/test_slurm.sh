@@ -31,9 +31,10 @@ strip_time() { cut -d, -f1-8 "$1"; }
 
 check "uninterrupted run, 2 ranks" timeout -k 5 300 mpirun -np 2 "$BP" train job.ini --set checkpoint.dir=$T/ref
 
-# submit DIR: the batch script with 2 tasks on job.ini into DIR; $id is the job.
+# submit DIR [ENV]: the batch script with 2 tasks on job.ini into DIR, ENV (VAR=VALUE)
+# added to its environment; $id is the job.
 submit() {
-    id=$(sbatch --parsable --output="$T/slurm-%j.out" --export=ALL,BACKPROP="$BP" \
+    id=$(sbatch --parsable --output="$T/slurm-%j.out" --export=ALL,BACKPROP="$BP"${2:+,$2} \
         "$SRC/scripts/slurm/backprop.sbatch" job.ini --set checkpoint.dir="$T/$1")
     check "$1: submitted" test -n "$id"
 }
@@ -86,5 +87,19 @@ submit B
 check "stop: submitted again, finished" slurm_wait_state "$id" COMPLETED 240
 check "stop: continued from the stop" grep -qE '^resumed at epoch ' "$T/slurm-$id.out"
 ended "stop" B
+
+# ELASTIC=1: the same job under backprop launch over the allocation's node; SIGUSR1 to the
+# batch shell reaches the launcher, which stops the job with a checkpoint: requeued, resumed.
+submit E ELASTIC=1
+mid_run "elastic" E
+check "elastic: signal the batch shell" scancel --signal=USR1 --batch "$id"
+check "elastic: requeued and finished" slurm_wait_state "$id" COMPLETED 240
+out="$T/slurm-$id.out"
+check "elastic: one restart" test "$(slurm_job_field "$id" Restarts)" = 1
+check "elastic: under the launcher" grep -qE '^backprop: launch: job 1 on 1 host: ' "$out"
+check "elastic: the stop line" grep -qE "$STOP_LINE" "$out"
+check "elastic: the second start resumed mid-run" grep -qE '^resumed at epoch ([3-9]|[1-3][0-9]), ' "$out"
+ended "elastic" E
+[ "$fails" -gt 0 ] && sed 's/^/    job: /' "$out" | grep -v '^    job: *$' | tail -30
 
 finish
