@@ -57,7 +57,7 @@ typedef struct {
     double lr_power;     /* inverse_scaling: eta / (examples seen + 1)^power */
     long early_stopping; /* patience in epochs without a better validation cost; 0 = off */
     uint64_t seed;
-    int threads; /* 0 = auto */
+    int threads;      /* 0 = auto */
     int any_scale;    /* reproducible = any_scale: same bits for any ranks, threads, hosts */
     long micro_batch; /* any_scale: rows of each micro-shard (docs/reproducibility.md) */
     /* [checkpoint] */
