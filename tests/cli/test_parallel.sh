@@ -126,16 +126,25 @@ pkill -KILL -f "$T/termed.ini" 2>/dev/null
 # the job exits 1 naming it, no process is left, and the last checkpoint resumes.
 sed -e 's/^epochs = .*/epochs = 100000/' -e 's/^every_epochs = .*/every_epochs = 20/' p.ini >hung.ini
 printf '[comm]\ntimeout = 5\n' >>hung.ini
-mpirun --oversubscribe -np 2 "$BP" train "$T/hung.ini" --set checkpoint.dir=$T/hung \
-    --set log.metrics=$T/hung/metrics.csv >hung.out 2>hung.err &
-job=$!
-for _ in $(seq 300); do [ -e hung/latest.h5 ] && break; sleep 0.1; done
-victim=$(rank_pid "$BP train $T/hung.ini" 1)
-start=$(date +%s)
-kill -STOP "$victim"
-wait "$job"
-status=$?
-took=$(($(date +%s) - start))
+# stop_rank NAME NP RANK MPIRUN-ARG...: trains NAME.ini on NP ranks into NAME/ (stdout and
+# stderr to NAME.out and NAME.err), SIGSTOPs rank RANK once a checkpoint exists and waits
+# for the job; $status is its exit status, $took the seconds from the stop, $victim the pid.
+stop_rank() {
+    local name=$1 np=$2 rank=$3
+    shift 3
+    timeout -k 5 60 mpirun --oversubscribe -np "$np" "$@" "$BP" train "$T/$name.ini" \
+        --set checkpoint.dir=$T/$name --set log.metrics=$T/$name/metrics.csv \
+        >"$name.out" 2>"$name.err" &
+    local job=$! start
+    for _ in $(seq 300); do [ -e "$name/latest.h5" ] && break; sleep 0.1; done
+    victim=$(rank_pid "$BP train $T/$name.ini" "$rank")
+    start=$(date +%s)
+    kill -STOP "$victim"
+    wait "$job"
+    status=$?
+    took=$(($(date +%s) - start))
+}
+stop_rank hung 2 1
 if [ "$status" -eq 1 ] && [ "$took" -le 20 ] && [ "$(grep -c 'backprop: error' hung.err)" -eq 1 ] &&
     grep -qE '^backprop: error: timed out after 5 s in [a-z ]+ at step [0-9]+: rank 1 \(host [^)]+\) did not arrive' hung.err &&
     ! grep -q 'backprop-event' hung.err; then # the record only with BACKPROP_EVENTS=1
@@ -157,16 +166,7 @@ check "resume after the watchdog" mpi 2 train hung.ini --resume latest --set che
 sed -e 's/^every_epochs = .*/every_epochs = 5/' hung.ini >hung4.ini
 victim=
 trap 'kill -CONT $victim 2>/dev/null; pkill -KILL -f "$T/hung4.ini"; rm -rf "$T"' EXIT
-timeout -k 5 60 mpirun --oversubscribe -np 4 -x BACKPROP_EVENTS=1 "$BP" train "$T/hung4.ini" \
-    --set checkpoint.dir=$T/hung4 >hung4.out 2>hung4.err &
-job=$!
-for _ in $(seq 300); do [ -e hung4/latest.h5 ] && break; sleep 0.1; done
-victim=$(rank_pid "$BP train $T/hung4.ini" 2)
-start=$(date +%s)
-kill -STOP "$victim"
-wait "$job"
-status=$?
-took=$(($(date +%s) - start))
+stop_rank hung4 4 2 -x BACKPROP_EVENTS=1
 host=$(hostname)
 # the timeout's record (rank 0's "started" record comes first)
 record() { sed -n 's/^backprop-event: \(.*"event":"timeout".*\)/\1/p' hung4.err; }
