@@ -203,6 +203,14 @@ static const key_spec keys[] = {
     REAL("comm", "bucket_mb", bucket_mb, 0.001, 1024, 0, "4", "the largest gradient bucket, in MB"),
     PATH("log", "metrics", metrics, "", "<dir>/metrics.csv", "the per-epoch metrics CSV"),
     ENUM("log", "progress", progress, progress_choices, "auto", "progress bar on stderr"),
+    PATH("log", "trace", trace, "", "none (the watchdog writes <dir>/trace.json)",
+         "the last steps' phases of every rank, a Chrome trace-event JSON written at the end, "
+         "on a stop and when the watchdog fires"),
+    LONG("log", "trace_steps", trace_steps, 0, 10000, "100",
+         "steps the flight recorder keeps (0 = off)"),
+    {"log", "straggler_factor", K_REAL, OFF(straggler_factor), .min = 0, .max = 1000, .zero = "off",
+     .above_zero = 1.1, .fallback = "1.5",
+     .help = "warn when a rank's step work is this many times the others'"},
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 static const char *const sections[] = {"data", "network", "train", "checkpoint", "comm", "log"};
