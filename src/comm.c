@@ -972,15 +972,19 @@ const char *bp__comm_host(const bp_comm *comm, int rank)
  * collective: the others may never answer. */
 static void write_node_trace(bp__mpi *m)
 {
-    if (!m->rec.path[0] || !m->rec.base)
+    if (!m->rec.path[0] || !m->rec.mine)
         return;
-    bp__rec_view *v = calloc((size_t)m->rec.n, sizeof(*v));
-    bp__rec_event **copies = calloc((size_t)m->rec.n, sizeof(*copies));
-    char(*hosts)[sizeof(((bp__rec *)0)->host)] = calloc((size_t)m->rec.n, sizeof(*hosts));
+    /* Without the node's segment (no room in /dev/shm), this rank's own ring alone. */
+    int rings = m->rec.base ? m->rec.n : 1;
+    size_t ring_bytes = m->rec.base ? m->rec.ring_bytes : bp__rec_bytes(m->rec.mine->capacity);
+    const char *base = m->rec.base ? m->rec.base : (const char *)m->rec.mine;
+    bp__rec_view *v = calloc((size_t)rings, sizeof(*v));
+    bp__rec_event **copies = calloc((size_t)rings, sizeof(*copies));
+    char(*hosts)[sizeof(((bp__rec *)0)->host)] = calloc((size_t)rings, sizeof(*hosts));
     int n = 0, holds_zero = 0;
-    for (int i = 0; v && copies && hosts && i < m->rec.n; i++) {
-        const bp__rec *r = (const bp__rec *)(m->rec.base + (size_t)i * m->rec.ring_bytes);
-        if (r->magic == 0 || r->capacity == 0 || bp__rec_bytes(r->capacity) > m->rec.ring_bytes ||
+    for (int i = 0; v && copies && hosts && i < rings; i++) {
+        const bp__rec *r = (const bp__rec *)(base + (size_t)i * ring_bytes);
+        if (r->magic == 0 || r->capacity == 0 || bp__rec_bytes(r->capacity) > ring_bytes ||
             !(copies[n] = malloc(r->capacity * sizeof(bp__rec_event))))
             continue;
         memcpy(hosts[n], r->host, sizeof(hosts[n]));

@@ -232,6 +232,7 @@ static void wait_count(bp__exchange *x, _Atomic long *counter, long target, int 
     if (atomic_load_explicit(counter, memory_order_acquire) >= target)
         return;
     bp__watch_enter(x->mpi, slot, "the gradient exchange on this node");
+    int64_t id = bp__rec_begin(x->rec, BP__REC_WAIT, 0, NULL);
     long long began = mono_ns();
     for (long spins = 0; atomic_load_explicit(counter, memory_order_acquire) < target; spins++) {
         if (spins < 2000) {
@@ -247,6 +248,7 @@ static void wait_count(bp__exchange *x, _Atomic long *counter, long target, int 
                               atomic_load_explicit(&x->stall_ns[slot], memory_order_relaxed) + now -
                                   done,
                               memory_order_relaxed);
+    bp__rec_end(x->rec, id);
     bp__watch_leave(x->mpi, slot);
 }
 

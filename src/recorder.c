@@ -116,6 +116,7 @@ static const struct {
     [BP__REC_EVALUATION] = {"evaluation", "evaluation", 0},
     [BP__REC_CKPT_COPY] = {"checkpoint copy", "checkpoint", 0},
     [BP__REC_CKPT_WRITE] = {"checkpoint write", "checkpoint", 2},
+    [BP__REC_WAIT] = {"waiting for the node's ranks", "exchange", 0},
 };
 
 static int64_t load64(const _Atomic int64_t *v)

@@ -29,6 +29,7 @@ enum {
     BP__REC_EVALUATION, /* the validation and test sets' evaluation */
     BP__REC_CKPT_COPY,  /* the checkpoint's copy of the state, on the trainer's thread */
     BP__REC_CKPT_WRITE, /* the checkpoint's write, in the background */
+    BP__REC_WAIT,       /* waiting for the node's ranks in the exchange (inside backward) */
     BP__REC_KINDS
 };
 

@@ -302,8 +302,9 @@ static int start_observing(bp_trainer *t, char *err, size_t errlen)
     int rc = 0;
     if (cfg->trace_steps > 0) {
         /* A step's events: its rows, forward, deltas, backward, each bucket's exchange, sum
-         * across nodes and update, a few collectives; and room for an epoch's end. */
-        size_t per_step = 16 + 3 * (size_t)bp__exchange_buckets(t->exchange);
+         * across nodes, update and two waits on the node, a few collectives; and room for
+         * an epoch's end. */
+        size_t per_step = 16 + 5 * (size_t)bp__exchange_buckets(t->exchange);
         size_t capacity = (size_t)cfg->trace_steps * per_step + 64;
         rc = bp__comm_map_rings(&t->comm, bp__rec_bytes(capacity), &t->obs.ring);
         if (rc == 0 && !t->obs.ring) {

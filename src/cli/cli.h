@@ -105,7 +105,9 @@ typedef struct {
     int has_window, steps;      /* whether some event names its step; the steps asked */
     long first_step, last_step; /* the window's */
     double *step_at;            /* ms of step first_step + i's first event on the top rank */
-    double span;                /* ms from the window's start to the end of the trace */
+    double span;                /* ms from the window's start to its end */
+    int to_end; /* the window ends where the trace does (it has an unfinished event), not
+                   with the last step's phases */
 } bp_cli_trace;
 
 /* Reads path: 0, or BP_EFORMAT with "PATH: not a trace (WHY)" (BP_EINVAL when it cannot be

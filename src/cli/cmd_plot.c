@@ -599,12 +599,12 @@ static void write_timeline_panel(FILE *f, const bp_cli_trace *t, const char *pat
 {
     char title[BP_PATH_MAX + 256];
     int n = snprintf(title, sizeof(title), "Timeline of %s", path);
+    const char *to_end = t->to_end ? " to the end of the trace" : "";
     if (n < (int)sizeof(title) && t->has_window && t->first_step < t->last_step)
-        n += snprintf(title + n, sizeof(title) - (size_t)n,
-                      ": steps %ld..%ld to the end of the trace", t->first_step, t->last_step);
+        n += snprintf(title + n, sizeof(title) - (size_t)n, ": steps %ld..%ld%s", t->first_step,
+                      t->last_step, to_end);
     else if (n < (int)sizeof(title) && t->has_window)
-        n += snprintf(title + n, sizeof(title) - (size_t)n, ": step %ld to the end of the trace",
-                      t->last_step);
+        n += snprintf(title + n, sizeof(title) - (size_t)n, ": step %ld%s", t->last_step, to_end);
     if (t->all_ranks > t->nranks && n < (int)sizeof(title))
         snprintf(title + n, sizeof(title) - (size_t)n, " (%d of %d ranks)", t->nranks,
                  t->all_ranks);

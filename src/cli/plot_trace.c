@@ -283,9 +283,41 @@ static int box_order(const void *pa, const void *pb)
     return (a->start > b->start) - (a->start < b->start);
 }
 
+/* Whether an event is one of a step's own phases (rows, passes, exchange, update), not the
+ * run's business around the steps (collectives, evaluation, checkpoints). */
+static int step_phase(const event *e)
+{
+    int kind = kind_of(e->ev);
+    return kind == BP_TRACE_DATA || kind == BP_TRACE_FORWARD || kind == BP_TRACE_BACKWARD ||
+           kind == BP_TRACE_COMPUTE || kind == BP_TRACE_EXCHANGE || kind == BP_TRACE_UPDATE;
+}
+
+/* Where the window ends: the end of the trace when some event in it never ended (the
+ * watchdog's trace: the hang is the point), else the end of the last step's phases, so
+ * that the end of a run (its evaluation, checkpoint and agreements) does not squeeze the
+ * steps into a corner. */
+static double window_end(const event *evs, size_t n, double trace_end, long first, long last,
+                         int *to_end)
+{
+    double end = -INFINITY;
+    *to_end = 0;
+    for (size_t i = 0; i < n; i++) {
+        const event *e = &evs[i];
+        if (e->step == LONG_MIN || e->step < first || e->ph == 'E' || e->ph == 'e')
+            continue;
+        if (isnan(e->end))
+            *to_end = 1;
+        else if (e->step == last && step_phase(e))
+            end = fmax(end, e->end);
+    }
+    if (*to_end || !isfinite(end))
+        *to_end = 1, end = trace_end;
+    return end;
+}
+
 /* The window: the last `steps` steps by args.step (those of them the trace has), from the
- * first event of the first of them to the end of the trace. Boxes of the drawn ranks that reach
- * into it, clipped at its start; the steps' first events on the top lane's rank. */
+ * first event of the first of them to window_end. Boxes of the drawn ranks that reach into
+ * it, clipped to it; the steps' first events on the top lane's rank. */
 static int collect(const event *evs, size_t n, double trace_end, int steps, bp_cli_trace *t)
 {
     long last = LONG_MIN;
@@ -302,7 +334,8 @@ static int collect(const event *evs, size_t n, double trace_end, int steps, bp_c
             t0 = evs[i].ts < t0 ? evs[i].ts : t0;
         }
     t->first_step = first, t->last_step = last, t->has_window = 1;
-    t->span = (trace_end - t0) / 1000.0;
+    double t1 = window_end(evs, n, trace_end, first, last, &t->to_end);
+    t->span = (t1 - t0) / 1000.0;
     t->boxes = malloc((n ? n : 1) * sizeof(*t->boxes));
     t->step_at = malloc((size_t)steps * sizeof(*t->step_at));
     if (!t->boxes || !t->step_at)
@@ -320,12 +353,12 @@ static int collect(const event *evs, size_t n, double trace_end, int steps, bp_c
             continue;
         int unfinished = isnan(e->end);
         double end = unfinished ? trace_end : e->end;
-        if (end < t0 || (end == t0 && e->ts < t0))
+        if (end < t0 || (end == t0 && e->ts < t0) || e->ts >= t1)
             continue;
         bp_cli_trace_box *b = &t->boxes[t->nboxes++];
         b->rank = e->pid, b->sublane = sublane_of(e), b->kind = kind_of(e->ev);
         b->start = ((e->ts > t0 ? e->ts : t0) - t0) / 1000.0;
-        b->end = (end - t0) / 1000.0;
+        b->end = ((end < t1 ? end : t1) - t0) / 1000.0;
         const cJSON *flag = cJSON_GetObjectItemCaseSensitive(
             cJSON_GetObjectItemCaseSensitive(e->ev, "args"), "unfinished");
         b->unfinished = unfinished || cJSON_IsTrue(flag);
