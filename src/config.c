@@ -206,7 +206,7 @@ static const key_spec keys[] = {
     PATH("log", "trace", trace, "", "none (the watchdog writes <dir>/trace.json)",
          "the last steps' phases of every rank, a Chrome trace-event JSON written at the end, "
          "on a stop and when the watchdog fires"),
-    LONG("log", "trace_steps", trace_steps, 0, 10000, "100",
+    LONG("log", "trace_steps", trace_steps, 0, 1000, "100",
          "steps the flight recorder keeps (0 = off)"),
     {"log", "straggler_factor", K_REAL, OFF(straggler_factor), .min = 0, .max = 1000, .zero = "off",
      .above_zero = 1.1, .fallback = "1.5",

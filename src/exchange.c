@@ -656,9 +656,11 @@ static int next(bp__exchange *x, size_t *lo, size_t *hi)
             pthread_cond_wait(&x->cv, &x->mu);
         pthread_mutex_unlock(&x->mu);
     } else if (x->nodes > 1) {
+        int64_t id = bp__rec_begin(x->rec, BP__REC_CROSS, b, NULL);
         rc = cross_sum(x, slice(x, b, x->me), 0);
         if (rc == 0)
             convert_slice(x, b);
+        bp__rec_end(x->rec, id);
     }
     double t1 = bp__now_s();
     if (x->p > 1) {

@@ -183,7 +183,9 @@ static void write_event(FILE *f, const bp__rec_view *v, const bp__rec_event *e, 
 
 static void write_names(FILE *f, const bp__rec_view *v, int *first)
 {
-    static const char *const threads[] = {"trainer", "exchange thread", "checkpoint writer"};
+    /* tid 1 is the cross-node sums': on the exchange's thread, or the trainer's where
+     * there is none (MPI without threads) */
+    static const char *const threads[] = {"trainer", "cross-node sums", "checkpoint writer"};
     char name[128];
     snprintf(name, sizeof(name), "rank %d (host %s)", v->rank, v->host);
     fprintf(f, "%s\n{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":%d,\"args\":{\"name\":",

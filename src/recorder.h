@@ -23,7 +23,7 @@ enum {
     BP__REC_DELTAS,     /* any_scale: the deltas of the micro-shards */
     BP__REC_BACKWARD,   /* the backward pass (the weight gradients) */
     BP__REC_BUCKET,     /* a bucket's exchange, from its posting to its sum's arrival */
-    BP__REC_CROSS,      /* a bucket's sum across nodes, on the exchange's thread */
+    BP__REC_CROSS,      /* a bucket's sum across nodes (on the exchange's thread, if any) */
     BP__REC_UPDATE,     /* the update of a bucket's parameters */
     BP__REC_COLLECTIVE, /* a collective of the comm layer, by the watchdog's name of it */
     BP__REC_EVALUATION, /* the validation and test sets' evaluation */

@@ -219,6 +219,14 @@ static void post_extras(bp_trainer *t, bp_real *extra)
     extra[BP__SLOT_WORK + t->comm.rank] = (bp_real)rint(t->obs.work_s * 1e6);
 }
 
+/* The step every event and wait from here on belongs to: the watchdog's message names it,
+ * the trace tags it (a wait inside the backward pass is this step's too). */
+static void begin_step(bp_trainer *t)
+{
+    bp__comm_set_step(&t->comm, t->st.global_step + 1);
+    bp__rec_set_step(t->obs.ring, t->st.global_step + 1);
+}
+
 /* After a step that ended at `ended`: this rank's work in it (its rows, forward, backward
  * and update: the step less the time it waited in the exchange; plus the time it stood
  * still inside the exchange's waits, from stalled0 on, which others may have waited for),
@@ -373,7 +381,7 @@ static int fixed_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
     double exposed0, busy0;
     bp__exchange_times(t->exchange, &exposed0, &busy0);
     double started = bp__now_s(), stalled0 = bp__exchange_stalled(t->exchange);
-    bp__rec_set_step(t->obs.ring, t->st.global_step + 1);
+    begin_step(t);
     bp__optimizer_begin(t->opt, &t->net);
     size_t rows;
     int64_t ev = bp__rec_begin(t->obs.ring, BP__REC_DATA, 0, NULL);
@@ -387,7 +395,6 @@ static int fixed_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
         return BP_ECOMM;
     double computed = bp__now_s(), updating = 0, exposed_backward, busy;
     bp__exchange_times(t->exchange, &exposed_backward, &busy);
-    bp__comm_set_step(&t->comm, t->st.global_step + 1);
     bp__optimizer_set_step(t->opt,
                            bp__learning_rate(t->cfg, t->st.epoch, t->st.global_step,
                                              t->batches.total_steps, (double)t->train.n),
@@ -426,7 +433,7 @@ static int train_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
     double exposed0, busy0;
     bp__exchange_times(t->exchange, &exposed0, &busy0);
     double started = bp__now_s(), stalled0 = bp__exchange_stalled(t->exchange);
-    bp__rec_set_step(t->obs.ring, t->st.global_step + 1);
+    begin_step(t);
     bp__optimizer_begin(t->opt, &t->net); /* lbfgs: to the trial this step evaluates */
     bp__bf16_weights(&t->net, &t->ws);    /* once per step; nothing unless precision = bf16 */
     size_t rows;
@@ -462,7 +469,6 @@ static int train_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
     }
     double computed = bp__now_s(), updating = 0, exposed_backward, busy;
     bp__exchange_times(t->exchange, &exposed_backward, &busy);
-    bp__comm_set_step(&t->comm, t->st.global_step + 1);
     size_t lo, hi;
     const bp_real *sum;
     int rc, diverged = 0, nonfinite = 0;

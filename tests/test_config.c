@@ -480,7 +480,7 @@ static void test_numeric_ranges_refused_at_both_ends(void **state)
         {"checkpoint.keep", 0, 1e9, INT},
         {"comm.timeout", 0, 1e9, REAL},
         {"comm.bucket_mb", 0.001, 1024, REAL},
-        {"log.trace_steps", 0, 10000, INT},
+        {"log.trace_steps", 0, 1000, INT},
         {"log.straggler_factor", 0, 1000, REAL},
     };
     size_t nranges = sizeof(ranges) / sizeof(ranges[0]);

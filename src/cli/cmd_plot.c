@@ -568,7 +568,7 @@ static int timeline_rows(const bp_cli_trace *t)
 }
 
 /* $timeline: a row per box (lane: its rank's place from the top; sublane: 0 the trainer
- * thread, 1 the bucket exchanges, 2 the exchange thread, 3 the checkpoint writer);
+ * thread, 1 the bucket exchanges, 2 the cross-node sums, 3 the checkpoint writer);
  * $trace_steps: where each step begins on the top rank, and whether it is labelled (a
  * label at least 4 % of the width from the one before stays legible). */
 static void write_timeline_blocks(FILE *f, const bp_cli_trace *t)
@@ -612,7 +612,7 @@ static void write_timeline_panel(FILE *f, const bp_cli_trace *t, const char *pat
     quoted(f, title);
     fprintf(f,
             "\nset xlabel \"ms from the first event of step %ld\\nin a lane, top to bottom: "
-            "the trainer thread, the bucket exchanges, the exchange thread, the checkpoint "
+            "the trainer thread, the bucket exchanges, the cross-node sums, the checkpoint "
             "writer\"\nunset ylabel\nset format x '%%g'\nset xtics autofreq\n"
             "unset grid\nset grid xtics\nset key outside right top vertical Left reverse\n",
             t->first_step);
