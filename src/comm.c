@@ -1084,25 +1084,32 @@ int bp__comm_gather_rings(const bp_comm *comm, const bp__rec *mine, bp__rec_gath
     }
     int64_t *offset = calloc((size_t)m->size, sizeof(int64_t));
     int *counts = calloc((size_t)m->size, sizeof(int)), *displs = NULL;
-    int count = (int)(n * sizeof(*own)), rc = 0;
-    enter(m, "the gathering of the trace");
-    if (!offset || !counts || clock_offsets(m, offset) < 0 ||
-        MPI_Gather(&count, 1, MPI_INT, counts, 1, MPI_INT, 0, m->world) != MPI_SUCCESS)
-        rc = BP_ECOMM;
+    int count = (int)(n * sizeof(*own)), rc = 0, ok = offset && counts;
     char *all = NULL;
+    /* Every rank takes the same path through the collectives below: what memory a rank
+     * lacks is agreed first, and rank 0's room for the whole is told to all. */
+    enter(m, "the gathering of the trace");
+    if (MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, m->world) != MPI_SUCCESS)
+        rc = BP_ECOMM;
+    else if (!ok)
+        rc = BP_ENOMEM;
+    if (rc == 0 && (clock_offsets(m, offset) < 0 ||
+                    MPI_Gather(&count, 1, MPI_INT, counts, 1, MPI_INT, 0, m->world) != MPI_SUCCESS))
+        rc = BP_ECOMM;
     if (rc == 0 && m->rank == 0) {
         size_t total = 0;
         displs = calloc((size_t)m->size, sizeof(int));
-        for (int r = 0; displs && r < m->size; r++)
+        for (int r = 0; displs && r < m->size && total < INT_MAX; r++)
             displs[r] = (int)total, total += (size_t)counts[r];
-        all = displs && total < INT_MAX ? malloc(total ? total : 1) : NULL;
+        all = displs && total < INT_MAX ? malloc(total ? total : 1) : NULL; /* MPI's ints */
+        ok = all != NULL;
     }
-    /* A rank 0 without the memory still takes part, receiving nothing. */
-    if (rc == 0 && m->rank == 0 && !all)
-        for (int r = 0; r < m->size; r++)
-            counts[r] = 0;
-    if (rc == 0 && MPI_Gatherv(own, count, MPI_BYTE, all, counts, displs ? displs : counts,
-                               MPI_BYTE, 0, m->world) != MPI_SUCCESS)
+    if (rc == 0 && MPI_Bcast(&ok, 1, MPI_INT, 0, m->world) != MPI_SUCCESS)
+        rc = BP_ECOMM;
+    else if (rc == 0 && !ok)
+        rc = BP_ENOMEM;
+    if (rc == 0 && MPI_Gatherv(own, count, MPI_BYTE, all, counts, displs, MPI_BYTE, 0, m->world) !=
+                       MPI_SUCCESS)
         rc = BP_ECOMM;
     leave(m);
     free(own);
