@@ -3,7 +3,7 @@
 # stopped for 20 ms of every 40 (SIGSTOP, SIGCONT), so that straggler detection names it
 # and the flight recorder's trace shows the others waiting for it; then draws the trace
 # with backprop plot. Usage: scripts/straggler-demo.sh [RUN_DIR]   (default
-# runs/straggler-demo, replaced). Writes RUN_DIR/trace.json, and its last 3 steps drawn
+# runs/straggler-demo, replaced). Writes RUN_DIR/trace.json, and its last 8 steps drawn
 # alone in RUN_DIR/timeline/plot.png (docs/trace-timeline.png is one).
 # Needs a build in build/ (scripts/demo.sh or the README's cmake commands).
 set -euo pipefail
@@ -45,4 +45,4 @@ done &
 wait "$job"
 mkdir "$dir/timeline"
 cp "$dir/trace.json" "$dir/timeline/"
-"$bp" plot "$dir/timeline" --trace-steps 3
+"$bp" plot "$dir/timeline" --trace-steps 8

@@ -144,6 +144,8 @@ static int map_node(bp__mpi *m, size_t per_rank, const char *tag, void **at_out,
         snprintf(name, sizeof(name), "/backprop-%s-%ld-%p", tag, (long)getpid(), (void *)m);
         fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
         ok = fd >= 0 && posix_fallocate(fd, 0, (off_t)bytes) == 0;
+        if (!ok && fd >= 0) /* no room: the name goes with the attempt */
+            shm_unlink(name);
         if (!ok)
             name[0] = 0;
     }
@@ -559,13 +561,14 @@ static void print_event(const bp__mpi *m, const who_is_missing *w, const char *w
     free(line);
 }
 
-static void write_node_trace(bp__mpi *m);
+static void write_node_trace(bp__mpi *m, char *note, size_t len);
 
 /* Slot s's collective hung: the program's callback ends the process. */
 static void expire(bp__mpi *m, int s)
 {
     bp__watchdog *w = &m->wd;
-    char msg[1024], at[32] = "", *who = NULL;
+    char msg[1024 + sizeof(m->rec.path) + 600], note[sizeof(m->rec.path) + 600];
+    char at[32] = "", *who = NULL;
     size_t who_bytes = 0;
     who_is_missing missing;
     find_missing(m, &missing);
@@ -584,16 +587,18 @@ static void expire(bp__mpi *m, int s)
                      at, who ? who : "a rank did not arrive");
     const char *tail = " (stopped, hung, or cut off from the network); [comm] timeout sets the "
                        "limit";
-    /* A list of thousands of ranks is cut short; the reason's end is kept. */
-    size_t room = sizeof(msg) - strlen(tail) - 4;
+    /* The seconds before the hang, written first: the line says where they are. */
+    write_node_trace(m, note, sizeof(note));
+    /* A list of thousands of ranks is cut short (to 1024 bytes); the reason's end is kept. */
+    size_t room = 1024 - strlen(tail) - 4;
     if (n > 0 && (size_t)n > room)
         strcpy(msg + room, "...");
     strcat(msg, tail);
+    strcat(msg, note);
     free(who);
     print_event(m, &missing, what, step);
     free(missing.missing);
     free(missing.others);
-    write_node_trace(m);
     if (w->expired)
         w->expired(w->ctx, m->rank, msg);
     /* The callback did not end the process (or there is none). The collective that hung
@@ -969,9 +974,11 @@ const char *bp__comm_host(const bp_comm *comm, int rank)
 /* The watchdog fired: the node's rings, the stopped rank's included, as a trace at
  * [log] trace when this node holds rank 0, else beside it with the host's name added
  * (PATH.HOST): the seconds before the hang are what the user needs to see. Nothing
- * collective: the others may never answer. */
-static void write_node_trace(bp__mpi *m)
+ * collective: the others may never answer. Into note, for the error line: where it went,
+ * or why it did not. */
+static void write_node_trace(bp__mpi *m, char *note, size_t len)
 {
+    note[0] = 0;
     if (!m->rec.path[0] || !m->rec.mine)
         return;
     /* Without the node's segment (no room in /dev/shm), this rank's own ring alone. */
@@ -996,11 +1003,11 @@ static void write_node_trace(bp__mpi *m)
     char path[sizeof(m->rec.path) + BP__HOST_CHARS + 2];
     snprintf(path, sizeof(path), "%s", m->rec.path);
     if (!holds_zero) { /* a host's name as a file name's part: letters, digits, . - _ */
-        size_t len = strlen(path);
-        path[len++] = '.';
-        for (const char *c = m->hosts[m->rank]; *c && len + 1 < sizeof(path); c++)
-            path[len++] = (isalnum((unsigned char)*c) || *c == '-' || *c == '_') ? *c : '_';
-        path[len] = 0;
+        size_t at = strlen(path);
+        path[at++] = '.';
+        for (const char *c = m->hosts[m->rank]; *c && at + 1 < sizeof(path); c++)
+            path[at++] = (isalnum((unsigned char)*c) || *c == '-' || *c == '.') ? *c : '_';
+        path[at] = 0;
     }
     char *text = NULL, err[512];
     size_t bytes = 0;
@@ -1010,11 +1017,9 @@ static void write_node_trace(bp__mpi *m)
     if (f && fclose(f) != 0)
         ok = 0;
     if (ok && bp__publish(path, text, bytes, BP__OUT_REPLACE, err, sizeof(err)) < 0)
-        fprintf(stderr, "backprop: warning: [rank %d] the trace: %s\n", m->rank, err);
+        snprintf(note, len, "; the trace could not be written: %.500s", err);
     else if (ok)
-        fprintf(stderr,
-                "backprop: [rank %d] wrote the trace of this host's ranks' last steps: %s\n",
-                m->rank, path);
+        snprintf(note, len, "; this host's ranks' last steps: %s", path);
     free(text);
     for (int i = 0; copies && i < n; i++)
         free(copies[i]);

@@ -754,6 +754,22 @@ static int finish(parse_ctx *ctx, const char *file)
                 cfg->comm_timeout, BP_MIN_COMM_TIMEOUT);
         return BP_EINVAL;
     }
+    /* Below 1.1, a rank as fast as the others but for the noise of a busy node would be
+     * slow (docs/running.md, "Slow ranks"). */
+    if (cfg->straggler_factor > 0 && cfg->straggler_factor < 1.1) {
+        fail_at(ctx, line_of(ctx, "log", "straggler_factor"),
+                "[log] straggler_factor: %g is below 1.1, where ranks within a busy node's noise "
+                "of each other would be called slow (0 turns it off)",
+                cfg->straggler_factor);
+        return BP_EINVAL;
+    }
+    if (cfg->trace[0] && cfg->trace_steps == 0) {
+        fail_at(ctx, line_of(ctx, "log", "trace"),
+                "[log] trace = %s with trace_steps = 0: the flight recorder is off, so there is "
+                "nothing to write (set trace_steps, or leave trace unset)",
+                cfg->trace);
+        return BP_EINVAL;
+    }
     if (cfg->validation[0] && cfg->validation_split) {
         fail_at(ctx, line_of(ctx, "data", "validation_split"),
                 "[data] set validation or validation_split, not both");

@@ -272,6 +272,8 @@ static int map_segment(bp__exchange *x, MPI_Comm node)
         snprintf(name, sizeof(name), "/backprop-%ld-%p", (long)getpid(), (void *)x);
         fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
         ok = fd >= 0 && posix_fallocate(fd, 0, (off_t)x->segment_bytes) == 0;
+        if (!ok && fd >= 0) /* no room: the name goes with the attempt */
+            shm_unlink(name);
         if (!ok)
             name[0] = 0;
     }

@@ -217,6 +217,21 @@ static int is_trace(const char *path)
     return n == 0 || (n == (ssize_t)sizeof(head) - 1 && memcmp(got, head, sizeof(head) - 1) == 0);
 }
 
+/* Whether paths a and b name one file, now or once written: the same file when both exist,
+ * else the same name in the same directory (however either is spelled). */
+static int same_target(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0)
+        return bp__same_file(&sa, &sb);
+    char da[BP_PATH_MAX], db[BP_PATH_MAX];
+    const char *na = strrchr(a, '/'), *nb = strrchr(b, '/');
+    bp__dir_of(a, da, sizeof(da));
+    bp__dir_of(b, db, sizeof(db));
+    return strcmp(na ? na + 1 : a, nb ? nb + 1 : b) == 0 && stat(da, &sa) == 0 &&
+           stat(db, &sb) == 0 && bp__same_file(&sa, &sb);
+}
+
 /* [log] trace is replaced whole at the end of a run, on a stop and by the watchdog: not a
  * name the run writes in its directory but trace.json, not an input (under any name), not
  * a checkpoint, the metrics or the step times, and nothing but a trace. Its directory must
@@ -230,6 +245,10 @@ static int check_trace_path(const bp_config *c, char *err, size_t errlen)
     int rc = check_writable(dir, err, errlen);
     if (rc < 0)
         return rc;
+    if (same_target(c->trace, c->metrics))
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "[log] trace = %s is the metrics file %s; name another file", c->trace,
+                        c->metrics);
     if (stat(dir, &td) == 0 && stat(c->checkpoint_dir, &cd) == 0 && bp__same_file(&td, &cd) &&
         is_run_name(base) && strcmp(base, "trace.json") != 0)
         return bp__fail(err, errlen, BP_EINVAL,
@@ -245,12 +264,10 @@ static int check_trace_path(const bp_config *c, char *err, size_t errlen)
         return bp__fail(err, errlen, BP_EINVAL,
                         "[log] trace = %s is the input %s; name another file", c->trace, input);
     snprintf(path, sizeof(path), "%s/step_times.csv", c->checkpoint_dir);
-    if ((stat(c->metrics, &other) == 0 && bp__same_file(&other, &st)) ||
-        (stat(path, &other) == 0 && bp__same_file(&other, &st)))
+    if (stat(path, &other) == 0 && bp__same_file(&other, &st))
         return bp__fail(err, errlen, BP_EINVAL,
-                        "[log] trace = %s is a file the run writes itself (the metrics or the "
-                        "step times); name another file",
-                        c->trace);
+                        "[log] trace = %s is %s, a file the run writes itself; name another file",
+                        c->trace, path);
     if (bp__h5_is_checkpoint(c->trace))
         return bp__fail(err, errlen, BP_EINVAL,
                         "[log] trace = %s is a checkpoint; a trace never replaces one, name "

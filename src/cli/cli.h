@@ -106,8 +106,8 @@ typedef struct {
     long first_step, last_step; /* the window's */
     double *step_at;            /* ms of step first_step + i's first event on the top rank */
     double span;                /* ms from the window's start to its end */
-    int to_end; /* the window ends where the trace does (it has an unfinished event), not
-                   with the last step's phases */
+    int to_end;                 /* some event of the window never ended (the watchdog's trace) */
+    double beyond_ms;           /* then: how long the trace goes on past the window's end */
 } bp_cli_trace;
 
 /* Reads path: 0, or BP_EFORMAT with "PATH: not a trace (WHY)" (BP_EINVAL when it cannot be

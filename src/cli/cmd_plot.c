@@ -88,9 +88,11 @@ static int parse_args(int argc, char **argv, plot_args *a, char *err, size_t len
         int r = bp_arg_value(argc, argv, &i, "--out", &v);
         if (r > 0)
             a->out = v;
-        else if (r == 0 && (r = bp_arg_value(argc, argv, &i, "--trace", &v)) > 0)
+        else if (r == 0 && (r = bp_arg_value(argc, argv, &i, "--trace", &v)) > 0) {
+            if (!v[0])
+                return snprintf(err, len, "--trace needs a trace file"), -1;
             a->trace = v;
-        else if (r == 0 && (r = bp_arg_value(argc, argv, &i, "--trace-steps", &v)) > 0) {
+        } else if (r == 0 && (r = bp_arg_value(argc, argv, &i, "--trace-steps", &v)) > 0) {
             long k = strtol(v, &end, 10);
             if (*v < '0' || *v > '9' || *end || k < 1 || k > MAX_TRACE_STEPS)
                 return snprintf(err, len, "--trace-steps: '%s' is not a whole number from 1 to %d",
@@ -594,17 +596,21 @@ static void write_timeline_blocks(FILE *f, const bp_cli_trace *t)
 
 /* The timeline across the picture's width, below the other panels (frac: its share of the
  * height). Lanes top to bottom by rank; the trainer's phases thick, the other sub-lanes
- * thin; an unfinished event hatched and outlined in red to the end of the trace. */
+ * thin; an unfinished event hatched and outlined in red to the window's edge. */
 static void write_timeline_panel(FILE *f, const bp_cli_trace *t, const char *path, double frac)
 {
     char title[BP_PATH_MAX + 256];
     int n = snprintf(title, sizeof(title), "Timeline of %s", path);
-    const char *to_end = t->to_end ? " to the end of the trace" : "";
+    char beyond[96] = "";
+    if (t->to_end)
+        snprintf(beyond, sizeof(beyond),
+                 "; unfinished at the edge, %.3g s more to the end of the trace",
+                 t->beyond_ms / 1000.0);
     if (n < (int)sizeof(title) && t->has_window && t->first_step < t->last_step)
         n += snprintf(title + n, sizeof(title) - (size_t)n, ": steps %ld..%ld%s", t->first_step,
-                      t->last_step, to_end);
+                      t->last_step, beyond);
     else if (n < (int)sizeof(title) && t->has_window)
-        n += snprintf(title + n, sizeof(title) - (size_t)n, ": step %ld%s", t->last_step, to_end);
+        n += snprintf(title + n, sizeof(title) - (size_t)n, ": step %ld%s", t->last_step, beyond);
     if (t->all_ranks > t->nranks && n < (int)sizeof(title))
         snprintf(title + n, sizeof(title) - (size_t)n, " (%d of %d ranks)", t->nranks,
                  t->all_ranks);
@@ -649,7 +655,7 @@ static void write_timeline_panel(FILE *f, const bp_cli_trace *t, const char *pat
     if (unfinished)
         fprintf(f, ", \\\n     $timeline using ($7 != 0 ? ($4+$5)/2 : NaN):($2+sub_y($3)):"
                    "(($5-$4)/2):(sub_h($3)) with boxxyerror fs transparent pattern 4 border "
-                   "lc rgb '#d00000' lw 2 title 'unfinished: to the end'");
+                   "lc rgb '#d00000' lw 2 title 'unfinished'");
     fprintf(f, "\n");
 }
 

@@ -253,13 +253,18 @@ static void save_step_times(const bp_config *cfg, const bp_trainer *t, const bp_
     FILE *old = fd >= 0 ? fdopen(fd, "r") : NULL;
     if (fd >= 0 && !old)
         close(fd);
+    /* The header before slow_rank and slow_factor: its rows are kept, those two empty. */
+    static const char before[] =
+        "first_step,steps,data_ms,compute_ms,exchange_ms,update_ms,ranks\n";
     char line[512];
-    if (!old || !fgets(line, sizeof(line), old) || strcmp(line, header) != 0)
-        fputs(header, mem);
-    else
-        do
-            fputs(line, mem);
-        while (fgets(line, sizeof(line), old));
+    int got = old && fgets(line, sizeof(line), old);
+    int older = got && strcmp(line, before) == 0;
+    fputs(header, mem);
+    if (got && (older || strcmp(line, header) == 0))
+        while (fgets(line, sizeof(line), old)) {
+            size_t len = strcspn(line, "\n");
+            fprintf(mem, "%.*s%s\n", (int)len, line, older ? ",," : "");
+        }
     if (old)
         fclose(old);
     char slow[64] = ",";
@@ -505,8 +510,13 @@ static void write_trace(const bp_comm *comm, bp_trainer *t, const bp_config *cfg
     char err[BP_PATH_MAX + 256];
     if (bp_trainer_write_trace(t, why, err, sizeof(err)) < 0 && comm->rank == 0)
         bp_cli_warning("%s", err);
-    else if (comm->rank == 0 && cfg->trace[0] && cfg->trace_steps > 0)
-        bp_cli_line("trace: %s (the last %ld steps of every rank)", cfg->trace, cfg->trace_steps);
+    else if (comm->rank == 0 && cfg->trace[0] && cfg->trace_steps > 0) {
+        if (cfg->trace_steps == 1)
+            bp_cli_line("trace: %s (the last step of every rank)", cfg->trace);
+        else
+            bp_cli_line("trace: %s (the last %ld steps of every rank)", cfg->trace,
+                        cfg->trace_steps);
+    }
 }
 
 /* Rank 0: the config is an input too, so no file the run writes may be it, under any

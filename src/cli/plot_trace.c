@@ -29,6 +29,8 @@
 /* Times (µs) beyond 30 years from the trace's start are not a run's: skipped, so that every
  * difference of two is finite. */
 #define TRACE_MAX_US 1e15
+/* Unfinished boxes drawn hatched, at most: gnuplot takes about 3 ms for each. */
+#define TRACE_MAX_HATCHED 64
 
 /* One event as the timeline needs it, in file order (seq). */
 typedef struct {
@@ -292,27 +294,36 @@ static int step_phase(const event *e)
            kind == BP_TRACE_COMPUTE || kind == BP_TRACE_EXCHANGE || kind == BP_TRACE_UPDATE;
 }
 
-/* Where the window ends: the end of the trace when some event in it never ended (the
- * watchdog's trace: the hang is the point), else the end of the last step's phases, so
- * that the end of a run (its evaluation, checkpoint and agreements) does not squeeze the
- * steps into a corner. */
+/* Where the window ends. Without unfinished events: at the end of the last step's phases,
+ * so that the end of a run (its evaluation, checkpoint and agreements) does not squeeze the
+ * steps into a corner. With them (the watchdog's trace): a tenth past the last moment an
+ * event of the window was seen to begin or end, the unfinished ones drawn on to that edge,
+ * and how long they went on after it (to the end of the trace, often the whole timeout)
+ * told in *beyond_ms: at the trace's own scale the steps before the hang would be a
+ * pixel. */
 static double window_end(const event *evs, size_t n, double trace_end, long first, long last,
-                         int *to_end)
+                         double t0, int *to_end, double *beyond_ms)
 {
-    double end = -INFINITY;
-    *to_end = 0;
+    double end = -INFINITY, seen = -INFINITY;
+    *to_end = 0, *beyond_ms = 0;
     for (size_t i = 0; i < n; i++) {
         const event *e = &evs[i];
         if (e->step == LONG_MIN || e->step < first || e->ph == 'E' || e->ph == 'e')
             continue;
-        if (isnan(e->end))
+        if (isnan(e->end)) {
             *to_end = 1;
-        else if (e->step == last && step_phase(e))
-            end = fmax(end, e->end);
+            seen = fmax(seen, e->ts);
+        } else {
+            seen = fmax(seen, e->end);
+            if (e->step == last && step_phase(e))
+                end = fmax(end, e->end);
+        }
     }
-    if (*to_end || !isfinite(end))
-        *to_end = 1, end = trace_end;
-    return end;
+    if (*to_end) {
+        end = fmin(seen + fmax((seen - t0) / 10, 1.0), trace_end);
+        *beyond_ms = (trace_end - end) / 1000.0;
+    }
+    return isfinite(end) ? end : trace_end;
 }
 
 /* The window: the last `steps` steps by args.step (those of them the trace has), from the
@@ -334,8 +345,9 @@ static int collect(const event *evs, size_t n, double trace_end, int steps, bp_c
             t0 = evs[i].ts < t0 ? evs[i].ts : t0;
         }
     t->first_step = first, t->last_step = last, t->has_window = 1;
-    double t1 = window_end(evs, n, trace_end, first, last, &t->to_end);
+    double t1 = window_end(evs, n, trace_end, first, last, t0, &t->to_end, &t->beyond_ms);
     t->span = (t1 - t0) / 1000.0;
+    int hatched = 0; /* unfinished boxes drawn as such: gnuplot takes ms for each */
     t->boxes = malloc((n ? n : 1) * sizeof(*t->boxes));
     t->step_at = malloc((size_t)steps * sizeof(*t->step_at));
     if (!t->boxes || !t->step_at)
@@ -361,7 +373,10 @@ static int collect(const event *evs, size_t n, double trace_end, int steps, bp_c
         b->end = ((end < t1 ? end : t1) - t0) / 1000.0;
         const cJSON *flag = cJSON_GetObjectItemCaseSensitive(
             cJSON_GetObjectItemCaseSensitive(e->ev, "args"), "unfinished");
-        b->unfinished = unfinished || cJSON_IsTrue(flag);
+        /* A real trace has a few (each rank's waits); past TRACE_MAX_HATCHED the rest are
+         * drawn as plain boxes, still to the edge. */
+        b->unfinished = (unfinished || cJSON_IsTrue(flag)) && hatched < TRACE_MAX_HATCHED;
+        hatched += b->unfinished;
     }
     qsort(t->boxes, t->nboxes, sizeof(*t->boxes), box_order);
     return 0;

@@ -190,8 +190,10 @@ else
 fi
 # The watchdog also left the trace of the node's ranks (without [log] trace, in the run
 # directory): valid Chrome trace JSON holding the 4 ranks' last steps up to the step of the
-# error line, and on each rank that arrived, what it waited in, never finished: the
-# bucket exchange of that step, or the collective the line names.
+# error line (which says where the trace went), and on each rank that arrived, what it
+# waited in, never finished: the bucket exchange of that step, or the collective the line
+# names.
+check "the error line names the trace" grep -qF "; this host's ranks' last steps: $T/hung4/trace.json" hung4.err
 check "the watchdog's trace" $PY - hung4/trace.json "$(grep 'backprop: error' hung4.err)" <<'EOF2'
 import json, re, sys
 d = json.load(open(sys.argv[1]))

@@ -195,26 +195,31 @@ got = [tuple(l.split()) for l in block("timeline").splitlines() if not l.startsw
 evs = [e for e in doc["traceEvents"] if e["ph"] in "XBbe" and isinstance(e.get("pid"), int)
        and isinstance(e["ts"], float) and e.get("dur", 0) >= 0 and (e["ph"] not in "be" or "id" in e)]
 last = max(e["args"]["step"] for e in evs if "step" in e["args"])
-t0 = min(e["ts"] for e in evs if e["args"].get("step", 0) >= last - k + 1)
-end = doc["otherData"]["written_at_us"]
+inwin = lambda e: "step" in e["args"] and e["args"]["step"] >= last - k + 1
+t0 = min(e["ts"] for e in evs if inwin(e))
 ranks = sorted({e["pid"] for e in doc["traceEvents"] if "pid" in e})[:32]
 ends = {(e["pid"], e["id"]): e["ts"] for e in evs if e["ph"] == "e"}
+done = lambda e: e["ph"] == "X" or (e["pid"], e.get("id")) in ends
+stop = lambda e: e["ts"] + e["dur"] if e["ph"] == "X" else ends[e["pid"], e["id"]]
+# The window ends a tenth past the last moment seen in it (these traces have unfinished
+# events): the unfinished drawn to that edge.
+seen = max(stop(e) if done(e) else e["ts"] for e in evs if inwin(e) and e["ph"] != "e")
+edge = min(seen + max((seen - t0) / 10, 1.0), doc["otherData"]["written_at_us"])
 want = []
 for e in evs:
     if e["ph"] == "e" or e["pid"] not in ranks or e.get("tid", 0) > 2:
         continue
-    done = e["ph"] == "X" or (e["pid"], e.get("id")) in ends
-    stop = e["ts"] + e["dur"] if e["ph"] == "X" else ends[e["pid"], e["id"]] if done else end
-    if stop < t0:
+    end = stop(e) if done(e) else edge
+    if end < t0 or e["ts"] >= edge:
         continue
     sub = 1 if e["ph"] == "b" else [0, 2, 3][e.get("tid", 0)]
     cat = e["name"] if e["cat"] == "compute" else e["cat"]
     want.append((str(e["pid"]), str(ranks.index(e["pid"])), str(sub), "%.6f" % ((max(e["ts"], t0) - t0) / 1000),
-                 "%.6f" % ((stop - t0) / 1000), cat, str(int(not done))))
+                 "%.6f" % ((min(end, edge) - t0) / 1000), cat, str(int(not done(e)))))
 assert sorted(got) == sorted(want), (len(got), len(want), sorted(set(got) ^ set(want))[:6])
 assert sum(r[6] == "1" for r in got) == 2, "the unfinished pair"
-span = "%.6f" % ((end - t0) / 1000)
-assert all(r[4] == span for r in got if r[6] == "1"), "an unfinished event ends before the trace"
+span = "%.6f" % ((edge - t0) / 1000)
+assert all(r[4] == span for r in got if r[6] == "1"), "an unfinished event ends before the edge"
 assert f"set xrange [0:{span}]" in text
 clean = lambda s: "".join("?" if b < 0x20 or b > 0x7e or chr(b) in "'\"\\$@`#" else chr(b) for b in s.encode())
 names = {e["pid"]: e["args"]["name"] for e in doc["traceEvents"] if e.get("name") == "process_name"}
@@ -250,8 +255,35 @@ check "its rows" timeline_matches hung.gp trace.json 4
 make_trace wide.json 40
 check "40 ranks" "$BP" plot hung --trace wide.json --out wide.png --script wide.gp
 check "32 lanes of 40" timeline_matches wide.gp wide.json 4
-check "said in the title" grep -qx "set title 'Timeline of wide.json: steps 3..6 to the end of the trace (32 of 40 ranks)'" wide.gp
+check "said in the title" grep -qxE "set title 'Timeline of wide.json: steps 3..6; unfinished at the edge, [0-9.e+-]+ s more to the end of the trace \(32 of 40 ranks\)'" wide.gp
 check "32 lanes: 6 rows, 1100 x 2400" png_size wide.png 1100 2400
+# A trace with nothing unfinished (one written at the end of a run): the window ends with
+# the last step's phases, not with what came after them (the run's end: collectives).
+$PY - trace.json clean.json <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+ev = [e for e in d["traceEvents"] if not e.get("args", {}).get("unfinished")]
+last = max(e["args"]["step"] for e in ev if "step" in e.get("args", {}))
+ev.append({"ph": "X", "name": "an agreement between ranks", "cat": "collective", "pid": 0, "tid": 0,
+           "ts": d["otherData"]["written_at_us"] - 10, "dur": 5, "args": {"step": last}})
+d["traceEvents"] = ev
+json.dump(d, open(sys.argv[2], "w"))
+EOF
+check "a trace with nothing unfinished" "$BP" plot hung --trace clean.json --trace-steps 2 --out clean.png --script clean.gp
+check "its window ends with the last step's phases" $PY - clean.json clean.gp <<'EOF'
+import json, re, sys
+d, text = json.load(open(sys.argv[1])), open(sys.argv[2]).read()
+ev = [e for e in d["traceEvents"] if e["ph"] in "Xb" and "step" in e.get("args", {})
+      and isinstance(e.get("pid"), int) and isinstance(e["ts"], float) and e.get("dur", 0) >= 0
+      and (e["ph"] != "b" or "id" in e)]
+last = max(e["args"]["step"] for e in ev)
+t0 = min(e["ts"] for e in ev if e["args"]["step"] >= last - 1)
+ends = {(e["pid"], e["id"]): e["ts"] for e in d["traceEvents"] if e["ph"] == "e"}
+end = max(e["ts"] + e["dur"] if e["ph"] == "X" else ends[e["pid"], e["id"]] for e in ev
+          if e["args"]["step"] == last and e["cat"] in ("data", "compute", "exchange", "update"))
+assert "set xrange [0:%.6f]" % ((end - t0) / 1000) in text, re.search(r"set xrange.*", text).group(0)
+assert re.search(r"^set title 'Timeline of clean.json: steps [0-9]+..[0-9]+'$", text, re.M)
+EOF
 echo '{"traceEvents": [{"ph": "M", "name": "process_name", "pid": 0, "args": {"name": "rank 0"}}]}' >nosteps.json
 check "a trace without steps" "$BP" plot hung --trace nosteps.json --out nosteps.png --script nosteps.gp
 check "its panel says so" grep -q "no event in the trace names its step" nosteps.gp
