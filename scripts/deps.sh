@@ -3,7 +3,7 @@
 # Usage: scripts/deps.sh [extra Debian packages...]
 set -euo pipefail
 packages=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libhdf5-dev hdf5-tools
-          libopenblas-dev libdnnl-dev libcmocka-dev libinih-dev zlib1g-dev "$@")
+          libopenblas-dev libdnnl-dev libcmocka-dev libinih-dev libcjson-dev zlib1g-dev "$@")
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

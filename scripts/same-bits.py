@@ -61,7 +61,7 @@ def defaults(binary):
 
 
 def at_default(value, default):
-    if value == default:
+    if value == default or (value == "" and default.startswith("none")):  # an unset path
         return True
     try:
         return float(value) == float(default)

@@ -24,9 +24,9 @@ build_and_test() { # DIR CMAKE-ARGS... ; then CTEST-ARGS after --
 
 build_and_test build/float
 # The error paths, the SLURM job script, the launcher, the ranks' agreement checks (hashes
-# of bytes) and the plots do not depend on the scalar type: the double build skips them,
-# which keeps the whole run within CI's 15 minutes.
+# of bytes), the plots and straggler detection do not depend on the scalar type: the double
+# build skips them, which keeps the whole run within CI's 15 minutes.
 build_and_test build/double -DBACKPROP_DOUBLE=ON -- \
-    -E 'cli_errors|cli_slurm|cli_launch|cli_trust_ranks|cli_plot'
+    -E 'cli_errors|cli_slurm|cli_launch|cli_trust_ranks|cli_plot|cli_straggler'
 # Sanitizers on the unit tests (MPI's own allocations are out of our hands).
 build_and_test build/asan -DBACKPROP_SANITIZE=ON -- -L unit

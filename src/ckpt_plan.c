@@ -44,7 +44,9 @@ static int snapshot(bp_trainer *t, char *err, size_t errlen)
     t->st.ranks = t->comm.size;
     bp_state_item items[BP__OPT_MAX_ITEMS];
     bp_run_snapshot snap = {&t->net, bp__optimizer_state(t->opt, items), &t->st, t->config_text};
+    int64_t id = bp__rec_begin(t->obs.ring, BP__REC_CKPT_COPY, 0, NULL);
     int rc = bp__saver_start(t->ckpt.saver, &snap, err, errlen);
+    bp__rec_end(t->obs.ring, id);
     t->ckpt.last_at = began;
     t->ckpt.taken++;
     t->ckpt.pause_s += bp__now_s() - began;

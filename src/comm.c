@@ -1,6 +1,7 @@
 /* The MPI layer: a bp_comm's communicators (made by bp_comm_init, bp_comm_dup and
  * bp_comm_split, each with communicators of its own), its watchdog, and the few collectives
  * the library calls, each over the comm it is given. */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -16,6 +17,8 @@
 
 #include "comm.h"
 #include "comm_mpi.h"
+#include "fileio.h"
+#include "recorder.h"
 
 /* The one piece of process-wide state in this file, because MPI's own is: MPI_Init runs once
  * per process, and MPI_Finalize once after it, with every communicator of every bp_comm made
@@ -85,6 +88,8 @@ static void release(bp__mpi *m)
             MPI_Comm_free(all[i]);
     if (m->board)
         munmap(m->board, m->board_bytes);
+    if (m->rec.base)
+        munmap(m->rec.base, m->rec.bytes);
     free(m->hosts);
     free(m->world_rank);
     free(m->board_rank);
@@ -120,26 +125,27 @@ static int name_ranks(bp__mpi *m)
     return 0;
 }
 
-/* The node's arrival board: a line per rank of the node (of m->shm), made as the exchange
- * makes its segment (src/exchange.c, map_segment): the node's rank 0 creates it under a
- * name of its pid and m's address (no other comm or job has it), the others open it, and it
- * is unlinked as soon as all have it mapped. Without it (no room in /dev/shm) the watchdog
- * can only say that one of the other ranks did not arrive. 0, or BP_ECOMM when a
- * collective failed. */
-static int map_board(bp__mpi *m)
+/* A segment of per_rank bytes for each rank of the node (of m->shm), page-aligned: the
+ * node's rank 0 creates it under a name of its pid, m's address and tag (no other comm or
+ * job has it), the others open it, and it is unlinked as soon as all have it mapped. *at
+ * is NULL where it cannot be had (no room in /dev/shm). 0, or BP_ECOMM when a collective
+ * failed. */
+static int map_node(bp__mpi *m, size_t per_rank, const char *tag, void **at_out, size_t *bytes_out)
 {
     int me, n;
     MPI_Comm_rank(m->shm, &me);
     MPI_Comm_size(m->shm, &n);
-    m->board_rank = malloc((size_t)n * sizeof(int));
+    *at_out = NULL, *bytes_out = 0;
     size_t page = 4096;
-    size_t bytes = ((size_t)n * sizeof(bp__arrival) + page - 1) / page * page;
+    size_t bytes = ((size_t)n * per_rank + page - 1) / page * page;
     char name[64] = "";
     int fd = -1, ok = 1;
     if (me == 0) {
-        snprintf(name, sizeof(name), "/backprop-board-%ld-%p", (long)getpid(), (void *)m);
+        snprintf(name, sizeof(name), "/backprop-%s-%ld-%p", tag, (long)getpid(), (void *)m);
         fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
         ok = fd >= 0 && posix_fallocate(fd, 0, (off_t)bytes) == 0;
+        if (!ok && fd >= 0) /* no room: the name goes with the attempt */
+            shm_unlink(name);
         if (!ok)
             name[0] = 0;
     }
@@ -152,7 +158,7 @@ static int map_board(bp__mpi *m)
         at = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (fd >= 0)
         close(fd);
-    ok = at != MAP_FAILED && m->board_rank;
+    ok = at != MAP_FAILED;
     int rc = MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, m->shm);
     if (me == 0 && name[0])
         shm_unlink(name);
@@ -160,8 +166,35 @@ static int map_board(bp__mpi *m)
         munmap(at, bytes);
     if (rc != MPI_SUCCESS)
         return BP_ECOMM;
-    if (!ok)
+    if (ok)
+        *at_out = at, *bytes_out = bytes;
+    return 0;
+}
+
+/* The node's arrival board: a line per rank of the node, made as the exchange makes its
+ * segment (src/exchange.c, map_segment). Without it the watchdog can only say that one of
+ * the other ranks did not arrive. 0, or BP_ECOMM when a collective failed. */
+static int map_board(bp__mpi *m)
+{
+    int me, n;
+    MPI_Comm_rank(m->shm, &me);
+    MPI_Comm_size(m->shm, &n);
+    m->board_rank = malloc((size_t)n * sizeof(int));
+    void *at;
+    size_t bytes;
+    if (map_node(m, sizeof(bp__arrival), "board", &at, &bytes) < 0)
+        return BP_ECOMM;
+    int ok = at && m->board_rank;
+    if (MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, m->shm) != MPI_SUCCESS) {
+        if (at)
+            munmap(at, bytes);
+        return BP_ECOMM;
+    }
+    if (!ok) {
+        if (at)
+            munmap(at, bytes);
         return 0;
+    }
     translate(m->shm, m->world, n, m->board_rank);
     m->board = at, m->board_bytes = bytes, m->board_n = n, m->mine = m->board + me;
     return 0;
@@ -528,11 +561,14 @@ static void print_event(const bp__mpi *m, const who_is_missing *w, const char *w
     free(line);
 }
 
+static void write_node_trace(bp__mpi *m, char *note, size_t len);
+
 /* Slot s's collective hung: the program's callback ends the process. */
 static void expire(bp__mpi *m, int s)
 {
     bp__watchdog *w = &m->wd;
-    char msg[1024], at[32] = "", *who = NULL;
+    char msg[1024 + sizeof(m->rec.path) + 600], note[sizeof(m->rec.path) + 600];
+    char at[32] = "", *who = NULL;
     size_t who_bytes = 0;
     who_is_missing missing;
     find_missing(m, &missing);
@@ -551,11 +587,14 @@ static void expire(bp__mpi *m, int s)
                      at, who ? who : "a rank did not arrive");
     const char *tail = " (stopped, hung, or cut off from the network); [comm] timeout sets the "
                        "limit";
-    /* A list of thousands of ranks is cut short; the reason's end is kept. */
-    size_t room = sizeof(msg) - strlen(tail) - 4;
+    /* The seconds before the hang, written first: the line says where they are. */
+    write_node_trace(m, note, sizeof(note));
+    /* A list of thousands of ranks is cut short (to 1024 bytes); the reason's end is kept. */
+    size_t room = 1024 - strlen(tail) - 4;
     if (n > 0 && (size_t)n > room)
         strcpy(msg + room, "...");
     strcat(msg, tail);
+    strcat(msg, note);
     free(who);
     print_event(m, &missing, what, step);
     free(missing.missing);
@@ -661,11 +700,13 @@ static void enter(bp__mpi *m, const char *what)
 {
     bp__watch_count(m, 0);
     bp__watch_enter(m, 0, what);
+    m->rec.open = bp__rec_begin(m->rec.mine, BP__REC_COLLECTIVE, 0, what);
 }
 
 static void leave(bp__mpi *m)
 {
     bp__watch_leave(m, 0);
+    bp__rec_end(m->rec.mine, m->rec.open);
 }
 
 /* In place, over every rank; 0 or BP_ECOMM. */
@@ -697,6 +738,20 @@ int bp__comm_allreduce_sum_double(const bp_comm *comm, double *buf, size_t n)
 int bp__comm_max_double(const bp_comm *comm, double *value)
 {
     return allreduce(comm, value, 1, MPI_DOUBLE, MPI_MAX, "the step-time maximum");
+}
+
+int bp__comm_gather_doubles(const bp_comm *comm, const double *mine, int k, double *all)
+{
+    if (comm->size == 1) {
+        memcpy(all, mine, (size_t)k * sizeof(double));
+        return 0;
+    }
+    if (!comm->mpi)
+        return BP_ECOMM;
+    enter(comm->mpi, "the gathering of the ranks' step times");
+    int rc = MPI_Gather(mine, k, MPI_DOUBLE, all, k, MPI_DOUBLE, 0, comm->mpi->world);
+    leave(comm->mpi);
+    return rc == MPI_SUCCESS ? 0 : BP_ECOMM;
 }
 
 int bp__comm_max_doubles(const bp_comm *comm, double *buf, size_t n)
@@ -872,4 +927,215 @@ void bp__shard(size_t m, int rank, int size, size_t *start, size_t *end)
     size_t base = m / (size_t)size, extra = m % (size_t)size, r = (size_t)rank;
     *start = r * base + (r < extra ? r : extra);
     *end = *start + base + (r < extra);
+}
+
+/* ---- the flight recorder's rings (src/recorder.h) ---- */
+
+int bp__comm_map_rings(const bp_comm *comm, size_t ring_bytes, bp__rec **mine)
+{
+    *mine = NULL;
+    bp__mpi *m = comm->mpi;
+    if (!m)
+        return 0;
+    ring_bytes = (ring_bytes + 63) / 64 * 64;
+    if (m->rec.base) { /* a trainer before this one on the comm had its own */
+        munmap(m->rec.base, m->rec.bytes);
+        m->rec = (struct bp__rec_rings){.open = -1};
+    }
+    void *at;
+    size_t bytes;
+    enter(m, "the node's agreement on the flight recorder");
+    int rc = map_node(m, ring_bytes, "rings", &at, &bytes);
+    leave(m);
+    if (rc < 0 || !at)
+        return rc;
+    int me;
+    MPI_Comm_rank(m->shm, &me);
+    MPI_Comm_size(m->shm, &m->rec.n);
+    m->rec.base = at, m->rec.bytes = bytes, m->rec.ring_bytes = ring_bytes;
+    *mine = (bp__rec *)(m->rec.base + (size_t)me * ring_bytes);
+    return 0;
+}
+
+void bp__comm_set_recorder(const bp_comm *comm, bp__rec *mine, const char *trace, long steps)
+{
+    bp__mpi *m = comm->mpi;
+    if (!m)
+        return;
+    m->rec.mine = mine, m->rec.steps = steps, m->rec.open = -1;
+    snprintf(m->rec.path, sizeof(m->rec.path), "%s", trace ? trace : "");
+}
+
+const char *bp__comm_host(const bp_comm *comm, int rank)
+{
+    return comm->mpi && rank >= 0 && rank < comm->size ? comm->mpi->hosts[rank] : NULL;
+}
+
+/* The watchdog fired: the node's rings, the stopped rank's included, as a trace at
+ * [log] trace when this node holds rank 0, else beside it with the host's name added
+ * (PATH.HOST): the seconds before the hang are what the user needs to see. Nothing
+ * collective: the others may never answer. Into note, for the error line: where it went,
+ * or why it did not. */
+static void write_node_trace(bp__mpi *m, char *note, size_t len)
+{
+    note[0] = 0;
+    if (!m->rec.path[0] || !m->rec.mine)
+        return;
+    /* Without the node's segment (no room in /dev/shm), this rank's own ring alone. */
+    int rings = m->rec.base ? m->rec.n : 1;
+    size_t ring_bytes = m->rec.base ? m->rec.ring_bytes : bp__rec_bytes(m->rec.mine->capacity);
+    const char *base = m->rec.base ? m->rec.base : (const char *)m->rec.mine;
+    bp__rec_view *v = calloc((size_t)rings, sizeof(*v));
+    bp__rec_event **copies = calloc((size_t)rings, sizeof(*copies));
+    char(*hosts)[sizeof(((bp__rec *)0)->host)] = calloc((size_t)rings, sizeof(*hosts));
+    int n = 0, holds_zero = 0;
+    for (int i = 0; v && copies && hosts && i < rings; i++) {
+        const bp__rec *r = (const bp__rec *)(base + (size_t)i * ring_bytes);
+        if (r->magic == 0 || r->capacity == 0 || bp__rec_bytes(r->capacity) > ring_bytes ||
+            !(copies[n] = malloc(r->capacity * sizeof(bp__rec_event))))
+            continue;
+        memcpy(hosts[n], r->host, sizeof(hosts[n]));
+        hosts[n][sizeof(hosts[n]) - 1] = 0;
+        holds_zero |= r->rank == 0;
+        v[n] = (bp__rec_view){r->rank, hosts[n], copies[n], bp__rec_copy(r, copies[n]), 0};
+        n++;
+    }
+    char path[sizeof(m->rec.path) + BP__HOST_CHARS + 2];
+    snprintf(path, sizeof(path), "%s", m->rec.path);
+    if (!holds_zero) { /* a host's name as a file name's part: letters, digits, . - _ */
+        size_t at = strlen(path);
+        path[at++] = '.';
+        for (const char *c = m->hosts[m->rank]; *c && at + 1 < sizeof(path); c++)
+            path[at++] = (isalnum((unsigned char)*c) || *c == '-' || *c == '.') ? *c : '_';
+        path[at] = 0;
+    }
+    char *text = NULL, err[512];
+    size_t bytes = 0;
+    FILE *f = n > 0 ? open_memstream(&text, &bytes) : NULL;
+    bp__rec_about about = {"watchdog", BP_VERSION, m->rec.steps, m->size, bp__rec_now()};
+    int ok = f && bp__rec_write_json(f, v, n, &about) == 0;
+    if (f && fclose(f) != 0)
+        ok = 0;
+    if (ok && bp__publish(path, text, bytes, BP__OUT_REPLACE, err, sizeof(err)) < 0)
+        snprintf(note, len, "; the trace could not be written: %.500s", err);
+    else if (ok)
+        snprintf(note, len, "; this host's ranks' last steps: %s", path);
+    free(text);
+    for (int i = 0; copies && i < n; i++)
+        free(copies[i]);
+    free(copies);
+    free(hosts);
+    free(v);
+}
+
+/* Rank r's clock against rank 0's, by round trips (the least delayed of 5 counts): what
+ * to add to r's times. Ranks on rank 0's host share its clock. */
+static int clock_offsets(bp__mpi *m, int64_t *offset)
+{
+    enum { ROUNDS = 5, TAG = 7711 };
+    for (int r = 1; r < m->size; r++) {
+        offset[r] = 0;
+        if (strcmp(m->hosts[r], m->hosts[0]) == 0)
+            continue;
+        int first = r; /* the host's first rank measures; the others take its offset */
+        for (int q = 1; q < r && first == r; q++)
+            if (strcmp(m->hosts[q], m->hosts[r]) == 0)
+                first = q;
+        if (first != r) {
+            offset[r] = offset[first];
+            continue;
+        }
+        int64_t best_rtt = INT64_MAX;
+        for (int k = 0; k < ROUNDS; k++) {
+            int64_t t = 0;
+            if (m->rank == 0) {
+                int64_t a = bp__rec_now();
+                if (MPI_Send(&a, 1, MPI_INT64_T, r, TAG, m->world) != MPI_SUCCESS ||
+                    MPI_Recv(&t, 1, MPI_INT64_T, r, TAG, m->world, MPI_STATUS_IGNORE) !=
+                        MPI_SUCCESS)
+                    return BP_ECOMM;
+                int64_t b = bp__rec_now();
+                if (b - a < best_rtt)
+                    best_rtt = b - a, offset[r] = a + (b - a) / 2 - t;
+            } else if (m->rank == r) {
+                if (MPI_Recv(&t, 1, MPI_INT64_T, 0, TAG, m->world, MPI_STATUS_IGNORE) !=
+                    MPI_SUCCESS)
+                    return BP_ECOMM;
+                t = bp__rec_now();
+                if (MPI_Send(&t, 1, MPI_INT64_T, 0, TAG, m->world) != MPI_SUCCESS)
+                    return BP_ECOMM;
+            }
+        }
+    }
+    return 0;
+}
+
+int bp__comm_gather_rings(const bp_comm *comm, const bp__rec *mine, bp__rec_gathered *g)
+{
+    *g = (bp__rec_gathered){0};
+    size_t cap = mine ? mine->capacity : 0;
+    bp__rec_event *own = cap ? malloc(cap * sizeof(*own)) : NULL;
+    size_t n = own ? bp__rec_copy(mine, own) : 0;
+    bp__mpi *m = comm->mpi;
+    if (!m || comm->size == 1) {
+        g->views = calloc(1, sizeof(*g->views));
+        if (!g->views) {
+            free(own);
+            return BP_ENOMEM;
+        }
+        g->events = own, g->n = 1;
+        g->views[0] = (bp__rec_view){0, mine ? mine->host : "", own, n, 0};
+        return 0;
+    }
+    int64_t *offset = calloc((size_t)m->size, sizeof(int64_t));
+    int *counts = calloc((size_t)m->size, sizeof(int)), *displs = NULL;
+    int count = (int)(n * sizeof(*own)), rc = 0, ok = offset && counts;
+    char *all = NULL;
+    /* Every rank takes the same path through the collectives below: what memory a rank
+     * lacks is agreed first, and rank 0's room for the whole is told to all. */
+    enter(m, "the gathering of the trace");
+    if (MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, m->world) != MPI_SUCCESS)
+        rc = BP_ECOMM;
+    else if (!ok)
+        rc = BP_ENOMEM;
+    if (rc == 0 && (clock_offsets(m, offset) < 0 ||
+                    MPI_Gather(&count, 1, MPI_INT, counts, 1, MPI_INT, 0, m->world) != MPI_SUCCESS))
+        rc = BP_ECOMM;
+    if (rc == 0 && m->rank == 0) {
+        size_t total = 0;
+        displs = calloc((size_t)m->size, sizeof(int));
+        for (int r = 0; displs && r < m->size && total < INT_MAX; r++)
+            displs[r] = (int)total, total += (size_t)counts[r];
+        all = displs && total < INT_MAX ? malloc(total ? total : 1) : NULL; /* MPI's ints */
+        ok = all != NULL;
+    }
+    if (rc == 0 && MPI_Bcast(&ok, 1, MPI_INT, 0, m->world) != MPI_SUCCESS)
+        rc = BP_ECOMM;
+    else if (rc == 0 && !ok)
+        rc = BP_ENOMEM;
+    if (rc == 0 && MPI_Gatherv(own, count, MPI_BYTE, all, counts, displs, MPI_BYTE, 0, m->world) !=
+                       MPI_SUCCESS)
+        rc = BP_ECOMM;
+    leave(m);
+    free(own);
+    if (rc == 0 && m->rank == 0 && all) {
+        g->views = calloc((size_t)m->size, sizeof(*g->views));
+        for (int r = 0; g->views && r < m->size; r++)
+            g->views[r] = (bp__rec_view){r, m->hosts[r], (bp__rec_event *)(all + displs[r]),
+                                         (size_t)counts[r] / sizeof(bp__rec_event), offset[r]};
+        g->n = g->views ? m->size : 0;
+        g->events = (bp__rec_event *)all, all = NULL;
+    }
+    free(all);
+    free(displs);
+    free(counts);
+    free(offset);
+    return rc;
+}
+
+void bp__rec_gathered_free(bp__rec_gathered *g)
+{
+    free(g->views);
+    free(g->events);
+    *g = (bp__rec_gathered){0};
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "backprop/comm.h"
+#include "recorder.h"
 
 /* A trainer's reference to comm's communicators, taken at create and dropped at free:
  * the program may free its comm first. */
@@ -66,6 +67,40 @@ void bp__print_ranks(FILE *f, const bp__rank_host *r, int n);
 /* s as a JSON string, quotes included: quotes, backslashes and control characters escaped
  * (host names come from the system). */
 void bp__print_json_string(FILE *f, const char *s);
+
+/* Every rank's k doubles into all (rank r's at all[r * k]) on rank 0; all is not touched
+ * elsewhere (may be NULL there). 0, or BP_ECOMM. */
+int bp__comm_gather_doubles(const bp_comm *comm, const double *mine, int k, double *all);
+
+/* ---- the flight recorder (src/recorder.h) ---- */
+
+/* Collective over comm's ranks: room for a ring of ring_bytes per rank in memory the
+ * node's ranks share, this rank's at *mine (not yet initialised); *mine is NULL where
+ * there is none (no MPI, no room in /dev/shm): the caller keeps its ring itself. 0, or
+ * BP_ECOMM. */
+int bp__comm_map_rings(const bp_comm *comm, size_t ring_bytes, bp__rec **mine);
+
+/* This rank's ring (which records comm's collectives from now on), and where the
+ * watchdog writes the node's rings when it fires: trace ("" or NULL: nowhere), their last
+ * `steps` steps. Local. */
+void bp__comm_set_recorder(const bp_comm *comm, bp__rec *mine, const char *trace, long steps);
+
+/* Rank's host name as the comm knows it; NULL without MPI. */
+const char *bp__comm_host(const bp_comm *comm, int rank);
+
+/* Every rank's events on rank 0: n views (rank order, clocks set to rank 0's), over
+ * storage freed by bp__rec_gathered_free. */
+typedef struct {
+    bp__rec_view *views;
+    int n;
+    bp__rec_event *events;
+} bp__rec_gathered;
+
+/* Collective: a copy of each rank's ring mine (NULL: none) gathered to rank 0 into *g
+ * (empty elsewhere); ranks on other hosts get their clock's offset by round trips. 0, or
+ * BP_ECOMM (or BP_ENOMEM without MPI). */
+int bp__comm_gather_rings(const bp_comm *comm, const bp__rec *mine, bp__rec_gathered *g);
+void bp__rec_gathered_free(bp__rec_gathered *g);
 
 /* Rank `start` .. `end` of this rank's contiguous shard of m examples: sizes differ by at
  * most one, the first m % size ranks take one more; a rank may get none. */

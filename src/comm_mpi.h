@@ -6,8 +6,10 @@
 #include <mpi.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 
 #include "backprop/comm.h"
+#include "backprop/config.h"
 
 #ifdef BACKPROP_DOUBLE
 #define BP_MPI_REAL MPI_DOUBLE
@@ -72,6 +74,18 @@ struct bp_comm_mpi {
     bp__arrival *board, *mine, own;
     int board_n, *board_rank;
     size_t board_bytes;
+    /* The flight recorder (src/recorder.h): this rank's ring, the collective being recorded
+     * in it, and the node's rings (rings_n of ring_bytes, mapped as the board is), which
+     * the watchdog writes to trace_path (when set) as it fires. */
+    struct bp__rec_rings {
+        struct bp__rec *mine;
+        int64_t open;
+        char *base;
+        size_t ring_bytes, bytes;
+        int n;
+        long steps;
+        char path[BP_PATH_MAX + 80];
+    } rec;
     atomic_int refs; /* the program's bp_comm and every trainer built on it */
 };
 typedef struct bp_comm_mpi bp__mpi;

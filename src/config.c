@@ -203,6 +203,14 @@ static const key_spec keys[] = {
     REAL("comm", "bucket_mb", bucket_mb, 0.001, 1024, 0, "4", "the largest gradient bucket, in MB"),
     PATH("log", "metrics", metrics, "", "<dir>/metrics.csv", "the per-epoch metrics CSV"),
     ENUM("log", "progress", progress, progress_choices, "auto", "progress bar on stderr"),
+    PATH("log", "trace", trace, "", "none (the watchdog writes <dir>/trace.json)",
+         "the last steps' phases of every rank, a Chrome trace-event JSON written at the end, "
+         "on a stop and when the watchdog fires"),
+    LONG("log", "trace_steps", trace_steps, 0, 1000, "100",
+         "steps the flight recorder keeps (0 = off)"),
+    {"log", "straggler_factor", K_REAL, OFF(straggler_factor), .min = 0, .max = 1000, .zero = "off",
+     .above_zero = 1.1, .fallback = "1.5",
+     .help = "warn when a rank's step work is this many times the others'"},
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 static const char *const sections[] = {"data", "network", "train", "checkpoint", "comm", "log"};
@@ -744,6 +752,22 @@ static int finish(parse_ctx *ctx, const char *file)
                 "[comm] timeout: %g s is below the %g s the watchdog can honour (0 turns it "
                 "off)",
                 cfg->comm_timeout, BP_MIN_COMM_TIMEOUT);
+        return BP_EINVAL;
+    }
+    /* Below 1.1, a rank as fast as the others but for the noise of a busy node would be
+     * slow (docs/running.md, "Slow ranks"). */
+    if (cfg->straggler_factor > 0 && cfg->straggler_factor < 1.1) {
+        fail_at(ctx, line_of(ctx, "log", "straggler_factor"),
+                "[log] straggler_factor: %g is below 1.1, where ranks within a busy node's noise "
+                "of each other would be called slow (0 turns it off)",
+                cfg->straggler_factor);
+        return BP_EINVAL;
+    }
+    if (cfg->trace[0] && cfg->trace_steps == 0) {
+        fail_at(ctx, line_of(ctx, "log", "trace"),
+                "[log] trace = %s with trace_steps = 0: the flight recorder is off, so there is "
+                "nothing to write (set trace_steps, or leave trace unset)",
+                cfg->trace);
         return BP_EINVAL;
     }
     if (cfg->validation[0] && cfg->validation_split) {

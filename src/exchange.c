@@ -26,6 +26,7 @@
  * (docs/benchmarks.md: W3's exchange on 2 ranks against MPI_Allreduce of its buffer). */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <stdlib.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
@@ -40,6 +41,7 @@
 #include "comm_mpi.h"
 #include "exchange.h"
 #include "internal.h"
+#include "recorder.h"
 
 typedef struct {
     size_t lo, hi;
@@ -66,8 +68,11 @@ struct bp__exchange {
     void *sum;              /* the node's sum: own when p == 1 */
     _Atomic long *arrived;  /* per bucket, in the segment: ranks that posted it, */
     _Atomic long *finished; /* and that finished it, counted over every step */
-    long seq;               /* steps begun */
-    void *segment;          /* mmap of the node's shared memory, or NULL */
+    /* per bucket, in the segment: when the last rank posted it and finished it
+     * (CLOCK_MONOTONIC, the node's one clock), for count_late */
+    _Atomic long long *arrived_at, *finished_at;
+    long seq;      /* steps begun */
+    void *segment; /* mmap of the node's shared memory, or NULL */
     size_t segment_bytes;
 
     /* Across nodes: this rank's slice travels on cross among `nodes` ranks. */
@@ -92,7 +97,41 @@ struct bp__exchange {
     double thread_busy_s; /* under mu */
 
     double exposed_s, busy_s; /* the trainer's thread */
+
+    /* The flight recorder: each bucket's exchange is an event from its posting to its
+     * sum's arrival (rec_id[b]); NULL when off. */
+    bp__rec *rec;
+    int64_t *rec_id;
+
+    /* Per watchdog slot (thread), nanoseconds this rank stood still inside its waits
+     * (stopped, or not scheduled), time the others may have waited for it
+     * (src/straggler.h): on the node, how much later than STALL_NS after the wait ended
+     * it saw so (wait_count); across nodes, a turn of the test loop longer than STALL_NS
+     * (count_stall). */
+    _Atomic long long stall_ns[2];
 };
+
+#define STALL_NS 1000000LL
+
+static long long mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* A wait loop's turn began at *last: a turn longer than STALL_NS counts as standing
+ * still (one thread writes a slot). */
+static void count_stall(bp__exchange *x, int slot, long long *last)
+{
+    long long now = mono_ns();
+    if (now - *last > STALL_NS)
+        atomic_store_explicit(&x->stall_ns[slot],
+                              atomic_load_explicit(&x->stall_ns[slot], memory_order_relaxed) + now -
+                                  *last,
+                              memory_order_relaxed);
+    *last = now;
+}
 
 static size_t min_size(size_t a, size_t b)
 {
@@ -173,14 +212,28 @@ static void *at(const bp__exchange *x, void *buf, size_t i)
 
 /* ---- the node: a shared memory segment ---- */
 
+/* This rank adds itself to *counter, which reaches target when the node's last rank does:
+ * that rank stamps *done_at. */
+static void count_in(_Atomic long *counter, long target, _Atomic long long *done_at)
+{
+    if (atomic_fetch_add_explicit(counter, 1, memory_order_acq_rel) + 1 == target)
+        atomic_store_explicit(done_at, mono_ns(), memory_order_release);
+}
+
 /* Waits until *counter reaches target: the node's ranks run in step, so the wait is short;
- * it yields the core first and sleeps after, for nodes with more ranks than cores. */
-static void wait_count(bp__exchange *x, _Atomic long *counter, long target, int slot)
+ * it yields the core first and sleeps after, for nodes with more ranks than cores. A
+ * rank that sees it more than STALL_NS after the last rank's stamp in *done_at was not
+ * running meanwhile (stopped, or not scheduled): that time counts as its standing still.
+ * (A stamp older than the wait is not this one's yet: then it saw it at once.) */
+static void wait_count(bp__exchange *x, _Atomic long *counter, long target, int slot,
+                       _Atomic long long *done_at)
 {
     bp__watch_count(x->mpi, slot); /* a node-wide point, waited at or not */
     if (atomic_load_explicit(counter, memory_order_acquire) >= target)
         return;
     bp__watch_enter(x->mpi, slot, "the gradient exchange on this node");
+    int64_t id = bp__rec_begin(x->rec, BP__REC_WAIT, 0, NULL);
+    long long began = mono_ns();
     for (long spins = 0; atomic_load_explicit(counter, memory_order_acquire) < target; spins++) {
         if (spins < 2000) {
             sched_yield();
@@ -189,6 +242,13 @@ static void wait_count(bp__exchange *x, _Atomic long *counter, long target, int 
             nanosleep(&pause, NULL);
         }
     }
+    long long now = mono_ns(), done = atomic_load_explicit(done_at, memory_order_acquire);
+    if (done >= began && now - done > STALL_NS)
+        atomic_store_explicit(&x->stall_ns[slot],
+                              atomic_load_explicit(&x->stall_ns[slot], memory_order_relaxed) + now -
+                                  done,
+                              memory_order_relaxed);
+    bp__rec_end(x->rec, id);
     bp__watch_leave(x->mpi, slot);
 }
 
@@ -200,7 +260,8 @@ static void wait_count(bp__exchange *x, _Atomic long *counter, long target, int 
 static int map_segment(bp__exchange *x, MPI_Comm node)
 {
     size_t page = 4096, reals = (x->n * x->esize + page - 1) / page * page;
-    size_t header = (2 * (size_t)x->nb * sizeof(long) + page - 1) / page * page;
+    size_t header =
+        (2 * (size_t)x->nb * (sizeof(long) + sizeof(long long)) + page - 1) / page * page;
     size_t real_bytes = x->i64 ? (x->n * sizeof(bp_real) + page - 1) / page * page : 0;
     x->segment_bytes = header + ((size_t)x->p + 1) * reals + real_bytes;
     char name[64] = "";
@@ -211,6 +272,8 @@ static int map_segment(bp__exchange *x, MPI_Comm node)
         snprintf(name, sizeof(name), "/backprop-%ld-%p", (long)getpid(), (void *)x);
         fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
         ok = fd >= 0 && posix_fallocate(fd, 0, (off_t)x->segment_bytes) == 0;
+        if (!ok && fd >= 0) /* no room: the name goes with the attempt */
+            shm_unlink(name);
         if (!ok)
             name[0] = 0;
     }
@@ -235,6 +298,8 @@ static int map_segment(bp__exchange *x, MPI_Comm node)
     x->segment = m;
     x->arrived = (_Atomic long *)m;
     x->finished = x->arrived + x->nb;
+    x->arrived_at = (_Atomic long long *)(x->finished + x->nb);
+    x->finished_at = x->arrived_at + x->nb;
     for (int r = 0; r <= x->p; r++)
         x->peer[r] = (char *)m + header + (size_t)r * reals;
     x->own = x->peer[x->me];
@@ -257,9 +322,11 @@ static int wait_request(bp__exchange *x, int slot)
     if (slot == 0) {
         rc = MPI_Wait(&x->req, MPI_STATUS_IGNORE);
     } else {
+        long long last = mono_ns();
         while ((rc = MPI_Test(&x->req, &flag, MPI_STATUS_IGNORE)) == MPI_SUCCESS && !flag) {
             struct timespec pause = {0, 20 * 1000};
             nanosleep(&pause, NULL);
+            count_stall(x, slot, &last);
         }
     }
     bp__watch_leave(x->mpi, slot);
@@ -370,9 +437,11 @@ static void *exchange_thread(void *arg)
         int b = x->done;
         pthread_mutex_unlock(&x->mu);
         double t0 = bp__now_s();
+        int64_t id = bp__rec_begin(x->rec, BP__REC_CROSS, b, NULL);
         int rc = cross_sum(x, slice(x, b, x->me), 1);
         if (rc == 0)
             convert_slice(x, b);
+        bp__rec_end(x->rec, id);
         double t = bp__now_s() - t0;
         pthread_mutex_lock(&x->mu);
         x->failed |= rc < 0;
@@ -540,9 +609,11 @@ void bp__exchange_begin(bp__exchange *x)
 /* Bucket b is final on this rank: its node sum (this rank's slice), then across nodes. */
 static void post(bp__exchange *x, int b)
 {
+    if (x->rec_id)
+        x->rec_id[b] = bp__rec_begin(x->rec, BP__REC_BUCKET, b, NULL);
     if (x->p > 1) {
-        atomic_fetch_add_explicit(&x->arrived[b], 1, memory_order_release);
-        wait_count(x, &x->arrived[b], x->seq * x->p, 0);
+        count_in(&x->arrived[b], x->seq * x->p, &x->arrived_at[b]);
+        wait_count(x, &x->arrived[b], x->seq * x->p, 0, &x->arrived_at[b]);
         span s = slice(x, b, x->me);
         void *v[x->p];
         for (int r = 0; r < x->p; r++)
@@ -587,16 +658,20 @@ static int next(bp__exchange *x, size_t *lo, size_t *hi)
             pthread_cond_wait(&x->cv, &x->mu);
         pthread_mutex_unlock(&x->mu);
     } else if (x->nodes > 1) {
+        int64_t id = bp__rec_begin(x->rec, BP__REC_CROSS, b, NULL);
         rc = cross_sum(x, slice(x, b, x->me), 0);
         if (rc == 0)
             convert_slice(x, b);
+        bp__rec_end(x->rec, id);
     }
     double t1 = bp__now_s();
     if (x->p > 1) {
-        atomic_fetch_add_explicit(&x->finished[b], 1, memory_order_release);
-        wait_count(x, &x->finished[b], x->seq * x->p, 0);
+        count_in(&x->finished[b], x->seq * x->p, &x->finished_at[b]);
+        wait_count(x, &x->finished[b], x->seq * x->p, 0, &x->finished_at[b]);
     }
     double t2 = bp__now_s();
+    if (x->rec_id)
+        bp__rec_end(x->rec, x->rec_id[b]);
     x->exposed_s += t2 - t0;
     /* The thread counts its own work; waiting for it is not more of it. */
     x->busy_s += (x->threaded ? 0 : t1 - t0) + (t2 - t1);
@@ -622,6 +697,29 @@ void bp__exchange_begin_i64(bp__exchange *x, bp__exchange_convert_fn convert, vo
 {
     x->convert = convert, x->convert_ctx = ctx;
     bp__exchange_begin(x);
+}
+
+double bp__exchange_stalled(const bp__exchange *x)
+{
+    return 1e-9 * (double)(atomic_load_explicit(&x->stall_ns[0], memory_order_relaxed) +
+                           atomic_load_explicit(&x->stall_ns[1], memory_order_relaxed));
+}
+
+int bp__exchange_taken(const bp__exchange *x)
+{
+    return x->taken;
+}
+
+int bp__exchange_buckets(const bp__exchange *x)
+{
+    return x->nb;
+}
+
+void bp__exchange_set_recorder(bp__exchange *x, bp__rec *rec)
+{
+    free(x->rec_id);
+    x->rec_id = rec ? calloc((size_t)x->nb, sizeof(int64_t)) : NULL;
+    x->rec = x->rec_id ? rec : NULL;
 }
 
 void bp__exchange_times(const bp__exchange *x, double *exposed, double *busy)
@@ -686,5 +784,6 @@ void bp__exchange_free(bp__exchange *x)
     bp__free(x->scounts);
     bp__free(x->rcounts);
     bp__free(x->rdispls);
+    free(x->rec_id);
     bp__free(x);
 }

@@ -8,6 +8,7 @@
 
 #include "backprop/backprop.h"
 #include "comm.h"
+#include "recorder.h"
 
 typedef struct bp__exchange bp__exchange;
 
@@ -54,6 +55,21 @@ int bp__exchange_next_i64(bp__exchange *x, size_t *lo, size_t *hi, const int64_t
  * next; exposed may be NULL), *busy with the exchange doing work or waiting on the network,
  * on either thread. */
 void bp__exchange_times(const bp__exchange *x, double *exposed, double *busy);
+
+/* Seconds this rank stood still inside the exchange's waits so far (stopped, or not
+ * scheduled: turns of a wait loop longer than a millisecond), on either thread. */
+double bp__exchange_stalled(const bp__exchange *x);
+
+/* Buckets the trainer has taken this step (the last one bp__exchange_next returned is this
+ * less one). */
+int bp__exchange_taken(const bp__exchange *x);
+
+/* The buckets a step's buffer is cut into. */
+int bp__exchange_buckets(const bp__exchange *x);
+
+/* Records each bucket's exchange in rec (src/recorder.h) from now on; NULL: no more.
+ * Local. */
+void bp__exchange_set_recorder(bp__exchange *x, bp__rec *rec);
 
 /* How the sum travels, for a one-line report: "2 ranks on 1 node, shared memory; 4 buckets". */
 void bp__exchange_describe(const bp__exchange *x, char *buf, size_t len);

@@ -105,13 +105,14 @@ static int take_lock(bp__lock *lk, const char *path, int is_dir, char *err, size
 static int step_of(const char *name, long *step);
 
 /* The names a run writes in [checkpoint] dir: checkpoints, latest.h5, the step times, the
- * directory's lock, and temporaries (which it also sweeps). */
+ * trace (the watchdog's, when [log] trace is not set), the directory's lock, and
+ * temporaries (which it also sweeps). */
 static int is_run_name(const char *name)
 {
     long step;
     return strcmp(name, "latest.h5") == 0 || strcmp(name, "step_times.csv") == 0 ||
-           strcmp(name, ".backprop.lock") == 0 || step_of(name, &step) == 0 ||
-           bp__is_temp_name(name);
+           strcmp(name, "trace.json") == 0 || strcmp(name, ".backprop.lock") == 0 ||
+           step_of(name, &step) == 0 || bp__is_temp_name(name);
 }
 
 /* The data files a run reads, with their keys, for the messages. */
@@ -202,6 +203,84 @@ static int check_metrics_path(const bp_config *c, char *err, size_t errlen)
     return 0;
 }
 
+/* Whether the file at path starts as the traces backprop writes (src/recorder.c), or is
+ * empty: a file a trace may replace. */
+static int is_trace(const char *path)
+{
+    static const char head[] = "{\"displayTimeUnit\":\"ms\",\"otherData\":{\"backprop\":";
+    char got[sizeof(head)];
+    int fd = bp__input_open(path, NULL, NULL, 0);
+    if (fd < 0)
+        return 0;
+    ssize_t n = pread(fd, got, sizeof(head) - 1, 0);
+    close(fd);
+    return n == 0 || (n == (ssize_t)sizeof(head) - 1 && memcmp(got, head, sizeof(head) - 1) == 0);
+}
+
+/* Whether paths a and b name one file, now or once written: the same file when both exist,
+ * else the same name in the same directory (however either is spelled). */
+static int same_target(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0)
+        return bp__same_file(&sa, &sb);
+    char da[BP_PATH_MAX], db[BP_PATH_MAX];
+    const char *na = strrchr(a, '/'), *nb = strrchr(b, '/');
+    bp__dir_of(a, da, sizeof(da));
+    bp__dir_of(b, db, sizeof(db));
+    return strcmp(na ? na + 1 : a, nb ? nb + 1 : b) == 0 && stat(da, &sa) == 0 &&
+           stat(db, &sb) == 0 && bp__same_file(&sa, &sb);
+}
+
+/* [log] trace is replaced whole at the end of a run, on a stop and by the watchdog: not a
+ * name the run writes in its directory but trace.json, not an input (under any name), not
+ * a checkpoint, the metrics or the step times, and nothing but a trace. Its directory must
+ * be writable. */
+static int check_trace_path(const bp_config *c, char *err, size_t errlen)
+{
+    char dir[BP_PATH_MAX], input[BP_PATH_MAX + 64], path[BP_PATH_MAX + 32];
+    const char *slash = strrchr(c->trace, '/'), *base = slash ? slash + 1 : c->trace;
+    struct stat td, cd, st, other;
+    bp__dir_of(c->trace, dir, sizeof(dir));
+    int rc = check_writable(dir, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (same_target(c->trace, c->metrics))
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "[log] trace = %s is the metrics file %s; name another file", c->trace,
+                        c->metrics);
+    if (stat(dir, &td) == 0 && stat(c->checkpoint_dir, &cd) == 0 && bp__same_file(&td, &cd) &&
+        is_run_name(base) && strcmp(base, "trace.json") != 0)
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "[log] trace = %s is %s/%s, a file the run writes itself; name another "
+                        "file",
+                        c->trace, c->checkpoint_dir, base);
+    if (lstat(c->trace, &st) != 0)
+        return 0;
+    if (!S_ISREG(st.st_mode))
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "[log] trace = %s is not a regular file; name a file to write", c->trace);
+    if (input_named(c, &st, input, sizeof(input)))
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "[log] trace = %s is the input %s; name another file", c->trace, input);
+    snprintf(path, sizeof(path), "%s/step_times.csv", c->checkpoint_dir);
+    if (stat(path, &other) == 0 && bp__same_file(&other, &st))
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "[log] trace = %s is %s, a file the run writes itself; name another file",
+                        c->trace, path);
+    if (bp__h5_is_checkpoint(c->trace))
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "[log] trace = %s is a checkpoint; a trace never replaces one, name "
+                        "another file",
+                        c->trace);
+    if (!is_trace(c->trace))
+        return bp__fail(err, errlen, BP_EINVAL,
+                        "[log] trace = %s exists and is not a backprop trace; name another file, "
+                        "or remove it",
+                        c->trace);
+    return 0;
+}
+
 /* The entry of [checkpoint] dir, among the names the run writes, replaces or sweeps, that is
  * the file st under any name, into path; 0 when there is none. */
 static int run_entry_of(const bp_config *c, const struct stat *st, char *path, size_t len)
@@ -284,6 +363,8 @@ int bp__rundir_prepare(const bp_config *c, const char *resume, bp__lock *dir_loc
         rc = check_metrics_path(c, err, errlen);
     if (rc == 0)
         rc = check_dir_outputs(c, err, errlen);
+    if (rc == 0 && c->trace[0])
+        rc = check_trace_path(c, err, errlen);
     if (rc < 0)
         return rc;
     if (resume)

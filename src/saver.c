@@ -1,5 +1,6 @@
 #define _GNU_SOURCE /* gettid */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -34,6 +35,7 @@ struct bp__saver {
     char err[1024];
     long writes;
     double write_s;
+    bp__rec *_Atomic rec; /* the flight recorder, or NULL */
 };
 
 /* A niceness for the writer: training threads come first where the cores are all busy,
@@ -57,7 +59,10 @@ static void *writer(void *arg)
         char err[sizeof(s->err)] = "";
         bp_run_snapshot snap = {&s->net, s->opt, &s->st, s->config_text};
         double began = bp__now_s();
+        bp__rec *rec = atomic_load(&s->rec);
+        int64_t id = bp__rec_begin(rec, BP__REC_CKPT_WRITE, 0, NULL);
         int rc = bp__rundir_write_checkpoint(s->cfg, &snap, err, sizeof(err));
+        bp__rec_end(rec, id);
         double took = bp__now_s() - began;
         pthread_mutex_lock(&s->mu);
         s->status = rc;
@@ -69,6 +74,12 @@ static void *writer(void *arg)
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
+}
+
+void bp__saver_set_recorder(bp__saver *s, bp__rec *rec)
+{
+    if (s)
+        atomic_store(&s->rec, rec);
 }
 
 int bp__saver_create(bp__saver **out, const bp_config *cfg, const bp_net *net,

@@ -9,6 +9,7 @@
 #define BACKPROP_SAVER_H
 
 #include "backprop/config.h"
+#include "recorder.h"
 #include "rundir.h"
 
 typedef struct bp__saver bp__saver;
@@ -35,5 +36,9 @@ void bp__saver_stats(bp__saver *s, long *writes, double *write_s);
 
 /* Waits for the write in flight, stops the thread, frees. NULL is fine. */
 void bp__saver_free(bp__saver *s);
+
+/* The writes are recorded in rec (src/recorder.h) from now on; NULL: no more. NULL s is
+ * fine. */
+void bp__saver_set_recorder(bp__saver *s, bp__rec *rec);
 
 #endif

@@ -3,6 +3,7 @@
  * buffers, and the agreements that every rank runs the same run from the same state. */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "agree.h"
 #include "blas.h"
@@ -291,6 +292,57 @@ static int run_agree(bp_trainer *t, char *err, size_t errlen)
     return bp__agree(&t->comm, rc, err, errlen);
 }
 
+/* The flight recorder and straggler detection (src/recorder.h, src/straggler.h), after
+ * the exchange (whose buckets size the ring): the ring in the node's shared memory where
+ * there is room (the watchdog then writes the node's rings), else in this process's own.
+ * Collective over the node. */
+static int start_observing(bp_trainer *t, char *err, size_t errlen)
+{
+    const bp_config *cfg = t->cfg;
+    int rc = 0;
+    if (cfg->trace_steps > 0) {
+        /* A step's events: its rows, forward, deltas, backward, each bucket's exchange, sum
+         * across nodes, update and two waits on the node, a few collectives; and room for
+         * an epoch's end. */
+        size_t per_step = 16 + 5 * (size_t)bp__exchange_buckets(t->exchange);
+        size_t capacity = (size_t)cfg->trace_steps * per_step + 64;
+        rc = bp__comm_map_rings(&t->comm, bp__rec_bytes(capacity), &t->obs.ring);
+        if (rc == 0 && !t->obs.ring) {
+            t->obs.ring = bp__calloc(1, bp__rec_bytes(capacity));
+            t->obs.owned = 1;
+        }
+        if (rc == 0 && t->obs.ring) {
+            char host[72] = "";
+            const char *known = bp__comm_host(&t->comm, t->comm.rank);
+            if (known)
+                snprintf(host, sizeof(host), "%s", known);
+            else if (gethostname(host, sizeof(host) - 1) != 0)
+                snprintf(host, sizeof(host), "unknown");
+            bp__rec_init(t->obs.ring, capacity, t->comm.rank, host);
+            bp__rec_set_step(t->obs.ring, t->st.global_step); /* resumed: the step reached */
+        }
+    }
+    /* Without [log] trace, the watchdog still leaves the seconds before a hang in the run
+     * directory: the one file a hang writes, at no cost before it. */
+    char hang[BP_PATH_MAX + 16];
+    snprintf(hang, sizeof(hang), "%s/trace.json", cfg->checkpoint_dir);
+    bp__comm_set_recorder(&t->comm, t->obs.ring, cfg->trace[0] ? cfg->trace : hang,
+                          cfg->trace_steps);
+    bp__exchange_set_recorder(t->exchange, t->obs.ring);
+    bp__saver_set_recorder(t->ckpt.saver, t->obs.ring);
+    if (rc == 0 && t->comm.rank == 0) {
+        t->obs.work = bp__calloc((size_t)t->comm.size, sizeof(double));
+        rc = !t->obs.work
+                 ? BP_ENOMEM
+                 : bp__straggler_init(&t->obs.straggler, t->comm.size, cfg->straggler_factor);
+    }
+    if (rc == BP_ENOMEM)
+        rc = bp__fail(err, errlen, rc, "no memory for the flight recorder");
+    else if (rc < 0)
+        rc = bp__fail(err, errlen, rc, "the flight recorder's shared memory failed");
+    return bp__agree(&t->comm, rc, err, errlen);
+}
+
 /* Setup's protocol is three agreements on every rank, whatever fails where: one after the
  * run directory is claimed, one when the data and the network are in memory, one after the
  * gradient exchange (collective) is set up. */
@@ -349,12 +401,14 @@ int bp__trainer_setup(bp_trainer *t, const char *resume, char *err, size_t errle
         rc = run_agree(t, err, errlen);
     if (rc < 0)
         return rc;
-    rc = bp__exchange_create(&t->exchange, &t->comm, &t->net, t->net.nparams + BP__EXTRAS,
+    t->nslots = BP__EXTRAS + (size_t)t->comm.size;
+    rc = bp__exchange_create(&t->exchange, &t->comm, &t->net, t->net.nparams + t->nslots,
                              cfg->bucket_mb, cfg->overlap, t->net.nparams, cfg->comm_bf16,
                              cfg->any_scale, err, errlen);
     if (rc == 0 && cfg->any_scale)
         t->fixed.sum = bp__exchange_buffer_i64(t->exchange);
     else if (rc == 0)
         t->grad = bp__exchange_buffer(t->exchange);
-    return bp__agree(&t->comm, rc, err, errlen);
+    rc = bp__agree(&t->comm, rc, err, errlen);
+    return rc == 0 ? start_observing(t, err, errlen) : rc;
 }

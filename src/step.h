@@ -19,7 +19,11 @@ enum {
     BP__SLOT_STOP,    /* 1 when this rank was asked to stop (bp_request_stop) */
     BP__SLOT_ORDERS,  /* rank 0's orders, BP__ORDER_* bits; 0 on the others */
     BP__SLOT_FAILED,  /* 1 when this rank could not read its rows (stream) */
-    BP__EXTRAS
+    BP__EXTRAS,
+    /* Then a slot per rank r, BP__SLOT_WORK + r: rank r's previous step's work (its rows,
+     * forward and backward passes) in microseconds, 0 on the other ranks: what straggler
+     * detection reads (src/straggler.h). */
+    BP__SLOT_WORK = BP__EXTRAS
 };
 enum {
     BP__ORDER_CHECKPOINT = 1,  /* rank 0 took a checkpoint before the step (every_seconds) */

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "agree.h"
@@ -102,11 +103,16 @@ void bp_trainer_free(bp_trainer *t)
     if (!t)
         return;
     bp__saver_free(t->ckpt.saver); /* the write in flight ends first, under the lock */
+    bp__comm_set_recorder(&t->comm, NULL, NULL, 0);
     bp__lock_drop(&t->metrics_lock);
     bp__lock_drop(&t->dir_lock);
     bp_workspace_free(&t->ws);
     bp_net_free(&t->net);
     bp__exchange_free(t->exchange); /* its thread's MPI calls end before the windows go */
+    if (t->obs.owned)
+        bp__free(t->obs.ring);
+    bp__free(t->obs.work);
+    bp__straggler_free(&t->obs.straggler);
     bp__place_free(&t->place, t->sets);
     bp__optimizer_free(t->opt);
     bp__free(t->fixed.block);
@@ -153,6 +159,8 @@ int bp_trainer_step_times(const bp_trainer *t, bp_step_times *times)
 {
     int rc = bp__step_clock_report(&t->clock, &t->comm, times);
     bp__ckpt_times(&t->ckpt, times);
+    times->slow_rank = t->obs.straggler.worst_rank;
+    times->slow_factor = t->obs.straggler.worst_factor;
     return rc;
 }
 
@@ -207,6 +215,35 @@ static void post_extras(bp_trainer *t, bp_real *extra)
     int orders = t->comm.rank == 0 ? bp__ckpt_orders(&t->ckpt) : 0;
     extra[BP__SLOT_ORDERS] = (bp_real)orders;
     extra[BP__SLOT_FAILED] = t->step.read_failed;
+    memset(extra + BP__SLOT_WORK, 0, (size_t)t->comm.size * sizeof(bp_real));
+    extra[BP__SLOT_WORK + t->comm.rank] = (bp_real)rint(t->obs.work_s * 1e6);
+}
+
+/* The step every event and wait from here on belongs to: the watchdog's message names it,
+ * the trace tags it (a wait inside the backward pass is this step's too). */
+static void begin_step(bp_trainer *t)
+{
+    bp__comm_set_step(&t->comm, t->st.global_step + 1);
+    bp__rec_set_step(t->obs.ring, t->st.global_step + 1);
+}
+
+/* After a step that ended at `ended`: this rank's work in it (its rows, forward, backward
+ * and update: the step less the time it waited in the exchange; plus the time it stood
+ * still inside the exchange's waits, from stalled0 on, which others may have waited for),
+ * which the next step sends; and on rank 0, the ranks' work in the step before, which this
+ * one brought, to straggler detection. */
+static void observe_step(bp_trainer *t, double work_s, double stalled0, double ended)
+{
+    work_s += bp__exchange_stalled(t->exchange) - stalled0;
+    t->obs.work_s = work_s > 0 ? work_s : 0;
+    double wall = t->obs.last_end > 0 ? ended - t->obs.last_end : 0;
+    t->obs.last_end = ended;
+    int any = 0;
+    for (int r = 0; t->obs.work && r < t->comm.size; r++)
+        any |= t->obs.work[r] > 0;
+    /* The first step of a process brings no work (none was timed before it). */
+    if (any && bp__straggler_add(&t->obs.straggler, t->obs.work, wall, t->st.global_step))
+        t->obs.changed = 1;
 }
 
 /* reproducible = any_scale, before the exchange: this rank's micro-shards through the
@@ -220,6 +257,7 @@ static void fixed_compute(bp_trainer *t, size_t rows)
         t->fixed.bound[i] = 0;
     if (rows == 0)
         return;
+    int64_t ev = bp__rec_begin(t->obs.ring, BP__REC_FORWARD, 0, NULL);
     bp__forward_micro(&t->net, &t->ws, t->shard.X, rows, u);
     for (size_t r0 = 0; r0 < rows; r0 += u) {
         double c =
@@ -230,7 +268,10 @@ static void fixed_compute(bp_trainer *t, size_t rows)
     if (t->train.labels)
         t->fixed.sum[t->net.nparams + BP__SLOT_CORRECT] =
             (int64_t)bp_count_correct(&t->net, &t->ws, t->shard.labels, rows);
+    bp__rec_end(t->obs.ring, ev);
+    ev = bp__rec_begin(t->obs.ring, BP__REC_DELTAS, 0, NULL);
     bp__deltas_micro(&t->net, &t->ws, t->shard.Y, rows, u, t->fixed.bound);
+    bp__rec_end(t->obs.ring, ev);
 }
 
 /* The micro-shards' costs in fixed point at the scale agreed for them (each rounded to it
@@ -262,6 +303,7 @@ static void fixed_slots(bp_trainer *t, int64_t *slot)
     slot[BP__SLOT_STOP] = atomic_load_explicit(&stop_requested, memory_order_relaxed) != 0;
     slot[BP__SLOT_ORDERS] = t->comm.rank == 0 ? bp__ckpt_orders(&t->ckpt) : 0;
     slot[BP__SLOT_FAILED] = t->step.read_failed;
+    slot[BP__SLOT_WORK + t->comm.rank] = (int64_t)llrint(t->obs.work_s * 1e6);
 }
 
 /* This rank's part of an any_scale step up to the exchange: its micro-shards computed, the
@@ -272,7 +314,7 @@ static void fixed_slots(bp_trainer *t, int64_t *slot)
 static int fixed_send(bp_trainer *t, size_t rows, size_t m)
 {
     size_t np = t->net.nparams, u = (size_t)t->cfg->micro_batch, T = BP__TENSORS(&t->net);
-    memset(t->fixed.sum + np, 0, BP__EXTRAS * sizeof(int64_t));
+    memset(t->fixed.sum + np, 0, t->nslots * sizeof(int64_t));
     fixed_compute(t, rows);
     if (bp__comm_max_doubles(&t->comm, t->fixed.bound, T + 1) < 0)
         return BP_ECOMM;
@@ -282,8 +324,10 @@ static int fixed_send(bp_trainer *t, size_t rows, size_t m)
         t->fixed.sum[np + BP__SLOT_COST] = fixed_cost(t, rows, t->fixed.scale[T]);
     bp__exchange_begin_i64(t->exchange, finite ? fixed_convert : NULL, t);
     if (finite && rows > 0) {
+        int64_t ev = bp__rec_begin(t->obs.ring, BP__REC_BACKWARD, 0, NULL);
         bp__grad_fixed(&t->net, &t->ws, rows, u, t->fixed.scale, t->fixed.sum, t->fixed.block,
                        bp__exchange_ready, t->exchange);
+        bp__rec_end(t->obs.ring, ev);
     } else { /* an idle rank, or a step every rank knows diverged: zeros */
         memset(t->fixed.sum, 0, np * sizeof(int64_t));
         bp__exchange_ready(t->exchange, 0);
@@ -303,7 +347,11 @@ static int fixed_apply(bp_trainer *t, size_t m, int finite, int *diverged, int *
     int rc;
     while ((rc = bp__exchange_next_i64(t->exchange, &lo, &hi, &sum, &real)) == 1) {
         double at = bp__now_s();
-        if (hi == np + BP__EXTRAS) {
+        int64_t ev =
+            bp__rec_begin(t->obs.ring, BP__REC_UPDATE, bp__exchange_taken(t->exchange) - 1, NULL);
+        if (hi == np + t->nslots) {
+            for (int r = 0; t->obs.work && r < t->comm.size; r++)
+                t->obs.work[r] = (double)sum[np + BP__SLOT_WORK + r] * 1e-6;
             bp__step_result_read_fixed(&t->step, sum + np,
                                        finite ? t->fixed.scale[BP__TENSORS(&t->net)] : 1);
             if (!finite)
@@ -313,6 +361,7 @@ static int fixed_apply(bp_trainer *t, size_t m, int finite, int *diverged, int *
         if (!*diverged)
             *nonfinite |=
                 bp__optimizer_apply(t->opt, &t->net, real, (double)m, lo, hi < np ? hi : np);
+        bp__rec_end(t->obs.ring, ev);
         *updating += bp__now_s() - at;
     }
     if (rc == 0 && !*diverged)
@@ -331,10 +380,13 @@ static int fixed_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
 {
     double exposed0, busy0;
     bp__exchange_times(t->exchange, &exposed0, &busy0);
-    double started = bp__now_s();
+    double started = bp__now_s(), stalled0 = bp__exchange_stalled(t->exchange);
+    begin_step(t);
     bp__optimizer_begin(t->opt, &t->net);
     size_t rows;
+    int64_t ev = bp__rec_begin(t->obs.ring, BP__REC_DATA, 0, NULL);
     t->step.read_failed = gather_shard(t, first, m, &rows, err, errlen) < 0;
+    bp__rec_end(t->obs.ring, ev);
     if (t->step.read_failed)
         rows = 0;
     double gathered = bp__now_s();
@@ -343,7 +395,6 @@ static int fixed_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
         return BP_ECOMM;
     double computed = bp__now_s(), updating = 0, exposed_backward, busy;
     bp__exchange_times(t->exchange, &exposed_backward, &busy);
-    bp__comm_set_step(&t->comm, t->st.global_step + 1);
     bp__optimizer_set_step(t->opt,
                            bp__learning_rate(t->cfg, t->st.epoch, t->st.global_step,
                                              t->batches.total_steps, (double)t->train.n),
@@ -362,6 +413,7 @@ static int fixed_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
     double in_backward = exposed_backward - exposed0;
     bp__step_clock_add(&t->clock, gathered - started, computed - gathered - in_backward,
                        in_backward + (ended - computed - updating), busy - busy0, updating);
+    observe_step(t, computed - started - in_backward + updating, stalled0, ended);
     t->st.epoch_cost_sum += t->step.cost;
     t->st.epoch_correct += t->step.correct;
     t->st.epoch_seen += (double)m;
@@ -380,27 +432,34 @@ static int train_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
     bp_real *extra = t->grad + np;
     double exposed0, busy0;
     bp__exchange_times(t->exchange, &exposed0, &busy0);
-    double started = bp__now_s();
+    double started = bp__now_s(), stalled0 = bp__exchange_stalled(t->exchange);
+    begin_step(t);
     bp__optimizer_begin(t->opt, &t->net); /* lbfgs: to the trial this step evaluates */
     bp__bf16_weights(&t->net, &t->ws);    /* once per step; nothing unless precision = bf16 */
     size_t rows;
     /* A rank that cannot read its rows joins the exchange idle and says so there. */
+    int64_t ev = bp__rec_begin(t->obs.ring, BP__REC_DATA, 0, NULL);
     t->step.read_failed = gather_shard(t, first, m, &rows, err, errlen) < 0;
+    bp__rec_end(t->obs.ring, ev);
     if (t->step.read_failed)
         rows = 0;
     double gathered = bp__now_s();
     bp__exchange_begin(t->exchange);
     if (rows > 0) {
+        ev = bp__rec_begin(t->obs.ring, BP__REC_FORWARD, 0, NULL);
         bp_forward(&t->net, &t->ws, t->shard.X, rows);
         extra[BP__SLOT_COST] = (bp_real)bp_cost_sum(&t->net, &t->ws, t->shard.Y, rows);
         extra[BP__SLOT_CORRECT] =
             t->train.labels ? (bp_real)bp_count_correct(&t->net, &t->ws, t->shard.labels, rows) : 0;
+        bp__rec_end(t->obs.ring, ev);
         /* As late as the slots can be read: a request that comes during the forward pass
          * still stops this step. */
         post_extras(t, extra);
         /* overwrites: no memset */
+        ev = bp__rec_begin(t->obs.ring, BP__REC_BACKWARD, 0, NULL);
         bp__backward_ready(&t->net, &t->ws, t->shard.Y, rows, t->grad, 0, bp__exchange_ready,
                            t->exchange);
+        bp__rec_end(t->obs.ring, ev);
     } else {
         /* An idle rank still joins the exchange, with zeros. */
         memset(t->grad, 0, np * sizeof(bp_real));
@@ -410,7 +469,6 @@ static int train_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
     }
     double computed = bp__now_s(), updating = 0, exposed_backward, busy;
     bp__exchange_times(t->exchange, &exposed_backward, &busy);
-    bp__comm_set_step(&t->comm, t->st.global_step + 1);
     size_t lo, hi;
     const bp_real *sum;
     int rc, diverged = 0, nonfinite = 0;
@@ -422,7 +480,10 @@ static int train_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
     int applies = bp__optimizer_applies(t->opt);
     while ((rc = bp__exchange_next(t->exchange, &lo, &hi, &sum)) == 1) {
         double u = bp__now_s();
-        if (hi == np + BP__EXTRAS) { /* the first bucket: check the cost before any update */
+        ev = bp__rec_begin(t->obs.ring, BP__REC_UPDATE, bp__exchange_taken(t->exchange) - 1, NULL);
+        if (hi == np + t->nslots) { /* the first bucket: check the cost before any update */
+            for (int r = 0; t->obs.work && r < t->comm.size; r++)
+                t->obs.work[r] = (double)sum[np + BP__SLOT_WORK + r] * 1e-6;
             bp__step_result_read(&t->step, sum + np);
             diverged = !isfinite(t->step.cost) && applies;
         }
@@ -433,6 +494,7 @@ static int train_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
         if (!diverged && applies)
             nonfinite |=
                 bp__optimizer_apply(t->opt, &t->net, sum, (double)m, lo, hi < np ? hi : np);
+        bp__rec_end(t->obs.ring, ev);
         updating += bp__now_s() - u;
     }
     if (rc == 0) {
@@ -456,6 +518,7 @@ static int train_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
     double in_backward = exposed_backward - exposed0;
     bp__step_clock_add(&t->clock, gathered - started, computed - gathered - in_backward,
                        in_backward + (ended - computed - updating), busy - busy0, updating);
+    observe_step(t, computed - started - in_backward + updating, stalled0, ended);
     if (bp__optimizer_whole_set(t->opt)) { /* the metrics of the point an iteration ends at */
         bp__optimizer_point(t->opt, &t->st.epoch_cost_sum, &t->st.epoch_correct);
         t->st.epoch_seen = (double)m;
@@ -479,10 +542,12 @@ static int evaluate(bp_trainer *t, int s, double *out, char *err, size_t errlen)
                           .labels = t->place.Xe ? t->place.Le : t->shard.labels};
     int stream = t->place.kind == BP_PLACE_STREAM;
     bp_rows_fn read = stream ? bp__trainer_read_rows : NULL;
+    int64_t ev = bp__rec_begin(t->obs.ring, BP__REC_EVALUATION, s, NULL);
     int rc =
         t->cfg->any_scale
             ? bp__evaluate_exact(&t->net, &t->ws, t->sets[s], read, &p, &t->comm, out, err, errlen)
             : bp__evaluate(&t->net, &t->ws, t->sets[s], read, &p, &t->comm, 0, out, err, errlen);
+    bp__rec_end(t->obs.ring, ev);
     return rc < 0 ? rc : out[3] > 0 ? BP_EIO : 0; /* the rank that could not read says why */
 }
 
@@ -576,6 +641,37 @@ int bp_trainer_checkpoint(bp_trainer *t, char *err, size_t errlen)
     return bp__ckpt_take(t, 1, err, errlen);
 }
 
+/* Rank 0: the slow set changed; the program hears it. */
+static void report_stragglers(bp_trainer *t, const bp_callbacks *cb)
+{
+    const bp__straggler *g = &t->obs.straggler;
+    t->obs.changed = 0;
+    bp_straggler_report r = {.from_step = g->from_step, .to_step = g->to_step, .rank = -1};
+    bp__rank_host *slow = calloc((size_t)t->comm.size, sizeof(*slow));
+    for (int q = 0; q < t->comm.size; q++) {
+        if (!g->in[q])
+            continue;
+        const char *host = bp__comm_host(&t->comm, q);
+        if (slow)
+            slow[r.nslow] = (bp__rank_host){q, host ? host : "unknown"};
+        r.nslow++;
+        if (r.rank < 0 || g->mean[q] > g->mean[r.rank])
+            r.rank = q;
+    }
+    if (r.rank < 0) /* none any more: the figures of the one that was worst */
+        r.rank = g->worst_rank;
+    if (r.rank >= 0)
+        r.work_ms = 1e3 * g->mean[r.rank], r.others_ms = 1e3 * bp__straggler_others(g, r.rank);
+    FILE *f = slow && r.nslow ? fmemopen(r.who, sizeof(r.who) - 1, "w") : NULL;
+    if (f) {
+        bp__print_ranks(f, slow, r.nslow);
+        fclose(f);
+    }
+    free(slow);
+    if (cb && cb->straggler)
+        cb->straggler(cb->ctx, &r);
+}
+
 /* What the step's extra slots said, once it is counted: a failed write (every rank
  * returns BP_EIO), a checkpoint rank 0 took before the step (every rank checks the
  * replicas), a stop (taken at the end of the step, or of the epoch when it ends one). */
@@ -639,6 +735,8 @@ static int run_epoch(bp_trainer *t, const bp_callbacks *cb, char *err, size_t er
             double rate = seen / (t->st.epoch_train_s + bp__now_s() - started + 1e-9);
             cb->progress(cb->ctx, t->st.epoch + 1, t->cfg->epochs, s + 1, lbfgs ? s + 1 : nb, rate);
         }
+        if (t->obs.changed)
+            report_stragglers(t, cb);
         rc = after_step(t, err, errlen);
         if (rc == 0 && t->stop.asked && !last)
             rc = BP_ESTOPPED;

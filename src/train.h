@@ -18,6 +18,7 @@
 #include "saver.h"
 #include "source.h"
 #include "step.h"
+#include "straggler.h"
 
 /* What [train] batch_size means for a run's data and ranks (derive_batches). */
 typedef struct {
@@ -39,11 +40,12 @@ struct bp_trainer {
     bp_net net;
     bp_workspace ws;
     bp__exchange *exchange;
-    bp_real *grad;        /* the exchange's buffer, nparams + BP__EXTRAS: all dW, db, then the slots
+    bp_real *grad;        /* the exchange's buffer, nparams + nslots: all dW, db, then the slots
                            * (src/step.h) */
+    size_t nslots;        /* BP__EXTRAS, then one per rank: its last step's work (BP__SLOT_WORK) */
     bp__step_result step; /* what the last step said */
     struct {
-        int64_t *sum;          /* the exchange's buffer (nparams + BP__EXTRAS): the gradients'
+        int64_t *sum;          /* the exchange's buffer (nparams + nslots): the gradients'
                                 * and slots' fixed point */
         bp_real *block;        /* one row block of a weight gradient (bp__fixed_block_reals) */
         double *bound, *scale; /* per tensor, and one more for the micro-shards' costs */
@@ -68,7 +70,16 @@ struct bp_trainer {
     /* Rank 0: the run directory's owner lock and the metrics file's; held from setup to
      * bp_trainer_free. */
     bp__lock dir_lock, metrics_lock;
-    bp__step_clock clock;             /* this process's seconds in the steps, by phase */
+    bp__step_clock clock; /* this process's seconds in the steps, by phase */
+    struct {
+        bp__rec *ring;   /* this rank's flight recorder (src/recorder.h); NULL when off */
+        int owned;       /* ring is this process's memory, not the node's */
+        double work_s;   /* this rank's last step's rows, forward and backward */
+        double *work;    /* rank 0: every rank's, from the slots */
+        double last_end; /* when the last step ended, for the steps' wall time */
+        int changed;     /* rank 0: the slow set changed at the last step, not yet reported */
+        bp__straggler straggler; /* rank 0 */
+    } obs;
     double run_started, elapsed_base; /* wall clock of this process, and before it */
 };
 

@@ -277,7 +277,10 @@ static const char *const every_key_sets[] = {"data.train_labels=tl",
                                              "comm.dtype=bf16",
                                              "comm.bucket_mb=0.25",
                                              "log.metrics=m.csv",
-                                             "log.progress=off"};
+                                             "log.progress=off",
+                                             "log.trace=tr.json",
+                                             "log.trace_steps=50",
+                                             "log.straggler_factor=2"};
 
 static const char every_key_text[] = "[data]\n"
                                      "train = builtin:xor\n"
@@ -339,7 +342,10 @@ static const char every_key_text[] = "[data]\n"
                                      "\n"
                                      "[log]\n"
                                      "metrics = m.csv\n"
-                                     "progress = off\n";
+                                     "progress = off\n"
+                                     "trace = tr.json\n"
+                                     "trace_steps = 50\n"
+                                     "straggler_factor = 2\n";
 
 static void test_format_is_byte_identical_to_the_stored_text(void **state)
 {
@@ -474,6 +480,8 @@ static void test_numeric_ranges_refused_at_both_ends(void **state)
         {"checkpoint.keep", 0, 1e9, INT},
         {"comm.timeout", 0, 1e9, REAL},
         {"comm.bucket_mb", 0.001, 1024, REAL},
+        {"log.trace_steps", 0, 1000, INT},
+        {"log.straggler_factor", 0, 1000, REAL},
     };
     size_t nranges = sizeof(ranges) / sizeof(ranges[0]);
     /* Every numeric key of the table is here (seed takes any 64-bit value: below). */

@@ -34,7 +34,7 @@ int main()
     bp_runtime_info rt;
     bp_runtime_get_info(&rt);
     (void)bp_same_file("/", "/");
-    bp_callbacks cb = {nullptr, nullptr, nullptr};
+    bp_callbacks cb = {nullptr, nullptr, nullptr, nullptr};
     (void)cb;
     const char *text = bp_strerror(BP_EINVAL);
     std::printf("bp_strerror(BP_EINVAL) = %s; %d metrics columns, the first '%s'\n", text,

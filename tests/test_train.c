@@ -81,7 +81,7 @@ static void test_run_with_callbacks(void **state)
     assert_int_equal(info.ranks, 1);
     assert_int_equal(info.resumed, 0);
     seen s = {0};
-    bp_callbacks cb = {on_epoch, on_progress, &s};
+    bp_callbacks cb = {on_epoch, on_progress, &s, NULL};
     assert_int_equal(bp_trainer_run(t, &cb, err, sizeof(err)), 0);
     assert_int_equal(s.epochs_seen, 40);
     assert_int_equal(s.progress_calls, 80);
@@ -194,7 +194,7 @@ static void test_stop_on_request(void **state)
     assert_int_equal(bp_trainer_run(t, NULL, err, sizeof(err)), 0);
     bp_trainer_free(t);
 
-    bp_callbacks cb = {NULL, stop_mid_epoch, NULL};
+    bp_callbacks cb = {NULL, stop_mid_epoch, NULL, NULL};
     assert_int_equal(bp_trainer_create(&t, &cfg, NULL, &comm, NULL, err, sizeof(err)), 0);
     assert_int_equal(bp_trainer_run(t, &cb, err, sizeof(err)), BP_ESTOPPED);
     bp_trainer_info info;

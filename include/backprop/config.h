@@ -72,6 +72,10 @@ typedef struct {
     /* [log] */
     char metrics[BP_PATH_MAX];
     bp_progress progress;
+    char trace[BP_PATH_MAX]; /* the flight recorder's trace file; "" = none */
+    long trace_steps;        /* steps the flight recorder keeps; 0 = off */
+    double straggler_factor; /* warn when a rank's step work is this many times the
+                                others'; 0 = off */
 } bp_config;
 
 /* Reads path, then applies each "section.key=value" of sets in order, with the same

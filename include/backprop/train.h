@@ -42,6 +42,17 @@ extern "C" {
 
 typedef struct bp_trainer bp_trainer;
 
+/* Ranks whose step work keeps the others waiting, as straggler detection sees them after a
+ * window of steps. */
+typedef struct bp_straggler_report {
+    long from_step, to_step; /* the window of global steps (1-based) that showed it */
+    int nslow;               /* ranks slow now; 0: none any more */
+    char who[512];           /* "rank 2 (host a)", "ranks 2, 5 (host a)"; "" when none */
+    int rank;                /* the slowest of them (or the last one that was), */
+    double work_ms;          /* its mean step work (rows, forward, backward) in the window, */
+    double others_ms;        /* and the median of the other ranks' */
+} bp_straggler_report;
+
 /* What a run reports as it goes, on rank 0 only; any member may be NULL. */
 typedef struct {
     /* An epoch ended: its metrics row, as the metrics CSV gets it; epochs = the configured
@@ -52,6 +63,8 @@ typedef struct {
     void (*progress)(void *ctx, long epoch, long epochs, size_t step, size_t steps,
                      double samples_per_s);
     void *ctx;
+    /* The set of slow ranks changed ([log] straggler_factor; docs/running.md). */
+    void (*straggler)(void *ctx, const bp_straggler_report *report);
 } bp_callbacks;
 
 /* What a trainer holds and where its run stands. */
@@ -92,7 +105,18 @@ typedef struct {
      * time each write took on average in the background. */
     long checkpoints;
     double checkpoint_pause_ms, checkpoint_write_ms;
+    /* Rank 0: the rank straggler detection found slowest while it was slow, and its step
+     * work against the other ranks' median then; -1 and 0 when no rank was. */
+    int slow_rank;
+    double slow_factor;
 } bp_step_times;
+
+/* One rank's means per step, in milliseconds (bp_step_times's words): its rows, its
+ * forward and backward passes, the exchange it waited for (slower ranks included), the
+ * update. */
+typedef struct {
+    double data_ms, compute_ms, wait_ms, update_ms;
+} bp_rank_times;
 
 /* Builds a trainer for cfg. On rank 0 it first takes the run directory's lock (so a second
  * run there fails here, before any work), checks the directory and that a fresh run would
@@ -165,6 +189,19 @@ void bp_trainer_get_info(const bp_trainer *t, bp_trainer_info *info);
 
 /* Collective (the slowest rank's compute is a maximum over ranks); fills times. */
 int bp_trainer_step_times(const bp_trainer *t, bp_step_times *times);
+
+/* Collective: every rank's times on rank 0, into out[0 .. ranks) (bp_trainer_info's ranks;
+ * out is not touched elsewhere, and may be NULL there). 0, or BP_ECOMM. */
+int bp_trainer_rank_times(const bp_trainer *t, bp_rank_times *out);
+
+/* The host rank runs on ("" when unknown). */
+const char *bp_trainer_rank_host(const bp_trainer *t, int rank);
+
+/* Collective: [log] trace, when set: the flight recorder's last [log] trace_steps steps of
+ * every rank as a Chrome trace-event JSON, written by rank 0 (atomically). why: "end",
+ * "stop", ... as the file says. 0 (also when no trace is set), or a BP_E* code with the
+ * reason in err on rank 0 (nothing was written; the run itself is not affected). */
+int bp_trainer_write_trace(bp_trainer *t, const char *why, char *err, size_t errlen);
 
 /* Releases everything, the run directory's lock included; NULL is fine. Local. */
 void bp_trainer_free(bp_trainer *t);

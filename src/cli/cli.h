@@ -75,4 +75,46 @@ int bp_cli_setup_status(int code);
 /* True when argv[i] is "--help" or "-h" for some i. */
 int bp_cli_wants_help(int argc, char **argv);
 
+/* plot's timeline (plot_trace.c): the last steps of a trace train wrote, as boxes per rank.
+ * Kinds colour the boxes; sub-lanes stack a rank's threads. */
+enum {
+    BP_TRACE_DATA,
+    BP_TRACE_FORWARD,
+    BP_TRACE_BACKWARD,
+    BP_TRACE_COMPUTE,
+    BP_TRACE_EXCHANGE,
+    BP_TRACE_UPDATE,
+    BP_TRACE_COLLECTIVE,
+    BP_TRACE_CHECKPOINT,
+    BP_TRACE_EVALUATION,
+    BP_TRACE_OTHER,
+    BP_TRACE_KINDS
+};
+enum { BP_TRACE_TRAINER, BP_TRACE_BUCKETS, BP_TRACE_EXCHANGE_THREAD, BP_TRACE_WRITER };
+#define BP_TRACE_MAX_LANES 32
+typedef struct {
+    int rank, sublane, kind, unfinished;
+    double start, end; /* ms from the window's start */
+} bp_cli_trace_box;
+typedef struct {
+    bp_cli_trace_box *boxes; /* by rank, sub-lane, start */
+    size_t nboxes;
+    int ranks[BP_TRACE_MAX_LANES]; /* the drawn ranks, ascending: a lane each */
+    char names[BP_TRACE_MAX_LANES][64];
+    int nranks, all_ranks;
+    int has_window, steps;      /* whether some event names its step; the steps asked */
+    long first_step, last_step; /* the window's */
+    double *step_at;            /* ms of step first_step + i's first event on the top rank */
+    double span;                /* ms from the window's start to its end */
+    int to_end;                 /* some event of the window never ended (the watchdog's trace) */
+    double beyond_ms;           /* then: how long the trace goes on past the window's end */
+} bp_cli_trace;
+
+/* Reads path: 0, or BP_EFORMAT with "PATH: not a trace (WHY)" (BP_EINVAL when it cannot be
+ * opened, BP_EIO, BP_ENOMEM). */
+int bp_cli_trace_read(const char *path, int steps, bp_cli_trace *t, char *err, size_t errlen);
+void bp_cli_trace_free(bp_cli_trace *t);
+/* The lane of a rank, or -1 when it has none. */
+int bp_cli_trace_lane(const bp_cli_trace *t, int rank);
+
 #endif

@@ -33,13 +33,17 @@
 #include "cli.h"
 
 static const char plot_usage[] =
-    "usage: backprop plot RUN_DIR [RUN_DIR ...] [--out FILE.png] [--script FILE] [--force]\n"
+    "usage: backprop plot RUN_DIR [RUN_DIR ...] [--trace FILE] [--trace-steps K]\n"
+    "                     [--out FILE.png] [--script FILE] [--force]\n"
     "\n"
     "Draws the runs in one PNG: cost and accuracy per epoch for train, validation and test\n"
     "(RUN_DIR/metrics.csv, else the file the run's [log] metrics names; resumed runs\n"
-    "included), where a step's time went (RUN_DIR/step_times.csv, which train writes), and\n"
+    "included), where a step's time went (RUN_DIR/step_times.csv, which train writes),\n"
     "the confusion matrix of the final model (RUN_DIR/latest.h5 on its config's test set,\n"
-    "else its validation set) when the data has class labels. Several runs are labelled by\n"
+    "else its validation set) when the data has class labels, and a timeline of the last K\n"
+    "steps (default 4, at most 50) of a trace train wrote ([log] trace): --trace FILE, else\n"
+    "RUN_DIR/trace.json of the first run, a lane per rank. A run with a trace and no metrics\n"
+    "yet (one the watchdog ended) is drawn as its timeline alone. Several runs are labelled by\n"
     "directory. FILE.png defaults to RUN_DIR/plot.png of the first run, and is replaced only\n"
     "with --force (plot.png in a run directory is always replaced). --script FILE also saves\n"
     "the gnuplot script, with the data it plots. Needs gnuplot with its cairo terminals\n"
@@ -67,20 +71,35 @@ typedef struct {
     char cfg_err[BP_PATH_MAX + 256]; /* why there is none */
 } run_data;
 
+#define MAX_TRACE_STEPS 50
+
 typedef struct {
-    const char *dirs[MAX_RUNS], *out, *script;
-    int ndirs, force;
+    const char *dirs[MAX_RUNS], *out, *script, *trace;
+    int ndirs, force, trace_steps;
 } plot_args;
 
 static int parse_args(int argc, char **argv, plot_args *a, char *err, size_t len)
 {
     memset(a, 0, sizeof(*a));
+    a->trace_steps = 4;
     for (int i = 1; i < argc; i++) {
         const char *v;
+        char *end;
         int r = bp_arg_value(argc, argv, &i, "--out", &v);
         if (r > 0)
             a->out = v;
-        else if (r == 0 && (r = bp_arg_value(argc, argv, &i, "--script", &v)) > 0)
+        else if (r == 0 && (r = bp_arg_value(argc, argv, &i, "--trace", &v)) > 0) {
+            if (!v[0])
+                return snprintf(err, len, "--trace needs a trace file"), -1;
+            a->trace = v;
+        } else if (r == 0 && (r = bp_arg_value(argc, argv, &i, "--trace-steps", &v)) > 0) {
+            long k = strtol(v, &end, 10);
+            if (*v < '0' || *v > '9' || *end || k < 1 || k > MAX_TRACE_STEPS)
+                return snprintf(err, len, "--trace-steps: '%s' is not a whole number from 1 to %d",
+                                v, MAX_TRACE_STEPS),
+                       -1;
+            a->trace_steps = (int)k;
+        } else if (r == 0 && (r = bp_arg_value(argc, argv, &i, "--script", &v)) > 0)
             a->script = v;
         else if (r == 0 && strcmp(argv[i], "--force") == 0)
             a->force = r = 1;
@@ -178,8 +197,9 @@ static int next_line(FILE *f, char *line, size_t len)
 
 /* The run's metrics file: the drawn columns of every row, kept as text so that the plot gets
  * exactly what the file says. Opened as every input is: a FIFO or a device is refused, not
- * waited on or read forever. */
-static int read_metrics(run_data *r, char *err, size_t len)
+ * waited on or read forever. optional (a run drawn with its trace): a file that is not
+ * there, or has no epochs yet, is no rows and no error. */
+static int read_metrics(run_data *r, int optional, char *err, size_t len)
 {
     char line[1024], why[BP_PATH_MAX + 512], open_err[BP_PATH_MAX + 128];
     const char *path = r->metrics;
@@ -188,6 +208,8 @@ static int read_metrics(run_data *r, char *err, size_t len)
     FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
     if (fd >= 0 && !f)
         close(fd);
+    if (fd < 0 && access(path, F_OK) != 0 && optional)
+        return 0;
     if (fd < 0 && access(path, F_OK) != 0) /* where plot looked, and why there */
         return bp_cli_fail(err, len, BP_EINVAL, "%s (%s)", open_err, why);
     if (fd < 0)
@@ -245,7 +267,7 @@ static int read_metrics(run_data *r, char *err, size_t len)
     if (rc == 0 && ferror(f))
         rc = bp_cli_fail(err, len, BP_EIO, "%s: read error", path);
     fclose(f);
-    if (rc == 0 && r->nrows == 0)
+    if (rc == 0 && r->nrows == 0 && !optional)
         rc = bp_cli_fail(err, len, BP_EFORMAT, "%s: no epochs yet", path);
     return rc;
 }
@@ -407,26 +429,9 @@ static void empty_panel(FILE *f, const char *why)
             why);
 }
 
-/* Key titles and labels: gnuplot's enhanced text would read _ and ^ as sub- and
- * superscripts, so titles are marked noenhanced where they are used. */
-static void write_script(FILE *f, const run_data *runs, int n, const char *out)
+/* The runs' data blocks: metrics per run, step times, confusion matrices. */
+static void write_run_blocks(FILE *f, const run_data *runs, int n)
 {
-    int conf = 0;
-    for (int i = 0; i < n; i++)
-        conf += runs[i].confusion != NULL;
-    int panels = 3 + conf, rows = (panels + 1) / 2;
-    fprintf(f, "# backprop plot: gnuplot script with the data it draws\n");
-    size_t epochs = 0;
-    for (int i = 0; i < n; i++)
-        epochs = runs[i].nrows > epochs ? runs[i].nrows : epochs;
-    /* Sized for README's column: readable at 1100 pixels wide. */
-    fprintf(f, "set terminal pngcairo size 1100,%d font 'sans,10' noenhanced\n", 400 * rows);
-    if (out) { /* else the picture goes to gnuplot's stdout */
-        fprintf(f, "set output ");
-        quoted(f, out);
-        fputc('\n', f);
-    }
-    fprintf(f, "set datafile missing 'NaN'\nset grid\nset key below\n");
     for (int i = 0; i < n; i++) {
         /* one block per run: epoch, then cost train/val/test, accuracy train/val/test */
         fprintf(f,
@@ -460,7 +465,16 @@ static void write_script(FILE *f, const run_data *runs, int n, const char *out)
                             b + 1 == runs[i].k ? '\n' : ' ');
             fprintf(f, "EOD\n");
         }
-    fprintf(f, "set multiplot layout %d,2\n", rows);
+}
+
+/* The runs' panels, in the multiplot layout's slots. Key titles and labels: gnuplot's
+ * enhanced text would read _ and ^ as sub- and superscripts, so titles are marked
+ * noenhanced where they are used. */
+static void write_run_panels(FILE *f, const run_data *runs, int n)
+{
+    size_t epochs = 0;
+    for (int i = 0; i < n; i++)
+        epochs = runs[i].nrows > epochs ? runs[i].nrows : epochs;
     static const char *const sets[] = {"train", "validation", "test"};
     /* A colour per set (train, validation, test), a dash pattern per run. */
     static const char *const colour[] = {"#1b6ca8", "#d95f02", "#2ca02c"};
@@ -534,6 +548,145 @@ static void write_script(FILE *f, const run_data *runs, int n, const char *out)
                 "(sprintf('%%d', int($3))) with labels font ',8' notitle\n",
                 k - 1, k - 1, i);
     }
+}
+
+/* ---- the timeline ---- */
+
+/* A kind's word in the data block and its key title. */
+static const char *const kind_word[BP_TRACE_KINDS] = {
+    "data",   "forward",    "backward",   "compute",    "exchange",
+    "update", "collective", "checkpoint", "evaluation", "other"};
+/* data, compute (forward, backward), exchange and update as the step-time panel colours
+ * them (gnuplot's first four line colours); the rest apart from those and from the red
+ * outline of an unfinished event. */
+static const char *const kind_colour[BP_TRACE_KINDS] = {"#9400d3", "#7fd3b9", "#009e73", "#006e52",
+                                                        "#56b4e9", "#e69f00", "#f0e442", "#8c6d31",
+                                                        "#cc79a7", "#404040"};
+
+/* Layout rows (400 pixels each) for the timeline: a rank's four sub-lanes take about 70. */
+static int timeline_rows(const bp_cli_trace *t)
+{
+    return (140 + 70 * t->nranks + 399) / 400;
+}
+
+/* $timeline: a row per box (lane: its rank's place from the top; sublane: 0 the trainer
+ * thread, 1 the bucket exchanges, 2 the cross-node sums, 3 the checkpoint writer);
+ * $trace_steps: where each step begins on the top rank, and whether it is labelled (a
+ * label at least 4 % of the width from the one before stays legible). */
+static void write_timeline_blocks(FILE *f, const bp_cli_trace *t)
+{
+    fprintf(f, "$timeline << EOD\n# rank lane sublane start_ms end_ms category unfinished\n");
+    for (size_t i = 0; i < t->nboxes; i++) {
+        const bp_cli_trace_box *b = &t->boxes[i];
+        fprintf(f, "%d %d %d %.6f %.6f %s %d\n", b->rank, bp_cli_trace_lane(t, b->rank), b->sublane,
+                b->start, b->end, kind_word[b->kind], b->unfinished);
+    }
+    fprintf(f, "EOD\n$trace_steps << EOD\n# step at_ms labelled\n");
+    double labelled = -INFINITY;
+    for (long s = 0; t->has_window && s <= t->last_step - t->first_step; s++) {
+        double at = t->step_at[s];
+        if (isnan(at))
+            continue;
+        int label = at - labelled >= 0.04 * t->span;
+        labelled = label ? at : labelled;
+        fprintf(f, "%ld %.6f %d\n", t->first_step + s, at, label);
+    }
+    fprintf(f, "EOD\n");
+}
+
+/* The timeline across the picture's width, below the other panels (frac: its share of the
+ * height). Lanes top to bottom by rank; the trainer's phases thick, the other sub-lanes
+ * thin; an unfinished event hatched and outlined in red to the window's edge. */
+static void write_timeline_panel(FILE *f, const bp_cli_trace *t, const char *path, double frac)
+{
+    char title[BP_PATH_MAX + 256];
+    int n = snprintf(title, sizeof(title), "Timeline of %s", path);
+    char beyond[96] = "";
+    if (t->to_end)
+        snprintf(beyond, sizeof(beyond),
+                 "; unfinished at the edge, %.3g s more to the end of the trace",
+                 t->beyond_ms / 1000.0);
+    if (n < (int)sizeof(title) && t->has_window && t->first_step < t->last_step)
+        n += snprintf(title + n, sizeof(title) - (size_t)n, ": steps %ld..%ld%s", t->first_step,
+                      t->last_step, beyond);
+    else if (n < (int)sizeof(title) && t->has_window)
+        n += snprintf(title + n, sizeof(title) - (size_t)n, ": step %ld%s", t->last_step, beyond);
+    if (t->all_ranks > t->nranks && n < (int)sizeof(title))
+        snprintf(title + n, sizeof(title) - (size_t)n, " (%d of %d ranks)", t->nranks,
+                 t->all_ranks);
+    fprintf(f, "set origin 0,0\nset size 1,%.6f\nunset label\nunset colorbox\nset title ", frac);
+    quoted(f, title);
+    fprintf(f,
+            "\nset xlabel \"ms from the first event of step %ld\\nin a lane, top to bottom: "
+            "the trainer thread, the bucket exchanges, the cross-node sums, the checkpoint "
+            "writer\"\nunset ylabel\nset format x '%%g'\nset xtics autofreq\n"
+            "unset grid\nset grid xtics\nset key outside right top vertical Left reverse\n",
+            t->first_step);
+    if (!t->has_window || t->nranks == 0) {
+        empty_panel(f, "no event in the trace names its step");
+        return;
+    }
+    fprintf(f, "set xrange [0:%.6f]\nset yrange [%.1f:-0.75]\nset ytics (",
+            t->span > 0 ? t->span : 1, t->nranks - 0.5);
+    for (int i = 0; i < t->nranks; i++) {
+        fprintf(f, "%s", i ? ", " : "");
+        quoted(f, t->names[i]);
+        fprintf(f, " %d", i);
+    }
+    /* A sub-lane's centre and half-height in a lane one unit high. */
+    fprintf(f,
+            ")\nsub_y(s) = s == 0 ? -0.2 : s == 1 ? 0.09 : s == 2 ? 0.22 : 0.35\n"
+            "sub_h(s) = s == 0 ? 0.22 : 0.06\n"
+            "plot $trace_steps using 2:(-0.75):(0):(%d.25) with vectors nohead "
+            "lc rgb '#c0c0c0' notitle, \\\n"
+            "     '' using 2:(-0.62):($3 != 0 ? sprintf('%%d', $1) : '') with labels left "
+            "offset 0.3,0 tc rgb '#808080' notitle",
+            t->nranks);
+    int present[BP_TRACE_KINDS] = {0}, unfinished = 0;
+    for (size_t i = 0; i < t->nboxes; i++)
+        present[t->boxes[i].kind] = 1, unfinished |= t->boxes[i].unfinished;
+    for (int k = 0; k < BP_TRACE_KINDS; k++)
+        if (present[k])
+            fprintf(f,
+                    ", \\\n     $timeline using (strcol(6) eq '%s' ? ($4+$5)/2 : NaN):"
+                    "($2+sub_y($3)):(($5-$4)/2):(sub_h($3)) with boxxyerror "
+                    "fs solid 0.85 border lc rgb '#303030' lw 0.5 lc rgb '%s' title '%s'",
+                    kind_word[k], kind_colour[k], kind_word[k]);
+    if (unfinished)
+        fprintf(f, ", \\\n     $timeline using ($7 != 0 ? ($4+$5)/2 : NaN):($2+sub_y($3)):"
+                   "(($5-$4)/2):(sub_h($3)) with boxxyerror fs transparent pattern 4 border "
+                   "lc rgb '#d00000' lw 2 title 'unfinished'");
+    fprintf(f, "\n");
+}
+
+/* The script: the runs' panels two to a row, then the timeline across the width below
+ * them (the picture alone when the run has no metrics yet). */
+static void write_script(FILE *f, const run_data *runs, int n, const bp_cli_trace *trace,
+                         const char *trace_path, const char *out)
+{
+    int conf = 0;
+    for (int i = 0; i < n; i++)
+        conf += runs[i].confusion != NULL;
+    int rows = runs[0].nrows ? (3 + conf + 1) / 2 : 0, trows = trace ? timeline_rows(trace) : 0;
+    fprintf(f, "# backprop plot: gnuplot script with the data it draws\n");
+    /* Sized for README's column: readable at 1100 pixels wide. */
+    fprintf(f, "set terminal pngcairo size 1100,%d font 'sans,10' noenhanced\n",
+            400 * (rows + trows));
+    if (out) { /* else the picture goes to gnuplot's stdout */
+        fprintf(f, "set output ");
+        quoted(f, out);
+        fputc('\n', f);
+    }
+    fprintf(f, "set datafile missing 'NaN'\nset grid\nset key below\n");
+    if (rows)
+        write_run_blocks(f, runs, n);
+    if (trace)
+        write_timeline_blocks(f, trace);
+    fprintf(f, "set multiplot layout %d,2\n", rows + trows);
+    if (rows)
+        write_run_panels(f, runs, n);
+    if (trace)
+        write_timeline_panel(f, trace, trace_path, (double)trows / (rows + trows));
     fprintf(f, "unset multiplot\n");
 }
 
@@ -634,7 +787,7 @@ static int same_output(const char *a, const char *b)
 /* "wrote OUT: RUN (N epochs, ...); ..." on stdout. Its paths come from the command line and
  * the file system: their control bytes are escaped as in an error line, so that a
  * directory's name cannot move the cursor or clear the screen. */
-static void print_wrote(const char *out, const run_data *runs, int n)
+static void print_wrote(const char *out, const run_data *runs, int n, int timeline)
 {
     char *text = NULL;
     size_t size = 0;
@@ -642,10 +795,13 @@ static void print_wrote(const char *out, const run_data *runs, int n)
     if (!mem)
         return;
     fprintf(mem, "wrote %s:", out);
-    for (int i = 0; i < n; i++)
-        fprintf(mem, "%s %s (%zu epochs%s%s)", i ? ";" : "", runs[i].dir, runs[i].nrows,
+    for (int i = 0; i < n && runs[0].nrows; i++)
+        fprintf(mem, "%s %s (%zu epochs%s%s%s)", i ? ";" : "", runs[i].dir, runs[i].nrows,
                 runs[i].has_steps ? ", step times" : "",
-                runs[i].confusion ? ", confusion matrix" : "");
+                runs[i].confusion ? ", confusion matrix" : "",
+                i == 0 && timeline ? ", timeline" : "");
+    if (!runs[0].nrows) /* a run with a trace and no epochs yet */
+        fprintf(mem, " %s (no epochs yet, timeline)", runs[0].dir);
     char *shown = fclose(mem) == 0 ? calloc(4 * size + 1, 1) : NULL;
     if (shown) {
         bp_cli_printable(shown, text);
@@ -666,20 +822,34 @@ static int plot(const plot_args *a, char *err, size_t len)
         snprintf(out, sizeof(out), "%s/plot.png", a->dirs[0]);
         replace = 1; /* the run directory's own picture */
     }
+    /* The timeline's trace: --trace, else the first run's trace.json when it has one. */
+    char trace_path[BP_PATH_MAX + 32];
+    snprintf(trace_path, sizeof(trace_path), "%s/trace.json", a->dirs[0]);
+    if (a->trace)
+        snprintf(trace_path, sizeof(trace_path), "%s", a->trace);
+    int has_trace = a->trace || access(trace_path, F_OK) == 0;
+    bp_cli_trace trace = {0};
     run_data runs[MAX_RUNS];
     memset(runs, 0, sizeof(runs));
     int rc = 0;
+    if (a->trace && strlen(a->trace) >= sizeof(trace_path))
+        rc = bp_cli_fail(err, len, BP_EINVAL, "--trace: name too long");
     for (int i = 0; i < a->ndirs && rc == 0; i++) {
         runs[i].dir = a->dirs[i];
         read_config(&runs[i]);
-        rc = read_metrics(&runs[i], err, len);
+        /* One run and its trace: a run the watchdog ended before an epoch still has that. */
+        rc = read_metrics(&runs[i], has_trace && a->ndirs == 1, err, len);
     }
+    if (rc == 0 && has_trace)
+        rc = bp_cli_trace_read(trace_path, a->trace_steps, &trace, err, len);
     /* The runs' own files are inputs: never replaced, --force or not. So are the data sets
      * their configs name, which the confusion matrices are drawn from. */
     enum { PER_RUN = 9 };
     static char files[MAX_RUNS * 3][BP_PATH_MAX + 32];
-    const char *inputs[MAX_RUNS * PER_RUN + 1];
+    const char *inputs[MAX_RUNS * PER_RUN + 2];
     int ninputs = 0;
+    if (has_trace)
+        inputs[ninputs++] = trace_path;
     for (int i = 0; i < a->ndirs; i++) {
         for (int j = 0; j < 3; j++) {
             static const char *const names[] = {"metrics.csv", "step_times.csv", "latest.h5"};
@@ -707,7 +877,7 @@ static int plot(const plot_args *a, char *err, size_t len)
                          a->script);
     if (rc == 0)
         rc = have_gnuplot(err, len);
-    for (int i = 0; i < a->ndirs && rc == 0; i++) {
+    for (int i = 0; i < a->ndirs && rc == 0 && runs[0].nrows; i++) {
         read_step_times(&runs[i]);
         read_confusion(&runs[i]);
     }
@@ -722,7 +892,7 @@ static int plot(const plot_args *a, char *err, size_t len)
     if (rc == 0 && !f)
         rc = bp_cli_fail(err, len, BP_EIO, "%s: cannot write: %s", script, strerror(errno));
     if (f) {
-        write_script(f, runs, a->ndirs, NULL);
+        write_script(f, runs, a->ndirs, has_trace ? &trace : NULL, trace_path, NULL);
         if (fclose(f) != 0)
             rc = bp_cli_fail(err, len, BP_EIO, "%s: cannot write: %s", script, strerror(errno));
         if (rc == 0)
@@ -736,19 +906,20 @@ static int plot(const plot_args *a, char *err, size_t len)
     size_t size = 0;
     FILE *mem = rc == 0 && a->script ? open_memstream(&text, &size) : NULL;
     if (mem) {
-        write_script(mem, runs, a->ndirs, out);
+        write_script(mem, runs, a->ndirs, has_trace ? &trace : NULL, trace_path, out);
         fclose(mem);
         rc = bp_publish(a->script, text, size, a->force ? BP_OUT_REPLACE : 0, err, len);
         bp_cli_force_hint(rc, err, len);
         free(text);
     }
     if (rc == 0)
-        print_wrote(out, runs, a->ndirs);
+        print_wrote(out, runs, a->ndirs, has_trace);
     for (int i = 0; i < a->ndirs; i++) {
         free(runs[i].rows);
         free(runs[i].confusion);
         free(runs[i].cfg);
     }
+    bp_cli_trace_free(&trace);
     return rc;
 }
 
@@ -758,7 +929,7 @@ int bp_cmd_plot(int argc, char **argv)
         fputs(plot_usage, stdout);
         return EXIT_OK;
     }
-    char err[2048];
+    char err[2048] = ""; /* bp_cli_force_hint reads it after a check that wrote nothing */
     plot_args a;
     if (parse_args(argc, argv, &a, err, sizeof(err)) < 0) {
         bp_cli_error(0, "%s", err);

@@ -20,12 +20,16 @@
 
 static const char train_usage[] =
     "usage: backprop train CONFIG [--set SECTION.KEY=VALUE]... [--resume CKPT|latest|auto]\n"
+    "                      [--trace PATH]\n"
     "\n"
     "Trains the network CONFIG describes; under mpirun -np N each rank computes the\n"
     "gradient of 1/N of every mini-batch. --set overrides a config key; --resume continues\n"
     "from a checkpoint (latest = the newest in [checkpoint] dir) at the exact example where\n"
     "it was taken; auto = latest when [checkpoint] dir holds a checkpoint, else a fresh\n"
-    "run (for job scripts that start again after a requeue).\n"
+    "run (for job scripts that start again after a requeue). --trace PATH is --set\n"
+    "log.trace=PATH: the last steps' phases of every rank as a Chrome trace-event JSON\n"
+    "(Perfetto, chrome://tracing, backprop plot), written at the end, on a stop, and by the\n"
+    "watchdog when a collective hangs.\n"
     "\n"
     "SIGTERM, SIGINT or SIGUSR1 to any rank (mpirun forwards SIGUSR1 to all) stops the run\n"
     "at the end of the step: a checkpoint is written and train exits with status 3.\n";
@@ -73,8 +77,9 @@ static void print_config_keys(void)
 
 typedef struct {
     const char *config, *resume;
-    const char *sets[MAX_SETS];
+    const char *sets[MAX_SETS + 1]; /* and --trace's, last */
     int nsets;
+    char trace[BP_PATH_MAX + 16]; /* "log.trace=PATH" */
 } train_args;
 
 static int parse_args(int argc, char **argv, train_args *a, char *err, size_t errlen)
@@ -97,6 +102,14 @@ static int parse_args(int argc, char **argv, train_args *a, char *err, size_t er
                                 "--resume needs a checkpoint path, 'latest' or 'auto'"),
                        -1;
             a->resume = v;
+        } else if ((r = bp_arg_value(argc, argv, &i, "--trace", &v)) != 0) {
+            if (r < 0 || !v[0])
+                return snprintf(err, errlen, "--trace needs a file path"), -1;
+            if (strlen(v) >= BP_PATH_MAX)
+                return snprintf(err, errlen, "--trace: the path is longer than %d bytes",
+                                BP_PATH_MAX - 1),
+                       -1;
+            snprintf(a->trace, sizeof(a->trace), "log.trace=%s", v);
         } else if (argv[i][0] == '-' || a->config) {
             return snprintf(err, errlen,
                             "train: unexpected argument '%s' (see backprop train "
@@ -109,6 +122,8 @@ static int parse_args(int argc, char **argv, train_args *a, char *err, size_t er
     }
     if (!a->config)
         return snprintf(err, errlen, "train: missing CONFIG (see backprop train --help)"), -1;
+    if (a->trace[0]) /* after every --set: it wins */
+        a->sets[a->nsets++] = a->trace;
     return 0;
 }
 
@@ -185,6 +200,25 @@ static void on_progress(void *ctx, long epoch, long epochs, size_t step, size_t 
     v->drawn = 1;
 }
 
+/* Straggler detection's news, on rank 0: one warning line when the set of slow ranks
+ * changes (docs/running.md, "Slow ranks"). */
+static void on_straggler(void *ctx, const bp_straggler_report *r)
+{
+    train_view *v = ctx;
+    if (v->drawn) {
+        fprintf(stderr, "\r\033[K");
+        v->drawn = 0;
+    }
+    if (r->nslow == 0)
+        bp_cli_warning("no rank is slow any more (steps %ld-%ld)", r->from_step, r->to_step);
+    else
+        bp_cli_warning("%s %s slow: step work %.3f ms against %.3f ms on the other ranks "
+                       "(%.1fx, steps %ld-%ld); every step waits for %s",
+                       r->who, r->nslow == 1 ? "is" : "are", r->work_ms, r->others_ms,
+                       r->others_ms > 0 ? r->work_ms / r->others_ms : 0.0, r->from_step, r->to_step,
+                       r->nslow == 1 ? "it" : "them");
+}
+
 static void on_epoch(void *ctx, const bp_metrics_row *r, long epochs)
 {
     train_view *v = ctx;
@@ -205,7 +239,7 @@ static void on_epoch(void *ctx, const bp_metrics_row *r, long epochs)
 static void save_step_times(const bp_config *cfg, const bp_trainer *t, const bp_step_times *st)
 {
     static const char header[] =
-        "first_step,steps,data_ms,compute_ms,exchange_ms,update_ms,ranks\n";
+        "first_step,steps,data_ms,compute_ms,exchange_ms,update_ms,ranks,slow_rank,slow_factor\n";
     char path[BP_PATH_MAX + 32], err[BP_PATH_MAX + 256], row[256];
     bp_trainer_info in;
     bp_trainer_get_info(t, &in);
@@ -219,17 +253,26 @@ static void save_step_times(const bp_config *cfg, const bp_trainer *t, const bp_
     FILE *old = fd >= 0 ? fdopen(fd, "r") : NULL;
     if (fd >= 0 && !old)
         close(fd);
+    /* The header before slow_rank and slow_factor: its rows are kept, those two empty. */
+    static const char before[] =
+        "first_step,steps,data_ms,compute_ms,exchange_ms,update_ms,ranks\n";
     char line[512];
-    if (!old || !fgets(line, sizeof(line), old) || strcmp(line, header) != 0)
-        fputs(header, mem);
-    else
-        do
-            fputs(line, mem);
-        while (fgets(line, sizeof(line), old));
+    int got = old && fgets(line, sizeof(line), old);
+    int older = got && strcmp(line, before) == 0;
+    fputs(header, mem);
+    if (got && (older || strcmp(line, header) == 0))
+        while (fgets(line, sizeof(line), old)) {
+            size_t len = strcspn(line, "\n");
+            fprintf(mem, "%.*s%s\n", (int)len, line, older ? ",," : "");
+        }
     if (old)
         fclose(old);
-    snprintf(row, sizeof(row), "%ld,%ld,%.6g,%.6g,%.6g,%.6g,%d\n", in.global_step - st->steps,
-             st->steps, st->data_ms, st->compute_ms, st->exchange_ms, st->update_ms, in.ranks);
+    char slow[64] = ",";
+    if (st->slow_rank >= 0)
+        snprintf(slow, sizeof(slow), "%d,%.3g", st->slow_rank, st->slow_factor);
+    snprintf(row, sizeof(row), "%ld,%ld,%.6g,%.6g,%.6g,%.6g,%d,%s\n", in.global_step - st->steps,
+             st->steps, st->data_ms, st->compute_ms, st->exchange_ms, st->update_ms, in.ranks,
+             slow);
     fputs(row, mem);
     fclose(mem);
     if (bp_publish(path, text, size, BP_OUT_REPLACE, err, sizeof(err)) < 0)
@@ -240,12 +283,53 @@ static void save_step_times(const bp_config *cfg, const bp_trainer *t, const bp_
 /* Where a step's time goes, on rank 0, in milliseconds per step: what to look at when
  * adding ranks does not add speed (saved for backprop plot too). Collective: every rank
  * calls it. */
+/* Rank 0: each rank's compute and wait per step, a line each (the slowest first past 16
+ * ranks, and the count of the rest): the end-of-run look at who kept whom waiting. */
+static void print_rank_times(const bp_trainer *t, const bp_rank_times *rt, int n)
+{
+    int *order = malloc((size_t)n * sizeof(int));
+    if (!order)
+        return;
+    for (int i = 0; i < n; i++)
+        order[i] = i;
+    int shown = n <= 16 ? n : 8;
+    if (n > 16) /* the 8 of the largest compute first */
+        for (int i = 0; i < shown; i++)
+            for (int j = i + 1; j < n; j++)
+                if (rt[order[j]].compute_ms > rt[order[i]].compute_ms) {
+                    int k = order[i];
+                    order[i] = order[j], order[j] = k;
+                }
+    printf("per rank, ms a step:%s\n", n > 16 ? " the 8 of the most compute" : "");
+    for (int i = 0; i < shown; i++) {
+        const bp_rank_times *r = &rt[order[i]];
+        printf("  rank %d (host %s): data %.3f + compute %.3f + wait %.3f + update %.3f\n",
+               order[i], bp_trainer_rank_host(t, order[i]), r->data_ms, r->compute_ms, r->wait_ms,
+               r->update_ms);
+    }
+    if (n > shown) {
+        double lo = rt[order[shown]].compute_ms, hi = lo;
+        for (int i = shown; i < n; i++) {
+            double c = rt[order[i]].compute_ms;
+            lo = c < lo ? c : lo, hi = c > hi ? c : hi;
+        }
+        printf("  %d more ranks: compute %.3f to %.3f\n", n - shown, lo, hi);
+    }
+    free(order);
+}
+
 static void print_step_time(const bp_comm *comm, const bp_config *cfg, const bp_trainer *t)
 {
     bp_step_times st;
     int rc = bp_trainer_step_times(t, &st);
-    if (comm->rank != 0 || st.steps == 0)
+    bp_rank_times *rt = comm->rank == 0 ? calloc((size_t)comm->size, sizeof(*rt)) : NULL;
+    /* Every rank takes part; a rank 0 without memory for the list gathers into one. */
+    bp_rank_times none;
+    int per_rank = bp_trainer_rank_times(t, rt ? rt : &none) == 0 && rt && comm->size > 1;
+    if (comm->rank != 0 || st.steps == 0) {
+        free(rt);
         return;
+    }
     save_step_times(cfg, t, &st);
     double step = st.data_ms + st.compute_ms + st.exchange_ms + st.update_ms;
     printf("step time: %.3f ms = data %.3f + compute %.3f", step, st.data_ms, st.compute_ms);
@@ -259,9 +343,12 @@ static void print_step_time(const bp_comm *comm, const bp_config *cfg, const bp_
         printf("; the exchange took %.3f in all, %.3f of it hidden behind the backward pass",
                st.exchange_ms + st.hidden_ms, st.hidden_ms);
     printf("]\n");
-    bp_runtime_info rt;
-    bp_runtime_get_info(&rt);
-    long declined = rt.bf16_declined;
+    if (per_rank)
+        print_rank_times(t, rt, comm->size);
+    free(rt);
+    bp_runtime_info rti;
+    bp_runtime_get_info(&rti);
+    long declined = rti.bf16_declined;
     if (declined > 0) /* a bf16 run whose shapes oneDNN would not take, or too many */
         printf("warning: %ld bf16 products on rank 0 ran in float: oneDNN declined their "
                "shapes or its cache of shapes was full\n",
@@ -416,6 +503,22 @@ static void say_started(void)
     }
 }
 
+/* Collective: the flight recorder's trace at [log] trace, when set; a failure is a
+ * warning (the run went well). */
+static void write_trace(const bp_comm *comm, bp_trainer *t, const bp_config *cfg, const char *why)
+{
+    char err[BP_PATH_MAX + 256];
+    if (bp_trainer_write_trace(t, why, err, sizeof(err)) < 0 && comm->rank == 0)
+        bp_cli_warning("%s", err);
+    else if (comm->rank == 0 && cfg->trace[0] && cfg->trace_steps > 0) {
+        if (cfg->trace_steps == 1)
+            bp_cli_line("trace: %s (the last step of every rank)", cfg->trace);
+        else
+            bp_cli_line("trace: %s (the last %ld steps of every rank)", cfg->trace,
+                        cfg->trace_steps);
+    }
+}
+
 /* Rank 0: the config is an input too, so no file the run writes may be it, under any
  * name: not the metrics, nor a name the run writes or sweeps in [checkpoint] dir (the
  * library's check of the data files; it never sees the config's path). */
@@ -426,6 +529,12 @@ static int config_not_written(const bp_config *cfg, const char *config, char *er
                         "[log] metrics = %.900s is the config %.900s, which the run would "
                         "replace; name another file",
                         cfg->metrics, config),
+               -1;
+    if (cfg->trace[0] && bp_same_file(cfg->trace, config))
+        return snprintf(err, errlen,
+                        "[log] trace = %.900s is the config %.900s, which the run would "
+                        "replace; name another file",
+                        cfg->trace, config),
                -1;
     char what[BP_PATH_MAX + 16];
     snprintf(what, sizeof(what), "the config %s", config);
@@ -489,7 +598,7 @@ static int train_main(const bp_comm *comm, const train_args *a)
     if (status == 0) {
         train_view view = {0};
         view.bar = drawing;
-        bp_callbacks cb = {on_epoch, view.bar ? on_progress : NULL, &view};
+        bp_callbacks cb = {on_epoch, view.bar ? on_progress : NULL, &view, on_straggler};
         bp_trainer_info before;
         bp_trainer_get_info(t, &before);
         already = before.stopped_early || before.converged;
@@ -500,6 +609,7 @@ static int train_main(const bp_comm *comm, const train_args *a)
         rc = bp_trainer_run(t, comm->rank == 0 ? &cb : NULL, err, sizeof(err));
         if (rc == BP_ESTOPPED) {
             print_step_time(comm, &cfg, t);
+            write_trace(comm, t, &cfg, "stop");
             if (comm->rank == 0)
                 print_stopped(&view, t);
             status = EXIT_STOPPED;
@@ -507,8 +617,10 @@ static int train_main(const bp_comm *comm, const train_args *a)
             status = bp_cli_report(comm, EXIT_FAILURE_DURING_WORK, err);
         }
     }
-    if (status == 0)
+    if (status == 0) {
         print_step_time(comm, &cfg, t);
+        write_trace(comm, t, &cfg, "end");
+    }
     if (status == 0 && comm->rank == 0)
         print_early_stop(t, already);
     if (status == 0 && comm->rank == 0)

@@ -30,9 +30,24 @@ done
 "$CLUSTER" up 2 --rate 1gbit >/dev/null
 check "2 hosts overlap off" timeout -k 5 120 "$CLUSTER" run -- "$BP" train "$T/c.ini" --set checkpoint.dir=$T/hosts2off --set comm.overlap=false
 check "2 hosts overlap off: bit-identical" $PY "$SRC/tests/cli/compare_weights.py" hosts2/latest.h5 hosts2off/latest.h5 0
-check "2 hosts x 2 ranks" timeout -k 5 120 "$CLUSTER" run -np 4 -- "$BP" train "$T/c.ini" --set checkpoint.dir=$T/hosts2x2
+check "2 hosts x 2 ranks" timeout -k 5 120 "$CLUSTER" run -np 4 -- "$BP" train "$T/c.ini" --set checkpoint.dir=$T/hosts2x2 --trace $T/hosts2x2/trace.json
 cp "$T/check.out" hosts2x2.log
 check "2 hosts x 2 ranks: two levels" grep -q "^exchange: 2 nodes x 2 ranks (summed in shared memory on the node)" hosts2x2.log
+# The trace gathered over both hosts: 4 processes named with their hosts (2 on each), and
+# host 2's clock set to host 1's (the steps start together: each waits for the last one's
+# sums).
+check "2 hosts x 2 ranks: the trace" $PY - hosts2x2/trace.json <<'EOF2'
+import json, sys
+d = json.load(open(sys.argv[1]))
+ev, last = d["traceEvents"], d["otherData"]["last_step"]
+names = {e["pid"]: e["args"]["name"] for e in ev if e["ph"] == "M" and e["name"] == "process_name"}
+hosts = {r: n.split("(host ")[1].rstrip(")") for r, n in names.items()}
+assert sorted(names) == [0, 1, 2, 3] and all(names[r].startswith("rank %d (host " % r) for r in names), names
+assert sorted(hosts.values()) == ["bp-host1", "bp-host1", "bp-host2", "bp-host2"], names
+starts = [e["ts"] for e in ev if e["name"] == "data" and e["args"]["step"] == last]
+assert len(starts) == 4 and max(starts) - min(starts) < 20000, starts
+assert any(e["name"].startswith("cross-node sum") for e in ev)
+EOF2
 check "4 ranks on one node" mpi 4 train c.ini --set checkpoint.dir=node4
 check "2 hosts x 2 ranks: near 4 ranks on one node" $PY "$SRC/tests/cli/compare_weights.py" node4/latest.h5 hosts2x2/latest.h5 1e-5
 
@@ -124,6 +139,12 @@ for _ in $(seq 100); do
 done
 [ -z "$left" ] && ok || bad "processes left after the partition: $left"
 check "latest.h5 reads after the partition" "$BP" inspect cut/latest.h5
+# Host 1's watchdog left its node's trace in the run directory ([log] trace unset): rank 0,
+# waiting in what never finished.
+check "the watchdog's trace of host 1" $PY -c 'import json, sys
+d = json.load(open(sys.argv[1])); ev = d["traceEvents"]
+assert d["otherData"]["written"] == "watchdog" and {e["pid"] for e in ev} == {0}
+assert any(e.get("args", {}).get("unfinished") for e in ev)' cut/trace.json
 "$CLUSTER" link 2 up
 epoch=$($PY -c "import h5py; print(h5py.File('cut/latest.h5')['train'].attrs['epoch'])")
 check "resume after the link is back" timeout -k 5 120 "$CLUSTER" run -- "$BP" train "$T/cut.ini" \

@@ -26,6 +26,11 @@ for np in 1 2; do
     expect "np$np --set range" 2 '--set train\.epochs=0: \[train\] epochs: 0 is out of range' run train good.ini --set train.epochs=0
     expect "np$np --set key" 2 "--set train\.nope=1: unknown key 'nope' in \[train\]" run train good.ini --set train.nope=1
     expect "np$np --set form" 2 '--set epochs: expected SECTION\.KEY=VALUE' run train good.ini --set epochs
+    expect "np$np straggler_factor under 1.1" 2 '\[log\] straggler_factor: 1\.05 is below 1\.1' \
+        run train good.ini --set log.straggler_factor=1.05
+    expect "np$np trace with the recorder off" 2 '\[log\] trace = t\.json with trace_steps = 0: the flight recorder is off' \
+        run train good.ini --set log.trace_steps=0 --trace t.json
+    expect "np$np --trace without a path" 2 '--trace needs a file path' run train good.ini --trace
     expect "np$np no config file" 2 'nosuch\.ini: no such file' run train nosuch.ini
     expect "np$np no CONFIG" 2 'missing CONFIG' run train
     expect "np$np data missing" 2 'absent\.h5' run train good.ini --set data.train=$T/absent.h5

@@ -188,6 +188,28 @@ else
     bad "stopped rank 2 of 4: mpirun exit $status after ${took}s"
     grep backprop hung4.err
 fi
+# The watchdog also left the trace of the node's ranks (without [log] trace, in the run
+# directory): valid Chrome trace JSON holding the 4 ranks' last steps up to the step of the
+# error line (which says where the trace went), and on each rank that arrived, what it
+# waited in, never finished: the bucket exchange of that step, or the collective the line
+# names.
+check "the error line names the trace" grep -qF "; this host's ranks' last steps: $T/hung4/trace.json" hung4.err
+check "the watchdog's trace" $PY - hung4/trace.json "$(grep 'backprop: error' hung4.err)" <<'EOF2'
+import json, re, sys
+d = json.load(open(sys.argv[1]))
+o, ev = d["otherData"], d["traceEvents"]
+what, step = re.search(r" in (.+) at step (\d+): ", sys.argv[2]).groups()
+step = int(step)
+assert o["written"] == "watchdog" and o["ranks"] == 4 and o["last_step"] == step, (o, step)
+assert {e["pid"] for e in ev if e["ph"] == "M"} == {0, 1, 2, 3}
+for r in (0, 1, 3):
+    stuck = [e for e in ev if e["pid"] == r and e.get("args", {}).get("unfinished")]
+    if what == "the gradient exchange on this node":
+        want = [e for e in stuck if e["ph"] == "b" and e["name"].startswith("exchange bucket")]
+    else:
+        want = [e for e in stuck if e["ph"] == "B" and e["name"] == what]
+    assert want and all(e["args"]["step"] == step for e in want), (r, what, stuck)
+EOF2
 kill -CONT "$victim" 2>/dev/null
 pkill -KILL -f "$T/hung4.ini" 2>/dev/null
 trap 'rm -rf "$T"' EXIT

@@ -19,15 +19,17 @@ write_config sig.ini '[data]' "train=$T/big.h5" \
 strip_time() { cut -d, -f1-8 "$1"; } # the CSV without samples_per_s and elapsed_s
 
 # run NP DIR ARGS...: train sig.ini into DIR alone (NP = 0) or under mpirun, in the
-# background, stdout and stderr to DIR.out and DIR.err; $job is the pid of the launcher.
+# background, stdout and stderr to DIR.out and DIR.err, the trace to DIR.trace.json; $job is
+# the pid of the launcher.
 run() {
     local np=$1 dir=$2
     shift 2
     if [ "$np" -eq 0 ]; then
-        "$BP" train "$T/sig.ini" --set checkpoint.dir="$dir" "$@" >"$dir.out" 2>"$dir.err" &
-    else
-        mpirun --oversubscribe -np "$np" "$BP" train "$T/sig.ini" --set checkpoint.dir="$dir" "$@" \
+        "$BP" train "$T/sig.ini" --set checkpoint.dir="$dir" --trace "$dir.trace.json" "$@" \
             >"$dir.out" 2>"$dir.err" &
+    else
+        mpirun --oversubscribe -np "$np" "$BP" train "$T/sig.ini" --set checkpoint.dir="$dir" \
+            --trace "$dir.trace.json" "$@" >"$dir.out" 2>"$dir.err" &
     fi
     job=$!
 }
@@ -93,6 +95,14 @@ stopped() {
     fi
     ok
     check "$name: latest.h5 at step $step" test "$($H5 state "$dir/latest.h5" | cut -d' ' -f3)" = "$step"
+    # the trace, written on the stop: every rank's last 100 steps, up to the step reached
+    check "$name: the trace of the stop" $PY -c 'import json, sys
+d = json.load(open(sys.argv[1])); o = d["otherData"]; step, ranks = int(sys.argv[2]), max(1, int(sys.argv[3]))
+assert (o["written"], o["ranks"], o["last_step"]) == ("stop", ranks, step), o
+first = max(0, step - 99)  # (step 0: the set-up, where its collectives were recorded)
+assert first <= o["first_step"] <= max(1, first), o
+pids = {e["pid"] for e in d["traceEvents"] if e["ph"] == "X" and e["name"] == "backward" and e["args"]["step"] == step}
+assert pids == set(range(ranks)), pids' "$dir.trace.json" "$step" "$np"
     check "$name: ckpt-$step.h5" test -e "$dir/ckpt-$step.h5"
     check "$name: stopped after two epochs, before the end" test "$step" -gt 60 -a "$step" -lt 750
     check "$name: every epoch line up to step $step" \

@@ -63,6 +63,23 @@ for np in 1 2; do
             run $np train c.ini $r --set log.metrics=$T/g2.orig
         expect "$tag: metrics = a FIFO" 2 "metrics = $T/fifo is not a regular file" \
             run $np train c.ini $r --set log.metrics=$T/fifo
+        # [log] trace (--trace) likewise: it replaces nothing but a trace
+        expect "$tag: trace = the training data" 2 "trace = $T/g2.h5 is the input \[data\] train" \
+            run $np train c.ini $r --trace $T/g2.h5
+        expect "$tag: trace = latest.h5" 2 "trace = run/latest.h5 is $T/run/latest.h5, a file the run writes itself" \
+            run $np train c.ini $r --set log.trace=run/latest.h5
+        expect "$tag: trace = another checkpoint" 2 "trace = $T/other-ckpt.h5 is a checkpoint" \
+            run $np train c.ini $r --trace $T/other-ckpt.h5
+        expect "$tag: trace = the config" 2 "trace = $T/c.ini is the config c.ini" \
+            run $np train c.ini $r --trace $T/c.ini
+        expect "$tag: trace = the metrics" 2 "trace = $T/run/metrics.csv is the metrics file" \
+            run $np train c.ini $r --trace $T/run/metrics.csv
+        expect "$tag: trace = metrics not written yet" 2 "trace = $T/./m-new.csv is the metrics file $T/m-new.csv" \
+            run $np train c.ini $r --set log.metrics=$T/m-new.csv --trace $T/./m-new.csv
+        expect "$tag: trace = a file that is no trace" 2 "trace = $T/g2.orig exists and is not a backprop trace" \
+            run $np train c.ini $r --trace $T/g2.orig
+        expect "$tag: trace = a FIFO" 2 "trace = $T/fifo is not a regular file" \
+            run $np train c.ini $r --trace $T/fifo
     done
     # The data under a name the run writes in its directory: replaced or pruned, it would
     # be gone; so would a step-times file that is a checkpoint. A FIFO there would be
@@ -334,4 +351,12 @@ for np in 1 2; do
     check "np$np: the bits of the unbroken run" $CMP runK$np/latest.h5 runK$np.r/latest.h5 0
     check "np$np: its rows" test "$(cut -d, -f1-8 runK$np/metrics.csv)" = "$(cut -d, -f1-8 runK$np.r/metrics.csv)"
 done
+# A step_times.csv of a backprop before slow_rank and slow_factor: a resume keeps its rows,
+# those two fields empty, and adds its own.
+sed -i -e '1s/,slow_rank,slow_factor$//' -e '2,$s/,[^,]*,[^,]*$//' runK1/step_times.csv
+old_row=$(sed -n 2p runK1/step_times.csv)
+check "an older step_times.csv: resumed" run 1 train k.ini --resume latest \
+    --set checkpoint.dir=$T/runK1 --set train.epochs=3
+check "its rows kept" test "$(sed -n 2p runK1/step_times.csv)" = "$old_row,,"
+check "and the new one added" test "$(wc -l <runK1/step_times.csv)" -eq 3
 finish

@@ -47,7 +47,7 @@ static int train(const bp_comm *comm, const char *ini, const bp_dataset *data, r
     bp_trainer_options opts = {.train = data};
     if (rc == 0)
         rc = bp_trainer_create_with(&t, &cfg, comm, &opts, err, sizeof(err));
-    bp_callbacks cb = {on_epoch, NULL, r};
+    bp_callbacks cb = {on_epoch, NULL, r, NULL};
     if (rc == 0)
         rc = bp_trainer_run(t, &cb, err, sizeof(err));
     if (rc < 0 && err[0]) /* the one rank that holds the reason */
