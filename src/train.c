@@ -316,8 +316,11 @@ static int fixed_send(bp_trainer *t, size_t rows, size_t m)
     size_t np = t->net.nparams, u = (size_t)t->cfg->micro_batch, T = BP__TENSORS(&t->net);
     memset(t->fixed.sum + np, 0, t->nslots * sizeof(int64_t));
     fixed_compute(t, rows);
+    double asked = bp__now_s();
     if (bp__comm_max_doubles(&t->comm, t->fixed.bound, T + 1) < 0)
         return BP_ECOMM;
+    /* Waiting there for a slower rank is exchange, not this rank's work. */
+    t->fixed.agree_s = bp__now_s() - asked;
     int finite = bp__fixed_scales(t->fixed.bound, T + 1, (m + u - 1) / u, t->fixed.scale) == 0;
     fixed_slots(t, t->fixed.sum + np);
     if (finite)
@@ -410,7 +413,8 @@ static int fixed_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
     if (diverged || nonfinite)
         return BP_EDIVERGED;
     bp__exchange_times(t->exchange, NULL, &busy);
-    double in_backward = exposed_backward - exposed0;
+    /* The bounds' maximum waited for the other ranks like the exchange. */
+    double in_backward = exposed_backward - exposed0 + t->fixed.agree_s;
     bp__step_clock_add(&t->clock, gathered - started, computed - gathered - in_backward,
                        in_backward + (ended - computed - updating), busy - busy0, updating);
     observe_step(t, computed - started - in_backward + updating, stalled0, ended);

@@ -49,6 +49,7 @@ struct bp_trainer {
                                 * and slots' fixed point */
         bp_real *block;        /* one row block of a weight gradient (bp__fixed_block_reals) */
         double *bound, *scale; /* per tensor, and one more for the micro-shards' costs */
+        double agree_s;        /* the last step's wait in the bounds' maximum */
     } fixed; /* reproducible = any_scale (src/fixed.h), where grad is NULL (the exchange
               * hands back the sums converted); NULLs otherwise */
     bp__optimizer *opt;
