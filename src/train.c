@@ -416,7 +416,8 @@ static int fixed_step(bp_trainer *t, size_t first, size_t m, char *err, size_t e
     /* The bounds' maximum waited for the other ranks like the exchange. */
     double in_backward = exposed_backward - exposed0 + t->fixed.agree_s;
     bp__step_clock_add(&t->clock, gathered - started, computed - gathered - in_backward,
-                       in_backward + (ended - computed - updating), busy - busy0, updating);
+                       in_backward + (ended - computed - updating), busy - busy0 + t->fixed.agree_s,
+                       updating);
     observe_step(t, computed - started - in_backward + updating, stalled0, ended);
     t->st.epoch_cost_sum += t->step.cost;
     t->st.epoch_correct += t->step.correct;

@@ -602,10 +602,12 @@ static void write_timeline_panel(FILE *f, const bp_cli_trace *t, const char *pat
     char title[BP_PATH_MAX + 256];
     int n = snprintf(title, sizeof(title), "Timeline of %s", path);
     char beyond[96] = "";
-    if (t->to_end)
+    if (t->to_end && t->beyond_ms >= 1)
         snprintf(beyond, sizeof(beyond),
                  "; unfinished at the edge, %.3g s more to the end of the trace",
                  t->beyond_ms / 1000.0);
+    else if (t->to_end)
+        snprintf(beyond, sizeof(beyond), "; unfinished at the edge");
     if (n < (int)sizeof(title) && t->has_window && t->first_step < t->last_step)
         n += snprintf(title + n, sizeof(title) - (size_t)n, ": steps %ld..%ld%s", t->first_step,
                       t->last_step, beyond);

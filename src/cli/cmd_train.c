@@ -233,6 +233,24 @@ static void on_epoch(void *ctx, const bp_metrics_row *r, long epochs)
     fflush(stdout);
 }
 
+/* Whether line (its end of line cut off here) is a row of step_times.csv with `fields`
+ * fields: the first two whole numbers, the rest numbers or empty. */
+static int step_times_row(char *line, int fields)
+{
+    line[strcspn(line, "\r\n")] = 0;
+    int n = 0;
+    for (char *f = line;; n++) {
+        char *end;
+        size_t len = strcspn(f, ",");
+        if (n < 2 ? (strtol(f, &end, 10), end != f + len || len == 0)
+                  : (len > 0 && (strtod(f, &end), end != f + len)))
+            return 0;
+        if (!f[len])
+            return n + 1 == fields;
+        f += len + 1;
+    }
+}
+
 /* Rank 0: this command's step times as a row of RUN_DIR/step_times.csv, after the rows of
  * the run's earlier commands when it resumed (what backprop plot draws). A failure to
  * write it is a warning: the run itself went well. */
@@ -258,15 +276,21 @@ static void save_step_times(const bp_config *cfg, const bp_trainer *t, const bp_
         "first_step,steps,data_ms,compute_ms,exchange_ms,update_ms,ranks\n";
     char line[512];
     int got = old && fgets(line, sizeof(line), old);
-    int older = got && strcmp(line, before) == 0;
+    line[got ? strcspn(line, "\r\n") : 0] = 0; /* a header saved with CRLF is the same */
+    int older = got && strncmp(line, before, sizeof(before) - 2) == 0 && !line[sizeof(before) - 2];
+    int ours = got && strncmp(line, header, sizeof(header) - 2) == 0 && !line[sizeof(header) - 2];
+    long dropped = 0;
     fputs(header, mem);
-    if (got && (older || strcmp(line, header) == 0))
-        while (fgets(line, sizeof(line), old)) {
-            size_t len = strcspn(line, "\n");
-            fprintf(mem, "%.*s%s\n", (int)len, line, older ? ",," : "");
-        }
+    while ((older || ours) && fgets(line, sizeof(line), old))
+        if (step_times_row(line, older ? 7 : 9))
+            fprintf(mem, "%s%s\n", line, older ? ",," : "");
+        else
+            dropped += line[0] != 0;
     if (old)
         fclose(old);
+    if (dropped)
+        bp_cli_warning("%s: %ld line%s that %s not step times left out", path, dropped,
+                       dropped == 1 ? "" : "s", dropped == 1 ? "was" : "were");
     char slow[64] = ",";
     if (st->slow_rank >= 0)
         snprintf(slow, sizeof(slow), "%d,%.3g", st->slow_rank, st->slow_factor);

@@ -312,16 +312,16 @@ static double window_end(const event *evs, size_t n, double trace_end, long firs
             continue;
         if (isnan(e->end)) {
             *to_end = 1;
-            seen = fmax(seen, e->ts);
+            seen = fmax(seen, fmin(e->ts, trace_end)); /* a begin past the end is not one */
         } else {
             seen = fmax(seen, e->end);
             if (e->step == last && step_phase(e))
                 end = fmax(end, e->end);
         }
     }
-    if (*to_end) {
-        end = fmin(seen + fmax((seen - t0) / 10, 1.0), trace_end);
-        *beyond_ms = (trace_end - end) / 1000.0;
+    if (*to_end) { /* past the last begin always: every unfinished box has a width */
+        end = seen + fmax((seen - t0) / 10, 1.0);
+        *beyond_ms = fmax(trace_end - end, 0) / 1000.0;
     }
     return isfinite(end) ? end : trace_end;
 }
@@ -364,7 +364,7 @@ static int collect(const event *evs, size_t n, double trace_end, int steps, bp_c
         if (e->ph == 'E' || e->ph == 'e' || sublane_of(e) < 0 || bp_cli_trace_lane(t, e->pid) < 0)
             continue;
         int unfinished = isnan(e->end);
-        double end = unfinished ? trace_end : e->end;
+        double end = unfinished ? fmax(trace_end, t1) : e->end; /* to the edge */
         if (end < t0 || (end == t0 && e->ts < t0) || e->ts >= t1)
             continue;
         bp_cli_trace_box *b = &t->boxes[t->nboxes++];

@@ -351,12 +351,15 @@ for np in 1 2; do
     check "np$np: the bits of the unbroken run" $CMP runK$np/latest.h5 runK$np.r/latest.h5 0
     check "np$np: its rows" test "$(cut -d, -f1-8 runK$np/metrics.csv)" = "$(cut -d, -f1-8 runK$np.r/metrics.csv)"
 done
-# A step_times.csv of a backprop before slow_rank and slow_factor: a resume keeps its rows,
-# those two fields empty, and adds its own.
+# A step_times.csv of a backprop before slow_rank and slow_factor (here saved with CRLF, and
+# a line of junk added): a resume keeps its rows, those two fields empty, leaves the junk
+# out with a warning, and adds its own row.
 sed -i -e '1s/,slow_rank,slow_factor$//' -e '2,$s/,[^,]*,[^,]*$//' runK1/step_times.csv
 old_row=$(sed -n 2p runK1/step_times.csv)
-check "an older step_times.csv: resumed" run 1 train k.ini --resume latest \
-    --set checkpoint.dir=$T/runK1 --set train.epochs=3
+sed -i -e 's/$/\r/' runK1/step_times.csv
+echo 'hello, world' >>runK1/step_times.csv
+run 1 train k.ini --resume latest --set checkpoint.dir=$T/runK1 --set train.epochs=3 >older.out 2>&1
+check "an older step_times.csv: resumed, the junk line said" grep -qF "runK1/step_times.csv: 1 line that was not step times left out" older.out
 check "its rows kept" test "$(sed -n 2p runK1/step_times.csv)" = "$old_row,,"
-check "and the new one added" test "$(wc -l <runK1/step_times.csv)" -eq 3
+check "and the new one added, the junk not" test "$(wc -l <runK1/step_times.csv)" -eq 3
 finish
