@@ -158,49 +158,55 @@ static int is_metrics_csv(const char *path)
     return got == 0 || (got == (ssize_t)len && memcmp(head, header, len) == 0);
 }
 
-/* The metrics CSV is rewritten and appended to in place: it must be a file of its own.
- * Not a name the run writes in its directory, not an input (under any name), not a
- * checkpoint, not the step times, and nothing but a metrics CSV (a resume, too, replaces
- * only what a run wrote). */
-static int check_metrics_path(const bp_config *c, char *err, size_t errlen)
+/* What [log] metrics and [log] trace (key, at path) both must be: not a name the run
+ * writes in its directory (but `own`, the one the key may have there), and, when the file
+ * exists, a regular file, not an input (under any name), not a checkpoint, not the step
+ * times. 1 when it exists and may be looked into, 0 when it does not exist yet, or a
+ * refusal. */
+static int check_log_file(const bp_config *c, const char *key, const char *path, const char *own,
+                          char *err, size_t errlen)
 {
-    char dir[BP_PATH_MAX], input[BP_PATH_MAX + 64];
-    const char *slash = strrchr(c->metrics, '/'), *base = slash ? slash + 1 : c->metrics;
-    struct stat md, cd, st, times;
-    bp__dir_of(c->metrics, dir, sizeof(dir));
-    if (stat(dir, &md) == 0 && stat(c->checkpoint_dir, &cd) == 0 && bp__same_file(&md, &cd) &&
-        is_run_name(base))
+    char dir[BP_PATH_MAX], input[BP_PATH_MAX + 64], times[BP_PATH_MAX + 32];
+    const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+    struct stat pd, cd, st, ts;
+    bp__dir_of(path, dir, sizeof(dir));
+    if (stat(dir, &pd) == 0 && stat(c->checkpoint_dir, &cd) == 0 && bp__same_file(&pd, &cd) &&
+        is_run_name(base) && !(own && strcmp(base, own) == 0))
         return bp__fail(err, errlen, BP_EINVAL,
-                        "[log] metrics = %s is %s/%s, a file the run writes itself; name another "
-                        "file",
-                        c->metrics, c->checkpoint_dir, base);
-    if (lstat(c->metrics, &st) != 0)
+                        "[log] %s = %s is %s/%s, a file the run writes itself; name another file",
+                        key, path, c->checkpoint_dir, base);
+    if (lstat(path, &st) != 0)
         return 0;
     if (!S_ISREG(st.st_mode))
         return bp__fail(err, errlen, BP_EINVAL,
-                        "[log] metrics = %s is not a regular file; name a file to write",
-                        c->metrics);
+                        "[log] %s = %s is not a regular file; name a file to write", key, path);
     if (input_named(c, &st, input, sizeof(input)))
+        return bp__fail(err, errlen, BP_EINVAL, "[log] %s = %s is the input %s; name another file",
+                        key, path, input);
+    if (bp__h5_is_checkpoint(path))
         return bp__fail(err, errlen, BP_EINVAL,
-                        "[log] metrics = %s is the input %s; name another file", c->metrics, input);
-    if (bp__h5_is_checkpoint(c->metrics))
+                        "[log] %s = %s is a checkpoint, which it would replace; name another file",
+                        key, path);
+    snprintf(times, sizeof(times), "%s/step_times.csv", c->checkpoint_dir);
+    if (stat(times, &ts) == 0 && bp__same_file(&ts, &st))
         return bp__fail(err, errlen, BP_EINVAL,
-                        "[log] metrics = %s is a checkpoint; the metrics never replace one, name "
-                        "another file",
-                        c->metrics);
-    char path[BP_PATH_MAX + 32];
-    snprintf(path, sizeof(path), "%s/step_times.csv", c->checkpoint_dir);
-    if (stat(path, &times) == 0 && bp__same_file(&times, &st))
-        return bp__fail(err, errlen, BP_EINVAL,
-                        "[log] metrics = %s is %s, a file the run writes itself; name another "
-                        "file",
-                        c->metrics, path);
-    if (!is_metrics_csv(c->metrics))
+                        "[log] %s = %s is %s, a file the run writes itself; name another file", key,
+                        path, times);
+    return 1;
+}
+
+/* The metrics CSV is rewritten and appended to in place: it must be a file of its own
+ * (check_log_file), and nothing but a metrics CSV (a resume, too, replaces only what a run
+ * wrote). */
+static int check_metrics_path(const bp_config *c, char *err, size_t errlen)
+{
+    int rc = check_log_file(c, "metrics", c->metrics, NULL, err, errlen);
+    if (rc == 1 && !is_metrics_csv(c->metrics))
         return bp__fail(err, errlen, BP_EINVAL,
                         "[log] metrics = %s exists and is not a metrics CSV (its first line is "
                         "not the header); name another file, or remove it",
                         c->metrics);
-    return 0;
+    return rc < 0 ? rc : 0;
 }
 
 /* Whether the file at path starts as the traces backprop writes (src/recorder.c), or is
@@ -232,15 +238,13 @@ static int same_target(const char *a, const char *b)
            stat(db, &sb) == 0 && bp__same_file(&sa, &sb);
 }
 
-/* [log] trace is replaced whole at the end of a run, on a stop and by the watchdog: not a
- * name the run writes in its directory but trace.json, not an input (under any name), not
- * a checkpoint, the metrics or the step times, and nothing but a trace. Its directory must
- * be writable. */
+/* [log] trace is replaced whole at the end of a run, on a stop and by the watchdog: its
+ * directory writable, not the metrics (written or not yet), a file of its own
+ * (check_log_file; in the run's directory, trace.json is its name), and nothing but a
+ * trace. */
 static int check_trace_path(const bp_config *c, char *err, size_t errlen)
 {
-    char dir[BP_PATH_MAX], input[BP_PATH_MAX + 64], path[BP_PATH_MAX + 32];
-    const char *slash = strrchr(c->trace, '/'), *base = slash ? slash + 1 : c->trace;
-    struct stat td, cd, st, other;
+    char dir[BP_PATH_MAX];
     bp__dir_of(c->trace, dir, sizeof(dir));
     int rc = check_writable(dir, err, errlen);
     if (rc < 0)
@@ -249,36 +253,13 @@ static int check_trace_path(const bp_config *c, char *err, size_t errlen)
         return bp__fail(err, errlen, BP_EINVAL,
                         "[log] trace = %s is the metrics file %s; name another file", c->trace,
                         c->metrics);
-    if (stat(dir, &td) == 0 && stat(c->checkpoint_dir, &cd) == 0 && bp__same_file(&td, &cd) &&
-        is_run_name(base) && strcmp(base, "trace.json") != 0)
-        return bp__fail(err, errlen, BP_EINVAL,
-                        "[log] trace = %s is %s/%s, a file the run writes itself; name another "
-                        "file",
-                        c->trace, c->checkpoint_dir, base);
-    if (lstat(c->trace, &st) != 0)
-        return 0;
-    if (!S_ISREG(st.st_mode))
-        return bp__fail(err, errlen, BP_EINVAL,
-                        "[log] trace = %s is not a regular file; name a file to write", c->trace);
-    if (input_named(c, &st, input, sizeof(input)))
-        return bp__fail(err, errlen, BP_EINVAL,
-                        "[log] trace = %s is the input %s; name another file", c->trace, input);
-    snprintf(path, sizeof(path), "%s/step_times.csv", c->checkpoint_dir);
-    if (stat(path, &other) == 0 && bp__same_file(&other, &st))
-        return bp__fail(err, errlen, BP_EINVAL,
-                        "[log] trace = %s is %s, a file the run writes itself; name another file",
-                        c->trace, path);
-    if (bp__h5_is_checkpoint(c->trace))
-        return bp__fail(err, errlen, BP_EINVAL,
-                        "[log] trace = %s is a checkpoint; a trace never replaces one, name "
-                        "another file",
-                        c->trace);
-    if (!is_trace(c->trace))
+    rc = check_log_file(c, "trace", c->trace, "trace.json", err, errlen);
+    if (rc == 1 && !is_trace(c->trace))
         return bp__fail(err, errlen, BP_EINVAL,
                         "[log] trace = %s exists and is not a backprop trace; name another file, "
                         "or remove it",
                         c->trace);
-    return 0;
+    return rc < 0 ? rc : 0;
 }
 
 /* The entry of [checkpoint] dir, among the names the run writes, replaces or sweeps, that is
