@@ -200,7 +200,9 @@ d = json.load(open(sys.argv[1]))
 o, ev = d["otherData"], d["traceEvents"]
 what, step = re.search(r" in (.+) at step (\d+): ", sys.argv[2]).groups()
 step = int(step)
-assert o["written"] == "watchdog" and o["ranks"] == 4 and o["last_step"] == step, (o, step)
+# The line gives the reporting rank's step; another rank's last events may already be the
+# next step's (seen once in CI: error at 1378, trace up to 1379), so both are taken.
+assert o["written"] == "watchdog" and o["ranks"] == 4 and o["last_step"] in (step, step + 1), (o, step)
 assert {e["pid"] for e in ev if e["ph"] == "M"} == {0, 1, 2, 3}
 for r in (0, 1, 3):
     stuck = [e for e in ev if e["pid"] == r and e.get("args", {}).get("unfinished")]
@@ -208,7 +210,7 @@ for r in (0, 1, 3):
         want = [e for e in stuck if e["ph"] == "b" and e["name"].startswith("exchange bucket")]
     else:
         want = [e for e in stuck if e["ph"] == "B" and e["name"] == what]
-    assert want and all(e["args"]["step"] == step for e in want), (r, what, stuck)
+    assert want and all(e["args"]["step"] in (step, step + 1) for e in want), (r, what, stuck)
 EOF2
 kill -CONT "$victim" 2>/dev/null
 pkill -KILL -f "$T/hung4.ini" 2>/dev/null
