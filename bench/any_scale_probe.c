@@ -50,7 +50,8 @@ static void fixed_step(rig *r, size_t rows, size_t u)
     bp__deltas_micro(&r->net, &r->ws, r->Y, rows, u, bound);
     bp__fixed_scales(bound, T, (rows + u - 1) / u, scale);
     bp__grad_fixed(&r->net, &r->ws, rows, u, scale, r->acc, r->block, NULL, NULL);
-    bp__fixed_to_real(&r->net, r->acc, scale, 0, r->net.nparams, r->grad);
+    bp__fixed_to_real(&r->net, (const int64_t *const *)&r->acc, 1, scale, 0, r->net.nparams,
+                      r->grad);
 }
 
 /* The weight gradient as before bp__dw_fixed: each micro-shard's product by the BLAS into
@@ -98,7 +99,8 @@ static void phases(rig *r, size_t rows, size_t u)
         double t2 = now();
         bp__grad_fixed(&r->net, &r->ws, rows, u, scale, r->acc, r->block, NULL, NULL);
         double t3 = now();
-        bp__fixed_to_real(&r->net, r->acc, scale, 0, r->net.nparams, r->grad);
+        bp__fixed_to_real(&r->net, (const int64_t *const *)&r->acc, 1, scale, 0, r->net.nparams,
+                          r->grad);
         double t4 = now();
         grad_blas(r, rows, u, scale);
         double t5 = now(), d[5] = {t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4};

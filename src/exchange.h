@@ -40,11 +40,14 @@ void bp__exchange_ready(void *x, size_t from);
  * every bucket of the step was returned, or BP_ECOMM. */
 int bp__exchange_next(bp__exchange *x, size_t *lo, size_t *hi, const bp_real **sum);
 
-/* With i64: a step begins, and convert(ctx, sum, real, lo, hi) will turn the job's int64
- * sums sum[lo .. hi) into reals real[lo .. hi), for each slice where it is summed (the rank
- * that sums a slice converts it, once, for every rank of its node). */
-typedef void (*bp__exchange_convert_fn)(void *ctx, const int64_t *sum, bp_real *real, size_t lo,
-                                        size_t hi);
+/* With i64: a step begins, and convert(ctx, v, k, real, lo, hi) will set reals
+ * real[lo .. hi) to the job's sums v[0][i] + ... + v[k - 1][i] of int64 vectors, for each
+ * slice where it is summed (the rank that sums a slice converts it, once, for every rank of
+ * its node). Where one node's buffers are all the job's, the elements before exact_from are
+ * summed only so, in the same pass: the int64 sums next_i64 returns hold the elements from
+ * exact_from on (the others only without convert, or with several nodes). */
+typedef void (*bp__exchange_convert_fn)(void *ctx, const int64_t *const *v, int k, bp_real *real,
+                                        size_t lo, size_t hi);
 void bp__exchange_begin_i64(bp__exchange *x, bp__exchange_convert_fn convert, void *ctx);
 
 /* bp__exchange_next with i64: the int64 sums, and the reals they converted to. */

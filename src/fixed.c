@@ -82,40 +82,75 @@ void bp__fixed_add(int64_t *acc, const bp_real *g, size_t n, double scale, int f
         (has_dq() ? add_dq : add_plain)(acc, g, n, scale);
 }
 
-/* (bp_real)acc rounds once; the power of two then scales it exactly (bar subnormals). */
+/* (bp_real)acc rounds once; the power of two then scales it exactly (bar subnormals). The
+ * sum of two vectors converted in the same pass: the node's two ranks' buffers, never
+ * written out as int64 (they are summed exactly, so no order is lost). */
 #define REAL_BODY                                                                                  \
     for (size_t i = 0; i < n; i++)                                                                 \
         out[i] = (bp_real)((double)(bp_real)acc[i] * inverse);
+#define REAL2_BODY                                                                                 \
+    for (size_t i = 0; i < n; i++)                                                                 \
+        out[i] = (bp_real)((double)(bp_real)(a[i] + b[i]) * inverse);
 FIXED_DQ static void real_dq(bp_real *restrict out, const int64_t *restrict acc, size_t n,
                              double inverse)
 {
     REAL_BODY
 }
-static void real_plain(bp_real *restrict out, const int64_t *restrict acc, size_t n, double inverse)
+static void real_plain(bp_real *restrict out, const int64_t *restrict acc, size_t n,
+                       double inverse){REAL_BODY} FIXED_DQ
+    static void real2_dq(bp_real *restrict out, const int64_t *restrict a,
+                         const int64_t *restrict b, size_t n, double inverse)
 {
-    REAL_BODY
+    REAL2_BODY
+}
+static void real2_plain(bp_real *restrict out, const int64_t *restrict a, const int64_t *restrict b,
+                        size_t n, double inverse)
+{
+    REAL2_BODY
 }
 
-static void to_real(bp_real *out, const int64_t *acc, size_t n, double inverse)
+/* out[0 .. n) = the sum of v[0 .. k) from off, converted at 1 / inverse. */
+static void to_real(bp_real *out, const int64_t *const *v, int k, size_t off, size_t n,
+                    double inverse)
 {
-    (has_dq() ? real_dq : real_plain)(out, acc, n, inverse);
+    int dq = has_dq();
+    if (k == 1) {
+        (dq ? real_dq : real_plain)(out, v[0] + off, n, inverse);
+        return;
+    }
+    if (k == 2) {
+        (dq ? real2_dq : real2_plain)(out, v[0] + off, v[1] + off, n, inverse);
+        return;
+    }
+    enum { BLOCK = 512 }; /* 4 KB of sums, in L1 while the rest are added */
+    int64_t sum[BLOCK];
+    for (size_t i = 0; i < n; i += BLOCK) {
+        size_t len = n - i < BLOCK ? n - i : BLOCK;
+        memcpy(sum, v[0] + off + i, len * sizeof(int64_t));
+        for (int j = 1; j < k; j++) {
+            const int64_t *x = v[j] + off + i;
+            for (size_t e = 0; e < len; e++)
+                sum[e] += x[e];
+        }
+        (dq ? real_dq : real_plain)(out + i, sum, len, inverse);
+    }
 }
 
 /* [lo, hi) of tensor [a, b) at scale */
-static void convert(const int64_t *acc, double scale, size_t a, size_t b, size_t lo, size_t hi,
-                    bp_real *out)
+static void convert(const int64_t *const *v, int k, double scale, size_t a, size_t b, size_t lo,
+                    size_t hi, bp_real *out)
 {
     a = a > lo ? a : lo, b = b < hi ? b : hi;
     if (a < b)
-        to_real(out + a, acc + a, b - a, 1 / scale);
+        to_real(out + a, v, k, a, b - a, 1 / scale);
 }
 
-void bp__fixed_to_real(const bp_net *net, const int64_t *acc, const double *scale, size_t lo,
-                       size_t hi, bp_real *out)
+void bp__fixed_to_real(const bp_net *net, const int64_t *const *v, int k, const double *scale,
+                       size_t lo, size_t hi, bp_real *out)
 {
     for (int l = 0; l < net->nlayers; l++) {
         size_t w = bp_net_offset_W(net, l), b = bp_net_offset_b(net, l);
-        convert(acc, scale[2 * l], w, b, lo, hi, out);
-        convert(acc, scale[2 * l + 1], b, b + (size_t)net->sizes[l + 1], lo, hi, out);
+        convert(v, k, scale[2 * l], w, b, lo, hi, out);
+        convert(v, k, scale[2 * l + 1], b, b + (size_t)net->sizes[l + 1], lo, hi, out);
     }
 }

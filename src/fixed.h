@@ -67,8 +67,9 @@ enum { BP__DW_PLAIN, BP__DW_AVX2, BP__DW_AVX512, BP__DW_PATHS };
 int bp__dw_fixed_has(int path);
 void bp__dw_fixed_on(int path, const bp__dw_job *job);
 
-/* out[lo .. hi) = acc / scale per tensor: each sum rounded once to bp_real. */
-void bp__fixed_to_real(const bp_net *net, const int64_t *acc, const double *scale, size_t lo,
-                       size_t hi, bp_real *out);
+/* out[lo .. hi) = (v[0] + ... + v[k - 1]) / scale per tensor, the int64 vectors summed
+ * exactly and each sum rounded once to bp_real. */
+void bp__fixed_to_real(const bp_net *net, const int64_t *const *v, int k, const double *scale,
+                       size_t lo, size_t hi, bp_real *out);
 
 #endif

@@ -289,12 +289,13 @@ static int64_t fixed_cost(bp_trainer *t, size_t rows, double scale)
 
 /* bp__exchange_convert_fn: the parameters of [lo, hi) back to bp_real at their tensors'
  * scales (the slots after them are read as integers). */
-static void fixed_convert(void *ctx, const int64_t *sum, bp_real *real, size_t lo, size_t hi)
+static void fixed_convert(void *ctx, const int64_t *const *v, int k, bp_real *real, size_t lo,
+                          size_t hi)
 {
     bp_trainer *t = ctx;
     size_t np = t->net.nparams;
     if (lo < np)
-        bp__fixed_to_real(&t->net, sum, t->fixed.scale, lo, hi < np ? hi : np, real);
+        bp__fixed_to_real(&t->net, v, k, t->fixed.scale, lo, hi < np ? hi : np, real);
 }
 
 /* The slots every rank fills (src/step.h), in fixed point. */

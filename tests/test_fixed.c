@@ -208,12 +208,51 @@ static void test_fixed_to_real(void **state)
     assert_int_equal(bp_net_create(&net, 2, sizes, BP_SIGMOID, BP_SIGMOID, BP_QUADRATIC), 0);
     assert_int_equal(net.nparams, 3);
     const int64_t acc[3] = {-6, 5, 3};
+    const int64_t *v = acc;
     const double scale[2] = {4, 2}; /* W, then b */
     bp_real out[3] = {9, 9, 9};
-    bp__fixed_to_real(&net, acc, scale, 1, 3, out);
+    bp__fixed_to_real(&net, &v, 1, scale, 1, 3, out);
     assert_true(out[0] == 9 && out[1] == (bp_real)1.25 && out[2] == (bp_real)1.5);
-    bp__fixed_to_real(&net, acc, scale, 0, 3, out);
+    bp__fixed_to_real(&net, &v, 1, scale, 0, 3, out);
     assert_true(out[0] == (bp_real)-1.5);
+    bp_net_free(&net);
+}
+
+/* Several vectors: their exact int64 sum converted, once, as one vector's would be; two
+ * (the fused pass) and more (summed in blocks), across the blocks' edges. Each vector's
+ * reals added would lose the small part: 2^60 + i is no bp_real. */
+static void test_fixed_to_real_sums(void **state)
+{
+    (void)state;
+    bp_net net;
+    int sizes[2] = {40, 30}; /* 1230 parameters: more than one block of sums */
+    assert_int_equal(bp_net_create(&net, 2, sizes, BP_SIGMOID, BP_SIGMOID, BP_QUADRATIC), 0);
+    size_t n = net.nparams;
+    int64_t *part[3], *sum = calloc(n, sizeof(int64_t));
+    for (int j = 0; j < 3; j++)
+        part[j] = calloc(n, sizeof(int64_t));
+    bp_real *want = calloc(n, sizeof(bp_real)), *got = calloc(n, sizeof(bp_real));
+    assert_non_null(sum && part[0] && part[1] && part[2] && want && got);
+    for (size_t i = 0; i < n; i++) {
+        part[0][i] = ((int64_t)1 << 60) + (int64_t)i;
+        part[1][i] = -((int64_t)1 << 60) + 3 * (int64_t)i - 7;
+        part[2][i] = (int64_t)(i % 5) - 2;
+    }
+    const double scale[2] = {0x1p20, 0x1p-3};
+    for (int k = 2; k <= 3; k++) {
+        for (size_t i = 0; i < n; i++)
+            sum[i] = part[0][i] + part[1][i] + (k == 3 ? part[2][i] : 0);
+        const int64_t *one = sum;
+        bp__fixed_to_real(&net, &one, 1, scale, 0, n, want);
+        memset(got, 0, n * sizeof(bp_real));
+        bp__fixed_to_real(&net, (const int64_t *const *)part, k, scale, 3, n - 5, got);
+        for (size_t i = 0; i < n; i++)
+            assert_true(i < 3 || i >= n - 5 ? got[i] == 0 : got[i] == want[i]);
+        assert_true(want[1000] == (bp_real)((double)(4000 - 7 + (k == 3 ? -2 : 0)) * 0x1p-20));
+    }
+    for (int j = 0; j < 3; j++)
+        free(part[j]);
+    free(sum), free(want), free(got);
     bp_net_free(&net);
 }
 
@@ -225,6 +264,7 @@ int main(void)
         cmocka_unit_test(test_fixed_scales),
         cmocka_unit_test(test_fixed_add),
         cmocka_unit_test(test_fixed_to_real),
+        cmocka_unit_test(test_fixed_to_real_sums),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
