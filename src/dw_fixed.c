@@ -32,13 +32,15 @@
 
 /* One tile's work: k rows of packed D (k x MR) and A (k x nr_pad) from a start of zero or
  * of the floats carried in `in`; at the end the floats go to `out` when the micro-shard
- * goes on in the next chunk, else rint(s * scale) is stored (first) or added to acc, the
- * tile's own sum (MR x NR_MAX), in L1 while every micro-shard of the chunk adds to it. */
+ * goes on in the next chunk, else rint(s * scale) is stored (first) or added to acc: the
+ * tile's own sum (MR x NR_MAX), in L1 while every micro-shard of the chunk adds to it, or,
+ * where one micro-shard is all the chunk holds, the weight gradient itself (acc_ld = n). */
 typedef struct {
     const float *in;
     float *out;
     int64_t *acc;
     size_t ld, mr, nr; /* ld: of in and out; mr x nr: the part of the tile inside W */
+    size_t acc_ld;     /* acc's row stride: NR_MAX (the tile's sum) or n (W's) */
     double scale;
     int first;
 } tile_io;
@@ -63,7 +65,7 @@ static void tile_plain(const float *Dp, const float *Ap, size_t k, const tile_io
                 c[i][j] = fmaf(Dp[r * MR + i], Ap[r * NR_MAX + j], c[i][j]);
     for (size_t i = 0; i < io->mr; i++)
         for (size_t j = 0; j < io->nr; j++) {
-            size_t at = i * NR_MAX + j;
+            size_t at = i * io->acc_ld + j;
             if (io->out)
                 io->out[i * io->ld + j] = c[i][j];
             else
@@ -87,14 +89,21 @@ AVX512 static __mmask16 mask16(size_t nr, size_t from)
 }
 
 /* acc[0 .. 8) (+)= rint(s * scale): the power of two scales exactly, and VCVTPD2QQ rounds
- * in the current mode (MXCSR), as rint does. Whole vectors (lanes past the edge are never flushed):
- * a masked store does not forward to a load. */
-AVX512 static void add8_avx512(int64_t *acc, __m256 s, __m512d scale, int first)
+ * in the current mode (MXCSR), as rint does. The tile's own sum takes whole vectors (lanes
+ * past the edge are never flushed: a masked store does not forward to a load); W's takes
+ * the lanes of m, which are inside W. */
+AVX512 static void add8_avx512(int64_t *acc, __m256 s, __m512d scale, int first, __mmask8 m)
 {
     __m512i q = _mm512_cvtpd_epi64(_mm512_mul_pd(_mm512_cvtps_pd(s), scale));
-    if (!first)
-        q = _mm512_add_epi64(q, _mm512_loadu_si512(acc));
-    _mm512_storeu_si512(acc, q);
+    if (m == 0xff) {
+        if (!first)
+            q = _mm512_add_epi64(q, _mm512_loadu_si512(acc));
+        _mm512_storeu_si512(acc, q);
+    } else if (m) {
+        if (!first)
+            q = _mm512_add_epi64(q, _mm512_maskz_loadu_epi64(m, acc));
+        _mm512_mask_storeu_epi64(acc, m, q);
+    }
 }
 
 AVX512 static void tile_avx512(const float *Dp, const float *Ap, size_t k, const tile_io *io)
@@ -132,9 +141,13 @@ AVX512 static void tile_avx512(const float *Dp, const float *Ap, size_t k, const
                 _mm512_mask_storeu_ps(io->out + i * io->ld + 16 * q, m, c[i][q]);
                 continue;
             }
-            int64_t *acc = io->acc + i * NR_MAX + 16 * q;
-            add8_avx512(acc, _mm512_castps512_ps256(c[i][q]), scale, io->first);
-            add8_avx512(acc + 8, _mm512_extractf32x8_ps(c[i][q], 1), scale, io->first);
+            int64_t *acc = io->acc + i * io->acc_ld + 16 * q;
+            /* the tile's sum: whole vectors; W's: the lanes inside it */
+            __mmask8 lo = 0xff, hi = 0xff;
+            if (io->acc_ld != NR_MAX)
+                lo = (__mmask8)m, hi = (__mmask8)(m >> 8);
+            add8_avx512(acc, _mm512_castps512_ps256(c[i][q]), scale, io->first, lo);
+            add8_avx512(acc + 8, _mm512_extractf32x8_ps(c[i][q], 1), scale, io->first, hi);
         }
     }
 }
@@ -219,7 +232,7 @@ AVX2 static void tile_avx2(const float *Dp, const float *Ap, size_t k, const til
             memcpy(io->out + i * io->ld, t, io->nr * sizeof(float));
             continue;
         }
-        int64_t q[16], *acc = io->acc + i * NR_MAX;
+        int64_t q[16], *acc = io->acc + i * io->acc_ld;
 #pragma GCC unroll 4
         for (size_t h = 0; h < 4; h++) {
             __m128 s =
@@ -308,13 +321,20 @@ static void chunk_tiles(const path_def *p, const bp__dw_job *job, const float *D
 {
     size_t u = job->u;
     int64_t sum[MR * NR_MAX];
-    tile_io io = {.acc = sum, .ld = job->n, .nr = nb, .scale = job->scale};
+    tile_io io = {.acc = sum, .ld = job->n, .nr = nb, .scale = job->scale, .acc_ld = NR_MAX};
     /* no micro-shard ended before c0: the first to reach acc stores */
     int store = c0 < u ? (job->stream ? STREAM : STORE) : ADD;
+    /* The chunk is one micro-shard's rows, to its end (W2 or the main job at 2 ranks): the
+     * tiles go to acc itself, without the copy through their own sums (not when acc is
+     * streamed: stores that read the line first cost more than the copy saves). */
+    size_t shard_end = (c0 / u + 1) * u;
+    int direct = store != STREAM && c1 == (shard_end < job->rows ? shard_end : job->rows);
     for (size_t t = 0; t < mb; t += MR, Dp += (c1 - c0) * MR) {
         size_t at = (a0 + t) * job->n + j0;
         int summed = 0; /* a micro-shard ended in this chunk */
         io.mr = mb - t < MR ? mb - t : MR;
+        if (direct)
+            io.acc = job->acc + at, io.acc_ld = job->n;
         for (size_t s0 = c0; s0 < c1;) {
             size_t s1 = (s0 / u + 1) * u; /* this micro-shard's end, or the rows' */
             s1 = s1 < job->rows ? s1 : job->rows;
@@ -322,12 +342,12 @@ static void chunk_tiles(const path_def *p, const bp__dw_job *job, const float *D
             s1 = ends ? s1 : c1;
             io.in = s0 % u ? job->carry + at : NULL;
             io.out = ends ? NULL : job->carry + at;
-            io.first = !summed;
+            io.first = direct ? store != ADD : !summed;
             p->tile(Dp + (s0 - c0) * MR, Ap + (s0 - c0) * p->nr, s1 - s0, &io);
             summed |= ends;
             s0 = s1;
         }
-        if (summed)
+        if (summed && !direct)
             p->flush(job->acc + at, job->n, sum, io.mr, nb, store);
     }
 }
