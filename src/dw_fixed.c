@@ -42,6 +42,7 @@ typedef struct {
     size_t ld, mr, nr; /* ld: of in and out; mr x nr: the part of the tile inside W */
     size_t acc_ld;     /* acc's row stride: NR_MAX (the tile's sum) or n (W's) */
     double scale;
+    float fscale; /* scale as a float where it is a normal one, else 0 */
     int first;
 } tile_io;
 
@@ -88,13 +89,11 @@ AVX512 static __mmask16 mask16(size_t nr, size_t from)
     return nr <= from ? 0 : nr - from >= 16 ? 0xffff : (__mmask16)((1u << (nr - from)) - 1);
 }
 
-/* acc[0 .. 8) (+)= rint(s * scale): the power of two scales exactly, and VCVTPD2QQ rounds
- * in the current mode (MXCSR), as rint does. The tile's own sum takes whole vectors (lanes
- * past the edge are never flushed: a masked store does not forward to a load); W's takes
- * the lanes of m, which are inside W. */
-AVX512 static void add8_avx512(int64_t *acc, __m256 s, __m512d scale, int first, __mmask8 m)
+/* acc[0 .. 8) (+)= q. The tile's own sum takes whole vectors (lanes past the edge are never
+ * flushed: a masked store does not forward to a load); W's takes the lanes of m, which are
+ * inside W. */
+AVX512 static void add8_avx512(int64_t *acc, __m512i q, int first, __mmask8 m)
 {
-    __m512i q = _mm512_cvtpd_epi64(_mm512_mul_pd(_mm512_cvtps_pd(s), scale));
     if (m == 0xff) {
         if (!first)
             q = _mm512_add_epi64(q, _mm512_loadu_si512(acc));
@@ -129,7 +128,13 @@ AVX512 static void tile_avx512(const float *Dp, const float *Ap, size_t k, const
             c[i][3] = _mm512_fmadd_ps(di, b3, c[i][3]);
         }
     }
+    /* rint(s * scale): the power of two scales exactly, and VCVTPD2QQ rounds in the current
+     * mode (MXCSR), as rint does. A scale that is a normal float scales exactly in float
+     * too (|s * scale| < 2^62; a product below float's normal range rounds, but to less
+     * than 1/2, whose rint is 0 either way), and VCVTPS2QQ rounds as VCVTPD2QQ: the same
+     * integers, 16 at a time. */
     __m512d scale = _mm512_set1_pd(io->scale);
+    __m512 fscale = _mm512_set1_ps(io->fscale);
 #pragma GCC unroll 6
     for (size_t i = 0; i < MR; i++) {
         if (i >= io->mr)
@@ -146,8 +151,19 @@ AVX512 static void tile_avx512(const float *Dp, const float *Ap, size_t k, const
             __mmask8 lo = 0xff, hi = 0xff;
             if (io->acc_ld != NR_MAX)
                 lo = (__mmask8)m, hi = (__mmask8)(m >> 8);
-            add8_avx512(acc, _mm512_castps512_ps256(c[i][q]), scale, io->first, lo);
-            add8_avx512(acc + 8, _mm512_extractf32x8_ps(c[i][q], 1), scale, io->first, hi);
+            __m512i q0, q1;
+            if (io->fscale != 0) {
+                __m512 x = _mm512_mul_ps(c[i][q], fscale);
+                q0 = _mm512_cvtps_epi64(_mm512_castps512_ps256(x));
+                q1 = _mm512_cvtps_epi64(_mm512_extractf32x8_ps(x, 1));
+            } else {
+                __m256 s0 = _mm512_castps512_ps256(c[i][q]),
+                       s1 = _mm512_extractf32x8_ps(c[i][q], 1);
+                q0 = _mm512_cvtpd_epi64(_mm512_mul_pd(_mm512_cvtps_pd(s0), scale));
+                q1 = _mm512_cvtpd_epi64(_mm512_mul_pd(_mm512_cvtps_pd(s1), scale));
+            }
+            add8_avx512(acc, q0, io->first, lo);
+            add8_avx512(acc + 8, q1, io->first, hi);
         }
     }
 }
@@ -322,6 +338,8 @@ static void chunk_tiles(const path_def *p, const bp__dw_job *job, const float *D
     size_t u = job->u;
     int64_t sum[MR * NR_MAX];
     tile_io io = {.acc = sum, .ld = job->n, .nr = nb, .scale = job->scale, .acc_ld = NR_MAX};
+    if (job->scale >= 0x1p-126 && job->scale <= 0x1p127)
+        io.fscale = (float)job->scale;
     /* no micro-shard ended before c0: the first to reach acc stores */
     int store = c0 < u ? (job->stream ? STREAM : STORE) : ADD;
     /* The chunk is one micro-shard's rows, to its end (W2 or the main job at 2 ranks): the

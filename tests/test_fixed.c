@@ -81,8 +81,9 @@ static const shape shapes[] = {
 };
 
 /* Every path the CPU has, and the dispatch, against the reference: the same int64s. The
- * accumulator starts as garbage (the first micro-shard stores). */
-static void check_shape(const shape *s, uint64_t seed)
+ * accumulator starts as garbage (the first micro-shard stores). D and A scaled by 2^-shift:
+ * at 60, the scale is no float (2^130 and more) and the kernel scales in double. */
+static void check_shape(const shape *s, uint64_t seed, int shift)
 {
     size_t ldd = s->m + 3, lda = s->n + 5, mn = s->m * s->n;
     float *D = calloc(s->rows * ldd, sizeof(float)), *A = calloc(s->rows * lda, sizeof(float));
@@ -91,9 +92,14 @@ static void check_shape(const shape *s, uint64_t seed)
     assert_true(D && A && carry && pack && want && got);
     fill(D, s->rows * ldd, &seed);
     fill(A, s->rows * lda, &seed);
+    for (size_t i = 0; i < s->rows * ldd; i++)
+        D[i] = ldexpf(D[i], -shift);
+    for (size_t i = 0; i < s->rows * lda; i++)
+        A[i] = ldexpf(A[i], -shift);
     /* the kernel sees columns 2 .. of D and 1 .. of A, strided */
     const float *Dv = D + 2, *Av = A + 1;
     double scale = scale_for(Dv, ldd, Av, lda, s->rows, s->u, s->m, s->n);
+    assert_true(shift ? scale > 0x1p127 : scale < 0x1p127);
     reference(want, Dv, ldd, Av, lda, s->rows, s->u, s->m, s->n, scale);
     int64_t big = 0;
     for (size_t i = 0; i < mn; i++)
@@ -122,8 +128,10 @@ static void check_shape(const shape *s, uint64_t seed)
 static void test_dw_fixed_matches_definition(void **state)
 {
     (void)state;
-    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
-        check_shape(&shapes[i], 0x9e3779b97f4a7c15ull + i);
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+        check_shape(&shapes[i], 0x9e3779b97f4a7c15ull + i, 0);
+        check_shape(&shapes[i], 0x9e3779b97f4a7c15ull + i, 60);
+    }
 }
 
 /* One entry over three rows where the order and the fused product each change the sum:
@@ -218,16 +226,19 @@ static void test_fixed_to_real(void **state)
     bp_net_free(&net);
 }
 
-/* Several vectors: their exact int64 sum converted, once, as one vector's would be; two
- * (the fused pass) and more (summed in blocks), across the blocks' edges. Each vector's
- * reals added would lose the small part: 2^60 + i is no bp_real. */
+/* Several vectors: their exact int64 sum converted, once, as the definition says ((bp_real)
+ * of the sum, times the inverse of its scale, rounded once); one vector, two (the fused
+ * pass) and more (summed in blocks), across the blocks' edges; at scales whose inverses
+ * are floats, and at ones whose are not (results below float's normal range, and above
+ * its largest). Each vector's reals added would lose the small part: 2^60 + i is no
+ * bp_real. */
 static void test_fixed_to_real_sums(void **state)
 {
     (void)state;
     bp_net net;
     int sizes[2] = {40, 30}; /* 1230 parameters: more than one block of sums */
     assert_int_equal(bp_net_create(&net, 2, sizes, BP_SIGMOID, BP_SIGMOID, BP_QUADRATIC), 0);
-    size_t n = net.nparams;
+    size_t n = net.nparams, nW = 40 * 30;
     int64_t *part[3], *sum = calloc(n, sizeof(int64_t));
     for (int j = 0; j < 3; j++)
         part[j] = calloc(n, sizeof(int64_t));
@@ -236,20 +247,24 @@ static void test_fixed_to_real_sums(void **state)
     for (size_t i = 0; i < n; i++) {
         part[0][i] = ((int64_t)1 << 60) + (int64_t)i;
         part[1][i] = -((int64_t)1 << 60) + 3 * (int64_t)i - 7;
-        part[2][i] = (int64_t)(i % 5) - 2;
+        part[2][i] = (int64_t)(i % 5) - 2 + (i % 7 == 0 ? ((int64_t)1 << 61) : 0);
     }
-    const double scale[2] = {0x1p20, 0x1p-3};
-    for (int k = 2; k <= 3; k++) {
-        for (size_t i = 0; i < n; i++)
-            sum[i] = part[0][i] + part[1][i] + (k == 3 ? part[2][i] : 0);
-        const int64_t *one = sum;
-        bp__fixed_to_real(&net, &one, 1, scale, 0, n, want);
-        memset(got, 0, n * sizeof(bp_real));
-        bp__fixed_to_real(&net, (const int64_t *const *)part, k, scale, 3, n - 5, got);
-        for (size_t i = 0; i < n; i++)
-            assert_true(i < 3 || i >= n - 5 ? got[i] == 0 : got[i] == want[i]);
-        assert_true(want[1000] == (bp_real)((double)(4000 - 7 + (k == 3 ? -2 : 0)) * 0x1p-20));
-    }
+    const double scales[3][2] = {{0x1p20, 0x1p-3}, {0x1p200, 0x1p-140}, {0x1p126, 0x1p-127}};
+    for (int sc = 0; sc < 3; sc++)
+        for (int k = 1; k <= 3; k++) {
+            for (size_t i = 0; i < n; i++) {
+                sum[i] = part[0][i] + (k > 1 ? part[1][i] : 0) + (k > 2 ? part[2][i] : 0);
+                double inverse = 1 / scales[sc][i < nW ? 0 : 1];
+                want[i] = (bp_real)((double)(bp_real)sum[i] * inverse);
+            }
+            memset(got, 0, n * sizeof(bp_real));
+            bp__fixed_to_real(&net, (const int64_t *const *)part, k, scales[sc], 3, n - 5, got);
+            for (size_t i = 0; i < n; i++)
+                if (i < 3 || i >= n - 5 ? got[i] != 0 : memcmp(&got[i], &want[i], sizeof(bp_real)))
+                    fail_msg("scales %d, %d vectors: [%zu] %a, want %a", sc, k, i, (double)got[i],
+                             (double)want[i]);
+        }
+    assert_true(want[1000] == (bp_real)((double)(4000 - 7 - 2) * 0x1p-126)); /* at sc 2, k 3 */
     for (int j = 0; j < 3; j++)
         free(part[j]);
     free(sum), free(want), free(got);
