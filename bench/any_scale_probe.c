@@ -49,7 +49,7 @@ static void fixed_step(rig *r, size_t rows, size_t u)
     bp__forward_micro(&r->net, &r->ws, r->X, rows, u);
     bp__deltas_micro(&r->net, &r->ws, r->Y, rows, u, bound);
     bp__fixed_scales(bound, T, (rows + u - 1) / u, scale);
-    bp__grad_fixed(&r->net, &r->ws, rows, u, scale, r->acc, r->block, NULL, NULL);
+    bp__grad_fixed(&r->net, &r->ws, rows, u, scale, r->acc, NULL, r->block, NULL, NULL);
     bp__fixed_to_real(&r->net, (const int64_t *const *)&r->acc, 1, scale, 0, r->net.nparams,
                       r->grad);
 }
@@ -97,7 +97,7 @@ static void phases(rig *r, size_t rows, size_t u)
         bp__deltas_micro(&r->net, &r->ws, r->Y, rows, u, bound);
         bp__fixed_scales(bound, T, (rows + u - 1) / u, scale);
         double t2 = now();
-        bp__grad_fixed(&r->net, &r->ws, rows, u, scale, r->acc, r->block, NULL, NULL);
+        bp__grad_fixed(&r->net, &r->ws, rows, u, scale, r->acc, NULL, r->block, NULL, NULL);
         double t3 = now();
         bp__fixed_to_real(&r->net, (const int64_t *const *)&r->acc, 1, scale, 0, r->net.nparams,
                           r->grad);

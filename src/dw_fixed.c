@@ -346,7 +346,8 @@ static void chunk_tiles(const path_def *p, const bp__dw_job *job, const float *D
      * tiles go to acc itself, without the copy through their own sums (not when acc is
      * streamed: stores that read the line first cost more than the copy saves). */
     size_t shard_end = (c0 / u + 1) * u;
-    int direct = store != STREAM && c1 == (shard_end < job->rows ? shard_end : job->rows);
+    int direct =
+        !job->out && store != STREAM && c1 == (shard_end < job->rows ? shard_end : job->rows);
     for (size_t t = 0; t < mb; t += MR, Dp += (c1 - c0) * MR) {
         size_t at = (a0 + t) * job->n + j0;
         int summed = 0; /* a micro-shard ended in this chunk */
@@ -359,10 +360,10 @@ static void chunk_tiles(const path_def *p, const bp__dw_job *job, const float *D
             int ends = s1 <= c1;
             s1 = ends ? s1 : c1;
             io.in = s0 % u ? job->carry + at : NULL;
-            io.out = ends ? NULL : job->carry + at;
+            io.out = !ends ? job->carry + at : job->out ? job->out + at : NULL;
             io.first = direct ? store != ADD : !summed;
             p->tile(Dp + (s0 - c0) * MR, Ap + (s0 - c0) * p->nr, s1 - s0, &io);
-            summed |= ends;
+            summed |= ends && !job->out;
             s0 = s1;
         }
         if (summed && !direct)

@@ -55,6 +55,7 @@ struct bp__exchange {
     /* i64: the sums converted to bp_real where they are summed (bp__exchange_begin_i64) */
     bp_real *real; /* n reals: in the segment after the node's sum, or this rank's own */
     bp__exchange_convert_fn convert;
+    bp__exchange_floats_fn floats; /* this step's gradients are floats (begin_i64) */
     void *convert_ctx;
     int nb;       /* buckets; bucket 0 ends the buffer, the last starts it */
     span *bucket; /* in the order the backward pass completes them */
@@ -614,15 +615,21 @@ static void post(bp__exchange *x, int b)
         x->rec_id[b] = bp__rec_begin(x->rec, BP__REC_BUCKET, b, NULL);
     /* One node's sum is the job's: the int64 sums of the gradients go straight to reals,
      * never written (W3 at 2 ranks: a write and a read of 23 MB a rank a step less); only
-     * the slots after them, read as integers, are summed as such. */
+     * the slots after them, read as integers, are summed as such. Floats (one micro-shard
+     * a rank) are quantized and summed here: to reals on one node, else to the node's int64
+     * sum, which then crosses the nodes. */
     int fused = x->p > 1 && x->nodes == 1 && x->i64 && x->convert;
+    int floats = x->p > 1 && x->floats;
     if (x->p > 1) {
         count_in(&x->arrived[b], x->seq * x->p, &x->arrived_at[b]);
         wait_count(x, &x->arrived[b], x->seq * x->p, 0, &x->arrived_at[b]);
         span s = slice(x, b, x->me);
-        if (fused) { /* the gradients' part: summed and converted in one pass */
+        if (fused || floats) { /* the gradients' part: summed and converted in one pass */
             size_t cut = min_size(s.hi, s.lo > x->exact_from ? s.lo : x->exact_from);
-            if (s.lo < cut)
+            if (s.lo < cut && floats)
+                x->floats(x->convert_ctx, (const float *const *)x->peer, x->p,
+                          x->nodes == 1 ? NULL : (int64_t *)x->sum, x->real, s.lo, cut);
+            else if (s.lo < cut)
                 x->convert(x->convert_ctx, (const int64_t *const *)x->peer, x->p, x->real, s.lo,
                            cut);
             s.lo = cut;
@@ -705,10 +712,16 @@ int bp__exchange_next_i64(bp__exchange *x, size_t *lo, size_t *hi, const int64_t
     return next(x, lo, hi);
 }
 
-void bp__exchange_begin_i64(bp__exchange *x, bp__exchange_convert_fn convert, void *ctx)
+void bp__exchange_begin_i64(bp__exchange *x, bp__exchange_convert_fn convert,
+                            bp__exchange_floats_fn floats, void *ctx)
 {
-    x->convert = convert, x->convert_ctx = ctx;
+    x->convert = convert, x->floats = floats, x->convert_ctx = ctx;
     bp__exchange_begin(x);
+}
+
+int bp__exchange_takes_floats(const bp__exchange *x)
+{
+    return x->i64 && x->p > 1;
 }
 
 double bp__exchange_stalled(const bp__exchange *x)

@@ -45,10 +45,22 @@ int bp__exchange_next(bp__exchange *x, size_t *lo, size_t *hi, const bp_real **s
  * slice where it is summed (the rank that sums a slice converts it, once, for every rank of
  * its node). Where one node's buffers are all the job's, the elements before exact_from are
  * summed only so, in the same pass: the int64 sums next_i64 returns hold the elements from
- * exact_from on (the others only without convert, or with several nodes). */
+ * exact_from on (the others only without convert, or with several nodes).
+ * With floats as well (only where bp__exchange_takes_floats, and the same on every rank),
+ * each rank's elements before exact_from are floats this step, float i at byte 4 i of its
+ * buffer, and floats(ctx, v, k, sum, real, lo, hi) turns the node's k of them into the
+ * node's int64 sums sum[lo .. hi) (several nodes; then convert as before) or, where sum is
+ * NULL, the reals. */
 typedef void (*bp__exchange_convert_fn)(void *ctx, const int64_t *const *v, int k, bp_real *real,
                                         size_t lo, size_t hi);
-void bp__exchange_begin_i64(bp__exchange *x, bp__exchange_convert_fn convert, void *ctx);
+typedef void (*bp__exchange_floats_fn)(void *ctx, const float *const *v, int k, int64_t *sum,
+                                       bp_real *real, size_t lo, size_t hi);
+void bp__exchange_begin_i64(bp__exchange *x, bp__exchange_convert_fn convert,
+                            bp__exchange_floats_fn floats, void *ctx);
+
+/* Whether begin_i64 may be given floats: the node's ranks sum each other's buffers in
+ * shared memory (floats are quantized there, never sent between nodes). */
+int bp__exchange_takes_floats(const bp__exchange *x);
 
 /* bp__exchange_next with i64: the int64 sums, and the reals they converted to. */
 int bp__exchange_next_i64(bp__exchange *x, size_t *lo, size_t *hi, const int64_t **sum,

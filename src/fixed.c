@@ -165,3 +165,66 @@ void bp__fixed_to_real(const bp_net *net, const int64_t *const *v, int k, const 
         convert(v, k, scale[2 * l + 1], b, b + (size_t)net->sizes[l + 1], lo, hi, out);
     }
 }
+
+#ifndef BACKPROP_DOUBLE
+/* Two vectors to reals in one pass (a node of two ranks), each entry quantized and
+ * converted back as above; in float where the scale and its inverse are normal floats
+ * (the exact products, the same integers and the same rounding). */
+#define FLOATS2_BODY(T, RINT, SC, INV)                                                             \
+    for (size_t i = 0; i < n; i++) {                                                               \
+        int64_t q = (int64_t)RINT((T)a[i] * (SC)) + (int64_t)RINT((T)b[i] * (SC));                 \
+        out[i] = (bp_real)((T)(bp_real)q * (INV));                                                 \
+    }
+FIXED_DQ static void floats2_dq(bp_real *restrict out, const float *restrict a,
+                                const float *restrict b, size_t n,
+                                double scale){FLOATS2_BODY(double, rint, scale, 1 / scale)} FIXED_DQ
+    static void floats2f_dq(bp_real *restrict out, const float *restrict a, const float *restrict b,
+                            size_t n, float scale)
+{
+    FLOATS2_BODY(float, rintf, scale, 1 / scale)
+}
+static void floats2_plain(bp_real *restrict out, const float *restrict a, const float *restrict b,
+                          size_t n, double scale)
+{
+    FLOATS2_BODY(double, rint, scale, 1 / scale)
+}
+
+/* [a, b) of one tensor: in blocks whose int64 sums stay in L1 while each vector adds its
+ * entries quantized. */
+static void floats_tensor(const float *const *v, int k, double scale, size_t a, size_t b,
+                          int64_t *sum, bp_real *real)
+{
+    if (k == 2 && !sum) {
+        if (has_dq() && scale >= 0x1p-126 && scale <= 0x1p126)
+            floats2f_dq(real + a, v[0] + a, v[1] + a, b - a, (float)scale);
+        else
+            (has_dq() ? floats2_dq : floats2_plain)(real + a, v[0] + a, v[1] + a, b - a, scale);
+        return;
+    }
+    enum { BLOCK = 512 };
+    int64_t q[BLOCK];
+    for (size_t i = a; i < b; i += BLOCK) {
+        size_t len = b - i < BLOCK ? b - i : BLOCK;
+        for (int j = 0; j < k; j++)
+            bp__fixed_add(q, v[j] + i, len, scale, j == 0);
+        if (sum)
+            memcpy(sum + i, q, len * sizeof(int64_t));
+        else
+            real_one(real + i, q, NULL, len, 1 / scale);
+    }
+}
+
+void bp__fixed_floats(const bp_net *net, const float *const *v, int k, const double *scale,
+                      size_t lo, size_t hi, int64_t *sum, bp_real *real)
+{
+    for (int l = 0; l < net->nlayers; l++) {
+        size_t w = bp_net_offset_W(net, l), b = bp_net_offset_b(net, l);
+        size_t ends[3] = {w, b, b + (size_t)net->sizes[l + 1]};
+        for (int t = 0; t < 2; t++) {
+            size_t a = ends[t] > lo ? ends[t] : lo, e = ends[t + 1] < hi ? ends[t + 1] : hi;
+            if (a < e)
+                floats_tensor(v, k, scale[2 * l + t], a, e, sum, real);
+        }
+    }
+}
+#endif

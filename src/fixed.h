@@ -25,12 +25,15 @@ void bp__forward_micro(const bp_net *net, bp_workspace *ws, const bp_real *X, si
 void bp__deltas_micro(const bp_net *net, bp_workspace *ws, const bp_real *Y, size_t rows, size_t u,
                       double *bound);
 
-/* After bp__deltas_micro (rows > 0): acc (nparams) = the sum of trunc(g * scale[t]) over
+/* After bp__deltas_micro (rows > 0): acc (nparams) = the sum of rint(g * scale[t]) over
  * every micro-shard's gradient g, each product one micro-shard's, from the last layer
- * back; ready(ctx, from) once acc[from ..] is final. block: bp__fixed_block_reals(net). */
+ * back; ready(ctx, from) once acc[from ..] is final. block: bp__fixed_block_reals(net).
+ * Or, with out (the float build, rows <= u: one micro-shard), its gradient g itself to out
+ * (nparams floats, neither scaled nor rounded: rint(g * scale[t]) is what acc would hold);
+ * acc is not used then. */
 void bp__grad_fixed(const bp_net *net, const bp_workspace *ws, size_t rows, size_t u,
-                    const double *scale, int64_t *acc, bp_real *block, bp__ready_fn ready,
-                    void *ctx);
+                    const double *scale, int64_t *acc, float *out, bp_real *block,
+                    bp__ready_fn ready, void *ctx);
 size_t bp__fixed_block_reals(const bp_net *net);
 
 /* The data cost of rows [r0, r0 + n) of the last forward pass, summed in row order. */
@@ -58,6 +61,8 @@ typedef struct {
     float *carry; /* m x n floats of scratch, used when u > 256 (sums between pieces) */
     int stream;   /* acc is larger than the caches: stored without reading it first */
     float *pack;  /* bp__dw_pack_floats() floats of scratch: the packed panels */
+    float *out;   /* or, with rows <= u (one micro-shard), the float sums s themselves to out
+                   * (m x n, row stride n), neither scaled nor rounded; acc unused */
 } bp__dw_job;
 size_t bp__dw_pack_floats(void);
 void bp__dw_fixed(const bp__dw_job *job);
@@ -71,5 +76,12 @@ void bp__dw_fixed_on(int path, const bp__dw_job *job);
  * exactly and each sum rounded once to bp_real. */
 void bp__fixed_to_real(const bp_net *net, const int64_t *const *v, int k, const double *scale,
                        size_t lo, size_t hi, bp_real *out);
+
+/* The float build: the gradients of k micro-shards, one a vector (bp__grad_fixed's out),
+ * each entry quantized as bp__fixed_add does and the k summed exactly, for [lo, hi): to sum
+ * as int64 where sum is not NULL, else to real as bp__fixed_to_real would convert that sum.
+ * The bits of the int64 path, with half its bytes between the ranks of a node. */
+void bp__fixed_floats(const bp_net *net, const float *const *v, int k, const double *scale,
+                      size_t lo, size_t hi, int64_t *sum, bp_real *real);
 
 #endif

@@ -496,8 +496,8 @@ size_t bp__fixed_block_reals(const bp_net *net)
  * every micro-shard adds its product to it. The float build sums each product in a fixed
  * order of its own (bp__dw_fixed), whatever the BLAS; the double build keeps the BLAS's. */
 void bp__grad_fixed(const bp_net *net, const bp_workspace *ws, size_t rows, size_t u,
-                    const double *scale, int64_t *acc, bp_real *block, bp__ready_fn ready,
-                    void *ctx)
+                    const double *scale, int64_t *acc, float *out, bp_real *block,
+                    bp__ready_fn ready, void *ctx)
 {
 #ifndef BACKPROP_DOUBLE
     int stream = net->nparams * sizeof(int64_t) > BP__FIXED_CACHED;
@@ -509,6 +509,12 @@ void bp__grad_fixed(const bp_net *net, const bp_workspace *ws, size_t rows, size
             size_t n = rows - r0 < u ? rows - r0 : u;
             bp__gemv(CblasRowMajor, CblasTrans, (int)n, (int)n_out, 1, ws->D[l] + r0 * n_out,
                      (int)n_out, ws->ones, 1, 0, block, 1);
+#ifndef BACKPROP_DOUBLE
+            if (out) {
+                memcpy(out + bp_net_offset_b(net, l), block, n_out * sizeof(float));
+                continue;
+            }
+#endif
             bp__fixed_add(acc + bp_net_offset_b(net, l), block, n_out, scale[2 * l + 1], r0 == 0);
         }
         for (size_t hi = n_out; hi > 0;) {
@@ -532,7 +538,8 @@ void bp__grad_fixed(const bp_net *net, const bp_workspace *ws, size_t rows, size
                               .m = hi - lo,
                               .n = n_in,
                               .scale = scale[2 * l],
-                              .acc = acc + off + lo * n_in,
+                              .acc = out ? NULL : acc + off + lo * n_in,
+                              .out = out ? out + off + lo * n_in : NULL,
                               .carry = block,
                               .stream = stream,
                               .pack = block + block_reals(net)};

@@ -298,6 +298,19 @@ static void fixed_convert(void *ctx, const int64_t *const *v, int k, bp_real *re
         bp__fixed_to_real(&t->net, v, k, t->fixed.scale, lo, hi < np ? hi : np, real);
 }
 
+#ifndef BACKPROP_DOUBLE
+/* bp__exchange_floats_fn: the micro-shards' float gradients of [lo, hi), quantized and
+ * summed, to the node's int64 sums or to bp_real. */
+static void fixed_floats(void *ctx, const float *const *v, int k, int64_t *sum, bp_real *real,
+                         size_t lo, size_t hi)
+{
+    bp_trainer *t = ctx;
+    size_t np = t->net.nparams;
+    if (lo < np)
+        bp__fixed_floats(&t->net, v, k, t->fixed.scale, lo, hi < np ? hi : np, sum, real);
+}
+#endif
+
 /* The slots every rank fills (src/step.h), in fixed point. */
 static void fixed_slots(bp_trainer *t, int64_t *slot)
 {
@@ -326,11 +339,20 @@ static int fixed_send(bp_trainer *t, size_t rows, size_t m)
     fixed_slots(t, t->fixed.sum + np);
     if (finite)
         t->fixed.sum[np + BP__SLOT_COST] = fixed_cost(t, rows, t->fixed.scale[T]);
-    bp__exchange_begin_i64(t->exchange, finite ? fixed_convert : NULL, t);
+    /* Where every rank holds one micro-shard at most, each sends its gradient as floats,
+     * quantized where the node sums them: the same integers, half the bytes (the float
+     * build; the ranks of a node summing in shared memory). */
+    bp__exchange_floats_fn floats = NULL;
+#ifndef BACKPROP_DOUBLE
+    if (finite && (m + u - 1) / u <= (size_t)t->comm.size && bp__exchange_takes_floats(t->exchange))
+        floats = fixed_floats;
+#endif
+    bp__exchange_begin_i64(t->exchange, finite ? fixed_convert : NULL, floats, t);
     if (finite && rows > 0) {
         int64_t ev = bp__rec_begin(t->obs.ring, BP__REC_BACKWARD, 0, NULL);
-        bp__grad_fixed(&t->net, &t->ws, rows, u, t->fixed.scale, t->fixed.sum, t->fixed.block,
-                       bp__exchange_ready, t->exchange);
+        bp__grad_fixed(&t->net, &t->ws, rows, u, t->fixed.scale, t->fixed.sum,
+                       floats ? (float *)t->fixed.sum : NULL, t->fixed.block, bp__exchange_ready,
+                       t->exchange);
         bp__rec_end(t->obs.ring, ev);
     } else { /* an idle rank, or a step every rank knows diverged: zeros */
         memset(t->fixed.sum, 0, np * sizeof(int64_t));

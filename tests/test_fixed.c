@@ -105,7 +105,8 @@ static void check_shape(const shape *s, uint64_t seed, int shift)
     for (size_t i = 0; i < mn; i++)
         big = llabs(want[i]) > big ? llabs(want[i]) : big;
     assert_true(big > ((int64_t)1 << 52)); /* the int64's high half is in play */
-    bp__dw_job job = {Dv, Av, ldd, lda, s->rows, s->u, s->m, s->n, scale, got, carry, 0, pack};
+    bp__dw_job job = {Dv,   Av,    ldd, lda,   s->rows, s->u, s->m,
+                      s->n, scale, got, carry, 0,       pack, NULL};
     for (int path = 0; path <= BP__DW_PATHS; path++) {
         if (path < BP__DW_PATHS && !bp__dw_fixed_has(path))
             continue;
@@ -121,6 +122,36 @@ static void check_shape(const shape *s, uint64_t seed, int shift)
                              path, job.stream, s->m, s->n, s->rows, s->u, i, (long long)got[i],
                              (long long)want[i]);
         }
+    }
+    /* One micro-shard: the float sums themselves, unscaled, the same bits on every path
+     * (rint(s * scale) of them is what was checked above). */
+    if (s->rows <= s->u) {
+        float *sums = malloc(mn * sizeof(float)), *out = malloc(mn * sizeof(float));
+        assert_true(sums && out);
+        for (size_t a = 0; a < s->m; a++)
+            for (size_t b = 0; b < s->n; b++) {
+                float f = 0;
+                for (size_t r = 0; r < s->rows; r++)
+                    f = fmaf(Dv[r * ldd + a], Av[r * lda + b], f);
+                sums[a * s->n + b] = f;
+                assert_true((int64_t)rint((double)f * scale) == want[a * s->n + b]);
+            }
+        bp__dw_job fl = job;
+        fl.acc = NULL, fl.out = out;
+        for (int path = 0; path <= BP__DW_PATHS; path++) {
+            if (path < BP__DW_PATHS && !bp__dw_fixed_has(path))
+                continue;
+            memset(out, 0xff, mn * sizeof(float)); /* NaNs */
+            if (path == BP__DW_PATHS)
+                bp__dw_fixed(&fl);
+            else
+                bp__dw_fixed_on(path, &fl);
+            for (size_t i = 0; i < mn; i++)
+                if (memcmp(&out[i], &sums[i], sizeof(float)))
+                    fail_msg("path %d floats, %zux%zu rows %zu: [%zu] %a, want %a", path, s->m,
+                             s->n, s->rows, i, (double)out[i], (double)sums[i]);
+        }
+        free(sums), free(out);
     }
     free(D), free(A), free(carry), free(pack), free(want), free(got);
 }
@@ -148,14 +179,14 @@ static void test_dw_fixed_order_and_fma(void **state)
         if (!bp__dw_fixed_has(path))
             continue;
         int64_t acc = 7;
-        bp__dw_job order = {D1, A1, 1, 1, 3, 3, 1, 1, 0x1p30, &acc, carry, 0, pack};
+        bp__dw_job order = {D1, A1, 1, 1, 3, 3, 1, 1, 0x1p30, &acc, carry, 0, pack, NULL};
         bp__dw_fixed_on(path, &order);
         assert_int_equal(acc, 0);
-        bp__dw_job fused = {D2, A2, 1, 1, 2, 2, 1, 1, 0x1p30, &acc, carry, 0, pack};
+        bp__dw_job fused = {D2, A2, 1, 1, 2, 2, 1, 1, 0x1p30, &acc, carry, 0, pack, NULL};
         bp__dw_fixed_on(path, &fused);
         assert_int_equal(acc, ((int64_t)1 << 19) + 64);
         /* the same rows as three micro-shards of one: each sum alone, then added */
-        bp__dw_job apart = {D1, A1, 1, 1, 3, 1, 1, 1, 1, &acc, carry, 0, pack};
+        bp__dw_job apart = {D1, A1, 1, 1, 3, 1, 1, 1, 1, &acc, carry, 0, pack, NULL};
         bp__dw_fixed_on(path, &apart);
         assert_int_equal(acc, 1);
     }
@@ -271,6 +302,78 @@ static void test_fixed_to_real_sums(void **state)
     bp_net_free(&net);
 }
 
+#ifndef BACKPROP_DOUBLE
+/* Micro-shards' float gradients, quantized and summed exactly: the int64s bp__fixed_add
+ * would sum (rint(g * scale), ties to even: 3.5 -> 4, 0.5 -> 0), and the reals
+ * bp__fixed_to_real would make of them; one, two (one pass) and three vectors, scales whose
+ * inverses are floats (up to the edges of float's normal range) and ones whose are not (the
+ * gradients scaled to fit them), only [lo, hi) written. */
+static void test_fixed_floats(void **state)
+{
+    (void)state;
+    bp_net net;
+    int sizes[2] = {40, 30};
+    assert_int_equal(bp_net_create(&net, 2, sizes, BP_SIGMOID, BP_SIGMOID, BP_QUADRATIC), 0);
+    size_t n = net.nparams, nW = 40 * 30;
+    float *base[3], *g[3];
+    int64_t *want_q = calloc(n, sizeof(int64_t)), *got_q = calloc(n, sizeof(int64_t));
+    bp_real *want = calloc(n, sizeof(bp_real)), *got = calloc(n, sizeof(bp_real));
+    uint64_t seed = 42;
+    for (int j = 0; j < 3; j++) {
+        base[j] = calloc(n, sizeof(float)), g[j] = calloc(n, sizeof(float));
+        assert_true(base[j] && g[j]);
+        fill(base[j], n, &seed); /* below 2^20 */
+    }
+    assert_true(want_q && got_q && want && got);
+    base[0][7] = 3.5f * 0x1p-20f, base[1][7] = 0.5f * 0x1p-20f; /* at 2^20: 4 and 0 */
+    /* W's scale and b's, and the powers of two the gradients are scaled by: below 2^61 */
+    const struct {
+        double scale[2];
+        int shift[2];
+    } cases[3] = {{{0x1p20, 0x1p30}, {0, 0}},
+                  {{0x1p140, 0x1p127}, {-100, -87}},
+                  {{0x1p126, 0x1p-126}, {-86, 106}}};
+    for (int sc = 0; sc < 3; sc++)
+        for (int k = 1; k <= 3; k++) {
+            for (size_t i = 0; i < n; i++) {
+                int t = i < nW ? 0 : 1;
+                double scale = cases[sc].scale[t];
+                want_q[i] = 0;
+                for (int j = 0; j < k; j++) {
+                    g[j][i] = ldexpf(base[j][i], cases[sc].shift[t]);
+                    want_q[i] += (int64_t)rint((double)g[j][i] * scale);
+                }
+                want[i] = (bp_real)((double)(bp_real)want_q[i] / scale);
+            }
+            if (sc == 0 && k <= 2)
+                assert_int_equal(want_q[7], 4);
+            memset(got, 0, n * sizeof(bp_real));
+            memset(got_q, 0, n * sizeof(int64_t));
+            bp__fixed_floats(&net, (const float *const *)g, k, cases[sc].scale, 3, n - 5, NULL,
+                             got);
+            bp__fixed_floats(&net, (const float *const *)g, k, cases[sc].scale, 3, n - 5, got_q,
+                             NULL);
+            size_t nonzero = 0;
+            for (size_t i = 0; i < n; i++) {
+                int out = i < 3 || i >= n - 5;
+                if (out ? got[i] != 0 : memcmp(&got[i], &want[i], sizeof(bp_real)))
+                    fail_msg("case %d, %d vectors: [%zu] %a, want %a", sc, k, i, (double)got[i],
+                             (double)want[i]);
+                if (got_q[i] != (out ? 0 : want_q[i]))
+                    fail_msg("case %d, %d vectors: [%zu] %lld, want %lld", sc, k, i,
+                             (long long)got_q[i], (long long)want_q[i]);
+                nonzero += got_q[i] != 0;
+            }
+            if (nonzero < n / 2) /* the scales leave them something to round */
+                fail_msg("case %d, %d vectors: %zu of %zu not zero", sc, k, nonzero, n);
+        }
+    for (int j = 0; j < 3; j++)
+        free(base[j]), free(g[j]);
+    free(want_q), free(got_q), free(want), free(got);
+    bp_net_free(&net);
+}
+#endif
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -280,6 +383,9 @@ int main(void)
         cmocka_unit_test(test_fixed_add),
         cmocka_unit_test(test_fixed_to_real),
         cmocka_unit_test(test_fixed_to_real_sums),
+#ifndef BACKPROP_DOUBLE
+        cmocka_unit_test(test_fixed_floats),
+#endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -52,6 +52,11 @@ check "np2 stream" mpi 2 train a.ini --set checkpoint.dir=stream --set data.plac
 same "stream" np1 stream
 check "np3 node" mpi 3 train a.ini --set checkpoint.dir=node --set data.placement=node
 same "node" np1 node
+# One micro-shard a rank (micro_batch 64: 2 of them, and 64 + 8 rows in the short batch):
+# each rank's gradient goes to the node's sum as floats, quantized there.
+check "np1 u64" mpi 1 train a.ini --set checkpoint.dir=u1 --set train.micro_batch=64
+check "np2 u64" mpi 2 train a.ini --set checkpoint.dir=u2 --set train.micro_batch=64
+same "one micro-shard a rank" u1 u2
 
 # Resume at other counts, mid-epoch: step 5 of the first epoch's 10, step 15 of the second.
 check "resume np2 -> np3" mpi 3 train a.ini --set checkpoint.dir=r3 --resume np2/ckpt-5.h5
