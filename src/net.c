@@ -439,6 +439,12 @@ static void layer_bounds(const bp_net *net, const bp_workspace *ws, int l, size_
         *bW = w > *bW ? w : *bW;
         *bb = b > *bb ? b : *bb;
     }
+#ifndef BACKPROP_DOUBLE
+    /* A bound past half of float's range: a micro-shard's float sum may overflow to inf,
+     * which each path would quantize to its own integer, and two such to a wrapped sum.
+     * The step diverged, on every rank alike. */
+    bad |= *bW >= 0x1p127 || *bb >= 0x1p127;
+#endif
     if (bad)
         *bW = *bb = INFINITY;
 }

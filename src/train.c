@@ -18,6 +18,20 @@
 #include "train.h"
 #include "optimizer.h"
 
+/* Whether a step of m rows (its bounds finite) sends each rank's gradient as floats: no more
+ * micro-shards than ranks, so each rank holds one at most, and a node's ranks that sum each
+ * other's buffers (the float build). */
+static int sends_floats(const bp_trainer *t, size_t m)
+{
+#ifdef BACKPROP_DOUBLE
+    (void)t, (void)m;
+    return 0;
+#else
+    size_t u = (size_t)t->cfg->micro_batch;
+    return (m + u - 1) / u <= (size_t)t->comm.size && bp__exchange_takes_floats(t->exchange);
+#endif
+}
+
 /* The first non-finite value of everything the run goes on from and a checkpoint holds:
  * the weights and the optimizer's state (an overflowing Adam moment stops training as
  * surely as a NaN weight, only silently). 0 when all are finite. */
@@ -149,6 +163,7 @@ void bp_trainer_get_info(const bp_trainer *t, bp_trainer_info *info)
                               .converged = t->opt ? bp__optimizer_converged(t->opt) : 0,
                               .bf16 = t->ws.bf16 != NULL};
     bp__exchange_describe(t->exchange, info->exchange, sizeof(info->exchange));
+    info->any_scale_floats = t->cfg->any_scale && sends_floats(t, (size_t)t->cfg->batch_size);
     snprintf(info->resume_note, sizeof(info->resume_note), "%s", t->resume.note);
     const bp__place *p = &t->place;
     snprintf(info->placement, sizeof(info->placement), "%s%s%s%s", bp_placement_names[p->kind],
@@ -344,7 +359,7 @@ static int fixed_send(bp_trainer *t, size_t rows, size_t m)
      * build; the ranks of a node summing in shared memory). */
     bp__exchange_floats_fn floats = NULL;
 #ifndef BACKPROP_DOUBLE
-    if (finite && (m + u - 1) / u <= (size_t)t->comm.size && bp__exchange_takes_floats(t->exchange))
+    if (finite && sends_floats(t, m))
         floats = fixed_floats;
 #endif
     bp__exchange_begin_i64(t->exchange, finite ? fixed_convert : NULL, floats, t);

@@ -18,6 +18,7 @@
 #include "backprop/config.h"
 #include "backprop/train.h"
 #include "comm.h"
+#include "exchange.h"
 #include "test_dir.h"
 
 static bp_comm world;
@@ -264,6 +265,72 @@ static void test_watchdog_escapes_json(void **state)
     free(text);
 }
 
+/* The exchange's floats (any_scale, one micro-shard a rank): at 2 ranks on one node each
+ * rank's floats (float i at byte 4 i of its int64 buffer) reach the floats callback of the
+ * rank that sums their slice, as one vector per rank in rank order, with no int64 sum to
+ * fill; the reals it makes are every rank's, and the slots after exact_from are summed as
+ * int64. Alone (no node segment), the exchange takes no floats. */
+static int floats_k;
+static void add_floats(void *ctx, const float *const *v, int k, int64_t *sum, bp_real *real,
+                       size_t lo, size_t hi)
+{
+    (void)ctx;
+    assert_null(sum);
+    floats_k = k;
+    for (size_t i = lo; i < hi; i++) {
+        float s = 0;
+        for (int j = 0; j < k; j++)
+            s = s * 1000 + v[j][i]; /* rank order shows in the digits */
+        real[i] = s;
+    }
+}
+static void no_convert(void *ctx, const int64_t *const *v, int k, bp_real *real, size_t lo,
+                       size_t hi)
+{
+    (void)ctx, (void)v, (void)k, (void)real;
+    fail_msg("convert called for [%zu, %zu) with floats", lo, hi);
+}
+
+static void test_exchange_floats(void **state)
+{
+    (void)state;
+    bp_net net;
+    int sizes[2] = {20, 10}; /* 210 parameters, then 2 slots: floats in both ranks' slices */
+    assert_int_equal(bp_net_create(&net, 2, sizes, BP_SIGMOID, BP_SIGMOID, BP_QUADRATIC), 0);
+    size_t np = net.nparams, n = np + 2;
+    char err[256] = "";
+    bp__exchange *x;
+    assert_int_equal(bp__exchange_create(&x, &world, &net, n, 4, 1, np, 0, 1, err, sizeof(err)), 0);
+    if (world.size == 1 || !bp__exchange_takes_floats(x)) {
+        assert_true(world.size == 1 && !bp__exchange_takes_floats(x));
+        bp__exchange_free(x);
+        bp_net_free(&net);
+        return;
+    }
+    assert_int_equal(world.size, 2);
+    int64_t *buf = bp__exchange_buffer_i64(x);
+    float *f = (float *)buf;
+    for (size_t i = 0; i < np; i++)
+        f[i] = (float)(world.rank * 100 + (int)i);
+    buf[np] = world.rank + 1, buf[np + 1] = 7;
+    bp__exchange_begin_i64(x, no_convert, add_floats, NULL);
+    bp__exchange_ready(x, 0);
+    size_t lo, hi;
+    const int64_t *sum;
+    const bp_real *real;
+    int rc;
+    while ((rc = bp__exchange_next_i64(x, &lo, &hi, &sum, &real)) == 1)
+        ;
+    assert_int_equal(rc, 0);
+    assert_int_equal(floats_k, 2); /* this rank summed a slice, from both ranks' floats */
+    for (size_t i = 0; i < np; i++)
+        assert_true(real[i] == (bp_real)(i * 1000 + 100 + i));
+    assert_int_equal(sum[np], 3);
+    assert_int_equal(sum[np + 1], 14);
+    bp__exchange_free(x);
+    bp_net_free(&net);
+}
+
 int main(int argc, char **argv)
 {
     if (bp_comm_init(&argc, &argv, &world) < 0)
@@ -277,6 +344,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_comm_freed_first, make_dir, remove_dir),
         cmocka_unit_test(test_watchdog_names_ranks),
         cmocka_unit_test(test_watchdog_escapes_json),
+        cmocka_unit_test(test_exchange_floats),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     bp_comm_finalize(&world);

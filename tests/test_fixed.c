@@ -374,6 +374,37 @@ static void test_fixed_floats(void **state)
 }
 #endif
 
+/* The bounds of bp__deltas_micro on a 1-1 linear net (dW = (a - y) a with a = x, b = 1,
+ * so the bound is x^2 here): finite while a float sum cannot overflow, infinite (the step
+ * diverged) from there on in the float build, where an entry past float's range would
+ * otherwise reach the sum as whatever integer its path makes of inf. */
+static void test_bounds_past_float(void **state)
+{
+    (void)state;
+    bp_net net;
+    bp_workspace ws;
+    int sizes[2] = {1, 1};
+    assert_int_equal(bp_net_create(&net, 2, sizes, BP_LINEAR, BP_LINEAR, BP_QUADRATIC), 0);
+    assert_int_equal(bp_workspace_create(&ws, &net, 1), 0);
+    net.W[0][0] = 1, net.b[0][0] = 0;
+    const bp_real y = 0;
+    const double xs[2] = {0x1p60, 0x1p64}; /* dW 2^120; 2^128, past float's largest */
+    for (int i = 0; i < 2; i++) {
+        bp_real x = (bp_real)xs[i];
+        double bound[2];
+        bp__forward_micro(&net, &ws, &x, 1, 1);
+        bp__deltas_micro(&net, &ws, &y, 1, 1, bound);
+#ifdef BACKPROP_DOUBLE
+        assert_true(bound[0] == xs[i] * xs[i]);
+#else
+        assert_true(i == 0 ? bound[0] == 0x1p120 : bound[0] == INFINITY);
+        assert_true(i == 0 ? bound[1] == 0x1p60 : bound[1] == INFINITY);
+#endif
+    }
+    bp_workspace_free(&ws);
+    bp_net_free(&net);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -383,6 +414,7 @@ int main(void)
         cmocka_unit_test(test_fixed_add),
         cmocka_unit_test(test_fixed_to_real),
         cmocka_unit_test(test_fixed_to_real_sums),
+        cmocka_unit_test(test_bounds_past_float),
 #ifndef BACKPROP_DOUBLE
         cmocka_unit_test(test_fixed_floats),
 #endif

@@ -88,6 +88,9 @@ typedef struct {
                                     * the run ends there; else 0 */
     char resume_note[200];         /* resumed with another [train] reproducible, or another
                                     * micro_batch under any_scale: that, in words; else "" */
+    int any_scale_floats;          /* reproducible = any_scale, and a full batch leaves each
+                                    * rank one micro-shard at most, which it sends as floats
+                                    * (docs/reproducibility.md) */
 } bp_trainer_info;
 
 /* Where a step's time went, means over the steps this process ran, in milliseconds. */

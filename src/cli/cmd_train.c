@@ -142,10 +142,16 @@ static void print_banner(const bp_config *c, const bp_trainer *t)
            in.ranks > 1 ? "s" : "", in.threads, in.threads > 1 ? "s" : "");
     if (c->any_scale) {
         long shards = (c->batch_size + c->micro_batch - 1) / c->micro_batch;
+        int idle = in.ranks > shards;
+        char how[96] = "";
+        if (in.any_scale_floats || idle)
+            snprintf(how, sizeof(how), " (%s%s%s)",
+                     in.any_scale_floats ? "one a rank, sent as floats" : "",
+                     in.any_scale_floats && idle ? "; " : "",
+                     idle ? "ranks past the micro-shards idle" : "");
         printf("reproducible: any_scale, a batch in %ld micro-shard%s of %ld rows, every product "
                "on 1 thread: the same bits at any rank or thread count%s\n",
-               shards, shards > 1 ? "s" : "", c->micro_batch,
-               in.ranks > shards ? " (ranks past the micro-shards idle)" : "");
+               shards, shards > 1 ? "s" : "", c->micro_batch, how);
     }
     bp_runtime_info rt;
     bp_runtime_get_info(&rt);

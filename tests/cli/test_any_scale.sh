@@ -38,9 +38,12 @@ for np in 2 3 4 6; do
 done
 # The 6-rank run's banner says how the batch is cut, and that two of its ranks idle.
 cp "$T/check.out" np6.out
+# The float build sends each rank's one micro-shard as floats; the double build int64.
+floats="one a rank, sent as floats"
+"$BP" --version | grep -q double && floats=""
 check "banner" grep -qxF "reproducible: any_scale, a batch in 4 micro-shards of 32 rows, every \
-product on 1 thread: the same bits at any rank or thread count (ranks past the micro-shards idle)" \
-    np6.out
+product on 1 thread: the same bits at any rank or thread count (${floats:+$floats; }ranks past \
+the micro-shards idle)" np6.out
 check "alone, 2 threads" "$BP" train a.ini --set checkpoint.dir=alone --set train.threads=2
 same "alone" np1 alone
 check "np2 no overlap, small buckets" mpi 2 train a.ini --set checkpoint.dir=nover \
@@ -55,8 +58,14 @@ same "node" np1 node
 # One micro-shard a rank (micro_batch 64: 2 of them, and 64 + 8 rows in the short batch):
 # each rank's gradient goes to the node's sum as floats, quantized there.
 check "np1 u64" mpi 1 train a.ini --set checkpoint.dir=u1 --set train.micro_batch=64
+cp "$T/check.out" u1.out
 check "np2 u64" mpi 2 train a.ini --set checkpoint.dir=u2 --set train.micro_batch=64
+cp "$T/check.out" u2.out
 same "one micro-shard a rank" u1 u2
+check "np2 u64: says so" grep -qxF "reproducible: any_scale, a batch in 2 micro-shards of 64 rows, \
+every product on 1 thread: the same bits at any rank or thread count${floats:+ ($floats)}" u2.out
+check "np1 u64: alone, no floats" grep -qxF "reproducible: any_scale, a batch in 2 micro-shards of \
+64 rows, every product on 1 thread: the same bits at any rank or thread count" u1.out
 
 # Resume at other counts, mid-epoch: step 5 of the first epoch's 10, step 15 of the second.
 check "resume np2 -> np3" mpi 3 train a.ini --set checkpoint.dir=r3 --resume np2/ckpt-5.h5
