@@ -53,25 +53,26 @@ int bp__fixed_scales(const double *bound, size_t tensors, size_t micro_shards, d
 #define ADD_BODY                                                                                   \
     for (size_t i = 0; i < n; i++)                                                                 \
         acc[i] += (int64_t)rint((double)g[i] * scale);
-FIXED_DQ static void add_dq(int64_t *restrict acc, const bp_real *restrict g, size_t n,
-                            double scale)
-{
-    ADD_BODY
-}
-static void add_plain(int64_t *restrict acc, const bp_real *restrict g, size_t n,
-                      double scale){ADD_BODY}
-
 #define SET_BODY                                                                                   \
     for (size_t i = 0; i < n; i++)                                                                 \
         acc[i] = (int64_t)rint((double)g[i] * scale);
-FIXED_DQ
-    static void set_dq(int64_t *restrict acc, const bp_real *restrict g, size_t n, double scale)
+FIXED_DQ static void add_dq(int64_t *restrict acc, const bp_real *restrict g, size_t n,
+                            double scale)
 {
-    SET_BODY
+    ADD_BODY;
+}
+static void add_plain(int64_t *restrict acc, const bp_real *restrict g, size_t n, double scale)
+{
+    ADD_BODY;
+}
+FIXED_DQ static void set_dq(int64_t *restrict acc, const bp_real *restrict g, size_t n,
+                            double scale)
+{
+    SET_BODY;
 }
 static void set_plain(int64_t *restrict acc, const bp_real *restrict g, size_t n, double scale)
 {
-    SET_BODY
+    SET_BODY;
 }
 
 void bp__fixed_add(int64_t *acc, const bp_real *g, size_t n, double scale, int first)
@@ -87,40 +88,56 @@ void bp__fixed_add(int64_t *acc, const bp_real *g, size_t n, double scale, int f
  * two ranks' buffers, never written out as int64 (they are summed exactly, so no order is
  * lost). With floats and an inverse that is a normal float, the product in float gives the
  * same bits (the exact product, rounded once where it is not a float) in fewer steps. */
-#define REAL_BODY(ELEM, MUL, INV)                                                                  \
+#define REAL_BODY(ELEM, T, INV)                                                                    \
     for (size_t i = 0; i < n; i++)                                                                 \
-        out[i] = (bp_real)((MUL)(bp_real)(ELEM) * (INV));
-#define REAL_FNS(NAME, ATTR, MUL, INV_T)                                                           \
-    ATTR static void NAME(bp_real *restrict out, const int64_t *restrict a, size_t n,              \
-                          INV_T inverse){                                                          \
-        REAL_BODY(a[i], MUL, inverse)} ATTR static void NAME##2(bp_real *restrict out,             \
-                                                                const int64_t *restrict a,         \
-                                                                const int64_t *restrict b,         \
-                                                                size_t n, INV_T inverse)           \
-    {                                                                                              \
-        REAL_BODY(a[i] + b[i], MUL, inverse)                                                       \
-    }
-REAL_FNS(real_dq, FIXED_DQ, double, double)
-REAL_FNS(real_plain, , double, double)
+        out[i] = (bp_real)((T)(bp_real)(ELEM) * (INV));
+FIXED_DQ static void real_dq(bp_real *restrict out, const int64_t *restrict a, size_t n,
+                             double inverse)
+{
+    REAL_BODY(a[i], double, inverse);
+}
+static void real_plain(bp_real *restrict out, const int64_t *restrict a, size_t n, double inverse)
+{
+    REAL_BODY(a[i], double, inverse);
+}
+FIXED_DQ static void real2_dq(bp_real *restrict out, const int64_t *restrict a,
+                              const int64_t *restrict b, size_t n, double inverse)
+{
+    REAL_BODY(a[i] + b[i], double, inverse);
+}
+static void real2_plain(bp_real *restrict out, const int64_t *restrict a, const int64_t *restrict b,
+                        size_t n, double inverse)
+{
+    REAL_BODY(a[i] + b[i], double, inverse);
+}
 #ifndef BACKPROP_DOUBLE
-REAL_FNS(realf_dq, FIXED_DQ, float, float)
+FIXED_DQ static void realf_dq(bp_real *restrict out, const int64_t *restrict a, size_t n,
+                              float inverse)
+{
+    REAL_BODY(a[i], float, inverse);
+}
+FIXED_DQ static void realf2_dq(bp_real *restrict out, const int64_t *restrict a,
+                               const int64_t *restrict b, size_t n, float inverse)
+{
+    REAL_BODY(a[i] + b[i], float, inverse);
+}
 #endif
 
-/* One vector or two, converted at inverse. */
+/* One vector or two (b not NULL), converted at inverse. */
 static void real_one(bp_real *out, const int64_t *a, const int64_t *b, size_t n, double inverse)
 {
     int dq = has_dq();
 #ifndef BACKPROP_DOUBLE
     if (dq && inverse >= 0x1p-126 && inverse <= 0x1p127) {
         if (b)
-            realf_dq2(out, a, b, n, (float)inverse);
+            realf2_dq(out, a, b, n, (float)inverse);
         else
             realf_dq(out, a, n, (float)inverse);
         return;
     }
 #endif
     if (b)
-        (dq ? real_dq2 : real_plain2)(out, a, b, n, inverse);
+        (dq ? real2_dq : real2_plain)(out, a, b, n, inverse);
     else
         (dq ? real_dq : real_plain)(out, a, n, inverse);
 }
@@ -147,22 +164,23 @@ static void to_real(bp_real *out, const int64_t *const *v, int k, size_t off, si
     }
 }
 
-/* [lo, hi) of tensor [a, b) at scale */
-static void convert(const int64_t *const *v, int k, double scale, size_t a, size_t b, size_t lo,
-                    size_t hi, bp_real *out)
+/* Tensor t (2l: W_l, 2l + 1: b_l) of the net within [lo, hi): [*a, *e), empty outside. */
+static void tensor_part(const bp_net *net, size_t t, size_t lo, size_t hi, size_t *a, size_t *e)
 {
-    a = a > lo ? a : lo, b = b < hi ? b : hi;
-    if (a < b)
-        to_real(out + a, v, k, a, b - a, 1 / scale);
+    int l = (int)(t / 2);
+    size_t from = t % 2 ? bp_net_offset_b(net, l) : bp_net_offset_W(net, l);
+    size_t to = t % 2 ? from + (size_t)net->sizes[l + 1] : bp_net_offset_b(net, l);
+    *a = from > lo ? from : lo, *e = to < hi ? to : hi;
 }
 
 void bp__fixed_to_real(const bp_net *net, const int64_t *const *v, int k, const double *scale,
                        size_t lo, size_t hi, bp_real *out)
 {
-    for (int l = 0; l < net->nlayers; l++) {
-        size_t w = bp_net_offset_W(net, l), b = bp_net_offset_b(net, l);
-        convert(v, k, scale[2 * l], w, b, lo, hi, out);
-        convert(v, k, scale[2 * l + 1], b, b + (size_t)net->sizes[l + 1], lo, hi, out);
+    for (size_t t = 0; t < BP__TENSORS(net); t++) {
+        size_t a, e;
+        tensor_part(net, t, lo, hi, &a, &e);
+        if (a < e)
+            to_real(out + a, v, k, a, e - a, 1 / scale[t]);
     }
 }
 
@@ -170,41 +188,43 @@ void bp__fixed_to_real(const bp_net *net, const int64_t *const *v, int k, const 
 /* Two vectors to reals in one pass (a node of two ranks), each entry quantized and
  * converted back as above; in float where the scale and its inverse are normal floats
  * (the exact products, the same integers and the same rounding). */
-#define FLOATS2_BODY(T, RINT, SC, INV)                                                             \
+#define FLOATS2_BODY(T, RINT, SC)                                                                  \
     for (size_t i = 0; i < n; i++) {                                                               \
         int64_t q = (int64_t)RINT((T)a[i] * (SC)) + (int64_t)RINT((T)b[i] * (SC));                 \
-        out[i] = (bp_real)((T)(bp_real)q * (INV));                                                 \
+        out[i] = (bp_real)((T)(bp_real)q * (1 / (SC)));                                            \
     }
 FIXED_DQ static void floats2_dq(bp_real *restrict out, const float *restrict a,
-                                const float *restrict b, size_t n,
-                                double scale){FLOATS2_BODY(double, rint, scale, 1 / scale)} FIXED_DQ
-    static void floats2f_dq(bp_real *restrict out, const float *restrict a, const float *restrict b,
-                            size_t n, float scale)
+                                const float *restrict b, size_t n, double scale)
 {
-    FLOATS2_BODY(float, rintf, scale, 1 / scale)
+    FLOATS2_BODY(double, rint, scale);
+}
+FIXED_DQ static void floats2f_dq(bp_real *restrict out, const float *restrict a,
+                                 const float *restrict b, size_t n, float scale)
+{
+    FLOATS2_BODY(float, rintf, scale);
 }
 static void floats2_plain(bp_real *restrict out, const float *restrict a, const float *restrict b,
                           size_t n, double scale)
 {
-    FLOATS2_BODY(double, rint, scale, 1 / scale)
+    FLOATS2_BODY(double, rint, scale);
 }
 
-/* [a, b) of one tensor: in blocks whose int64 sums stay in L1 while each vector adds its
+/* [a, e) of one tensor: in blocks whose int64 sums stay in L1 while each vector adds its
  * entries quantized. */
-static void floats_tensor(const float *const *v, int k, double scale, size_t a, size_t b,
+static void floats_tensor(const float *const *v, int k, double scale, size_t a, size_t e,
                           int64_t *sum, bp_real *real)
 {
     if (k == 2 && !sum) {
         if (has_dq() && scale >= 0x1p-126 && scale <= 0x1p126)
-            floats2f_dq(real + a, v[0] + a, v[1] + a, b - a, (float)scale);
+            floats2f_dq(real + a, v[0] + a, v[1] + a, e - a, (float)scale);
         else
-            (has_dq() ? floats2_dq : floats2_plain)(real + a, v[0] + a, v[1] + a, b - a, scale);
+            (has_dq() ? floats2_dq : floats2_plain)(real + a, v[0] + a, v[1] + a, e - a, scale);
         return;
     }
     enum { BLOCK = 512 };
     int64_t q[BLOCK];
-    for (size_t i = a; i < b; i += BLOCK) {
-        size_t len = b - i < BLOCK ? b - i : BLOCK;
+    for (size_t i = a; i < e; i += BLOCK) {
+        size_t len = e - i < BLOCK ? e - i : BLOCK;
         for (int j = 0; j < k; j++)
             bp__fixed_add(q, v[j] + i, len, scale, j == 0);
         if (sum)
@@ -217,14 +237,11 @@ static void floats_tensor(const float *const *v, int k, double scale, size_t a, 
 void bp__fixed_floats(const bp_net *net, const float *const *v, int k, const double *scale,
                       size_t lo, size_t hi, int64_t *sum, bp_real *real)
 {
-    for (int l = 0; l < net->nlayers; l++) {
-        size_t w = bp_net_offset_W(net, l), b = bp_net_offset_b(net, l);
-        size_t ends[3] = {w, b, b + (size_t)net->sizes[l + 1]};
-        for (int t = 0; t < 2; t++) {
-            size_t a = ends[t] > lo ? ends[t] : lo, e = ends[t + 1] < hi ? ends[t + 1] : hi;
-            if (a < e)
-                floats_tensor(v, k, scale[2 * l + t], a, e, sum, real);
-        }
+    for (size_t t = 0; t < BP__TENSORS(net); t++) {
+        size_t a, e;
+        tensor_part(net, t, lo, hi, &a, &e);
+        if (a < e)
+            floats_tensor(v, k, scale[t], a, e, sum, real);
     }
 }
 #endif
